@@ -1,0 +1,308 @@
+//! The smartvm probe guest: a tiny bare-metal x86_64 kernel that reports over the serial console
+//! what the VM looks like from inside, and performs the actions asked for on its command line.
+//!
+//! Protocol (one line each, every line starts with `smartvm-probe `, values quoted when needed):
+//! `boot cmdline=…`, one `device …` per virtio-mmio device, the action results, then `done`.
+//! The authoritative description is `ProbeReport` in the smartvm library.
+#![no_std]
+#![no_main]
+
+mod boot;
+#[macro_use]
+mod console;
+mod virtio;
+
+use console::Value;
+use virtio::{block_io, Mmio};
+
+const MAX_DEVICES: usize = 16;
+
+#[derive(Clone, Copy)]
+struct Device {
+    mmio: Mmio,
+    irq: u32,
+    id: u32,
+}
+
+/// Ring-3 entry, called by the boot stub with the physical address of Firecracker's zero page.
+#[no_mangle]
+extern "C" fn probe_main(boot_params: u64) -> ! {
+    let cmdline = command_line(boot_params as usize);
+    report!("boot cmdline={}", Value(cmdline));
+
+    let mut devices = [Device { mmio: Mmio { base: 0 }, irq: 0, id: 0 }; MAX_DEVICES];
+    let mut count = 0;
+    for token in cmdline.split(|&b| b == b' ') {
+        if let Some((base, irq)) = parse_mmio_token(token) {
+            if count < MAX_DEVICES {
+                let mmio = Mmio { base };
+                let id = if mmio.is_virtio() { mmio.device_id() } else { 0 };
+                devices[count] = Device { mmio, irq, id };
+                count += 1;
+            }
+        }
+    }
+    let devices = &devices[..count];
+    for dev in devices {
+        report_device(dev);
+    }
+
+    let mut halt = false;
+    for token in cmdline.split(|&b| b == b' ') {
+        if let Some(arg) = token.strip_prefix(b"probe.read=") {
+            block_action(devices, arg, false);
+        } else if let Some(arg) = token.strip_prefix(b"probe.write=") {
+            block_action(devices, arg, true);
+        } else if let Some(arg) = token.strip_prefix(b"probe.count=") {
+            count_forever(parse_u64(arg).unwrap_or(100));
+        } else if token == b"probe.halt" {
+            halt = true;
+        }
+    }
+    report!("done");
+    if halt {
+        boot::park();
+    }
+    reset()
+}
+
+fn command_line(boot_params: usize) -> &'static [u8] {
+    // SAFETY: Firecracker's zero page is identity-mapped; offsets are the Linux boot protocol's.
+    unsafe {
+        let lo = core::ptr::read_volatile((boot_params + 0x228) as *const u32) as usize;
+        let hi = core::ptr::read_volatile((boot_params + 0x0c8) as *const u32) as usize;
+        let size = core::ptr::read_volatile((boot_params + 0x238) as *const u32) as usize;
+        let ptr = (hi << 32) | lo;
+        if ptr == 0 || size == 0 {
+            return &[];
+        }
+        let all = core::slice::from_raw_parts(ptr as *const u8, size.min(4096));
+        let end = all.iter().position(|&b| b == 0).unwrap_or(all.len());
+        &all[..end]
+    }
+}
+
+/// `virtio_mmio.device=4K@0xd0000000:5` → (0xd0000000, 5).
+fn parse_mmio_token(token: &[u8]) -> Option<(usize, u32)> {
+    let rest = token.strip_prefix(b"virtio_mmio.device=")?;
+    let at = rest.iter().position(|&b| b == b'@')?;
+    let rest = rest[at + 1..].strip_prefix(b"0x")?;
+    let colon = rest.iter().position(|&b| b == b':')?;
+    let base = parse_hex(&rest[..colon])? as usize;
+    let irq_end = rest[colon + 1..].iter().position(|&b| b == b':').map_or(rest.len(), |p| colon + 1 + p);
+    let irq = parse_u64(&rest[colon + 1..irq_end])? as u32;
+    Some((base, irq))
+}
+
+fn parse_hex(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 16 {
+        return None;
+    }
+    let mut v = 0u64;
+    for &b in s {
+        let d = (b as char).to_digit(16)? as u64;
+        v = (v << 4) | d;
+    }
+    Some(v)
+}
+
+fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    let mut v = 0u64;
+    for &b in s {
+        v = v * 10 + (b as char).to_digit(10)? as u64;
+    }
+    Some(v)
+}
+
+fn type_name(id: u32) -> &'static str {
+    match id {
+        1 => "net",
+        2 => "block",
+        4 => "entropy",
+        5 => "balloon",
+        19 => "vsock",
+        _ => "other",
+    }
+}
+
+fn report_device(dev: &Device) {
+    let (base, irq, id) = (dev.mmio.base, dev.irq, dev.id);
+    let ty = type_name(id);
+    if id == 0 {
+        report!("device addr={:#x} irq={} type=other virtio=no", base, irq);
+        return;
+    }
+    match ty {
+        "block" => report!(
+            "device addr={:#x} irq={} type=block version={} capacity={} ro={}",
+            base,
+            irq,
+            dev.mmio.version(),
+            dev.mmio.block_capacity(),
+            dev.mmio.block_read_only() as u8
+        ),
+        "net" => match dev.mmio.net_mac() {
+            Some(m) => report!(
+                "device addr={:#x} irq={} type=net version={} mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                base,
+                irq,
+                dev.mmio.version(),
+                m[0],
+                m[1],
+                m[2],
+                m[3],
+                m[4],
+                m[5]
+            ),
+            None => report!("device addr={:#x} irq={} type=net version={}", base, irq, dev.mmio.version()),
+        },
+        "vsock" => report!(
+            "device addr={:#x} irq={} type=vsock version={} cid={}",
+            base,
+            irq,
+            dev.mmio.version(),
+            dev.mmio.vsock_cid()
+        ),
+        _ => report!("device addr={:#x} irq={} type={} version={} id={}", base, irq, ty, dev.mmio.version(), id),
+    }
+}
+
+/// `<drive>:<sector>` (read) or `<drive>:<sector>:<text>` (write); `<drive>` is the index among
+/// block devices in command-line order, which is the VM config's drive order.
+fn block_action(devices: &[Device], arg: &[u8], write: bool) {
+    let action = if write { "write" } else { "read" };
+    let mut parts = arg.splitn(3, |&b| b == b':');
+    let drive = parts.next().and_then(parse_u64);
+    let sector = parts.next().and_then(parse_u64);
+    let text = parts.next().unwrap_or(b"");
+    let (Some(drive), Some(sector)) = (drive, sector) else {
+        report!("{} arg={} status=bad-argument", action, Value(arg));
+        return;
+    };
+    let Some(dev) = devices.iter().filter(|d| d.id == 2).nth(drive as usize) else {
+        report!("{} drive={} sector={} status=no-device", action, drive, sector);
+        return;
+    };
+    let mut buf = [0u8; 512];
+    if write {
+        let n = text.len().min(512);
+        buf[..n].copy_from_slice(&text[..n]);
+    }
+    let result = block_io(dev.mmio, drive as usize, sector, write, &mut buf);
+    if write || !matches!(result, virtio::BlockResult::Ok) {
+        report!("{} drive={} sector={} status={}", action, drive, sector, result.as_str());
+    } else {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(64).min(64);
+        report!("read drive={} sector={} status=ok data={}", drive, sector, Value(&buf[..end]));
+    }
+}
+
+/// Prints `count n=<n>` every `ms` milliseconds forever (pause/snapshot tests watch it).
+fn count_forever(ms: u64) -> ! {
+    let ticks = tsc_khz() * ms.max(1);
+    let mut n: u64 = 0;
+    loop {
+        report!("count n={}", n);
+        n += 1;
+        let start = rdtsc();
+        while rdtsc().wrapping_sub(start) < ticks {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+fn rdtsc() -> u64 {
+    // SAFETY: rdtsc is allowed in ring 3 (CR4.TSD clear).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// TSC frequency in kHz from CPUID (0x15, then 0x16, then the hypervisor leaf), else 2 GHz.
+fn tsc_khz() -> u64 {
+    use core::arch::x86_64::__cpuid;
+    let max = __cpuid(0).eax;
+    if max >= 0x15 {
+        let l = __cpuid(0x15);
+        if l.eax != 0 && l.ebx != 0 && l.ecx != 0 {
+            return l.ecx as u64 * l.ebx as u64 / l.eax as u64 / 1000;
+        }
+    }
+    if max >= 0x16 {
+        let l = __cpuid(0x16);
+        if l.eax & 0xffff != 0 {
+            return (l.eax & 0xffff) as u64 * 1000;
+        }
+    }
+    let hv = __cpuid(0x4000_0000);
+    if hv.eax >= 0x4000_0010 {
+        let l = __cpuid(0x4000_0010);
+        if l.eax != 0 {
+            return l.eax as u64;
+        }
+    }
+    2_000_000
+}
+
+/// Pulses the i8042 reset line: Firecracker ends the VM and exits 0.
+fn reset() -> ! {
+    // SAFETY: IOPL=3; port 0x64 is the emulated i8042.
+    unsafe { core::arch::asm!("out dx, al", in("dx") 0x64u16, in("al") 0xfeu8, options(nomem, nostack)) };
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    report!("panic");
+    reset()
+}
+
+/// libcore is shipped built with unwinding and references this symbol; it is never called.
+#[no_mangle]
+extern "C" fn rust_eh_personality() {}
+
+#[no_mangle]
+unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    core::arch::asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst => _, inout("rsi") src => _, options(nostack));
+    dst
+}
+
+#[no_mangle]
+unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    if (dst as usize) <= (src as usize) || (dst as usize) >= (src as usize + n) {
+        return memcpy(dst, src, n);
+    }
+    core::arch::asm!(
+        "std", "rep movsb", "cld",
+        inout("rcx") n => _, inout("rdi") dst.add(n - 1) => _, inout("rsi") src.add(n - 1) => _,
+        options(nostack)
+    );
+    dst
+}
+
+#[no_mangle]
+unsafe extern "C" fn memset(dst: *mut u8, val: i32, n: usize) -> *mut u8 {
+    core::arch::asm!("rep stosb", inout("rcx") n => _, inout("rdi") dst => _, in("al") val as u8, options(nostack));
+    dst
+}
+
+#[no_mangle]
+unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    let mut i = 0;
+    while i < n {
+        let (x, y) = (core::ptr::read_volatile(a.add(i)), core::ptr::read_volatile(b.add(i)));
+        if x != y {
+            return x as i32 - y as i32;
+        }
+        i += 1;
+    }
+    0
+}
+
+#[no_mangle]
+unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    memcmp(a, b, n)
+}
