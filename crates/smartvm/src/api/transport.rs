@@ -1,0 +1,99 @@
+//! One HTTP/1.1 connection over a Unix socket (hyper), and the wire-level error type.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+
+use super::{ApiResponse, Method};
+
+/// What can go wrong on the wire.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The socket could not be connected.
+    #[error("cannot connect to {}", path.display())]
+    Connect {
+        /// Socket path.
+        path: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// HTTP handshake, send or receive failed.
+    #[error("HTTP exchange failed")]
+    Http(#[source] hyper::Error),
+    /// The request could not be built (bad path).
+    #[error("invalid request")]
+    Request(#[source] hyper::http::Error),
+    /// The answer was not UTF-8.
+    #[error("answer body is not UTF-8")]
+    NotUtf8(#[source] std::string::FromUtf8Error),
+    /// The body could not be encoded as JSON.
+    #[error("cannot encode the request body")]
+    Encode(#[source] serde_json::Error),
+    /// The answer could not be decoded into the endpoint's type.
+    #[error("cannot decode the answer {body:?}")]
+    Decode {
+        /// The body received.
+        body: String,
+        /// Why it did not decode.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// No connection could be kept.
+    #[error("no connection")]
+    NotConnected,
+}
+
+impl ApiError {
+    pub(crate) fn is_closed_connection(&self) -> bool {
+        matches!(self, ApiError::Http(e) if e.is_closed() || e.is_canceled() || e.is_incomplete_message())
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Connection {
+    pub(crate) async fn open(path: &Path) -> Result<Self, ApiError> {
+        let stream = UnixStream::connect(path).await.map_err(|source| ApiError::Connect { path: path.into(), source })?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(ApiError::Http)?;
+        tokio::spawn(async move {
+            // Ends when the socket closes; errors surface on the next request through `sender`.
+            let _ = conn.await;
+        });
+        Ok(Self { sender })
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        !self.sender.is_closed()
+    }
+
+    pub(crate) async fn send(&mut self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<ApiResponse, ApiError> {
+        self.sender.ready().await.map_err(ApiError::Http)?;
+        let method = match method {
+            Method::Get => hyper::Method::GET,
+            Method::Put => hyper::Method::PUT,
+            Method::Patch => hyper::Method::PATCH,
+        };
+        let mut builder = hyper::Request::builder().method(method).uri(path).header("Host", "localhost").header("Accept", "application/json");
+        if body.is_some() {
+            builder = builder.header("Content-Type", "application/json");
+        }
+        let request = builder.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(ApiError::Request)?;
+        let response = self.sender.send_request(request).await.map_err(ApiError::Http)?;
+        let status = response.status();
+        if let Some(dep) = response.headers().get("deprecation") {
+            tracing::warn!(path, deprecation = ?dep, "Firecracker marked this request as deprecated");
+        }
+        let bytes = response.into_body().collect().await.map_err(ApiError::Http)?.to_bytes();
+        let body = String::from_utf8(bytes.to_vec()).map_err(ApiError::NotUtf8)?;
+        Ok(ApiResponse { ok: status.is_success(), status_code: status.as_u16(), body })
+    }
+}

@@ -1,0 +1,96 @@
+//! `PUT /boot-source`: kernel, command line and initrd.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::problems::Problems;
+
+/// The guest kernel and how to boot it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BootSourceConfig {
+    /// Uncompressed kernel (ELF vmlinux on x86_64).
+    #[serde(alias = "kernel_image_path")]
+    pub kernel_image_path: PathBuf,
+    /// Kernel command line.
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "boot_args")]
+    pub boot_args: Option<String>,
+    /// Optional initial ramdisk.
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "initrd_path")]
+    pub initrd_path: Option<PathBuf>,
+}
+
+/// Firecracker's `/boot-source` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BootSourcePayload {
+    kernel_image_path: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    boot_args: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    initrd_path: Option<PathBuf>,
+}
+
+/// Firecracker limits the command line to 2048 bytes including what it appends itself.
+pub const MAX_BOOT_ARGS: usize = 2048;
+
+impl BootSourceConfig {
+    /// Boot `kernel` with no extra arguments.
+    pub fn new(kernel: impl Into<PathBuf>) -> Self {
+        Self { kernel_image_path: kernel.into(), boot_args: None, initrd_path: None }
+    }
+
+    /// Sets the kernel command line.
+    pub fn with_boot_args(mut self, args: impl Into<String>) -> Self {
+        self.boot_args = Some(args.into());
+        self
+    }
+
+    pub(crate) fn validate(&self, p: &mut Problems) {
+        p.check_path("bootSource.kernelImagePath", &self.kernel_image_path, true);
+        if let Some(initrd) = &self.initrd_path {
+            p.check_path("bootSource.initrdPath", initrd, true);
+        }
+        if let Some(args) = &self.boot_args {
+            if args.len() >= MAX_BOOT_ARGS {
+                p.push("bootSource.bootArgs", format!("is {} bytes; the limit is {MAX_BOOT_ARGS}", args.len()));
+            }
+        }
+    }
+
+    /// Firecracker's payload shape.
+    pub fn payload(&self) -> BootSourcePayload {
+        BootSourcePayload {
+            kernel_image_path: self.kernel_image_path.clone(),
+            boot_args: self.boot_args.clone(),
+            initrd_path: self.initrd_path.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn golden_payload() {
+        let b = BootSourceConfig::new("/k").with_boot_args("console=ttyS0");
+        assert_eq!(
+            serde_json::to_value(b.payload()).unwrap(),
+            json!({"kernel_image_path": "/k", "boot_args": "console=ttyS0"})
+        );
+        let full: BootSourceConfig =
+            serde_json::from_value(json!({"kernelImagePath": "/k", "initrdPath": "/i"})).unwrap();
+        assert_eq!(serde_json::to_value(full.payload()).unwrap(), json!({"kernel_image_path": "/k", "initrd_path": "/i"}));
+    }
+
+    #[test]
+    fn validation() {
+        let mut p = Problems::default();
+        BootSourceConfig { kernel_image_path: "rel/k".into(), boot_args: Some("x".repeat(3000)), initrd_path: Some("/nope/i".into()) }
+            .validate(&mut p);
+        let fields: Vec<_> = p.0.iter().map(|x| x.field.as_str()).collect();
+        assert_eq!(fields, ["bootSource.kernelImagePath", "bootSource.initrdPath", "bootSource.bootArgs"]);
+    }
+}

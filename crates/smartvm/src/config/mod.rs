@@ -1,0 +1,283 @@
+//! The VM configuration: one module per Firecracker resource, each holding its config type, its
+//! validation and its payload (the exact JSON Firecracker expects).
+//!
+//! Input comes three ways: Rust values (constructors and `with_*` helpers), smartvm's camelCase
+//! JSON (the TypeScript library's shape; snake_case keys are accepted too), and Firecracker's own
+//! `--config-file` JSON (`boot-source`, `drives`, `machine-config`, …). [`VmConfig::validate`]
+//! reports every problem at once, before anything is created on disk or spawned.
+
+mod balloon;
+mod boot_source;
+mod drive;
+mod entropy;
+mod logger;
+mod machine;
+mod mmds;
+mod network;
+mod problems;
+mod rate_limiter;
+mod snapshot;
+mod vsock;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use balloon::{BalloonConfig, BalloonPayload, BalloonStatsUpdatePayload, BalloonUpdatePayload};
+pub use boot_source::{BootSourceConfig, BootSourcePayload, MAX_BOOT_ARGS};
+pub use drive::{CacheType, DriveConfig, DrivePayload, DriveUpdatePayload, IoEngine};
+pub use entropy::{EntropyConfig, EntropyPayload};
+pub use logger::{LogLevel, LoggerConfig, LoggerPayload, MetricsConfig, MetricsPayload};
+pub use machine::{CpuTemplate, HugePages, MachineConfig, MachineConfigPayload};
+pub use mmds::{MmdsConfig, MmdsConfigPayload, MmdsVersion};
+pub use network::{
+    is_valid_mac, NetworkInterfaceConfig, NetworkInterfacePayload, NetworkInterfaceUpdatePayload,
+};
+pub use problems::{ConfigErrors, ConfigProblem};
+pub use rate_limiter::{RateLimiter, RateLimiterPayload, TokenBucket, TokenBucketPayload};
+pub use snapshot::{
+    NetworkOverride, SnapshotCreateParams, SnapshotCreatePayload, SnapshotLoadParams, SnapshotLoadPayload,
+    SnapshotType,
+};
+pub use vsock::{VsockConfig, VsockPayload};
+
+use problems::Problems;
+
+/// Everything needed to boot one microVM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VmConfig {
+    /// VM id (default: a UUID v4). Used for the runtime dir name and Firecracker's `--id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Kernel and command line.
+    #[serde(alias = "boot_source")]
+    pub boot_source: BootSourceConfig,
+    /// vCPUs and memory (default 1 vCPU, 128 MiB).
+    #[serde(default, alias = "machine_config")]
+    pub machine_config: MachineConfig,
+    /// Block devices, in guest order.
+    #[serde(default)]
+    pub drives: Vec<DriveConfig>,
+    /// Network interfaces, in guest order.
+    #[serde(default, alias = "network_interfaces")]
+    pub network_interfaces: Vec<NetworkInterfaceConfig>,
+    /// vsock device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock: Option<VsockConfig>,
+    /// Balloon device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balloon: Option<BalloonConfig>,
+    /// Entropy device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entropy: Option<EntropyConfig>,
+    /// MMDS configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "mmds", alias = "mmds_config")]
+    pub mmds_config: Option<MmdsConfig>,
+    /// Firecracker's log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logger: Option<LoggerConfig>,
+    /// Firecracker's metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// Firecracker's own `--config-file` format.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FirecrackerConfigFile {
+    #[serde(rename = "boot-source")]
+    boot_source: BootSourceConfig,
+    drives: Vec<DriveConfig>,
+    #[serde(rename = "machine-config", default)]
+    machine_config: Option<MachineConfig>,
+    #[serde(rename = "network-interfaces", default)]
+    network_interfaces: Vec<NetworkInterfaceConfig>,
+    #[serde(default)]
+    vsock: Option<VsockConfig>,
+    #[serde(default)]
+    balloon: Option<BalloonConfig>,
+    #[serde(default)]
+    entropy: Option<EntropyConfig>,
+    #[serde(rename = "mmds-config", default)]
+    mmds_config: Option<MmdsConfig>,
+    #[serde(default)]
+    logger: Option<LoggerConfig>,
+    #[serde(default)]
+    metrics: Option<MetricsConfig>,
+}
+
+const FIRECRACKER_FILE_KEYS: [&str; 4] = ["boot-source", "machine-config", "network-interfaces", "mmds-config"];
+
+impl VmConfig {
+    /// A VM booting `kernel` with the default machine (1 vCPU, 128 MiB) and no devices.
+    pub fn new(kernel: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            id: None,
+            boot_source: BootSourceConfig::new(kernel),
+            machine_config: MachineConfig::default(),
+            drives: Vec::new(),
+            network_interfaces: Vec::new(),
+            vsock: None,
+            balloon: None,
+            entropy: None,
+            mmds_config: None,
+            logger: None,
+            metrics: None,
+        }
+    }
+
+    /// Sets the VM id.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+    /// Sets the kernel command line.
+    pub fn with_boot_args(mut self, args: impl Into<String>) -> Self {
+        self.boot_source.boot_args = Some(args.into());
+        self
+    }
+    /// Sets vCPUs and memory.
+    pub fn with_machine(mut self, vcpus: u32, mem_mib: u64) -> Self {
+        self.machine_config.vcpu_count = vcpus;
+        self.machine_config.mem_size_mib = mem_mib;
+        self
+    }
+    /// Adds a drive.
+    pub fn with_drive(mut self, drive: DriveConfig) -> Self {
+        self.drives.push(drive);
+        self
+    }
+    /// Adds a network interface.
+    pub fn with_network_interface(mut self, iface: NetworkInterfaceConfig) -> Self {
+        self.network_interfaces.push(iface);
+        self
+    }
+    /// Adds a vsock device.
+    pub fn with_vsock(mut self, vsock: VsockConfig) -> Self {
+        self.vsock = Some(vsock);
+        self
+    }
+    /// Adds a balloon device.
+    pub fn with_balloon(mut self, balloon: BalloonConfig) -> Self {
+        self.balloon = Some(balloon);
+        self
+    }
+
+    /// Parses smartvm's camelCase JSON or Firecracker's `--config-file` JSON (detected by its
+    /// kebab-case keys). Errors name the offending field.
+    pub fn from_json(text: &str) -> Result<Self, ConfigErrors> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| ConfigErrors::single("<file>", format!("not valid JSON: {e}")))?;
+        let is_firecracker_file =
+            value.as_object().is_some_and(|o| FIRECRACKER_FILE_KEYS.iter().any(|k| o.contains_key(*k)));
+        let path_error = |e: serde_path_to_error::Error<serde_json::Error>| {
+            let path = e.path().to_string();
+            ConfigErrors::single(if path == "." { "<root>".into() } else { path }, e.into_inner().to_string())
+        };
+        if is_firecracker_file {
+            let f: FirecrackerConfigFile = serde_path_to_error::deserialize(value).map_err(path_error)?;
+            Ok(f.into())
+        } else {
+            serde_path_to_error::deserialize(value).map_err(path_error)
+        }
+    }
+
+    /// Reads and parses a config file (see [`from_json`](Self::from_json)).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors::single("<file>", format!("cannot read {}: {e}", path.display())))?;
+        Self::from_json(&text)
+    }
+
+    /// Checks the whole config and returns every problem found.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut p = Problems::default();
+        if let Some(id) = &self.id {
+            if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+                p.push("id", format!("{id:?} must be 1-64 characters of [A-Za-z0-9._-]"));
+            } else if id == "." || id == ".." {
+                p.push("id", "must not be . or ..");
+            }
+        }
+        self.boot_source.validate(&mut p);
+        self.machine_config.validate(&mut p);
+
+        let mut drive_ids = HashSet::new();
+        let mut roots = 0;
+        for (i, d) in self.drives.iter().enumerate() {
+            d.validate(i, &mut p);
+            if !drive_ids.insert(d.drive_id.as_str()) {
+                p.push(format!("drives[{i}].driveId"), format!("duplicate id {:?}", d.drive_id));
+            }
+            if d.is_root_device {
+                roots += 1;
+                if roots > 1 {
+                    p.push(format!("drives[{i}].isRootDevice"), "only one drive can be the root device");
+                }
+            }
+        }
+
+        let mut iface_ids = HashSet::new();
+        let mut macs = HashSet::new();
+        let mut taps = HashSet::new();
+        for (i, n) in self.network_interfaces.iter().enumerate() {
+            n.validate(i, &mut p);
+            if !iface_ids.insert(n.iface_id.as_str()) {
+                p.push(format!("networkInterfaces[{i}].ifaceId"), format!("duplicate id {:?}", n.iface_id));
+            }
+            if let Some(mac) = &n.guest_mac {
+                if !macs.insert(mac.to_ascii_lowercase()) {
+                    p.push(format!("networkInterfaces[{i}].guestMac"), format!("duplicate MAC {mac}"));
+                }
+            }
+            if let Some(tap) = &n.host_dev_name {
+                if !taps.insert(tap.as_str()) {
+                    p.push(format!("networkInterfaces[{i}].hostDevName"), format!("duplicate TAP {tap}"));
+                }
+            }
+        }
+        if let Some(v) = &self.vsock {
+            v.validate(&mut p);
+        }
+        if let Some(b) = &self.balloon {
+            b.validate(self.machine_config.mem_size_mib, &mut p);
+        }
+        if let Some(e) = &self.entropy {
+            e.validate(&mut p);
+        }
+        if let Some(m) = &self.mmds_config {
+            let ids: Vec<&str> = self.network_interfaces.iter().map(|n| n.iface_id.as_str()).collect();
+            m.validate(&ids, &mut p);
+        }
+        if let Some(l) = &self.logger {
+            l.validate(&mut p);
+        }
+        if let Some(m) = &self.metrics {
+            m.validate(&mut p);
+        }
+        p.into_result()
+    }
+}
+
+impl From<FirecrackerConfigFile> for VmConfig {
+    fn from(f: FirecrackerConfigFile) -> Self {
+        VmConfig {
+            id: None,
+            boot_source: f.boot_source,
+            machine_config: f.machine_config.unwrap_or_default(),
+            drives: f.drives,
+            network_interfaces: f.network_interfaces,
+            vsock: f.vsock,
+            balloon: f.balloon,
+            entropy: f.entropy,
+            mmds_config: f.mmds_config,
+            logger: f.logger,
+            metrics: f.metrics,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,84 @@
+//! Collecting every validation problem of a config at once.
+
+use std::fmt;
+use std::path::Path;
+
+/// One problem with one field, e.g. `drives[1].driveId: must match [A-Za-z0-9_]+`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Path of the field in the camelCase input shape (`machineConfig.vcpuCount`).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// All problems found in a config; never empty when returned as an error.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConfigErrors {
+    /// The problems, in the order the fields were checked.
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl ConfigErrors {
+    /// True when a problem names exactly this field.
+    pub fn has_field(&self, field: &str) -> bool {
+        self.problems.iter().any(|p| p.field == field)
+    }
+    /// A single-problem error.
+    pub fn single(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut p = Problems::default();
+        p.push(field, message);
+        ConfigErrors { problems: p.0 }
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list: Vec<String> = self.problems.iter().map(|p| p.to_string()).collect();
+        write!(f, "{} problem(s): {}", list.len(), list.join("; "))
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Accumulator used by the per-resource `validate` functions.
+#[derive(Debug, Default)]
+pub(crate) struct Problems(pub(crate) Vec<ConfigProblem>);
+
+impl Problems {
+    pub(crate) fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigProblem { field: field.into(), message: message.into() });
+    }
+
+    /// Firecracker resource ids: non-empty, at most 64 bytes, `[A-Za-z0-9_]`.
+    pub(crate) fn check_id(&mut self, field: &str, id: &str) {
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            self.push(field, format!("{id:?} must be 1-64 characters of [A-Za-z0-9_]"));
+        }
+    }
+
+    /// Paths Firecracker opens itself: absolute, and existing when `must_exist`.
+    pub(crate) fn check_path(&mut self, field: &str, path: &Path, must_exist: bool) {
+        if path.as_os_str().is_empty() {
+            self.push(field, "is required");
+        } else if !path.is_absolute() {
+            self.push(field, format!("{} must be an absolute path", path.display()));
+        } else if must_exist && !path.exists() {
+            self.push(field, format!("{} does not exist", path.display()));
+        }
+    }
+
+    pub(crate) fn into_result(self) -> Result<(), ConfigErrors> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors { problems: self.0 })
+        }
+    }
+}

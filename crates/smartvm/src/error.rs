@@ -1,0 +1,196 @@
+//! The one public error type, [`SmartVmError`], with stable codes.
+//!
+//! Each layer has its own error enum ([`ConfigErrors`](crate::config::ConfigErrors),
+//! [`ApiError`](crate::api::ApiError), [`ProcessError`](crate::process::ProcessError),
+//! [`StagingError`](crate::staging::StagingError)); they fold into `SmartVmError`, which keeps them
+//! as its `source()` so the whole cause chain is available to callers and the CLI.
+
+use std::path::PathBuf;
+
+use crate::api::ApiError;
+use crate::config::ConfigErrors;
+use crate::process::ProcessError;
+use crate::staging::StagingError;
+use crate::vm::VmState;
+
+/// Result alias used across the library.
+pub type Result<T, E = SmartVmError> = std::result::Result<T, E>;
+
+/// Every failure smartvm reports. [`code()`](SmartVmError::code) is stable and documented.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SmartVmError {
+    /// `INVALID_STATE`: the operation is not allowed in the VM's current state; nothing changed.
+    #[error("cannot {operation} a VM that is {state}")]
+    InvalidState {
+        /// The operation that was refused.
+        operation: &'static str,
+        /// The state the VM was in.
+        state: VmState,
+    },
+    /// `INVALID_CONFIG`: the configuration has one or more problems (all are listed).
+    #[error("invalid VM configuration")]
+    InvalidConfig(#[source] ConfigErrors),
+    /// `SOCKET_TIMEOUT`: the API socket did not appear or answer in time.
+    #[error("Firecracker API socket {} was not ready within {timeout_ms} ms", path.display())]
+    SocketTimeout {
+        /// The socket path.
+        path: PathBuf,
+        /// How long smartvm waited.
+        timeout_ms: u64,
+    },
+    /// `API_TIMEOUT`: an API request got no answer in time.
+    #[error("Firecracker API request {method} {path} timed out")]
+    ApiTimeout {
+        /// HTTP method.
+        method: String,
+        /// Request path.
+        path: String,
+    },
+    /// `SOCKET_REQUEST_FAILED`: the request could not be sent or its answer not read.
+    #[error("Firecracker API request {method} {path} failed")]
+    SocketRequestFailed {
+        /// HTTP method.
+        method: String,
+        /// Request path.
+        path: String,
+        /// What went wrong on the wire.
+        #[source]
+        source: ApiError,
+    },
+    /// `API_ERROR`: Firecracker answered with a non-success status.
+    #[error("Firecracker rejected {method} {path} with HTTP {status}{}", fault_message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Api {
+        /// HTTP method.
+        method: String,
+        /// Request path.
+        path: String,
+        /// HTTP status code.
+        status: u16,
+        /// Firecracker's `fault_message` (or micro-http's `error`).
+        fault_message: Option<String>,
+    },
+    /// `BINARY_NOT_FOUND`: no Firecracker binary in any searched place.
+    #[error("no Firecracker binary found (searched: {}); run scripts/install-firecracker.sh or set SMARTVM_FIRECRACKER_BIN", searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    BinaryNotFound {
+        /// Every place that was looked at.
+        searched: Vec<PathBuf>,
+    },
+    /// `START_FAILED`: the VM could not be started; everything it created was removed.
+    #[error("VM {vm_id} failed to start")]
+    StartFailed {
+        /// The VM's id.
+        vm_id: String,
+        /// Why.
+        #[source]
+        source: Box<SmartVmError>,
+    },
+    /// `NO_CLIENT`: the VM has no API client (it was never started or is already cleaned up).
+    #[error("VM has no API client (not started or already cleaned up)")]
+    NoClient,
+    /// `PROCESS_FAILED`: spawning, watching or stopping the Firecracker process failed.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    /// `STAGING_FAILED`: an ephemeral drive could not be staged.
+    #[error(transparent)]
+    Staging(#[from] StagingError),
+    /// `IO_ERROR`: a filesystem operation on smartvm's own directories failed.
+    #[error("{context}")]
+    Io {
+        /// What smartvm was doing.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `SNAPSHOT_FAILED`: a snapshot could not be created, merged or restored.
+    #[error("snapshot operation failed: {0}")]
+    Snapshot(String),
+}
+
+impl SmartVmError {
+    /// The stable error code (SPEC §1 plus smartvm's own: `PROCESS_FAILED`, `STAGING_FAILED`,
+    /// `IO_ERROR`, `SNAPSHOT_FAILED`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            SmartVmError::InvalidState { .. } => "INVALID_STATE",
+            SmartVmError::InvalidConfig(_) => "INVALID_CONFIG",
+            SmartVmError::SocketTimeout { .. } => "SOCKET_TIMEOUT",
+            SmartVmError::ApiTimeout { .. } => "API_TIMEOUT",
+            SmartVmError::SocketRequestFailed { .. } => "SOCKET_REQUEST_FAILED",
+            SmartVmError::Api { .. } => "API_ERROR",
+            SmartVmError::BinaryNotFound { .. } => "BINARY_NOT_FOUND",
+            SmartVmError::StartFailed { .. } => "START_FAILED",
+            SmartVmError::NoClient => "NO_CLIENT",
+            SmartVmError::Process(_) => "PROCESS_FAILED",
+            SmartVmError::Staging(_) => "STAGING_FAILED",
+            SmartVmError::Io { .. } => "IO_ERROR",
+            SmartVmError::Snapshot(_) => "SNAPSHOT_FAILED",
+        }
+    }
+
+    /// The HTTP status, for errors that came from a Firecracker answer (also through `START_FAILED`).
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            SmartVmError::Api { status, .. } => Some(*status),
+            SmartVmError::StartFailed { source, .. } => source.status(),
+            _ => None,
+        }
+    }
+
+    /// Firecracker's `fault_message`, where it sent one (also through `START_FAILED`).
+    pub fn fault_message(&self) -> Option<&str> {
+        match self {
+            SmartVmError::Api { fault_message, .. } => fault_message.as_deref(),
+            SmartVmError::StartFailed { source, .. } => source.fault_message(),
+            _ => None,
+        }
+    }
+
+    /// The root cause when this is a `START_FAILED` wrapper, else `self`.
+    pub fn root(&self) -> &SmartVmError {
+        match self {
+            SmartVmError::StartFailed { source, .. } => source.root(),
+            other => other,
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        SmartVmError::Io { context: context.into(), source }
+    }
+}
+
+impl From<ConfigErrors> for SmartVmError {
+    fn from(e: ConfigErrors) -> Self {
+        SmartVmError::InvalidConfig(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn codes_status_and_chain() {
+        let api = SmartVmError::Api {
+            method: "PUT".into(),
+            path: "/boot-source".into(),
+            status: 400,
+            fault_message: Some("Invalid kernel path".into()),
+        };
+        assert_eq!(api.code(), "API_ERROR");
+        assert_eq!(api.status(), Some(400));
+        assert!(api.to_string().contains("Invalid kernel path"));
+        let start = SmartVmError::StartFailed { vm_id: "a".into(), source: Box::new(api) };
+        assert_eq!(start.code(), "START_FAILED");
+        assert_eq!(start.status(), Some(400));
+        assert_eq!(start.fault_message(), Some("Invalid kernel path"));
+        assert_eq!(start.root().code(), "API_ERROR");
+        assert!(start.source().is_some());
+        let state = SmartVmError::InvalidState { operation: "pause", state: VmState::Created };
+        assert_eq!(state.code(), "INVALID_STATE");
+        assert_eq!(state.to_string(), "cannot pause a VM that is created");
+        assert_eq!(SmartVmError::NoClient.code(), "NO_CLIENT");
+    }
+}

@@ -1,0 +1,45 @@
+//! # smartvm
+//!
+//! Run [Firecracker](https://firecracker-microvm.github.io/) microVMs from Rust: typed
+//! configuration turned into API calls in the right order, process supervision, ephemeral
+//! drives on tmpfs, snapshots, metadata, and nothing left behind.
+//!
+//! Layers, bottom up:
+//! - [`config`]: one module per Firecracker resource (type, validation, payload);
+//! - [`api`]: the HTTP-over-Unix-socket client with typed endpoints;
+//! - [`process`]: spawning, console capture and stopping of `firecracker`;
+//! - [`staging`]: hole-preserving private copies of writable drives;
+//! - [`vm`]: [`MicroVm`], one VM's lifecycle;
+//! - [`SmartVm`]: the orchestrator (binary, registry, cleanup, reclaim);
+//! - [`probe`]: the embedded bare-metal probe guest and its report parser.
+//!
+//! ```no_run
+//! # async fn demo() -> smartvm::Result<()> {
+//! use smartvm::{probe, SmartVm, SmartVmOptions, VmConfig};
+//! let smartvm = SmartVm::new(SmartVmOptions::from_env());
+//! let kernel = probe::install_probe_kernel(&smartvm.options().data_dir.join("kernels"))
+//!     .map_err(|e| smartvm::SmartVmError::Io { context: "probe".into(), source: e })?;
+//! let vm = smartvm.create_vm(&VmConfig::new(kernel).with_machine(1, 32))?;
+//! vm.start().await?;
+//! smartvm.cleanup().await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod probe;
+pub mod process;
+mod smartvm;
+pub mod staging;
+pub mod version;
+pub mod vm;
+
+pub use crate::api::{ApiClient, ApiResponse};
+pub use crate::config::VmConfig;
+pub use crate::error::{Result, SmartVmError};
+pub use crate::process::FirecrackerProcess;
+pub use crate::smartvm::{binary_candidates, default_runtime_dir, SmartVm, SmartVmOptions};
+pub use crate::version::FirecrackerVersion;
+pub use crate::vm::{MicroVm, VmState};

@@ -1,0 +1,159 @@
+//! Capture of the guest serial console (Firecracker's stdout) and of Firecracker's stderr:
+//! a bounded line buffer, a live line stream, and optionally a file.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::sync::broadcast;
+
+/// Lines kept in memory per stream unless configured otherwise.
+pub const DEFAULT_CONSOLE_LINES: usize = 2000;
+
+#[derive(Debug)]
+struct Buffer {
+    lines: VecDeque<String>,
+    capacity: usize,
+    closed: bool,
+}
+
+/// One captured output stream. Cloning shares the same buffer.
+#[derive(Debug, Clone)]
+pub struct Console {
+    buffer: Arc<Mutex<Buffer>>,
+    live: broadcast::Sender<String>,
+}
+
+impl Console {
+    pub(crate) fn new(capacity: usize) -> Self {
+        let (live, _) = broadcast::channel(1024);
+        Self { buffer: Arc::new(Mutex::new(Buffer { lines: VecDeque::new(), capacity: capacity.max(1), closed: false })), live }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Buffer> {
+        // A panic while holding this lock cannot leave the buffer inconsistent: keep using it.
+        self.buffer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads `reader` line by line until EOF into the buffer, the live stream and `file`.
+    pub(crate) fn spawn_reader<R>(&self, reader: R, mut file: Option<tokio::fs::File>)
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        let console = self.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(reader);
+            let mut raw = Vec::new();
+            loop {
+                raw.clear();
+                match reader.read_until(b'\n', &mut raw).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                if let Some(f) = file.as_mut() {
+                    if f.write_all(&raw).await.is_err() {
+                        file = None;
+                    }
+                }
+                let line = String::from_utf8_lossy(&raw).trim_end_matches(['\n', '\r']).to_string();
+                console.push(line);
+            }
+            if let Some(f) = file.as_mut() {
+                let _ = f.flush().await;
+            }
+            console.lock().closed = true;
+            // Wake waiters so they notice the end of the stream.
+            let _ = console.live.send(String::new());
+        });
+    }
+
+    fn push(&self, line: String) {
+        let mut b = self.lock();
+        if b.lines.len() == b.capacity {
+            b.lines.pop_front();
+        }
+        b.lines.push_back(line.clone());
+        // Sent under the lock so that `wait_for_line` never misses a line between scan and subscribe.
+        let _ = self.live.send(line);
+    }
+
+    /// The buffered lines (the last `capacity` ones).
+    pub fn lines(&self) -> Vec<String> {
+        self.lock().lines.iter().cloned().collect()
+    }
+
+    /// A live stream of lines from now on (an empty line may be sent at end of stream).
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.live.subscribe()
+    }
+
+    /// True once the stream reached EOF (the process closed it).
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Waits until a line (buffered or new) satisfies `pred`, the stream ends, or `timeout`.
+    pub async fn wait_for_line(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let mut rx = {
+            let b = self.lock();
+            if let Some(l) = b.lines.iter().find(|l| pred(l)) {
+                return Some(l.clone());
+            }
+            if b.closed {
+                return None;
+            }
+            self.live.subscribe()
+        };
+        let wait = async {
+            loop {
+                match rx.recv().await {
+                    Ok(l) if pred(&l) => return Some(l),
+                    Ok(_) => {
+                        if self.is_closed() {
+                            return None;
+                        }
+                    }
+                    // Lagged: fall back to the buffer, which holds the latest lines.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if let Some(l) = self.lock().lines.iter().find(|l| pred(l)) {
+                            return Some(l.clone());
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok().flatten()
+    }
+
+    /// The last `n` lines joined, for error messages.
+    pub fn tail(&self, n: usize) -> String {
+        let b = self.lock();
+        let skip = b.lines.len().saturating_sub(n);
+        b.lines.iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn buffers_bounded_and_waits_for_lines() {
+        let console = Console::new(2);
+        let (mut w, r) = tokio::io::duplex(64);
+        console.spawn_reader(r, None);
+        let waiter = {
+            let c = console.clone();
+            tokio::spawn(async move { c.wait_for_line(Duration::from_secs(5), |l| l.starts_with("three")).await })
+        };
+        w.write_all(b"one\ntwo\r\nthree x\n").await.unwrap();
+        assert_eq!(waiter.await.unwrap().as_deref(), Some("three x"));
+        drop(w);
+        assert_eq!(console.wait_for_line(Duration::from_secs(5), |l| l == "never").await, None);
+        assert!(console.is_closed());
+        assert_eq!(console.lines(), ["two", "three x"]);
+        assert_eq!(console.tail(1), "three x");
+    }
+}

@@ -1,0 +1,237 @@
+//! Spawning and supervising one Firecracker process.
+//!
+//! The child gets a parent-death signal (SIGKILL), so a crashed host program never orphans a VM.
+//! Its stdout (the guest serial console) and stderr are captured into [`Console`]s, and its exit
+//! is observed as soon as it happens. [`FirecrackerProcess::stop`] runs an ordered [`StopPlan`].
+
+mod command;
+mod console;
+mod stop;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+pub use command::{instance_id, FirecrackerCommand, Seccomp};
+pub use console::{Console, DEFAULT_CONSOLE_LINES};
+pub use stop::{StopOutcome, StopPlan, StopStep};
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// Exit code, when it exited normally.
+    pub code: Option<i32>,
+    /// Signal number, when a signal killed it.
+    pub signal: Option<i32>,
+}
+
+impl ExitInfo {
+    /// True for exit code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl std::fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (Some(c), _) => write!(f, "exit code {c}"),
+            (None, Some(s)) => write!(f, "signal {s}"),
+            _ => f.write_str("unknown status"),
+        }
+    }
+}
+
+/// Process-level failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProcessError {
+    /// The binary could not be executed.
+    #[error("cannot spawn {}", binary.display())]
+    Spawn {
+        /// Binary path.
+        binary: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Firecracker exited before it was ready.
+    #[error("Firecracker exited early ({exit}); stderr: {stderr}")]
+    ExitedEarly {
+        /// How it ended.
+        exit: ExitInfo,
+        /// Last lines of its stderr and stdout.
+        stderr: String,
+    },
+    /// A signal could not be delivered.
+    #[error("cannot signal process {pid}")]
+    Signal {
+        /// The pid.
+        pid: i32,
+        /// OS error.
+        #[source]
+        source: nix::Error,
+    },
+    /// The process survived every stop step.
+    #[error("process {pid} did not exit after SIGKILL")]
+    Unkillable {
+        /// The pid.
+        pid: i32,
+    },
+    /// The console file could not be created.
+    #[error("cannot create console file {}", path.display())]
+    ConsoleFile {
+        /// The path.
+        path: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where to put what the process prints.
+#[derive(Debug, Clone, Default)]
+pub struct OutputOptions {
+    /// Lines kept in memory per stream (default [`DEFAULT_CONSOLE_LINES`]).
+    pub buffer_lines: Option<usize>,
+    /// Also append the serial console to this file.
+    pub console_file: Option<PathBuf>,
+}
+
+/// A running (or ended) Firecracker process.
+#[derive(Debug)]
+pub struct FirecrackerProcess {
+    pid: i32,
+    exit: watch::Receiver<Option<ExitInfo>>,
+    console: Console,
+    stderr: Console,
+}
+
+impl FirecrackerProcess {
+    /// Spawns `command`. The child dies with this process (PR_SET_PDEATHSIG = SIGKILL).
+    pub async fn spawn(command: &FirecrackerCommand, output: &OutputOptions) -> Result<Self, ProcessError> {
+        let file = match &output.console_file {
+            Some(path) => Some(
+                tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .await
+                    .map_err(|source| ProcessError::ConsoleFile { path: path.clone(), source })?,
+            ),
+            None => None,
+        };
+        let mut cmd = tokio::process::Command::new(&command.binary);
+        cmd.args(command.args()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        let parent = std::process::id() as i32;
+        // SAFETY: only async-signal-safe calls (prctl, getppid, kill) run between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect.
+                if libc::getppid() != parent {
+                    libc::kill(libc::getpid(), libc::SIGKILL);
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn { binary: command.binary.clone(), source })?;
+        let pid = child.id().map(|p| p as i32).unwrap_or(-1);
+        let lines = output.buffer_lines.unwrap_or(DEFAULT_CONSOLE_LINES);
+        let console = Console::new(lines);
+        let stderr = Console::new(lines);
+        if let Some(out) = child.stdout.take() {
+            console.spawn_reader(out, file);
+        }
+        if let Some(err) = child.stderr.take() {
+            stderr.spawn_reader(err, None);
+        }
+        let (tx, exit) = watch::channel(None);
+        tokio::spawn(async move {
+            use std::os::unix::process::ExitStatusExt;
+            let info = match child.wait().await {
+                Ok(s) => ExitInfo { code: s.code(), signal: s.signal() },
+                Err(_) => ExitInfo { code: None, signal: None },
+            };
+            let _ = tx.send(Some(info));
+        });
+        Ok(Self { pid, exit, console, stderr })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The guest serial console (Firecracker's stdout).
+    pub fn console(&self) -> &Console {
+        &self.console
+    }
+
+    /// Firecracker's stderr.
+    pub fn stderr(&self) -> &Console {
+        &self.stderr
+    }
+
+    /// A watch of the exit (None while running).
+    pub fn exit_watch(&self) -> watch::Receiver<Option<ExitInfo>> {
+        self.exit.clone()
+    }
+
+    /// How the process ended, if it has.
+    pub fn exit_info(&self) -> Option<ExitInfo> {
+        *self.exit.borrow()
+    }
+
+    /// Waits for the process to end, up to `timeout`.
+    pub async fn wait(&self, timeout: Duration) -> Option<ExitInfo> {
+        let mut rx = self.exit.clone();
+        let ended = tokio::time::timeout(timeout, rx.wait_for(|e| e.is_some())).await.ok().and_then(|r| r.ok().and_then(|v| *v));
+        ended.or_else(|| self.exit_info())
+    }
+
+    /// Sends `signal` unless the process already ended.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<(), ProcessError> {
+        if self.exit_info().is_some() || self.pid <= 0 {
+            return Ok(());
+        }
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), signal) {
+            Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
+            Err(source) => Err(ProcessError::Signal { pid: self.pid, source }),
+        }
+    }
+
+    /// Error for a process that ended before it was ready, with its last output.
+    pub fn exited_early(&self, exit: ExitInfo) -> ProcessError {
+        let mut stderr = self.stderr.tail(5);
+        let out = self.console.tail(5);
+        if !out.is_empty() {
+            stderr = format!("{stderr}\n{out}");
+        }
+        ProcessError::ExitedEarly { exit, stderr: stderr.trim().to_string() }
+    }
+
+    /// Waits until `path` exists, the process exits (error), or `timeout` passes (`Ok(false)`).
+    pub async fn wait_for_path(&self, path: &Path, timeout: Duration) -> Result<bool, ProcessError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut delay = Duration::from_micros(50);
+        loop {
+            if path.exists() {
+                return Ok(true);
+            }
+            if let Some(exit) = self.exit_info() {
+                return Err(self.exited_early(exit));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            let mut rx = self.exit.clone();
+            let _ = tokio::time::timeout(delay, rx.wait_for(|e| e.is_some())).await;
+            delay = (delay * 2).min(Duration::from_micros(500));
+        }
+    }
+}

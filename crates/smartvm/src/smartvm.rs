@@ -1,0 +1,308 @@
+//! [`SmartVm`]: options, the Firecracker binary, the VM registry and global cleanup.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::{ConfigErrors, VmConfig};
+use crate::error::{Result, SmartVmError};
+use crate::process::StopPlan;
+use crate::version::FirecrackerVersion;
+use crate::vm::{MicroVm, VmJournal, VmRuntimeOptions};
+
+/// Orchestrator options. Defaults follow SPEC §1; [`from_env`](Self::from_env) also reads
+/// `SMARTVM_DATA_DIR`, `SMARTVM_RUNTIME_DIR` and `SMARTVM_FIRECRACKER_BIN`.
+#[derive(Debug, Clone)]
+pub struct SmartVmOptions {
+    /// Binaries, kernels, rootfs images (default `/tmp/.smartvm`).
+    pub data_dir: PathBuf,
+    /// Per-VM runtime dirs (default `/dev/shm/.smartvm/runtime`, else `<tmp>/.smartvm/runtime`).
+    pub runtime_dir: PathBuf,
+    /// Stage writable drives (default true).
+    pub ephemeral_writable_drives: bool,
+    /// Firecracker version to look for under `<data_dir>/bin/` (default v1.12.1).
+    pub firecracker_version: Option<FirecrackerVersion>,
+    /// Host architecture name (`x86_64`, `aarch64`).
+    pub arch: String,
+    /// Use this binary and skip the search.
+    pub firecracker_binary_path: Option<PathBuf>,
+    /// Bridge for VMs with managed networking (default `svbr0`).
+    pub bridge_name: String,
+    /// Subnet for managed networking (default `172.30.0.0/24`).
+    pub subnet: String,
+    /// Base image cache (default `<data_dir>/base-images`).
+    pub base_image_cache_dir: Option<PathBuf>,
+    /// Base image bundles kept (default 2).
+    pub max_stored_base_images: usize,
+    /// Hosted base-image manifest URL.
+    pub base_image_manifest_url: Option<String>,
+    /// Hosted base-image manifest path.
+    pub base_image_manifest_path: Option<PathBuf>,
+    /// How long to wait for a VM's API socket.
+    pub socket_timeout: Duration,
+    /// How long `stop()` waits after Ctrl-Alt-Del before SIGTERM.
+    pub stop_grace: Duration,
+}
+
+/// The default runtime dir: tmpfs (`/dev/shm`) when present.
+pub fn default_runtime_dir() -> PathBuf {
+    if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm/.smartvm/runtime")
+    } else {
+        std::env::temp_dir().join(".smartvm/runtime")
+    }
+}
+
+impl Default for SmartVmOptions {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("/tmp/.smartvm"),
+            runtime_dir: default_runtime_dir(),
+            ephemeral_writable_drives: true,
+            firecracker_version: None,
+            arch: std::env::consts::ARCH.to_string(),
+            firecracker_binary_path: None,
+            bridge_name: "svbr0".into(),
+            subnet: "172.30.0.0/24".into(),
+            base_image_cache_dir: None,
+            max_stored_base_images: 2,
+            base_image_manifest_url: None,
+            base_image_manifest_path: None,
+            socket_timeout: Duration::from_secs(5),
+            stop_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+impl SmartVmOptions {
+    /// Defaults overridden by `SMARTVM_DATA_DIR`, `SMARTVM_RUNTIME_DIR`, `SMARTVM_FIRECRACKER_BIN`.
+    pub fn from_env() -> Self {
+        let mut o = Self::default();
+        if let Some(v) = std::env::var_os("SMARTVM_DATA_DIR").filter(|v| !v.is_empty()) {
+            o.data_dir = v.into();
+        }
+        if let Some(v) = std::env::var_os("SMARTVM_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+            o.runtime_dir = v.into();
+        }
+        if let Some(v) = std::env::var_os("SMARTVM_FIRECRACKER_BIN").filter(|v| !v.is_empty()) {
+            o.firecracker_binary_path = Some(v.into());
+        }
+        o
+    }
+
+    /// The base-image cache dir.
+    pub fn base_image_cache_dir(&self) -> PathBuf {
+        self.base_image_cache_dir.clone().unwrap_or_else(|| self.data_dir.join("base-images"))
+    }
+}
+
+/// Where `ensure_binary` looks, in order: explicit path, `<data_dir>/bin/<version>/firecracker`,
+/// then `firecracker` on `PATH`. Pure: no filesystem access.
+pub fn binary_candidates(options: &SmartVmOptions, path_env: Option<&std::ffi::OsStr>) -> Vec<PathBuf> {
+    if let Some(p) = &options.firecracker_binary_path {
+        return vec![p.clone()];
+    }
+    let version = options.firecracker_version.unwrap_or(FirecrackerVersion::DEFAULT);
+    let mut c = vec![options.data_dir.join("bin").join(version.to_string()).join("firecracker")];
+    if let Some(path) = path_env {
+        c.extend(std::env::split_paths(path).map(|d| d.join("firecracker")));
+    }
+    c
+}
+
+/// The orchestrator: creates, tracks and cleans up VMs.
+#[derive(Debug)]
+pub struct SmartVm {
+    options: SmartVmOptions,
+    vms: Mutex<HashMap<String, Arc<MicroVm>>>,
+}
+
+impl Default for SmartVm {
+    fn default() -> Self {
+        Self::new(SmartVmOptions::from_env())
+    }
+}
+
+impl SmartVm {
+    /// An orchestrator with `options`.
+    pub fn new(options: SmartVmOptions) -> Self {
+        Self { options, vms: Mutex::new(HashMap::new()) }
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &SmartVmOptions {
+        &self.options
+    }
+
+    /// The parent of all per-VM runtime dirs.
+    pub fn runtime_dir(&self) -> &Path {
+        &self.options.runtime_dir
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<MicroVm>>> {
+        self.vms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Finds the Firecracker binary (see [`binary_candidates`]); `BINARY_NOT_FOUND` lists every
+    /// place searched and names `scripts/install-firecracker.sh`.
+    pub fn ensure_binary(&self) -> Result<PathBuf> {
+        let candidates = binary_candidates(&self.options, std::env::var_os("PATH").as_deref());
+        candidates
+            .iter()
+            .find(|p| is_executable(p))
+            .cloned()
+            .ok_or(SmartVmError::BinaryNotFound { searched: candidates })
+    }
+
+    /// Per-VM runtime options derived from these options and `binary`.
+    pub fn runtime_options(&self, binary: PathBuf) -> VmRuntimeOptions {
+        let mut o = VmRuntimeOptions::new(binary, &self.options.runtime_dir);
+        o.ephemeral_writable_drives = self.options.ephemeral_writable_drives;
+        o.socket_timeout = self.options.socket_timeout;
+        o.stop_plan = StopPlan::with_grace(self.options.stop_grace);
+        o
+    }
+
+    /// Validates `config` (cloned) and registers a VM in `Created` state; does not boot it.
+    pub fn create_vm(&self, config: &VmConfig) -> Result<Arc<MicroVm>> {
+        config.validate()?;
+        let binary = self.ensure_binary()?;
+        self.create_vm_with(config, self.runtime_options(binary))
+    }
+
+    /// Like [`create_vm`](Self::create_vm) with explicit runtime options.
+    pub fn create_vm_with(&self, config: &VmConfig, options: VmRuntimeOptions) -> Result<Arc<MicroVm>> {
+        let vm = Arc::new(MicroVm::new(config, options)?);
+        let mut reg = self.registry();
+        if reg.contains_key(vm.id()) {
+            return Err(ConfigErrors::single("id", format!("a VM with id {:?} already exists", vm.id())).into());
+        }
+        reg.insert(vm.id().to_string(), vm.clone());
+        Ok(vm)
+    }
+
+    /// A registered VM.
+    pub fn vm(&self, id: &str) -> Option<Arc<MicroVm>> {
+        self.registry().get(id).cloned()
+    }
+
+    /// Ids of registered VMs (sorted).
+    pub fn vm_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.registry().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Number of registered VMs.
+    pub fn vm_count(&self) -> usize {
+        self.registry().len()
+    }
+
+    /// Cleans up and unregisters one VM.
+    pub async fn remove_vm(&self, id: &str) -> Result<bool> {
+        let vm = self.registry().remove(id);
+        match vm {
+            Some(vm) => vm.cleanup().await.map(|_| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Stops every running or paused VM (errors are collected; the first is returned).
+    pub async fn stop_all(&self) -> Result<()> {
+        let vms: Vec<Arc<MicroVm>> = self.registry().values().cloned().collect();
+        let results = futures_util::future::join_all(vms.iter().map(|vm| async move {
+            if matches!(vm.state(), crate::VmState::Running | crate::VmState::Paused) {
+                vm.stop().await.map(|_| ())
+            } else {
+                Ok(())
+            }
+        }))
+        .await;
+        results.into_iter().collect()
+    }
+
+    /// Cleans up and unregisters every VM.
+    pub async fn cleanup(&self) -> Result<()> {
+        let vms: Vec<Arc<MicroVm>> = self.registry().drain().map(|(_, v)| v).collect();
+        let results = futures_util::future::join_all(vms.iter().map(|vm| vm.cleanup())).await;
+        results.into_iter().collect()
+    }
+
+    /// Removes what crashed programs left in the runtime dir: every VM dir whose journaled
+    /// Firecracker process is gone (and that no VM of this orchestrator owns). Returns the ids.
+    pub fn reclaim(&self) -> Result<Vec<String>> {
+        let owned: Vec<PathBuf> = self.registry().values().map(|v| v.runtime_dir().to_path_buf()).collect();
+        let entries = match std::fs::read_dir(&self.options.runtime_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(SmartVmError::io("cannot list the runtime dir", e)),
+        };
+        let mut reclaimed = Vec::new();
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            if owned.contains(&dir) {
+                continue;
+            }
+            let Ok(journal) = VmJournal::read(&dir) else { continue };
+            if journal.process_alive() {
+                continue;
+            }
+            for f in &journal.extra_files {
+                let _ = std::fs::remove_file(f);
+            }
+            std::fs::remove_dir_all(&dir).map_err(|e| SmartVmError::io(format!("cannot remove {}", dir.display()), e))?;
+            reclaimed.push(journal.vm_id);
+        }
+        Ok(reclaimed)
+    }
+
+    /// Opt-in: on SIGINT/SIGTERM, clean up every VM and exit (130/143). The library installs no
+    /// signal handler unless this is called.
+    pub fn cleanup_on_signals(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+                return;
+            };
+            let code = tokio::select! { _ = int.recv() => 130, _ = term.recv() => 143 };
+            let _ = this.cleanup().await;
+            std::process::exit(code);
+        })
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_search_order() {
+        let mut o = SmartVmOptions { data_dir: "/data".into(), ..Default::default() };
+        let c = binary_candidates(&o, Some(std::ffi::OsStr::new("/a:/b")));
+        assert_eq!(c, [PathBuf::from("/data/bin/v1.12.1/firecracker"), "/a/firecracker".into(), "/b/firecracker".into()]);
+        o.firecracker_binary_path = Some("/x/fc".into());
+        assert_eq!(binary_candidates(&o, None), [PathBuf::from("/x/fc")]);
+        o.firecracker_binary_path = None;
+        o.firecracker_version = Some(FirecrackerVersion::new(1, 7, 0));
+        assert_eq!(binary_candidates(&o, None), [PathBuf::from("/data/bin/v1.7.0/firecracker")]);
+    }
+
+    #[test]
+    fn missing_binary_names_the_script() {
+        let vm = SmartVm::new(SmartVmOptions {
+            data_dir: "/nonexistent-smartvm".into(),
+            firecracker_binary_path: Some("/nonexistent-smartvm/fc".into()),
+            ..Default::default()
+        });
+        let e = vm.ensure_binary().unwrap_err();
+        assert_eq!(e.code(), "BINARY_NOT_FOUND");
+        assert!(e.to_string().contains("install-firecracker.sh"));
+    }
+}

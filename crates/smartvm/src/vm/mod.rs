@@ -1,0 +1,371 @@
+//! [`MicroVm`]: one Firecracker instance and its lifecycle.
+//!
+//! `start()` stages ephemeral drives, spawns Firecracker, waits for its API, sends the pre-boot
+//! plan ([`plan::boot_plan`]) and `InstanceStart`. Any failure on the way removes everything it
+//! created (process, socket, staged drives, runtime dir) and leaves the VM in `Error`.
+
+mod journal;
+pub mod plan;
+mod runtime;
+mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use crate::api::{
+    ActionType, ApiClient, BalloonStatistics, GetBalloonStatistics, GetInstanceInfo, GetMmds, GetVersion, GetVmConfig,
+    InstanceInfo, PatchBalloon, PatchBalloonStatistics, PatchDrive, PatchMmds, PatchNetworkInterface, PatchVmState,
+    PutAction, PutMmds, PutSnapshotCreate, VersionInfo, VmStateBody, VmStateRequest,
+};
+use crate::config::{
+    BalloonStatsUpdatePayload, BalloonUpdatePayload, ConfigErrors, DriveUpdatePayload, NetworkInterfaceConfig,
+    RateLimiter, SnapshotCreateParams, SnapshotLoadParams, VmConfig,
+};
+use crate::error::{Result, SmartVmError};
+use crate::process::{Console, ExitInfo, FirecrackerProcess, Seccomp, StopOutcome, StopPlan};
+use crate::staging::StagedDrive;
+use crate::version::FirecrackerVersion;
+
+pub use journal::VmJournal;
+pub use plan::{boot_plan, PreBootCall, ResolvedResources};
+pub use state::{Operation, VmState};
+
+/// How a VM runs on this host (set by [`SmartVm`](crate::SmartVm), or directly).
+#[derive(Debug, Clone)]
+pub struct VmRuntimeOptions {
+    /// The Firecracker binary.
+    pub firecracker_binary: PathBuf,
+    /// Parent of the per-VM runtime dirs (the VM's is `<runtime_dir>/<sanitized id>/`).
+    pub runtime_dir: PathBuf,
+    /// Stage writable drives (default true).
+    pub ephemeral_writable_drives: bool,
+    /// How long to wait for the API socket.
+    pub socket_timeout: Duration,
+    /// Per-request API timeout.
+    pub request_timeout: Duration,
+    /// How `stop()` ends the process.
+    pub stop_plan: StopPlan,
+    /// Seccomp mode.
+    pub seccomp: Seccomp,
+    /// Also write the serial console to this file.
+    pub console_file: Option<PathBuf>,
+    /// Lines of console kept in memory.
+    pub console_lines: usize,
+}
+
+impl VmRuntimeOptions {
+    /// Defaults for `binary` with per-VM dirs under `runtime_dir`.
+    pub fn new(binary: impl Into<PathBuf>, runtime_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            firecracker_binary: binary.into(),
+            runtime_dir: runtime_dir.into(),
+            ephemeral_writable_drives: true,
+            socket_timeout: Duration::from_secs(5),
+            request_timeout: crate::api::DEFAULT_REQUEST_TIMEOUT,
+            stop_plan: StopPlan::default(),
+            seccomp: Seccomp::Default,
+            console_file: None,
+            console_lines: crate::process::DEFAULT_CONSOLE_LINES,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Running {
+    process: Option<FirecrackerProcess>,
+    api: Option<Arc<ApiClient>>,
+    version: Option<FirecrackerVersion>,
+    staged: Vec<StagedDrive>,
+    last_stop: Option<StopOutcome>,
+    taps: Vec<String>,
+    owns_dir: bool,
+}
+
+/// One microVM. Methods take `&self`; operations on one VM are serialized internally.
+#[derive(Debug)]
+pub struct MicroVm {
+    id: String,
+    config: VmConfig,
+    options: VmRuntimeOptions,
+    vm_dir: PathBuf,
+    state: StdMutex<VmState>,
+    inner: tokio::sync::Mutex<Running>,
+    exit: StdMutex<Option<tokio::sync::watch::Receiver<Option<ExitInfo>>>>,
+}
+
+impl MicroVm {
+    /// A VM in `Created` state. Validates (and clones) `config`; nothing is created on disk.
+    pub fn new(config: &VmConfig, options: VmRuntimeOptions) -> Result<Self> {
+        config.validate()?;
+        let config = config.clone();
+        let id = config.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let vm_dir = options.runtime_dir.join(crate::staging::sanitize_path_part(&id));
+        Ok(Self {
+            id,
+            config,
+            options,
+            vm_dir,
+            state: StdMutex::new(VmState::Created),
+            inner: tokio::sync::Mutex::new(Running::default()),
+            exit: StdMutex::new(None),
+        })
+    }
+
+    /// The VM id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    /// The VM's own copy of its configuration.
+    pub fn config(&self) -> &VmConfig {
+        &self.config
+    }
+    /// The per-VM runtime dir (exists between start and cleanup).
+    pub fn runtime_dir(&self) -> &Path {
+        &self.vm_dir
+    }
+    /// The API socket path.
+    pub fn socket_path(&self) -> PathBuf {
+        self.vm_dir.join("firecracker.sock")
+    }
+    /// TAP devices this VM created (removed at cleanup).
+    pub async fn tap_devices(&self) -> Vec<String> {
+        self.inner.lock().await.taps.clone()
+    }
+
+    /// The current state. A VM whose process ended by itself reads as `Stopped` (exit code 0,
+    /// e.g. the guest rebooted) or `Error` (anything else).
+    pub fn state(&self) -> VmState {
+        let recorded = *self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(recorded, VmState::Running | VmState::Paused) {
+            if let Some(exit) = self.exit_info() {
+                return if exit.success() { VmState::Stopped } else { VmState::Error };
+            }
+        }
+        recorded
+    }
+
+    fn set_state(&self, s: VmState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    /// How the Firecracker process ended, if it has.
+    pub fn exit_info(&self) -> Option<ExitInfo> {
+        self.exit.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|rx| *rx.borrow())
+    }
+
+    /// Waits for the Firecracker process to end (e.g. the guest powered off), up to `timeout`.
+    pub async fn wait_for_exit(&self, timeout: Duration) -> Option<ExitInfo> {
+        let rx = self.exit.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut rx = rx?;
+        let ended = tokio::time::timeout(timeout, rx.wait_for(|e| e.is_some())).await.ok().and_then(|r| r.ok().and_then(|v| *v));
+        ended.or_else(|| self.exit_info())
+    }
+
+    /// The guest serial console, once started.
+    pub async fn console(&self) -> Option<Console> {
+        self.inner.lock().await.process.as_ref().map(|p| p.console().clone())
+    }
+    /// Firecracker's stderr, once started.
+    pub async fn stderr(&self) -> Option<Console> {
+        self.inner.lock().await.process.as_ref().map(|p| p.stderr().clone())
+    }
+    /// The Firecracker process id, while it exists.
+    pub async fn pid(&self) -> Option<i32> {
+        self.inner.lock().await.process.as_ref().map(FirecrackerProcess::pid)
+    }
+    /// The running Firecracker's version (learned at start).
+    pub async fn firecracker_version(&self) -> Option<FirecrackerVersion> {
+        self.inner.lock().await.version
+    }
+    /// How the last `stop()` ended the process.
+    pub async fn last_stop(&self) -> Option<StopOutcome> {
+        self.inner.lock().await.last_stop
+    }
+    /// The API client, while the process exists.
+    pub async fn api(&self) -> Result<Arc<ApiClient>> {
+        self.inner.lock().await.api.clone().ok_or(SmartVmError::NoClient)
+    }
+
+    /// Boots the VM (see the module docs). On failure nothing is left behind and the state is `Error`.
+    pub async fn start(&self) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        Operation::Start.check(self.state())?;
+        self.set_state(VmState::Configuring);
+        match self.start_inner(&mut inner, None).await {
+            Ok(state) => {
+                self.set_state(state);
+                Ok(())
+            }
+            Err(e) => {
+                self.teardown(&mut inner).await;
+                self.set_state(VmState::Error);
+                Err(SmartVmError::StartFailed { vm_id: self.id.clone(), source: Box::new(e) })
+            }
+        }
+    }
+
+    /// Restores the VM from a snapshot instead of booting: spawns Firecracker, loads the
+    /// snapshot (the config's logger/metrics are applied first; other resources come from the
+    /// snapshot) and ends `Paused`, or `Running` with `params.resume_vm`.
+    pub async fn restore(&self, params: &SnapshotLoadParams) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        Operation::Start.check(self.state())?;
+        self.set_state(VmState::Configuring);
+        match self.start_inner(&mut inner, Some(params)).await {
+            Ok(state) => {
+                self.set_state(state);
+                Ok(())
+            }
+            Err(e) => {
+                self.teardown(&mut inner).await;
+                self.set_state(VmState::Error);
+                Err(SmartVmError::StartFailed { vm_id: self.id.clone(), source: Box::new(e) })
+            }
+        }
+    }
+
+    /// Alias of [`restore`](Self::restore), under the seed's name.
+    pub async fn load_snapshot(&self, params: &SnapshotLoadParams) -> Result<()> {
+        self.restore(params).await
+    }
+
+    /// Pauses the vCPUs.
+    pub async fn pause(&self) -> Result<()> {
+        self.set_vm_state(Operation::Pause, VmStateRequest::Paused, VmState::Paused).await
+    }
+
+    /// Resumes the vCPUs.
+    pub async fn resume(&self) -> Result<()> {
+        self.set_vm_state(Operation::Resume, VmStateRequest::Resumed, VmState::Running).await
+    }
+
+    async fn set_vm_state(&self, op: Operation, request: VmStateRequest, next: VmState) -> Result<()> {
+        let inner = self.inner.lock().await;
+        op.check(self.state())?;
+        let api = inner.api.clone().ok_or(SmartVmError::NoClient)?;
+        api.send(&PatchVmState(VmStateBody { state: request })).await?;
+        self.set_state(next);
+        Ok(())
+    }
+
+    /// Ends the process with the configured [`StopPlan`] (Ctrl-Alt-Del is skipped when paused,
+    /// since a paused guest cannot react). The runtime dir stays until [`cleanup`](Self::cleanup).
+    pub async fn stop(&self) -> Result<StopOutcome> {
+        let mut inner = self.inner.lock().await;
+        let state = self.state();
+        Operation::Stop.check(state)?;
+        let mut plan = self.options.stop_plan.clone();
+        if state == VmState::Paused {
+            plan.steps.retain(|(s, _)| *s != crate::process::StopStep::CtrlAltDel);
+        }
+        let process = inner.process.as_ref().ok_or(SmartVmError::NoClient)?;
+        let outcome = process.stop(inner.api.as_deref(), &plan).await?;
+        inner.last_stop = Some(outcome);
+        inner.api = None;
+        self.set_state(VmState::Stopped);
+        Ok(outcome)
+    }
+
+    /// Stops the process if needed (SIGKILL) and removes the socket, the runtime dir (staged
+    /// drives included) and TAPs this VM created. Valid in any state; idempotent.
+    pub async fn cleanup(&self) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        let was = self.state();
+        self.teardown(&mut inner).await;
+        if matches!(was, VmState::Running | VmState::Paused | VmState::Configuring) {
+            self.set_state(VmState::Stopped);
+        }
+        Ok(())
+    }
+
+    /// `GET /`.
+    pub async fn info(&self) -> Result<InstanceInfo> {
+        self.api().await?.send(&GetInstanceInfo).await
+    }
+    /// `GET /version`.
+    pub async fn version(&self) -> Result<VersionInfo> {
+        self.api().await?.send(&GetVersion).await
+    }
+    /// `GET /vm/config`.
+    pub async fn vm_config(&self) -> Result<serde_json::Value> {
+        self.api().await?.send(&GetVmConfig).await
+    }
+
+    async fn api_for_update(&self) -> Result<Arc<ApiClient>> {
+        let inner = self.inner.lock().await;
+        Operation::Update.check(self.state())?;
+        inner.api.clone().ok_or(SmartVmError::NoClient)
+    }
+
+    /// `PUT /mmds`: replaces the metadata document.
+    pub async fn set_metadata(&self, data: &serde_json::Value) -> Result<()> {
+        self.api_for_update().await?.send(&PutMmds(data.clone())).await
+    }
+    /// `PATCH /mmds`: merges into the metadata document.
+    pub async fn patch_metadata(&self, data: &serde_json::Value) -> Result<()> {
+        self.api_for_update().await?.send(&PatchMmds(data.clone())).await
+    }
+    /// `GET /mmds`.
+    pub async fn metadata(&self) -> Result<serde_json::Value> {
+        self.api_for_update().await?.send(&GetMmds).await
+    }
+
+    /// Points drive `drive_id` at another backing file (`PATCH /drives/{id}`).
+    pub async fn update_drive(&self, drive_id: &str, path: &Path) -> Result<()> {
+        let api = self.api_for_update().await?;
+        if !self.config.drives.iter().any(|d| d.drive_id == drive_id) {
+            return Err(ConfigErrors::single("driveId", format!("no drive {drive_id:?}")).into());
+        }
+        if !path.is_absolute() || !path.exists() {
+            return Err(ConfigErrors::single("pathOnHost", format!("{} must be an existing absolute path", path.display())).into());
+        }
+        let payload = DriveUpdatePayload { drive_id: drive_id.into(), path_on_host: Some(path.into()), rate_limiter: None };
+        api.send(&PatchDrive(payload)).await
+    }
+
+    /// New rate limiters for interface `iface_id`.
+    pub async fn update_network_interface(&self, iface_id: &str, rx: Option<&RateLimiter>, tx: Option<&RateLimiter>) -> Result<()> {
+        let api = self.api_for_update().await?;
+        if !self.config.network_interfaces.iter().any(|n| n.iface_id == iface_id) {
+            return Err(ConfigErrors::single("ifaceId", format!("no network interface {iface_id:?}")).into());
+        }
+        api.send(&PatchNetworkInterface(NetworkInterfaceConfig::update_payload(iface_id, rx, tx))).await
+    }
+
+    /// New balloon target (`PATCH /balloon`).
+    pub async fn update_balloon(&self, amount_mib: u64) -> Result<()> {
+        self.api_for_update().await?.send(&PatchBalloon(BalloonUpdatePayload { amount_mib })).await
+    }
+    /// `GET /balloon/statistics`.
+    pub async fn balloon_statistics(&self) -> Result<BalloonStatistics> {
+        self.api_for_update().await?.send(&GetBalloonStatistics).await
+    }
+    /// `PATCH /balloon/statistics`.
+    pub async fn update_balloon_statistics(&self, interval_s: u32) -> Result<()> {
+        let body = BalloonStatsUpdatePayload { stats_polling_interval_s: interval_s };
+        self.api_for_update().await?.send(&PatchBalloonStatistics(body)).await
+    }
+    /// `PUT /actions FlushMetrics`.
+    pub async fn flush_metrics(&self) -> Result<()> {
+        self.api_for_update().await?.send(&PutAction::new(ActionType::FlushMetrics)).await
+    }
+
+    /// `PUT /snapshot/create` of a paused VM.
+    pub async fn create_snapshot(&self, params: &SnapshotCreateParams) -> Result<()> {
+        let inner = self.inner.lock().await;
+        Operation::Snapshot.check(self.state())?;
+        let api = inner.api.clone().ok_or(SmartVmError::NoClient)?;
+        api.send(&PutSnapshotCreate(params.payload())).await
+    }
+}
+
+impl Drop for MicroVm {
+    fn drop(&mut self) {
+        // Last resort for callers that never called cleanup(): the process is killed by
+        // kill_on_drop; remove the runtime dir so nothing stays on tmpfs.
+        if self.inner.get_mut().owns_dir {
+            let _ = std::fs::remove_dir_all(&self.vm_dir);
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The effects of starting and tearing down a VM.
+
+use std::time::Duration;
+
+use super::journal::VmJournal;
+use super::plan::{boot_plan, PreBootCall, ResolvedResources};
+use super::{MicroVm, Running, VmState};
+use crate::api::{ActionType, ApiClient, GetVersion, PutAction, PutLogger, PutMetrics, PutSnapshotLoad};
+use crate::config::SnapshotLoadParams;
+use crate::error::{Result, SmartVmError};
+use crate::process::{instance_id, FirecrackerCommand, FirecrackerProcess, OutputOptions, StopPlan};
+use crate::staging;
+use crate::version::FirecrackerVersion;
+
+impl MicroVm {
+    pub(super) async fn start_inner(&self, inner: &mut Running, restore: Option<&SnapshotLoadParams>) -> Result<VmState> {
+        let opts = &self.options;
+        if !opts.firecracker_binary.is_file() {
+            return Err(SmartVmError::BinaryNotFound { searched: vec![opts.firecracker_binary.clone()] });
+        }
+        std::fs::create_dir_all(&opts.runtime_dir)
+            .map_err(|e| SmartVmError::io(format!("cannot create runtime dir {}", opts.runtime_dir.display()), e))?;
+        std::fs::create_dir(&self.vm_dir).map_err(|e| {
+            SmartVmError::io(format!("cannot create VM dir {} (is a VM with this id running?)", self.vm_dir.display()), e)
+        })?;
+        inner.owns_dir = true;
+
+        let mut resolved = ResolvedResources::default();
+        if restore.is_none() {
+            let drives_dir = self.vm_dir.join("drives");
+            let plan = staging::plan(&self.config.drives, opts.ephemeral_writable_drives, &drives_dir);
+            if !plan.is_empty() {
+                std::fs::create_dir(&drives_dir).map_err(|e| SmartVmError::io("cannot create drives dir", e))?;
+                let to_copy = plan.clone();
+                tokio::task::spawn_blocking(move || staging::execute(&to_copy))
+                    .await
+                    .map_err(|e| SmartVmError::io("staging task failed", std::io::Error::other(e)))??;
+                resolved.drive_paths = plan.iter().map(|s| (s.drive_id.clone(), s.staged.clone())).collect();
+                inner.staged = plan;
+            }
+        }
+
+        let socket = self.socket_path();
+        let mut command = FirecrackerCommand::new(&opts.firecracker_binary, &socket);
+        command.id = Some(instance_id(&self.id));
+        command.seccomp = opts.seccomp.clone();
+        let output = OutputOptions { buffer_lines: Some(opts.console_lines), console_file: opts.console_file.clone() };
+        let process = FirecrackerProcess::spawn(&command, &output).await?;
+        *self.exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(process.exit_watch());
+        let journal = VmJournal {
+            vm_id: self.id.clone(),
+            pid: Some(process.pid()),
+            socket: socket.clone(),
+            extra_files: self.config.vsock.iter().map(|v| v.uds_path.clone()).collect(),
+            taps: inner.taps.clone(),
+        };
+        inner.process = Some(process);
+        journal.write(&self.vm_dir).map_err(|e| SmartVmError::io("cannot write the VM journal", e))?;
+        let process = inner.process.as_ref().ok_or(SmartVmError::NoClient)?;
+
+        let api = std::sync::Arc::new(ApiClient::new(&socket).with_timeout(opts.request_timeout));
+        let timeout = opts.socket_timeout;
+        if !process.wait_for_path(&socket, timeout).await? {
+            return Err(SmartVmError::SocketTimeout { path: socket, timeout_ms: timeout.as_millis() as u64 });
+        }
+        tokio::select! {
+            ready = api.wait_ready(timeout) => ready?,
+            exit = process.wait(timeout) => {
+                if let Some(exit) = exit {
+                    return Err(process.exited_early(exit).into());
+                }
+                return Err(SmartVmError::SocketTimeout { path: socket, timeout_ms: timeout.as_millis() as u64 });
+            }
+        }
+        inner.api = Some(api.clone());
+        let reported = api.send(&GetVersion).await?;
+        let version: FirecrackerVersion = reported.firecracker_version.parse().unwrap_or(FirecrackerVersion::DEFAULT);
+        inner.version = Some(version);
+
+        self.prepare_output_files()?;
+        match restore {
+            Some(params) => {
+                if let Some(l) = &self.config.logger {
+                    api.send(&PutLogger(l.payload())).await?;
+                }
+                if let Some(m) = &self.config.metrics {
+                    api.send(&PutMetrics(m.payload())).await?;
+                }
+                let payload = params.payload(version).map_err(|m| crate::config::ConfigErrors::single("snapshot", m))?;
+                api.send(&PutSnapshotLoad(payload)).await?;
+                Ok(if params.resume_vm { VmState::Running } else { VmState::Paused })
+            }
+            None => {
+                let calls: Vec<PreBootCall> = boot_plan(&self.config, &resolved, version)?;
+                for call in &calls {
+                    call.send(&api).await?;
+                }
+                api.send(&PutAction::new(ActionType::InstanceStart)).await?;
+                Ok(VmState::Running)
+            }
+        }
+    }
+
+    /// Firecracker before v1.14 requires log and metrics files to exist.
+    fn prepare_output_files(&self) -> Result<()> {
+        let paths = self.config.logger.iter().map(|l| &l.log_path).chain(self.config.metrics.iter().map(|m| &m.metrics_path));
+        for path in paths {
+            if !path.exists() {
+                std::fs::File::create(path).map_err(|e| SmartVmError::io(format!("cannot create {}", path.display()), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills the process (if any) and removes everything the VM created. Never fails: each
+    /// step is attempted whatever happened to the others.
+    pub(super) async fn teardown(&self, inner: &mut Running) {
+        inner.api = None;
+        if let Some(process) = inner.process.take() {
+            if let Err(e) = process.stop(None, &StopPlan::kill()).await {
+                tracing::warn!(vm = %self.id, error = %e, "could not kill Firecracker");
+            }
+            // Let the console readers finish; the exit watch stays for state().
+            let _ = process.wait(Duration::from_secs(1)).await;
+        }
+        if let Some(v) = &self.config.vsock {
+            let _ = std::fs::remove_file(&v.uds_path);
+        }
+        if inner.owns_dir {
+            if let Err(e) = std::fs::remove_dir_all(&self.vm_dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(vm = %self.id, error = %e, "could not remove the runtime dir");
+                }
+            }
+            inner.owns_dir = false;
+        }
+        inner.staged.clear();
+        inner.taps.clear();
+    }
+}
