@@ -1,0 +1,119 @@
+use super::*;
+use serde_json::json;
+
+fn existing_file(dir: &Path, name: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, b"x").unwrap();
+    p
+}
+
+#[test]
+fn validate_reports_every_problem_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = existing_file(dir.path(), "a.img");
+    let cfg = VmConfig {
+        id: Some("bad id".into()),
+        machine_config: MachineConfig::new(0, 0),
+        drives: vec![
+            DriveConfig::new("root", &img).root(),
+            DriveConfig::new("root", &img).root(),
+            DriveConfig::new("bad-id", "relative.img"),
+        ],
+        network_interfaces: vec![
+            NetworkInterfaceConfig::new("eth0", "tap0").with_mac("02:00:00:00:00:01"),
+            NetworkInterfaceConfig::new("eth1", "tap1").with_mac("02:00:00:00:00:01"),
+            NetworkInterfaceConfig::new("eth2", "tap2").with_mac("zz"),
+        ],
+        vsock: Some(VsockConfig::new(1, dir.path().join("v.sock"))),
+        mmds_config: Some(MmdsConfig { network_interfaces: vec!["eth9".into()], version: None, ipv4_address: None, imds_compat: None }),
+        ..VmConfig::new(dir.path().join("missing-kernel"))
+    };
+    let err = cfg.validate().unwrap_err();
+    for field in [
+        "id",
+        "bootSource.kernelImagePath",
+        "machineConfig.vcpuCount",
+        "machineConfig.memSizeMib",
+        "drives[1].driveId",
+        "drives[1].isRootDevice",
+        "drives[2].driveId",
+        "drives[2].pathOnHost",
+        "networkInterfaces[1].guestMac",
+        "networkInterfaces[2].guestMac",
+        "vsock.guestCid",
+        "mmdsConfig.networkInterfaces[0]",
+    ] {
+        assert!(err.has_field(field), "missing problem for {field}: {err}");
+    }
+    assert_eq!(crate::SmartVmError::from(err).code(), "INVALID_CONFIG");
+}
+
+#[test]
+fn valid_config_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = existing_file(dir.path(), "vmlinux");
+    let img = existing_file(dir.path(), "root.ext4");
+    let cfg = VmConfig::new(&kernel)
+        .with_id("vm_1.a-b")
+        .with_machine(2, 256)
+        .with_drive(DriveConfig::new("rootfs", &img).root())
+        .with_network_interface(NetworkInterfaceConfig::new("eth0", "tap0"))
+        .with_vsock(VsockConfig::new(3, dir.path().join("v.sock")));
+    cfg.validate().unwrap();
+}
+
+#[test]
+fn reads_camel_case_and_snake_case() {
+    let cfg = VmConfig::from_json(
+        &json!({
+            "id": "a",
+            "bootSource": {"kernelImagePath": "/k", "bootArgs": "console=ttyS0"},
+            "machineConfig": {"vcpuCount": 2, "memSizeMib": 64},
+            "drives": [{"driveId": "rootfs", "pathOnHost": "/r", "isRootDevice": true, "isReadOnly": false, "ephemeral": false}],
+            "networkInterfaces": [{"ifaceId": "eth0", "hostDevName": "tap0", "guestMac": "02:00:00:00:00:02"}],
+            "mmds": {"networkInterfaces": ["eth0"], "version": "V2"}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    assert_eq!(cfg.machine_config.vcpu_count, 2);
+    assert_eq!(cfg.drives[0].ephemeral, Some(false));
+    assert_eq!(cfg.mmds_config.as_ref().unwrap().version, Some(MmdsVersion::V2));
+    let snake = VmConfig::from_json(r#"{"boot_source": {"kernel_image_path": "/k"}, "machine_config": {"vcpu_count": 1, "mem_size_mib": 8}}"#).unwrap();
+    assert_eq!(snake.machine_config.mem_size_mib, 8);
+}
+
+#[test]
+fn reads_firecracker_config_files() {
+    let cfg = VmConfig::from_json(
+        &json!({
+            "boot-source": {"kernel_image_path": "/k", "boot_args": "console=ttyS0"},
+            "drives": [{"drive_id": "rootfs", "path_on_host": "/r", "is_root_device": true, "is_read_only": true}],
+            "machine-config": {"vcpu_count": 1, "mem_size_mib": 32, "smt": false},
+            "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0"}],
+            "vsock": {"guest_cid": 3, "uds_path": "/tmp/v.sock"},
+            "balloon": {"amount_mib": 0, "deflate_on_oom": false},
+            "mmds-config": {"network_interfaces": ["eth0"]}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    assert_eq!(cfg.boot_source.boot_args.as_deref(), Some("console=ttyS0"));
+    assert!(cfg.drives[0].is_read_only);
+    assert_eq!(cfg.machine_config.smt, Some(false));
+    assert_eq!(cfg.network_interfaces[0].host_dev_name.as_deref(), Some("tap0"));
+    assert!(cfg.balloon.is_some() && cfg.mmds_config.is_some());
+}
+
+#[test]
+fn parse_errors_name_the_field() {
+    let e = VmConfig::from_json(r#"{"bootSource": {"kernelImagePath": "/k"}, "machineConfig": {"vcpuCount": "two", "memSizeMib": 1}}"#).unwrap_err();
+    assert_eq!(e.problems[0].field, "machineConfig.vcpuCount");
+    let e = VmConfig::from_json(r#"{"bootSource": {"kernelImagePath": "/k"}, "drives": [{"driveId": "a", "pathOnHost": "/a", "colour": 1}]}"#).unwrap_err();
+    assert!(e.problems[0].field.starts_with("drives[0]"), "{e}");
+    assert!(e.to_string().contains("colour"));
+    let e = VmConfig::from_json(r#"{"boot-source": {"kernel_image_path": "/k"}}"#).unwrap_err();
+    assert!(e.to_string().contains("drives"), "{e}");
+    assert_eq!(VmConfig::from_json("{not json").unwrap_err().problems[0].field, "<file>");
+    assert!(VmConfig::from_file(Path::new("/nonexistent/cfg.json")).is_err());
+}

@@ -44,6 +44,12 @@ impl MicroVm {
         let mut command = FirecrackerCommand::new(&opts.firecracker_binary, &socket);
         command.id = Some(instance_id(&self.id));
         command.seccomp = opts.seccomp.clone();
+        if self.config.logger.is_none() {
+            // Firecracker logs to stdout by default, interleaved with the guest's serial output:
+            // send its log to stderr instead, which smartvm captures separately.
+            command.log_path = Some("/dev/stderr".into());
+            command.level = Some(crate::config::LogLevel::Warning);
+        }
         let output = OutputOptions { buffer_lines: Some(opts.console_lines), console_file: opts.console_file.clone() };
         let process = FirecrackerProcess::spawn(&command, &output).await?;
         *self.exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(process.exit_watch());
