@@ -53,6 +53,8 @@ extern "C" fn probe_main(boot_params: u64) -> ! {
             block_action(devices, arg, false);
         } else if let Some(arg) = token.strip_prefix(b"probe.write=") {
             block_action(devices, arg, true);
+        } else if let Some(arg) = token.strip_prefix(b"probe.watch=") {
+            watch_forever(devices, arg);
         } else if let Some(arg) = token.strip_prefix(b"probe.count=") {
             count_forever(parse_u64(arg).unwrap_or(100));
         } else if token == b"probe.halt" {
@@ -197,6 +199,39 @@ fn block_action(devices: &[Device], arg: &[u8], write: bool) {
     } else {
         let end = buf.iter().position(|&b| b == 0).unwrap_or(64).min(64);
         report!("read drive={} sector={} status=ok data={}", drive, sector, Value(&buf[..end]));
+    }
+}
+
+/// `<drive>:<sector>:<ms>`: re-reads the sector every `ms` and reports a `read` line whenever
+/// its content changes (hot-swapped backing files are seen from inside the guest).
+fn watch_forever(devices: &[Device], arg: &[u8]) -> ! {
+    let mut parts = arg.splitn(3, |&b| b == b':');
+    let drive = parts.next().and_then(parse_u64).unwrap_or(0);
+    let sector = parts.next().and_then(parse_u64).unwrap_or(0);
+    let ticks = tsc_khz() * parts.next().and_then(parse_u64).unwrap_or(20).max(1);
+    let Some(dev) = devices.iter().filter(|d| d.id == 2).nth(drive as usize) else {
+        report!("read drive={} sector={} status=no-device", drive, sector);
+        boot::park();
+    };
+    let mut last = [0u8; 64];
+    let mut first = true;
+    loop {
+        let mut buf = [0u8; 512];
+        let result = block_io(dev.mmio, drive as usize, sector, false, &mut buf);
+        let mut head = [0u8; 64];
+        head.copy_from_slice(&buf[..64]);
+        if !matches!(result, virtio::BlockResult::Ok) {
+            report!("read drive={} sector={} status={}", drive, sector, result.as_str());
+        } else if first || head != last {
+            let end = head.iter().position(|&b| b == 0).unwrap_or(64);
+            report!("read drive={} sector={} status=ok data={}", drive, sector, Value(&head[..end]));
+            last = head;
+            first = false;
+        }
+        let start = rdtsc();
+        while rdtsc().wrapping_sub(start) < ticks {
+            core::hint::spin_loop();
+        }
     }
 }
 

@@ -32,6 +32,7 @@ pub mod error;
 pub mod probe;
 pub mod process;
 mod smartvm;
+pub mod snapshot;
 pub mod staging;
 pub mod version;
 pub mod vm;

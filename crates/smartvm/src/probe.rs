@@ -19,7 +19,9 @@
 //!
 //! Actions (kernel command line): `probe.read=<drive>:<sector>`,
 //! `probe.write=<drive>:<sector>:<text>` (`<drive>` = index among block devices, which is the
-//! config's drive order), `probe.count=<ms>`, `probe.halt`.
+//! config's drive order), `probe.count=<ms>`, `probe.watch=<drive>:<sector>:<ms>` (re-read
+//! forever, one `read` line per change), `probe.halt` (park in a spin loop: hypervisors such as
+//! `kvm_pvm` deliver no trap from guest ring 3 back to ring 0, so the probe cannot `hlt`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -73,6 +75,11 @@ impl ProbeArgs {
     /// Print `count n=…` every `ms` milliseconds forever.
     pub fn count(mut self, ms: u64) -> Self {
         self.actions.push(format!("probe.count={ms}"));
+        self
+    }
+    /// Re-read a sector every `ms` forever, reporting each change.
+    pub fn watch(mut self, drive: usize, sector: u64, ms: u64) -> Self {
+        self.actions.push(format!("probe.watch={drive}:{sector}:{ms}"));
         self
     }
     /// Park instead of resetting after `done`.

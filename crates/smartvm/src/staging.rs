@@ -95,6 +95,15 @@ fn copy_into(src: &File, dst: &File, len: u64) -> std::io::Result<CopyMethod> {
         return Ok(CopyMethod::Reflink);
     }
     dst.set_len(len)?;
+    copy_data_ranges(src, dst, len)?;
+    dst.sync_data().or_else(|e| if e.raw_os_error() == Some(libc::EINVAL) { Ok(()) } else { Err(e) })?;
+    Ok(CopyMethod::Sparse)
+}
+
+/// Copies the data ranges of `src` (up to `len`) to the same offsets in `dst`; holes in `src`
+/// are skipped, leaving whatever `dst` has there (holes in a fresh file, base data when
+/// overlaying a Diff snapshot onto its base).
+pub(crate) fn copy_data_ranges(src: &File, dst: &File, len: u64) -> std::io::Result<()> {
     let mut pos: i64 = 0;
     let end = len as i64;
     while pos < end {
@@ -107,8 +116,7 @@ fn copy_into(src: &File, dst: &File, len: u64) -> std::io::Result<CopyMethod> {
         copy_range(src, dst, data, hole - data)?;
         pos = hole;
     }
-    dst.sync_data().or_else(|e| if e.raw_os_error() == Some(libc::EINVAL) { Ok(()) } else { Err(e) })?;
-    Ok(CopyMethod::Sparse)
+    Ok(())
 }
 
 fn copy_range(src: &File, dst: &File, start: i64, mut len: i64) -> std::io::Result<()> {
