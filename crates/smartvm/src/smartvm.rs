@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::config::{ConfigErrors, VmConfig};
 use crate::error::{Result, SmartVmError};
 use crate::process::StopPlan;
+use crate::snapshot::Snapshot;
 use crate::version::FirecrackerVersion;
 use crate::vm::{MicroVm, VmJournal, VmRuntimeOptions};
 
@@ -93,18 +94,29 @@ impl SmartVmOptions {
 
     /// The base-image cache dir.
     pub fn base_image_cache_dir(&self) -> PathBuf {
-        self.base_image_cache_dir.clone().unwrap_or_else(|| self.data_dir.join("base-images"))
+        self.base_image_cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("base-images"))
     }
 }
 
 /// Where `ensure_binary` looks, in order: explicit path, `<data_dir>/bin/<version>/firecracker`,
 /// then `firecracker` on `PATH`. Pure: no filesystem access.
-pub fn binary_candidates(options: &SmartVmOptions, path_env: Option<&std::ffi::OsStr>) -> Vec<PathBuf> {
+pub fn binary_candidates(
+    options: &SmartVmOptions,
+    path_env: Option<&std::ffi::OsStr>,
+) -> Vec<PathBuf> {
     if let Some(p) = &options.firecracker_binary_path {
         return vec![p.clone()];
     }
-    let version = options.firecracker_version.unwrap_or(FirecrackerVersion::DEFAULT);
-    let mut c = vec![options.data_dir.join("bin").join(version.to_string()).join("firecracker")];
+    let version = options
+        .firecracker_version
+        .unwrap_or(FirecrackerVersion::DEFAULT);
+    let mut c = vec![options
+        .data_dir
+        .join("bin")
+        .join(version.to_string())
+        .join("firecracker")];
     if let Some(path) = path_env {
         c.extend(std::env::split_paths(path).map(|d| d.join("firecracker")));
     }
@@ -127,7 +139,10 @@ impl Default for SmartVm {
 impl SmartVm {
     /// An orchestrator with `options`.
     pub fn new(options: SmartVmOptions) -> Self {
-        Self { options, vms: Mutex::new(HashMap::new()) }
+        Self {
+            options,
+            vms: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The options in force.
@@ -152,7 +167,9 @@ impl SmartVm {
             .iter()
             .find(|p| is_executable(p))
             .cloned()
-            .ok_or(SmartVmError::BinaryNotFound { searched: candidates })
+            .ok_or(SmartVmError::BinaryNotFound {
+                searched: candidates,
+            })
     }
 
     /// Per-VM runtime options derived from these options and `binary`.
@@ -172,14 +189,74 @@ impl SmartVm {
     }
 
     /// Like [`create_vm`](Self::create_vm) with explicit runtime options.
-    pub fn create_vm_with(&self, config: &VmConfig, options: VmRuntimeOptions) -> Result<Arc<MicroVm>> {
+    pub fn create_vm_with(
+        &self,
+        config: &VmConfig,
+        options: VmRuntimeOptions,
+    ) -> Result<Arc<MicroVm>> {
         let vm = Arc::new(MicroVm::new(config, options)?);
         let mut reg = self.registry();
         if reg.contains_key(vm.id()) {
-            return Err(ConfigErrors::single("id", format!("a VM with id {:?} already exists", vm.id())).into());
+            return Err(ConfigErrors::single(
+                "id",
+                format!("a VM with id {:?} already exists", vm.id()),
+            )
+            .into());
         }
         reg.insert(vm.id().to_string(), vm.clone());
         Ok(vm)
+    }
+
+    /// Registers a VM for `config` (its id names the new VM) and restores it from `snapshot`.
+    /// On failure nothing stays registered or on disk.
+    pub async fn restore_vm(
+        &self,
+        config: &VmConfig,
+        snapshot: &Snapshot,
+        resume: bool,
+    ) -> Result<Arc<MicroVm>> {
+        let vm = self.create_vm(config)?;
+        if let Err(e) = vm.restore_snapshot(snapshot, resume, false).await {
+            self.registry().remove(vm.id());
+            return Err(e);
+        }
+        Ok(vm)
+    }
+
+    /// Starts `count` VMs from one snapshot concurrently, with ids `<id>-<i>` (`id` from
+    /// `config`, or `clone`). If any fails, all are cleaned up and the first error returned.
+    pub async fn clone_vms(
+        &self,
+        config: &VmConfig,
+        snapshot: &Snapshot,
+        count: usize,
+        resume: bool,
+    ) -> Result<Vec<Arc<MicroVm>>> {
+        let base = config.id.clone().unwrap_or_else(|| "clone".into());
+        let configs: Vec<VmConfig> = (0..count)
+            .map(|i| VmConfig {
+                id: Some(format!("{base}-{i}")),
+                ..config.clone()
+            })
+            .collect();
+        let results = futures_util::future::join_all(
+            configs.iter().map(|c| self.restore_vm(c, snapshot, resume)),
+        )
+        .await;
+        if results.iter().any(|r| r.is_err()) {
+            let mut first = None;
+            for r in results {
+                match r {
+                    Ok(vm) => {
+                        let _ = self.remove_vm(vm.id()).await;
+                    }
+                    Err(e) if first.is_none() => first = Some(e),
+                    Err(_) => {}
+                }
+            }
+            return Err(first.unwrap_or(SmartVmError::Snapshot("clone failed".into())));
+        }
+        results.into_iter().collect()
     }
 
     /// A registered VM.
@@ -232,7 +309,11 @@ impl SmartVm {
     /// Removes what crashed programs left in the runtime dir: every VM dir whose journaled
     /// Firecracker process is gone (and that no VM of this orchestrator owns). Returns the ids.
     pub fn reclaim(&self) -> Result<Vec<String>> {
-        let owned: Vec<PathBuf> = self.registry().values().map(|v| v.runtime_dir().to_path_buf()).collect();
+        let owned: Vec<PathBuf> = self
+            .registry()
+            .values()
+            .map(|v| v.runtime_dir().to_path_buf())
+            .collect();
         let entries = match std::fs::read_dir(&self.options.runtime_dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -244,14 +325,17 @@ impl SmartVm {
             if owned.contains(&dir) {
                 continue;
             }
-            let Ok(journal) = VmJournal::read(&dir) else { continue };
+            let Ok(journal) = VmJournal::read(&dir) else {
+                continue;
+            };
             if journal.process_alive() {
                 continue;
             }
             for f in &journal.extra_files {
                 let _ = std::fs::remove_file(f);
             }
-            std::fs::remove_dir_all(&dir).map_err(|e| SmartVmError::io(format!("cannot remove {}", dir.display()), e))?;
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| SmartVmError::io(format!("cannot remove {}", dir.display()), e))?;
             reclaimed.push(journal.vm_id);
         }
         Ok(reclaimed)
@@ -263,7 +347,10 @@ impl SmartVm {
         let this = self.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
                 return;
             };
             let code = tokio::select! { _ = int.recv() => 130, _ = term.recv() => 143 };
@@ -284,14 +371,27 @@ mod tests {
 
     #[test]
     fn binary_search_order() {
-        let mut o = SmartVmOptions { data_dir: "/data".into(), ..Default::default() };
+        let mut o = SmartVmOptions {
+            data_dir: "/data".into(),
+            ..Default::default()
+        };
         let c = binary_candidates(&o, Some(std::ffi::OsStr::new("/a:/b")));
-        assert_eq!(c, [PathBuf::from("/data/bin/v1.12.1/firecracker"), "/a/firecracker".into(), "/b/firecracker".into()]);
+        assert_eq!(
+            c,
+            [
+                PathBuf::from("/data/bin/v1.12.1/firecracker"),
+                "/a/firecracker".into(),
+                "/b/firecracker".into()
+            ]
+        );
         o.firecracker_binary_path = Some("/x/fc".into());
         assert_eq!(binary_candidates(&o, None), [PathBuf::from("/x/fc")]);
         o.firecracker_binary_path = None;
         o.firecracker_version = Some(FirecrackerVersion::new(1, 7, 0));
-        assert_eq!(binary_candidates(&o, None), [PathBuf::from("/data/bin/v1.7.0/firecracker")]);
+        assert_eq!(
+            binary_candidates(&o, None),
+            [PathBuf::from("/data/bin/v1.7.0/firecracker")]
+        );
     }
 
     #[test]

@@ -101,7 +101,11 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 impl ApiClient {
     /// A client for the socket at `socket` (nothing is connected until the first request).
     pub fn new(socket: impl Into<PathBuf>) -> Self {
-        Self { socket: socket.into(), timeout: DEFAULT_REQUEST_TIMEOUT, conn: tokio::sync::Mutex::new(None) }
+        Self {
+            socket: socket.into(),
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+            conn: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// Sets the per-request timeout.
@@ -116,7 +120,12 @@ impl ApiClient {
     }
 
     /// Sends one request and returns the answer whatever its status.
-    pub async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<ApiResponse> {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<ApiResponse> {
         let attempt = async {
             let mut guard = self.conn.lock().await;
             let reused = guard.as_ref().is_some_and(Connection::is_open);
@@ -128,7 +137,11 @@ impl ApiClient {
                 // A kept-alive connection the server closed meanwhile: retry once on a new one.
                 Err(e) if reused && e.is_closed_connection() => {
                     *guard = Some(Connection::open(&self.socket).await?);
-                    guard.as_mut().ok_or(ApiError::NotConnected)?.send(method, path, body).await
+                    guard
+                        .as_mut()
+                        .ok_or(ApiError::NotConnected)?
+                        .send(method, path, body)
+                        .await
                 }
                 other => other,
             }
@@ -142,7 +155,10 @@ impl ApiClient {
             Err(_) => {
                 // The connection is in an unknown state after a timeout: drop it.
                 *self.conn.lock().await = None;
-                Err(SmartVmError::ApiTimeout { method: method.as_str().into(), path: path.into() })
+                Err(SmartVmError::ApiTimeout {
+                    method: method.as_str().into(),
+                    path: path.into(),
+                })
             }
             Ok(Err(e)) => Err(wire_error(e)),
             Ok(Ok(r)) => Ok(r),
@@ -155,25 +171,41 @@ impl ApiClient {
     }
 
     /// `PUT path` with a JSON body.
-    pub async fn put<T: serde::Serialize + ?Sized>(&self, path: &str, body: &T) -> Result<ApiResponse> {
-        let bytes = serde_json::to_vec(body).map_err(|e| self.encode_error(Method::Put, path, e))?;
+    pub async fn put<T: serde::Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> Result<ApiResponse> {
+        let bytes =
+            serde_json::to_vec(body).map_err(|e| self.encode_error(Method::Put, path, e))?;
         self.request(Method::Put, path, Some(bytes)).await
     }
 
     /// `PATCH path` with a JSON body.
-    pub async fn patch<T: serde::Serialize + ?Sized>(&self, path: &str, body: &T) -> Result<ApiResponse> {
-        let bytes = serde_json::to_vec(body).map_err(|e| self.encode_error(Method::Patch, path, e))?;
+    pub async fn patch<T: serde::Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> Result<ApiResponse> {
+        let bytes =
+            serde_json::to_vec(body).map_err(|e| self.encode_error(Method::Patch, path, e))?;
         self.request(Method::Patch, path, Some(bytes)).await
     }
 
     fn encode_error(&self, method: Method, path: &str, e: serde_json::Error) -> SmartVmError {
-        SmartVmError::SocketRequestFailed { method: method.as_str().into(), path: path.into(), source: ApiError::Encode(e) }
+        SmartVmError::SocketRequestFailed {
+            method: method.as_str().into(),
+            path: path.into(),
+            source: ApiError::Encode(e),
+        }
     }
 
     /// Sends a typed request; non-2xx → `API_ERROR`, body decoded into `E::Response`.
     pub async fn send<E: Endpoint>(&self, endpoint: &E) -> Result<E::Response> {
         let path = endpoint.path();
-        let body = endpoint.body().map_err(|e| self.encode_error(E::METHOD, &path, e))?;
+        let body = endpoint
+            .body()
+            .map_err(|e| self.encode_error(E::METHOD, &path, e))?;
         let response = self.request(E::METHOD, &path, body).await?;
         if !response.ok {
             return Err(SmartVmError::Api {
@@ -183,11 +215,18 @@ impl ApiClient {
                 fault_message: response.fault_message(),
             });
         }
-        let text = if response.body.trim().is_empty() { "null" } else { response.body.as_str() };
+        let text = if response.body.trim().is_empty() {
+            "null"
+        } else {
+            response.body.as_str()
+        };
         serde_json::from_str(text).map_err(|source| SmartVmError::SocketRequestFailed {
             method: E::METHOD.as_str().into(),
             path,
-            source: ApiError::Decode { body: response.body.clone(), source },
+            source: ApiError::Decode {
+                body: response.body.clone(),
+                source,
+            },
         })
     }
 
@@ -212,7 +251,10 @@ impl ApiClient {
                 }
             }
             if tokio::time::Instant::now() + delay > deadline {
-                return Err(SmartVmError::SocketTimeout { path: self.socket.clone(), timeout_ms: timeout.as_millis() as u64 });
+                return Err(SmartVmError::SocketTimeout {
+                    path: self.socket.clone(),
+                    timeout_ms: timeout.as_millis() as u64,
+                });
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_micros(500));

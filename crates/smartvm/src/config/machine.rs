@@ -41,10 +41,18 @@ pub struct MachineConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smt: Option<bool>,
     /// Static CPU template.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "cpu_template")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "cpu_template"
+    )]
     pub cpu_template: Option<CpuTemplate>,
     /// Track dirty pages, needed for Diff snapshots.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "track_dirty_pages")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "track_dirty_pages"
+    )]
     pub track_dirty_pages: Option<bool>,
     /// Huge pages for guest memory.
     #[serde(default, skip_serializing_if = "Option::is_none", alias = "huge_pages")]
@@ -75,21 +83,37 @@ impl Default for MachineConfig {
 impl MachineConfig {
     /// `vcpus` vCPUs and `mem_mib` MiB of memory.
     pub fn new(vcpus: u32, mem_mib: u64) -> Self {
-        Self { vcpu_count: vcpus, mem_size_mib: mem_mib, smt: None, cpu_template: None, track_dirty_pages: None, huge_pages: None }
+        Self {
+            vcpu_count: vcpus,
+            mem_size_mib: mem_mib,
+            smt: None,
+            cpu_template: None,
+            track_dirty_pages: None,
+            huge_pages: None,
+        }
     }
 
     pub(crate) fn validate(&self, p: &mut Problems) {
         if !(1..=32).contains(&self.vcpu_count) {
-            p.push("machineConfig.vcpuCount", format!("{} is outside 1-32", self.vcpu_count));
+            p.push(
+                "machineConfig.vcpuCount",
+                format!("{} is outside 1-32", self.vcpu_count),
+            );
         }
         if self.vcpu_count > 1 && self.vcpu_count % 2 == 1 && self.smt == Some(true) {
-            p.push("machineConfig.vcpuCount", "must be 1 or even when smt is enabled");
+            p.push(
+                "machineConfig.vcpuCount",
+                "must be 1 or even when smt is enabled",
+            );
         }
         if self.mem_size_mib == 0 {
             p.push("machineConfig.memSizeMib", "must be greater than 0");
         }
         if self.huge_pages == Some(HugePages::TwoMiB) && self.mem_size_mib % 2 != 0 {
-            p.push("machineConfig.memSizeMib", "must be a multiple of 2 with 2M huge pages");
+            p.push(
+                "machineConfig.memSizeMib",
+                "must be a multiple of 2 with 2M huge pages",
+            );
         }
     }
 
@@ -113,7 +137,10 @@ mod tests {
 
     #[test]
     fn golden_payload() {
-        assert_eq!(serde_json::to_value(MachineConfig::new(2, 256).payload()).unwrap(), json!({"vcpu_count": 2, "mem_size_mib": 256}));
+        assert_eq!(
+            serde_json::to_value(MachineConfig::new(2, 256).payload()).unwrap(),
+            json!({"vcpu_count": 2, "mem_size_mib": 256})
+        );
         let all: MachineConfig = serde_json::from_value(json!({
             "vcpuCount": 2, "memSizeMib": 256, "smt": false, "cpuTemplate": "T2", "trackDirtyPages": true, "hugePages": "2M"
         }))
@@ -126,7 +153,13 @@ mod tests {
 
     #[test]
     fn validation() {
-        for (v, m, ok) in [(0, 128, false), (33, 128, false), (1, 0, false), (32, 1, true), (1, 1, true)] {
+        for (v, m, ok) in [
+            (0, 128, false),
+            (33, 128, false),
+            (1, 0, false),
+            (32, 1, true),
+            (1, 1, true),
+        ] {
             let mut p = Problems::default();
             MachineConfig::new(v, m).validate(&mut p);
             assert_eq!(p.0.is_empty(), ok, "vcpus={v} mem={m}: {:?}", p.0);

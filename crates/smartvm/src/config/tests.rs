@@ -25,7 +25,12 @@ fn validate_reports_every_problem_at_once() {
             NetworkInterfaceConfig::new("eth2", "tap2").with_mac("zz"),
         ],
         vsock: Some(VsockConfig::new(1, dir.path().join("v.sock"))),
-        mmds_config: Some(MmdsConfig { network_interfaces: vec!["eth9".into()], version: None, ipv4_address: None, imds_compat: None }),
+        mmds_config: Some(MmdsConfig {
+            network_interfaces: vec!["eth9".into()],
+            version: None,
+            ipv4_address: None,
+            imds_compat: None,
+        }),
         ..VmConfig::new(dir.path().join("missing-kernel"))
     };
     let err = cfg.validate().unwrap_err();
@@ -78,7 +83,10 @@ fn reads_camel_case_and_snake_case() {
     .unwrap();
     assert_eq!(cfg.machine_config.vcpu_count, 2);
     assert_eq!(cfg.drives[0].ephemeral, Some(false));
-    assert_eq!(cfg.mmds_config.as_ref().unwrap().version, Some(MmdsVersion::V2));
+    assert_eq!(
+        cfg.mmds_config.as_ref().unwrap().version,
+        Some(MmdsVersion::V2)
+    );
     let snake = VmConfig::from_json(r#"{"boot_source": {"kernel_image_path": "/k"}, "machine_config": {"vcpu_count": 1, "mem_size_mib": 8}}"#).unwrap();
     assert_eq!(snake.machine_config.mem_size_mib, 8);
 }
@@ -101,7 +109,10 @@ fn reads_firecracker_config_files() {
     assert_eq!(cfg.boot_source.boot_args.as_deref(), Some("console=ttyS0"));
     assert!(cfg.drives[0].is_read_only);
     assert_eq!(cfg.machine_config.smt, Some(false));
-    assert_eq!(cfg.network_interfaces[0].host_dev_name.as_deref(), Some("tap0"));
+    assert_eq!(
+        cfg.network_interfaces[0].host_dev_name.as_deref(),
+        Some("tap0")
+    );
     assert!(cfg.balloon.is_some() && cfg.mmds_config.is_some());
 }
 
@@ -114,6 +125,9 @@ fn parse_errors_name_the_field() {
     assert!(e.to_string().contains("colour"));
     let e = VmConfig::from_json(r#"{"boot-source": {"kernel_image_path": "/k"}}"#).unwrap_err();
     assert!(e.to_string().contains("drives"), "{e}");
-    assert_eq!(VmConfig::from_json("{not json").unwrap_err().problems[0].field, "<file>");
+    assert_eq!(
+        VmConfig::from_json("{not json").unwrap_err().problems[0].field,
+        "<file>"
+    );
     assert!(VmConfig::from_file(Path::new("/nonexistent/cfg.json")).is_err());
 }

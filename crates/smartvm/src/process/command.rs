@@ -50,7 +50,17 @@ pub struct FirecrackerCommand {
 
 /// Firecracker's `--id` accepts 1-64 characters of `[A-Za-z0-9-]`: other characters become `-`.
 pub fn instance_id(vm_id: &str) -> String {
-    let mapped: String = vm_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).take(64).collect();
+    let mapped: String = vm_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
     if mapped.is_empty() {
         "smartvm".into()
     } else {
@@ -61,7 +71,11 @@ pub fn instance_id(vm_id: &str) -> String {
 impl FirecrackerCommand {
     /// A command for `binary` serving its API on `api_socket`.
     pub fn new(binary: impl Into<PathBuf>, api_socket: impl Into<PathBuf>) -> Self {
-        Self { binary: binary.into(), api_socket: Some(api_socket.into()), ..Self::default() }
+        Self {
+            binary: binary.into(),
+            api_socket: Some(api_socket.into()),
+            ..Self::default()
+        }
     }
 
     /// The argument vector (without the binary).
@@ -117,7 +131,10 @@ mod tests {
     use super::*;
 
     fn strs(c: &FirecrackerCommand) -> Vec<String> {
-        c.args().into_iter().map(|s| s.into_string().unwrap()).collect()
+        c.args()
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect()
     }
 
     #[test]
@@ -139,10 +156,28 @@ mod tests {
         c.extra_args = vec!["--foo".into()];
         assert_eq!(
             strs(&c)[6..],
-            ["--log-path", "/l", "--level", "Warning", "--metrics-path", "/m", "--boot-timer",
-             "--http-api-max-payload-size", "1000", "--mmds-size-limit", "2000", "--foo"]
+            [
+                "--log-path",
+                "/l",
+                "--level",
+                "Warning",
+                "--metrics-path",
+                "/m",
+                "--boot-timer",
+                "--http-api-max-payload-size",
+                "1000",
+                "--mmds-size-limit",
+                "2000",
+                "--foo"
+            ]
         );
-        let raw = FirecrackerCommand { binary: "/fc".into(), no_api: true, config_file: Some("/c.json".into()), api_socket: Some("/x".into()), ..Default::default() };
+        let raw = FirecrackerCommand {
+            binary: "/fc".into(),
+            no_api: true,
+            config_file: Some("/c.json".into()),
+            api_socket: Some("/x".into()),
+            ..Default::default()
+        };
         assert_eq!(strs(&raw), ["--no-api", "--config-file", "/c.json"]);
     }
 

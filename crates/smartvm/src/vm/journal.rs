@@ -61,7 +61,12 @@ mod tests {
     #[test]
     fn roundtrip_and_liveness() {
         let dir = tempfile::tempdir().unwrap();
-        let j = VmJournal { vm_id: "a".into(), pid: Some(std::process::id() as i32), socket: "/nonexistent.sock".into(), ..Default::default() };
+        let j = VmJournal {
+            vm_id: "a".into(),
+            pid: Some(std::process::id() as i32),
+            socket: "/nonexistent.sock".into(),
+            ..Default::default()
+        };
         j.write(dir.path()).unwrap();
         assert_eq!(VmJournal::read(dir.path()).unwrap(), j);
         // Our own pid is alive but its command line does not carry that socket.

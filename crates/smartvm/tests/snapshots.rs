@@ -1,0 +1,163 @@
+//! Full and Diff snapshots of a counting probe guest, restored into new processes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{env, last_count, next_count};
+use smartvm::config::{SnapshotCreateParams, SnapshotType};
+use smartvm::snapshot::Snapshot;
+use smartvm::VmState;
+
+fn first_count(lines: &[String]) -> Option<u64> {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix("smartvm-probe count n=")?.parse().ok())
+}
+
+#[tokio::test]
+async fn full_then_diff_snapshot_restore_and_continue_counting() {
+    let Some(env) = env() else { return };
+    let snaps = env.dir.path().join("snaps");
+    std::fs::create_dir(&snaps).unwrap();
+    let mut cfg = env.probe_config("origin", "probe.count=5");
+    cfg.machine_config.track_dirty_pages = Some(true);
+    let vm = env.smartvm.create_vm(&cfg).unwrap();
+    vm.start().await.unwrap();
+    let seen = next_count(&vm, Some(3), Duration::from_secs(5))
+        .await
+        .expect("counting");
+    vm.pause().await.unwrap();
+    let full = Snapshot::full(snaps.join("full.state"), snaps.join("full.mem"));
+    vm.create_snapshot(&SnapshotCreateParams {
+        snapshot_path: full.state_path.clone(),
+        mem_file_path: full.mem_path.clone(),
+        snapshot_type: SnapshotType::Full,
+    })
+    .await
+    .unwrap();
+    let at_full = last_count(&vm).await.unwrap();
+    assert!(at_full >= seen);
+    env.smartvm.remove_vm("origin").await.unwrap();
+
+    // Restore the Full snapshot into a new process, keep tracking dirty pages for a Diff.
+    let restored = env
+        .smartvm
+        .create_vm(&smartvm::VmConfig {
+            id: Some("restored".into()),
+            ..cfg.clone()
+        })
+        .unwrap();
+    restored.restore_snapshot(&full, true, true).await.unwrap();
+    assert_eq!(restored.state(), VmState::Running);
+    let next = next_count(&restored, None, Duration::from_secs(5))
+        .await
+        .expect("restored guest counts");
+    let lines = restored.console().await.unwrap().lines();
+    let first = first_count(&lines).unwrap();
+    assert!(
+        first == at_full + 1 || first == at_full + 2,
+        "continues from {at_full}, got {first}: {lines:?}"
+    );
+    assert!(next >= first);
+
+    let later = next_count(&restored, Some(first + 2), Duration::from_secs(5))
+        .await
+        .unwrap();
+    restored.pause().await.unwrap();
+    let diff = Snapshot::diff(
+        snaps.join("diff.state"),
+        snaps.join("diff.mem"),
+        full.clone(),
+    );
+    restored
+        .create_snapshot(&SnapshotCreateParams {
+            snapshot_path: diff.state_path.clone(),
+            mem_file_path: diff.mem_path.clone(),
+            snapshot_type: SnapshotType::Diff,
+        })
+        .await
+        .unwrap();
+    let at_diff = last_count(&restored).await.unwrap();
+    assert!(at_diff >= later);
+    env.smartvm.remove_vm("restored").await.unwrap();
+
+    // Diff restored through its base: merged memory lives in the new VM's runtime dir.
+    let from_diff = env
+        .smartvm
+        .restore_vm(
+            &smartvm::VmConfig {
+                id: Some("from-diff".into()),
+                ..cfg.clone()
+            },
+            &diff,
+            true,
+        )
+        .await
+        .unwrap();
+    assert!(from_diff.runtime_dir().join("memory.merged").exists());
+    next_count(&from_diff, None, Duration::from_secs(5))
+        .await
+        .expect("diff-restored guest counts");
+    let lines = from_diff.console().await.unwrap().lines();
+    let first = first_count(&lines).unwrap();
+    assert!(
+        first == at_diff + 1 || first == at_diff + 2,
+        "continues from {at_diff}, got {first}: {lines:?}"
+    );
+    env.smartvm.cleanup().await.unwrap();
+    assert!(!from_diff.runtime_dir().exists());
+    assert!(
+        full.mem_path.exists() && diff.mem_path.exists(),
+        "snapshot files are the caller's"
+    );
+}
+
+#[tokio::test]
+async fn clones_from_one_snapshot_and_failed_restore_leaves_nothing() {
+    let Some(env) = env() else { return };
+    let snaps = env.dir.path().join("snaps");
+    std::fs::create_dir(&snaps).unwrap();
+    let cfg = env.probe_config("seed", "probe.count=50");
+    let vm = env.smartvm.create_vm(&cfg).unwrap();
+    vm.start().await.unwrap();
+    next_count(&vm, None, Duration::from_secs(5)).await.unwrap();
+    vm.pause().await.unwrap();
+    let full = Snapshot::full(snaps.join("s.state"), snaps.join("s.mem"));
+    vm.create_snapshot(&SnapshotCreateParams {
+        snapshot_path: full.state_path.clone(),
+        mem_file_path: full.mem_path.clone(),
+        snapshot_type: SnapshotType::Full,
+    })
+    .await
+    .unwrap();
+    env.smartvm.remove_vm("seed").await.unwrap();
+
+    let clones = env.smartvm.clone_vms(&cfg, &full, 3, true).await.unwrap();
+    assert_eq!(clones.len(), 3);
+    for c in &clones {
+        assert!(
+            next_count(c, None, Duration::from_secs(5)).await.is_some(),
+            "clone {} runs",
+            c.id()
+        );
+    }
+    assert_eq!(env.smartvm.vm_ids(), ["seed-0", "seed-1", "seed-2"]);
+    env.smartvm.cleanup().await.unwrap();
+
+    let missing = Snapshot::full(snaps.join("nope.state"), snaps.join("nope.mem"));
+    let err = env
+        .smartvm
+        .restore_vm(&cfg, &missing, true)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "START_FAILED");
+    assert_eq!(env.smartvm.vm_count(), 0);
+    assert!(
+        std::fs::read_dir(env.smartvm.runtime_dir())
+            .unwrap()
+            .next()
+            .is_none(),
+        "no runtime dir left"
+    );
+}
