@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    let manifest =
-        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let probe = manifest.join("probe");
     for file in ["main.rs", "boot.rs", "console.rs", "virtio.rs", "probe.ld"] {
@@ -23,44 +22,11 @@ fn main() {
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let linker_script = probe.join("probe.ld");
     let status = Command::new(rustc)
-        .args([
-            "--edition",
-            "2021",
-            "--crate-type",
-            "bin",
-            "--crate-name",
-            "smartvm_probe",
-        ])
-        .args([
-            "-C",
-            "panic=abort",
-            "-C",
-            "relocation-model=static",
-            "-C",
-            "opt-level=2",
-        ])
-        .args([
-            "-C",
-            "debuginfo=0",
-            "-C",
-            "strip=symbols",
-            "-C",
-            "target-cpu=x86-64",
-        ])
-        .args([
-            "-C",
-            "link-arg=-nostartfiles",
-            "-C",
-            "link-arg=-nostdlib",
-            "-C",
-            "link-arg=-static",
-        ])
-        .args([
-            "-C",
-            "link-arg=-no-pie",
-            "-C",
-            "link-arg=-Wl,--build-id=none",
-        ])
+        .args(["--edition", "2021", "--crate-type", "bin", "--crate-name", "smartvm_probe"])
+        .args(["-C", "panic=abort", "-C", "relocation-model=static", "-C", "opt-level=2"])
+        .args(["-C", "debuginfo=0", "-C", "strip=symbols", "-C", "target-cpu=x86-64"])
+        .args(["-C", "link-arg=-nostartfiles", "-C", "link-arg=-nostdlib", "-C", "link-arg=-static"])
+        .args(["-C", "link-arg=-no-pie", "-C", "link-arg=-Wl,--build-id=none"])
         .arg("-C")
         .arg(format!("link-arg=-T{}", linker_script.display()))
         .arg("-o")

@@ -1,1 +1,11 @@
-fn main() {}
+//! The `smartvm` command. All logic lives in the `smartvm` library and the command modules.
+
+mod bench;
+mod cli;
+mod doctor;
+mod exit;
+mod run;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -156,10 +156,7 @@ impl SmartVmError {
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        SmartVmError::Io {
-            context: context.into(),
-            source,
-        }
+        SmartVmError::Io { context: context.into(), source }
     }
 }
 
@@ -185,19 +182,13 @@ mod tests {
         assert_eq!(api.code(), "API_ERROR");
         assert_eq!(api.status(), Some(400));
         assert!(api.to_string().contains("Invalid kernel path"));
-        let start = SmartVmError::StartFailed {
-            vm_id: "a".into(),
-            source: Box::new(api),
-        };
+        let start = SmartVmError::StartFailed { vm_id: "a".into(), source: Box::new(api) };
         assert_eq!(start.code(), "START_FAILED");
         assert_eq!(start.status(), Some(400));
         assert_eq!(start.fault_message(), Some("Invalid kernel path"));
         assert_eq!(start.root().code(), "API_ERROR");
         assert!(start.source().is_some());
-        let state = SmartVmError::InvalidState {
-            operation: "pause",
-            state: VmState::Created,
-        };
+        let state = SmartVmError::InvalidState { operation: "pause", state: VmState::Created };
         assert_eq!(state.code(), "INVALID_STATE");
         assert_eq!(state.to_string(), "cannot pause a VM that is created");
         assert_eq!(SmartVmError::NoClient.code(), "NO_CLIENT");

@@ -36,15 +36,10 @@ pub const LINE_PREFIX: &str = "smartvm-probe ";
 /// returns its path.
 pub fn install_probe_kernel(dir: &Path) -> std::io::Result<PathBuf> {
     if PROBE_IMAGE.is_empty() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            "the probe guest exists for x86_64 only",
-        ));
+        return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "the probe guest exists for x86_64 only"));
     }
     // FNV-1a: a stable content tag for the file name, not a security check.
-    let tag = PROBE_IMAGE.iter().fold(0xcbf29ce484222325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    });
+    let tag = PROBE_IMAGE.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3));
     let path = dir.join(format!("smartvm-probe-{tag:016x}.elf"));
     if std::fs::metadata(&path).is_ok_and(|m| m.len() == PROBE_IMAGE.len() as u64) {
         return Ok(path);
@@ -74,8 +69,7 @@ impl ProbeArgs {
     }
     /// Write `text` (no spaces) into one sector.
     pub fn write(mut self, drive: usize, sector: u64, text: &str) -> Self {
-        self.actions
-            .push(format!("probe.write={drive}:{sector}:{text}"));
+        self.actions.push(format!("probe.write={drive}:{sector}:{text}"));
         self
     }
     /// Print `count n=…` every `ms` milliseconds forever.
@@ -85,8 +79,7 @@ impl ProbeArgs {
     }
     /// Re-read a sector every `ms` forever, reporting each change.
     pub fn watch(mut self, drive: usize, sector: u64, ms: u64) -> Self {
-        self.actions
-            .push(format!("probe.watch={drive}:{sector}:{ms}"));
+        self.actions.push(format!("probe.watch={drive}:{sector}:{ms}"));
         self
     }
     /// Park instead of resetting after `done`.
@@ -121,10 +114,7 @@ impl ProbeLine {
             fields.insert(key.to_string(), value);
             rest = tail.trim_start_matches(' ');
         }
-        Some(Self {
-            kind: kind.to_string(),
-            fields,
-        })
+        Some(Self { kind: kind.to_string(), fields })
     }
 
     /// A field's value.
@@ -287,18 +277,12 @@ mod tests {
             "smartvm-probe done",
         ];
         let r = ProbeReport::parse(lines);
-        assert_eq!(
-            r.cmdline.as_deref(),
-            Some("console=ttyS0 a=\"b\" probe.read=0:0")
-        );
+        assert_eq!(r.cmdline.as_deref(), Some("console=ttyS0 a=\"b\" probe.read=0:0"));
         assert_eq!(r.devices.len(), 3);
         assert_eq!(r.devices[0].capacity, Some(2048));
         assert_eq!(r.devices[0].read_only, Some(true));
         assert_eq!(r.devices[0].addr, 0xd000_0000);
-        assert_eq!(
-            r.devices_of("net")[0].mac.as_deref(),
-            Some("02:00:00:00:00:01")
-        );
+        assert_eq!(r.devices_of("net")[0].mac.as_deref(), Some("02:00:00:00:00:01"));
         assert_eq!(r.devices_of("vsock")[0].cid, Some(3));
         assert_eq!(r.reads[0].data.as_deref(), Some("hi there\u{1}"));
         assert_eq!(r.writes[0].status, "ioerr");
@@ -309,15 +293,8 @@ mod tests {
 
     #[test]
     fn args_and_image() {
-        let a = ProbeArgs::new()
-            .read(0, 1)
-            .write(1, 2, "abc")
-            .count(5)
-            .halt();
-        assert_eq!(
-            a.to_boot_args(),
-            "probe.read=0:1 probe.write=1:2:abc probe.count=5 probe.halt"
-        );
+        let a = ProbeArgs::new().read(0, 1).write(1, 2, "abc").count(5).halt();
+        assert_eq!(a.to_boot_args(), "probe.read=0:1 probe.write=1:2:abc probe.count=5 probe.halt");
         if cfg!(target_arch = "x86_64") {
             assert_eq!(&PROBE_IMAGE[..4], b"\x7fELF");
             let dir = tempfile::tempdir().unwrap();

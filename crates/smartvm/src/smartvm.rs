@@ -94,29 +94,18 @@ impl SmartVmOptions {
 
     /// The base-image cache dir.
     pub fn base_image_cache_dir(&self) -> PathBuf {
-        self.base_image_cache_dir
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("base-images"))
+        self.base_image_cache_dir.clone().unwrap_or_else(|| self.data_dir.join("base-images"))
     }
 }
 
 /// Where `ensure_binary` looks, in order: explicit path, `<data_dir>/bin/<version>/firecracker`,
 /// then `firecracker` on `PATH`. Pure: no filesystem access.
-pub fn binary_candidates(
-    options: &SmartVmOptions,
-    path_env: Option<&std::ffi::OsStr>,
-) -> Vec<PathBuf> {
+pub fn binary_candidates(options: &SmartVmOptions, path_env: Option<&std::ffi::OsStr>) -> Vec<PathBuf> {
     if let Some(p) = &options.firecracker_binary_path {
         return vec![p.clone()];
     }
-    let version = options
-        .firecracker_version
-        .unwrap_or(FirecrackerVersion::DEFAULT);
-    let mut c = vec![options
-        .data_dir
-        .join("bin")
-        .join(version.to_string())
-        .join("firecracker")];
+    let version = options.firecracker_version.unwrap_or(FirecrackerVersion::DEFAULT);
+    let mut c = vec![options.data_dir.join("bin").join(version.to_string()).join("firecracker")];
     if let Some(path) = path_env {
         c.extend(std::env::split_paths(path).map(|d| d.join("firecracker")));
     }
@@ -139,10 +128,7 @@ impl Default for SmartVm {
 impl SmartVm {
     /// An orchestrator with `options`.
     pub fn new(options: SmartVmOptions) -> Self {
-        Self {
-            options,
-            vms: Mutex::new(HashMap::new()),
-        }
+        Self { options, vms: Mutex::new(HashMap::new()) }
     }
 
     /// The options in force.
@@ -167,9 +153,7 @@ impl SmartVm {
             .iter()
             .find(|p| is_executable(p))
             .cloned()
-            .ok_or(SmartVmError::BinaryNotFound {
-                searched: candidates,
-            })
+            .ok_or(SmartVmError::BinaryNotFound { searched: candidates })
     }
 
     /// Per-VM runtime options derived from these options and `binary`.
@@ -189,19 +173,11 @@ impl SmartVm {
     }
 
     /// Like [`create_vm`](Self::create_vm) with explicit runtime options.
-    pub fn create_vm_with(
-        &self,
-        config: &VmConfig,
-        options: VmRuntimeOptions,
-    ) -> Result<Arc<MicroVm>> {
+    pub fn create_vm_with(&self, config: &VmConfig, options: VmRuntimeOptions) -> Result<Arc<MicroVm>> {
         let vm = Arc::new(MicroVm::new(config, options)?);
         let mut reg = self.registry();
         if reg.contains_key(vm.id()) {
-            return Err(ConfigErrors::single(
-                "id",
-                format!("a VM with id {:?} already exists", vm.id()),
-            )
-            .into());
+            return Err(ConfigErrors::single("id", format!("a VM with id {:?} already exists", vm.id())).into());
         }
         reg.insert(vm.id().to_string(), vm.clone());
         Ok(vm)
@@ -209,12 +185,7 @@ impl SmartVm {
 
     /// Registers a VM for `config` (its id names the new VM) and restores it from `snapshot`.
     /// On failure nothing stays registered or on disk.
-    pub async fn restore_vm(
-        &self,
-        config: &VmConfig,
-        snapshot: &Snapshot,
-        resume: bool,
-    ) -> Result<Arc<MicroVm>> {
+    pub async fn restore_vm(&self, config: &VmConfig, snapshot: &Snapshot, resume: bool) -> Result<Arc<MicroVm>> {
         let vm = self.create_vm(config)?;
         if let Err(e) = vm.restore_snapshot(snapshot, resume, false).await {
             self.registry().remove(vm.id());
@@ -233,16 +204,10 @@ impl SmartVm {
         resume: bool,
     ) -> Result<Vec<Arc<MicroVm>>> {
         let base = config.id.clone().unwrap_or_else(|| "clone".into());
-        let configs: Vec<VmConfig> = (0..count)
-            .map(|i| VmConfig {
-                id: Some(format!("{base}-{i}")),
-                ..config.clone()
-            })
-            .collect();
-        let results = futures_util::future::join_all(
-            configs.iter().map(|c| self.restore_vm(c, snapshot, resume)),
-        )
-        .await;
+        let configs: Vec<VmConfig> =
+            (0..count).map(|i| VmConfig { id: Some(format!("{base}-{i}")), ..config.clone() }).collect();
+        let results =
+            futures_util::future::join_all(configs.iter().map(|c| self.restore_vm(c, snapshot, resume))).await;
         if results.iter().any(|r| r.is_err()) {
             let mut first = None;
             for r in results {
@@ -309,11 +274,7 @@ impl SmartVm {
     /// Removes what crashed programs left in the runtime dir: every VM dir whose journaled
     /// Firecracker process is gone (and that no VM of this orchestrator owns). Returns the ids.
     pub fn reclaim(&self) -> Result<Vec<String>> {
-        let owned: Vec<PathBuf> = self
-            .registry()
-            .values()
-            .map(|v| v.runtime_dir().to_path_buf())
-            .collect();
+        let owned: Vec<PathBuf> = self.registry().values().map(|v| v.runtime_dir().to_path_buf()).collect();
         let entries = match std::fs::read_dir(&self.options.runtime_dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -347,10 +308,7 @@ impl SmartVm {
         let this = self.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
+            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
                 return;
             };
             let code = tokio::select! { _ = int.recv() => 130, _ = term.recv() => 143 };
@@ -371,27 +329,17 @@ mod tests {
 
     #[test]
     fn binary_search_order() {
-        let mut o = SmartVmOptions {
-            data_dir: "/data".into(),
-            ..Default::default()
-        };
+        let mut o = SmartVmOptions { data_dir: "/data".into(), ..Default::default() };
         let c = binary_candidates(&o, Some(std::ffi::OsStr::new("/a:/b")));
         assert_eq!(
             c,
-            [
-                PathBuf::from("/data/bin/v1.12.1/firecracker"),
-                "/a/firecracker".into(),
-                "/b/firecracker".into()
-            ]
+            [PathBuf::from("/data/bin/v1.12.1/firecracker"), "/a/firecracker".into(), "/b/firecracker".into()]
         );
         o.firecracker_binary_path = Some("/x/fc".into());
         assert_eq!(binary_candidates(&o, None), [PathBuf::from("/x/fc")]);
         o.firecracker_binary_path = None;
         o.firecracker_version = Some(FirecrackerVersion::new(1, 7, 0));
-        assert_eq!(
-            binary_candidates(&o, None),
-            [PathBuf::from("/data/bin/v1.7.0/firecracker")]
-        );
+        assert_eq!(binary_candidates(&o, None), [PathBuf::from("/data/bin/v1.7.0/firecracker")]);
     }
 
     #[test]

@@ -28,20 +28,11 @@ pub struct Snapshot {
 impl Snapshot {
     /// A Full snapshot.
     pub fn full(state_path: impl Into<PathBuf>, mem_path: impl Into<PathBuf>) -> Self {
-        Self {
-            state_path: state_path.into(),
-            mem_path: mem_path.into(),
-            kind: SnapshotType::Full,
-            base: None,
-        }
+        Self { state_path: state_path.into(), mem_path: mem_path.into(), kind: SnapshotType::Full, base: None }
     }
 
     /// A Diff snapshot on top of `base`.
-    pub fn diff(
-        state_path: impl Into<PathBuf>,
-        mem_path: impl Into<PathBuf>,
-        base: Snapshot,
-    ) -> Self {
+    pub fn diff(state_path: impl Into<PathBuf>, mem_path: impl Into<PathBuf>, base: Snapshot) -> Self {
         Self {
             state_path: state_path.into(),
             mem_path: mem_path.into(),
@@ -56,10 +47,7 @@ impl Snapshot {
         let mut cur = self;
         while cur.kind == SnapshotType::Diff {
             let base = cur.base.as_deref().ok_or_else(|| {
-                SmartVmError::Snapshot(format!(
-                    "Diff snapshot {} has no base",
-                    cur.state_path.display()
-                ))
+                SmartVmError::Snapshot(format!("Diff snapshot {} has no base", cur.state_path.display()))
             })?;
             chain.push(base.mem_path.as_path());
             cur = base;
@@ -72,22 +60,14 @@ impl Snapshot {
     /// reflink/sparse copy of the Full base with every Diff's dirty ranges laid on top in order.
     pub fn materialize_memory(&self, dest: &Path) -> Result<()> {
         let chain = self.memory_chain()?;
-        let fail = |what: &str, p: &Path, e: std::io::Error| {
-            SmartVmError::Snapshot(format!("{what} {}: {e}", p.display()))
-        };
+        let fail =
+            |what: &str, p: &Path, e: std::io::Error| SmartVmError::Snapshot(format!("{what} {}: {e}", p.display()));
         staging::stage_file(chain[0], dest).map_err(|e| fail("cannot copy", chain[0], e))?;
-        let out = std::fs::OpenOptions::new()
-            .write(true)
-            .open(dest)
-            .map_err(|e| fail("cannot open", dest, e))?;
+        let out = std::fs::OpenOptions::new().write(true).open(dest).map_err(|e| fail("cannot open", dest, e))?;
         for diff in &chain[1..] {
             let src = File::open(diff).map_err(|e| fail("cannot open", diff, e))?;
-            let len = src
-                .metadata()
-                .map_err(|e| fail("cannot stat", diff, e))?
-                .len();
-            staging::copy_data_ranges(&src, &out, len)
-                .map_err(|e| fail("cannot merge", diff, e))?;
+            let len = src.metadata().map_err(|e| fail("cannot stat", diff, e))?.len();
+            staging::copy_data_ranges(&src, &out, len).map_err(|e| fail("cannot merge", diff, e))?;
         }
         Ok(())
     }
@@ -109,26 +89,15 @@ mod tests {
         f.seek(SeekFrom::Start(4096)).unwrap();
         f.write_all(&[b'd'; 4096]).unwrap();
         drop(f);
-        let snap = Snapshot::diff(
-            dir.path().join("d.state"),
-            &diff,
-            Snapshot::full(dir.path().join("b.state"), &base),
-        );
-        assert_eq!(
-            snap.memory_chain().unwrap(),
-            [base.as_path(), diff.as_path()]
-        );
+        let snap = Snapshot::diff(dir.path().join("d.state"), &diff, Snapshot::full(dir.path().join("b.state"), &base));
+        assert_eq!(snap.memory_chain().unwrap(), [base.as_path(), diff.as_path()]);
         let out = dir.path().join("merged.mem");
         snap.materialize_memory(&out).unwrap();
         let merged = std::fs::read(&out).unwrap();
         assert!(merged[..4096].iter().all(|&b| b == b'b'));
         assert!(merged[4096..8192].iter().all(|&b| b == b'd'));
         assert!(merged[8192..].iter().all(|&b| b == b'b'));
-        assert_eq!(
-            std::fs::read(&base).unwrap(),
-            vec![b'b'; 3 * 4096],
-            "base untouched"
-        );
+        assert_eq!(std::fs::read(&base).unwrap(), vec![b'b'; 3 * 4096], "base untouched");
         let orphan = Snapshot { base: None, ..snap };
         assert_eq!(orphan.memory_chain().unwrap_err().code(), "SNAPSHOT_FAILED");
     }

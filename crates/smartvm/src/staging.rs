@@ -48,16 +48,7 @@ pub enum CopyMethod {
 
 /// Keeps only `[A-Za-z0-9._-]` (others become `_`); never `.` or `..` or empty.
 pub fn sanitize_path_part(s: &str) -> String {
-    let out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let out: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
     match out.as_str() {
         "" | "." | ".." => format!("_{out}"),
         _ => out,
@@ -65,20 +56,13 @@ pub fn sanitize_path_part(s: &str) -> String {
 }
 
 /// Which drives to stage and where: `<drives_dir>/<driveId>-<file name>`.
-pub fn plan(
-    drives: &[DriveConfig],
-    ephemeral_writable_drives: bool,
-    drives_dir: &Path,
-) -> Vec<StagedDrive> {
+pub fn plan(drives: &[DriveConfig], ephemeral_writable_drives: bool, drives_dir: &Path) -> Vec<StagedDrive> {
     drives
         .iter()
         .filter(|d| d.is_staged(ephemeral_writable_drives))
         .map(|d| {
-            let file = d
-                .path_on_host
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "drive".into());
+            let file =
+                d.path_on_host.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "drive".into());
             StagedDrive {
                 drive_id: d.drive_id.clone(),
                 source: d.path_on_host.clone(),
@@ -97,10 +81,7 @@ use ioctl::ficlone;
 pub fn stage_file(source: &Path, dest: &Path) -> std::io::Result<CopyMethod> {
     let src = File::open(source)?;
     let len = src.metadata()?.len();
-    let dst = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(dest)?;
+    let dst = std::fs::OpenOptions::new().write(true).create_new(true).open(dest)?;
     let result = copy_into(&src, &dst, len);
     if result.is_err() {
         drop(dst);
@@ -116,13 +97,7 @@ fn copy_into(src: &File, dst: &File, len: u64) -> std::io::Result<CopyMethod> {
     }
     dst.set_len(len)?;
     copy_data_ranges(src, dst, len)?;
-    dst.sync_data().or_else(|e| {
-        if e.raw_os_error() == Some(libc::EINVAL) {
-            Ok(())
-        } else {
-            Err(e)
-        }
-    })?;
+    dst.sync_data().or_else(|e| if e.raw_os_error() == Some(libc::EINVAL) { Ok(()) } else { Err(e) })?;
     Ok(CopyMethod::Sparse)
 }
 
@@ -138,8 +113,8 @@ pub(crate) fn copy_data_ranges(src: &File, dst: &File, len: u64) -> std::io::Res
             Err(nix::Error::ENXIO) => break, // only a hole remains
             Err(e) => return Err(e.into()),
         };
-        let hole = nix::unistd::lseek(src.as_raw_fd(), data, nix::unistd::Whence::SeekHole)
-            .map_err(std::io::Error::from)?;
+        let hole =
+            nix::unistd::lseek(src.as_raw_fd(), data, nix::unistd::Whence::SeekHole).map_err(std::io::Error::from)?;
         copy_range(src, dst, data, hole - data)?;
         pos = hole;
     }
@@ -151,14 +126,7 @@ fn copy_range(src: &File, dst: &File, start: i64, mut len: i64) -> std::io::Resu
     while len > 0 {
         // SAFETY: valid fds and offset pointers owned by this frame.
         let n = unsafe {
-            libc::copy_file_range(
-                src.as_raw_fd(),
-                &mut off_in,
-                dst.as_raw_fd(),
-                &mut off_out,
-                len as usize,
-                0,
-            )
+            libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, len as usize, 0)
         };
         if n < 0 {
             return Err(std::io::Error::last_os_error());
@@ -212,11 +180,7 @@ mod tests {
 
     #[test]
     fn sparse_gib_image_costs_only_its_data_on_tmpfs() {
-        let base = if Path::new("/dev/shm").is_dir() {
-            Path::new("/dev/shm")
-        } else {
-            Path::new("/tmp")
-        };
+        let base = if Path::new("/dev/shm").is_dir() { Path::new("/dev/shm") } else { Path::new("/tmp") };
         let dir = tempfile::tempdir_in(base).unwrap();
         let src = dir.path().join("src.img");
         let mut f = File::create(&src).unwrap();
@@ -234,17 +198,11 @@ mod tests {
         let meta = std::fs::metadata(&dst).unwrap();
         assert_eq!(meta.len(), 1 << 30);
         let allocated = meta.blocks() * 512;
-        assert!(
-            allocated <= 12 << 20,
-            "copy allocates {allocated} bytes for 8 MiB of data"
-        );
+        assert!(allocated <= 12 << 20, "copy allocates {allocated} bytes for 8 MiB of data");
         assert!(allocated >= 8 << 20);
         let (a, b) = (std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
         assert!(a == b, "copy differs from source");
-        assert!(
-            stage_file(&src, &dst).is_err(),
-            "existing destination must not be overwritten"
-        );
+        assert!(stage_file(&src, &dst).is_err(), "existing destination must not be overwritten");
     }
 
     #[test]
@@ -253,16 +211,8 @@ mod tests {
         let good = dir.path().join("good.img");
         std::fs::write(&good, b"data").unwrap();
         let p = vec![
-            StagedDrive {
-                drive_id: "a".into(),
-                source: good,
-                staged: dir.path().join("a-copy"),
-            },
-            StagedDrive {
-                drive_id: "b".into(),
-                source: dir.path().join("missing"),
-                staged: dir.path().join("b-copy"),
-            },
+            StagedDrive { drive_id: "a".into(), source: good, staged: dir.path().join("a-copy") },
+            StagedDrive { drive_id: "b".into(), source: dir.path().join("missing"), staged: dir.path().join("b-copy") },
         ];
         let err = execute(&p).unwrap_err();
         assert_eq!(err.drive_id, "b");

@@ -21,11 +21,7 @@ impl FirecrackerVersion {
 
     /// A version from its parts.
     pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
-        Self {
-            major,
-            minor,
-            patch,
-        }
+        Self { major, minor, patch }
     }
 
     /// True when this version is at least `major.minor`.
@@ -99,10 +95,7 @@ mod tests {
         assert!("1".parse::<FirecrackerVersion>().is_err());
         assert!("1.2.3.4".parse::<FirecrackerVersion>().is_err());
         let out = "Firecracker v1.12.1\n\n2026-11-29T14:16:51 [anonymous-instance:main] exiting";
-        assert_eq!(
-            FirecrackerVersion::from_version_output(out),
-            Some(FirecrackerVersion::new(1, 12, 1))
-        );
+        assert_eq!(FirecrackerVersion::from_version_output(out), Some(FirecrackerVersion::new(1, 12, 1)));
     }
 
     #[test]

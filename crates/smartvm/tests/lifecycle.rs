@@ -11,68 +11,40 @@ use smartvm::VmState;
 #[tokio::test]
 async fn start_pause_resume_stop_cleanup() {
     let Some(env) = env() else { return };
-    let vm = env
-        .smartvm
-        .create_vm(&env.probe_config("life", "probe.count=20"))
-        .unwrap();
+    let vm = env.smartvm.create_vm(&env.probe_config("life", "probe.count=20")).unwrap();
     assert_eq!(vm.state(), VmState::Created);
-    assert!(
-        !vm.runtime_dir().exists(),
-        "create_vm must not touch the disk"
-    );
+    assert!(!vm.runtime_dir().exists(), "create_vm must not touch the disk");
     vm.start().await.unwrap();
     assert_eq!(vm.state(), VmState::Running);
     assert!(vm.socket_path().exists());
     let pid = vm.pid().await.unwrap();
 
     let info = vm.info().await.unwrap();
-    assert_eq!(
-        (
-            info.app_name.as_str(),
-            info.state.as_str(),
-            info.id.as_str()
-        ),
-        ("Firecracker", "Running", "life")
-    );
+    assert_eq!((info.app_name.as_str(), info.state.as_str(), info.id.as_str()), ("Firecracker", "Running", "life"));
     assert_eq!(vm.version().await.unwrap().firecracker_version, "1.12.1");
     let cfg = vm.vm_config().await.unwrap();
     assert_eq!(cfg["machine-config"]["mem_size_mib"], 16);
 
-    let first = next_count(&vm, None, Duration::from_secs(5))
-        .await
-        .expect("guest counts");
+    let first = next_count(&vm, None, Duration::from_secs(5)).await.expect("guest counts");
     vm.pause().await.unwrap();
     assert_eq!(vm.state(), VmState::Paused);
     assert_eq!(vm.info().await.unwrap().state, "Paused");
     let at_pause = last_count(&vm).await.unwrap();
     assert!(at_pause >= first);
     // While paused no new count may appear within several counting periods.
-    assert_eq!(
-        next_count(&vm, Some(at_pause), Duration::from_millis(300)).await,
-        None,
-        "guest counted while paused"
-    );
+    assert_eq!(next_count(&vm, Some(at_pause), Duration::from_millis(300)).await, None, "guest counted while paused");
     vm.resume().await.unwrap();
     assert_eq!(vm.state(), VmState::Running);
-    let after = next_count(&vm, Some(at_pause), Duration::from_secs(5))
-        .await
-        .expect("counting continues after resume");
+    let after = next_count(&vm, Some(at_pause), Duration::from_secs(5)).await.expect("counting continues after resume");
     let console = vm.console().await.unwrap().lines();
-    assert_eq!(
-        after,
-        at_pause + 1,
-        "counting continues where it stopped: {console:?}"
-    );
+    assert_eq!(after, at_pause + 1, "counting continues where it stopped: {console:?}");
 
     let outcome = vm.stop().await.unwrap();
     // The probe ignores Ctrl-Alt-Del, so SIGTERM is what ends it.
     assert_eq!(outcome.step, StopStep::Sigterm);
     assert_eq!(vm.state(), VmState::Stopped);
     assert!(!pid_alive(pid));
-    assert!(
-        vm.runtime_dir().exists(),
-        "stop keeps the runtime dir until cleanup"
-    );
+    assert!(vm.runtime_dir().exists(), "stop keeps the runtime dir until cleanup");
     assert_eq!(vm.info().await.unwrap_err().code(), "NO_CLIENT");
 
     env.smartvm.cleanup().await.unwrap();
@@ -83,24 +55,12 @@ async fn start_pause_resume_stop_cleanup() {
 #[tokio::test]
 async fn wrong_state_calls_change_nothing() {
     let Some(env) = env() else { return };
-    let vm = env
-        .smartvm
-        .create_vm(&env.probe_config("states", "probe.count=50"))
-        .unwrap();
-    for err in [
-        vm.pause().await.unwrap_err(),
-        vm.resume().await.unwrap_err(),
-        vm.stop().await.map(|_| ()).unwrap_err(),
-    ] {
+    let vm = env.smartvm.create_vm(&env.probe_config("states", "probe.count=50")).unwrap();
+    for err in [vm.pause().await.unwrap_err(), vm.resume().await.unwrap_err(), vm.stop().await.map(|_| ()).unwrap_err()]
+    {
         assert_eq!(err.code(), "INVALID_STATE");
     }
-    assert_eq!(
-        vm.set_metadata(&serde_json::json!({}))
-            .await
-            .unwrap_err()
-            .code(),
-        "INVALID_STATE"
-    );
+    assert_eq!(vm.set_metadata(&serde_json::json!({})).await.unwrap_err().code(), "INVALID_STATE");
     assert_eq!(vm.state(), VmState::Created);
     assert!(!vm.runtime_dir().exists());
 
@@ -112,10 +72,7 @@ async fn wrong_state_calls_change_nothing() {
         mem_file_path: env.dir.path().join("m"),
         snapshot_type: Default::default(),
     };
-    assert_eq!(
-        vm.create_snapshot(&snap).await.unwrap_err().code(),
-        "INVALID_STATE"
-    );
+    assert_eq!(vm.create_snapshot(&snap).await.unwrap_err().code(), "INVALID_STATE");
     assert!(!snap.snapshot_path.exists());
     assert_eq!(vm.state(), VmState::Running);
     assert_eq!(vm.info().await.unwrap().state, "Running");
@@ -128,17 +85,11 @@ async fn wrong_state_calls_change_nothing() {
 #[tokio::test]
 async fn guest_that_ends_by_itself_reads_as_stopped() {
     let Some(env) = env() else { return };
-    let vm = env
-        .smartvm
-        .create_vm(&env.probe_config("selfstop", ""))
-        .unwrap();
+    let vm = env.smartvm.create_vm(&env.probe_config("selfstop", "")).unwrap();
     vm.start().await.unwrap();
     let r = report(&vm).await;
     assert!(r.done);
-    let exit = vm
-        .wait_for_exit(Duration::from_secs(5))
-        .await
-        .expect("probe resets after done");
+    let exit = vm.wait_for_exit(Duration::from_secs(5)).await.expect("probe resets after done");
     assert!(exit.success());
     assert_eq!(vm.state(), VmState::Stopped);
     assert_eq!(vm.pause().await.unwrap_err().code(), "INVALID_STATE");
@@ -150,20 +101,11 @@ async fn guest_that_ends_by_itself_reads_as_stopped() {
 async fn registry_and_ids() {
     let Some(env) = env() else { return };
     let a = env.smartvm.create_vm(&env.probe_config("a", "")).unwrap();
-    let b = env
-        .smartvm
-        .create_vm(&smartvm::VmConfig {
-            id: None,
-            ..env.probe_config("x", "")
-        })
-        .unwrap();
+    let b = env.smartvm.create_vm(&smartvm::VmConfig { id: None, ..env.probe_config("x", "") }).unwrap();
     assert!(uuid_like(b.id()), "generated id {}", b.id());
     assert_eq!(env.smartvm.vm_count(), 2);
     assert!(env.smartvm.vm("a").is_some());
-    let dup = env
-        .smartvm
-        .create_vm(&env.probe_config("a", ""))
-        .unwrap_err();
+    let dup = env.smartvm.create_vm(&env.probe_config("a", "")).unwrap_err();
     assert_eq!(dup.code(), "INVALID_CONFIG");
     a.start().await.unwrap();
     assert!(env.smartvm.remove_vm("a").await.unwrap());

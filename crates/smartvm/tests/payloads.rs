@@ -74,7 +74,11 @@ async fn every_payload_kind_is_accepted_by_firecracker() {
         ipv4_address: Some("169.254.170.2".parse().unwrap()),
         imds_compat: None,
     });
-    cfg.logger = Some(LoggerConfig { show_level: Some(true), show_log_origin: Some(false), ..LoggerConfig::new(dir.join("fc.log"), LogLevel::Info) });
+    cfg.logger = Some(LoggerConfig {
+        show_level: Some(true),
+        show_log_origin: Some(false),
+        ..LoggerConfig::new(dir.join("fc.log"), LogLevel::Info)
+    });
     cfg.metrics = Some(MetricsConfig { metrics_path: dir.join("fc.metrics") });
     cfg.validate().unwrap();
     std::fs::File::create(dir.join("fc.log")).unwrap();
@@ -109,7 +113,10 @@ async fn every_payload_kind_is_accepted_by_firecracker() {
 
     let mut out = String::new();
     let mut stdout = child.stdout.take().unwrap();
-    tokio::time::timeout(Duration::from_secs(10), stdout.read_to_string(&mut out)).await.expect("probe finishes").unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stdout.read_to_string(&mut out))
+        .await
+        .expect("probe finishes")
+        .unwrap();
     let _ = child.wait().await;
     let r = ProbeReport::parse(out.lines());
     assert!(r.done, "{out}");

@@ -36,70 +36,36 @@ async fn devices_seen_match_devices_configured_and_staging_semantics_hold() {
     let r = report(&vm).await;
 
     let cmdline = r.cmdline.as_deref().unwrap();
-    assert!(
-        cmdline.starts_with(&boot_args),
-        "boot args arrive intact: {cmdline}"
-    );
+    assert!(cmdline.starts_with(&boot_args), "boot args arrive intact: {cmdline}");
     let kinds: Vec<&str> = r.devices.iter().map(|d| d.kind.as_str()).collect();
-    assert_eq!(
-        kinds,
-        ["balloon", "block", "block", "block", "vsock", "entropy"]
-    );
+    assert_eq!(kinds, ["balloon", "block", "block", "block", "vsock", "entropy"]);
     let blocks = r.devices_of("block");
     let caps: Vec<_> = blocks.iter().map(|d| (d.capacity, d.read_only)).collect();
-    assert_eq!(
-        caps,
-        [
-            (Some(8), Some(false)),
-            (Some(16), Some(false)),
-            (Some(24), Some(true))
-        ]
-    );
+    assert_eq!(caps, [(Some(8), Some(false)), (Some(16), Some(false)), (Some(24), Some(true))]);
     assert_eq!(r.devices_of("vsock")[0].cid, Some(42));
 
     assert_eq!(r.reads[0].data.as_deref(), Some("eph-source"));
     let statuses: Vec<&str> = r.writes.iter().map(|w| w.status.as_str()).collect();
-    assert_eq!(
-        statuses,
-        ["ok", "ok", "ioerr"],
-        "read-only drive refuses writes"
-    );
+    assert_eq!(statuses, ["ok", "ok", "ioerr"], "read-only drive refuses writes");
     assert_eq!(r.reads[1].data.as_deref(), Some("readonly"));
 
-    vm.wait_for_exit(Duration::from_secs(5))
-        .await
-        .expect("probe resets");
+    vm.wait_for_exit(Duration::from_secs(5)).await.expect("probe resets");
     let staged = vm.runtime_dir().join("drives/eph-ephemeral.img");
     let staged_bytes = std::fs::read(&staged).unwrap();
-    assert_eq!(
-        &staged_bytes[512..527],
-        b"guest-wrote-eph",
-        "the write lands in the staged copy"
-    );
+    assert_eq!(&staged_bytes[512..527], b"guest-wrote-eph", "the write lands in the staged copy");
     let source = std::fs::read(&eph).unwrap();
-    assert!(
-        source[512..1024].iter().all(|&b| b == 0),
-        "the source stays untouched"
-    );
+    assert!(source[512..1024].iter().all(|&b| b == 0), "the source stays untouched");
     assert_eq!(&source[..10], b"eph-source");
     assert_eq!(
         &std::fs::read(&persistent).unwrap()[512..534],
         b"guest-wrote-persistent",
         "non-ephemeral written in place"
     );
-    assert!(std::fs::read(&ro).unwrap()[512..1024]
-        .iter()
-        .all(|&b| b == 0));
+    assert!(std::fs::read(&ro).unwrap()[512..1024].iter().all(|&b| b == 0));
 
     env.smartvm.cleanup().await.unwrap();
-    assert!(
-        !staged.exists() && !vm.runtime_dir().exists(),
-        "staged copies removed"
-    );
-    assert!(
-        !env.dir.path().join("v.sock").exists(),
-        "vsock socket removed"
-    );
+    assert!(!staged.exists() && !vm.runtime_dir().exists(), "staged copies removed");
+    assert!(!env.dir.path().join("v.sock").exists(), "vsock socket removed");
     assert!(eph.exists() && persistent.exists() && ro.exists());
 }
 
@@ -115,30 +81,15 @@ async fn update_drive_is_seen_by_the_guest() {
     vm.start().await.unwrap();
     let console = vm.console().await.unwrap();
     let seen = |text: &'static str| move |l: &str| l.ends_with(&format!("status=ok data={text}"));
-    assert!(console
-        .wait_for_line(Duration::from_secs(5), seen("first-file"))
-        .await
-        .is_some());
+    assert!(console.wait_for_line(Duration::from_secs(5), seen("first-file")).await.is_some());
     vm.update_drive("data", &second).await.unwrap();
     assert!(
-        console
-            .wait_for_line(Duration::from_secs(5), seen("second-file"))
-            .await
-            .is_some(),
+        console.wait_for_line(Duration::from_secs(5), seen("second-file")).await.is_some(),
         "guest reads the new backing file: {:?}",
         console.lines()
     );
-    assert_eq!(
-        vm.update_drive("nope", &second).await.unwrap_err().code(),
-        "INVALID_CONFIG"
-    );
-    assert_eq!(
-        vm.update_drive("data", &env.dir.path().join("missing"))
-            .await
-            .unwrap_err()
-            .code(),
-        "INVALID_CONFIG"
-    );
+    assert_eq!(vm.update_drive("nope", &second).await.unwrap_err().code(), "INVALID_CONFIG");
+    assert_eq!(vm.update_drive("data", &env.dir.path().join("missing")).await.unwrap_err().code(), "INVALID_CONFIG");
     env.smartvm.cleanup().await.unwrap();
 }
 
@@ -147,20 +98,14 @@ async fn mmds_balloon_and_metrics_through_the_api() {
     let Some(env) = env() else { return };
     let mut balloon = BalloonConfig::new(0, true);
     balloon.stats_polling_interval_s = Some(1);
-    let mut cfg = env
-        .probe_config("apis", "probe.count=200")
-        .with_balloon(balloon);
-    cfg.metrics = Some(smartvm::config::MetricsConfig {
-        metrics_path: env.dir.path().join("metrics.json"),
-    });
+    let mut cfg = env.probe_config("apis", "probe.count=200").with_balloon(balloon);
+    cfg.metrics = Some(smartvm::config::MetricsConfig { metrics_path: env.dir.path().join("metrics.json") });
     let vm = env.smartvm.create_vm(&cfg).unwrap();
     vm.start().await.unwrap();
 
     let doc = serde_json::json!({"latest": {"meta-data": {"instance-id": "i-123"}}});
     vm.set_metadata(&doc).await.unwrap();
-    vm.patch_metadata(&serde_json::json!({"latest": {"user-data": "hello"}}))
-        .await
-        .unwrap();
+    vm.patch_metadata(&serde_json::json!({"latest": {"user-data": "hello"}})).await.unwrap();
     let back = vm.metadata().await.unwrap();
     assert_eq!(back["latest"]["meta-data"]["instance-id"], "i-123");
     assert_eq!(back["latest"]["user-data"], "hello");
@@ -174,9 +119,6 @@ async fn mmds_balloon_and_metrics_through_the_api() {
 
     vm.flush_metrics().await.unwrap();
     let metrics = std::fs::read_to_string(env.dir.path().join("metrics.json")).unwrap();
-    assert!(
-        metrics.contains("\"api_server\""),
-        "metrics flushed: {metrics:.200}"
-    );
+    assert!(metrics.contains("\"api_server\""), "metrics flushed: {metrics:.200}");
     env.smartvm.cleanup().await.unwrap();
 }

@@ -10,9 +10,7 @@ use smartvm::snapshot::Snapshot;
 use smartvm::VmState;
 
 fn first_count(lines: &[String]) -> Option<u64> {
-    lines
-        .iter()
-        .find_map(|l| l.strip_prefix("smartvm-probe count n=")?.parse().ok())
+    lines.iter().find_map(|l| l.strip_prefix("smartvm-probe count n=")?.parse().ok())
 }
 
 #[tokio::test]
@@ -24,9 +22,7 @@ async fn full_then_diff_snapshot_restore_and_continue_counting() {
     cfg.machine_config.track_dirty_pages = Some(true);
     let vm = env.smartvm.create_vm(&cfg).unwrap();
     vm.start().await.unwrap();
-    let seen = next_count(&vm, Some(3), Duration::from_secs(5))
-        .await
-        .expect("counting");
+    let seen = next_count(&vm, Some(3), Duration::from_secs(5)).await.expect("counting");
     vm.pause().await.unwrap();
     let full = Snapshot::full(snaps.join("full.state"), snaps.join("full.mem"));
     vm.create_snapshot(&SnapshotCreateParams {
@@ -41,35 +37,18 @@ async fn full_then_diff_snapshot_restore_and_continue_counting() {
     env.smartvm.remove_vm("origin").await.unwrap();
 
     // Restore the Full snapshot into a new process, keep tracking dirty pages for a Diff.
-    let restored = env
-        .smartvm
-        .create_vm(&smartvm::VmConfig {
-            id: Some("restored".into()),
-            ..cfg.clone()
-        })
-        .unwrap();
+    let restored = env.smartvm.create_vm(&smartvm::VmConfig { id: Some("restored".into()), ..cfg.clone() }).unwrap();
     restored.restore_snapshot(&full, true, true).await.unwrap();
     assert_eq!(restored.state(), VmState::Running);
-    let next = next_count(&restored, None, Duration::from_secs(5))
-        .await
-        .expect("restored guest counts");
+    let next = next_count(&restored, None, Duration::from_secs(5)).await.expect("restored guest counts");
     let lines = restored.console().await.unwrap().lines();
     let first = first_count(&lines).unwrap();
-    assert!(
-        first == at_full + 1 || first == at_full + 2,
-        "continues from {at_full}, got {first}: {lines:?}"
-    );
+    assert!(first == at_full + 1 || first == at_full + 2, "continues from {at_full}, got {first}: {lines:?}");
     assert!(next >= first);
 
-    let later = next_count(&restored, Some(first + 2), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let later = next_count(&restored, Some(first + 2), Duration::from_secs(5)).await.unwrap();
     restored.pause().await.unwrap();
-    let diff = Snapshot::diff(
-        snaps.join("diff.state"),
-        snaps.join("diff.mem"),
-        full.clone(),
-    );
+    let diff = Snapshot::diff(snaps.join("diff.state"), snaps.join("diff.mem"), full.clone());
     restored
         .create_snapshot(&SnapshotCreateParams {
             snapshot_path: diff.state_path.clone(),
@@ -85,32 +64,17 @@ async fn full_then_diff_snapshot_restore_and_continue_counting() {
     // Diff restored through its base: merged memory lives in the new VM's runtime dir.
     let from_diff = env
         .smartvm
-        .restore_vm(
-            &smartvm::VmConfig {
-                id: Some("from-diff".into()),
-                ..cfg.clone()
-            },
-            &diff,
-            true,
-        )
+        .restore_vm(&smartvm::VmConfig { id: Some("from-diff".into()), ..cfg.clone() }, &diff, true)
         .await
         .unwrap();
     assert!(from_diff.runtime_dir().join("memory.merged").exists());
-    next_count(&from_diff, None, Duration::from_secs(5))
-        .await
-        .expect("diff-restored guest counts");
+    next_count(&from_diff, None, Duration::from_secs(5)).await.expect("diff-restored guest counts");
     let lines = from_diff.console().await.unwrap().lines();
     let first = first_count(&lines).unwrap();
-    assert!(
-        first == at_diff + 1 || first == at_diff + 2,
-        "continues from {at_diff}, got {first}: {lines:?}"
-    );
+    assert!(first == at_diff + 1 || first == at_diff + 2, "continues from {at_diff}, got {first}: {lines:?}");
     env.smartvm.cleanup().await.unwrap();
     assert!(!from_diff.runtime_dir().exists());
-    assert!(
-        full.mem_path.exists() && diff.mem_path.exists(),
-        "snapshot files are the caller's"
-    );
+    assert!(full.mem_path.exists() && diff.mem_path.exists(), "snapshot files are the caller's");
 }
 
 #[tokio::test]
@@ -136,28 +100,14 @@ async fn clones_from_one_snapshot_and_failed_restore_leaves_nothing() {
     let clones = env.smartvm.clone_vms(&cfg, &full, 3, true).await.unwrap();
     assert_eq!(clones.len(), 3);
     for c in &clones {
-        assert!(
-            next_count(c, None, Duration::from_secs(5)).await.is_some(),
-            "clone {} runs",
-            c.id()
-        );
+        assert!(next_count(c, None, Duration::from_secs(5)).await.is_some(), "clone {} runs", c.id());
     }
     assert_eq!(env.smartvm.vm_ids(), ["seed-0", "seed-1", "seed-2"]);
     env.smartvm.cleanup().await.unwrap();
 
     let missing = Snapshot::full(snaps.join("nope.state"), snaps.join("nope.mem"));
-    let err = env
-        .smartvm
-        .restore_vm(&cfg, &missing, true)
-        .await
-        .unwrap_err();
+    let err = env.smartvm.restore_vm(&cfg, &missing, true).await.unwrap_err();
     assert_eq!(err.code(), "START_FAILED");
     assert_eq!(env.smartvm.vm_count(), 0);
-    assert!(
-        std::fs::read_dir(env.smartvm.runtime_dir())
-            .unwrap()
-            .next()
-            .is_none(),
-        "no runtime dir left"
-    );
+    assert!(std::fs::read_dir(env.smartvm.runtime_dir()).unwrap().next().is_none(), "no runtime dir left");
 }

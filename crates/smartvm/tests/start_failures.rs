@@ -19,10 +19,7 @@ fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
 
 fn runtime_entries(env: &common::TestEnv) -> Vec<String> {
     match std::fs::read_dir(env.smartvm.runtime_dir()) {
-        Ok(rd) => rd
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect(),
+        Ok(rd) => rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
         Err(_) => Vec::new(),
     }
 }
@@ -40,9 +37,7 @@ async fn invalid_config_is_rejected_before_anything_exists() {
     };
     let err = env.smartvm.create_vm(&cfg).unwrap_err();
     assert_eq!(err.code(), "INVALID_CONFIG");
-    let smartvm::SmartVmError::InvalidConfig(problems) = &err else {
-        panic!("{err}")
-    };
+    let smartvm::SmartVmError::InvalidConfig(problems) = &err else { panic!("{err}") };
     assert!(problems.has_field("bootSource.kernelImagePath"));
     assert!(problems.has_field("machineConfig.vcpuCount"));
     assert!(problems.has_field("drives[0].pathOnHost"));
@@ -56,10 +51,8 @@ async fn kernel_rejected_by_firecracker_cleans_up_staged_drives() {
     let junk = env.dir.path().join("junk-kernel");
     std::fs::write(&junk, b"not an elf").unwrap();
     let disk = env.disk("src.img", 8, "source");
-    let cfg = smartvm::VmConfig::new(&junk)
-        .with_id("junk")
-        .with_machine(1, 16)
-        .with_drive(DriveConfig::new("d", &disk));
+    let cfg =
+        smartvm::VmConfig::new(&junk).with_id("junk").with_machine(1, 16).with_drive(DriveConfig::new("d", &disk));
     let vm = env.smartvm.create_vm(&cfg).unwrap();
     let err = vm.start().await.unwrap_err();
     assert_eq!(err.code(), "START_FAILED");
@@ -67,10 +60,7 @@ async fn kernel_rejected_by_firecracker_cleans_up_staged_drives() {
     assert_eq!(err.status(), Some(400));
     assert!(err.fault_message().is_some_and(|m| !m.is_empty()));
     assert_eq!(vm.state(), VmState::Error);
-    assert!(
-        !vm.runtime_dir().exists(),
-        "runtime dir (socket, staged drive) must be gone"
-    );
+    assert!(!vm.runtime_dir().exists(), "runtime dir (socket, staged drive) must be gone");
     assert!(vm.pid().await.is_none());
     assert_eq!(std::fs::read(&disk).unwrap()[..6], *b"source");
     assert_eq!(vm.start().await.unwrap_err().code(), "INVALID_STATE");
@@ -93,10 +83,7 @@ async fn bogus_binary_fails_and_leaves_nothing() {
     let mut opts = env.runtime_options();
     opts.firecracker_binary = env.dir.path().join("does-not-exist");
     let vm = MicroVm::new(&env.probe_config("nobin", ""), opts).unwrap();
-    assert_eq!(
-        vm.start().await.unwrap_err().root().code(),
-        "BINARY_NOT_FOUND"
-    );
+    assert_eq!(vm.start().await.unwrap_err().root().code(), "BINARY_NOT_FOUND");
     assert!(!vm.runtime_dir().exists());
 }
 
@@ -104,22 +91,14 @@ async fn bogus_binary_fails_and_leaves_nothing() {
 async fn socket_that_never_appears_times_out_and_kills_the_process() {
     let Some(env) = env() else { return };
     let pidfile = env.dir.path().join("pid");
-    let hang = script(
-        env.dir.path(),
-        "hang-fc",
-        &format!("echo $$ > {}; exec sleep 600", pidfile.display()),
-    );
+    let hang = script(env.dir.path(), "hang-fc", &format!("echo $$ > {}; exec sleep 600", pidfile.display()));
     let mut opts = env.runtime_options();
     opts.firecracker_binary = hang;
     opts.socket_timeout = Duration::from_millis(300);
     let vm = MicroVm::new(&env.probe_config("hang", ""), opts).unwrap();
     let err = vm.start().await.unwrap_err();
     assert_eq!(err.root().code(), "SOCKET_TIMEOUT");
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     assert!(!pid_alive(pid), "the hung process must be killed");
     assert!(!vm.runtime_dir().exists());
     assert_eq!(vm.state(), VmState::Error);

@@ -6,10 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Endpoint, Method};
 use crate::config::{
-    BalloonPayload, BalloonStatsUpdatePayload, BalloonUpdatePayload, BootSourcePayload,
-    DrivePayload, DriveUpdatePayload, EntropyPayload, LoggerPayload, MachineConfigPayload,
-    MetricsPayload, MmdsConfigPayload, NetworkInterfacePayload, NetworkInterfaceUpdatePayload,
-    SnapshotCreatePayload, SnapshotLoadPayload, VsockPayload,
+    BalloonPayload, BalloonStatsUpdatePayload, BalloonUpdatePayload, BootSourcePayload, DrivePayload,
+    DriveUpdatePayload, EntropyPayload, LoggerPayload, MachineConfigPayload, MetricsPayload, MmdsConfigPayload,
+    NetworkInterfacePayload, NetworkInterfaceUpdatePayload, SnapshotCreatePayload, SnapshotLoadPayload, VsockPayload,
 };
 
 macro_rules! endpoint {
@@ -116,9 +115,7 @@ pub struct ActionBody {
 impl PutAction {
     /// `PUT /actions` with `action`.
     pub fn new(action: ActionType) -> Self {
-        PutAction(ActionBody {
-            action_type: action,
-        })
+        PutAction(ActionBody { action_type: action })
     }
 }
 

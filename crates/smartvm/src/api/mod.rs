@@ -101,11 +101,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 impl ApiClient {
     /// A client for the socket at `socket` (nothing is connected until the first request).
     pub fn new(socket: impl Into<PathBuf>) -> Self {
-        Self {
-            socket: socket.into(),
-            timeout: DEFAULT_REQUEST_TIMEOUT,
-            conn: tokio::sync::Mutex::new(None),
-        }
+        Self { socket: socket.into(), timeout: DEFAULT_REQUEST_TIMEOUT, conn: tokio::sync::Mutex::new(None) }
     }
 
     /// Sets the per-request timeout.
@@ -120,12 +116,7 @@ impl ApiClient {
     }
 
     /// Sends one request and returns the answer whatever its status.
-    pub async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<ApiResponse> {
+    pub async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<ApiResponse> {
         let attempt = async {
             let mut guard = self.conn.lock().await;
             let reused = guard.as_ref().is_some_and(Connection::is_open);
@@ -137,28 +128,18 @@ impl ApiClient {
                 // A kept-alive connection the server closed meanwhile: retry once on a new one.
                 Err(e) if reused && e.is_closed_connection() => {
                     *guard = Some(Connection::open(&self.socket).await?);
-                    guard
-                        .as_mut()
-                        .ok_or(ApiError::NotConnected)?
-                        .send(method, path, body)
-                        .await
+                    guard.as_mut().ok_or(ApiError::NotConnected)?.send(method, path, body).await
                 }
                 other => other,
             }
         };
-        let wire_error = |source| SmartVmError::SocketRequestFailed {
-            method: method.as_str().into(),
-            path: path.into(),
-            source,
-        };
+        let wire_error =
+            |source| SmartVmError::SocketRequestFailed { method: method.as_str().into(), path: path.into(), source };
         match tokio::time::timeout(self.timeout, attempt).await {
             Err(_) => {
                 // The connection is in an unknown state after a timeout: drop it.
                 *self.conn.lock().await = None;
-                Err(SmartVmError::ApiTimeout {
-                    method: method.as_str().into(),
-                    path: path.into(),
-                })
+                Err(SmartVmError::ApiTimeout { method: method.as_str().into(), path: path.into() })
             }
             Ok(Err(e)) => Err(wire_error(e)),
             Ok(Ok(r)) => Ok(r),
@@ -171,24 +152,14 @@ impl ApiClient {
     }
 
     /// `PUT path` with a JSON body.
-    pub async fn put<T: serde::Serialize + ?Sized>(
-        &self,
-        path: &str,
-        body: &T,
-    ) -> Result<ApiResponse> {
-        let bytes =
-            serde_json::to_vec(body).map_err(|e| self.encode_error(Method::Put, path, e))?;
+    pub async fn put<T: serde::Serialize + ?Sized>(&self, path: &str, body: &T) -> Result<ApiResponse> {
+        let bytes = serde_json::to_vec(body).map_err(|e| self.encode_error(Method::Put, path, e))?;
         self.request(Method::Put, path, Some(bytes)).await
     }
 
     /// `PATCH path` with a JSON body.
-    pub async fn patch<T: serde::Serialize + ?Sized>(
-        &self,
-        path: &str,
-        body: &T,
-    ) -> Result<ApiResponse> {
-        let bytes =
-            serde_json::to_vec(body).map_err(|e| self.encode_error(Method::Patch, path, e))?;
+    pub async fn patch<T: serde::Serialize + ?Sized>(&self, path: &str, body: &T) -> Result<ApiResponse> {
+        let bytes = serde_json::to_vec(body).map_err(|e| self.encode_error(Method::Patch, path, e))?;
         self.request(Method::Patch, path, Some(bytes)).await
     }
 
@@ -203,9 +174,7 @@ impl ApiClient {
     /// Sends a typed request; non-2xx → `API_ERROR`, body decoded into `E::Response`.
     pub async fn send<E: Endpoint>(&self, endpoint: &E) -> Result<E::Response> {
         let path = endpoint.path();
-        let body = endpoint
-            .body()
-            .map_err(|e| self.encode_error(E::METHOD, &path, e))?;
+        let body = endpoint.body().map_err(|e| self.encode_error(E::METHOD, &path, e))?;
         let response = self.request(E::METHOD, &path, body).await?;
         if !response.ok {
             return Err(SmartVmError::Api {
@@ -215,18 +184,11 @@ impl ApiClient {
                 fault_message: response.fault_message(),
             });
         }
-        let text = if response.body.trim().is_empty() {
-            "null"
-        } else {
-            response.body.as_str()
-        };
+        let text = if response.body.trim().is_empty() { "null" } else { response.body.as_str() };
         serde_json::from_str(text).map_err(|source| SmartVmError::SocketRequestFailed {
             method: E::METHOD.as_str().into(),
             path,
-            source: ApiError::Decode {
-                body: response.body.clone(),
-                source,
-            },
+            source: ApiError::Decode { body: response.body.clone(), source },
         })
     }
 

@@ -34,7 +34,12 @@ async fn serve(listener: UnixListener, connections: Arc<AtomicUsize>) {
                 let mut body = vec![0; content_length];
                 stream.read_exact(&mut body).await.unwrap();
                 let (status, extra, answer) = match request_line.split_whitespace().nth(1).unwrap_or("") {
-                    "/" => ("200 OK", "", r#"{"app_name":"Firecracker","id":"x","state":"Not started","vmm_version":"1.12.1"}"#.to_string()),
+                    "/" => (
+                        "200 OK",
+                        "",
+                        r#"{"app_name":"Firecracker","id":"x","state":"Not started","vmm_version":"1.12.1"}"#
+                            .to_string(),
+                    ),
                     "/version" => ("200 OK", "", r#"{"firecracker_version":"1.12.1"}"#.to_string()),
                     "/echo" => ("200 OK", "", String::from_utf8(body).unwrap()),
                     "/fault" => ("400 Bad Request", "", r#"{"fault_message":"Invalid request method"}"#.to_string()),
@@ -43,10 +48,7 @@ async fn serve(listener: UnixListener, connections: Arc<AtomicUsize>) {
                     "/slow" => std::future::pending().await,
                     _ => ("204 No Content", "", String::new()),
                 };
-                let head = format!(
-                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\n\r\n",
-                    answer.len()
-                );
+                let head = format!("HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\n\r\n", answer.len());
                 stream.get_mut().write_all(head.as_bytes()).await.unwrap();
                 stream.get_mut().write_all(answer.as_bytes()).await.unwrap();
             }
@@ -69,48 +71,27 @@ async fn raw_requests_keep_the_connection_alive() {
     let client = ApiClient::new(&path);
     let info = client.send(&GetInstanceInfo).await.unwrap();
     assert_eq!(info.state, "Not started");
-    let echoed = client
-        .put("/echo", &serde_json::json!({"a": 1}))
-        .await
-        .unwrap();
-    assert_eq!(
-        (echoed.ok, echoed.status_code, echoed.body.as_str()),
-        (true, 200, r#"{"a":1}"#)
-    );
-    let fault = client
-        .patch("/fault", &serde_json::json!({}))
-        .await
-        .unwrap();
+    let echoed = client.put("/echo", &serde_json::json!({"a": 1})).await.unwrap();
+    assert_eq!((echoed.ok, echoed.status_code, echoed.body.as_str()), (true, 200, r#"{"a":1}"#));
+    let fault = client.patch("/fault", &serde_json::json!({})).await.unwrap();
     assert_eq!((fault.ok, fault.status_code), (false, 400));
-    assert_eq!(
-        fault.fault_message().as_deref(),
-        Some("Invalid request method")
-    );
+    assert_eq!(fault.fault_message().as_deref(), Some("Invalid request method"));
     assert_eq!(client.get("/deprecated").await.unwrap().status_code, 204);
-    assert_eq!(
-        connections.load(Ordering::SeqCst),
-        1,
-        "all requests should share one connection"
-    );
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "all requests should share one connection");
 }
 
 #[tokio::test]
 async fn typed_send_maps_errors() {
     let (_dir, path, _) = start_server();
     let client = ApiClient::new(&path).with_timeout(Duration::from_millis(300));
-    let e = client
-        .send(&PutAction::new(ActionType::InstanceStart))
-        .await;
+    let e = client.send(&PutAction::new(ActionType::InstanceStart)).await;
     assert!(e.is_ok(), "204 decodes into ()");
     let raw = client.get("/raw-error").await.unwrap();
     assert_eq!(raw.fault_message().as_deref(), Some("Invalid header."));
     let timeout = client.get("/slow").await.unwrap_err();
     assert_eq!(timeout.code(), "API_TIMEOUT");
     // The client recovers with a new connection after a timeout.
-    assert_eq!(
-        client.send(&GetVersion).await.unwrap().firecracker_version,
-        "1.12.1"
-    );
+    assert_eq!(client.send(&GetVersion).await.unwrap().firecracker_version, "1.12.1");
 }
 
 #[tokio::test]
@@ -136,31 +117,14 @@ async fn api_errors_carry_status_and_fault() {
 #[tokio::test]
 async fn missing_socket_is_a_request_failure_and_not_ready() {
     let client = ApiClient::new("/nonexistent/smartvm.sock");
-    assert_eq!(
-        client.get("/").await.unwrap_err().code(),
-        "SOCKET_REQUEST_FAILED"
-    );
+    assert_eq!(client.get("/").await.unwrap_err().code(), "SOCKET_REQUEST_FAILED");
     assert!(!client.is_ready(Duration::from_millis(20)).await);
-    assert_eq!(
-        client
-            .wait_ready(Duration::from_millis(20))
-            .await
-            .unwrap_err()
-            .code(),
-        "SOCKET_TIMEOUT"
-    );
+    assert_eq!(client.wait_ready(Duration::from_millis(20)).await.unwrap_err().code(), "SOCKET_TIMEOUT");
 }
 
 #[test]
 fn fault_message_shapes() {
-    let r = |body: &str| ApiResponse {
-        ok: false,
-        status_code: 400,
-        body: body.into(),
-    };
+    let r = |body: &str| ApiResponse { ok: false, status_code: 400, body: body.into() };
     assert_eq!(r("").fault_message(), None);
-    assert_eq!(
-        r("plain text").fault_message().as_deref(),
-        Some("plain text")
-    );
+    assert_eq!(r("plain text").fault_message().as_deref(), Some("plain text"));
 }

@@ -62,15 +62,10 @@ pub(crate) struct Connection {
 
 impl Connection {
     pub(crate) async fn open(path: &Path) -> Result<Self, ApiError> {
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|source| ApiError::Connect {
-                path: path.into(),
-                source,
-            })?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(ApiError::Http)?;
+        let stream =
+            UnixStream::connect(path).await.map_err(|source| ApiError::Connect { path: path.into(), source })?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(ApiError::Http)?;
         tokio::spawn(async move {
             // Ends when the socket closes; errors surface on the next request through `sender`.
             let _ = conn.await;
@@ -102,29 +97,14 @@ impl Connection {
         if body.is_some() {
             builder = builder.header("Content-Type", "application/json");
         }
-        let request = builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(ApiError::Request)?;
-        let response = self
-            .sender
-            .send_request(request)
-            .await
-            .map_err(ApiError::Http)?;
+        let request = builder.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(ApiError::Request)?;
+        let response = self.sender.send_request(request).await.map_err(ApiError::Http)?;
         let status = response.status();
         if let Some(dep) = response.headers().get("deprecation") {
             tracing::warn!(path, deprecation = ?dep, "Firecracker marked this request as deprecated");
         }
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(ApiError::Http)?
-            .to_bytes();
+        let bytes = response.into_body().collect().await.map_err(ApiError::Http)?.to_bytes();
         let body = String::from_utf8(bytes.to_vec()).map_err(ApiError::NotUtf8)?;
-        Ok(ApiResponse {
-            ok: status.is_success(),
-            status_code: status.as_u16(),
-            body,
-        })
+        Ok(ApiResponse { ok: status.is_success(), status_code: status.as_u16(), body })
     }
 }

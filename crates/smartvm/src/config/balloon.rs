@@ -16,25 +16,13 @@ pub struct BalloonConfig {
     #[serde(default, alias = "deflate_on_oom")]
     pub deflate_on_oom: bool,
     /// Statistics polling interval in seconds (0 disables statistics).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "stats_polling_interval_s"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "stats_polling_interval_s")]
     pub stats_polling_interval_s: Option<u32>,
     /// Free page hinting (Firecracker v1.14+).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "free_page_hinting"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "free_page_hinting")]
     pub free_page_hinting: Option<bool>,
     /// Free page reporting (Firecracker v1.14+).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "free_page_reporting"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "free_page_reporting")]
     pub free_page_reporting: Option<bool>,
 }
 
@@ -79,22 +67,16 @@ impl BalloonConfig {
 
     pub(crate) fn validate(&self, mem_size_mib: u64, p: &mut Problems) {
         if self.amount_mib > mem_size_mib {
-            p.push(
-                "balloon.amountMib",
-                format!(
-                    "{} MiB exceeds guest memory of {mem_size_mib} MiB",
-                    self.amount_mib
-                ),
-            );
+            p.push("balloon.amountMib", format!("{} MiB exceeds guest memory of {mem_size_mib} MiB", self.amount_mib));
         }
     }
 
     /// Firecracker's payload for `version`.
     pub fn payload(&self, version: FirecrackerVersion) -> Result<BalloonPayload, String> {
-        if (self.free_page_hinting.is_some() || self.free_page_reporting.is_some())
-            && !version.at_least(1, 14)
-        {
-            return Err(format!("freePageHinting/freePageReporting need Firecracker v1.14 or newer (running {version})"));
+        if (self.free_page_hinting.is_some() || self.free_page_reporting.is_some()) && !version.at_least(1, 14) {
+            return Err(format!(
+                "freePageHinting/freePageReporting need Firecracker v1.14 or newer (running {version})"
+            ));
         }
         Ok(BalloonPayload {
             amount_mib: self.amount_mib,
@@ -123,8 +105,7 @@ mod tests {
         b.free_page_reporting = Some(true);
         assert!(b.payload(v12).is_err());
         assert_eq!(
-            serde_json::to_value(b.payload(FirecrackerVersion::new(1, 14, 0)).unwrap()).unwrap()
-                ["free_page_reporting"],
+            serde_json::to_value(b.payload(FirecrackerVersion::new(1, 14, 0)).unwrap()).unwrap()["free_page_reporting"],
             true
         );
     }

@@ -17,11 +17,7 @@ pub struct BootSourceConfig {
     #[serde(default, skip_serializing_if = "Option::is_none", alias = "boot_args")]
     pub boot_args: Option<String>,
     /// Optional initial ramdisk.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "initrd_path"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "initrd_path")]
     pub initrd_path: Option<PathBuf>,
 }
 
@@ -41,11 +37,7 @@ pub const MAX_BOOT_ARGS: usize = 2048;
 impl BootSourceConfig {
     /// Boot `kernel` with no extra arguments.
     pub fn new(kernel: impl Into<PathBuf>) -> Self {
-        Self {
-            kernel_image_path: kernel.into(),
-            boot_args: None,
-            initrd_path: None,
-        }
+        Self { kernel_image_path: kernel.into(), boot_args: None, initrd_path: None }
     }
 
     /// Sets the kernel command line.
@@ -61,10 +53,7 @@ impl BootSourceConfig {
         }
         if let Some(args) = &self.boot_args {
             if args.len() >= MAX_BOOT_ARGS {
-                p.push(
-                    "bootSource.bootArgs",
-                    format!("is {} bytes; the limit is {MAX_BOOT_ARGS}", args.len()),
-                );
+                p.push("bootSource.bootArgs", format!("is {} bytes; the limit is {MAX_BOOT_ARGS}", args.len()));
             }
         }
     }
@@ -109,13 +98,6 @@ mod tests {
         }
         .validate(&mut p);
         let fields: Vec<_> = p.0.iter().map(|x| x.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            [
-                "bootSource.kernelImagePath",
-                "bootSource.initrdPath",
-                "bootSource.bootArgs"
-            ]
-        );
+        assert_eq!(fields, ["bootSource.kernelImagePath", "bootSource.initrdPath", "bootSource.bootArgs"]);
     }
 }

@@ -49,11 +49,7 @@ pub struct DriveConfig {
     #[serde(default, skip_serializing_if = "Option::is_none", alias = "io_engine")]
     pub io_engine: Option<IoEngine>,
     /// Rate limiter.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "rate_limiter"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "rate_limiter")]
     pub rate_limiter: Option<RateLimiter>,
     /// vhost-user backend socket (instead of `path_on_host`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,10 +147,7 @@ impl DriveConfig {
             if !self.is_root_device {
                 p.push(field("partuuid"), "only applies to the root device");
             } else if uuid.is_empty() || !uuid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
-                p.push(
-                    field("partuuid"),
-                    format!("{uuid:?} is not a partition UUID"),
-                );
+                p.push(field("partuuid"), format!("{uuid:?} is not a partition UUID"));
             }
         }
     }
@@ -192,10 +185,7 @@ mod tests {
         full.partuuid = Some("abcd-01".into());
         full.cache_type = Some(CacheType::Writeback);
         full.io_engine = Some(IoEngine::Async);
-        full.rate_limiter = Some(RateLimiter {
-            bandwidth: None,
-            ops: Some(TokenBucket::new(100, 1000)),
-        });
+        full.rate_limiter = Some(RateLimiter { bandwidth: None, ops: Some(TokenBucket::new(100, 1000)) });
         full.ephemeral = Some(false);
         assert_eq!(
             serde_json::to_value(full.payload(Path::new("/d"))).unwrap(),
@@ -203,15 +193,8 @@ mod tests {
                    "partuuid": "abcd-01", "cache_type": "Writeback", "io_engine": "Async",
                    "rate_limiter": {"ops": {"size": 100, "refill_time": 1000}}})
         );
-        let upd = DriveUpdatePayload {
-            drive_id: "data".into(),
-            path_on_host: Some("/new".into()),
-            rate_limiter: None,
-        };
-        assert_eq!(
-            serde_json::to_value(upd).unwrap(),
-            json!({"drive_id": "data", "path_on_host": "/new"})
-        );
+        let upd = DriveUpdatePayload { drive_id: "data".into(), path_on_host: Some("/new".into()), rate_limiter: None };
+        assert_eq!(serde_json::to_value(upd).unwrap(), json!({"drive_id": "data", "path_on_host": "/new"}));
     }
 
     #[test]

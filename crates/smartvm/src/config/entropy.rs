@@ -10,11 +10,7 @@ use super::rate_limiter::{RateLimiter, RateLimiterPayload};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EntropyConfig {
     /// Rate limiter for bytes handed to the guest.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "rate_limiter"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "rate_limiter")]
     pub rate_limiter: Option<RateLimiter>,
 }
 
@@ -34,9 +30,7 @@ impl EntropyConfig {
 
     /// Firecracker's payload shape.
     pub fn payload(&self) -> EntropyPayload {
-        EntropyPayload {
-            rate_limiter: self.rate_limiter.as_ref().map(RateLimiter::payload),
-        }
+        EntropyPayload { rate_limiter: self.rate_limiter.as_ref().map(RateLimiter::payload) }
     }
 }
 
@@ -47,9 +41,6 @@ mod tests {
 
     #[test]
     fn golden() {
-        assert_eq!(
-            serde_json::to_value(EntropyConfig::default().payload()).unwrap(),
-            json!({})
-        );
+        assert_eq!(serde_json::to_value(EntropyConfig::default().payload()).unwrap(), json!({}));
     }
 }

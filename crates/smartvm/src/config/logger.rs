@@ -33,11 +33,7 @@ pub struct LoggerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none", alias = "show_level")]
     pub show_level: Option<bool>,
     /// Prefix lines with file:line.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "show_log_origin"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "show_log_origin")]
     pub show_log_origin: Option<bool>,
     /// Only log this module.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,23 +72,14 @@ pub struct MetricsPayload {
 fn check_output_path(field: &str, path: &std::path::Path, p: &mut Problems) {
     p.check_path(field, path, false);
     if path.is_absolute() && !path.parent().is_some_and(|d| d.is_dir()) {
-        p.push(
-            field,
-            format!("directory of {} does not exist", path.display()),
-        );
+        p.push(field, format!("directory of {} does not exist", path.display()));
     }
 }
 
 impl LoggerConfig {
     /// Log to `path` at `level`.
     pub fn new(path: impl Into<PathBuf>, level: LogLevel) -> Self {
-        Self {
-            log_path: path.into(),
-            level: Some(level),
-            show_level: None,
-            show_log_origin: None,
-            module: None,
-        }
+        Self { log_path: path.into(), level: Some(level), show_level: None, show_log_origin: None, module: None }
     }
 
     pub(crate) fn validate(&self, p: &mut Problems) {
@@ -118,9 +105,7 @@ impl MetricsConfig {
 
     /// Firecracker's payload shape.
     pub fn payload(&self) -> MetricsPayload {
-        MetricsPayload {
-            metrics_path: self.metrics_path.clone(),
-        }
+        MetricsPayload { metrics_path: self.metrics_path.clone() }
     }
 }
 
@@ -137,12 +122,7 @@ mod tests {
             serde_json::to_value(l.payload()).unwrap(),
             json!({"log_path": "/tmp/fc.log", "level": "Warning", "show_level": true})
         );
-        let m = MetricsConfig {
-            metrics_path: "/tmp/m".into(),
-        };
-        assert_eq!(
-            serde_json::to_value(m.payload()).unwrap(),
-            json!({"metrics_path": "/tmp/m"})
-        );
+        let m = MetricsConfig { metrics_path: "/tmp/m".into() };
+        assert_eq!(serde_json::to_value(m.payload()).unwrap(), json!({"metrics_path": "/tmp/m"}));
     }
 }

@@ -41,18 +41,10 @@ pub struct MachineConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smt: Option<bool>,
     /// Static CPU template.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "cpu_template"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "cpu_template")]
     pub cpu_template: Option<CpuTemplate>,
     /// Track dirty pages, needed for Diff snapshots.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "track_dirty_pages"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "track_dirty_pages")]
     pub track_dirty_pages: Option<bool>,
     /// Huge pages for guest memory.
     #[serde(default, skip_serializing_if = "Option::is_none", alias = "huge_pages")]
@@ -95,25 +87,16 @@ impl MachineConfig {
 
     pub(crate) fn validate(&self, p: &mut Problems) {
         if !(1..=32).contains(&self.vcpu_count) {
-            p.push(
-                "machineConfig.vcpuCount",
-                format!("{} is outside 1-32", self.vcpu_count),
-            );
+            p.push("machineConfig.vcpuCount", format!("{} is outside 1-32", self.vcpu_count));
         }
         if self.vcpu_count > 1 && self.vcpu_count % 2 == 1 && self.smt == Some(true) {
-            p.push(
-                "machineConfig.vcpuCount",
-                "must be 1 or even when smt is enabled",
-            );
+            p.push("machineConfig.vcpuCount", "must be 1 or even when smt is enabled");
         }
         if self.mem_size_mib == 0 {
             p.push("machineConfig.memSizeMib", "must be greater than 0");
         }
         if self.huge_pages == Some(HugePages::TwoMiB) && self.mem_size_mib % 2 != 0 {
-            p.push(
-                "machineConfig.memSizeMib",
-                "must be a multiple of 2 with 2M huge pages",
-            );
+            p.push("machineConfig.memSizeMib", "must be a multiple of 2 with 2M huge pages");
         }
     }
 
@@ -153,13 +136,7 @@ mod tests {
 
     #[test]
     fn validation() {
-        for (v, m, ok) in [
-            (0, 128, false),
-            (33, 128, false),
-            (1, 0, false),
-            (32, 1, true),
-            (1, 1, true),
-        ] {
+        for (v, m, ok) in [(0, 128, false), (33, 128, false), (1, 0, false), (32, 1, true), (1, 1, true)] {
             let mut p = Problems::default();
             MachineConfig::new(v, m).validate(&mut p);
             assert_eq!(p.0.is_empty(), ok, "vcpus={v} mem={m}: {:?}", p.0);

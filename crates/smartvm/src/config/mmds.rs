@@ -26,18 +26,10 @@ pub struct MmdsConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<MmdsVersion>,
     /// Link-local address MMDS answers on (default 169.254.169.254).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "ipv4_address"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "ipv4_address")]
     pub ipv4_address: Option<Ipv4Addr>,
     /// EC2 IMDS-compatible responses (Firecracker v1.13+).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "imds_compat"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "imds_compat")]
     pub imds_compat: Option<bool>,
 }
 
@@ -56,25 +48,16 @@ pub struct MmdsConfigPayload {
 impl MmdsConfig {
     pub(crate) fn validate(&self, iface_ids: &[&str], p: &mut Problems) {
         if self.network_interfaces.is_empty() {
-            p.push(
-                "mmdsConfig.networkInterfaces",
-                "must name at least one interface",
-            );
+            p.push("mmdsConfig.networkInterfaces", "must name at least one interface");
         }
         for (i, id) in self.network_interfaces.iter().enumerate() {
             if !iface_ids.contains(&id.as_str()) {
-                p.push(
-                    format!("mmdsConfig.networkInterfaces[{i}]"),
-                    format!("no network interface {id:?}"),
-                );
+                p.push(format!("mmdsConfig.networkInterfaces[{i}]"), format!("no network interface {id:?}"));
             }
         }
         if let Some(ip) = self.ipv4_address {
             if !ip.is_link_local() {
-                p.push(
-                    "mmdsConfig.ipv4Address",
-                    format!("{ip} must be link-local (169.254.0.0/16)"),
-                );
+                p.push("mmdsConfig.ipv4Address", format!("{ip} must be link-local (169.254.0.0/16)"));
             }
         }
     }
@@ -82,9 +65,7 @@ impl MmdsConfig {
     /// Firecracker's payload for `version`.
     pub fn payload(&self, version: FirecrackerVersion) -> Result<MmdsConfigPayload, String> {
         if self.imds_compat.is_some() && !version.at_least(1, 13) {
-            return Err(format!(
-                "imdsCompat needs Firecracker v1.13 or newer (running {version})"
-            ));
+            return Err(format!("imdsCompat needs Firecracker v1.13 or newer (running {version})"));
         }
         Ok(MmdsConfigPayload {
             network_interfaces: self.network_interfaces.clone(),
@@ -111,16 +92,9 @@ mod tests {
             json!({"network_interfaces": ["eth0"], "version": "V2", "ipv4_address": "169.254.170.2"})
         );
         let mut p = Problems::default();
-        MmdsConfig {
-            ipv4_address: Some(Ipv4Addr::new(10, 0, 0, 1)),
-            ..m.clone()
-        }
-        .validate(&["eth1"], &mut p);
+        MmdsConfig { ipv4_address: Some(Ipv4Addr::new(10, 0, 0, 1)), ..m.clone() }.validate(&["eth1"], &mut p);
         assert_eq!(p.0.len(), 2);
-        let compat = MmdsConfig {
-            imds_compat: Some(true),
-            ..m
-        };
+        let compat = MmdsConfig { imds_compat: Some(true), ..m };
         assert!(compat.payload(FirecrackerVersion::new(1, 12, 1)).is_err());
         assert!(compat.payload(FirecrackerVersion::new(1, 13, 0)).is_ok());
     }

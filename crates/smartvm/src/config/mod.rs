@@ -31,14 +31,11 @@ pub use entropy::{EntropyConfig, EntropyPayload};
 pub use logger::{LogLevel, LoggerConfig, LoggerPayload, MetricsConfig, MetricsPayload};
 pub use machine::{CpuTemplate, HugePages, MachineConfig, MachineConfigPayload};
 pub use mmds::{MmdsConfig, MmdsConfigPayload, MmdsVersion};
-pub use network::{
-    is_valid_mac, NetworkInterfaceConfig, NetworkInterfacePayload, NetworkInterfaceUpdatePayload,
-};
+pub use network::{is_valid_mac, NetworkInterfaceConfig, NetworkInterfacePayload, NetworkInterfaceUpdatePayload};
 pub use problems::{ConfigErrors, ConfigProblem};
 pub use rate_limiter::{RateLimiter, RateLimiterPayload, TokenBucket, TokenBucketPayload};
 pub use snapshot::{
-    NetworkOverride, SnapshotCreateParams, SnapshotCreatePayload, SnapshotLoadParams,
-    SnapshotLoadPayload, SnapshotType,
+    NetworkOverride, SnapshotCreateParams, SnapshotCreatePayload, SnapshotLoadParams, SnapshotLoadPayload, SnapshotType,
 };
 pub use vsock::{VsockConfig, VsockPayload};
 
@@ -73,12 +70,7 @@ pub struct VmConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entropy: Option<EntropyConfig>,
     /// MMDS configuration.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "mmds",
-        alias = "mmds_config"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "mmds", alias = "mmds_config")]
     pub mmds_config: Option<MmdsConfig>,
     /// Firecracker's log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,12 +105,7 @@ struct FirecrackerConfigFile {
     metrics: Option<MetricsConfig>,
 }
 
-const FIRECRACKER_FILE_KEYS: [&str; 4] = [
-    "boot-source",
-    "machine-config",
-    "network-interfaces",
-    "mmds-config",
-];
+const FIRECRACKER_FILE_KEYS: [&str; 4] = ["boot-source", "machine-config", "network-interfaces", "mmds-config"];
 
 impl VmConfig {
     /// A VM booting `kernel` with the default machine (1 vCPU, 128 MiB) and no devices.
@@ -178,21 +165,16 @@ impl VmConfig {
     /// Parses smartvm's camelCase JSON or Firecracker's `--config-file` JSON (detected by its
     /// kebab-case keys). Errors name the offending field.
     pub fn from_json(text: &str) -> Result<Self, ConfigErrors> {
-        let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| ConfigErrors::single("<file>", format!("not valid JSON: {e}")))?;
-        let is_firecracker_file = value
-            .as_object()
-            .is_some_and(|o| FIRECRACKER_FILE_KEYS.iter().any(|k| o.contains_key(*k)));
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| ConfigErrors::single("<file>", format!("not valid JSON: {e}")))?;
+        let is_firecracker_file =
+            value.as_object().is_some_and(|o| FIRECRACKER_FILE_KEYS.iter().any(|k| o.contains_key(*k)));
         let path_error = |e: serde_path_to_error::Error<serde_json::Error>| {
             let path = e.path().to_string();
-            ConfigErrors::single(
-                if path == "." { "<root>".into() } else { path },
-                e.into_inner().to_string(),
-            )
+            ConfigErrors::single(if path == "." { "<root>".into() } else { path }, e.into_inner().to_string())
         };
         if is_firecracker_file {
-            let f: FirecrackerConfigFile =
-                serde_path_to_error::deserialize(value).map_err(path_error)?;
+            let f: FirecrackerConfigFile = serde_path_to_error::deserialize(value).map_err(path_error)?;
             Ok(f.into())
         } else {
             serde_path_to_error::deserialize(value).map_err(path_error)
@@ -201,9 +183,8 @@ impl VmConfig {
 
     /// Reads and parses a config file (see [`from_json`](Self::from_json)).
     pub fn from_file(path: &Path) -> Result<Self, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors::single("<file>", format!("cannot read {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors::single("<file>", format!("cannot read {}: {e}", path.display())))?;
         Self::from_json(&text)
     }
 
@@ -211,16 +192,8 @@ impl VmConfig {
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         let mut p = Problems::default();
         if let Some(id) = &self.id {
-            if id.is_empty()
-                || id.len() > 64
-                || !id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            {
-                p.push(
-                    "id",
-                    format!("{id:?} must be 1-64 characters of [A-Za-z0-9._-]"),
-                );
+            if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+                p.push("id", format!("{id:?} must be 1-64 characters of [A-Za-z0-9._-]"));
             } else if id == "." || id == ".." {
                 p.push("id", "must not be . or ..");
             }
@@ -233,18 +206,12 @@ impl VmConfig {
         for (i, d) in self.drives.iter().enumerate() {
             d.validate(i, &mut p);
             if !drive_ids.insert(d.drive_id.as_str()) {
-                p.push(
-                    format!("drives[{i}].driveId"),
-                    format!("duplicate id {:?}", d.drive_id),
-                );
+                p.push(format!("drives[{i}].driveId"), format!("duplicate id {:?}", d.drive_id));
             }
             if d.is_root_device {
                 roots += 1;
                 if roots > 1 {
-                    p.push(
-                        format!("drives[{i}].isRootDevice"),
-                        "only one drive can be the root device",
-                    );
+                    p.push(format!("drives[{i}].isRootDevice"), "only one drive can be the root device");
                 }
             }
         }
@@ -255,25 +222,16 @@ impl VmConfig {
         for (i, n) in self.network_interfaces.iter().enumerate() {
             n.validate(i, &mut p);
             if !iface_ids.insert(n.iface_id.as_str()) {
-                p.push(
-                    format!("networkInterfaces[{i}].ifaceId"),
-                    format!("duplicate id {:?}", n.iface_id),
-                );
+                p.push(format!("networkInterfaces[{i}].ifaceId"), format!("duplicate id {:?}", n.iface_id));
             }
             if let Some(mac) = &n.guest_mac {
                 if !macs.insert(mac.to_ascii_lowercase()) {
-                    p.push(
-                        format!("networkInterfaces[{i}].guestMac"),
-                        format!("duplicate MAC {mac}"),
-                    );
+                    p.push(format!("networkInterfaces[{i}].guestMac"), format!("duplicate MAC {mac}"));
                 }
             }
             if let Some(tap) = &n.host_dev_name {
                 if !taps.insert(tap.as_str()) {
-                    p.push(
-                        format!("networkInterfaces[{i}].hostDevName"),
-                        format!("duplicate TAP {tap}"),
-                    );
+                    p.push(format!("networkInterfaces[{i}].hostDevName"), format!("duplicate TAP {tap}"));
                 }
             }
         }
@@ -287,11 +245,7 @@ impl VmConfig {
             e.validate(&mut p);
         }
         if let Some(m) = &self.mmds_config {
-            let ids: Vec<&str> = self
-                .network_interfaces
-                .iter()
-                .map(|n| n.iface_id.as_str())
-                .collect();
+            let ids: Vec<&str> = self.network_interfaces.iter().map(|n| n.iface_id.as_str()).collect();
             m.validate(&ids, &mut p);
         }
         if let Some(l) = &self.logger {

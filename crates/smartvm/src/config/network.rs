@@ -14,28 +14,16 @@ pub struct NetworkInterfaceConfig {
     #[serde(alias = "iface_id")]
     pub iface_id: String,
     /// Host TAP device name. When absent, smartvm's network manager creates one at start.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "host_dev_name"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "host_dev_name")]
     pub host_dev_name: Option<String>,
     /// Guest MAC address `xx:xx:xx:xx:xx:xx`.
     #[serde(default, skip_serializing_if = "Option::is_none", alias = "guest_mac")]
     pub guest_mac: Option<String>,
     /// Receive rate limiter.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "rx_rate_limiter"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "rx_rate_limiter")]
     pub rx_rate_limiter: Option<RateLimiter>,
     /// Transmit rate limiter.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "tx_rate_limiter"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "tx_rate_limiter")]
     pub tx_rate_limiter: Option<RateLimiter>,
     /// Device MTU (Firecracker v1.16+).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,10 +58,7 @@ pub struct NetworkInterfaceUpdatePayload {
 /// True for `xx:xx:xx:xx:xx:xx` with hex digits.
 pub fn is_valid_mac(mac: &str) -> bool {
     let parts: Vec<&str> = mac.split(':').collect();
-    parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 impl NetworkInterfaceConfig {
@@ -99,12 +84,7 @@ impl NetworkInterfaceConfig {
         let field = |f: &str| format!("networkInterfaces[{index}].{f}");
         p.check_id(&field("ifaceId"), &self.iface_id);
         if let Some(dev) = &self.host_dev_name {
-            if dev.is_empty()
-                || dev.len() > 15
-                || dev
-                    .bytes()
-                    .any(|b| b == b'/' || b.is_ascii_whitespace() || b == 0)
-            {
+            if dev.is_empty() || dev.len() > 15 || dev.bytes().any(|b| b == b'/' || b.is_ascii_whitespace() || b == 0) {
                 p.push(
                     field("hostDevName"),
                     format!("{dev:?} is not a valid interface name (1-15 bytes, no '/' or spaces)"),
@@ -113,16 +93,10 @@ impl NetworkInterfaceConfig {
         }
         if let Some(mac) = &self.guest_mac {
             if !is_valid_mac(mac) {
-                p.push(
-                    field("guestMac"),
-                    format!("{mac:?} is not a MAC address xx:xx:xx:xx:xx:xx"),
-                );
+                p.push(field("guestMac"), format!("{mac:?} is not a MAC address xx:xx:xx:xx:xx:xx"));
             }
         }
-        for (name, rl) in [
-            ("rxRateLimiter", &self.rx_rate_limiter),
-            ("txRateLimiter", &self.tx_rate_limiter),
-        ] {
+        for (name, rl) in [("rxRateLimiter", &self.rx_rate_limiter), ("txRateLimiter", &self.tx_rate_limiter)] {
             if let Some(rl) = rl {
                 rl.validate(&field(name), p);
             }
@@ -130,15 +104,9 @@ impl NetworkInterfaceConfig {
     }
 
     /// Firecracker's payload for `version`, with the TAP name resolved (given or created).
-    pub fn payload(
-        &self,
-        host_dev_name: &str,
-        version: FirecrackerVersion,
-    ) -> Result<NetworkInterfacePayload, String> {
+    pub fn payload(&self, host_dev_name: &str, version: FirecrackerVersion) -> Result<NetworkInterfacePayload, String> {
         if self.mtu.is_some() && !version.at_least(1, 16) {
-            return Err(format!(
-                "mtu needs Firecracker v1.16 or newer (running {version})"
-            ));
+            return Err(format!("mtu needs Firecracker v1.16 or newer (running {version})"));
         }
         Ok(NetworkInterfacePayload {
             iface_id: self.iface_id.clone(),
@@ -173,10 +141,7 @@ mod tests {
     #[test]
     fn golden_payloads_per_version() {
         let mut n = NetworkInterfaceConfig::new("eth0", "tap0").with_mac("02:00:00:00:00:01");
-        n.rx_rate_limiter = Some(RateLimiter {
-            bandwidth: Some(TokenBucket::new(10, 20)),
-            ops: None,
-        });
+        n.rx_rate_limiter = Some(RateLimiter { bandwidth: Some(TokenBucket::new(10, 20)), ops: None });
         let v12 = FirecrackerVersion::new(1, 12, 1);
         assert_eq!(
             serde_json::to_value(n.payload("tap0", v12).unwrap()).unwrap(),
@@ -185,29 +150,16 @@ mod tests {
         );
         n.mtu = Some(1400);
         assert!(n.payload("tap0", v12).unwrap_err().contains("v1.16"));
-        let v16 = serde_json::to_value(
-            n.payload("tap0", FirecrackerVersion::new(1, 16, 0))
-                .unwrap(),
-        )
-        .unwrap();
+        let v16 = serde_json::to_value(n.payload("tap0", FirecrackerVersion::new(1, 16, 0)).unwrap()).unwrap();
         assert_eq!(v16["mtu"], 1400);
-        let upd =
-            NetworkInterfaceConfig::update_payload("eth0", None, Some(&RateLimiter::default()));
-        assert_eq!(
-            serde_json::to_value(upd).unwrap(),
-            json!({"iface_id": "eth0", "tx_rate_limiter": {}})
-        );
+        let upd = NetworkInterfaceConfig::update_payload("eth0", None, Some(&RateLimiter::default()));
+        assert_eq!(serde_json::to_value(upd).unwrap(), json!({"iface_id": "eth0", "tx_rate_limiter": {}}));
     }
 
     #[test]
     fn mac_syntax() {
         assert!(is_valid_mac("02:aB:00:00:00:ff"));
-        for bad in [
-            "02:00:00:00:00",
-            "02:00:00:00:00:0g",
-            "0200:00:00:00:00",
-            "02-00-00-00-00-00",
-        ] {
+        for bad in ["02:00:00:00:00", "02:00:00:00:00:0g", "0200:00:00:00:00", "02-00-00-00-00-00"] {
             assert!(!is_valid_mac(bad), "{bad}");
         }
     }

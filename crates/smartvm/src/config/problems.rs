@@ -53,22 +53,13 @@ pub(crate) struct Problems(pub(crate) Vec<ConfigProblem>);
 
 impl Problems {
     pub(crate) fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigProblem {
-            field: field.into(),
-            message: message.into(),
-        });
+        self.0.push(ConfigProblem { field: field.into(), message: message.into() });
     }
 
     /// Firecracker resource ids: non-empty, at most 64 bytes, `[A-Za-z0-9_]`.
     pub(crate) fn check_id(&mut self, field: &str, id: &str) {
-        if id.is_empty()
-            || id.len() > 64
-            || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
-            self.push(
-                field,
-                format!("{id:?} must be 1-64 characters of [A-Za-z0-9_]"),
-            );
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            self.push(field, format!("{id:?} must be 1-64 characters of [A-Za-z0-9_]"));
         }
     }
 
@@ -77,10 +68,7 @@ impl Problems {
         if path.as_os_str().is_empty() {
             self.push(field, "is required");
         } else if !path.is_absolute() {
-            self.push(
-                field,
-                format!("{} must be an absolute path", path.display()),
-            );
+            self.push(field, format!("{} must be an absolute path", path.display()));
         } else if must_exist && !path.exists() {
             self.push(field, format!("{} does not exist", path.display()));
         }

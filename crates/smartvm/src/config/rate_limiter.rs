@@ -14,11 +14,7 @@ pub struct TokenBucket {
     #[serde(alias = "refill_time")]
     pub refill_time: u64,
     /// Extra tokens available once at start.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        alias = "one_time_burst"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "one_time_burst")]
     pub one_time_burst: Option<u64>,
 }
 
@@ -55,19 +51,11 @@ pub struct RateLimiterPayload {
 impl TokenBucket {
     /// A bucket of `size` tokens refilled every `refill_time_ms`.
     pub fn new(size: u64, refill_time_ms: u64) -> Self {
-        Self {
-            size,
-            refill_time: refill_time_ms,
-            one_time_burst: None,
-        }
+        Self { size, refill_time: refill_time_ms, one_time_burst: None }
     }
 
     fn payload(&self) -> TokenBucketPayload {
-        TokenBucketPayload {
-            size: self.size,
-            refill_time: self.refill_time,
-            one_time_burst: self.one_time_burst,
-        }
+        TokenBucketPayload { size: self.size, refill_time: self.refill_time, one_time_burst: self.one_time_burst }
     }
 }
 
@@ -79,10 +67,7 @@ impl RateLimiter {
                     p.push(format!("{field}.{name}.size"), "must be greater than 0");
                 }
                 if b.refill_time == 0 {
-                    p.push(
-                        format!("{field}.{name}.refillTime"),
-                        "must be greater than 0 ms",
-                    );
+                    p.push(format!("{field}.{name}.refillTime"), "must be greater than 0 ms");
                 }
             }
         }
@@ -104,38 +89,23 @@ mod tests {
 
     #[test]
     fn golden_payload_and_input_shapes() {
-        let rl: RateLimiter = serde_json::from_value(
-            json!({"bandwidth": {"size": 1000, "refillTime": 100, "oneTimeBurst": 5}}),
-        )
-        .unwrap();
+        let rl: RateLimiter =
+            serde_json::from_value(json!({"bandwidth": {"size": 1000, "refillTime": 100, "oneTimeBurst": 5}})).unwrap();
         assert_eq!(
             serde_json::to_value(rl.payload()).unwrap(),
             json!({"bandwidth": {"size": 1000, "refill_time": 100, "one_time_burst": 5}})
         );
-        let snake: RateLimiter =
-            serde_json::from_value(json!({"ops": {"size": 10, "refill_time": 1}})).unwrap();
-        assert_eq!(
-            serde_json::to_value(snake.payload()).unwrap(),
-            json!({"ops": {"size": 10, "refill_time": 1}})
-        );
+        let snake: RateLimiter = serde_json::from_value(json!({"ops": {"size": 10, "refill_time": 1}})).unwrap();
+        assert_eq!(serde_json::to_value(snake.payload()).unwrap(), json!({"ops": {"size": 10, "refill_time": 1}}));
         assert!(serde_json::from_value::<RateLimiter>(json!({"bandwith": {}})).is_err());
     }
 
     #[test]
     fn rejects_empty_buckets() {
-        let rl = RateLimiter {
-            bandwidth: Some(TokenBucket::new(0, 0)),
-            ops: None,
-        };
+        let rl = RateLimiter { bandwidth: Some(TokenBucket::new(0, 0)), ops: None };
         let mut p = Problems::default();
         rl.validate("drives[0].rateLimiter", &mut p);
         let fields: Vec<_> = p.0.iter().map(|x| x.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            [
-                "drives[0].rateLimiter.bandwidth.size",
-                "drives[0].rateLimiter.bandwidth.refillTime"
-            ]
-        );
+        assert_eq!(fields, ["drives[0].rateLimiter.bandwidth.size", "drives[0].rateLimiter.bandwidth.refillTime"]);
     }
 }

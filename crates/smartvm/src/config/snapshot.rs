@@ -122,20 +122,12 @@ impl SnapshotLoadParams {
     /// `enable_diff_snapshots` before; `network_overrides` exists from v1.12.
     pub fn payload(&self, version: FirecrackerVersion) -> Result<SnapshotLoadPayload, String> {
         if !self.network_overrides.is_empty() && !version.at_least(1, 12) {
-            return Err(format!(
-                "networkOverrides need Firecracker v1.12 or newer (running {version})"
-            ));
+            return Err(format!("networkOverrides need Firecracker v1.12 or newer (running {version})"));
         }
         let new_dirty_name = version.at_least(1, 13);
         let dirty = self.track_dirty_pages.then_some(true);
         let (mem_backend, mem_file_path) = if version.at_least(1, 4) {
-            (
-                Some(MemBackend {
-                    backend_type: "File",
-                    backend_path: self.mem_file_path.clone(),
-                }),
-                None,
-            )
+            (Some(MemBackend { backend_type: "File", backend_path: self.mem_file_path.clone() }), None)
         } else {
             (None, Some(self.mem_file_path.clone()))
         };
@@ -173,22 +165,16 @@ mod tests {
             json!({"snapshot_path": "/s/vm.state", "mem_backend": {"backend_type": "File", "backend_path": "/s/vm.mem"},
                    "enable_diff_snapshots": true, "resume_vm": true})
         );
-        let v13 =
-            serde_json::to_value(p.payload(FirecrackerVersion::new(1, 13, 0)).unwrap()).unwrap();
+        let v13 = serde_json::to_value(p.payload(FirecrackerVersion::new(1, 13, 0)).unwrap()).unwrap();
         assert_eq!(v13["track_dirty_pages"], true);
         assert!(v13.get("enable_diff_snapshots").is_none());
-        let v3 =
-            serde_json::to_value(p.payload(FirecrackerVersion::new(1, 3, 0)).unwrap()).unwrap();
+        let v3 = serde_json::to_value(p.payload(FirecrackerVersion::new(1, 3, 0)).unwrap()).unwrap();
         assert_eq!(v3["mem_file_path"], "/s/vm.mem");
         assert!(v3.get("mem_backend").is_none());
-        p.network_overrides.push(NetworkOverride {
-            iface_id: "eth0".into(),
-            host_dev_name: "tap9".into(),
-        });
+        p.network_overrides.push(NetworkOverride { iface_id: "eth0".into(), host_dev_name: "tap9".into() });
         assert!(p.payload(FirecrackerVersion::new(1, 11, 0)).is_err());
         assert_eq!(
-            serde_json::to_value(p.payload(FirecrackerVersion::new(1, 12, 0)).unwrap()).unwrap()
-                ["network_overrides"],
+            serde_json::to_value(p.payload(FirecrackerVersion::new(1, 12, 0)).unwrap()).unwrap()["network_overrides"],
             json!([{"iface_id": "eth0", "host_dev_name": "tap9"}])
         );
     }

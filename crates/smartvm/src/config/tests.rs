@@ -83,11 +83,11 @@ fn reads_camel_case_and_snake_case() {
     .unwrap();
     assert_eq!(cfg.machine_config.vcpu_count, 2);
     assert_eq!(cfg.drives[0].ephemeral, Some(false));
-    assert_eq!(
-        cfg.mmds_config.as_ref().unwrap().version,
-        Some(MmdsVersion::V2)
-    );
-    let snake = VmConfig::from_json(r#"{"boot_source": {"kernel_image_path": "/k"}, "machine_config": {"vcpu_count": 1, "mem_size_mib": 8}}"#).unwrap();
+    assert_eq!(cfg.mmds_config.as_ref().unwrap().version, Some(MmdsVersion::V2));
+    let snake = VmConfig::from_json(
+        r#"{"boot_source": {"kernel_image_path": "/k"}, "machine_config": {"vcpu_count": 1, "mem_size_mib": 8}}"#,
+    )
+    .unwrap();
     assert_eq!(snake.machine_config.mem_size_mib, 8);
 }
 
@@ -109,25 +109,25 @@ fn reads_firecracker_config_files() {
     assert_eq!(cfg.boot_source.boot_args.as_deref(), Some("console=ttyS0"));
     assert!(cfg.drives[0].is_read_only);
     assert_eq!(cfg.machine_config.smt, Some(false));
-    assert_eq!(
-        cfg.network_interfaces[0].host_dev_name.as_deref(),
-        Some("tap0")
-    );
+    assert_eq!(cfg.network_interfaces[0].host_dev_name.as_deref(), Some("tap0"));
     assert!(cfg.balloon.is_some() && cfg.mmds_config.is_some());
 }
 
 #[test]
 fn parse_errors_name_the_field() {
-    let e = VmConfig::from_json(r#"{"bootSource": {"kernelImagePath": "/k"}, "machineConfig": {"vcpuCount": "two", "memSizeMib": 1}}"#).unwrap_err();
+    let e = VmConfig::from_json(
+        r#"{"bootSource": {"kernelImagePath": "/k"}, "machineConfig": {"vcpuCount": "two", "memSizeMib": 1}}"#,
+    )
+    .unwrap_err();
     assert_eq!(e.problems[0].field, "machineConfig.vcpuCount");
-    let e = VmConfig::from_json(r#"{"bootSource": {"kernelImagePath": "/k"}, "drives": [{"driveId": "a", "pathOnHost": "/a", "colour": 1}]}"#).unwrap_err();
+    let e = VmConfig::from_json(
+        r#"{"bootSource": {"kernelImagePath": "/k"}, "drives": [{"driveId": "a", "pathOnHost": "/a", "colour": 1}]}"#,
+    )
+    .unwrap_err();
     assert!(e.problems[0].field.starts_with("drives[0]"), "{e}");
     assert!(e.to_string().contains("colour"));
     let e = VmConfig::from_json(r#"{"boot-source": {"kernel_image_path": "/k"}}"#).unwrap_err();
     assert!(e.to_string().contains("drives"), "{e}");
-    assert_eq!(
-        VmConfig::from_json("{not json").unwrap_err().problems[0].field,
-        "<file>"
-    );
+    assert_eq!(VmConfig::from_json("{not json").unwrap_err().problems[0].field, "<file>");
     assert!(VmConfig::from_file(Path::new("/nonexistent/cfg.json")).is_err());
 }

@@ -31,38 +31,25 @@ pub struct VsockPayload {
 impl VsockConfig {
     /// A vsock device with `cid`, its host socket at `uds_path`.
     pub fn new(cid: u32, uds_path: impl Into<PathBuf>) -> Self {
-        Self {
-            guest_cid: cid,
-            uds_path: uds_path.into(),
-            vsock_id: None,
-        }
+        Self { guest_cid: cid, uds_path: uds_path.into(), vsock_id: None }
     }
 
     pub(crate) fn validate(&self, p: &mut Problems) {
         if self.guest_cid < 3 {
-            p.push(
-                "vsock.guestCid",
-                format!("{} is reserved; use 3 or more", self.guest_cid),
-            );
+            p.push("vsock.guestCid", format!("{} is reserved; use 3 or more", self.guest_cid));
         }
         p.check_path("vsock.udsPath", &self.uds_path, false);
         if self.uds_path.is_absolute() {
             match self.uds_path.parent() {
                 Some(dir) if dir.is_dir() => {}
-                _ => p.push(
-                    "vsock.udsPath",
-                    format!("directory of {} does not exist", self.uds_path.display()),
-                ),
+                _ => p.push("vsock.udsPath", format!("directory of {} does not exist", self.uds_path.display())),
             }
         }
     }
 
     /// Firecracker's payload shape.
     pub fn payload(&self) -> VsockPayload {
-        VsockPayload {
-            guest_cid: self.guest_cid,
-            uds_path: self.uds_path.clone(),
-        }
+        VsockPayload { guest_cid: self.guest_cid, uds_path: self.uds_path.clone() }
     }
 }
 
@@ -73,14 +60,9 @@ mod tests {
 
     #[test]
     fn golden_and_validation() {
-        let v: VsockConfig = serde_json::from_value(
-            json!({"vsock_id": "x", "guest_cid": 3, "uds_path": "/tmp/v.sock"}),
-        )
-        .unwrap();
-        assert_eq!(
-            serde_json::to_value(v.payload()).unwrap(),
-            json!({"guest_cid": 3, "uds_path": "/tmp/v.sock"})
-        );
+        let v: VsockConfig =
+            serde_json::from_value(json!({"vsock_id": "x", "guest_cid": 3, "uds_path": "/tmp/v.sock"})).unwrap();
+        assert_eq!(serde_json::to_value(v.payload()).unwrap(), json!({"guest_cid": 3, "uds_path": "/tmp/v.sock"}));
         let mut p = Problems::default();
         VsockConfig::new(2, "/no/such/dir/v.sock").validate(&mut p);
         assert_eq!(p.0.len(), 2);

@@ -50,17 +50,8 @@ pub struct FirecrackerCommand {
 
 /// Firecracker's `--id` accepts 1-64 characters of `[A-Za-z0-9-]`: other characters become `-`.
 pub fn instance_id(vm_id: &str) -> String {
-    let mapped: String = vm_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(64)
-        .collect();
+    let mapped: String =
+        vm_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).take(64).collect();
     if mapped.is_empty() {
         "smartvm".into()
     } else {
@@ -71,11 +62,7 @@ pub fn instance_id(vm_id: &str) -> String {
 impl FirecrackerCommand {
     /// A command for `binary` serving its API on `api_socket`.
     pub fn new(binary: impl Into<PathBuf>, api_socket: impl Into<PathBuf>) -> Self {
-        Self {
-            binary: binary.into(),
-            api_socket: Some(api_socket.into()),
-            ..Self::default()
-        }
+        Self { binary: binary.into(), api_socket: Some(api_socket.into()), ..Self::default() }
     }
 
     /// The argument vector (without the binary).
@@ -131,10 +118,7 @@ mod tests {
     use super::*;
 
     fn strs(c: &FirecrackerCommand) -> Vec<String> {
-        c.args()
-            .into_iter()
-            .map(|s| s.into_string().unwrap())
-            .collect()
+        c.args().into_iter().map(|s| s.into_string().unwrap()).collect()
     }
 
     #[test]

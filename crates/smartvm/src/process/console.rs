@@ -29,11 +29,7 @@ impl Console {
     pub(crate) fn new(capacity: usize) -> Self {
         let (live, _) = broadcast::channel(1024);
         Self {
-            buffer: Arc::new(Mutex::new(Buffer {
-                lines: VecDeque::new(),
-                capacity: capacity.max(1),
-                closed: false,
-            })),
+            buffer: Arc::new(Mutex::new(Buffer { lines: VecDeque::new(), capacity: capacity.max(1), closed: false })),
             live,
         }
     }
@@ -63,9 +59,7 @@ impl Console {
                         file = None;
                     }
                 }
-                let line = String::from_utf8_lossy(&raw)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_string();
+                let line = String::from_utf8_lossy(&raw).trim_end_matches(['\n', '\r']).to_string();
                 console.push(line);
             }
             if let Some(f) = file.as_mut() {
@@ -97,17 +91,20 @@ impl Console {
         self.live.subscribe()
     }
 
+    /// The buffered lines plus a live stream of everything after them, taken atomically so
+    /// that a follower neither misses nor repeats a line.
+    pub fn follow(&self) -> (Vec<String>, broadcast::Receiver<String>) {
+        let b = self.lock();
+        (b.lines.iter().cloned().collect(), self.live.subscribe())
+    }
+
     /// True once the stream reached EOF (the process closed it).
     pub fn is_closed(&self) -> bool {
         self.lock().closed
     }
 
     /// Waits until a line (buffered or new) satisfies `pred`, the stream ends, or `timeout`.
-    pub async fn wait_for_line(
-        &self,
-        timeout: Duration,
-        pred: impl Fn(&str) -> bool,
-    ) -> Option<String> {
+    pub async fn wait_for_line(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
         let mut rx = {
             let b = self.lock();
             if let Some(l) = b.lines.iter().find(|l| pred(l)) {
@@ -144,12 +141,7 @@ impl Console {
     pub fn tail(&self, n: usize) -> String {
         let b = self.lock();
         let skip = b.lines.len().saturating_sub(n);
-        b.lines
-            .iter()
-            .skip(skip)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        b.lines.iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
     }
 }
 
@@ -164,20 +156,12 @@ mod tests {
         console.spawn_reader(r, None);
         let waiter = {
             let c = console.clone();
-            tokio::spawn(async move {
-                c.wait_for_line(Duration::from_secs(5), |l| l.starts_with("three"))
-                    .await
-            })
+            tokio::spawn(async move { c.wait_for_line(Duration::from_secs(5), |l| l.starts_with("three")).await })
         };
         w.write_all(b"one\ntwo\r\nthree x\n").await.unwrap();
         assert_eq!(waiter.await.unwrap().as_deref(), Some("three x"));
         drop(w);
-        assert_eq!(
-            console
-                .wait_for_line(Duration::from_secs(5), |l| l == "never")
-                .await,
-            None
-        );
+        assert_eq!(console.wait_for_line(Duration::from_secs(5), |l| l == "never").await, None);
         assert!(console.is_closed());
         assert_eq!(console.lines(), ["two", "three x"]);
         assert_eq!(console.tail(1), "three x");

@@ -111,10 +111,7 @@ pub struct FirecrackerProcess {
 
 impl FirecrackerProcess {
     /// Spawns `command`. The child dies with this process (PR_SET_PDEATHSIG = SIGKILL).
-    pub async fn spawn(
-        command: &FirecrackerCommand,
-        output: &OutputOptions,
-    ) -> Result<Self, ProcessError> {
+    pub async fn spawn(command: &FirecrackerCommand, output: &OutputOptions) -> Result<Self, ProcessError> {
         let file = match &output.console_file {
             Some(path) => Some(
                 tokio::fs::OpenOptions::new()
@@ -122,31 +119,17 @@ impl FirecrackerProcess {
                     .append(true)
                     .open(path)
                     .await
-                    .map_err(|source| ProcessError::ConsoleFile {
-                        path: path.clone(),
-                        source,
-                    })?,
+                    .map_err(|source| ProcessError::ConsoleFile { path: path.clone(), source })?,
             ),
             None => None,
         };
         let mut cmd = tokio::process::Command::new(&command.binary);
-        cmd.args(command.args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        cmd.args(command.args()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let parent = std::process::id() as i32;
         // SAFETY: only async-signal-safe calls (prctl, getppid, kill) run between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 // The parent may have died before prctl took effect.
@@ -156,10 +139,7 @@ impl FirecrackerProcess {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
-            binary: command.binary.clone(),
-            source,
-        })?;
+        let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn { binary: command.binary.clone(), source })?;
         let pid = child.id().map(|p| p as i32).unwrap_or(-1);
         let lines = output.buffer_lines.unwrap_or(DEFAULT_CONSOLE_LINES);
         let console = Console::new(lines);
@@ -174,23 +154,12 @@ impl FirecrackerProcess {
         tokio::spawn(async move {
             use std::os::unix::process::ExitStatusExt;
             let info = match child.wait().await {
-                Ok(s) => ExitInfo {
-                    code: s.code(),
-                    signal: s.signal(),
-                },
-                Err(_) => ExitInfo {
-                    code: None,
-                    signal: None,
-                },
+                Ok(s) => ExitInfo { code: s.code(), signal: s.signal() },
+                Err(_) => ExitInfo { code: None, signal: None },
             };
             let _ = tx.send(Some(info));
         });
-        Ok(Self {
-            pid,
-            exit,
-            console,
-            stderr,
-        })
+        Ok(Self { pid, exit, console, stderr })
     }
 
     /// The process id.
@@ -235,10 +204,7 @@ impl FirecrackerProcess {
         }
         match nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), signal) {
             Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
-            Err(source) => Err(ProcessError::Signal {
-                pid: self.pid,
-                source,
-            }),
+            Err(source) => Err(ProcessError::Signal { pid: self.pid, source }),
         }
     }
 
@@ -249,18 +215,11 @@ impl FirecrackerProcess {
         if !out.is_empty() {
             stderr = format!("{stderr}\n{out}");
         }
-        ProcessError::ExitedEarly {
-            exit,
-            stderr: stderr.trim().to_string(),
-        }
+        ProcessError::ExitedEarly { exit, stderr: stderr.trim().to_string() }
     }
 
     /// Waits until `path` exists, the process exits (error), or `timeout` passes (`Ok(false)`).
-    pub async fn wait_for_path(
-        &self,
-        path: &Path,
-        timeout: Duration,
-    ) -> Result<bool, ProcessError> {
+    pub async fn wait_for_path(&self, path: &Path, timeout: Duration) -> Result<bool, ProcessError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut delay = Duration::from_micros(50);
         loop {

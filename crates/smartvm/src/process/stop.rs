@@ -43,9 +43,7 @@ impl Default for StopPlan {
 impl StopPlan {
     /// SIGKILL only: for cleanup after a failure, where nothing in the guest is worth saving.
     pub fn kill() -> Self {
-        Self {
-            steps: vec![(StopStep::Sigkill, Duration::from_secs(5))],
-        }
+        Self { steps: vec![(StopStep::Sigkill, Duration::from_secs(5))] }
     }
 
     /// The default plan with a different Ctrl-Alt-Del grace period.
@@ -72,25 +70,15 @@ pub struct StopOutcome {
 impl FirecrackerProcess {
     /// Runs `plan` until the process has exited. `api` is used for the Ctrl-Alt-Del step (skipped
     /// without one, or when the API refuses it, e.g. before the guest booted).
-    pub async fn stop(
-        &self,
-        api: Option<&ApiClient>,
-        plan: &StopPlan,
-    ) -> Result<StopOutcome, ProcessError> {
+    pub async fn stop(&self, api: Option<&ApiClient>, plan: &StopPlan) -> Result<StopOutcome, ProcessError> {
         if let Some(exit) = self.exit_info() {
-            return Ok(StopOutcome {
-                step: StopStep::AlreadyExited,
-                exit,
-            });
+            return Ok(StopOutcome { step: StopStep::AlreadyExited, exit });
         }
         for (step, timeout) in &plan.steps {
             let attempted = match step {
                 StopStep::AlreadyExited => true,
                 StopStep::CtrlAltDel => match api {
-                    Some(api) => api
-                        .send(&PutAction::new(ActionType::SendCtrlAltDel))
-                        .await
-                        .is_ok(),
+                    Some(api) => api.send(&PutAction::new(ActionType::SendCtrlAltDel)).await.is_ok(),
                     None => false,
                 },
                 StopStep::Sigterm => self.signal(Signal::SIGTERM).map(|_| true)?,
@@ -104,10 +92,7 @@ impl FirecrackerProcess {
             }
         }
         match self.exit_info() {
-            Some(exit) => Ok(StopOutcome {
-                step: StopStep::Sigkill,
-                exit,
-            }),
+            Some(exit) => Ok(StopOutcome { step: StopStep::Sigkill, exit }),
             None => Err(ProcessError::Unkillable { pid: self.pid() }),
         }
     }

@@ -14,14 +14,13 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use crate::api::{
-    ActionType, ApiClient, BalloonStatistics, GetBalloonStatistics, GetInstanceInfo, GetMmds,
-    GetVersion, GetVmConfig, InstanceInfo, PatchBalloon, PatchBalloonStatistics, PatchDrive,
-    PatchMmds, PatchNetworkInterface, PatchVmState, PutAction, PutMmds, PutSnapshotCreate,
-    VersionInfo, VmStateBody, VmStateRequest,
+    ActionType, ApiClient, BalloonStatistics, GetBalloonStatistics, GetInstanceInfo, GetMmds, GetVersion, GetVmConfig,
+    InstanceInfo, PatchBalloon, PatchBalloonStatistics, PatchDrive, PatchMmds, PatchNetworkInterface, PatchVmState,
+    PutAction, PutMmds, PutSnapshotCreate, VersionInfo, VmStateBody, VmStateRequest,
 };
 use crate::config::{
-    BalloonStatsUpdatePayload, BalloonUpdatePayload, ConfigErrors, DriveUpdatePayload,
-    NetworkInterfaceConfig, RateLimiter, SnapshotCreateParams, SnapshotLoadParams, VmConfig,
+    BalloonStatsUpdatePayload, BalloonUpdatePayload, ConfigErrors, DriveUpdatePayload, NetworkInterfaceConfig,
+    RateLimiter, SnapshotCreateParams, SnapshotLoadParams, VmConfig,
 };
 use crate::error::{Result, SmartVmError};
 use crate::process::{Console, ExitInfo, FirecrackerProcess, Seccomp, StopOutcome, StopPlan};
@@ -100,13 +99,8 @@ impl MicroVm {
     pub fn new(config: &VmConfig, options: VmRuntimeOptions) -> Result<Self> {
         config.validate()?;
         let config = config.clone();
-        let id = config
-            .id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let vm_dir = options
-            .runtime_dir
-            .join(crate::staging::sanitize_path_part(&id));
+        let id = config.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let vm_dir = options.runtime_dir.join(crate::staging::sanitize_path_part(&id));
         Ok(Self {
             id,
             config,
@@ -145,11 +139,7 @@ impl MicroVm {
         let recorded = *self.state.lock().unwrap_or_else(|p| p.into_inner());
         if matches!(recorded, VmState::Running | VmState::Paused) {
             if let Some(exit) = self.exit_info() {
-                return if exit.success() {
-                    VmState::Stopped
-                } else {
-                    VmState::Error
-                };
+                return if exit.success() { VmState::Stopped } else { VmState::Error };
             }
         }
         recorded
@@ -161,11 +151,7 @@ impl MicroVm {
 
     /// How the Firecracker process ended, if it has.
     pub fn exit_info(&self) -> Option<ExitInfo> {
-        self.exit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .and_then(|rx| *rx.borrow())
+        self.exit.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|rx| *rx.borrow())
     }
 
     /// Waits for the Firecracker process to end (e.g. the guest powered off), up to `timeout`.
@@ -181,30 +167,15 @@ impl MicroVm {
 
     /// The guest serial console, once started.
     pub async fn console(&self) -> Option<Console> {
-        self.inner
-            .lock()
-            .await
-            .process
-            .as_ref()
-            .map(|p| p.console().clone())
+        self.inner.lock().await.process.as_ref().map(|p| p.console().clone())
     }
     /// Firecracker's stderr, once started.
     pub async fn stderr(&self) -> Option<Console> {
-        self.inner
-            .lock()
-            .await
-            .process
-            .as_ref()
-            .map(|p| p.stderr().clone())
+        self.inner.lock().await.process.as_ref().map(|p| p.stderr().clone())
     }
     /// The Firecracker process id, while it exists.
     pub async fn pid(&self) -> Option<i32> {
-        self.inner
-            .lock()
-            .await
-            .process
-            .as_ref()
-            .map(FirecrackerProcess::pid)
+        self.inner.lock().await.process.as_ref().map(FirecrackerProcess::pid)
     }
     /// The running Firecracker's version (learned at start).
     pub async fn firecracker_version(&self) -> Option<FirecrackerVersion> {
@@ -216,12 +187,7 @@ impl MicroVm {
     }
     /// The API client, while the process exists.
     pub async fn api(&self) -> Result<Arc<ApiClient>> {
-        self.inner
-            .lock()
-            .await
-            .api
-            .clone()
-            .ok_or(SmartVmError::NoClient)
+        self.inner.lock().await.api.clone().ok_or(SmartVmError::NoClient)
     }
 
     /// Boots the VM (see the module docs). On failure nothing is left behind and the state is `Error`.
@@ -237,10 +203,7 @@ impl MicroVm {
             Err(e) => {
                 self.teardown(&mut inner).await;
                 self.set_state(VmState::Error);
-                Err(SmartVmError::StartFailed {
-                    vm_id: self.id.clone(),
-                    source: Box::new(e),
-                })
+                Err(SmartVmError::StartFailed { vm_id: self.id.clone(), source: Box::new(e) })
             }
         }
     }
@@ -252,13 +215,7 @@ impl MicroVm {
         let mut inner = self.inner.lock().await;
         Operation::Start.check(self.state())?;
         self.set_state(VmState::Configuring);
-        match self
-            .start_inner(
-                &mut inner,
-                Some(runtime::RestoreSource::Params(params.clone())),
-            )
-            .await
-        {
+        match self.start_inner(&mut inner, Some(runtime::RestoreSource::Params(params.clone()))).await {
             Ok(state) => {
                 self.set_state(state);
                 Ok(())
@@ -266,10 +223,7 @@ impl MicroVm {
             Err(e) => {
                 self.teardown(&mut inner).await;
                 self.set_state(VmState::Error);
-                Err(SmartVmError::StartFailed {
-                    vm_id: self.id.clone(),
-                    source: Box::new(e),
-                })
+                Err(SmartVmError::StartFailed { vm_id: self.id.clone(), source: Box::new(e) })
             }
         }
     }
@@ -286,11 +240,7 @@ impl MicroVm {
         let mut inner = self.inner.lock().await;
         Operation::Start.check(self.state())?;
         self.set_state(VmState::Configuring);
-        let source = runtime::RestoreSource::Snapshot {
-            snapshot: snapshot.clone(),
-            resume,
-            track_dirty_pages,
-        };
+        let source = runtime::RestoreSource::Snapshot { snapshot: snapshot.clone(), resume, track_dirty_pages };
         match self.start_inner(&mut inner, Some(source)).await {
             Ok(state) => {
                 self.set_state(state);
@@ -299,10 +249,7 @@ impl MicroVm {
             Err(e) => {
                 self.teardown(&mut inner).await;
                 self.set_state(VmState::Error);
-                Err(SmartVmError::StartFailed {
-                    vm_id: self.id.clone(),
-                    source: Box::new(e),
-                })
+                Err(SmartVmError::StartFailed { vm_id: self.id.clone(), source: Box::new(e) })
             }
         }
     }
@@ -314,27 +261,19 @@ impl MicroVm {
 
     /// Pauses the vCPUs.
     pub async fn pause(&self) -> Result<()> {
-        self.set_vm_state(Operation::Pause, VmStateRequest::Paused, VmState::Paused)
-            .await
+        self.set_vm_state(Operation::Pause, VmStateRequest::Paused, VmState::Paused).await
     }
 
     /// Resumes the vCPUs.
     pub async fn resume(&self) -> Result<()> {
-        self.set_vm_state(Operation::Resume, VmStateRequest::Resumed, VmState::Running)
-            .await
+        self.set_vm_state(Operation::Resume, VmStateRequest::Resumed, VmState::Running).await
     }
 
-    async fn set_vm_state(
-        &self,
-        op: Operation,
-        request: VmStateRequest,
-        next: VmState,
-    ) -> Result<()> {
+    async fn set_vm_state(&self, op: Operation, request: VmStateRequest, next: VmState) -> Result<()> {
         let inner = self.inner.lock().await;
         op.check(self.state())?;
         let api = inner.api.clone().ok_or(SmartVmError::NoClient)?;
-        api.send(&PatchVmState(VmStateBody { state: request }))
-            .await?;
+        api.send(&PatchVmState(VmStateBody { state: request })).await?;
         self.set_state(next);
         Ok(())
     }
@@ -347,8 +286,7 @@ impl MicroVm {
         Operation::Stop.check(state)?;
         let mut plan = self.options.stop_plan.clone();
         if state == VmState::Paused {
-            plan.steps
-                .retain(|(s, _)| *s != crate::process::StopStep::CtrlAltDel);
+            plan.steps.retain(|(s, _)| *s != crate::process::StopStep::CtrlAltDel);
         }
         let process = inner.process.as_ref().ok_or(SmartVmError::NoClient)?;
         let outcome = process.stop(inner.api.as_deref(), &plan).await?;
@@ -364,10 +302,7 @@ impl MicroVm {
         let mut inner = self.inner.lock().await;
         let was = self.state();
         self.teardown(&mut inner).await;
-        if matches!(
-            was,
-            VmState::Running | VmState::Paused | VmState::Configuring
-        ) {
+        if matches!(was, VmState::Running | VmState::Paused | VmState::Configuring) {
             self.set_state(VmState::Stopped);
         }
         Ok(())
@@ -394,17 +329,11 @@ impl MicroVm {
 
     /// `PUT /mmds`: replaces the metadata document.
     pub async fn set_metadata(&self, data: &serde_json::Value) -> Result<()> {
-        self.api_for_update()
-            .await?
-            .send(&PutMmds(data.clone()))
-            .await
+        self.api_for_update().await?.send(&PutMmds(data.clone())).await
     }
     /// `PATCH /mmds`: merges into the metadata document.
     pub async fn patch_metadata(&self, data: &serde_json::Value) -> Result<()> {
-        self.api_for_update()
-            .await?
-            .send(&PatchMmds(data.clone()))
-            .await
+        self.api_for_update().await?.send(&PatchMmds(data.clone())).await
     }
     /// `GET /mmds`.
     pub async fn metadata(&self) -> Result<serde_json::Value> {
@@ -424,11 +353,8 @@ impl MicroVm {
             )
             .into());
         }
-        let payload = DriveUpdatePayload {
-            drive_id: drive_id.into(),
-            path_on_host: Some(path.into()),
-            rate_limiter: None,
-        };
+        let payload =
+            DriveUpdatePayload { drive_id: drive_id.into(), path_on_host: Some(path.into()), rate_limiter: None };
         api.send(&PatchDrive(payload)).await
     }
 
@@ -440,54 +366,28 @@ impl MicroVm {
         tx: Option<&RateLimiter>,
     ) -> Result<()> {
         let api = self.api_for_update().await?;
-        if !self
-            .config
-            .network_interfaces
-            .iter()
-            .any(|n| n.iface_id == iface_id)
-        {
-            return Err(ConfigErrors::single(
-                "ifaceId",
-                format!("no network interface {iface_id:?}"),
-            )
-            .into());
+        if !self.config.network_interfaces.iter().any(|n| n.iface_id == iface_id) {
+            return Err(ConfigErrors::single("ifaceId", format!("no network interface {iface_id:?}")).into());
         }
-        api.send(&PatchNetworkInterface(
-            NetworkInterfaceConfig::update_payload(iface_id, rx, tx),
-        ))
-        .await
+        api.send(&PatchNetworkInterface(NetworkInterfaceConfig::update_payload(iface_id, rx, tx))).await
     }
 
     /// New balloon target (`PATCH /balloon`).
     pub async fn update_balloon(&self, amount_mib: u64) -> Result<()> {
-        self.api_for_update()
-            .await?
-            .send(&PatchBalloon(BalloonUpdatePayload { amount_mib }))
-            .await
+        self.api_for_update().await?.send(&PatchBalloon(BalloonUpdatePayload { amount_mib })).await
     }
     /// `GET /balloon/statistics`.
     pub async fn balloon_statistics(&self) -> Result<BalloonStatistics> {
-        self.api_for_update()
-            .await?
-            .send(&GetBalloonStatistics)
-            .await
+        self.api_for_update().await?.send(&GetBalloonStatistics).await
     }
     /// `PATCH /balloon/statistics`.
     pub async fn update_balloon_statistics(&self, interval_s: u32) -> Result<()> {
-        let body = BalloonStatsUpdatePayload {
-            stats_polling_interval_s: interval_s,
-        };
-        self.api_for_update()
-            .await?
-            .send(&PatchBalloonStatistics(body))
-            .await
+        let body = BalloonStatsUpdatePayload { stats_polling_interval_s: interval_s };
+        self.api_for_update().await?.send(&PatchBalloonStatistics(body)).await
     }
     /// `PUT /actions FlushMetrics`.
     pub async fn flush_metrics(&self) -> Result<()> {
-        self.api_for_update()
-            .await?
-            .send(&PutAction::new(ActionType::FlushMetrics))
-            .await
+        self.api_for_update().await?.send(&PutAction::new(ActionType::FlushMetrics)).await
     }
 
     /// `PUT /snapshot/create` of a paused VM.

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::api::{
-    ApiClient, PutBalloon, PutBootSource, PutDrive, PutEntropy, PutLogger, PutMachineConfig,
-    PutMetrics, PutMmdsConfig, PutNetworkInterface, PutVsock,
+    ApiClient, PutBalloon, PutBootSource, PutDrive, PutEntropy, PutLogger, PutMachineConfig, PutMetrics, PutMmdsConfig,
+    PutNetworkInterface, PutVsock,
 };
 use crate::config::{ConfigErrors, VmConfig};
 use crate::error::Result;
@@ -86,51 +86,35 @@ pub fn boot_plan(
     if let Some(m) = &config.metrics {
         calls.push(PreBootCall::Metrics(PutMetrics(m.payload())));
     }
-    calls.push(PreBootCall::MachineConfig(PutMachineConfig(
-        config.machine_config.payload(),
-    )));
-    calls.push(PreBootCall::BootSource(PutBootSource(
-        config.boot_source.payload(),
-    )));
+    calls.push(PreBootCall::MachineConfig(PutMachineConfig(config.machine_config.payload())));
+    calls.push(PreBootCall::BootSource(PutBootSource(config.boot_source.payload())));
     for d in &config.drives {
-        let path = resolved
-            .drive_paths
-            .get(&d.drive_id)
-            .unwrap_or(&d.path_on_host);
+        let path = resolved.drive_paths.get(&d.drive_id).unwrap_or(&d.path_on_host);
         calls.push(PreBootCall::Drive(PutDrive(d.payload(path))));
     }
     for (i, n) in config.network_interfaces.iter().enumerate() {
-        let tap = resolved
-            .tap_names
-            .get(&n.iface_id)
-            .or(n.host_dev_name.as_ref())
-            .ok_or_else(|| {
-                ConfigErrors::single(
-                    format!("networkInterfaces[{i}].hostDevName"),
-                    "is required (no TAP was created for it)",
-                )
-            })?;
-        let payload = n
-            .payload(tap, version)
-            .map_err(|m| ConfigErrors::single(format!("networkInterfaces[{i}]"), m))?;
+        let tap = resolved.tap_names.get(&n.iface_id).or(n.host_dev_name.as_ref()).ok_or_else(|| {
+            ConfigErrors::single(
+                format!("networkInterfaces[{i}].hostDevName"),
+                "is required (no TAP was created for it)",
+            )
+        })?;
+        let payload =
+            n.payload(tap, version).map_err(|m| ConfigErrors::single(format!("networkInterfaces[{i}]"), m))?;
         calls.push(PreBootCall::NetworkInterface(PutNetworkInterface(payload)));
     }
     if let Some(v) = &config.vsock {
         calls.push(PreBootCall::Vsock(PutVsock(v.payload())));
     }
     if let Some(b) = &config.balloon {
-        let payload = b
-            .payload(version)
-            .map_err(|m| ConfigErrors::single("balloon", m))?;
+        let payload = b.payload(version).map_err(|m| ConfigErrors::single("balloon", m))?;
         calls.push(PreBootCall::Balloon(PutBalloon(payload)));
     }
     if let Some(e) = &config.entropy {
         calls.push(PreBootCall::Entropy(PutEntropy(e.payload())));
     }
     if let Some(m) = &config.mmds_config {
-        let payload = m
-            .payload(version)
-            .map_err(|msg| ConfigErrors::single("mmdsConfig", msg))?;
+        let payload = m.payload(version).map_err(|msg| ConfigErrors::single("mmdsConfig", msg))?;
         calls.push(PreBootCall::MmdsConfig(PutMmdsConfig(payload)));
     }
     Ok(calls)
@@ -140,8 +124,8 @@ pub fn boot_plan(
 mod tests {
     use super::*;
     use crate::config::{
-        BalloonConfig, DriveConfig, EntropyConfig, LogLevel, LoggerConfig, MmdsConfig,
-        NetworkInterfaceConfig, VsockConfig,
+        BalloonConfig, DriveConfig, EntropyConfig, LogLevel, LoggerConfig, MmdsConfig, NetworkInterfaceConfig,
+        VsockConfig,
     };
 
     #[test]
@@ -164,9 +148,7 @@ mod tests {
             imds_compat: None,
         });
         let mut resolved = ResolvedResources::default();
-        resolved
-            .drive_paths
-            .insert("root".into(), "/run/vm/drives/root-root.ext4".into());
+        resolved.drive_paths.insert("root".into(), "/run/vm/drives/root-root.ext4".into());
         let v = FirecrackerVersion::DEFAULT;
         let err = boot_plan(&cfg, &resolved, v).unwrap_err();
         assert!(err.has_field("networkInterfaces[0].hostDevName"));
@@ -188,19 +170,9 @@ mod tests {
                 "/mmds/config"
             ]
         );
-        let PreBootCall::Drive(PutDrive(root)) = &plan[3] else {
-            panic!("expected drive")
-        };
-        assert_eq!(
-            serde_json::to_value(root).unwrap()["path_on_host"],
-            "/run/vm/drives/root-root.ext4"
-        );
-        let PreBootCall::Drive(PutDrive(data)) = &plan[4] else {
-            panic!("expected drive")
-        };
-        assert_eq!(
-            serde_json::to_value(data).unwrap()["path_on_host"],
-            "/src/data.ext4"
-        );
+        let PreBootCall::Drive(PutDrive(root)) = &plan[3] else { panic!("expected drive") };
+        assert_eq!(serde_json::to_value(root).unwrap()["path_on_host"], "/run/vm/drives/root-root.ext4");
+        let PreBootCall::Drive(PutDrive(data)) = &plan[4] else { panic!("expected drive") };
+        assert_eq!(serde_json::to_value(data).unwrap()["path_on_host"], "/src/data.ext4");
     }
 }

@@ -5,14 +5,10 @@ use std::time::Duration;
 use super::journal::VmJournal;
 use super::plan::{boot_plan, PreBootCall, ResolvedResources};
 use super::{MicroVm, Running, VmState};
-use crate::api::{
-    ActionType, ApiClient, GetVersion, PutAction, PutLogger, PutMetrics, PutSnapshotLoad,
-};
+use crate::api::{ActionType, ApiClient, GetVersion, PutAction, PutLogger, PutMetrics, PutSnapshotLoad};
 use crate::config::SnapshotLoadParams;
 use crate::error::{Result, SmartVmError};
-use crate::process::{
-    instance_id, FirecrackerCommand, FirecrackerProcess, OutputOptions, StopPlan,
-};
+use crate::process::{instance_id, FirecrackerCommand, FirecrackerProcess, OutputOptions, StopPlan};
 use crate::snapshot::Snapshot;
 use crate::staging;
 use crate::version::FirecrackerVersion;
@@ -22,37 +18,20 @@ pub(super) enum RestoreSource {
     /// Load exactly these parameters.
     Params(SnapshotLoadParams),
     /// Materialize this snapshot (merging Diffs) and load it.
-    Snapshot {
-        snapshot: Snapshot,
-        resume: bool,
-        track_dirty_pages: bool,
-    },
+    Snapshot { snapshot: Snapshot, resume: bool, track_dirty_pages: bool },
 }
 
 impl MicroVm {
-    pub(super) async fn start_inner(
-        &self,
-        inner: &mut Running,
-        restore: Option<RestoreSource>,
-    ) -> Result<VmState> {
+    pub(super) async fn start_inner(&self, inner: &mut Running, restore: Option<RestoreSource>) -> Result<VmState> {
         let opts = &self.options;
         if !opts.firecracker_binary.is_file() {
-            return Err(SmartVmError::BinaryNotFound {
-                searched: vec![opts.firecracker_binary.clone()],
-            });
+            return Err(SmartVmError::BinaryNotFound { searched: vec![opts.firecracker_binary.clone()] });
         }
-        std::fs::create_dir_all(&opts.runtime_dir).map_err(|e| {
-            SmartVmError::io(
-                format!("cannot create runtime dir {}", opts.runtime_dir.display()),
-                e,
-            )
-        })?;
+        std::fs::create_dir_all(&opts.runtime_dir)
+            .map_err(|e| SmartVmError::io(format!("cannot create runtime dir {}", opts.runtime_dir.display()), e))?;
         std::fs::create_dir(&self.vm_dir).map_err(|e| {
             SmartVmError::io(
-                format!(
-                    "cannot create VM dir {} (is a VM with this id running?)",
-                    self.vm_dir.display()
-                ),
+                format!("cannot create VM dir {} (is a VM with this id running?)", self.vm_dir.display()),
                 e,
             )
         })?;
@@ -61,11 +40,7 @@ impl MicroVm {
         let restore = match restore {
             None => None,
             Some(RestoreSource::Params(p)) => Some(p),
-            Some(RestoreSource::Snapshot {
-                snapshot,
-                resume,
-                track_dirty_pages,
-            }) => {
+            Some(RestoreSource::Snapshot { snapshot, resume, track_dirty_pages }) => {
                 let mem = if snapshot.kind == crate::config::SnapshotType::Diff {
                     let merged = self.vm_dir.join("memory.merged");
                     let snap = snapshot.clone();
@@ -87,24 +62,14 @@ impl MicroVm {
         let mut resolved = ResolvedResources::default();
         if restore.is_none() {
             let drives_dir = self.vm_dir.join("drives");
-            let plan = staging::plan(
-                &self.config.drives,
-                opts.ephemeral_writable_drives,
-                &drives_dir,
-            );
+            let plan = staging::plan(&self.config.drives, opts.ephemeral_writable_drives, &drives_dir);
             if !plan.is_empty() {
-                std::fs::create_dir(&drives_dir)
-                    .map_err(|e| SmartVmError::io("cannot create drives dir", e))?;
+                std::fs::create_dir(&drives_dir).map_err(|e| SmartVmError::io("cannot create drives dir", e))?;
                 let to_copy = plan.clone();
                 tokio::task::spawn_blocking(move || staging::execute(&to_copy))
                     .await
-                    .map_err(|e| {
-                        SmartVmError::io("staging task failed", std::io::Error::other(e))
-                    })??;
-                resolved.drive_paths = plan
-                    .iter()
-                    .map(|s| (s.drive_id.clone(), s.staged.clone()))
-                    .collect();
+                    .map_err(|e| SmartVmError::io("staging task failed", std::io::Error::other(e)))??;
+                resolved.drive_paths = plan.iter().map(|s| (s.drive_id.clone(), s.staged.clone())).collect();
                 inner.staged = plan;
             }
         }
@@ -119,37 +84,24 @@ impl MicroVm {
             command.log_path = Some("/dev/stderr".into());
             command.level = Some(crate::config::LogLevel::Warning);
         }
-        let output = OutputOptions {
-            buffer_lines: Some(opts.console_lines),
-            console_file: opts.console_file.clone(),
-        };
+        let output = OutputOptions { buffer_lines: Some(opts.console_lines), console_file: opts.console_file.clone() };
         let process = FirecrackerProcess::spawn(&command, &output).await?;
         *self.exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(process.exit_watch());
         let journal = VmJournal {
             vm_id: self.id.clone(),
             pid: Some(process.pid()),
             socket: socket.clone(),
-            extra_files: self
-                .config
-                .vsock
-                .iter()
-                .map(|v| v.uds_path.clone())
-                .collect(),
+            extra_files: self.config.vsock.iter().map(|v| v.uds_path.clone()).collect(),
             taps: inner.taps.clone(),
         };
         inner.process = Some(process);
-        journal
-            .write(&self.vm_dir)
-            .map_err(|e| SmartVmError::io("cannot write the VM journal", e))?;
+        journal.write(&self.vm_dir).map_err(|e| SmartVmError::io("cannot write the VM journal", e))?;
         let process = inner.process.as_ref().ok_or(SmartVmError::NoClient)?;
 
         let api = std::sync::Arc::new(ApiClient::new(&socket).with_timeout(opts.request_timeout));
         let timeout = opts.socket_timeout;
         if !process.wait_for_path(&socket, timeout).await? {
-            return Err(SmartVmError::SocketTimeout {
-                path: socket,
-                timeout_ms: timeout.as_millis() as u64,
-            });
+            return Err(SmartVmError::SocketTimeout { path: socket, timeout_ms: timeout.as_millis() as u64 });
         }
         tokio::select! {
             ready = api.wait_ready(timeout) => ready?,
@@ -162,10 +114,7 @@ impl MicroVm {
         }
         inner.api = Some(api.clone());
         let reported = api.send(&GetVersion).await?;
-        let version: FirecrackerVersion = reported
-            .firecracker_version
-            .parse()
-            .unwrap_or(FirecrackerVersion::DEFAULT);
+        let version: FirecrackerVersion = reported.firecracker_version.parse().unwrap_or(FirecrackerVersion::DEFAULT);
         inner.version = Some(version);
 
         self.prepare_output_files()?;
@@ -177,15 +126,10 @@ impl MicroVm {
                 if let Some(m) = &self.config.metrics {
                     api.send(&PutMetrics(m.payload())).await?;
                 }
-                let payload = params
-                    .payload(version)
-                    .map_err(|m| crate::config::ConfigErrors::single("snapshot", m))?;
+                let payload =
+                    params.payload(version).map_err(|m| crate::config::ConfigErrors::single("snapshot", m))?;
                 api.send(&PutSnapshotLoad(payload)).await?;
-                Ok(if params.resume_vm {
-                    VmState::Running
-                } else {
-                    VmState::Paused
-                })
+                Ok(if params.resume_vm { VmState::Running } else { VmState::Paused })
             }
             None => {
                 let calls: Vec<PreBootCall> = boot_plan(&self.config, &resolved, version)?;
@@ -200,17 +144,12 @@ impl MicroVm {
 
     /// Firecracker before v1.14 requires log and metrics files to exist.
     fn prepare_output_files(&self) -> Result<()> {
-        let paths = self
-            .config
-            .logger
-            .iter()
-            .map(|l| &l.log_path)
-            .chain(self.config.metrics.iter().map(|m| &m.metrics_path));
+        let paths =
+            self.config.logger.iter().map(|l| &l.log_path).chain(self.config.metrics.iter().map(|m| &m.metrics_path));
         for path in paths {
             if !path.exists() {
-                std::fs::File::create(path).map_err(|e| {
-                    SmartVmError::io(format!("cannot create {}", path.display()), e)
-                })?;
+                std::fs::File::create(path)
+                    .map_err(|e| SmartVmError::io(format!("cannot create {}", path.display()), e))?;
             }
         }
         Ok(())

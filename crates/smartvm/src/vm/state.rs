@@ -84,10 +84,7 @@ impl Operation {
         if self.allowed_in().contains(&state) {
             Ok(())
         } else {
-            Err(SmartVmError::InvalidState {
-                operation: self.name(),
-                state,
-            })
+            Err(SmartVmError::InvalidState { operation: self.name(), state })
         }
     }
 }
@@ -112,9 +109,6 @@ mod tests {
                 assert_eq!(op.check(s).is_ok(), ok.contains(&s), "{op:?} in {s}");
             }
         }
-        assert_eq!(
-            Operation::Pause.check(Stopped).unwrap_err().code(),
-            "INVALID_STATE"
-        );
+        assert_eq!(Operation::Pause.check(Stopped).unwrap_err().code(), "INVALID_STATE");
     }
 }

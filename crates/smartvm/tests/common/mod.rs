@@ -23,18 +23,13 @@ fn find_firecracker() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("SMARTVM_FIRECRACKER_BIN") {
         return Some(p.into());
     }
-    let data = std::env::var_os("SMARTVM_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/tmp/.smartvm".into());
+    let data = std::env::var_os("SMARTVM_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| "/tmp/.smartvm".into());
     let p = data.join("bin/v1.12.1/firecracker");
     if p.exists() {
         return Some(p);
     }
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("firecracker"))
-            .find(|p| p.exists())
-    })
+    std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).map(|d| d.join("firecracker")).find(|p| p.exists()))
 }
 
 /// The environment, or `None` (after printing why) when this host cannot run VMs.
@@ -54,15 +49,8 @@ pub fn env() -> Option<TestEnv> {
     if !cfg!(target_arch = "x86_64") {
         return skip("the probe guest is x86_64 only");
     }
-    let base = if Path::new("/dev/shm").is_dir() {
-        Path::new("/dev/shm")
-    } else {
-        Path::new("/tmp")
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("svt")
-        .tempdir_in(base)
-        .expect("tempdir");
+    let base = if Path::new("/dev/shm").is_dir() { Path::new("/dev/shm") } else { Path::new("/tmp") };
+    let dir = tempfile::Builder::new().prefix("svt").tempdir_in(base).expect("tempdir");
     let kernel = install_probe_kernel(&dir.path().join("kernels")).expect("probe kernel");
     let options = SmartVmOptions {
         data_dir: dir.path().join("data"),
@@ -71,21 +59,13 @@ pub fn env() -> Option<TestEnv> {
         stop_grace: Duration::from_millis(300),
         ..SmartVmOptions::default()
     };
-    Some(TestEnv {
-        smartvm: SmartVm::new(options),
-        kernel,
-        binary,
-        dir,
-    })
+    Some(TestEnv { smartvm: SmartVm::new(options), kernel, binary, dir })
 }
 
 impl TestEnv {
     /// A probe VM config with `args` on its command line.
     pub fn probe_config(&self, id: &str, args: &str) -> VmConfig {
-        VmConfig::new(&self.kernel)
-            .with_id(id)
-            .with_machine(1, 16)
-            .with_boot_args(format!("console=ttyS0 {args}"))
+        VmConfig::new(&self.kernel).with_id(id).with_machine(1, 16).with_boot_args(format!("console=ttyS0 {args}"))
     }
 
     /// A file of `sectors` 512-byte sectors with `text` at the start of sector 0.
@@ -105,41 +85,24 @@ impl TestEnv {
 /// Waits for the guest to report `done` (or end) and parses its console.
 pub async fn report(vm: &MicroVm) -> ProbeReport {
     let console = vm.console().await.expect("started VM has a console");
-    let done = console
-        .wait_for_line(Duration::from_secs(10), |l| l == "smartvm-probe done")
-        .await;
+    let done = console.wait_for_line(Duration::from_secs(10), |l| l == "smartvm-probe done").await;
     let lines = console.lines();
-    assert!(
-        done.is_some(),
-        "probe did not finish; console:\n{}",
-        lines.join("\n")
-    );
+    assert!(done.is_some(), "probe did not finish; console:\n{}", lines.join("\n"));
     ProbeReport::parse(lines.iter().map(String::as_str))
 }
 
 /// Waits until the console shows a `count n=` line with a value above `above`.
 pub async fn next_count(vm: &MicroVm, above: Option<u64>, timeout: Duration) -> Option<u64> {
     let console = vm.console().await?;
-    let parse = |l: &str| {
-        l.strip_prefix("smartvm-probe count n=")
-            .and_then(|n| n.parse::<u64>().ok())
-    };
-    let line = console
-        .wait_for_line(timeout, |l| {
-            parse(l).is_some_and(|n| above.is_none_or(|a| n > a))
-        })
-        .await?;
+    let parse = |l: &str| l.strip_prefix("smartvm-probe count n=").and_then(|n| n.parse::<u64>().ok());
+    let line = console.wait_for_line(timeout, |l| parse(l).is_some_and(|n| above.is_none_or(|a| n > a))).await?;
     parse(&line)
 }
 
 /// The highest count seen so far.
 pub async fn last_count(vm: &MicroVm) -> Option<u64> {
     let console = vm.console().await?;
-    console
-        .lines()
-        .iter()
-        .filter_map(|l| l.strip_prefix("smartvm-probe count n=")?.parse().ok())
-        .max()
+    console.lines().iter().filter_map(|l| l.strip_prefix("smartvm-probe count n=")?.parse().ok()).max()
 }
 
 pub fn pid_alive(pid: i32) -> bool {

@@ -1,0 +1,101 @@
+//! Command-line definition and dispatch.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::exit::{report, CliError, Exit};
+
+/// Run Firecracker microVMs.
+#[derive(Debug, Parser)]
+#[command(name = "smartvm", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Boot a VM and stream its serial console to stdout (the built-in probe guest when no
+    /// kernel is given). Ctrl-C stops it and cleans up.
+    Run(crate::run::RunArgs),
+    /// Check this host: KVM, Firecracker, runtime dir, cgroups, networking tools; boots the probe.
+    Doctor {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure boot paths (raw Firecracker vs smartvm, concurrency, snapshot restore).
+    Bench(crate::bench::BenchArgs),
+    /// Remove runtime dirs left behind by crashed programs.
+    Gc,
+    /// Print smartvm's and Firecracker's versions.
+    Version,
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { Exit::Usage } else { Exit::Success };
+            let _ = e.print();
+            return code.into();
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SMARTVM_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            report(&CliError::new(Exit::Failure, e));
+            return Exit::Failure.into();
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => crate::run::run(args).await,
+            Command::Doctor { json } => crate::doctor::doctor(json).await,
+            Command::Bench(args) => crate::bench::bench(args).await,
+            Command::Gc => gc(),
+            Command::Version => version(),
+        }
+    });
+    match result {
+        Ok(exit) => exit.into(),
+        Err(e) => {
+            report(&e);
+            e.exit.into()
+        }
+    }
+}
+
+fn gc() -> Result<Exit, CliError> {
+    let smartvm = smartvm::SmartVm::new(smartvm::SmartVmOptions::from_env());
+    for id in smartvm.reclaim()? {
+        println!("{id}");
+    }
+    Ok(Exit::Success)
+}
+
+fn version() -> Result<Exit, CliError> {
+    println!("smartvm {}", env!("CARGO_PKG_VERSION"));
+    let smartvm = smartvm::SmartVm::new(smartvm::SmartVmOptions::from_env());
+    match smartvm.ensure_binary() {
+        Ok(bin) => println!(
+            "firecracker {} ({})",
+            firecracker_version(&bin).unwrap_or_else(|| "unknown".into()),
+            bin.display()
+        ),
+        Err(_) => println!("firecracker not found (run scripts/install-firecracker.sh)"),
+    }
+    Ok(Exit::Success)
+}
+
+/// `firecracker --version`, parsed.
+pub fn firecracker_version(bin: &PathBuf) -> Option<String> {
+    let out = std::process::Command::new(bin).arg("--version").output().ok()?;
+    smartvm::FirecrackerVersion::from_version_output(&String::from_utf8_lossy(&out.stdout)).map(|v| v.to_string())
+}

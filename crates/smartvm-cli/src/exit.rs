@@ -1,0 +1,77 @@
+//! Exit codes and error reporting.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success (for `run`: the guest ended normally) |
+//! | 1 | failure (a VM could not be started, an API call failed, …) |
+//! | 2 | bad command-line usage |
+//! | 3 | invalid VM configuration (`INVALID_CONFIG`) |
+//! | 4 | this host cannot run VMs (no /dev/kvm, no Firecracker binary, `doctor` found a blocker) |
+//! | 5 | the guest or Firecracker exited with an error |
+//! | 130 | interrupted (Ctrl-C / SIGTERM); the VM was stopped and cleaned up |
+
+use std::error::Error;
+use std::process::ExitCode;
+
+use smartvm::SmartVmError;
+
+/// The documented exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success = 0,
+    Failure = 1,
+    Usage = 2,
+    InvalidConfig = 3,
+    HostUnfit = 4,
+    GuestFailed = 5,
+    Interrupted = 130,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// A command failure: what to print and which code to exit with.
+#[derive(Debug)]
+pub struct CliError {
+    pub exit: Exit,
+    pub error: Box<dyn Error + Send + Sync>,
+}
+
+impl CliError {
+    pub fn new(exit: Exit, error: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
+        Self { exit, error: error.into() }
+    }
+}
+
+impl From<SmartVmError> for CliError {
+    fn from(e: SmartVmError) -> Self {
+        let exit = match e.root().code() {
+            "INVALID_CONFIG" => Exit::InvalidConfig,
+            "BINARY_NOT_FOUND" => Exit::HostUnfit,
+            _ => Exit::Failure,
+        };
+        CliError { exit, error: Box::new(e) }
+    }
+}
+
+/// Prints `error[CODE]: message` and a numbered "Caused by:" chain to stderr.
+pub fn report(err: &CliError) {
+    let code = err.error.downcast_ref::<SmartVmError>().map(|e| e.code());
+    match code {
+        Some(c) => eprintln!("error[{c}]: {}", err.error),
+        None => eprintln!("error: {}", err.error),
+    }
+    let mut source = err.error.source();
+    if source.is_some() {
+        eprintln!("\nCaused by:");
+    }
+    let mut i = 0;
+    while let Some(s) = source {
+        eprintln!("  {i}: {s}");
+        source = s.source();
+        i += 1;
+    }
+}

@@ -1,0 +1,169 @@
+//! `smartvm run`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use smartvm::config::DriveConfig;
+use smartvm::{probe, SmartVm, SmartVmError, SmartVmOptions, VmConfig};
+
+use crate::exit::{CliError, Exit};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// VM config: smartvm camelCase JSON or Firecracker's --config-file JSON.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Kernel image (default: the built-in probe guest).
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Root filesystem image (attached as writable root drive `rootfs`, staged ephemerally).
+    #[arg(long)]
+    rootfs: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long)]
+    boot_args: Option<String>,
+    /// vCPUs.
+    #[arg(long)]
+    vcpus: Option<u32>,
+    /// Memory in MiB.
+    #[arg(long)]
+    mem: Option<u64>,
+    /// VM id.
+    #[arg(long)]
+    id: Option<String>,
+    /// Also append the console to this file.
+    #[arg(long)]
+    console_file: Option<PathBuf>,
+    /// Stop the VM after this many seconds.
+    #[arg(long)]
+    timeout: Option<u64>,
+}
+
+const LINUX_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1 pci=off";
+
+fn build_config(args: &RunArgs, options: &SmartVmOptions) -> Result<VmConfig, CliError> {
+    let mut cfg = match &args.config {
+        Some(path) => VmConfig::from_file(path).map_err(SmartVmError::from)?,
+        None => {
+            let kernel = match &args.kernel {
+                Some(k) => k.clone(),
+                None => probe::install_probe_kernel(&options.data_dir.join("kernels")).map_err(|e| {
+                    CliError::new(
+                        Exit::HostUnfit,
+                        SmartVmError::Io { context: "cannot install the probe kernel".into(), source: e },
+                    )
+                })?,
+            };
+            let default_args = if args.kernel.is_some() { LINUX_BOOT_ARGS } else { "console=ttyS0" };
+            VmConfig::new(kernel)
+                .with_boot_args(default_args)
+                .with_machine(1, if args.kernel.is_some() { 128 } else { 16 })
+        }
+    };
+    if let Some(k) = &args.kernel {
+        cfg.boot_source.kernel_image_path = k.clone();
+    }
+    if let Some(b) = &args.boot_args {
+        cfg.boot_source.boot_args = Some(b.clone());
+    }
+    if let Some(v) = args.vcpus {
+        cfg.machine_config.vcpu_count = v;
+    }
+    if let Some(m) = args.mem {
+        cfg.machine_config.mem_size_mib = m;
+    }
+    if let Some(id) = &args.id {
+        cfg.id = Some(id.clone());
+    }
+    if let Some(rootfs) = &args.rootfs {
+        cfg.drives.retain(|d| !d.is_root_device);
+        cfg.drives.insert(0, DriveConfig::new("rootfs", rootfs).root());
+    }
+    Ok(cfg)
+}
+
+pub async fn run(args: RunArgs) -> Result<Exit, CliError> {
+    let options = SmartVmOptions::from_env();
+    let cfg = build_config(&args, &options)?;
+    let smartvm = SmartVm::new(options);
+    let binary = smartvm.ensure_binary()?;
+    let mut runtime = smartvm.runtime_options(binary);
+    runtime.console_file = args.console_file.clone();
+    let vm = smartvm.create_vm_with(&cfg, runtime)?;
+    let outcome = run_vm(&vm, args.timeout).await;
+    let cleaned = smartvm.cleanup().await;
+    let exit = outcome?;
+    cleaned?;
+    Ok(exit)
+}
+
+async fn run_vm(vm: &smartvm::MicroVm, timeout: Option<u64>) -> Result<Exit, CliError> {
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| CliError::new(Exit::Failure, e))?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| CliError::new(Exit::Failure, e))?;
+    vm.start().await?;
+    let console = vm.console().await.ok_or(SmartVmError::NoClient)?;
+    let printer = tokio::spawn(async move {
+        let (backlog, mut live) = console.follow();
+        {
+            let mut out = std::io::stdout().lock();
+            for line in backlog {
+                if writeln!(out, "{line}").is_err() {
+                    return;
+                }
+            }
+            let _ = out.flush();
+        }
+        loop {
+            match live.recv().await {
+                Ok(line) if line.is_empty() && console.is_closed() => return,
+                Ok(line) => {
+                    let mut out = std::io::stdout().lock();
+                    if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(lines = n, "console output too fast; lines skipped");
+                }
+                Err(_) => return,
+            }
+        }
+    });
+    enum End {
+        Exited(smartvm::process::ExitInfo),
+        TimedOut,
+        Interrupted,
+    }
+    let wait = async {
+        match timeout {
+            Some(secs) => vm.wait_for_exit(Duration::from_secs(secs)).await.map_or(End::TimedOut, End::Exited),
+            None => loop {
+                if let Some(info) = vm.wait_for_exit(Duration::from_secs(3600)).await {
+                    break End::Exited(info);
+                }
+            },
+        }
+    };
+    let end = tokio::select! {
+        end = wait => end,
+        _ = interrupt.recv() => End::Interrupted,
+        _ = terminate.recv() => End::Interrupted,
+    };
+    if let End::Exited(info) = end {
+        let _ = printer.await;
+        return if info.success() {
+            Ok(Exit::Success)
+        } else {
+            Err(CliError::new(Exit::GuestFailed, format!("Firecracker ended with {info}")))
+        };
+    }
+    // Interrupted or timed out: stop in order (the caller cleans up).
+    if matches!(vm.state(), smartvm::VmState::Running | smartvm::VmState::Paused) {
+        vm.stop().await?;
+    }
+    printer.abort();
+    Ok(if matches!(end, End::TimedOut) { Exit::Success } else { Exit::Interrupted })
+}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: set up the host, then lint and test everything against the
+# real Firecracker. SMARTVM_REQUIRE_KVM=1 turns "no /dev/kvm or Firecracker" skips into failures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export SMARTVM_REQUIRE_KVM=1
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -q -- -D warnings
+cargo test --workspace
