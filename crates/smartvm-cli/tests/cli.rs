@@ -1,0 +1,136 @@
+//! The `smartvm` binary end to end: console streaming, exit codes, error chains, Ctrl-C cleanup.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_smartvm");
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+fn env() -> Option<Env> {
+    let required = std::env::var("SMARTVM_REQUIRE_KVM").is_ok_and(|v| v == "1");
+    let have_fc = std::env::var_os("SMARTVM_FIRECRACKER_BIN").is_some()
+        || Path::new("/tmp/.smartvm/bin/v1.12.1/firecracker").exists();
+    if !Path::new("/dev/kvm").exists() || !have_fc {
+        assert!(!required, "SMARTVM_REQUIRE_KVM=1 but /dev/kvm or Firecracker is missing");
+        eprintln!("SKIPPED: needs /dev/kvm and Firecracker (set SMARTVM_REQUIRE_KVM=1 to make this a failure)");
+        return None;
+    }
+    Some(Env { dir: tempfile::Builder::new().prefix("svcli").tempdir_in("/dev/shm").unwrap() })
+}
+
+impl Env {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args).env("SMARTVM_RUNTIME_DIR", self.runtime()).env("SMARTVM_DATA_DIR", self.dir.path().join("data"));
+        let fc = std::env::var_os("SMARTVM_FIRECRACKER_BIN").unwrap_or("/tmp/.smartvm/bin/v1.12.1/firecracker".into());
+        c.env("SMARTVM_FIRECRACKER_BIN", fc);
+        c
+    }
+    fn runtime(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+    fn runtime_is_empty(&self) -> bool {
+        std::fs::read_dir(self.runtime()).map_or(true, |mut rd| rd.next().is_none())
+    }
+}
+
+#[test]
+fn run_boots_the_probe_and_streams_its_console() {
+    let Some(env) = env() else { return };
+    let out = env.cmd(&["run", "--boot-args", "console=ttyS0 probe.read=0:0", "--id", "cli-run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let first = stdout.lines().next().unwrap();
+    assert_eq!(first, "smartvm-probe boot cmdline=\"console=ttyS0 probe.read=0:0\"");
+    assert!(stdout.contains("read drive=0 sector=0 status=no-device"));
+    assert_eq!(stdout.lines().last(), Some("smartvm-probe done"));
+    assert!(env.runtime_is_empty(), "run cleans up");
+}
+
+#[test]
+fn run_accepts_firecracker_config_files() {
+    let Some(env) = env() else { return };
+    let kernel = smartvm::probe::install_probe_kernel(&env.dir.path().join("k")).unwrap();
+    let disk = env.dir.path().join("disk.img");
+    let mut data = vec![0u8; 4096];
+    data[..5].copy_from_slice(b"hello");
+    std::fs::write(&disk, data).unwrap();
+    let cfg = env.dir.path().join("fc.json");
+    let doc = serde_json::json!({
+        "boot-source": {"kernel_image_path": kernel, "boot_args": "console=ttyS0 probe.read=0:0"},
+        "drives": [{"drive_id": "d", "path_on_host": disk, "is_root_device": false, "is_read_only": true}],
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 16}
+    });
+    std::fs::write(&cfg, doc.to_string()).unwrap();
+    let out = env.cmd(&["run", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("read drive=0 sector=0 status=ok data=hello"));
+}
+
+#[test]
+fn bad_input_gets_a_typed_error_chain_and_exit_code() {
+    let Some(env) = env() else { return };
+    let cfg = env.dir.path().join("bad.json");
+    std::fs::write(
+        &cfg,
+        r#"{"bootSource": {"kernelImagePath": "/nope"}, "machineConfig": {"vcpuCount": 99, "memSizeMib": 16}}"#,
+    )
+    .unwrap();
+    let out = env.cmd(&["run", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error[INVALID_CONFIG]"), "{stderr}");
+    assert!(
+        stderr.contains("Caused by:")
+            && stderr.contains("machineConfig.vcpuCount")
+            && stderr.contains("bootSource.kernelImagePath"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    assert!(env.runtime_is_empty());
+
+    let out = env.cmd(&["run", "--vcpus", "many"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage error");
+    let out = env.cmd(&["run"]).env("SMARTVM_FIRECRACKER_BIN", "/nonexistent/fc").output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error[BINARY_NOT_FOUND]"));
+}
+
+#[test]
+fn ctrl_c_stops_and_cleans_up() {
+    let Some(env) = env() else { return };
+    let mut child = env
+        .cmd(&["run", "--boot-args", "console=ttyS0 probe.count=10", "--id", "cli-int"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let vm_dir = env.runtime().join("cli-int");
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // Synchronize on the guest's output rather than on time.
+    let first_count = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("smartvm-probe count"));
+    assert!(first_count.is_some(), "guest never counted");
+    assert!(vm_dir.exists());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(!vm_dir.exists(), "runtime dir removed after Ctrl-C");
+}
+
+#[test]
+fn doctor_json_and_version() {
+    let Some(env) = env() else { return };
+    let out = env.cmd(&["doctor", "--json"]).output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["ok"], true, "{doc}");
+    assert_eq!(out.status.code(), Some(0));
+    let probe = doc["checks"].as_array().unwrap().iter().find(|c| c["name"] == "probe-boot").unwrap();
+    assert_eq!(probe["status"], "ok");
+    let out = env.cmd(&["version"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("smartvm ") && text.contains("firecracker v1.12.1"), "{text}");
+}
