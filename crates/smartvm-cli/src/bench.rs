@@ -29,6 +29,7 @@ pub struct BenchArgs {
 /// Median, p95, min, max of a sample set (milliseconds).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Summary {
+    pub mean: f64,
     pub median: f64,
     pub p95: f64,
     pub min: f64,
@@ -43,7 +44,8 @@ pub fn summarize(samples: &[f64]) -> Option<Summary> {
     let mut s = samples.to_vec();
     s.sort_by(f64::total_cmp);
     let rank = |p: f64| s[((p * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
-    Some(Summary { median: rank(0.5), p95: rank(0.95), min: s[0], max: s[s.len() - 1] })
+    let mean = s.iter().sum::<f64>() / s.len() as f64;
+    Some(Summary { mean, median: rank(0.5), p95: rank(0.95), min: s[0], max: s[s.len() - 1] })
 }
 
 fn ms(d: Duration) -> f64 {
@@ -95,8 +97,9 @@ async fn smartvm_boot(smartvm: &SmartVm, cfg: &VmConfig) -> Result<(Duration, Du
 fn row(out: &mut Vec<String>, name: &str, samples: &[f64]) {
     if let Some(s) = summarize(samples) {
         out.push(format!(
-            "| {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            "| {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
             samples.len(),
+            s.mean,
             s.median,
             s.p95,
             s.min,
@@ -151,6 +154,7 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
     let snapshot_samples = snapshot_restore(&smartvm, &kernel, work.path(), args.runs).await?;
 
     let median = |v: &[f64]| summarize(v).map_or(f64::NAN, |s| s.median);
+    let mean = |v: &[f64]| summarize(v).map_or(f64::NAN, |s| s.mean);
     let mut out = vec![
         format!(
             "smartvm bench: {} runs, concurrency {n}, Firecracker {}",
@@ -158,8 +162,8 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
             crate::cli::firecracker_version(&binary).unwrap_or_default()
         ),
         String::new(),
-        "| scenario | n | median ms | p95 ms | min ms | max ms |".into(),
-        "|---|---|---|---|---|---|".into(),
+        "| scenario | n | mean ms | median ms | p95 ms | min ms | max ms |".into(),
+        "|---|---|---|---|---|---|---|".into(),
     ];
     row(&mut out, "(a) raw firecracker: spawn → first probe line", &raw_first);
     row(&mut out, "(a) raw firecracker: spawn → exit", &raw_exit);
@@ -169,9 +173,21 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
     row(&mut out, &format!("(c) {n} smartvm VMs at once → all exited"), &conc_sv);
     row(&mut out, "(d) snapshot load (resume) → first count line", &snapshot_samples);
     out.push(String::new());
-    out.push(format!("ratio (b)/(a) first line: {:.3}", median(&sv_first) / median(&raw_first)));
-    out.push(format!("ratio (b)/(a) exit:       {:.3}", median(&sv_exit) / median(&raw_exit)));
-    out.push(format!("ratio (c) smartvm/raw:    {:.3}", median(&conc_sv) / median(&conc_raw)));
+    let ratio = |name: &str, b: &[f64], a: &[f64]| {
+        format!("ratio {name}: mean {:.3}, median {:.3}", mean(b) / mean(a), median(b) / median(a))
+    };
+    out.push(ratio("(b)/(a) first line", &sv_first, &raw_first));
+    out.push(ratio("(b)/(a) exit      ", &sv_exit, &raw_exit));
+    out.push(ratio("(c) smartvm/raw   ", &conc_sv, &conc_raw));
+    if std::env::var_os("SMARTVM_BENCH_SAMPLES").is_some() {
+        for (name, v) in
+            [("raw_first", &raw_first), ("sv_first", &sv_first), ("raw_exit", &raw_exit), ("sv_exit", &sv_exit)]
+        {
+            let mut v = v.clone();
+            v.sort_by(f64::total_cmp);
+            out.push(format!("{name}: {}", v.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" ")));
+        }
+    }
     println!("{}", out.join("\n"));
     smartvm.cleanup().await?;
     Ok(Exit::Success)
@@ -227,7 +243,7 @@ mod tests {
     #[test]
     fn summary_percentiles() {
         let s = summarize(&[5.0, 1.0, 3.0, 2.0, 4.0]).unwrap();
-        assert_eq!((s.median, s.min, s.max, s.p95), (3.0, 1.0, 5.0, 5.0));
+        assert_eq!((s.median, s.min, s.max, s.p95, s.mean), (3.0, 1.0, 5.0, 5.0, 3.0));
         let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
         let s = summarize(&hundred).unwrap();
         assert_eq!((s.median, s.p95), (50.0, 95.0));

@@ -117,6 +117,7 @@ pub fn binary_candidates(options: &SmartVmOptions, path_env: Option<&std::ffi::O
 pub struct SmartVm {
     options: SmartVmOptions,
     vms: Mutex<HashMap<String, Arc<MicroVm>>>,
+    versions: Mutex<HashMap<PathBuf, FirecrackerVersion>>,
 }
 
 impl Default for SmartVm {
@@ -128,7 +129,7 @@ impl Default for SmartVm {
 impl SmartVm {
     /// An orchestrator with `options`.
     pub fn new(options: SmartVmOptions) -> Self {
-        Self { options, vms: Mutex::new(HashMap::new()) }
+        Self { options, vms: Mutex::new(HashMap::new()), versions: Mutex::new(HashMap::new()) }
     }
 
     /// The options in force.
@@ -156,9 +157,22 @@ impl SmartVm {
             .ok_or(SmartVmError::BinaryNotFound { searched: candidates })
     }
 
+    /// The version of `binary` (`firecracker --version`, run once per binary and cached).
+    pub fn binary_version(&self, binary: &Path) -> Option<FirecrackerVersion> {
+        let mut cache = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = cache.get(binary) {
+            return Some(*v);
+        }
+        let out = std::process::Command::new(binary).arg("--version").output().ok()?;
+        let v = FirecrackerVersion::from_version_output(&String::from_utf8_lossy(&out.stdout))?;
+        cache.insert(binary.to_path_buf(), v);
+        Some(v)
+    }
+
     /// Per-VM runtime options derived from these options and `binary`.
     pub fn runtime_options(&self, binary: PathBuf) -> VmRuntimeOptions {
         let mut o = VmRuntimeOptions::new(binary, &self.options.runtime_dir);
+        o.firecracker_version = self.binary_version(&o.firecracker_binary);
         o.ephemeral_writable_drives = self.options.ephemeral_writable_drives;
         o.socket_timeout = self.options.socket_timeout;
         o.stop_plan = StopPlan::with_grace(self.options.stop_grace);

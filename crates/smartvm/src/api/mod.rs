@@ -192,6 +192,42 @@ impl ApiClient {
         })
     }
 
+    /// Connects as soon as the server accepts (retrying while the socket is missing or not yet
+    /// listening, with the same backoff as [`wait_ready`](Self::wait_ready)), without sending a
+    /// request: the first real request then goes out on this connection, saving a round trip.
+    pub async fn connect(&self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut delay = Duration::from_micros(50);
+        loop {
+            match Connection::open(&self.socket).await {
+                Ok(conn) => {
+                    *self.conn.lock().await = Some(conn);
+                    return Ok(());
+                }
+                Err(ApiError::Connect { source, .. })
+                    if matches!(
+                        source.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                    ) => {}
+                Err(e) => {
+                    return Err(SmartVmError::SocketRequestFailed {
+                        method: "CONNECT".into(),
+                        path: "/".into(),
+                        source: e,
+                    })
+                }
+            }
+            if tokio::time::Instant::now() + delay > deadline {
+                return Err(SmartVmError::SocketTimeout {
+                    path: self.socket.clone(),
+                    timeout_ms: timeout.as_millis() as u64,
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_micros(500));
+        }
+    }
+
     /// True when the API answers `GET /` within `timeout`, polling with backoff until then.
     pub async fn is_ready(&self, timeout: Duration) -> bool {
         self.wait_ready(timeout).await.is_ok()

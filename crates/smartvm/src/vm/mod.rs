@@ -52,6 +52,9 @@ pub struct VmRuntimeOptions {
     pub console_file: Option<PathBuf>,
     /// Lines of console kept in memory.
     pub console_lines: usize,
+    /// The binary's version when already known (saves a `GET /version` per VM); payloads are
+    /// generated for it.
+    pub firecracker_version: Option<FirecrackerVersion>,
 }
 
 impl VmRuntimeOptions {
@@ -67,6 +70,7 @@ impl VmRuntimeOptions {
             seccomp: Seccomp::Default,
             console_file: None,
             console_lines: crate::process::DEFAULT_CONSOLE_LINES,
+            firecracker_version: None,
         }
     }
 }

@@ -86,6 +86,7 @@ impl MicroVm {
         }
         let output = OutputOptions { buffer_lines: Some(opts.console_lines), console_file: opts.console_file.clone() };
         let process = FirecrackerProcess::spawn(&command, &output).await?;
+        tracing::debug!(vm = %self.id, pid = process.pid(), "spawned");
         *self.exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(process.exit_watch());
         let journal = VmJournal {
             vm_id: self.id.clone(),
@@ -100,11 +101,13 @@ impl MicroVm {
 
         let api = std::sync::Arc::new(ApiClient::new(&socket).with_timeout(opts.request_timeout));
         let timeout = opts.socket_timeout;
-        if !process.wait_for_path(&socket, timeout).await? {
+        let appeared = process.wait_for_path(&socket, timeout).await?;
+        tracing::debug!(vm = %self.id, "socket exists");
+        if !appeared {
             return Err(SmartVmError::SocketTimeout { path: socket, timeout_ms: timeout.as_millis() as u64 });
         }
         tokio::select! {
-            ready = api.wait_ready(timeout) => ready?,
+            ready = api.connect(timeout) => ready?,
             exit = process.wait(timeout) => {
                 if let Some(exit) = exit {
                     return Err(process.exited_early(exit).into());
@@ -112,9 +115,15 @@ impl MicroVm {
                 return Err(SmartVmError::SocketTimeout { path: socket, timeout_ms: timeout.as_millis() as u64 });
             }
         }
+        tracing::debug!(vm = %self.id, "api ready");
         inner.api = Some(api.clone());
-        let reported = api.send(&GetVersion).await?;
-        let version: FirecrackerVersion = reported.firecracker_version.parse().unwrap_or(FirecrackerVersion::DEFAULT);
+        let version = match opts.firecracker_version {
+            Some(v) => v,
+            None => {
+                let reported = api.send(&GetVersion).await?;
+                reported.firecracker_version.parse().unwrap_or(FirecrackerVersion::DEFAULT)
+            }
+        };
         inner.version = Some(version);
 
         self.prepare_output_files()?;
@@ -136,7 +145,9 @@ impl MicroVm {
                 for call in &calls {
                     call.send(&api).await?;
                 }
+                tracing::debug!(vm = %self.id, "configured");
                 api.send(&PutAction::new(ActionType::InstanceStart)).await?;
+                tracing::debug!(vm = %self.id, "started");
                 Ok(VmState::Running)
             }
         }
