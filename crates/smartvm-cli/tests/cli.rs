@@ -134,3 +134,46 @@ fn doctor_json_and_version() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("smartvm ") && text.contains("firecracker v1.12.1"), "{text}");
 }
+
+#[test]
+fn a_crashed_host_program_takes_its_vm_along_and_gc_reclaims_the_rest() {
+    let Some(env) = env() else { return };
+    let mut child = env
+        .cmd(&["run", "--boot-args", "console=ttyS0 probe.count=10", "--id", "cli-crash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.by_ref().map_while(Result::ok).any(|l| l.starts_with("smartvm-probe count")));
+    let vm_dir = env.runtime().join("cli-crash");
+    let journal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(vm_dir.join("smartvm-journal.json")).unwrap()).unwrap();
+    let fc_pid = journal["pid"].as_i64().unwrap() as i32;
+    assert!(Path::new(&format!("/proc/{fc_pid}")).exists());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    // The parent-death signal kills Firecracker: wait for its exit through a pidfd (bounded).
+    assert!(wait_for_exit(fc_pid, 5000), "Firecracker outlived its parent");
+    assert!(vm_dir.exists(), "a crash leaves the runtime dir");
+    let out = env.cmd(&["gc"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "cli-crash");
+    assert!(!vm_dir.exists(), "gc reclaimed it");
+}
+
+/// Waits up to `timeout_ms` for process `pid` to exit, through `pidfd_open` + `poll`.
+fn wait_for_exit(pid: i32, timeout_ms: i32) -> bool {
+    // SAFETY: plain syscalls on a pid we own no resources of; the fd is closed below.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
+        if fd < 0 {
+            return true; // already gone (ESRCH)
+        }
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let ready = libc::poll(&mut pfd, 1, timeout_ms);
+        libc::close(fd);
+        ready == 1
+    }
+}

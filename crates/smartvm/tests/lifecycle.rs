@@ -117,3 +117,40 @@ async fn registry_and_ids() {
 fn uuid_like(s: &str) -> bool {
     s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
 }
+
+#[tokio::test]
+async fn process_killed_from_outside_reads_as_error_and_console_goes_to_file() {
+    let Some(env) = env() else { return };
+    let console_file = env.dir.path().join("console.log");
+    let mut opts = env.runtime_options();
+    opts.console_file = Some(console_file.clone());
+    let vm = env.smartvm.create_vm_with(&env.probe_config("killed", "probe.count=10"), opts).unwrap();
+    vm.start().await.unwrap();
+    next_count(&vm, None, Duration::from_secs(5)).await.unwrap();
+    let pid = vm.pid().await.unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let exit = vm.wait_for_exit(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(exit.signal, Some(9));
+    assert_eq!(vm.state(), VmState::Error);
+    assert_eq!(vm.pause().await.unwrap_err().code(), "INVALID_STATE");
+    let logged = std::fs::read_to_string(&console_file).unwrap();
+    assert!(logged.starts_with("smartvm-probe boot cmdline="), "{logged}");
+    assert!(logged.contains("smartvm-probe count n=0\n"));
+    env.smartvm.cleanup().await.unwrap();
+    assert!(!vm.runtime_dir().exists());
+}
+
+#[tokio::test]
+async fn stop_all_stops_running_and_paused_vms() {
+    let Some(env) = env() else { return };
+    let a = env.smartvm.create_vm(&env.probe_config("all-a", "probe.count=20")).unwrap();
+    let b = env.smartvm.create_vm(&env.probe_config("all-b", "probe.count=20")).unwrap();
+    let c = env.smartvm.create_vm(&env.probe_config("all-c", "")).unwrap();
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    b.pause().await.unwrap();
+    env.smartvm.stop_all().await.unwrap();
+    assert_eq!((a.state(), b.state(), c.state()), (VmState::Stopped, VmState::Stopped, VmState::Created));
+    assert_eq!(b.last_stop().await.unwrap().step, StopStep::Sigterm, "paused VMs skip Ctrl-Alt-Del");
+    env.smartvm.cleanup().await.unwrap();
+}
