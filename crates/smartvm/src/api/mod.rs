@@ -193,11 +193,10 @@ impl ApiClient {
     }
 
     /// Connects as soon as the server accepts (retrying while the socket is missing or not yet
-    /// listening, with the same backoff as [`wait_ready`](Self::wait_ready)), without sending a
+    /// listening, with [`Backoff`]), without sending a
     /// request: the first real request then goes out on this connection, saving a round trip.
     pub async fn connect(&self, timeout: Duration) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut delay = Duration::from_micros(50);
+        let mut backoff = Backoff::new(timeout);
         loop {
             match Connection::open(&self.socket).await {
                 Ok(conn) => {
@@ -217,15 +216,14 @@ impl ApiClient {
                     })
                 }
             }
-            if tokio::time::Instant::now() + delay > deadline {
-                return Err(SmartVmError::SocketTimeout {
-                    path: self.socket.clone(),
-                    timeout_ms: timeout.as_millis() as u64,
-                });
+            if !backoff.wait().await {
+                return Err(self.socket_timeout(timeout));
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_micros(500));
         }
+    }
+
+    fn socket_timeout(&self, timeout: Duration) -> SmartVmError {
+        SmartVmError::SocketTimeout { path: self.socket.clone(), timeout_ms: timeout.as_millis() as u64 }
     }
 
     /// True when the API answers `GET /` within `timeout`, polling with backoff until then.
@@ -233,14 +231,12 @@ impl ApiClient {
         self.wait_ready(timeout).await.is_ok()
     }
 
-    /// Waits until the API answers `GET /`, with backoff (50 µs doubling to 500 µs: the socket
-    /// usually appears within ~1 ms of spawn, and a stat is cheap) and a deadline.
+    /// Waits until the API answers `GET /`, retrying with [`Backoff`] until the deadline.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut delay = Duration::from_micros(50);
+        let mut backoff = Backoff::new(timeout);
         loop {
             if self.socket.exists() {
-                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let remaining = backoff.remaining();
                 let probe = tokio::time::timeout(remaining, self.get("/"));
                 if let Ok(Ok(r)) = probe.await {
                     if r.ok {
@@ -248,15 +244,37 @@ impl ApiClient {
                     }
                 }
             }
-            if tokio::time::Instant::now() + delay > deadline {
-                return Err(SmartVmError::SocketTimeout {
-                    path: self.socket.clone(),
-                    timeout_ms: timeout.as_millis() as u64,
-                });
+            if !backoff.wait().await {
+                return Err(self.socket_timeout(timeout));
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_micros(500));
         }
+    }
+}
+
+/// Retry pacing towards a deadline: 50 µs doubling to 500 µs (the socket usually appears within
+/// ~1 ms of spawn and a failed attempt is cheap).
+struct Backoff {
+    deadline: tokio::time::Instant,
+    delay: Duration,
+}
+
+impl Backoff {
+    fn new(timeout: Duration) -> Self {
+        Self { deadline: tokio::time::Instant::now() + timeout, delay: Duration::from_micros(50) }
+    }
+
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(tokio::time::Instant::now())
+    }
+
+    /// Waits before the next attempt; false when that would pass the deadline.
+    async fn wait(&mut self) -> bool {
+        if tokio::time::Instant::now() + self.delay > self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(Duration::from_micros(500));
+        true
     }
 }
 

@@ -196,40 +196,14 @@ impl MicroVm {
 
     /// Boots the VM (see the module docs). On failure nothing is left behind and the state is `Error`.
     pub async fn start(&self) -> Result<()> {
-        let mut inner = self.inner.lock().await;
-        Operation::Start.check(self.state())?;
-        self.set_state(VmState::Configuring);
-        match self.start_inner(&mut inner, None).await {
-            Ok(state) => {
-                self.set_state(state);
-                Ok(())
-            }
-            Err(e) => {
-                self.teardown(&mut inner).await;
-                self.set_state(VmState::Error);
-                Err(SmartVmError::StartFailed { vm_id: self.id.clone(), source: Box::new(e) })
-            }
-        }
+        self.launch(None).await
     }
 
     /// Restores the VM from a snapshot instead of booting: spawns Firecracker, loads the
     /// snapshot (the config's logger/metrics are applied first; other resources come from the
     /// snapshot) and ends `Paused`, or `Running` with `params.resume_vm`.
     pub async fn restore(&self, params: &SnapshotLoadParams) -> Result<()> {
-        let mut inner = self.inner.lock().await;
-        Operation::Start.check(self.state())?;
-        self.set_state(VmState::Configuring);
-        match self.start_inner(&mut inner, Some(runtime::RestoreSource::Params(params.clone()))).await {
-            Ok(state) => {
-                self.set_state(state);
-                Ok(())
-            }
-            Err(e) => {
-                self.teardown(&mut inner).await;
-                self.set_state(VmState::Error);
-                Err(SmartVmError::StartFailed { vm_id: self.id.clone(), source: Box::new(e) })
-            }
-        }
+        self.launch(Some(runtime::RestoreSource::Params(params.clone()))).await
     }
 
     /// Restores from a [`Snapshot`](crate::snapshot::Snapshot): a Diff chain is first merged
@@ -241,11 +215,16 @@ impl MicroVm {
         resume: bool,
         track_dirty_pages: bool,
     ) -> Result<()> {
+        let source = runtime::RestoreSource::Snapshot { snapshot: snapshot.clone(), resume, track_dirty_pages };
+        self.launch(Some(source)).await
+    }
+
+    /// Start or restore: on any failure tear down what was created and end in `Error`.
+    async fn launch(&self, source: Option<runtime::RestoreSource>) -> Result<()> {
         let mut inner = self.inner.lock().await;
         Operation::Start.check(self.state())?;
         self.set_state(VmState::Configuring);
-        let source = runtime::RestoreSource::Snapshot { snapshot: snapshot.clone(), resume, track_dirty_pages };
-        match self.start_inner(&mut inner, Some(source)).await {
+        match self.start_inner(&mut inner, source).await {
             Ok(state) => {
                 self.set_state(state);
                 Ok(())
