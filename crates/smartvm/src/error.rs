@@ -103,6 +103,9 @@ pub enum SmartVmError {
         #[source]
         source: std::io::Error,
     },
+    /// Images layer (`DOWNLOAD_FAILED`, `VERSION_FETCH_FAILED`, `BASE_IMAGE_*`, `ROOTFS_*`).
+    #[error(transparent)]
+    Image(#[from] crate::images::ImageError),
     /// `SNAPSHOT_FAILED`: a snapshot could not be created, merged or restored.
     #[error("snapshot operation failed: {0}")]
     Snapshot(String),
@@ -126,6 +129,7 @@ impl SmartVmError {
             SmartVmError::Staging(_) => "STAGING_FAILED",
             SmartVmError::Io { .. } => "IO_ERROR",
             SmartVmError::Snapshot(_) => "SNAPSHOT_FAILED",
+            SmartVmError::Image(e) => e.code(),
         }
     }
 

@@ -10,6 +10,7 @@
 //! - [`process`]: spawning, console capture and stopping of `firecracker`;
 //! - [`staging`]: hole-preserving private copies of writable drives;
 //! - [`vm`]: [`MicroVm`], one VM's lifecycle;
+//! - [`images`]: Firecracker binaries, kernels/rootfs, base-image bundles and their cache;
 //! - [`SmartVm`]: the orchestrator (binary, registry, cleanup, reclaim);
 //! - [`probe`]: the embedded bare-metal probe guest and its report parser.
 //!
@@ -29,6 +30,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod images;
 pub mod probe;
 pub mod process;
 mod smartvm;

@@ -1,0 +1,432 @@
+//! [`BaseImageManager`]: bootable kernel + rootfs bundles from presets (`latest`, `lts`) or a
+//! hosted manifest, cached per bundle, verified before reuse, bounded by LRU eviction.
+
+mod cache;
+mod manifest;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+pub use cache::{eviction_plan, BundleSource, CachedBundle, CachedFile};
+pub use manifest::{ArtifactLocation, HostedArtifact, HostedManifest, ResolvedArtifact};
+
+use super::ci_artifacts::{parse_list, select, train_of, train_prefix};
+use super::download::{hash_file, Expect, Progress};
+use super::error::ImageError;
+use super::ImageManager;
+use cache::{now_ms, BundleLock};
+
+/// Which bundle to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Preset {
+    /// Newest release → its CI train, newest kernel, squashfs rootfs preferred.
+    #[default]
+    Latest,
+    /// CI train v1.7 with Firecracker v1.7.0.
+    Lts,
+    /// A project-owned manifest (URL or path).
+    Hosted,
+}
+
+impl Preset {
+    /// `latest`, `lts` or `hosted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Preset::Latest => "latest",
+            Preset::Lts => "lts",
+            Preset::Hosted => "hosted",
+        }
+    }
+}
+
+impl FromStr for Preset {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "latest" => Ok(Preset::Latest),
+            "lts" => Ok(Preset::Lts),
+            "hosted" => Ok(Preset::Hosted),
+            other => Err(format!("unknown preset {other:?} (latest, lts, hosted)")),
+        }
+    }
+}
+
+/// Options of one `ensure_base_image` call.
+#[derive(Debug, Clone, Default)]
+pub struct BaseImageOptions {
+    /// The preset.
+    pub preset: Preset,
+    /// Hosted manifest URL.
+    pub manifest_url: Option<String>,
+    /// Hosted manifest path.
+    pub manifest_path: Option<PathBuf>,
+    /// Re-download even when a valid copy is cached.
+    pub force_download: bool,
+}
+
+/// A ready bundle.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseImageBundle {
+    /// Cache key.
+    pub bundle_id: String,
+    /// Preset it came from.
+    pub preset: String,
+    /// Kernel path.
+    pub kernel_image_path: PathBuf,
+    /// Rootfs path.
+    pub rootfs_path: PathBuf,
+    /// `ext4` or `squashfs`.
+    pub rootfs_type: String,
+    /// Attach the rootfs read-only.
+    pub rootfs_is_read_only: bool,
+    /// Kernel command line.
+    pub boot_args: String,
+    /// Firecracker version for this bundle.
+    pub firecracker_version: String,
+    /// SHA-256 of kernel and rootfs.
+    pub kernel_sha256: String,
+    /// SHA-256 of the rootfs.
+    pub rootfs_sha256: String,
+    /// Kernel size.
+    pub kernel_size_bytes: u64,
+    /// Rootfs size.
+    pub rootfs_size_bytes: u64,
+    /// Origin.
+    pub source: BundleSource,
+    /// Last use (ms since the epoch).
+    pub last_accessed_at_ms: u64,
+}
+
+impl BaseImageBundle {
+    fn from_cached(dir: &Path, c: &CachedBundle) -> Self {
+        Self {
+            bundle_id: c.bundle_id.clone(),
+            preset: c.preset.clone(),
+            kernel_image_path: dir.join(&c.kernel.file_name),
+            rootfs_path: dir.join(&c.rootfs.file_name),
+            rootfs_type: c.rootfs_type.clone(),
+            rootfs_is_read_only: c.rootfs_is_read_only,
+            boot_args: c.boot_args.clone(),
+            firecracker_version: c.firecracker_version.clone(),
+            kernel_sha256: c.kernel.sha256.clone(),
+            rootfs_sha256: c.rootfs.sha256.clone(),
+            kernel_size_bytes: c.kernel.size_bytes,
+            rootfs_size_bytes: c.rootfs.size_bytes,
+            source: c.source.clone(),
+            last_accessed_at_ms: c.last_accessed_at_ms,
+        }
+    }
+}
+
+/// Everything known about a bundle before fetching it.
+#[derive(Debug, Clone)]
+struct Resolved {
+    bundle_id: String,
+    preset: Preset,
+    firecracker_version: String,
+    rootfs_type: String,
+    rootfs_is_read_only: bool,
+    boot_args: String,
+    kernel: ResolvedArtifact,
+    rootfs: ResolvedArtifact,
+    source: BundleSource,
+}
+
+const CI_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1 pci=off";
+const LTS_TRAIN: &str = "v1.7";
+const LTS_VERSION: &str = "v1.7.0";
+
+fn sanitize_id(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }).collect()
+}
+
+/// Bootable base-image bundles with a verified, bounded cache.
+#[derive(Debug, Clone)]
+pub struct BaseImageManager {
+    images: ImageManager,
+    cache_dir: PathBuf,
+    max_stored: usize,
+}
+
+impl BaseImageManager {
+    /// A manager caching under `cache_dir`, keeping at most `max_stored` (≥ 1) bundles.
+    pub fn new(images: ImageManager, cache_dir: impl Into<PathBuf>, max_stored: usize) -> Result<Self, ImageError> {
+        if max_stored < 1 {
+            return Err(ImageError::InvalidCacheLimit(max_stored));
+        }
+        Ok(Self { images, cache_dir: cache_dir.into(), max_stored })
+    }
+
+    /// The cache dir.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    /// Resolves, fetches (unless a verified copy is cached) and returns a bundle; then applies
+    /// the retention limit, never evicting this bundle.
+    pub async fn ensure_base_image(&self, options: &BaseImageOptions, progress: &dyn Progress) -> Result<BaseImageBundle, ImageError> {
+        let resolved = self.resolve(options).await?;
+        std::fs::create_dir_all(&self.cache_dir)
+            .map_err(|e| ImageError::prepare(format!("cannot create {}", self.cache_dir.display()), e))?;
+        let (cache_dir, id) = (self.cache_dir.clone(), resolved.bundle_id.clone());
+        let lock = tokio::task::spawn_blocking(move || BundleLock::acquire(&cache_dir, &id))
+            .await
+            .map_err(|e| ImageError::prepare("lock task failed", e))??;
+        let dir = self.cache_dir.join(&resolved.bundle_id);
+        let reusable = if options.force_download { None } else { self.verified(&dir).await };
+        let mut cached = match reusable {
+            Some(c) => c,
+            None => self.fetch(&resolved, progress).await?,
+        };
+        cached.last_accessed_at_ms = now_ms();
+        cached.write(&dir)?;
+        drop(lock);
+        let bundle = BaseImageBundle::from_cached(&dir, &cached);
+        self.prune(Some(&bundle.bundle_id))?;
+        Ok(bundle)
+    }
+
+    async fn verified(&self, dir: &Path) -> Option<CachedBundle> {
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let c = CachedBundle::read(&dir)?;
+            if c.verify(&dir) {
+                Some(c)
+            } else {
+                tracing::warn!(bundle = %c.bundle_id, "cached base image failed verification; fetching it again");
+                None
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Fetches both artifacts into a fresh temporary dir and swaps it in (caller holds the lock).
+    async fn fetch(&self, r: &Resolved, progress: &dyn Progress) -> Result<CachedBundle, ImageError> {
+        let tmp = TempDir(self.cache_dir.join(format!(".tmp-{}-{}", r.bundle_id, uuid::Uuid::new_v4().simple())));
+        std::fs::create_dir(&tmp.0).map_err(|e| ImageError::prepare(format!("cannot create {}", tmp.0.display()), e))?;
+        let kernel = self.fetch_artifact(&r.kernel, &tmp.0, progress).await?;
+        let rootfs = self.fetch_artifact(&r.rootfs, &tmp.0, progress).await?;
+        let now = now_ms();
+        let cached = CachedBundle {
+            bundle_id: r.bundle_id.clone(),
+            preset: r.preset.as_str().into(),
+            arch: self.images.arch().into(),
+            firecracker_version: r.firecracker_version.clone(),
+            rootfs_type: r.rootfs_type.clone(),
+            rootfs_is_read_only: r.rootfs_is_read_only,
+            boot_args: r.boot_args.clone(),
+            kernel,
+            rootfs,
+            source: r.source.clone(),
+            created_at_ms: now,
+            last_accessed_at_ms: now,
+        };
+        cached.write(&tmp.0)?;
+        let dir = self.cache_dir.join(&r.bundle_id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| ImageError::prepare(format!("cannot replace {}", dir.display()), e))?;
+        }
+        std::fs::rename(&tmp.0, &dir).map_err(|e| ImageError::prepare(format!("cannot install {}", dir.display()), e))?;
+        std::mem::forget(tmp);
+        Ok(cached)
+    }
+
+    async fn fetch_artifact(&self, a: &ResolvedArtifact, dir: &Path, progress: &dyn Progress) -> Result<CachedFile, ImageError> {
+        let dest = dir.join(&a.file_name);
+        let expect = Expect { sha256: a.sha256.clone(), size: a.size };
+        let (sha256, size) = match &a.location {
+            ArtifactLocation::Url(url) => {
+                let d = self.images.downloader().file(url, &dest, &expect, progress).await?;
+                (d.sha256, d.size)
+            }
+            ArtifactLocation::Path(path) => {
+                let (src, dst) = (path.clone(), dest.clone());
+                tokio::task::spawn_blocking(move || {
+                    crate::staging::stage_file(&src, &dst).map_err(|e| ImageError::prepare(format!("cannot copy {}", src.display()), e))?;
+                    hash_file(&dst).map_err(|e| ImageError::prepare(format!("cannot hash {}", dst.display()), e))
+                })
+                .await
+                .map_err(|e| ImageError::prepare("copy task failed", e))??
+            }
+        };
+        let location = match &a.location {
+            ArtifactLocation::Url(u) => u.clone(),
+            ArtifactLocation::Path(p) => p.display().to_string(),
+        };
+        if let Some(want) = expect.sha256.filter(|w| *w != sha256) {
+            return Err(ImageError::download(&location, format!("SHA-256 mismatch: got {sha256}, expected {want}")));
+        }
+        if let Some(want) = expect.size.filter(|w| *w != size) {
+            return Err(ImageError::download(&location, format!("size {size} bytes, expected {want}")));
+        }
+        Ok(CachedFile { file_name: a.file_name.clone(), sha256, size_bytes: size })
+    }
+
+    async fn resolve(&self, options: &BaseImageOptions) -> Result<Resolved, ImageError> {
+        match options.preset {
+            Preset::Latest => {
+                let version = self.images.latest_version().await?;
+                let train = train_of(&version).ok_or_else(|| ImageError::Resolve(format!("release tag {version:?} has no train")))?;
+                self.resolve_ci(Preset::Latest, &train, &version).await
+            }
+            Preset::Lts => self.resolve_ci(Preset::Lts, LTS_TRAIN, LTS_VERSION).await,
+            Preset::Hosted => self.resolve_hosted(options).await,
+        }
+    }
+
+    async fn resolve_ci(&self, preset: Preset, train: &str, version: &str) -> Result<Resolved, ImageError> {
+        let arch = self.images.arch();
+        let prefix = train_prefix(train, arch);
+        let keys = self.list_keys(&prefix).await?;
+        let picked = select(&keys, &prefix).map_err(ImageError::Resolve)?;
+        let name = |k: &str| k.rsplit('/').next().unwrap_or(k).to_string();
+        let (kernel_name, rootfs_name) = (name(&picked.kernel_key), name(&picked.rootfs_key));
+        let mirrors = self.images.mirrors();
+        let (kernel_url, rootfs_url) = (mirrors.artifact_url(&picked.kernel_key), mirrors.artifact_url(&picked.rootfs_key));
+        let squashfs = picked.rootfs_type == "squashfs";
+        let artifact = |url: &str, file_name: String| ResolvedArtifact {
+            location: ArtifactLocation::Url(url.to_string()),
+            file_name,
+            sha256: None,
+            size: None,
+        };
+        Ok(Resolved {
+            bundle_id: sanitize_id(&format!("firecracker-ci-{train}-{arch}-{kernel_name}-{rootfs_name}")),
+            preset,
+            firecracker_version: version.to_string(),
+            rootfs_type: picked.rootfs_type.to_string(),
+            rootfs_is_read_only: squashfs,
+            boot_args: if squashfs { format!("{CI_BOOT_ARGS} ro rootfstype=squashfs") } else { CI_BOOT_ARGS.to_string() },
+            kernel: artifact(&kernel_url, kernel_name),
+            rootfs: artifact(&rootfs_url, rootfs_name),
+            source: BundleSource::FirecrackerCi { train: train.to_string(), kernel_url, rootfs_url },
+        })
+    }
+
+    /// Every key under `prefix`, following continuation tokens.
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, ImageError> {
+        let base = self.images.mirrors().ci_artifacts.clone();
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..100 {
+            let mut url = reqwest::Url::parse(&format!("{base}/"))
+                .map_err(|e| ImageError::Resolve(format!("bad CI artifacts URL {base:?}: {e}")))?;
+            {
+                let mut q = url.query_pairs_mut();
+                q.append_pair("list-type", "2").append_pair("prefix", prefix);
+                if let Some(t) = &token {
+                    q.append_pair("continuation-token", t);
+                }
+            }
+            let xml = self.images.downloader().text(url.as_str()).await.map_err(|e| ImageError::Resolve(e.to_string()))?;
+            let page = parse_list(&xml).map_err(ImageError::Resolve)?;
+            keys.extend(page.keys);
+            match page.next {
+                Some(t) => token = Some(t),
+                None => return Ok(keys),
+            }
+        }
+        Err(ImageError::Resolve(format!("listing {prefix} did not end after 100 pages")))
+    }
+
+    async fn resolve_hosted(&self, options: &BaseImageOptions) -> Result<Resolved, ImageError> {
+        let (text, location, base_dir) = match (&options.manifest_url, &options.manifest_path) {
+            (Some(url), _) => {
+                let text = self.images.downloader().text(url).await.map_err(|e| ImageError::ManifestFetch {
+                    location: url.clone(),
+                    reason: "download failed".into(),
+                    source: Some(Box::new(e)),
+                })?;
+                (text, url.clone(), None)
+            }
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ImageError::ManifestFetch {
+                    location: path.display().to_string(),
+                    reason: "cannot read".into(),
+                    source: Some(Box::new(e)),
+                })?;
+                (text, path.display().to_string(), path.parent().map(Path::to_path_buf))
+            }
+            (None, None) => {
+                return Err(ImageError::ManifestFetch {
+                    location: "<none>".into(),
+                    reason: "the hosted preset needs a manifest URL or path".into(),
+                    source: None,
+                })
+            }
+        };
+        let manifest = HostedManifest::parse(&text)?;
+        let (kernel, rootfs) = manifest.validate(self.images.arch(), base_dir.as_deref())?;
+        let describe = |a: &ResolvedArtifact| match &a.location {
+            ArtifactLocation::Url(u) => u.clone(),
+            ArtifactLocation::Path(p) => p.display().to_string(),
+        };
+        Ok(Resolved {
+            bundle_id: manifest.bundle_id.clone(),
+            preset: Preset::Hosted,
+            firecracker_version: manifest.firecracker_version.clone(),
+            rootfs_type: manifest.rootfs_type.clone(),
+            rootfs_is_read_only: manifest.rootfs_is_read_only,
+            boot_args: manifest.boot_args.clone(),
+            source: BundleSource::Hosted { manifest: location, kernel: describe(&kernel), rootfs: describe(&rootfs) },
+            kernel,
+            rootfs,
+        })
+    }
+
+    /// Cached bundles, most recently used first.
+    pub fn list(&self) -> Result<Vec<BaseImageBundle>, ImageError> {
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(&self.cache_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(ImageError::prepare(format!("cannot list {}", self.cache_dir.display()), e)),
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if let Some(c) = CachedBundle::read(&dir) {
+                out.push(BaseImageBundle::from_cached(&dir, &c));
+            }
+        }
+        out.sort_by(|a, b| b.last_accessed_at_ms.cmp(&a.last_accessed_at_ms).then_with(|| a.bundle_id.cmp(&b.bundle_id)));
+        Ok(out)
+    }
+
+    /// Applies the retention limit, never evicting `keep`; returns the evicted ids (each with a
+    /// warning). A bundle another process is using (locked) is skipped.
+    pub fn prune(&self, keep: Option<&str>) -> Result<Vec<String>, ImageError> {
+        self.prune_to(self.max_stored, keep)
+    }
+
+    /// Like [`prune`](Self::prune) with an explicit limit (≥ 1).
+    pub fn prune_to(&self, max: usize, keep: Option<&str>) -> Result<Vec<String>, ImageError> {
+        if max < 1 {
+            return Err(ImageError::InvalidCacheLimit(max));
+        }
+        let entries: Vec<(String, u64)> = self.list()?.into_iter().map(|b| (b.bundle_id, b.last_accessed_at_ms)).collect();
+        let mut evicted = Vec::new();
+        for id in eviction_plan(&entries, max, keep) {
+            let Some(_lock) = BundleLock::try_acquire(&self.cache_dir, &id)? else { continue };
+            let dir = self.cache_dir.join(&id);
+            std::fs::remove_dir_all(&dir).map_err(|e| ImageError::prepare(format!("cannot evict {}", dir.display()), e))?;
+            tracing::warn!(bundle = %id, limit = max, "evicted least recently used base image");
+            evicted.push(id);
+        }
+        Ok(evicted)
+    }
+}
+
+/// A directory removed on drop unless forgotten.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

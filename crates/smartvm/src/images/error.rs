@@ -1,0 +1,118 @@
+//! Errors of the images layer, each with its stable code.
+
+use std::path::PathBuf;
+
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Failures while obtaining binaries, kernels, rootfs images and base-image bundles.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    /// `DOWNLOAD_FAILED`: an artifact could not be fetched or failed verification.
+    #[error("download of {url} failed: {reason}")]
+    Download {
+        /// What was fetched.
+        url: String,
+        /// What went wrong (status, size or checksum mismatch, …).
+        reason: String,
+        /// Underlying error.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// `VERSION_FETCH_FAILED`: the latest Firecracker release could not be determined.
+    #[error("cannot determine the latest Firecracker release from {url}: {reason}")]
+    VersionFetch {
+        /// Releases API URL.
+        url: String,
+        /// Why.
+        reason: String,
+        /// Underlying error.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// `BASE_IMAGE_RESOLVE_FAILED`: no kernel/rootfs could be found for a preset.
+    #[error("cannot resolve base image: {0}")]
+    Resolve(String),
+    /// `BASE_IMAGE_MANIFEST_FAILED`: a hosted manifest could not be read or parsed.
+    #[error("cannot read base image manifest {location}: {reason}")]
+    ManifestFetch {
+        /// URL or path.
+        location: String,
+        /// Why.
+        reason: String,
+        /// Underlying error.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// `INVALID_BASE_IMAGE_MANIFEST`: a manifest field breaks the schema.
+    #[error("invalid base image manifest: {field}: {message}")]
+    InvalidManifest {
+        /// The field (`kernel.sha256`).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// `INVALID_BASE_IMAGE_CACHE_LIMIT`: `max_stored_base_images` is below 1.
+    #[error("max_stored_base_images must be at least 1 (got {0})")]
+    InvalidCacheLimit(usize),
+    /// `BASE_IMAGE_PREPARE_FAILED`: the cache could not be written or verified.
+    #[error("cannot prepare base image: {message}")]
+    Prepare {
+        /// What failed.
+        message: String,
+        /// Underlying error.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// `ROOTFS_CREATE_FAILED`: a blank rootfs could not be made.
+    #[error("cannot create rootfs {}: {message}", path.display())]
+    RootfsCreate {
+        /// Target.
+        path: PathBuf,
+        /// Why.
+        message: String,
+        /// Underlying error.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// `ROOTFS_CLONE_FAILED`: a rootfs could not be copied.
+    #[error("cannot clone rootfs {} to {}", source_path.display(), target.display())]
+    RootfsClone {
+        /// Source image.
+        source_path: PathBuf,
+        /// Target.
+        target: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ImageError {
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ImageError::Download { .. } => "DOWNLOAD_FAILED",
+            ImageError::VersionFetch { .. } => "VERSION_FETCH_FAILED",
+            ImageError::Resolve(_) => "BASE_IMAGE_RESOLVE_FAILED",
+            ImageError::ManifestFetch { .. } => "BASE_IMAGE_MANIFEST_FAILED",
+            ImageError::InvalidManifest { .. } => "INVALID_BASE_IMAGE_MANIFEST",
+            ImageError::InvalidCacheLimit(_) => "INVALID_BASE_IMAGE_CACHE_LIMIT",
+            ImageError::Prepare { .. } => "BASE_IMAGE_PREPARE_FAILED",
+            ImageError::RootfsCreate { .. } => "ROOTFS_CREATE_FAILED",
+            ImageError::RootfsClone { .. } => "ROOTFS_CLONE_FAILED",
+        }
+    }
+
+    pub(crate) fn download(url: &str, reason: impl Into<String>) -> Self {
+        ImageError::Download { url: url.into(), reason: reason.into(), source: None }
+    }
+
+    pub(crate) fn prepare(message: impl Into<String>, source: impl Into<Cause>) -> Self {
+        ImageError::Prepare { message: message.into(), source: Some(source.into()) }
+    }
+
+    pub(crate) fn manifest(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ImageError::InvalidManifest { field: field.into(), message: message.into() }
+    }
+}

@@ -1,0 +1,231 @@
+//! Images: Firecracker binaries, kernels and rootfs images ([`ImageManager`]), and bootable
+//! base-image bundles with a verified, bounded cache ([`BaseImageManager`]).
+//!
+//! Layout under the data dir: `bin/<version>/{firecracker,jailer}`, `kernels/`, `rootfs/`,
+//! `base-images/<bundleId>/`. Every remote location comes from [`Mirrors`], so an air-gapped host
+//! can point smartvm at an internal mirror.
+
+mod base;
+mod ci_artifacts;
+mod download;
+mod error;
+mod mirrors;
+mod release;
+mod rootfs;
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+pub use base::{
+    eviction_plan, ArtifactLocation, BaseImageBundle, BaseImageManager, BaseImageOptions, BundleSource, CachedBundle,
+    CachedFile, HostedArtifact, HostedManifest, Preset, ResolvedArtifact,
+};
+pub use ci_artifacts::{parse_list, select as select_train_artifacts, train_of, train_prefix, ListPage, TrainArtifacts};
+pub use download::{hash_file, Downloaded, Downloader, Expect, NoProgress, Progress};
+pub use error::ImageError;
+pub use mirrors::Mirrors;
+pub use release::{checksum_for, is_sha256_hex, normalize_version, parse_checksum_lines, parse_latest_tag};
+pub use rootfs::HostTool;
+
+/// A plain file name: no separators, not `.`/`..`, not empty.
+pub(crate) fn check_file_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\\') || name.contains('\0') {
+        Err(format!("{name:?} must be a plain file name"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Firecracker binaries, kernels and rootfs images under one data dir.
+#[derive(Debug, Clone)]
+pub struct ImageManager {
+    data_dir: PathBuf,
+    arch: String,
+    mirrors: Mirrors,
+    downloader: Downloader,
+}
+
+impl ImageManager {
+    /// A manager for `data_dir` and `arch` (`x86_64`/`aarch64`) using `mirrors`.
+    pub fn new(data_dir: impl Into<PathBuf>, arch: impl Into<String>, mirrors: Mirrors) -> Self {
+        Self { data_dir: data_dir.into(), arch: arch.into(), mirrors, downloader: Downloader::new() }
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+    /// The architecture.
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+    /// The mirrors in use.
+    pub fn mirrors(&self) -> &Mirrors {
+        &self.mirrors
+    }
+    /// The HTTP client.
+    pub fn downloader(&self) -> &Downloader {
+        &self.downloader
+    }
+    /// `bin/<version>/`.
+    pub fn bin_dir(&self, version: &str) -> PathBuf {
+        self.data_dir.join("bin").join(normalize_version(version))
+    }
+    /// `bin/<version>/firecracker`.
+    pub fn firecracker_path(&self, version: &str) -> PathBuf {
+        self.bin_dir(version).join("firecracker")
+    }
+    /// `bin/<version>/jailer`.
+    pub fn jailer_path(&self, version: &str) -> PathBuf {
+        self.bin_dir(version).join("jailer")
+    }
+    /// `kernels/`.
+    pub fn kernels_dir(&self) -> PathBuf {
+        self.data_dir.join("kernels")
+    }
+    /// `rootfs/`.
+    pub fn rootfs_dir(&self) -> PathBuf {
+        self.data_dir.join("rootfs")
+    }
+
+    /// Creates `bin/`, `kernels/` and `rootfs/`.
+    pub fn ensure_directories(&self) -> Result<(), ImageError> {
+        for d in [self.data_dir.join("bin"), self.kernels_dir(), self.rootfs_dir()] {
+            std::fs::create_dir_all(&d).map_err(|e| ImageError::prepare(format!("cannot create {}", d.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// The newest Firecracker release tag (`vX.Y.Z`) from the releases API.
+    pub async fn latest_version(&self) -> Result<String, ImageError> {
+        let url = self.mirrors.latest_release_url();
+        let body = self.downloader.text(&url).await.map_err(|e| ImageError::VersionFetch {
+            url: url.clone(),
+            reason: "request failed".into(),
+            source: Some(Box::new(e)),
+        })?;
+        parse_latest_tag(&body).map_err(|reason| ImageError::VersionFetch { url, reason, source: None })
+    }
+
+    /// `bin/<version>/firecracker`, downloading the release when it is not there yet.
+    pub async fn ensure_firecracker(&self, version: &str, progress: &dyn Progress) -> Result<PathBuf, ImageError> {
+        let path = self.firecracker_path(version);
+        if path.is_file() && self.jailer_path(version).is_file() {
+            return Ok(path);
+        }
+        self.download_firecracker(version, progress).await
+    }
+
+    /// Downloads the release tarball of `version`, verifies it against its `.sha256.txt`,
+    /// extracts `firecracker` and `jailer`, verifies them against the tarball's `SHA256SUMS`
+    /// and installs them (0755) atomically into `bin/<version>/`.
+    pub async fn download_firecracker(&self, version: &str, progress: &dyn Progress) -> Result<PathBuf, ImageError> {
+        let version = normalize_version(version);
+        let dir = self.bin_dir(&version);
+        std::fs::create_dir_all(&dir).map_err(|e| ImageError::prepare(format!("cannot create {}", dir.display()), e))?;
+        let url = self.mirrors.release_tarball_url(&version, &self.arch);
+        let tgz_name = format!("firecracker-{version}-{}.tgz", self.arch);
+        let sums_url = format!("{url}.sha256.txt");
+        let sums = self.downloader.text(&sums_url).await?;
+        let sha = checksum_for(&sums, &tgz_name)
+            .ok_or_else(|| ImageError::download(&sums_url, format!("no checksum for {tgz_name}")))?;
+        let tarball = download::TempFile::beside(&dir.join(&tgz_name));
+        let expect = Expect { sha256: Some(sha), size: None };
+        self.downloader.file(&url, tarball.path(), &expect, progress).await?;
+        let (arch, tar_path, dest) = (self.arch.clone(), tarball.path().to_path_buf(), dir.clone());
+        let v = version.clone();
+        tokio::task::spawn_blocking(move || install_from_tarball(&tar_path, &dest, &v, &arch))
+            .await
+            .map_err(|e| ImageError::prepare("extraction task failed", e))?
+            .map_err(|reason| ImageError::download(&url, reason))?;
+        drop(tarball);
+        Ok(dir.join("firecracker"))
+    }
+
+    /// Downloads a kernel into `kernels/<name>`.
+    pub async fn download_kernel(&self, url: &str, name: &str, expect: &Expect, progress: &dyn Progress) -> Result<PathBuf, ImageError> {
+        self.download_named(url, &self.kernels_dir(), name, expect, progress).await
+    }
+
+    /// Downloads a rootfs image into `rootfs/<name>`.
+    pub async fn download_rootfs(&self, url: &str, name: &str, expect: &Expect, progress: &dyn Progress) -> Result<PathBuf, ImageError> {
+        self.download_named(url, &self.rootfs_dir(), name, expect, progress).await
+    }
+
+    async fn download_named(&self, url: &str, dir: &Path, name: &str, expect: &Expect, progress: &dyn Progress) -> Result<PathBuf, ImageError> {
+        check_file_name(name).map_err(|reason| ImageError::download(url, reason))?;
+        std::fs::create_dir_all(dir).map_err(|e| ImageError::prepare(format!("cannot create {}", dir.display()), e))?;
+        Ok(self.downloader.file(url, &dir.join(name), expect, progress).await?.path)
+    }
+
+    /// Creates `rootfs/<name>` as a sparse ext4 image of `size_mib` MiB.
+    pub async fn create_blank_rootfs(&self, name: &str, size_mib: u64) -> Result<PathBuf, ImageError> {
+        let path = self.rootfs_dir().join(name);
+        check_file_name(name).map_err(|message| ImageError::RootfsCreate { path: path.clone(), message, source: None })?;
+        self.ensure_directories()?;
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || rootfs::create_blank(&p, size_mib))
+            .await
+            .map_err(|e| ImageError::prepare("mkfs task failed", e))??;
+        Ok(path)
+    }
+
+    /// Copies `source` to `rootfs/<name>` (reflink, else hole-preserving).
+    pub async fn clone_rootfs(&self, source: &Path, name: &str) -> Result<PathBuf, ImageError> {
+        let target = self.rootfs_dir().join(name);
+        if let Err(reason) = check_file_name(name) {
+            let error = std::io::Error::new(std::io::ErrorKind::InvalidInput, reason);
+            return Err(ImageError::RootfsClone { source_path: source.to_path_buf(), target, source: error });
+        }
+        self.ensure_directories()?;
+        let (s, t) = (source.to_path_buf(), target.clone());
+        tokio::task::spawn_blocking(move || rootfs::clone(&s, &t)).await.map_err(|e| ImageError::prepare("clone task failed", e))??;
+        Ok(target)
+    }
+}
+
+/// Extracts and verifies `firecracker-<v>-<arch>` and `jailer-<v>-<arch>` from a release tarball.
+fn install_from_tarball(tarball: &Path, dir: &Path, version: &str, arch: &str) -> Result<(), String> {
+    let file = std::fs::File::open(tarball).map_err(|e| format!("cannot open tarball: {e}"))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let wanted = [format!("firecracker-{version}-{arch}"), format!("jailer-{version}-{arch}")];
+    let mut found: [Option<Vec<u8>>; 2] = [None, None];
+    let mut sums = None;
+    for entry in archive.entries().map_err(|e| format!("not a tar.gz: {e}"))? {
+        let mut entry = entry.map_err(|e| format!("corrupt tarball: {e}"))?;
+        let name = entry.path().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_default();
+        let slot = wanted.iter().position(|w| *w == name);
+        if slot.is_none() && name != "SHA256SUMS" {
+            continue;
+        }
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).map_err(|e| format!("corrupt tarball entry {name}: {e}"))?;
+        match slot {
+            Some(i) => found[i] = Some(data),
+            None => sums = Some(String::from_utf8_lossy(&data).into_owned()),
+        }
+    }
+    let sums = sums.ok_or("tarball has no SHA256SUMS")?;
+    let mut staged = Vec::new();
+    for (want, data) in wanted.iter().zip(found) {
+        let data = data.ok_or_else(|| format!("tarball has no {want}"))?;
+        let expected = checksum_for(&sums, want).ok_or_else(|| format!("SHA256SUMS lists no {want}"))?;
+        let actual = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&data))
+        };
+        if actual != expected {
+            return Err(format!("{want}: SHA-256 {actual} does not match SHA256SUMS {expected}"));
+        }
+        let final_name = if want.starts_with("firecracker") { "firecracker" } else { "jailer" };
+        let tmp = download::TempFile::beside(&dir.join(final_name));
+        std::fs::write(tmp.path(), &data).map_err(|e| format!("cannot write {final_name}: {e}"))?;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).map_err(|e| format!("chmod: {e}"))?;
+        staged.push((tmp, dir.join(final_name)));
+    }
+    for (tmp, dest) in staged {
+        tmp.persist(&dest).map_err(|e| format!("cannot install {}: {e}", dest.display()))?;
+    }
+    Ok(())
+}
