@@ -117,7 +117,7 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
     options.runtime_dir = work.path().join("run");
     options.stop_grace = Duration::from_millis(100);
     let smartvm = SmartVm::new(options.clone());
-    let binary = smartvm.ensure_binary()?;
+    let binary = smartvm.find_binary()?;
     let kernel =
         probe::install_probe_kernel(&work.path().join("kernels")).map_err(|e| bench_error("probe kernel", e))?;
     let raw_config = write_raw_config(work.path(), &kernel)?;

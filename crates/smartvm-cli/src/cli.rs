@@ -28,6 +28,12 @@ enum Command {
     },
     /// Measure boot paths (raw Firecracker vs smartvm, concurrency, snapshot restore).
     Bench(crate::bench::BenchArgs),
+    /// Firecracker binaries.
+    #[command(subcommand)]
+    Binary(crate::images::BinaryCommand),
+    /// Base-image bundles (kernel + rootfs).
+    #[command(subcommand)]
+    Image(crate::images::ImageCommand),
     /// Remove runtime dirs left behind by crashed programs.
     Gc,
     /// Print smartvm's and Firecracker's versions.
@@ -59,6 +65,8 @@ pub fn main() -> ExitCode {
             Command::Run(args) => crate::run::run(args).await,
             Command::Doctor { json } => crate::doctor::doctor(json).await,
             Command::Bench(args) => crate::bench::bench(args).await,
+            Command::Binary(cmd) => crate::images::binary(cmd).await,
+            Command::Image(cmd) => crate::images::image(cmd).await,
             Command::Gc => gc(),
             Command::Version => version(),
         }
@@ -83,7 +91,7 @@ fn gc() -> Result<Exit, CliError> {
 fn version() -> Result<Exit, CliError> {
     println!("smartvm {}", env!("CARGO_PKG_VERSION"));
     let smartvm = smartvm::SmartVm::new(smartvm::SmartVmOptions::from_env());
-    match smartvm.ensure_binary() {
+    match smartvm.find_binary() {
         Ok(bin) => println!(
             "firecracker {} ({})",
             firecracker_version(&bin).unwrap_or_else(|| "unknown".into()),

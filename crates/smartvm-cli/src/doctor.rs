@@ -156,7 +156,7 @@ pub async fn doctor(json: bool) -> Result<Exit, CliError> {
     let options = SmartVmOptions::from_env();
     let smartvm = SmartVm::new(options.clone());
     let mut checks = kvm_checks();
-    let binary = smartvm.ensure_binary();
+    let binary = smartvm.find_binary();
     match &binary {
         Ok(bin) => {
             let version = crate::cli::firecracker_version(bin).unwrap_or_else(|| "unknown".into());

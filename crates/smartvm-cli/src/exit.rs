@@ -5,7 +5,7 @@
 //! | 0 | success (for `run`: the guest ended normally) |
 //! | 1 | failure (a VM could not be started, an API call failed, …) |
 //! | 2 | bad command-line usage |
-//! | 3 | invalid VM configuration (`INVALID_CONFIG`) |
+//! | 3 | invalid input (`INVALID_CONFIG`, `INVALID_BASE_IMAGE_MANIFEST`, `INVALID_SUBNET`, …) |
 //! | 4 | this host cannot run VMs (no /dev/kvm, no Firecracker binary, `doctor` found a blocker) |
 //! | 5 | the guest or Firecracker exited with an error |
 //! | 130 | interrupted (Ctrl-C / SIGTERM); the VM was stopped and cleaned up |
@@ -49,7 +49,8 @@ impl CliError {
 impl From<SmartVmError> for CliError {
     fn from(e: SmartVmError) -> Self {
         let exit = match e.root().code() {
-            "INVALID_CONFIG" => Exit::InvalidConfig,
+            "INVALID_STATE" => Exit::Failure,
+            code if code.starts_with("INVALID_") => Exit::InvalidConfig,
             "BINARY_NOT_FOUND" => Exit::HostUnfit,
             _ => Exit::Failure,
         };

@@ -4,6 +4,8 @@ mod bench;
 mod cli;
 mod doctor;
 mod exit;
+mod images;
+mod progress;
 mod run;
 
 fn main() -> std::process::ExitCode {

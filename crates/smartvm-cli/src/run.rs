@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use smartvm::config::DriveConfig;
+use smartvm::images::BaseImageBundle;
 use smartvm::{probe, SmartVm, SmartVmError, SmartVmOptions, VmConfig};
 
 use crate::exit::{CliError, Exit};
@@ -38,14 +39,29 @@ pub struct RunArgs {
     /// Stop the VM after this many seconds.
     #[arg(long)]
     timeout: Option<u64>,
+    /// Boot a base-image bundle (see `smartvm image pull`).
+    #[command(flatten)]
+    image: crate::images::SourceArgs,
 }
 
 const LINUX_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1 pci=off";
 
-fn build_config(args: &RunArgs, options: &SmartVmOptions) -> Result<VmConfig, CliError> {
-    let mut cfg = match &args.config {
-        Some(path) => VmConfig::from_file(path).map_err(SmartVmError::from)?,
-        None => {
+fn build_config(
+    args: &RunArgs,
+    options: &SmartVmOptions,
+    bundle: Option<&BaseImageBundle>,
+) -> Result<VmConfig, CliError> {
+    let mut cfg = match (&args.config, bundle) {
+        (Some(path), _) => VmConfig::from_file(path).map_err(SmartVmError::from)?,
+        (None, Some(b)) => {
+            let mut root = DriveConfig::new("rootfs", &b.rootfs_path).root();
+            root.is_read_only = b.rootfs_is_read_only;
+            VmConfig::new(&b.kernel_image_path)
+                .with_boot_args(b.boot_args.clone())
+                .with_machine(1, 128)
+                .with_drive(root)
+        }
+        (None, None) => {
             let kernel = match &args.kernel {
                 Some(k) => k.clone(),
                 None => probe::install_probe_kernel(&options.data_dir.join("kernels")).map_err(|e| {
@@ -85,9 +101,13 @@ fn build_config(args: &RunArgs, options: &SmartVmOptions) -> Result<VmConfig, Cl
 
 pub async fn run(args: RunArgs) -> Result<Exit, CliError> {
     let options = SmartVmOptions::from_env();
-    let cfg = build_config(&args, &options)?;
-    let smartvm = SmartVm::new(options);
-    let binary = smartvm.ensure_binary()?;
+    let smartvm = SmartVm::new(options.clone());
+    let bundle = match args.image.is_set() {
+        true => Some(crate::images::pull(&smartvm, &args.image).await?),
+        false => None,
+    };
+    let cfg = build_config(&args, &options, bundle.as_ref())?;
+    let binary = smartvm.ensure_binary(crate::progress::for_terminal().as_ref()).await?;
     let mut runtime = smartvm.runtime_options(binary);
     runtime.console_file = args.console_file.clone();
     let vm = smartvm.create_vm_with(&cfg, runtime)?;

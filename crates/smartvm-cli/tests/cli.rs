@@ -21,12 +21,15 @@ fn env() -> Option<Env> {
     Some(Env { dir: tempfile::Builder::new().prefix("svcli").tempdir_in("/dev/shm").unwrap() })
 }
 
+fn firecracker_bin() -> std::ffi::OsString {
+    std::env::var_os("SMARTVM_FIRECRACKER_BIN").unwrap_or("/tmp/.smartvm/bin/v1.12.1/firecracker".into())
+}
+
 impl Env {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.args(args).env("SMARTVM_RUNTIME_DIR", self.runtime()).env("SMARTVM_DATA_DIR", self.dir.path().join("data"));
-        let fc = std::env::var_os("SMARTVM_FIRECRACKER_BIN").unwrap_or("/tmp/.smartvm/bin/v1.12.1/firecracker".into());
-        c.env("SMARTVM_FIRECRACKER_BIN", fc);
+        c.env("SMARTVM_FIRECRACKER_BIN", firecracker_bin());
         c
     }
     fn runtime(&self) -> PathBuf {
@@ -176,4 +179,71 @@ fn wait_for_exit(pid: i32, timeout_ms: i32) -> bool {
         libc::close(fd);
         ready == 1
     }
+}
+
+/// A hosted manifest (local paths, no checksums needed) for the probe kernel and a fresh ext4.
+fn probe_bundle(env: &Env, id: &str, rootfs_mib: u64) -> PathBuf {
+    let dir = env.dir.path().join(format!("bundle-{id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kernel = smartvm::probe::install_probe_kernel(&dir).unwrap();
+    let rootfs = dir.join("rootfs.ext4");
+    std::fs::File::create(&rootfs).unwrap().set_len(rootfs_mib << 20).unwrap();
+    let ok = Command::new("mkfs.ext4").args(["-F", "-q"]).arg(&rootfs).status().unwrap().success();
+    assert!(ok, "mkfs.ext4");
+    let manifest = serde_json::json!({
+        "schemaVersion": 1, "bundleId": id, "arch": "x86_64", "firecrackerVersion": "v1.12.1",
+        "rootfsType": "ext4", "rootfsIsReadOnly": false, "bootArgs": "console=ttyS0 probe.write=0:4000:hello",
+        "kernel": {"path": kernel.file_name().unwrap().to_str().unwrap(), "fileName": "vmlinux"},
+        "rootfs": {"path": "rootfs.ext4"}
+    });
+    let path = dir.join("manifest.json");
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn hosted_bundle_boots_through_run_manifest() {
+    let Some(env) = env() else { return };
+    let manifest = probe_bundle(&env, "probe-bundle", 16);
+    let out = env.cmd(&["run", "--manifest", manifest.to_str().unwrap(), "--mem", "16"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let report = smartvm::probe::ProbeReport::parse(stdout.lines());
+    assert!(report.cmdline.as_deref().unwrap().contains("root=/dev/vda rw"), "{stdout}");
+    let block = &report.devices_of("block")[0];
+    assert_eq!((block.capacity, block.read_only), (Some(16 << 11), Some(false)));
+    assert_eq!(report.writes[0].status, "ok");
+    // The write went to the VM's staged copy: the cached bundle rootfs is untouched.
+    let cached = env.dir.path().join("data/base-images/probe-bundle/rootfs.ext4");
+    let bytes = std::fs::read(cached).unwrap();
+    assert!(bytes[4000 * 512..4000 * 512 + 5].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn image_pull_ls_prune_and_two_concurrent_pulls() {
+    let Some(env) = env() else { return };
+    let first = probe_bundle(&env, "first", 64);
+    let second = probe_bundle(&env, "second", 8);
+    let spawn_pull = |m: &Path| {
+        env.cmd(&["image", "pull", "--manifest", m.to_str().unwrap()]).stdout(Stdio::piped()).spawn().unwrap()
+    };
+    let (a, b) = (spawn_pull(&first), spawn_pull(&first));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success() && b.status.success());
+    let (ja, jb): (serde_json::Value, serde_json::Value) =
+        (serde_json::from_slice(&a.stdout).unwrap(), serde_json::from_slice(&b.stdout).unwrap());
+    assert_eq!(ja["rootfsSha256"], jb["rootfsSha256"]);
+    assert_eq!(ja["rootfsSizeBytes"], 64 << 20);
+    assert!(env.cmd(&["image", "pull", "--manifest", second.to_str().unwrap()]).output().unwrap().status.success());
+    let ls = env.cmd(&["image", "ls", "--json"]).output().unwrap();
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&ls.stdout).unwrap();
+    let ids: Vec<&str> = list.iter().map(|b| b["bundleId"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["second", "first"]);
+    let pruned = env.cmd(&["image", "prune", "--keep", "1"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&pruned.stdout).trim(), "first");
+    let bad = env.cmd(&["image", "prune", "--keep", "0"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("error[INVALID_BASE_IMAGE_CACHE_LIMIT]"));
+    let out = env.cmd(&["binary", "ensure"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), Path::new(&firecracker_bin()).to_str().unwrap());
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config::{ConfigErrors, VmConfig};
 use crate::error::{Result, SmartVmError};
+use crate::images::{BaseImageBundle, BaseImageManager, BaseImageOptions, ImageManager, Mirrors, Progress};
 use crate::process::StopPlan;
 use crate::snapshot::Snapshot;
 use crate::version::FirecrackerVersion;
@@ -44,6 +45,8 @@ pub struct SmartVmOptions {
     pub socket_timeout: Duration,
     /// How long `stop()` waits after Ctrl-Alt-Del before SIGTERM.
     pub stop_grace: Duration,
+    /// Remote base URLs (GitHub API, GitHub, CI artifact bucket).
+    pub mirrors: Mirrors,
 }
 
 /// The default runtime dir: tmpfs (`/dev/shm`) when present.
@@ -72,14 +75,22 @@ impl Default for SmartVmOptions {
             base_image_manifest_path: None,
             socket_timeout: Duration::from_secs(5),
             stop_grace: Duration::from_secs(2),
+            mirrors: Mirrors::default(),
         }
     }
 }
 
 impl SmartVmOptions {
-    /// Defaults overridden by `SMARTVM_DATA_DIR`, `SMARTVM_RUNTIME_DIR`, `SMARTVM_FIRECRACKER_BIN`.
+    /// Defaults overridden by `SMARTVM_DATA_DIR`, `SMARTVM_RUNTIME_DIR`, `SMARTVM_FIRECRACKER_BIN`,
+    /// `SMARTVM_BASE_IMAGE_MANIFEST_URL`/`_PATH` and the mirror variables of [`Mirrors::from_env`].
     pub fn from_env() -> Self {
-        let mut o = Self::default();
+        let mut o = Self { mirrors: Mirrors::from_env(), ..Self::default() };
+        if let Some(v) = std::env::var_os("SMARTVM_BASE_IMAGE_MANIFEST_URL").filter(|v| !v.is_empty()) {
+            o.base_image_manifest_url = Some(v.to_string_lossy().into_owned());
+        }
+        if let Some(v) = std::env::var_os("SMARTVM_BASE_IMAGE_MANIFEST_PATH").filter(|v| !v.is_empty()) {
+            o.base_image_manifest_path = Some(v.into());
+        }
         if let Some(v) = std::env::var_os("SMARTVM_DATA_DIR").filter(|v| !v.is_empty()) {
             o.data_dir = v.into();
         }
@@ -146,9 +157,55 @@ impl SmartVm {
         self.vms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Finds the Firecracker binary (see [`binary_candidates`]); `BINARY_NOT_FOUND` lists every
-    /// place searched and names `scripts/install-firecracker.sh`.
-    pub fn ensure_binary(&self) -> Result<PathBuf> {
+    /// The image manager for this data dir, arch and mirrors.
+    pub fn image_manager(&self) -> ImageManager {
+        ImageManager::new(&self.options.data_dir, &self.options.arch, self.options.mirrors.clone())
+    }
+
+    /// The base-image manager (`INVALID_BASE_IMAGE_CACHE_LIMIT` when `max_stored_base_images` is 0).
+    pub fn base_image_manager(&self) -> Result<BaseImageManager> {
+        Ok(BaseImageManager::new(
+            self.image_manager(),
+            self.options.base_image_cache_dir(),
+            self.options.max_stored_base_images,
+        )?)
+    }
+
+    /// Resolves and caches a base-image bundle. The hosted preset falls back to the options'
+    /// manifest URL/path.
+    pub async fn ensure_base_image(
+        &self,
+        options: &BaseImageOptions,
+        progress: &dyn Progress,
+    ) -> Result<BaseImageBundle> {
+        let mut options = options.clone();
+        if options.manifest_url.is_none() && options.manifest_path.is_none() {
+            options.manifest_url = self.options.base_image_manifest_url.clone();
+            options.manifest_path = self.options.base_image_manifest_path.clone();
+        }
+        Ok(self.base_image_manager()?.ensure_base_image(&options, progress).await?)
+    }
+
+    /// Finds the binary locally, else downloads the configured version (default: the latest
+    /// release) into `<data_dir>/bin/<version>/`.
+    pub async fn ensure_binary(&self, progress: &dyn Progress) -> Result<PathBuf> {
+        if let Ok(found) = self.find_binary() {
+            return Ok(found);
+        }
+        if self.options.firecracker_binary_path.is_some() {
+            return self.find_binary();
+        }
+        let images = self.image_manager();
+        let version = match self.options.firecracker_version {
+            Some(v) => v.to_string(),
+            None => images.latest_version().await?,
+        };
+        Ok(images.ensure_firecracker(&version, progress).await?)
+    }
+
+    /// Finds the Firecracker binary without downloading (see [`binary_candidates`]);
+    /// `BINARY_NOT_FOUND` lists every place searched and names `scripts/install-firecracker.sh`.
+    pub fn find_binary(&self) -> Result<PathBuf> {
         let candidates = binary_candidates(&self.options, std::env::var_os("PATH").as_deref());
         candidates
             .iter()
@@ -182,7 +239,7 @@ impl SmartVm {
     /// Validates `config` (cloned) and registers a VM in `Created` state; does not boot it.
     pub fn create_vm(&self, config: &VmConfig) -> Result<Arc<MicroVm>> {
         config.validate()?;
-        let binary = self.ensure_binary()?;
+        let binary = self.find_binary()?;
         self.create_vm_with(config, self.runtime_options(binary))
     }
 
@@ -363,7 +420,7 @@ mod tests {
             firecracker_binary_path: Some("/nonexistent-smartvm/fc".into()),
             ..Default::default()
         });
-        let e = vm.ensure_binary().unwrap_err();
+        let e = vm.find_binary().unwrap_err();
         assert_eq!(e.code(), "BINARY_NOT_FOUND");
         assert!(e.to_string().contains("install-firecracker.sh"));
     }

@@ -52,7 +52,8 @@ pub fn train_of(version: &str) -> Option<String> {
 fn versioned(name: &str, prefix: &str, suffix: &str, parts: usize) -> Option<Vec<u32>> {
     let core = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
     let nums: Vec<&str> = core.split('.').collect();
-    if nums.len() != parts || nums.iter().any(|n| n.is_empty() || n.len() > 3 || !n.bytes().all(|b| b.is_ascii_digit())) {
+    if nums.len() != parts || nums.iter().any(|n| n.is_empty() || n.len() > 3 || !n.bytes().all(|b| b.is_ascii_digit()))
+    {
         return None;
     }
     nums.iter().map(|n| n.parse().ok()).collect()
@@ -72,10 +73,16 @@ pub struct TrainArtifacts {
 /// Picks the newest `vmlinux-X.Y.Z` and the newest `ubuntu-X.Y.squashfs` (else `.ext4`) directly
 /// under `prefix` (like `sort -V | tail -1`).
 pub fn select(keys: &[String], prefix: &str) -> Result<TrainArtifacts, String> {
-    let names: Vec<(&str, &str)> =
-        keys.iter().filter_map(|k| k.strip_prefix(prefix).filter(|n| !n.contains('/')).map(|n| (k.as_str(), n))).collect();
+    let names: Vec<(&str, &str)> = keys
+        .iter()
+        .filter_map(|k| k.strip_prefix(prefix).filter(|n| !n.contains('/')).map(|n| (k.as_str(), n)))
+        .collect();
     let newest = |prefix: &str, suffix: &str, parts: usize| {
-        names.iter().filter_map(|(k, n)| versioned(n, prefix, suffix, parts).map(|v| (v, *k))).max().map(|(_, k)| k.to_string())
+        names
+            .iter()
+            .filter_map(|(k, n)| versioned(n, prefix, suffix, parts).map(|v| (v, *k)))
+            .max()
+            .map(|(_, k)| k.to_string())
     };
     let kernel_key = newest("vmlinux-", "", 3).ok_or_else(|| format!("no vmlinux-X.Y.Z kernel under {prefix}"))?;
     let (rootfs_key, rootfs_type) = match newest("ubuntu-", ".squashfs", 2) {

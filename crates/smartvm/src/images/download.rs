@@ -135,7 +135,13 @@ impl Downloader {
     /// Streams `url` into a temporary file beside `dest`, hashing on the way; checks the
     /// announced length, `expect`ed size and SHA-256; then renames onto `dest`. A failed or
     /// interrupted download leaves nothing at `dest` (and removes its temporary file).
-    pub async fn file(&self, url: &str, dest: &Path, expect: &Expect, progress: &dyn Progress) -> Result<Downloaded, ImageError> {
+    pub async fn file(
+        &self,
+        url: &str,
+        dest: &Path,
+        expect: &Expect,
+        progress: &dyn Progress,
+    ) -> Result<Downloaded, ImageError> {
         let response = self.get(url).await?;
         let announced = response.content_length();
         let tmp = TempFile::beside(dest);

@@ -48,7 +48,10 @@ impl Mirrors {
 
     /// Release tarball URL for `version` (`vX.Y.Z`) and `arch`.
     pub fn release_tarball_url(&self, version: &str, arch: &str) -> String {
-        format!("{}/firecracker-microvm/firecracker/releases/download/{version}/firecracker-{version}-{arch}.tgz", self.github)
+        format!(
+            "{}/firecracker-microvm/firecracker/releases/download/{version}/firecracker-{version}-{arch}.tgz",
+            self.github
+        )
     }
 
     /// URL of an artifact key in the CI bucket.

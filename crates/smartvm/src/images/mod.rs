@@ -21,7 +21,9 @@ pub use base::{
     eviction_plan, ArtifactLocation, BaseImageBundle, BaseImageManager, BaseImageOptions, BundleSource, CachedBundle,
     CachedFile, HostedArtifact, HostedManifest, Preset, ResolvedArtifact,
 };
-pub use ci_artifacts::{parse_list, select as select_train_artifacts, train_of, train_prefix, ListPage, TrainArtifacts};
+pub use ci_artifacts::{
+    parse_list, select as select_train_artifacts, train_of, train_prefix, ListPage, TrainArtifacts,
+};
 pub use download::{hash_file, Downloaded, Downloader, Expect, NoProgress, Progress};
 pub use error::ImageError;
 pub use mirrors::Mirrors;
@@ -30,7 +32,13 @@ pub use rootfs::HostTool;
 
 /// A plain file name: no separators, not `.`/`..`, not empty.
 pub(crate) fn check_file_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\\') || name.contains('\0') {
+    if name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains('/')
+        || name.contains('\\')
+        || name.contains('\0')
+    {
         Err(format!("{name:?} must be a plain file name"))
     } else {
         Ok(())
@@ -92,7 +100,8 @@ impl ImageManager {
     /// Creates `bin/`, `kernels/` and `rootfs/`.
     pub fn ensure_directories(&self) -> Result<(), ImageError> {
         for d in [self.data_dir.join("bin"), self.kernels_dir(), self.rootfs_dir()] {
-            std::fs::create_dir_all(&d).map_err(|e| ImageError::prepare(format!("cannot create {}", d.display()), e))?;
+            std::fs::create_dir_all(&d)
+                .map_err(|e| ImageError::prepare(format!("cannot create {}", d.display()), e))?;
         }
         Ok(())
     }
@@ -123,7 +132,8 @@ impl ImageManager {
     pub async fn download_firecracker(&self, version: &str, progress: &dyn Progress) -> Result<PathBuf, ImageError> {
         let version = normalize_version(version);
         let dir = self.bin_dir(&version);
-        std::fs::create_dir_all(&dir).map_err(|e| ImageError::prepare(format!("cannot create {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ImageError::prepare(format!("cannot create {}", dir.display()), e))?;
         let url = self.mirrors.release_tarball_url(&version, &self.arch);
         let tgz_name = format!("firecracker-{version}-{}.tgz", self.arch);
         let sums_url = format!("{url}.sha256.txt");
@@ -144,16 +154,35 @@ impl ImageManager {
     }
 
     /// Downloads a kernel into `kernels/<name>`.
-    pub async fn download_kernel(&self, url: &str, name: &str, expect: &Expect, progress: &dyn Progress) -> Result<PathBuf, ImageError> {
+    pub async fn download_kernel(
+        &self,
+        url: &str,
+        name: &str,
+        expect: &Expect,
+        progress: &dyn Progress,
+    ) -> Result<PathBuf, ImageError> {
         self.download_named(url, &self.kernels_dir(), name, expect, progress).await
     }
 
     /// Downloads a rootfs image into `rootfs/<name>`.
-    pub async fn download_rootfs(&self, url: &str, name: &str, expect: &Expect, progress: &dyn Progress) -> Result<PathBuf, ImageError> {
+    pub async fn download_rootfs(
+        &self,
+        url: &str,
+        name: &str,
+        expect: &Expect,
+        progress: &dyn Progress,
+    ) -> Result<PathBuf, ImageError> {
         self.download_named(url, &self.rootfs_dir(), name, expect, progress).await
     }
 
-    async fn download_named(&self, url: &str, dir: &Path, name: &str, expect: &Expect, progress: &dyn Progress) -> Result<PathBuf, ImageError> {
+    async fn download_named(
+        &self,
+        url: &str,
+        dir: &Path,
+        name: &str,
+        expect: &Expect,
+        progress: &dyn Progress,
+    ) -> Result<PathBuf, ImageError> {
         check_file_name(name).map_err(|reason| ImageError::download(url, reason))?;
         std::fs::create_dir_all(dir).map_err(|e| ImageError::prepare(format!("cannot create {}", dir.display()), e))?;
         Ok(self.downloader.file(url, &dir.join(name), expect, progress).await?.path)
@@ -162,7 +191,11 @@ impl ImageManager {
     /// Creates `rootfs/<name>` as a sparse ext4 image of `size_mib` MiB.
     pub async fn create_blank_rootfs(&self, name: &str, size_mib: u64) -> Result<PathBuf, ImageError> {
         let path = self.rootfs_dir().join(name);
-        check_file_name(name).map_err(|message| ImageError::RootfsCreate { path: path.clone(), message, source: None })?;
+        check_file_name(name).map_err(|message| ImageError::RootfsCreate {
+            path: path.clone(),
+            message,
+            source: None,
+        })?;
         self.ensure_directories()?;
         let p = path.clone();
         tokio::task::spawn_blocking(move || rootfs::create_blank(&p, size_mib))
@@ -180,7 +213,9 @@ impl ImageManager {
         }
         self.ensure_directories()?;
         let (s, t) = (source.to_path_buf(), target.clone());
-        tokio::task::spawn_blocking(move || rootfs::clone(&s, &t)).await.map_err(|e| ImageError::prepare("clone task failed", e))??;
+        tokio::task::spawn_blocking(move || rootfs::clone(&s, &t))
+            .await
+            .map_err(|e| ImageError::prepare("clone task failed", e))??;
         Ok(target)
     }
 }
@@ -194,7 +229,8 @@ fn install_from_tarball(tarball: &Path, dir: &Path, version: &str, arch: &str) -
     let mut sums = None;
     for entry in archive.entries().map_err(|e| format!("not a tar.gz: {e}"))? {
         let mut entry = entry.map_err(|e| format!("corrupt tarball: {e}"))?;
-        let name = entry.path().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_default();
+        let name =
+            entry.path().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_default();
         let slot = wanted.iter().position(|w| *w == name);
         if slot.is_none() && name != "SHA256SUMS" {
             continue;
@@ -221,7 +257,8 @@ fn install_from_tarball(tarball: &Path, dir: &Path, version: &str, arch: &str) -
         let final_name = if want.starts_with("firecracker") { "firecracker" } else { "jailer" };
         let tmp = download::TempFile::beside(&dir.join(final_name));
         std::fs::write(tmp.path(), &data).map_err(|e| format!("cannot write {final_name}: {e}"))?;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).map_err(|e| format!("chmod: {e}"))?;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("chmod: {e}"))?;
         staged.push((tmp, dir.join(final_name)));
     }
     for (tmp, dest) in staged {

@@ -36,7 +36,10 @@ pub fn parse_checksum_lines(text: &str) -> Vec<(String, String)> {
 
 /// The checksum listed for `name` (matched on the file name).
 pub fn checksum_for(text: &str, name: &str) -> Option<String> {
-    parse_checksum_lines(text).into_iter().find(|(_, n)| n == name || n.rsplit('/').next() == Some(name)).map(|(h, _)| h)
+    parse_checksum_lines(text)
+        .into_iter()
+        .find(|(_, n)| n == name || n.rsplit('/').next() == Some(name))
+        .map(|(h, _)| h)
 }
 
 /// `vX.Y.Z` from `X.Y.Z` or `vX.Y.Z`.
@@ -59,10 +62,14 @@ mod tests {
         assert!(parse_latest_tag("{").is_err());
         assert!(parse_latest_tag(r#"{"name":"x"}"#).is_err());
         let h = "a".repeat(64);
-        let sums = format!("{h}  ./firecracker-v1.12.1-x86_64\n{}  ./jailer-v1.12.1-x86_64\nnot a line\n", "B".repeat(64));
+        let sums =
+            format!("{h}  ./firecracker-v1.12.1-x86_64\n{}  ./jailer-v1.12.1-x86_64\nnot a line\n", "B".repeat(64));
         assert_eq!(checksum_for(&sums, "firecracker-v1.12.1-x86_64"), Some(h.clone()));
         assert_eq!(checksum_for(&sums, "jailer-v1.12.1-x86_64"), Some("b".repeat(64)));
-        assert_eq!(checksum_for(&format!("{h} *firecracker-v1.12.1-x86_64.tgz"), "firecracker-v1.12.1-x86_64.tgz"), Some(h));
+        assert_eq!(
+            checksum_for(&format!("{h} *firecracker-v1.12.1-x86_64.tgz"), "firecracker-v1.12.1-x86_64.tgz"),
+            Some(h)
+        );
         assert_eq!(checksum_for(&sums, "missing"), None);
         assert_eq!(normalize_version("1.7.0"), "v1.7.0");
     }

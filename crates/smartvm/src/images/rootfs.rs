@@ -34,7 +34,12 @@ impl HostTool {
         if out.status.success() {
             Ok(())
         } else {
-            Err(format!("{:?} failed ({}): {}", self.command().get_program(), out.status, String::from_utf8_lossy(&out.stderr).trim()))
+            Err(format!(
+                "{:?} failed ({}): {}",
+                self.command().get_program(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
         }
     }
 }
@@ -106,6 +111,9 @@ mod tests {
         let copy = dir.path().join("copy.ext4");
         clone(&img, &copy).unwrap();
         assert_eq!(std::fs::read(&copy).unwrap(), bytes);
-        assert_eq!(clone(&dir.path().join("missing"), &dir.path().join("c2")).unwrap_err().code(), "ROOTFS_CLONE_FAILED");
+        assert_eq!(
+            clone(&dir.path().join("missing"), &dir.path().join("c2")).unwrap_err().code(),
+            "ROOTFS_CLONE_FAILED"
+        );
     }
 }

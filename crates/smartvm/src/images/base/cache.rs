@@ -157,7 +157,8 @@ impl BundleLock {
     /// Waits for the lock (blocking: call from a blocking context).
     pub fn acquire(cache_dir: &Path, bundle_id: &str) -> Result<Self, ImageError> {
         let file = open_lock(cache_dir, bundle_id)?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| ImageError::prepare("cannot lock bundle", e))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| ImageError::prepare("cannot lock bundle", e))?;
         Ok(Self { _lock: lock })
     }
 

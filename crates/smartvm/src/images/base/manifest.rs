@@ -91,13 +91,28 @@ impl HostedManifest {
     }
 
     /// Checks every rule of schema v1 for `host_arch`; `base_dir` resolves relative paths.
-    pub fn validate(&self, host_arch: &str, base_dir: Option<&Path>) -> Result<(ResolvedArtifact, ResolvedArtifact), ImageError> {
+    pub fn validate(
+        &self,
+        host_arch: &str,
+        base_dir: Option<&Path>,
+    ) -> Result<(ResolvedArtifact, ResolvedArtifact), ImageError> {
         if self.schema_version != 1 {
-            return Err(ImageError::manifest("schemaVersion", format!("unsupported version {} (expected 1)", self.schema_version)));
+            return Err(ImageError::manifest(
+                "schemaVersion",
+                format!("unsupported version {} (expected 1)", self.schema_version),
+            ));
         }
         let id = &self.bundle_id;
-        if id.is_empty() || id == "." || id == ".." || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
-            return Err(ImageError::manifest("bundleId", format!("{id:?} must be 1-128 characters of [A-Za-z0-9._-], not . or ..")));
+        if id.is_empty()
+            || id == "."
+            || id == ".."
+            || id.len() > 128
+            || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(ImageError::manifest(
+                "bundleId",
+                format!("{id:?} must be 1-128 characters of [A-Za-z0-9._-], not . or .."),
+            ));
         }
         if !["x86_64", "aarch64"].contains(&self.arch.as_str()) {
             return Err(ImageError::manifest("arch", format!("{:?} must be x86_64 or aarch64", self.arch)));
@@ -106,7 +121,10 @@ impl HostedManifest {
             return Err(ImageError::manifest("arch", format!("bundle is for {}, this host is {host_arch}", self.arch)));
         }
         if self.firecracker_version.parse::<crate::FirecrackerVersion>().is_err() {
-            return Err(ImageError::manifest("firecrackerVersion", format!("{:?} is not a version", self.firecracker_version)));
+            return Err(ImageError::manifest(
+                "firecrackerVersion",
+                format!("{:?} is not a version", self.firecracker_version),
+            ));
         }
         match self.rootfs_type.as_str() {
             "ext4" => {}
@@ -166,7 +184,12 @@ impl HostedManifest {
             None => last_segment(a.url.as_deref().or(a.path.as_deref()).unwrap_or("")).to_string(),
         };
         check_file_name(&file_name).map_err(|m| ImageError::manifest(f("fileName"), m))?;
-        Ok(ResolvedArtifact { location, file_name, sha256: a.sha256.as_ref().map(|s| s.to_ascii_lowercase()), size: a.size_bytes })
+        Ok(ResolvedArtifact {
+            location,
+            file_name,
+            sha256: a.sha256.as_ref().map(|s| s.to_ascii_lowercase()),
+            size: a.size_bytes,
+        })
     }
 }
 
@@ -234,7 +257,8 @@ mod tests {
             assert_eq!(err.code(), "INVALID_BASE_IMAGE_MANIFEST");
             let ImageError::InvalidManifest { field: got, message } = &err else { unreachable!() };
             let leaf = field.rsplit('.').next().unwrap();
-            let names_it = got == field || ((got == "<root>" || field.starts_with(got.as_str())) && message.contains(leaf));
+            let names_it =
+                got == field || ((got == "<root>" || field.starts_with(got.as_str())) && message.contains(leaf));
             assert!(names_it, "expected {field}, got {got}: {message}");
         }
     }

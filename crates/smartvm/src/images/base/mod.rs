@@ -165,7 +165,11 @@ impl BaseImageManager {
 
     /// Resolves, fetches (unless a verified copy is cached) and returns a bundle; then applies
     /// the retention limit, never evicting this bundle.
-    pub async fn ensure_base_image(&self, options: &BaseImageOptions, progress: &dyn Progress) -> Result<BaseImageBundle, ImageError> {
+    pub async fn ensure_base_image(
+        &self,
+        options: &BaseImageOptions,
+        progress: &dyn Progress,
+    ) -> Result<BaseImageBundle, ImageError> {
         let resolved = self.resolve(options).await?;
         std::fs::create_dir_all(&self.cache_dir)
             .map_err(|e| ImageError::prepare(format!("cannot create {}", self.cache_dir.display()), e))?;
@@ -206,7 +210,8 @@ impl BaseImageManager {
     /// Fetches both artifacts into a fresh temporary dir and swaps it in (caller holds the lock).
     async fn fetch(&self, r: &Resolved, progress: &dyn Progress) -> Result<CachedBundle, ImageError> {
         let tmp = TempDir(self.cache_dir.join(format!(".tmp-{}-{}", r.bundle_id, uuid::Uuid::new_v4().simple())));
-        std::fs::create_dir(&tmp.0).map_err(|e| ImageError::prepare(format!("cannot create {}", tmp.0.display()), e))?;
+        std::fs::create_dir(&tmp.0)
+            .map_err(|e| ImageError::prepare(format!("cannot create {}", tmp.0.display()), e))?;
         let kernel = self.fetch_artifact(&r.kernel, &tmp.0, progress).await?;
         let rootfs = self.fetch_artifact(&r.rootfs, &tmp.0, progress).await?;
         let now = now_ms();
@@ -227,14 +232,21 @@ impl BaseImageManager {
         cached.write(&tmp.0)?;
         let dir = self.cache_dir.join(&r.bundle_id);
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| ImageError::prepare(format!("cannot replace {}", dir.display()), e))?;
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| ImageError::prepare(format!("cannot replace {}", dir.display()), e))?;
         }
-        std::fs::rename(&tmp.0, &dir).map_err(|e| ImageError::prepare(format!("cannot install {}", dir.display()), e))?;
+        std::fs::rename(&tmp.0, &dir)
+            .map_err(|e| ImageError::prepare(format!("cannot install {}", dir.display()), e))?;
         std::mem::forget(tmp);
         Ok(cached)
     }
 
-    async fn fetch_artifact(&self, a: &ResolvedArtifact, dir: &Path, progress: &dyn Progress) -> Result<CachedFile, ImageError> {
+    async fn fetch_artifact(
+        &self,
+        a: &ResolvedArtifact,
+        dir: &Path,
+        progress: &dyn Progress,
+    ) -> Result<CachedFile, ImageError> {
         let dest = dir.join(&a.file_name);
         let expect = Expect { sha256: a.sha256.clone(), size: a.size };
         let (sha256, size) = match &a.location {
@@ -245,7 +257,8 @@ impl BaseImageManager {
             ArtifactLocation::Path(path) => {
                 let (src, dst) = (path.clone(), dest.clone());
                 tokio::task::spawn_blocking(move || {
-                    crate::staging::stage_file(&src, &dst).map_err(|e| ImageError::prepare(format!("cannot copy {}", src.display()), e))?;
+                    crate::staging::stage_file(&src, &dst)
+                        .map_err(|e| ImageError::prepare(format!("cannot copy {}", src.display()), e))?;
                     hash_file(&dst).map_err(|e| ImageError::prepare(format!("cannot hash {}", dst.display()), e))
                 })
                 .await
@@ -269,7 +282,8 @@ impl BaseImageManager {
         match options.preset {
             Preset::Latest => {
                 let version = self.images.latest_version().await?;
-                let train = train_of(&version).ok_or_else(|| ImageError::Resolve(format!("release tag {version:?} has no train")))?;
+                let train = train_of(&version)
+                    .ok_or_else(|| ImageError::Resolve(format!("release tag {version:?} has no train")))?;
                 self.resolve_ci(Preset::Latest, &train, &version).await
             }
             Preset::Lts => self.resolve_ci(Preset::Lts, LTS_TRAIN, LTS_VERSION).await,
@@ -285,7 +299,8 @@ impl BaseImageManager {
         let name = |k: &str| k.rsplit('/').next().unwrap_or(k).to_string();
         let (kernel_name, rootfs_name) = (name(&picked.kernel_key), name(&picked.rootfs_key));
         let mirrors = self.images.mirrors();
-        let (kernel_url, rootfs_url) = (mirrors.artifact_url(&picked.kernel_key), mirrors.artifact_url(&picked.rootfs_key));
+        let (kernel_url, rootfs_url) =
+            (mirrors.artifact_url(&picked.kernel_key), mirrors.artifact_url(&picked.rootfs_key));
         let squashfs = picked.rootfs_type == "squashfs";
         let artifact = |url: &str, file_name: String| ResolvedArtifact {
             location: ArtifactLocation::Url(url.to_string()),
@@ -299,7 +314,11 @@ impl BaseImageManager {
             firecracker_version: version.to_string(),
             rootfs_type: picked.rootfs_type.to_string(),
             rootfs_is_read_only: squashfs,
-            boot_args: if squashfs { format!("{CI_BOOT_ARGS} ro rootfstype=squashfs") } else { CI_BOOT_ARGS.to_string() },
+            boot_args: if squashfs {
+                format!("{CI_BOOT_ARGS} ro rootfstype=squashfs")
+            } else {
+                CI_BOOT_ARGS.to_string()
+            },
             kernel: artifact(&kernel_url, kernel_name),
             rootfs: artifact(&rootfs_url, rootfs_name),
             source: BundleSource::FirecrackerCi { train: train.to_string(), kernel_url, rootfs_url },
@@ -321,7 +340,8 @@ impl BaseImageManager {
                     q.append_pair("continuation-token", t);
                 }
             }
-            let xml = self.images.downloader().text(url.as_str()).await.map_err(|e| ImageError::Resolve(e.to_string()))?;
+            let xml =
+                self.images.downloader().text(url.as_str()).await.map_err(|e| ImageError::Resolve(e.to_string()))?;
             let page = parse_list(&xml).map_err(ImageError::Resolve)?;
             keys.extend(page.keys);
             match page.next {
@@ -394,7 +414,9 @@ impl BaseImageManager {
                 out.push(BaseImageBundle::from_cached(&dir, &c));
             }
         }
-        out.sort_by(|a, b| b.last_accessed_at_ms.cmp(&a.last_accessed_at_ms).then_with(|| a.bundle_id.cmp(&b.bundle_id)));
+        out.sort_by(|a, b| {
+            b.last_accessed_at_ms.cmp(&a.last_accessed_at_ms).then_with(|| a.bundle_id.cmp(&b.bundle_id))
+        });
         Ok(out)
     }
 
@@ -409,12 +431,14 @@ impl BaseImageManager {
         if max < 1 {
             return Err(ImageError::InvalidCacheLimit(max));
         }
-        let entries: Vec<(String, u64)> = self.list()?.into_iter().map(|b| (b.bundle_id, b.last_accessed_at_ms)).collect();
+        let entries: Vec<(String, u64)> =
+            self.list()?.into_iter().map(|b| (b.bundle_id, b.last_accessed_at_ms)).collect();
         let mut evicted = Vec::new();
         for id in eviction_plan(&entries, max, keep) {
             let Some(_lock) = BundleLock::try_acquire(&self.cache_dir, &id)? else { continue };
             let dir = self.cache_dir.join(&id);
-            std::fs::remove_dir_all(&dir).map_err(|e| ImageError::prepare(format!("cannot evict {}", dir.display()), e))?;
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| ImageError::prepare(format!("cannot evict {}", dir.display()), e))?;
             tracing::warn!(bundle = %id, limit = max, "evicted least recently used base image");
             evicted.push(id);
         }

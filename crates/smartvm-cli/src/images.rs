@@ -1,0 +1,132 @@
+//! `smartvm binary …` and `smartvm image …`.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use smartvm::images::{BaseImageBundle, BaseImageOptions, Preset};
+use smartvm::{SmartVm, SmartVmOptions};
+
+use crate::exit::{CliError, Exit};
+
+#[derive(Debug, Subcommand)]
+pub enum BinaryCommand {
+    /// Find the Firecracker binary, downloading it if needed; prints its path.
+    Ensure {
+        /// Version to install (default: the configured one, else the latest release).
+        #[arg(long)]
+        version: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Resolve, download and cache a base-image bundle; prints it as JSON.
+    Pull(SourceArgs),
+    /// List cached bundles.
+    Ls {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evict least recently used bundles beyond N (default: the configured limit).
+    Prune {
+        /// Bundles to keep.
+        #[arg(long)]
+        keep: Option<usize>,
+    },
+}
+
+/// Where a base image comes from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceArgs {
+    /// latest, lts or hosted.
+    #[arg(long)]
+    pub preset: Option<Preset>,
+    /// Hosted manifest (path or http(s) URL); implies --preset hosted.
+    #[arg(long)]
+    pub manifest: Option<String>,
+    /// Download again even if a verified copy is cached.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl SourceArgs {
+    pub fn is_set(&self) -> bool {
+        self.preset.is_some() || self.manifest.is_some()
+    }
+
+    pub fn options(&self) -> BaseImageOptions {
+        let mut o = BaseImageOptions {
+            preset: self.preset.unwrap_or_default(),
+            force_download: self.force,
+            ..Default::default()
+        };
+        if let Some(m) = &self.manifest {
+            o.preset = Preset::Hosted;
+            if m.starts_with("http://") || m.starts_with("https://") {
+                o.manifest_url = Some(m.clone());
+            } else {
+                o.manifest_path = Some(PathBuf::from(m));
+            }
+        }
+        o
+    }
+}
+
+pub async fn pull(smartvm: &SmartVm, source: &SourceArgs) -> Result<BaseImageBundle, CliError> {
+    let progress = crate::progress::for_terminal();
+    Ok(smartvm.ensure_base_image(&source.options(), progress.as_ref()).await?)
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String, CliError> {
+    serde_json::to_string_pretty(value).map_err(|e| CliError::new(Exit::Failure, e))
+}
+
+pub async fn binary(cmd: BinaryCommand) -> Result<Exit, CliError> {
+    let BinaryCommand::Ensure { version } = cmd;
+    let mut options = SmartVmOptions::from_env();
+    if let Some(v) = version {
+        let parsed = v.parse().map_err(|e| CliError::new(Exit::Usage, e))?;
+        options.firecracker_version = Some(parsed);
+    }
+    let smartvm = SmartVm::new(options);
+    let progress = crate::progress::for_terminal();
+    println!("{}", smartvm.ensure_binary(progress.as_ref()).await?.display());
+    Ok(Exit::Success)
+}
+
+pub async fn image(cmd: ImageCommand) -> Result<Exit, CliError> {
+    let smartvm = SmartVm::new(SmartVmOptions::from_env());
+    match cmd {
+        ImageCommand::Pull(source) => {
+            let bundle = pull(&smartvm, &source).await?;
+            println!("{}", json(&bundle)?);
+        }
+        ImageCommand::Ls { json: as_json } => {
+            let bundles = smartvm.base_image_manager()?.list().map_err(smartvm::SmartVmError::from)?;
+            if as_json {
+                println!("{}", json(&bundles)?);
+            } else {
+                for b in bundles {
+                    let size = (b.kernel_size_bytes + b.rootfs_size_bytes) as f64 / (1 << 20) as f64;
+                    println!(
+                        "{:<48} {:<7} {:<9} {:>9.1} MiB  {}",
+                        b.bundle_id, b.preset, b.rootfs_type, size, b.firecracker_version
+                    );
+                }
+            }
+        }
+        ImageCommand::Prune { keep } => {
+            let manager = smartvm.base_image_manager()?;
+            let evicted = match keep {
+                Some(n) => manager.prune_to(n, None),
+                None => manager.prune(None),
+            }
+            .map_err(smartvm::SmartVmError::from)?;
+            for id in evicted {
+                println!("{id}");
+            }
+        }
+    }
+    Ok(Exit::Success)
+}
