@@ -67,7 +67,7 @@ pub fn main() -> ExitCode {
             Command::Bench(args) => crate::bench::bench(args).await,
             Command::Binary(cmd) => crate::images::binary(cmd).await,
             Command::Image(cmd) => crate::images::image(cmd).await,
-            Command::Gc => gc(),
+            Command::Gc => gc().await,
             Command::Version => version(),
         }
     });
@@ -80,9 +80,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn gc() -> Result<Exit, CliError> {
+async fn gc() -> Result<Exit, CliError> {
     let smartvm = smartvm::SmartVm::new(smartvm::SmartVmOptions::from_env());
-    for id in smartvm.reclaim()? {
+    for id in smartvm.reclaim().await? {
         println!("{id}");
     }
     Ok(Exit::Success)

@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// Stop the VM after this many seconds.
     #[arg(long)]
     timeout: Option<u64>,
+    /// Attach a NIC (eth0) on the default bridge with a TAP, MAC and address from smartvm's
+    /// network manager, and pass the guest its `ip=` argument.
+    #[arg(long)]
+    net: bool,
     /// Boot a base-image bundle (see `smartvm image pull`).
     #[command(flatten)]
     image: crate::images::SourceArgs,
@@ -92,6 +96,12 @@ fn build_config(
     if let Some(id) = &args.id {
         cfg.id = Some(id.clone());
     }
+    if args.net && !cfg.network_interfaces.iter().any(|n| n.host_dev_name.is_none()) {
+        cfg.network_interfaces.push(smartvm::config::NetworkInterfaceConfig {
+            host_dev_name: None,
+            ..smartvm::config::NetworkInterfaceConfig::new("eth0", "")
+        });
+    }
     if let Some(rootfs) = &args.rootfs {
         cfg.drives.retain(|d| !d.is_root_device);
         cfg.drives.insert(0, DriveConfig::new("rootfs", rootfs).root());
@@ -110,6 +120,10 @@ pub async fn run(args: RunArgs) -> Result<Exit, CliError> {
     let binary = smartvm.ensure_binary(crate::progress::for_terminal().as_ref()).await?;
     let mut runtime = smartvm.runtime_options(binary);
     runtime.console_file = args.console_file.clone();
+    if cfg.network_interfaces.iter().any(|n| n.host_dev_name.is_none()) {
+        runtime.network = Some(smartvm.network()?);
+        runtime.append_network_boot_args = args.net;
+    }
     let vm = smartvm.create_vm_with(&cfg, runtime)?;
     let outcome = run_vm(&vm, args.timeout).await;
     let cleaned = smartvm.cleanup().await;

@@ -106,6 +106,10 @@ pub enum SmartVmError {
     /// Images layer (`DOWNLOAD_FAILED`, `VERSION_FETCH_FAILED`, `BASE_IMAGE_*`, `ROOTFS_*`).
     #[error(transparent)]
     Image(#[from] crate::images::ImageError),
+    /// Network layer (`INVALID_SUBNET`, `INVALID_INTERFACE_NAME`, `IP_EXHAUSTED`,
+    /// `BRIDGE_SETUP_FAILED`, `TAP_CREATE_FAILED`).
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     /// `SNAPSHOT_FAILED`: a snapshot could not be created, merged or restored.
     #[error("snapshot operation failed: {0}")]
     Snapshot(String),
@@ -130,6 +134,7 @@ impl SmartVmError {
             SmartVmError::Io { .. } => "IO_ERROR",
             SmartVmError::Snapshot(_) => "SNAPSHOT_FAILED",
             SmartVmError::Image(e) => e.code(),
+            SmartVmError::Network(e) => e.code(),
         }
     }
 

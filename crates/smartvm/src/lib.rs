@@ -11,6 +11,7 @@
 //! - [`staging`]: hole-preserving private copies of writable drives;
 //! - [`vm`]: [`MicroVm`], one VM's lifecycle;
 //! - [`images`]: Firecracker binaries, kernels/rootfs, base-image bundles and their cache;
+//! - [`network`]: bridge, TAPs, forwarding and NAT for guests;
 //! - [`SmartVm`]: the orchestrator (binary, registry, cleanup, reclaim);
 //! - [`probe`]: the embedded bare-metal probe guest and its report parser.
 //!
@@ -31,6 +32,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod images;
+pub mod network;
 pub mod probe;
 pub mod process;
 mod smartvm;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::config::{ConfigErrors, VmConfig};
 use crate::error::{Result, SmartVmError};
 use crate::images::{BaseImageBundle, BaseImageManager, BaseImageOptions, ImageManager, Mirrors, Progress};
+use crate::network::{NetworkManager, NetworkOptions};
 use crate::process::StopPlan;
 use crate::snapshot::Snapshot;
 use crate::version::FirecrackerVersion;
@@ -129,6 +130,7 @@ pub struct SmartVm {
     options: SmartVmOptions,
     vms: Mutex<HashMap<String, Arc<MicroVm>>>,
     versions: Mutex<HashMap<PathBuf, FirecrackerVersion>>,
+    network: std::sync::OnceLock<Arc<NetworkManager>>,
 }
 
 impl Default for SmartVm {
@@ -140,7 +142,12 @@ impl Default for SmartVm {
 impl SmartVm {
     /// An orchestrator with `options`.
     pub fn new(options: SmartVmOptions) -> Self {
-        Self { options, vms: Mutex::new(HashMap::new()), versions: Mutex::new(HashMap::new()) }
+        Self {
+            options,
+            vms: Mutex::new(HashMap::new()),
+            versions: Mutex::new(HashMap::new()),
+            network: std::sync::OnceLock::new(),
+        }
     }
 
     /// The options in force.
@@ -240,7 +247,26 @@ impl SmartVm {
     pub fn create_vm(&self, config: &VmConfig) -> Result<Arc<MicroVm>> {
         config.validate()?;
         let binary = self.find_binary()?;
-        self.create_vm_with(config, self.runtime_options(binary))
+        let mut options = self.runtime_options(binary);
+        if config.network_interfaces.iter().any(|n| n.host_dev_name.is_none()) {
+            options.network = Some(self.network()?);
+        }
+        self.create_vm_with(config, options)
+    }
+
+    /// The network manager for `bridge_name`/`subnet` (created on first use; validates them,
+    /// touches nothing on the host until a TAP is needed).
+    pub fn network(&self) -> Result<Arc<NetworkManager>> {
+        if let Some(n) = self.network.get() {
+            return Ok(n.clone());
+        }
+        let options = NetworkOptions {
+            bridge_name: self.options.bridge_name.clone(),
+            subnet: self.options.subnet.clone(),
+            ..NetworkOptions::default()
+        };
+        let manager = Arc::new(NetworkManager::new(options)?);
+        Ok(self.network.get_or_init(|| manager).clone())
     }
 
     /// Like [`create_vm`](Self::create_vm) with explicit runtime options.
@@ -335,16 +361,21 @@ impl SmartVm {
         results.into_iter().collect()
     }
 
-    /// Cleans up and unregisters every VM.
+    /// Cleans up and unregisters every VM, then removes the bridge and NAT table this
+    /// orchestrator created.
     pub async fn cleanup(&self) -> Result<()> {
         let vms: Vec<Arc<MicroVm>> = self.registry().drain().map(|(_, v)| v).collect();
         let results = futures_util::future::join_all(vms.iter().map(|vm| vm.cleanup())).await;
-        results.into_iter().collect()
+        let vms_cleaned: Result<()> = results.into_iter().collect();
+        if let Some(net) = self.network.get() {
+            net.cleanup().await?;
+        }
+        vms_cleaned
     }
 
     /// Removes what crashed programs left in the runtime dir: every VM dir whose journaled
     /// Firecracker process is gone (and that no VM of this orchestrator owns). Returns the ids.
-    pub fn reclaim(&self) -> Result<Vec<String>> {
+    pub async fn reclaim(&self) -> Result<Vec<String>> {
         let owned: Vec<PathBuf> = self.registry().values().map(|v| v.runtime_dir().to_path_buf()).collect();
         let entries = match std::fs::read_dir(&self.options.runtime_dir) {
             Ok(e) => e,
@@ -365,6 +396,11 @@ impl SmartVm {
             }
             for f in &journal.extra_files {
                 let _ = std::fs::remove_file(f);
+            }
+            for tap in &journal.taps {
+                if let Err(e) = crate::network::delete_link(tap).await {
+                    tracing::warn!(tap = %tap, error = %e, "could not remove a leftover TAP");
+                }
             }
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| SmartVmError::io(format!("cannot remove {}", dir.display()), e))?;

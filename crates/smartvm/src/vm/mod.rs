@@ -52,6 +52,10 @@ pub struct VmRuntimeOptions {
     pub console_file: Option<PathBuf>,
     /// Lines of console kept in memory.
     pub console_lines: usize,
+    /// Creates TAPs for interfaces without `hostDevName` (required when a config has such).
+    pub network: Option<Arc<crate::network::NetworkManager>>,
+    /// Append the guest `ip=` argument of the first created TAP to the kernel command line.
+    pub append_network_boot_args: bool,
     /// The binary's version when already known (saves a `GET /version` per VM); payloads are
     /// generated for it.
     pub firecracker_version: Option<FirecrackerVersion>,
@@ -71,6 +75,8 @@ impl VmRuntimeOptions {
             console_file: None,
             console_lines: crate::process::DEFAULT_CONSOLE_LINES,
             firecracker_version: None,
+            network: None,
+            append_network_boot_args: false,
         }
     }
 }
@@ -82,7 +88,7 @@ struct Running {
     version: Option<FirecrackerVersion>,
     staged: Vec<StagedDrive>,
     last_stop: Option<StopOutcome>,
-    taps: Vec<String>,
+    taps: Vec<crate::network::TapDevice>,
     owns_dir: bool,
 }
 
@@ -133,7 +139,7 @@ impl MicroVm {
         self.vm_dir.join("firecracker.sock")
     }
     /// TAP devices this VM created (removed at cleanup).
-    pub async fn tap_devices(&self) -> Vec<String> {
+    pub async fn tap_devices(&self) -> Vec<crate::network::TapDevice> {
         self.inner.lock().await.taps.clone()
     }
 

@@ -69,6 +69,10 @@ pub struct ResolvedResources {
     pub drive_paths: HashMap<String, PathBuf>,
     /// Interface id → TAP device name (created ones); others use their `hostDevName`.
     pub tap_names: HashMap<String, String>,
+    /// Interface id → MAC assigned by the network manager (when the config gives none).
+    pub guest_macs: HashMap<String, String>,
+    /// Appended to the kernel command line (the guest's `ip=` argument).
+    pub extra_boot_args: Option<String>,
 }
 
 /// The ordered pre-boot requests for `config` on `version`: logger and metrics first (so that
@@ -87,7 +91,18 @@ pub fn boot_plan(
         calls.push(PreBootCall::Metrics(PutMetrics(m.payload())));
     }
     calls.push(PreBootCall::MachineConfig(PutMachineConfig(config.machine_config.payload())));
-    calls.push(PreBootCall::BootSource(PutBootSource(config.boot_source.payload())));
+    let mut boot = config.boot_source.payload();
+    if let Some(extra) = &resolved.extra_boot_args {
+        boot = crate::config::BootSourceConfig {
+            boot_args: Some(match &config.boot_source.boot_args {
+                Some(args) => format!("{args} {extra}"),
+                None => extra.clone(),
+            }),
+            ..config.boot_source.clone()
+        }
+        .payload();
+    }
+    calls.push(PreBootCall::BootSource(PutBootSource(boot)));
     for d in &config.drives {
         let path = resolved.drive_paths.get(&d.drive_id).unwrap_or(&d.path_on_host);
         calls.push(PreBootCall::Drive(PutDrive(d.payload(path))));
@@ -99,8 +114,13 @@ pub fn boot_plan(
                 "is required (no TAP was created for it)",
             )
         })?;
-        let payload =
-            n.payload(tap, version).map_err(|m| ConfigErrors::single(format!("networkInterfaces[{i}]"), m))?;
+        let mut payload_config = n.clone();
+        if let Some(mac) = resolved.guest_macs.get(&n.iface_id).filter(|_| n.guest_mac.is_none()) {
+            payload_config.guest_mac = Some(mac.clone());
+        }
+        let payload = payload_config
+            .payload(tap, version)
+            .map_err(|m| ConfigErrors::single(format!("networkInterfaces[{i}]"), m))?;
         calls.push(PreBootCall::NetworkInterface(PutNetworkInterface(payload)));
     }
     if let Some(v) = &config.vsock {
@@ -153,7 +173,17 @@ mod tests {
         let err = boot_plan(&cfg, &resolved, v).unwrap_err();
         assert!(err.has_field("networkInterfaces[0].hostDevName"));
         resolved.tap_names.insert("eth0".into(), "svtap0".into());
+        resolved.guest_macs.insert("eth0".into(), "02:00:00:00:00:09".into());
+        resolved.extra_boot_args = Some("ip=1.2.3.4::1.2.3.1:255.255.255.0::eth0:off".into());
         let plan = boot_plan(&cfg, &resolved, v).unwrap();
+        let PreBootCall::BootSource(PutBootSource(boot)) = &plan[2] else { panic!("expected boot source") };
+        assert_eq!(serde_json::to_value(boot).unwrap()["boot_args"], "ip=1.2.3.4::1.2.3.1:255.255.255.0::eth0:off");
+        let PreBootCall::NetworkInterface(PutNetworkInterface(nic)) = &plan[5] else { panic!("expected nic") };
+        let nic = serde_json::to_value(nic).unwrap();
+        assert_eq!(
+            (nic["host_dev_name"].as_str(), nic["guest_mac"].as_str()),
+            (Some("svtap0"), Some("02:00:00:00:00:09"))
+        );
         let paths: Vec<String> = plan.iter().map(PreBootCall::path).collect();
         assert_eq!(
             paths,

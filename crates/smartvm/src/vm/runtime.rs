@@ -74,6 +74,8 @@ impl MicroVm {
             }
         }
 
+        self.create_taps(inner, &mut resolved).await?;
+
         let socket = self.socket_path();
         let mut command = FirecrackerCommand::new(&opts.firecracker_binary, &socket);
         command.id = Some(instance_id(&self.id));
@@ -93,7 +95,7 @@ impl MicroVm {
             pid: Some(process.pid()),
             socket: socket.clone(),
             extra_files: self.config.vsock.iter().map(|v| v.uds_path.clone()).collect(),
-            taps: inner.taps.clone(),
+            taps: inner.taps.iter().map(|t| t.name.clone()).collect(),
         };
         inner.process = Some(process);
         journal.write(&self.vm_dir).map_err(|e| SmartVmError::io("cannot write the VM journal", e))?;
@@ -135,6 +137,16 @@ impl MicroVm {
                 if let Some(m) = &self.config.metrics {
                     api.send(&PutMetrics(m.payload())).await?;
                 }
+                // Interfaces whose TAP smartvm created for this VM get it through network_overrides.
+                let mut params = params.clone();
+                for (iface_id, tap) in &resolved.tap_names {
+                    if !params.network_overrides.iter().any(|o| &o.iface_id == iface_id) {
+                        let host_dev_name = tap.clone();
+                        params
+                            .network_overrides
+                            .push(crate::config::NetworkOverride { iface_id: iface_id.clone(), host_dev_name });
+                    }
+                }
                 let payload =
                     params.payload(version).map_err(|m| crate::config::ConfigErrors::single("snapshot", m))?;
                 api.send(&PutSnapshotLoad(payload)).await?;
@@ -151,6 +163,31 @@ impl MicroVm {
                 Ok(VmState::Running)
             }
         }
+    }
+
+    /// TAPs (and MACs) for interfaces that name no host device; recorded as they are made so
+    /// that a failure removes the ones already created.
+    async fn create_taps(&self, inner: &mut Running, resolved: &mut ResolvedResources) -> Result<()> {
+        let managed: Vec<_> = self.config.network_interfaces.iter().filter(|n| n.host_dev_name.is_none()).collect();
+        if managed.is_empty() {
+            return Ok(());
+        }
+        let network = self.options.network.clone().ok_or_else(|| {
+            crate::config::ConfigErrors::single(
+                "networkInterfaces",
+                "an interface without hostDevName needs a network manager",
+            )
+        })?;
+        for n in managed {
+            let tap = network.create_tap(&self.id, &n.iface_id).await?;
+            resolved.tap_names.insert(n.iface_id.clone(), tap.name.clone());
+            resolved.guest_macs.insert(n.iface_id.clone(), tap.mac.clone());
+            if self.options.append_network_boot_args && resolved.extra_boot_args.is_none() {
+                resolved.extra_boot_args = Some(tap.guest_boot_args());
+            }
+            inner.taps.push(tap);
+        }
+        Ok(())
     }
 
     /// Firecracker before v1.14 requires log and metrics files to exist.
@@ -189,6 +226,14 @@ impl MicroVm {
             inner.owns_dir = false;
         }
         inner.staged.clear();
-        inner.taps.clear();
+        for tap in std::mem::take(&mut inner.taps) {
+            let removed = match &self.options.network {
+                Some(net) => net.remove_tap(&tap.name).await,
+                None => crate::network::delete_link(&tap.name).await,
+            };
+            if let Err(e) = removed {
+                tracing::warn!(vm = %self.id, tap = %tap.name, error = %e, "could not remove TAP");
+            }
+        }
     }
 }

@@ -1,0 +1,347 @@
+//! Host networking for guests: a bridge with the gateway address, TAP devices enslaved to it,
+//! IPv4 forwarding and NAT masquerade out of the default-route interface.
+//!
+//! [`plan`] decides addresses and names (pure); [`NetworkManager`] applies them through
+//! rtnetlink, `TUNSETIFF` and an nftables table of its own, rolling back partial setups.
+
+mod nat;
+mod netlink;
+pub mod plan;
+mod tap;
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+
+pub use nat::{delete_ruleset, masquerade_ruleset, table_name};
+pub use netlink::{LinkInfo, Netlink};
+pub use plan::{mac_for, tap_name_for, validate_interface_name, SubnetPlan};
+
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Networking failures, each with its stable code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetworkError {
+    /// `INVALID_SUBNET`.
+    #[error("invalid subnet {0}")]
+    InvalidSubnet(String),
+    /// `INVALID_INTERFACE_NAME`.
+    #[error("invalid interface name {name:?}: {reason}")]
+    InvalidInterfaceName {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// `IP_EXHAUSTED`.
+    #[error("no guest address left in {0}")]
+    IpExhausted(String),
+    /// `BRIDGE_SETUP_FAILED`: a step of bridge/forwarding/NAT setup failed (rolled back).
+    #[error("bridge setup failed: {step}")]
+    BridgeSetup {
+        /// The step.
+        step: String,
+        /// Cause.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// `TAP_CREATE_FAILED`: a TAP could not be created or attached (rolled back).
+    #[error("cannot create TAP {name}: {step}")]
+    TapCreate {
+        /// TAP name.
+        name: String,
+        /// The step.
+        step: String,
+        /// Cause.
+        #[source]
+        source: Option<Cause>,
+    },
+}
+
+impl NetworkError {
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            NetworkError::InvalidSubnet(_) => "INVALID_SUBNET",
+            NetworkError::InvalidInterfaceName { .. } => "INVALID_INTERFACE_NAME",
+            NetworkError::IpExhausted(_) => "IP_EXHAUSTED",
+            NetworkError::BridgeSetup { .. } => "BRIDGE_SETUP_FAILED",
+            NetworkError::TapCreate { .. } => "TAP_CREATE_FAILED",
+        }
+    }
+
+    fn bridge(step: impl Into<String>, source: impl Into<Cause>) -> Self {
+        NetworkError::BridgeSetup { step: step.into(), source: Some(source.into()) }
+    }
+
+    fn tap(name: &str, step: impl Into<String>, source: Option<Cause>) -> Self {
+        NetworkError::TapCreate { name: name.into(), step: step.into(), source }
+    }
+}
+
+/// A TAP created for one interface of one VM.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TapDevice {
+    /// Device name.
+    pub name: String,
+    /// Guest MAC assigned.
+    pub mac: String,
+    /// Guest IPv4 address.
+    pub guest_ip: Ipv4Addr,
+    /// Gateway (bridge) address.
+    pub gateway: Ipv4Addr,
+    /// Netmask.
+    pub netmask: Ipv4Addr,
+    /// Owning VM.
+    pub vm_id: String,
+    /// Interface id in the VM config.
+    pub iface_id: String,
+}
+
+impl TapDevice {
+    /// The guest's `ip=` kernel argument for this interface.
+    pub fn guest_boot_args(&self) -> String {
+        format!("ip={}::{}:{}::eth0:off", self.guest_ip, self.gateway, self.netmask)
+    }
+}
+
+/// How the manager sets up the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkOptions {
+    /// Bridge name (default `svbr0`).
+    pub bridge_name: String,
+    /// Guest subnet (default `172.30.0.0/24`).
+    pub subnet: String,
+    /// Masquerade guest traffic out of the default-route interface (default true).
+    pub nat: bool,
+}
+
+impl Default for NetworkOptions {
+    fn default() -> Self {
+        Self { bridge_name: "svbr0".into(), subnet: "172.30.0.0/24".into(), nat: true }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    ready: bool,
+    bridge_created: bool,
+    nat_table: Option<String>,
+    next_guest: u32,
+    macs: HashSet<String>,
+    taps: HashMap<String, TapDevice>,
+}
+
+/// Bridge, TAPs, forwarding and NAT for one subnet. Everything it creates it removes in
+/// [`cleanup`](Self::cleanup); guest addresses are never reused within one manager.
+#[derive(Debug)]
+pub struct NetworkManager {
+    options: NetworkOptions,
+    plan: SubnetPlan,
+    state: tokio::sync::Mutex<State>,
+}
+
+fn netlink() -> Result<Netlink, NetworkError> {
+    Netlink::connect().map_err(|e| NetworkError::bridge("cannot open a netlink socket", e))
+}
+
+impl NetworkManager {
+    /// Validates `options` (`INVALID_SUBNET`, `INVALID_INTERFACE_NAME`); touches nothing.
+    pub fn new(options: NetworkOptions) -> Result<Self, NetworkError> {
+        validate_interface_name(&options.bridge_name)?;
+        let plan = SubnetPlan::parse(&options.subnet)?;
+        Ok(Self { options, plan, state: tokio::sync::Mutex::new(State::default()) })
+    }
+
+    /// The subnet plan.
+    pub fn plan(&self) -> &SubnetPlan {
+        &self.plan
+    }
+
+    /// The bridge name.
+    pub fn bridge_name(&self) -> &str {
+        &self.options.bridge_name
+    }
+
+    /// TAPs currently owned.
+    pub async fn taps(&self) -> Vec<TapDevice> {
+        self.state.lock().await.taps.values().cloned().collect()
+    }
+
+    /// Creates (if missing) the bridge with the gateway address, enables IPv4 forwarding and
+    /// installs the NAT table. Idempotent. On failure everything this call created is removed.
+    pub async fn ensure_bridge(&self) -> Result<(), NetworkError> {
+        let mut st = self.state.lock().await;
+        self.ensure_bridge_locked(&mut st).await
+    }
+
+    async fn ensure_bridge_locked(&self, st: &mut State) -> Result<(), NetworkError> {
+        if st.ready {
+            return Ok(());
+        }
+        let nl = netlink()?;
+        let mut created_bridge = false;
+        let result = self.setup_steps(&nl, st, &mut created_bridge).await;
+        match result {
+            Ok(()) => {
+                st.ready = true;
+                st.bridge_created |= created_bridge;
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(table) = st.nat_table.take() {
+                    let _ = nat::apply(&nat::delete_ruleset(&table));
+                }
+                if created_bridge {
+                    if let Ok(Some(link)) = nl.link(&self.options.bridge_name).await {
+                        let _ = nl.delete(link.index).await;
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn setup_steps(&self, nl: &Netlink, st: &mut State, created: &mut bool) -> Result<(), NetworkError> {
+        let name = &self.options.bridge_name;
+        let bridge = match nl.link(name).await.map_err(|e| NetworkError::bridge("cannot look up the bridge", e))? {
+            Some(l) => l,
+            None => {
+                nl.add_bridge(name)
+                    .await
+                    .map_err(|e| NetworkError::bridge(format!("cannot create bridge {name}"), e))?;
+                *created = true;
+                nl.link(name).await.map_err(|e| NetworkError::bridge("cannot look up the bridge", e))?.ok_or_else(
+                    || NetworkError::BridgeSetup { step: format!("bridge {name} vanished"), source: None },
+                )?
+            }
+        };
+        let gateway = self.plan.gateway();
+        let addrs =
+            nl.addresses(bridge.index).await.map_err(|e| NetworkError::bridge("cannot list bridge addresses", e))?;
+        if !addrs.contains(&(gateway, self.plan.prefix)) {
+            nl.add_address(bridge.index, gateway, self.plan.prefix)
+                .await
+                .map_err(|e| NetworkError::bridge(format!("cannot add {gateway}/{} to {name}", self.plan.prefix), e))?;
+        }
+        nl.set_up(bridge.index).await.map_err(|e| NetworkError::bridge(format!("cannot set {name} up"), e))?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1")
+            .map_err(|e| NetworkError::bridge("cannot enable IPv4 forwarding", e))?;
+        if self.options.nat {
+            let out_if = nl
+                .default_route_interface()
+                .await
+                .map_err(|e| NetworkError::bridge("cannot read routes", e))?
+                .ok_or_else(|| NetworkError::BridgeSetup {
+                    step: "no IPv4 default route to masquerade through".into(),
+                    source: None,
+                })?;
+            let table = nat::table_name(name);
+            let _ = nat::apply(&nat::delete_ruleset(&table)); // a stale table of a crashed run
+            nat::apply(&nat::masquerade_ruleset(&table, &self.plan, &out_if)).map_err(|e| {
+                NetworkError::BridgeSetup { step: format!("cannot install nftables table {table}: {e}"), source: None }
+            })?;
+            st.nat_table = Some(table);
+        }
+        Ok(())
+    }
+
+    /// Creates a TAP for (`vm_id`, `iface_id`) with the next guest address and a stable MAC,
+    /// enslaved to the bridge and up. A name already taken → `TAP_CREATE_FAILED`, nothing left.
+    pub async fn create_tap(&self, vm_id: &str, iface_id: &str) -> Result<TapDevice, NetworkError> {
+        let mut st = self.state.lock().await;
+        self.ensure_bridge_locked(&mut st).await?;
+        let guest_ip = self.plan.guest(st.next_guest)?;
+        let mut salt = 0;
+        let mut mac = mac_for(vm_id, iface_id, salt);
+        while st.macs.contains(&mac) {
+            salt += 1;
+            mac = mac_for(vm_id, iface_id, salt);
+        }
+        let mut name = tap_name_for(vm_id, iface_id, 0);
+        let mut name_salt = 0;
+        while st.taps.contains_key(&name) {
+            name_salt += 1;
+            name = tap_name_for(vm_id, iface_id, name_salt);
+        }
+        let nl = netlink()?;
+        if nl.link(&name).await.map_err(|e| NetworkError::tap(&name, "lookup failed", Some(Box::new(e))))?.is_some() {
+            return Err(NetworkError::tap(&name, "an interface with this name already exists", None));
+        }
+        let (n, s) = (name.clone(), name.clone());
+        tokio::task::spawn_blocking(move || tap::create_persistent(&n))
+            .await
+            .map_err(|e| NetworkError::tap(&s, "task failed", Some(Box::new(e))))?
+            .map_err(|e| NetworkError::tap(&s, "TUNSETIFF failed", Some(Box::new(e))))?;
+        let attach = async {
+            let link = nl.link(&name).await?.ok_or_else(|| rtnetlink::Error::RequestFailed)?;
+            let bridge = nl.link(&self.options.bridge_name).await?.ok_or_else(|| rtnetlink::Error::RequestFailed)?;
+            nl.set_master(link.index, bridge.index).await?;
+            nl.set_up(link.index).await?;
+            Ok::<u32, rtnetlink::Error>(link.index)
+        };
+        if let Err(e) = attach.await {
+            if let Ok(Some(link)) = nl.link(&name).await {
+                let _ = nl.delete(link.index).await;
+            }
+            return Err(NetworkError::tap(&name, "cannot attach it to the bridge", Some(Box::new(e))));
+        }
+        st.next_guest += 1;
+        st.macs.insert(mac.clone());
+        let dev = TapDevice {
+            name: name.clone(),
+            mac,
+            guest_ip,
+            gateway: self.plan.gateway(),
+            netmask: self.plan.netmask(),
+            vm_id: vm_id.into(),
+            iface_id: iface_id.into(),
+        };
+        st.taps.insert(name, dev.clone());
+        Ok(dev)
+    }
+
+    /// Deletes a TAP (by name); unknown or already gone is fine.
+    pub async fn remove_tap(&self, name: &str) -> Result<(), NetworkError> {
+        self.state.lock().await.taps.remove(name);
+        delete_link(name).await
+    }
+
+    /// Removes every TAP this manager created, then the bridge (if it created it) and its NAT table.
+    pub async fn cleanup(&self) -> Result<(), NetworkError> {
+        let mut st = self.state.lock().await;
+        let mut first_error = None;
+        for name in st.taps.drain().map(|(n, _)| n).collect::<Vec<_>>() {
+            if let Err(e) = delete_link(&name).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(table) = st.nat_table.take() {
+            if let Err(e) = nat::apply(&nat::delete_ruleset(&table)) {
+                first_error.get_or_insert(NetworkError::BridgeSetup {
+                    step: format!("cannot delete table {table}: {e}"),
+                    source: None,
+                });
+            }
+        }
+        if st.bridge_created {
+            if let Err(e) = delete_link(&self.options.bridge_name).await {
+                first_error.get_or_insert(e);
+            }
+            st.bridge_created = false;
+        }
+        st.ready = false;
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Deletes link `name` if it exists.
+pub async fn delete_link(name: &str) -> Result<(), NetworkError> {
+    let nl = netlink()?;
+    let fail = |e| NetworkError::BridgeSetup { step: format!("cannot delete {name}"), source: Some(Box::new(e)) };
+    if let Some(link) = nl.link(name).await.map_err(fail)? {
+        nl.delete(link.index).await.map_err(fail)?;
+    }
+    Ok(())
+}
