@@ -247,3 +247,43 @@ fn image_pull_ls_prune_and_two_concurrent_pulls() {
     let out = env.cmd(&["binary", "ensure"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), Path::new(&firecracker_bin()).to_str().unwrap());
 }
+
+#[test]
+fn run_net_attaches_a_nic_inside_a_test_namespace() {
+    let Some(env) = env() else { return };
+    let ns = format!("svt-clinet-{}", std::process::id());
+    let ip = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success(), "ip {args:?}");
+    let _ = Command::new("ip").args(["netns", "delete", &ns]).stderr(Stdio::null()).status();
+    ip(&["netns", "add", &ns]);
+    struct Delete(String);
+    impl Drop for Delete {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
+        }
+    }
+    let _guard = Delete(ns.clone());
+    ip(&["-n", &ns, "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p"]);
+    ip(&["-n", &ns, "link", "set", "uplink0", "up"]);
+    ip(&["-n", &ns, "addr", "add", "192.0.2.10/24", "dev", "uplink0"]);
+    ip(&["-n", &ns, "route", "add", "default", "dev", "uplink0"]);
+    let mut cmd = env.cmd(&["run", "--net"]);
+    let program = cmd.get_program().to_owned();
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let envs: Vec<_> = cmd.get_envs().map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned()))).collect();
+    cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns]).arg(program).args(args);
+    for (k, v) in envs {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = smartvm::probe::ProbeReport::parse(String::from_utf8_lossy(&out.stdout).lines());
+    assert!(report.cmdline.as_deref().unwrap().contains("ip=172.30.0.2::172.30.0.1:255.255.255.0::eth0:off"));
+    let mac = report.devices_of("net")[0].mac.clone().unwrap();
+    assert!(mac.starts_with("02:"), "{mac}");
+    let links = Command::new("ip").args(["-n", &ns, "-o", "link", "show"]).output().unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(!links.contains("svbr0") && !links.contains(": sv"), "bridge and TAP removed: {links}");
+}

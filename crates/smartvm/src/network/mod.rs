@@ -238,7 +238,6 @@ impl NetworkManager {
                     source: None,
                 })?;
             let table = nat::table_name(name);
-            let _ = nat::apply(&nat::delete_ruleset(&table)); // a stale table of a crashed run
             nat::apply(&nat::masquerade_ruleset(&table, &self.plan, &out_if)).map_err(|e| {
                 NetworkError::BridgeSetup { step: format!("cannot install nftables table {table}: {e}"), source: None }
             })?;
@@ -275,8 +274,8 @@ impl NetworkManager {
             .map_err(|e| NetworkError::tap(&s, "task failed", Some(Box::new(e))))?
             .map_err(|e| NetworkError::tap(&s, "TUNSETIFF failed", Some(Box::new(e))))?;
         let attach = async {
-            let link = nl.link(&name).await?.ok_or_else(|| rtnetlink::Error::RequestFailed)?;
-            let bridge = nl.link(&self.options.bridge_name).await?.ok_or_else(|| rtnetlink::Error::RequestFailed)?;
+            let link = nl.link(&name).await?.ok_or(rtnetlink::Error::RequestFailed)?;
+            let bridge = nl.link(&self.options.bridge_name).await?.ok_or(rtnetlink::Error::RequestFailed)?;
             nl.set_master(link.index, bridge.index).await?;
             nl.set_up(link.index).await?;
             Ok::<u32, rtnetlink::Error>(link.index)

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use nftables::batch::Batch;
 use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix};
-use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
+use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, Nftables, Rule, Table};
 use nftables::stmt::{Match, Operator, Statement};
 use nftables::types::{NfChainType, NfFamily, NfHook};
 
@@ -17,12 +17,15 @@ pub fn table_name(bridge: &str) -> String {
     format!("smartvm_{}", bridge.replace(|c: char| !c.is_ascii_alphanumeric(), "_"))
 }
 
-/// The ruleset creating the table: a `nat` chain on `postrouting` masquerading `subnet`
+/// The ruleset (re)creating the table: a `nat` chain on `postrouting` masquerading `subnet`
 /// leaving through `out_if` (pure).
 pub fn masquerade_ruleset(table: &str, subnet: &SubnetPlan, out_if: &str) -> Nftables<'static> {
     let table: Cow<'static, str> = table.to_string().into();
     let mut batch = Batch::new();
-    batch.add(NfListObject::Table(Table { family: NfFamily::IP, name: table.clone(), handle: None }));
+    let owned = Table { family: NfFamily::IP, name: table.clone(), handle: None };
+    // add + flush in one transaction: idempotent, and replaces what a crashed run left.
+    batch.add(NfListObject::Table(owned.clone()));
+    batch.add_cmd(NfCmd::Flush(FlushObject::Table(owned)));
     batch.add(NfListObject::Chain(Chain {
         family: NfFamily::IP,
         table: table.clone(),
@@ -80,6 +83,7 @@ mod tests {
         let json = serde_json::to_value(masquerade_ruleset(&table_name("svbr0"), &plan, "eth0")).unwrap();
         let text = json.to_string();
         assert!(text.contains(r#""table":{"family":"ip","name":"smartvm_svbr0""#), "{text}");
+        assert!(text.contains(r#"{"flush":{"table":{"family":"ip","name":"smartvm_svbr0"}}}"#), "{text}");
         assert!(text.contains(r#""hook":"postrouting""#) && text.contains(r#""type":"nat""#));
         assert!(text.contains(r#""prefix":{"addr":"172.30.0.0","len":24}"#), "{text}");
         assert!(text.contains(r#""meta":{"key":"oifname"}"#) && text.contains(r#""right":"eth0""#));

@@ -4,6 +4,8 @@
 //! `SMARTVM_REQUIRE_KVM=1` (set by `.ci/run`), which turns that skip into a failure.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,172 @@
+//! Host networking, applied inside network namespaces these tests create and delete (never the
+//! host's own interfaces).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::netns::Netns;
+use smartvm::config::NetworkInterfaceConfig;
+use smartvm::network::{tap_name_for, NetworkManager, NetworkOptions};
+
+fn require_root_tools() -> bool {
+    let ok = std::process::Command::new("nft").arg("--version").output().is_ok_and(|o| o.status.success())
+        && std::path::Path::new("/dev/net/tun").exists();
+    if !ok {
+        assert!(std::env::var("SMARTVM_REQUIRE_KVM").is_err(), "nft or /dev/net/tun missing in CI");
+        eprintln!("SKIPPED: needs nft and /dev/net/tun");
+    }
+    ok
+}
+
+fn manager(bridge: &str, subnet: &str) -> Arc<NetworkManager> {
+    Arc::new(
+        NetworkManager::new(NetworkOptions { bridge_name: bridge.into(), subnet: subnet.into(), nat: true }).unwrap(),
+    )
+}
+
+#[test]
+fn bridge_taps_and_nat_are_created_and_removed() {
+    if !require_root_tools() {
+        return;
+    }
+    let ns = Netns::create("net1");
+    ns.add_uplink();
+    let net = manager("svtbr0", "10.200.0.77/24");
+    let n = net.clone();
+    let (a, b) = ns.run(move || async move {
+        let a = n.create_tap("vm-a", "eth0").await.unwrap();
+        let b = n.create_tap("vm-b", "eth0").await.unwrap();
+        (a, b)
+    });
+    assert_eq!(net.plan().to_string(), "10.200.0.0/24");
+    assert_eq!((a.guest_ip.to_string(), b.guest_ip.to_string()), ("10.200.0.2".into(), "10.200.0.3".into()));
+    assert_ne!(a.mac, b.mac);
+    assert_eq!(a.guest_boot_args(), "ip=10.200.0.2::10.200.0.1:255.255.255.0::eth0:off");
+
+    let bridge = ns.link("svtbr0").expect("bridge exists");
+    assert!(bridge["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+    assert_eq!(ns.addrs("svtbr0"), ["10.200.0.1/24"]);
+    for tap in [&a, &b] {
+        let link = ns.link(&tap.name).expect("tap exists");
+        assert_eq!(link["master"], "svtbr0");
+        assert!(link["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{link}");
+    }
+    let rules = ns.nft_ruleset();
+    assert!(rules.contains("table ip smartvm_svtbr0"), "{rules}");
+    assert!(rules.contains("ip saddr 10.200.0.0/24 oifname \"uplink0\" masquerade"), "{rules}");
+    let forwarding = ns.run(|| async { std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap() });
+    assert_eq!(forwarding.trim(), "1");
+
+    // A second manager with another bridge and subnet coexists; cleaning it leaves the first.
+    let other = manager("svtbr1", "10.201.0.0/30");
+    let o = other.clone();
+    let exhausted = ns.run(move || async move {
+        o.create_tap("vm-c", "eth0").await.unwrap();
+        o.create_tap("vm-d", "eth0").await.unwrap_err().code()
+    });
+    assert_eq!(exhausted, "IP_EXHAUSTED", "a /30 has one guest address");
+    assert!(ns.nft_ruleset().contains("table ip smartvm_svtbr1"));
+    let o = other.clone();
+    ns.run(move || async move { o.cleanup().await.unwrap() });
+    assert!(ns.link("svtbr1").is_none());
+    let rules = ns.nft_ruleset();
+    assert!(!rules.contains("smartvm_svtbr1") && rules.contains("smartvm_svtbr0"));
+
+    let n = net.clone();
+    ns.run(move || async move { n.cleanup().await.unwrap() });
+    assert_eq!(ns.link_names(), ["lo", "uplink0", "uplink0p"], "nothing of smartvm remains");
+    assert!(!ns.nft_ruleset().contains("smartvm"));
+}
+
+#[test]
+fn partial_setup_is_rolled_back() {
+    if !require_root_tools() {
+        return;
+    }
+    // No default route: NAT cannot be set up, so the bridge created on the way is removed.
+    let ns = Netns::create("net2");
+    let net = manager("svtbr2", "10.202.0.0/24");
+    let n = net.clone();
+    let err = ns.run(move || async move { n.ensure_bridge().await.unwrap_err() });
+    assert_eq!(err.code(), "BRIDGE_SETUP_FAILED");
+    assert!(err.to_string().contains("bridge setup failed"));
+    assert_eq!(ns.link_names(), ["lo"]);
+    assert!(!ns.nft_ruleset().contains("smartvm"));
+
+    // A TAP name that is already taken: TAP_CREATE_FAILED, nothing of ours left, theirs kept.
+    ns.add_uplink();
+    let taken = tap_name_for("vm-x", "eth0", 0);
+    ns.ip(&["tuntap", "add", "dev", &taken, "mode", "tap"]);
+    let n = net.clone();
+    let err = ns.run(move || async move { n.create_tap("vm-x", "eth0").await.unwrap_err() });
+    assert_eq!(err.code(), "TAP_CREATE_FAILED");
+    assert!(ns.link(&taken).is_some(), "the foreign interface is untouched");
+    let n = net.clone();
+    ns.run(move || async move { n.cleanup().await.unwrap() });
+    assert_eq!(ns.link_names(), ["lo", &taken, "uplink0", "uplink0p"]);
+}
+
+#[test]
+fn probe_vm_gets_a_tap_and_sees_its_mac() {
+    let Some(env) = common::env() else { return };
+    if !require_root_tools() {
+        return;
+    }
+    let ns = Netns::create("net3");
+    ns.add_uplink();
+    let mut options = env.smartvm.options().clone();
+    options.bridge_name = "svtbr3".into();
+    options.subnet = "10.203.0.0/24".into();
+    let smartvm = Arc::new(smartvm::SmartVm::new(options));
+    let managed =
+        |id: &str| NetworkInterfaceConfig { host_dev_name: None, ..NetworkInterfaceConfig::new(id, "unused") };
+    let cfg = env.probe_config("netvm", "").with_network_interface(managed("eth0"));
+    let taken = tap_name_for("netfail", "eth1", 0);
+    ns.ip(&["tuntap", "add", "dev", &taken, "mode", "tap"]);
+    let failing =
+        env.probe_config("netfail", "").with_network_interface(managed("eth0")).with_network_interface(managed("eth1"));
+    let sv = smartvm.clone();
+    let (report, taps, fail_code, fail_dir_gone) = ns.run(move || async move {
+        let bad = sv.create_vm(&failing).unwrap();
+        let err = bad.start().await.unwrap_err();
+        let fail_dir_gone = !bad.runtime_dir().exists();
+        let vm = sv.create_vm(&cfg).unwrap();
+        vm.start().await.unwrap();
+        let taps = vm.tap_devices().await;
+        let r = common::report(&vm).await;
+        vm.wait_for_exit(Duration::from_secs(5)).await;
+        (r, taps, err.root().code(), fail_dir_gone)
+    });
+    assert_eq!(fail_code, "TAP_CREATE_FAILED");
+    assert!(fail_dir_gone);
+    assert_eq!(taps.len(), 1);
+    let nic = &report.devices_of("net")[0];
+    assert_eq!(nic.mac.as_deref(), Some(taps[0].mac.as_str()), "the guest sees the MAC smartvm assigned");
+    assert_eq!(ns.link(&taps[0].name).unwrap()["master"], "svtbr3");
+    let sv = smartvm.clone();
+    ns.run(move || async move { sv.cleanup().await.unwrap() });
+    assert_eq!(ns.link_names(), ["lo", &taken, "uplink0", "uplink0p"], "TAPs, bridge removed; the foreign TAP stays");
+    assert!(!ns.nft_ruleset().contains("smartvm"));
+}
+
+#[test]
+fn invalid_network_options_are_rejected_at_create_vm() {
+    let Some(env) = common::env() else { return };
+    let managed = NetworkInterfaceConfig { host_dev_name: None, ..NetworkInterfaceConfig::new("eth0", "x") };
+    let cfg = env.probe_config("badnet", "").with_network_interface(managed);
+    for (bridge, subnet, code) in [
+        ("svbr0", "10.0.0.0/31", "INVALID_SUBNET"),
+        ("svbr0", "nonsense", "INVALID_SUBNET"),
+        ("a-bridge-name-too-long", "10.0.0.0/24", "INVALID_INTERFACE_NAME"),
+        ("bad/name", "10.0.0.0/24", "INVALID_INTERFACE_NAME"),
+    ] {
+        let mut options = env.smartvm.options().clone();
+        options.bridge_name = bridge.into();
+        options.subnet = subnet.into();
+        let sv = smartvm::SmartVm::new(options);
+        assert_eq!(sv.create_vm(&cfg).unwrap_err().code(), code, "{bridge} {subnet}");
+        assert_eq!(sv.vm_count(), 0);
+    }
+}
