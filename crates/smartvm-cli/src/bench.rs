@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use smartvm::config::{SnapshotCreateParams, SnapshotType};
 use smartvm::snapshot::Snapshot;
 use smartvm::{probe, SmartVm, SmartVmError, SmartVmOptions, VmConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -213,12 +212,7 @@ async fn snapshot_restore(smartvm: &SmartVm, kernel: &Path, dir: &Path, runs: us
     console.wait_for_line(Duration::from_secs(5), |l| l.contains("count n=")).await;
     vm.pause().await?;
     let snap = Snapshot::full(dir.join("bench.state"), dir.join("bench.mem"));
-    let params = SnapshotCreateParams {
-        snapshot_path: snap.state_path.clone(),
-        mem_file_path: snap.mem_path.clone(),
-        snapshot_type: SnapshotType::Full,
-    };
-    vm.create_snapshot(&params).await?;
+    vm.create_snapshot(&snap.create_params()).await?;
     smartvm.remove_vm("snap-origin").await?;
     let mut samples = Vec::new();
     for i in 0..runs {

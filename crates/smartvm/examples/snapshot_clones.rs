@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use smartvm::config::{SnapshotCreateParams, SnapshotType};
 use smartvm::probe::{install_probe_kernel, ProbeArgs};
 use smartvm::snapshot::Snapshot;
 use smartvm::{SmartVm, SmartVmError, SmartVmOptions, VmConfig};
@@ -29,12 +28,7 @@ async fn main() -> Result<(), SmartVmError> {
     }
     vm.pause().await?;
     let snapshot = Snapshot::full(dir.join("vm.state"), dir.join("vm.mem"));
-    vm.create_snapshot(&SnapshotCreateParams {
-        snapshot_path: snapshot.state_path.clone(),
-        mem_file_path: snapshot.mem_path.clone(),
-        snapshot_type: SnapshotType::Full,
-    })
-    .await?;
+    vm.create_snapshot(&snapshot.create_params()).await?;
     smartvm.remove_vm("origin").await?;
     let clones = smartvm.clone_vms(&config, &snapshot, 3, true).await?;
     println!("running clones: {:?}", clones.iter().map(|c| c.id().to_string()).collect::<Vec<_>>());

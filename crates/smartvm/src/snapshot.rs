@@ -41,6 +41,16 @@ impl Snapshot {
         }
     }
 
+    /// Parameters that make [`MicroVm::create_snapshot`](crate::MicroVm::create_snapshot) write
+    /// this snapshot (its kind decides Full or Diff).
+    pub fn create_params(&self) -> crate::config::SnapshotCreateParams {
+        crate::config::SnapshotCreateParams {
+            snapshot_path: self.state_path.clone(),
+            mem_file_path: self.mem_path.clone(),
+            snapshot_type: self.kind,
+        }
+    }
+
     /// The chain of memory files, oldest (the Full base) first.
     pub fn memory_chain(&self) -> Result<Vec<&Path>> {
         let mut chain = vec![self.mem_path.as_path()];

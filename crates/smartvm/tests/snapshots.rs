@@ -5,7 +5,6 @@ mod common;
 use std::time::Duration;
 
 use common::{env, last_count, next_count};
-use smartvm::config::{SnapshotCreateParams, SnapshotType};
 use smartvm::snapshot::Snapshot;
 use smartvm::VmState;
 
@@ -25,13 +24,7 @@ async fn full_then_diff_snapshot_restore_and_continue_counting() {
     let seen = next_count(&vm, Some(3), Duration::from_secs(5)).await.expect("counting");
     vm.pause().await.unwrap();
     let full = Snapshot::full(snaps.join("full.state"), snaps.join("full.mem"));
-    vm.create_snapshot(&SnapshotCreateParams {
-        snapshot_path: full.state_path.clone(),
-        mem_file_path: full.mem_path.clone(),
-        snapshot_type: SnapshotType::Full,
-    })
-    .await
-    .unwrap();
+    vm.create_snapshot(&full.create_params()).await.unwrap();
     let at_full = last_count(&vm).await.unwrap();
     assert!(at_full >= seen);
     env.smartvm.remove_vm("origin").await.unwrap();
@@ -49,14 +42,7 @@ async fn full_then_diff_snapshot_restore_and_continue_counting() {
     let later = next_count(&restored, Some(first + 2), Duration::from_secs(5)).await.unwrap();
     restored.pause().await.unwrap();
     let diff = Snapshot::diff(snaps.join("diff.state"), snaps.join("diff.mem"), full.clone());
-    restored
-        .create_snapshot(&SnapshotCreateParams {
-            snapshot_path: diff.state_path.clone(),
-            mem_file_path: diff.mem_path.clone(),
-            snapshot_type: SnapshotType::Diff,
-        })
-        .await
-        .unwrap();
+    restored.create_snapshot(&diff.create_params()).await.unwrap();
     let at_diff = last_count(&restored).await.unwrap();
     assert!(at_diff >= later);
     env.smartvm.remove_vm("restored").await.unwrap();
@@ -88,13 +74,7 @@ async fn clones_from_one_snapshot_and_failed_restore_leaves_nothing() {
     next_count(&vm, None, Duration::from_secs(5)).await.unwrap();
     vm.pause().await.unwrap();
     let full = Snapshot::full(snaps.join("s.state"), snaps.join("s.mem"));
-    vm.create_snapshot(&SnapshotCreateParams {
-        snapshot_path: full.state_path.clone(),
-        mem_file_path: full.mem_path.clone(),
-        snapshot_type: SnapshotType::Full,
-    })
-    .await
-    .unwrap();
+    vm.create_snapshot(&full.create_params()).await.unwrap();
     env.smartvm.remove_vm("seed").await.unwrap();
 
     let clones = env.smartvm.clone_vms(&cfg, &full, 3, true).await.unwrap();
