@@ -138,7 +138,7 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
 
     let n = args.concurrency.max(1);
     let (mut conc_raw, mut conc_sv) = (vec![], vec![]);
-    for round in 0..args.runs.clamp(1, 5) {
+    for round in 0..args.runs.clamp(1, 15) {
         let start = Instant::now();
         let raws = futures_util::future::join_all((0..n).map(|_| raw_boot(&binary, &raw_config))).await;
         raws.into_iter().collect::<Result<Vec<_>, _>>()?;
