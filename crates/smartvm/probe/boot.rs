@@ -126,12 +126,3 @@ user_stack:
 user_stack_top:
 "#
 );
-
-/// Parks the vCPU in a ring-3 `pause` loop. (A trap back to ring 0 for `hlt` is not delivered
-/// by every hypervisor — `kvm_pvm` turns `int n` and `syscall` from guest ring 3 into a triple
-/// fault — so parking costs a spinning vCPU thread.)
-pub fn park() -> ! {
-    loop {
-        core::hint::spin_loop();
-    }
-}

@@ -63,7 +63,7 @@ extern "C" fn probe_main(boot_params: u64) -> ! {
     }
     report!("done");
     if halt {
-        boot::park();
+        park();
     }
     reset()
 }
@@ -208,10 +208,11 @@ fn watch_forever(devices: &[Device], arg: &[u8]) -> ! {
     let mut parts = arg.splitn(3, |&b| b == b':');
     let drive = parts.next().and_then(parse_u64).unwrap_or(0);
     let sector = parts.next().and_then(parse_u64).unwrap_or(0);
-    let ticks = tsc_khz() * parts.next().and_then(parse_u64).unwrap_or(20).max(1);
+    let khz = tsc_khz();
+    let ticks = khz * parts.next().and_then(parse_u64).unwrap_or(20).max(1);
     let Some(dev) = devices.iter().filter(|d| d.id == 2).nth(drive as usize) else {
         report!("read drive={} sector={} status=no-device", drive, sector);
-        boot::park();
+        park();
     };
     let mut last = [0u8; 64];
     let mut first = true;
@@ -228,10 +229,45 @@ fn watch_forever(devices: &[Device], arg: &[u8]) -> ! {
             last = head;
             first = false;
         }
-        let start = rdtsc();
-        while rdtsc().wrapping_sub(start) < ticks {
-            core::hint::spin_loop();
+        wait_ticks(ticks, khz);
+    }
+}
+
+/// Waits `ticks` TSC ticks, checking the keyboard controller every millisecond: Firecracker's
+/// `SendCtrlAltDel` queues key codes there, and the probe answers it like an OS shutting down
+/// (prints `ctrl-alt-del` and resets), so smartvm's graceful stop step works on it.
+fn wait_ticks(ticks: u64, ms_ticks: u64) {
+    let start = rdtsc();
+    let mut next_check = 0;
+    loop {
+        let elapsed = rdtsc().wrapping_sub(start);
+        if elapsed >= ticks {
+            return;
         }
+        if elapsed >= next_check {
+            if inb(0x64) & 1 != 0 {
+                for _ in 0..16 {
+                    if inb(0x64) & 1 == 0 {
+                        break;
+                    }
+                    inb(0x60);
+                }
+                report!("ctrl-alt-del");
+                reset();
+            }
+            next_check = elapsed + ms_ticks;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// Parks the vCPU in a ring-3 loop (still answering Ctrl-Alt-Del). A trap back to ring 0 for
+/// `hlt` is not delivered by every hypervisor — `kvm_pvm` turns `int n` and `syscall` from guest
+/// ring 3 into a triple fault — so parking costs a spinning vCPU thread.
+fn park() -> ! {
+    let khz = tsc_khz();
+    loop {
+        wait_ticks(khz * 1000, khz);
     }
 }
 
@@ -244,10 +280,7 @@ fn count_forever(ms: u64) -> ! {
     loop {
         report!("count n={}", n);
         n += 1;
-        let start = rdtsc();
-        while rdtsc().wrapping_sub(start) < ticks {
-            core::hint::spin_loop();
-        }
+        wait_ticks(ticks, khz);
     }
 }
 

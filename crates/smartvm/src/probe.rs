@@ -17,6 +17,10 @@
 //!    `write drive=<n> sector=<s> status=ok|ioerr|…`, or endless `count n=<i>` lines;
 //! 4. `done`; then the guest resets (Firecracker exits 0) unless `probe.halt` parks it.
 //!
+//! A counting, watching or parked probe polls the keyboard controller every millisecond and
+//! answers Firecracker's `SendCtrlAltDel` with `ctrl-alt-del` and a reset, like an OS shutting
+//! down.
+//!
 //! Actions (kernel command line): `probe.read=<drive>:<sector>`,
 //! `probe.write=<drive>:<sector>:<text>` (`<drive>` = index among block devices, which is the
 //! config's drive order), `probe.count=<ms>`, `probe.watch=<drive>:<sector>:<ms>` (re-read
@@ -204,6 +208,8 @@ pub struct ProbeReport {
     pub done: bool,
     /// The guest panicked.
     pub panicked: bool,
+    /// The guest saw Ctrl-Alt-Del and reset.
+    pub ctrl_alt_del: bool,
 }
 
 impl ProbeReport {
@@ -239,6 +245,7 @@ impl ProbeReport {
                 "count" => r.counts.extend(num("n")),
                 "done" => r.done = true,
                 "panic" => r.panicked = true,
+                "ctrl-alt-del" => r.ctrl_alt_del = true,
                 _ => {}
             }
         }
@@ -275,6 +282,7 @@ mod tests {
             "smartvm-probe count n=0",
             "smartvm-probe count n=1",
             "smartvm-probe done",
+            "smartvm-probe ctrl-alt-del",
         ];
         let r = ProbeReport::parse(lines);
         assert_eq!(r.cmdline.as_deref(), Some("console=ttyS0 a=\"b\" probe.read=0:0"));
@@ -287,7 +295,7 @@ mod tests {
         assert_eq!(r.reads[0].data.as_deref(), Some("hi there\u{1}"));
         assert_eq!(r.writes[0].status, "ioerr");
         assert_eq!(r.counts, [0, 1]);
-        assert!(r.done && !r.panicked);
+        assert!(r.done && !r.panicked && r.ctrl_alt_del);
         assert_eq!(ProbeLine::parse("smartvm-probe x key=\"unterminated"), None);
     }
 

@@ -40,8 +40,11 @@ async fn start_pause_resume_stop_cleanup() {
     assert_eq!(after, at_pause + 1, "counting continues where it stopped: {console:?}");
 
     let outcome = vm.stop().await.unwrap();
-    // The probe ignores Ctrl-Alt-Del, so SIGTERM is what ends it.
-    assert_eq!(outcome.step, StopStep::Sigterm);
+    // The probe answers Ctrl-Alt-Del like an OS shutting down: the graceful step ends it.
+    assert_eq!(outcome.step, StopStep::CtrlAltDel);
+    assert!(outcome.exit.success());
+    let lines = vm.console().await.unwrap().lines();
+    assert_eq!(lines.last().map(String::as_str), Some("smartvm-probe ctrl-alt-del"));
     assert_eq!(vm.state(), VmState::Stopped);
     assert!(!pid_alive(pid));
     assert!(vm.runtime_dir().exists(), "stop keeps the runtime dir until cleanup");
@@ -152,5 +155,6 @@ async fn stop_all_stops_running_and_paused_vms() {
     env.smartvm.stop_all().await.unwrap();
     assert_eq!((a.state(), b.state(), c.state()), (VmState::Stopped, VmState::Stopped, VmState::Created));
     assert_eq!(b.last_stop().await.unwrap().step, StopStep::Sigterm, "paused VMs skip Ctrl-Alt-Del");
+    assert_eq!(a.last_stop().await.unwrap().step, StopStep::CtrlAltDel);
     env.smartvm.cleanup().await.unwrap();
 }
