@@ -85,23 +85,23 @@ impl SmartVmOptions {
     /// Defaults overridden by `SMARTVM_DATA_DIR`, `SMARTVM_RUNTIME_DIR`, `SMARTVM_FIRECRACKER_BIN`,
     /// `SMARTVM_BASE_IMAGE_MANIFEST_URL`/`_PATH` and the mirror variables of [`Mirrors::from_env`].
     pub fn from_env() -> Self {
-        let mut o = Self { mirrors: Mirrors::from_env(), ..Self::default() };
-        if let Some(v) = std::env::var_os("SMARTVM_BASE_IMAGE_MANIFEST_URL").filter(|v| !v.is_empty()) {
-            o.base_image_manifest_url = Some(v.to_string_lossy().into_owned());
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Defaults overridden by the same variables, read through `lookup` (testable without
+    /// touching the process environment). Empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let get = |k: &str| lookup(k).filter(|v| !v.is_empty());
+        let d = Self::default();
+        Self {
+            data_dir: get("SMARTVM_DATA_DIR").map_or(d.data_dir, PathBuf::from),
+            runtime_dir: get("SMARTVM_RUNTIME_DIR").map_or(d.runtime_dir, PathBuf::from),
+            firecracker_binary_path: get("SMARTVM_FIRECRACKER_BIN").map(PathBuf::from),
+            base_image_manifest_url: get("SMARTVM_BASE_IMAGE_MANIFEST_URL"),
+            base_image_manifest_path: get("SMARTVM_BASE_IMAGE_MANIFEST_PATH").map(PathBuf::from),
+            mirrors: Mirrors::from_lookup(&lookup),
+            ..d
         }
-        if let Some(v) = std::env::var_os("SMARTVM_BASE_IMAGE_MANIFEST_PATH").filter(|v| !v.is_empty()) {
-            o.base_image_manifest_path = Some(v.into());
-        }
-        if let Some(v) = std::env::var_os("SMARTVM_DATA_DIR").filter(|v| !v.is_empty()) {
-            o.data_dir = v.into();
-        }
-        if let Some(v) = std::env::var_os("SMARTVM_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-            o.runtime_dir = v.into();
-        }
-        if let Some(v) = std::env::var_os("SMARTVM_FIRECRACKER_BIN").filter(|v| !v.is_empty()) {
-            o.firecracker_binary_path = Some(v.into());
-        }
-        o
     }
 
     /// The base-image cache dir.
@@ -433,6 +433,27 @@ fn is_executable(p: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_from_environment() {
+        let env = |k: &str| match k {
+            "SMARTVM_DATA_DIR" => Some("/data".to_string()),
+            "SMARTVM_RUNTIME_DIR" => Some("/run/sv".to_string()),
+            "SMARTVM_FIRECRACKER_BIN" => Some(String::new()),
+            "SMARTVM_CI_ARTIFACTS_URL" => Some("http://mirror/ci/".to_string()),
+            _ => None,
+        };
+        let o = SmartVmOptions::from_lookup(env);
+        assert_eq!((o.data_dir.as_path(), o.runtime_dir.as_path()), (Path::new("/data"), Path::new("/run/sv")));
+        assert_eq!(o.firecracker_binary_path, None, "empty means unset");
+        assert_eq!(o.mirrors.ci_artifacts, "http://mirror/ci");
+        assert_eq!(o.base_image_cache_dir(), Path::new("/data/base-images"));
+        let d = SmartVmOptions::from_lookup(|_| None);
+        assert_eq!(
+            (d.data_dir.as_path(), d.bridge_name.as_str(), d.max_stored_base_images),
+            (Path::new("/tmp/.smartvm"), "svbr0", 2)
+        );
+    }
 
     #[test]
     fn binary_search_order() {

@@ -1,5 +1,9 @@
 //! Images against a local HTTP server with GitHub's and S3's shapes (no internet needed).
 
+#[allow(dead_code)]
+mod logs {
+    include!("common/logs.rs");
+}
 mod fake;
 
 use std::path::Path;
@@ -205,7 +209,16 @@ async fn retention_evicts_least_recently_used() {
     base.ensure_base_image(&hosted(&b), &NoProgress).await.unwrap();
     base.ensure_base_image(&hosted(&a), &NoProgress).await.unwrap(); // a is now the most recent
     assert_eq!(s.hits("/hosted/a/vmlinux"), 1, "reused from the cache");
+    let (logs, guard) = logs::capture();
     base.ensure_base_image(&hosted(&c), &NoProgress).await.unwrap();
+    drop(guard);
+    let warned = logs.text();
+    assert!(
+        warned.contains("WARN")
+            && warned.contains("evicted least recently used base image")
+            && warned.contains("bundle=b"),
+        "{warned}"
+    );
     let ids: Vec<String> = base.list().unwrap().into_iter().map(|b| b.bundle_id).collect();
     assert_eq!(ids, ["c", "a"], "b was least recently used");
     assert!(!base.cache_dir().join("b").exists());
@@ -282,4 +295,23 @@ async fn blank_and_cloned_rootfs() {
     assert_eq!(std::fs::read(&clone).unwrap(), std::fs::read(&blank).unwrap());
     assert_eq!(images.create_blank_rootfs("a/b", 16).await.unwrap_err().code(), "ROOTFS_CREATE_FAILED");
     assert_eq!(images.clone_rootfs(&blank, "..").await.unwrap_err().code(), "ROOTFS_CLONE_FAILED");
+}
+
+#[tokio::test]
+async fn smartvm_ensure_binary_downloads_when_nothing_is_local() {
+    let s = FakeServer::start().await;
+    s.latest("v1.12.1");
+    s.release("v1.12.1", b"#!downloaded-fc", b"#!downloaded-jailer", false);
+    let dir = tempfile::tempdir().unwrap();
+    let options = smartvm::SmartVmOptions {
+        data_dir: dir.path().join("data"),
+        mirrors: s.mirrors(),
+        ..smartvm::SmartVmOptions::from_lookup(|_| None)
+    };
+    let sv = smartvm::SmartVm::new(options);
+    assert_eq!(sv.find_binary().unwrap_err().code(), "BINARY_NOT_FOUND");
+    let path = sv.ensure_binary(&NoProgress).await.unwrap();
+    assert_eq!(path, dir.path().join("data/bin/v1.12.1/firecracker"));
+    assert_eq!(std::fs::read(&path).unwrap(), b"#!downloaded-fc");
+    assert_eq!(sv.find_binary().unwrap(), path, "found locally from now on");
 }

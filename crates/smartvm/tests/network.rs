@@ -170,3 +170,31 @@ fn invalid_network_options_are_rejected_at_create_vm() {
         assert_eq!(sv.vm_count(), 0);
     }
 }
+
+#[test]
+fn reclaim_removes_journaled_taps_of_dead_vms() {
+    if !require_root_tools() {
+        return;
+    }
+    let ns = Netns::create("net4");
+    ns.ip(&["tuntap", "add", "dev", "svleftover0", "mode", "tap"]);
+    let dir = tempfile::tempdir().unwrap();
+    let vm_dir = dir.path().join("crashed");
+    std::fs::create_dir(&vm_dir).unwrap();
+    let journal = smartvm::vm::VmJournal {
+        vm_id: "crashed".into(),
+        pid: None,
+        socket: vm_dir.join("firecracker.sock"),
+        extra_files: vec![],
+        taps: vec!["svleftover0".into()],
+    };
+    journal.write(&vm_dir).unwrap();
+    let options = smartvm::SmartVmOptions {
+        runtime_dir: dir.path().to_path_buf(),
+        ..smartvm::SmartVmOptions::from_lookup(|_| None)
+    };
+    let reclaimed = ns.run(move || async move { smartvm::SmartVm::new(options).reclaim().await.unwrap() });
+    assert_eq!(reclaimed, ["crashed"]);
+    assert!(!vm_dir.exists());
+    assert_eq!(ns.link_names(), ["lo"], "the leftover TAP is gone");
+}

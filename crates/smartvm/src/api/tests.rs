@@ -56,6 +56,11 @@ async fn serve(listener: UnixListener, connections: Arc<AtomicUsize>) {
     }
 }
 
+mod logs {
+    include!("../../tests/common/logs.rs");
+}
+use logs::capture as capture_logs;
+
 fn start_server() -> (tempfile::TempDir, PathBuf, Arc<AtomicUsize>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("api.sock");
@@ -76,7 +81,10 @@ async fn raw_requests_keep_the_connection_alive() {
     let fault = client.patch("/fault", &serde_json::json!({})).await.unwrap();
     assert_eq!((fault.ok, fault.status_code), (false, 400));
     assert_eq!(fault.fault_message().as_deref(), Some("Invalid request method"));
+    let (logs, guard) = capture_logs();
     assert_eq!(client.get("/deprecated").await.unwrap().status_code, 204);
+    drop(guard);
+    assert!(logs.text().contains("Firecracker marked this request as deprecated"), "{}", logs.text());
     assert_eq!(connections.load(Ordering::SeqCst), 1, "all requests should share one connection");
 }
 
