@@ -7,4 +7,5 @@ scripts/setup.sh
 export SMARTVM_REQUIRE_KVM=1
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
 cargo test --workspace

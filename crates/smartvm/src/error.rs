@@ -1,8 +1,8 @@
 //! The one public error type, [`SmartVmError`], with stable codes.
 //!
-//! Each layer has its own error enum ([`ConfigErrors`](crate::config::ConfigErrors),
-//! [`ApiError`](crate::api::ApiError), [`ProcessError`](crate::process::ProcessError),
-//! [`StagingError`](crate::staging::StagingError)); they fold into `SmartVmError`, which keeps them
+//! Each layer has its own error type ([`ConfigErrors`], [`ApiError`], [`ProcessError`],
+//! [`StagingError`], [`ImageError`](crate::images::ImageError),
+//! [`NetworkError`](crate::network::NetworkError)); they fold into `SmartVmError`, which keeps them
 //! as its `source()` so the whole cause chain is available to callers and the CLI.
 
 use std::path::PathBuf;

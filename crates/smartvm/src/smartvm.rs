@@ -251,7 +251,7 @@ impl SmartVm {
         if config.network_interfaces.iter().any(|n| n.host_dev_name.is_none()) {
             options.network = Some(self.network()?);
         }
-        self.create_vm_with(config, options)
+        self.register(MicroVm::from_validated(config, options))
     }
 
     /// The network manager for `bridge_name`/`subnet` (created on first use; validates them,
@@ -271,7 +271,11 @@ impl SmartVm {
 
     /// Like [`create_vm`](Self::create_vm) with explicit runtime options.
     pub fn create_vm_with(&self, config: &VmConfig, options: VmRuntimeOptions) -> Result<Arc<MicroVm>> {
-        let vm = Arc::new(MicroVm::new(config, options)?);
+        self.register(MicroVm::new(config, options)?)
+    }
+
+    fn register(&self, vm: MicroVm) -> Result<Arc<MicroVm>> {
+        let vm = Arc::new(vm);
         let mut reg = self.registry();
         if reg.contains_key(vm.id()) {
             return Err(ConfigErrors::single("id", format!("a VM with id {:?} already exists", vm.id())).into());

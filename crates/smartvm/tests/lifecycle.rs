@@ -158,3 +158,18 @@ async fn stop_all_stops_running_and_paused_vms() {
     assert_eq!(a.last_stop().await.unwrap().step, StopStep::CtrlAltDel);
     env.smartvm.cleanup().await.unwrap();
 }
+
+#[tokio::test]
+async fn dropping_a_vm_without_cleanup_kills_it_and_removes_its_dir() {
+    let Some(env) = env() else { return };
+    let vm = smartvm::MicroVm::new(&env.probe_config("dropped", "probe.count=20"), env.runtime_options()).unwrap();
+    vm.start().await.unwrap();
+    let (pid, dir) = (vm.pid().await.unwrap(), vm.runtime_dir().to_path_buf());
+    let exit = vm.console().await.unwrap();
+    drop(vm);
+    // The console stream closes when the killed process's stdout does.
+    assert_eq!(exit.wait_for_line(Duration::from_secs(5), |l| l == "never printed").await, None);
+    assert!(exit.is_closed());
+    assert!(!pid_alive(pid), "Firecracker must not outlive its MicroVm");
+    assert!(!dir.exists());
+}

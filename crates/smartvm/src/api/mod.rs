@@ -193,7 +193,7 @@ impl ApiClient {
     }
 
     /// Connects as soon as the server accepts (retrying while the socket is missing or not yet
-    /// listening, with [`Backoff`]), without sending a
+    /// listening; 50 µs doubling to 500 µs between attempts), without sending a
     /// request: the first real request then goes out on this connection, saving a round trip.
     pub async fn connect(&self, timeout: Duration) -> Result<()> {
         let mut backoff = Backoff::new(timeout);
@@ -231,7 +231,7 @@ impl ApiClient {
         self.wait_ready(timeout).await.is_ok()
     }
 
-    /// Waits until the API answers `GET /`, retrying with [`Backoff`] until the deadline.
+    /// Waits until the API answers `GET /`, retrying (50 µs doubling to 500 µs) until the deadline.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let mut backoff = Backoff::new(timeout);
         loop {

@@ -100,6 +100,13 @@ pub struct OutputOptions {
     pub console_file: Option<PathBuf>,
 }
 
+impl Drop for FirecrackerProcess {
+    /// A process nobody stops any more is killed rather than left running.
+    fn drop(&mut self) {
+        let _ = self.signal(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 /// A running (or ended) Firecracker process.
 #[derive(Debug)]
 pub struct FirecrackerProcess {
@@ -124,7 +131,7 @@ impl FirecrackerProcess {
             None => None,
         };
         let mut cmd = tokio::process::Command::new(&command.binary);
-        cmd.args(command.args()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        cmd.args(command.args()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let parent = std::process::id() as i32;
         // SAFETY: only async-signal-safe calls (prctl, getppid, kill) run between fork and exec.
         unsafe {

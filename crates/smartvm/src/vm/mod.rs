@@ -82,7 +82,7 @@ impl VmRuntimeOptions {
 }
 
 #[derive(Debug, Default)]
-struct Running {
+struct VmResources {
     process: Option<FirecrackerProcess>,
     api: Option<Arc<ApiClient>>,
     version: Option<FirecrackerVersion>,
@@ -100,7 +100,7 @@ pub struct MicroVm {
     options: VmRuntimeOptions,
     vm_dir: PathBuf,
     state: StdMutex<VmState>,
-    inner: tokio::sync::Mutex<Running>,
+    inner: tokio::sync::Mutex<VmResources>,
     exit: StdMutex<Option<tokio::sync::watch::Receiver<Option<ExitInfo>>>>,
 }
 
@@ -108,18 +108,23 @@ impl MicroVm {
     /// A VM in `Created` state. Validates (and clones) `config`; nothing is created on disk.
     pub fn new(config: &VmConfig, options: VmRuntimeOptions) -> Result<Self> {
         config.validate()?;
+        Ok(Self::from_validated(config, options))
+    }
+
+    /// For callers that validated `config` already.
+    pub(crate) fn from_validated(config: &VmConfig, options: VmRuntimeOptions) -> Self {
         let config = config.clone();
         let id = config.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let vm_dir = options.runtime_dir.join(crate::staging::sanitize_path_part(&id));
-        Ok(Self {
+        Self {
             id,
             config,
             options,
             vm_dir,
             state: StdMutex::new(VmState::Created),
-            inner: tokio::sync::Mutex::new(Running::default()),
+            inner: tokio::sync::Mutex::new(VmResources::default()),
             exit: StdMutex::new(None),
-        })
+        }
     }
 
     /// The VM id.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::journal::VmJournal;
 use super::plan::{boot_plan, PreBootCall, ResolvedResources};
-use super::{MicroVm, Running, VmState};
+use super::{MicroVm, VmResources, VmState};
 use crate::api::{ActionType, ApiClient, GetVersion, PutAction, PutLogger, PutMetrics, PutSnapshotLoad};
 use crate::config::SnapshotLoadParams;
 use crate::error::{Result, SmartVmError};
@@ -22,7 +22,7 @@ pub(super) enum RestoreSource {
 }
 
 impl MicroVm {
-    pub(super) async fn start_inner(&self, inner: &mut Running, restore: Option<RestoreSource>) -> Result<VmState> {
+    pub(super) async fn start_inner(&self, inner: &mut VmResources, restore: Option<RestoreSource>) -> Result<VmState> {
         let opts = &self.options;
         if !opts.firecracker_binary.is_file() {
             return Err(SmartVmError::BinaryNotFound { searched: vec![opts.firecracker_binary.clone()] });
@@ -167,7 +167,7 @@ impl MicroVm {
 
     /// TAPs (and MACs) for interfaces that name no host device; recorded as they are made so
     /// that a failure removes the ones already created.
-    async fn create_taps(&self, inner: &mut Running, resolved: &mut ResolvedResources) -> Result<()> {
+    async fn create_taps(&self, inner: &mut VmResources, resolved: &mut ResolvedResources) -> Result<()> {
         let managed: Vec<_> = self.config.network_interfaces.iter().filter(|n| n.host_dev_name.is_none()).collect();
         if managed.is_empty() {
             return Ok(());
@@ -205,7 +205,7 @@ impl MicroVm {
 
     /// Kills the process (if any) and removes everything the VM created. Never fails: each
     /// step is attempted whatever happened to the others.
-    pub(super) async fn teardown(&self, inner: &mut Running) {
+    pub(super) async fn teardown(&self, inner: &mut VmResources) {
         inner.api = None;
         if let Some(process) = inner.process.take() {
             if let Err(e) = process.stop(None, &StopPlan::kill()).await {

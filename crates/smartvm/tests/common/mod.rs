@@ -7,7 +7,6 @@
 pub mod netns;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use smartvm::probe::{install_probe_kernel, ProbeReport};
@@ -110,8 +109,4 @@ pub async fn last_count(vm: &MicroVm) -> Option<u64> {
 pub fn pid_alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-}
-
-pub fn arc(vm: Arc<MicroVm>) -> Arc<MicroVm> {
-    vm
 }
