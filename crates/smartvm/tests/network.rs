@@ -122,25 +122,42 @@ fn probe_vm_gets_a_tap_and_sees_its_mac() {
     let smartvm = Arc::new(smartvm::SmartVm::new(options));
     let managed =
         |id: &str| NetworkInterfaceConfig { host_dev_name: None, ..NetworkInterfaceConfig::new(id, "unused") };
-    let cfg = env.probe_config("netvm", "").with_network_interface(managed("eth0"));
+    let cfg = env.probe_config("netvm", "probe.count=50").with_network_interface(managed("eth0"));
+    let first_tap = tap_name_for("netfail", "eth0", 0);
+    let ns_name = ns.name.clone();
     let taken = tap_name_for("netfail", "eth1", 0);
     ns.ip(&["tuntap", "add", "dev", &taken, "mode", "tap"]);
     let failing =
         env.probe_config("netfail", "").with_network_interface(managed("eth0")).with_network_interface(managed("eth1"));
     let sv = smartvm.clone();
-    let (report, taps, fail_code, fail_dir_gone) = ns.run(move || async move {
+    let (report, taps, fail_code, fail_dir_gone, links_after_failure, updates) = ns.run(move || async move {
         let bad = sv.create_vm(&failing).unwrap();
         let err = bad.start().await.unwrap_err();
         let fail_dir_gone = !bad.runtime_dir().exists();
+        let links = std::process::Command::new("ip").args(["-n", &ns_name, "-o", "link", "show"]).output().unwrap();
+        let links_after_failure = String::from_utf8_lossy(&links.stdout).into_owned();
         let vm = sv.create_vm(&cfg).unwrap();
         vm.start().await.unwrap();
         let taps = vm.tap_devices().await;
-        let r = common::report(&vm).await;
-        vm.wait_for_exit(Duration::from_secs(5)).await;
-        (r, taps, err.root().code(), fail_dir_gone)
+        common::next_count(&vm, None, Duration::from_secs(5)).await.expect("guest runs");
+        let lines = vm.console().await.unwrap().lines();
+        let r = smartvm::probe::ProbeReport::parse(lines.iter().map(String::as_str));
+        let limiter = smartvm::config::RateLimiter {
+            bandwidth: Some(smartvm::config::TokenBucket::new(1 << 20, 100)),
+            ops: None,
+        };
+        let updated =
+            vm.update_network_interface("eth0", Some(&limiter), Some(&limiter)).await.map_err(|e| e.to_string());
+        let unknown = vm.update_network_interface("eth9", None, None).await.unwrap_err().code();
+        (r, taps, err.root().code(), fail_dir_gone, links_after_failure, (updated, unknown))
     });
     assert_eq!(fail_code, "TAP_CREATE_FAILED");
     assert!(fail_dir_gone);
+    assert!(
+        !links_after_failure.contains(&first_tap),
+        "the failed start removed the TAP it had made: {links_after_failure}"
+    );
+    assert_eq!(updates, (Ok(()), "INVALID_CONFIG"), "rate limiters hot-updated on a running VM");
     assert_eq!(taps.len(), 1);
     let nic = &report.devices_of("net")[0];
     assert_eq!(nic.mac.as_deref(), Some(taps[0].mac.as_str()), "the guest sees the MAC smartvm assigned");
