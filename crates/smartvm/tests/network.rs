@@ -215,3 +215,32 @@ fn reclaim_removes_journaled_taps_of_dead_vms() {
     assert!(!vm_dir.exists());
     assert_eq!(ns.link_names(), ["lo"], "the leftover TAP is gone");
 }
+
+#[test]
+fn dropping_a_networked_vm_removes_its_tap() {
+    let Some(env) = common::env() else { return };
+    if !require_root_tools() {
+        return;
+    }
+    let ns = Netns::create("net5");
+    ns.add_uplink();
+    let mut options = env.smartvm.options().clone();
+    options.bridge_name = "svtbr5".into();
+    options.subnet = "10.205.0.0/24".into();
+    let sv = smartvm::SmartVm::new(options);
+    let nic = NetworkInterfaceConfig { host_dev_name: None, ..NetworkInterfaceConfig::new("eth0", "x") };
+    let cfg = env.probe_config("dropnet", "probe.count=50").with_network_interface(nic);
+    let mut opts = sv.runtime_options(env.binary.clone());
+    opts.network = Some(sv.network().unwrap());
+    let vm = smartvm::MicroVm::new(&cfg, opts).unwrap();
+    let tap = ns.run(move || async move {
+        vm.start().await.unwrap();
+        let tap = vm.tap_devices().await[0].name.clone();
+        drop(vm);
+        tap
+    });
+    assert!(tap.starts_with("sv"));
+    assert!(ns.link(&tap).is_none(), "TAP removed when the MicroVm was dropped: {:?}", ns.link_names());
+    ns.run(move || async move { sv.cleanup().await.unwrap() });
+    assert_eq!(ns.link_names(), ["lo", "uplink0", "uplink0p"]);
+}

@@ -335,6 +335,11 @@ impl NetworkManager {
     }
 }
 
+/// Deletes TAP `name` without netlink (usable from `Drop`); errors are ignored by callers.
+pub fn remove_tap_blocking(name: &str) -> std::io::Result<()> {
+    tap::remove_persistent(name)
+}
+
 /// Deletes link `name` if it exists.
 pub async fn delete_link(name: &str) -> Result<(), NetworkError> {
     let nl = netlink()?;

@@ -101,9 +101,23 @@ pub struct OutputOptions {
 }
 
 impl Drop for FirecrackerProcess {
-    /// A process nobody stops any more is killed rather than left running.
+    /// A process nobody stops any more is killed rather than left running; waits (bounded)
+    /// until it is gone so that the resources it held (TAPs, files) are free afterwards.
     fn drop(&mut self) {
+        if self.exit_info().is_some() || self.pid <= 0 {
+            return;
+        }
+        // SAFETY: pidfd_open/poll/close on our own child's pid; the fd is closed below.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) } as i32;
         let _ = self.signal(nix::sys::signal::Signal::SIGKILL);
+        if pidfd >= 0 {
+            let mut pfd = libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: valid pollfd array of length 1.
+            unsafe {
+                libc::poll(&mut pfd, 1, 2000);
+                libc::close(pidfd);
+            }
+        }
     }
 }
 

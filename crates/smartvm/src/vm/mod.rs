@@ -395,10 +395,19 @@ impl MicroVm {
 
 impl Drop for MicroVm {
     fn drop(&mut self) {
-        // Last resort for callers that never called cleanup(): the process is killed by
-        // kill_on_drop; remove the runtime dir so nothing stays on tmpfs.
-        if self.inner.get_mut().owns_dir {
+        // Last resort for callers that never called cleanup(): kill the process first (its
+        // Drop sends SIGKILL), then remove the runtime dir so nothing stays on tmpfs. TAPs would need
+        // async netlink calls, so they are removed through the TUN device instead.
+        let inner = self.inner.get_mut();
+        drop(inner.process.take());
+        for tap in inner.taps.drain(..) {
+            let _ = crate::network::remove_tap_blocking(&tap.name);
+        }
+        if inner.owns_dir {
             let _ = std::fs::remove_dir_all(&self.vm_dir);
+            if let Some(v) = &self.config.vsock {
+                let _ = std::fs::remove_file(&v.uds_path);
+            }
         }
     }
 }
