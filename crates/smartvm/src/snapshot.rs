@@ -23,12 +23,37 @@ pub struct Snapshot {
     /// The snapshot a Diff applies to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<Box<Snapshot>>,
+    /// Copies of the VM's ephemeral drives as they were when the snapshot was taken; a
+    /// restored VM gets its own copies of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drives: Vec<SnapshotDrive>,
 }
+
+/// One ephemeral drive saved with a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotDrive {
+    /// Drive id.
+    pub drive_id: String,
+    /// The staged file name Firecracker knew it by (`<driveId>-<file>`).
+    pub file_name: String,
+    /// The saved copy.
+    pub path: PathBuf,
+}
+
+/// File name of the snapshot description written by [`MicroVm::snapshot`](crate::MicroVm::snapshot).
+pub const SNAPSHOT_FILE: &str = "snapshot.json";
 
 impl Snapshot {
     /// A Full snapshot.
     pub fn full(state_path: impl Into<PathBuf>, mem_path: impl Into<PathBuf>) -> Self {
-        Self { state_path: state_path.into(), mem_path: mem_path.into(), kind: SnapshotType::Full, base: None }
+        Self {
+            state_path: state_path.into(),
+            mem_path: mem_path.into(),
+            kind: SnapshotType::Full,
+            base: None,
+            drives: vec![],
+        }
     }
 
     /// A Diff snapshot on top of `base`.
@@ -38,7 +63,25 @@ impl Snapshot {
             mem_path: mem_path.into(),
             kind: SnapshotType::Diff,
             base: Some(Box::new(base)),
+            drives: vec![],
         }
+    }
+
+    /// Reads `<dir>/snapshot.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(SNAPSHOT_FILE);
+        let bytes =
+            std::fs::read(&path).map_err(|e| SmartVmError::Snapshot(format!("cannot read {}: {e}", path.display())))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| SmartVmError::Snapshot(format!("{} is not a snapshot: {e}", path.display())))
+    }
+
+    /// Writes `<dir>/snapshot.json`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(SNAPSHOT_FILE);
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| SmartVmError::Snapshot(e.to_string()))?;
+        std::fs::write(&path, bytes)
+            .map_err(|e| SmartVmError::Snapshot(format!("cannot write {}: {e}", path.display())))
     }
 
     /// Parameters that make [`MicroVm::create_snapshot`](crate::MicroVm::create_snapshot) write

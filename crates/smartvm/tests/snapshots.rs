@@ -91,3 +91,55 @@ async fn clones_from_one_snapshot_and_failed_restore_leaves_nothing() {
     assert_eq!(env.smartvm.vm_count(), 0);
     assert!(std::fs::read_dir(env.smartvm.runtime_dir()).unwrap().next().is_none(), "no runtime dir left");
 }
+
+fn write_sector(path: &std::path::Path, sector: u64, text: &str) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(sector * 512)).unwrap();
+    let mut sector_data = [0u8; 512];
+    sector_data[..text.len()].copy_from_slice(text.as_bytes());
+    f.write_all(&sector_data).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[tokio::test]
+async fn snapshots_carry_ephemeral_drives_and_each_clone_gets_its_own_copy() {
+    let Some(env) = env() else { return };
+    let disk = env.disk("data.img", 16, "source");
+    let args = smartvm::probe::ProbeArgs::new().write(0, 1, "before-snapshot").watch(0, 1, 5).to_boot_args();
+    let cfg = env.probe_config("drv", &args).with_drive(smartvm::config::DriveConfig::new("data", &disk));
+    let vm = env.smartvm.create_vm(&cfg).unwrap();
+    vm.start().await.unwrap();
+    let seen =
+        |text: &'static str| move |l: &str| l == format!("smartvm-probe read drive=0 sector=1 status=ok data={text}");
+    let console = vm.console().await.unwrap();
+    assert!(
+        console.wait_for_line(Duration::from_secs(5), seen("before-snapshot")).await.is_some(),
+        "{:?}",
+        console.lines()
+    );
+    vm.pause().await.unwrap();
+    let snap = vm.snapshot(&env.dir.path().join("snap-drv"), None).await.unwrap();
+    assert_eq!(snap.drives.len(), 1);
+    assert_eq!(&std::fs::read(&snap.drives[0].path).unwrap()[512..527], b"before-snapshot");
+    assert_eq!(Snapshot::load(&env.dir.path().join("snap-drv")).unwrap(), snap);
+    env.smartvm.remove_vm("drv").await.unwrap();
+
+    let clones = env.smartvm.clone_vms(&cfg, &snap, 2, true).await.unwrap();
+    let copy = |i: usize| clones[i].runtime_dir().join("drives").join(&snap.drives[0].file_name);
+    write_sector(&copy(0), 1, "clone-zero");
+    let c0 = clones[0].console().await.unwrap();
+    assert!(c0.wait_for_line(Duration::from_secs(5), seen("clone-zero")).await.is_some(), "{:?}", c0.lines());
+    write_sector(&copy(1), 1, "clone-one!");
+    let c1 = clones[1].console().await.unwrap();
+    assert!(c1.wait_for_line(Duration::from_secs(5), seen("clone-one!")).await.is_some(), "{:?}", c1.lines());
+    assert!(!c1.lines().iter().any(|l| l.contains("clone-zero")), "clones share no drive");
+    assert!(!c0.lines().iter().any(|l| l.contains("clone-one!")));
+    assert!(std::fs::read(&disk).unwrap()[512..1024].iter().all(|&b| b == 0), "the source image is untouched");
+    assert_eq!(
+        &std::fs::read(&snap.drives[0].path).unwrap()[512..527],
+        b"before-snapshot",
+        "the snapshot is untouched"
+    );
+    env.smartvm.cleanup().await.unwrap();
+}

@@ -46,6 +46,18 @@ pub struct FirecrackerCommand {
     pub mmds_size_limit: Option<usize>,
     /// Anything else, appended verbatim.
     pub extra_args: Vec<OsString>,
+    /// Run the process in a private mount namespace with `source` bind-mounted on `target`
+    /// (not an argument: applied between fork and exec; needs CAP_SYS_ADMIN).
+    pub bind_mount: Option<BindMount>,
+}
+
+/// A bind mount visible only to one Firecracker process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    /// Directory to expose.
+    pub source: PathBuf,
+    /// Existing (empty) directory it appears at.
+    pub target: PathBuf,
 }
 
 /// Firecracker's `--id` accepts 1-64 characters of `[A-Za-z0-9-]`: other characters become `-`.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-pub use command::{instance_id, FirecrackerCommand, Seccomp};
+pub use command::{instance_id, BindMount, FirecrackerCommand, Seccomp};
 pub use console::{Console, DEFAULT_CONSOLE_LINES};
 pub use stop::{StopOutcome, StopPlan, StopStep};
 
@@ -91,6 +91,12 @@ pub enum ProcessError {
     },
 }
 
+fn bind_mount_paths(m: &BindMount) -> std::io::Result<(std::ffi::CString, std::ffi::CString)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    Ok((c(&m.source)?, c(&m.target)?))
+}
+
 /// Where to put what the process prints.
 #[derive(Debug, Clone, Default)]
 pub struct OutputOptions {
@@ -147,7 +153,14 @@ impl FirecrackerProcess {
         let mut cmd = tokio::process::Command::new(&command.binary);
         cmd.args(command.args()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let parent = std::process::id() as i32;
-        // SAFETY: only async-signal-safe calls (prctl, getppid, kill) run between fork and exec.
+        let mount = command
+            .bind_mount
+            .as_ref()
+            .map(bind_mount_paths)
+            .transpose()
+            .map_err(|source| ProcessError::Spawn { binary: command.binary.clone(), source })?;
+        // SAFETY: only async-signal-safe calls (prctl, getppid, kill, unshare, mount) run between
+        // fork and exec; the C strings were prepared before the fork.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
@@ -156,6 +169,27 @@ impl FirecrackerProcess {
                 // The parent may have died before prctl took effect.
                 if libc::getppid() != parent {
                     libc::kill(libc::getpid(), libc::SIGKILL);
+                }
+                if let Some((source, target)) = &mount {
+                    let root = c"/";
+                    let failed = libc::unshare(libc::CLONE_NEWNS) != 0
+                        || libc::mount(
+                            std::ptr::null(),
+                            root.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_REC | libc::MS_PRIVATE,
+                            std::ptr::null(),
+                        ) != 0
+                        || libc::mount(
+                            source.as_ptr(),
+                            target.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_BIND,
+                            std::ptr::null(),
+                        ) != 0;
+                    if failed {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });

@@ -52,6 +52,10 @@ pub struct VmRuntimeOptions {
     pub console_file: Option<PathBuf>,
     /// Lines of console kept in memory.
     pub console_lines: usize,
+    /// Run Firecracker in a private mount namespace that shows the VM's staged drives at one
+    /// fixed path, so snapshots with ephemeral drives restore into other VMs (default: when
+    /// running as root).
+    pub drive_namespace: bool,
     /// Creates TAPs for interfaces without `hostDevName` (required when a config has such).
     pub network: Option<Arc<crate::network::NetworkManager>>,
     /// Append the guest `ip=` argument of the first created TAP to the kernel command line.
@@ -77,6 +81,8 @@ impl VmRuntimeOptions {
             firecracker_version: None,
             network: None,
             append_network_boot_args: false,
+            // SAFETY: geteuid has no preconditions.
+            drive_namespace: unsafe { libc::geteuid() } == 0,
         }
     }
 }
@@ -382,6 +388,55 @@ impl MicroVm {
     /// `PUT /actions FlushMetrics`.
     pub async fn flush_metrics(&self) -> Result<()> {
         self.api_for_update().await?.send(&PutAction::new(ActionType::FlushMetrics)).await
+    }
+
+    /// Takes a self-contained snapshot of a paused VM into `dir` (created; must not exist):
+    /// `vm.state`, `vm.mem`, copies of the VM's ephemeral drives (reflink or sparse) and
+    /// `snapshot.json`. Full without `base`, else a Diff on top of `base` (the VM must track
+    /// dirty pages). Restore it with [`restore_snapshot`](Self::restore_snapshot) or
+    /// [`SmartVm::clone_vms`](crate::SmartVm::clone_vms); each restored VM gets its own drive copies.
+    pub async fn snapshot(
+        &self,
+        dir: &Path,
+        base: Option<&crate::snapshot::Snapshot>,
+    ) -> Result<crate::snapshot::Snapshot> {
+        use crate::snapshot::{Snapshot, SnapshotDrive};
+        let inner = self.inner.lock().await;
+        Operation::Snapshot.check(self.state())?;
+        let api = inner.api.clone().ok_or(SmartVmError::NoClient)?;
+        std::fs::create_dir_all(dir.parent().unwrap_or(Path::new("/")))
+            .map_err(|e| SmartVmError::io(format!("cannot create the parent of {}", dir.display()), e))?;
+        std::fs::create_dir(dir).map_err(|e| SmartVmError::io(format!("cannot create {}", dir.display()), e))?;
+        let (state, mem) = (dir.join("vm.state"), dir.join("vm.mem"));
+        let mut snapshot = match base {
+            Some(b) => Snapshot::diff(&state, &mem, b.clone()),
+            None => Snapshot::full(&state, &mem),
+        };
+        let result = async {
+            api.send(&PutSnapshotCreate(snapshot.create_params().payload())).await?;
+            if !inner.staged.is_empty() {
+                let drives_dir = dir.join("drives");
+                std::fs::create_dir(&drives_dir)
+                    .map_err(|e| SmartVmError::io("cannot create the snapshot drives dir", e))?;
+                for s in &inner.staged {
+                    let file_name = s.staged.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    let copy = drives_dir.join(&file_name);
+                    let (from, to) = (s.staged.clone(), copy.clone());
+                    tokio::task::spawn_blocking(move || crate::staging::stage_file(&from, &to))
+                        .await
+                        .map_err(|e| SmartVmError::Snapshot(format!("drive copy task failed: {e}")))?
+                        .map_err(|e| SmartVmError::Snapshot(format!("cannot copy drive {}: {e}", s.drive_id)))?;
+                    snapshot.drives.push(SnapshotDrive { drive_id: s.drive_id.clone(), file_name, path: copy });
+                }
+            }
+            snapshot.save(dir)
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = std::fs::remove_dir_all(dir);
+            return Err(e);
+        }
+        Ok(snapshot)
     }
 
     /// `PUT /snapshot/create` of a paused VM.

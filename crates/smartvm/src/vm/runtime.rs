@@ -8,9 +8,9 @@ use super::{MicroVm, VmResources, VmState};
 use crate::api::{ActionType, ApiClient, GetVersion, PutAction, PutLogger, PutMetrics, PutSnapshotLoad};
 use crate::config::SnapshotLoadParams;
 use crate::error::{Result, SmartVmError};
-use crate::process::{instance_id, FirecrackerCommand, FirecrackerProcess, OutputOptions, StopPlan};
-use crate::snapshot::Snapshot;
-use crate::staging;
+use crate::process::{instance_id, BindMount, FirecrackerCommand, FirecrackerProcess, OutputOptions, StopPlan};
+use crate::snapshot::{Snapshot, SnapshotDrive};
+use crate::staging::{self, StagedDrive};
 use crate::version::FirecrackerVersion;
 
 /// Where a restored VM's state comes from.
@@ -37,6 +37,12 @@ impl MicroVm {
         })?;
         inner.owns_dir = true;
 
+        // What to stage: the config's drives on a fresh start, a snapshot's saved copies on restore.
+        let saved_drives: Option<Vec<SnapshotDrive>> = match &restore {
+            None => None,
+            Some(RestoreSource::Params(_)) => Some(Vec::new()),
+            Some(RestoreSource::Snapshot { snapshot, .. }) => Some(snapshot.drives.clone()),
+        };
         let restore = match restore {
             None => None,
             Some(RestoreSource::Params(p)) => Some(p),
@@ -60,26 +66,14 @@ impl MicroVm {
         };
         let restore = restore.as_ref();
         let mut resolved = ResolvedResources::default();
-        if restore.is_none() {
-            let drives_dir = self.vm_dir.join("drives");
-            let plan = staging::plan(&self.config.drives, opts.ephemeral_writable_drives, &drives_dir);
-            if !plan.is_empty() {
-                std::fs::create_dir(&drives_dir).map_err(|e| SmartVmError::io("cannot create drives dir", e))?;
-                let to_copy = plan.clone();
-                tokio::task::spawn_blocking(move || staging::execute(&to_copy))
-                    .await
-                    .map_err(|e| SmartVmError::io("staging task failed", std::io::Error::other(e)))??;
-                resolved.drive_paths = plan.iter().map(|s| (s.drive_id.clone(), s.staged.clone())).collect();
-                inner.staged = plan;
-            }
-        }
-
+        let bind_mount = self.prepare_drives(inner, saved_drives.as_deref(), &mut resolved).await?;
         self.create_taps(inner, &mut resolved).await?;
 
         let socket = self.socket_path();
         let mut command = FirecrackerCommand::new(&opts.firecracker_binary, &socket);
         command.id = Some(instance_id(&self.id));
         command.seccomp = opts.seccomp.clone();
+        command.bind_mount = bind_mount;
         if self.config.logger.is_none() {
             // Firecracker logs to stdout by default, interleaved with the guest's serial output:
             // send its log to stderr instead, which smartvm captures separately.
@@ -163,6 +157,62 @@ impl MicroVm {
                 Ok(VmState::Running)
             }
         }
+    }
+
+    /// Stages drives into `<vm_dir>/drives/`: the config's ephemeral drives on a fresh start,
+    /// a snapshot's saved copies on restore. With a drive namespace, Firecracker runs in a
+    /// private mount namespace where that dir is bind-mounted on `<runtime_dir>/.drives/`, so the
+    /// paths it records in snapshots are the same for every VM and restore anywhere.
+    async fn prepare_drives(
+        &self,
+        inner: &mut VmResources,
+        saved: Option<&[SnapshotDrive]>,
+        resolved: &mut ResolvedResources,
+    ) -> Result<Option<BindMount>> {
+        let opts = &self.options;
+        let drives_dir = self.vm_dir.join("drives");
+        let plan = match saved {
+            None => staging::plan(&self.config.drives, opts.ephemeral_writable_drives, &drives_dir),
+            Some(saved) => saved
+                .iter()
+                .map(|d| StagedDrive {
+                    drive_id: d.drive_id.clone(),
+                    source: d.path.clone(),
+                    staged: drives_dir.join(&d.file_name),
+                })
+                .collect(),
+        };
+        if plan.is_empty() {
+            return Ok(None);
+        }
+        if saved.is_some() && !opts.drive_namespace {
+            return Err(SmartVmError::Snapshot(
+                "restoring a snapshot with ephemeral drives needs the drive namespace (root)".into(),
+            ));
+        }
+        std::fs::create_dir(&drives_dir).map_err(|e| SmartVmError::io("cannot create drives dir", e))?;
+        let to_copy = plan.clone();
+        tokio::task::spawn_blocking(move || staging::execute(&to_copy))
+            .await
+            .map_err(|e| SmartVmError::io("staging task failed", std::io::Error::other(e)))??;
+        let mount =
+            opts.drive_namespace.then(|| BindMount { source: drives_dir, target: opts.runtime_dir.join(".drives") });
+        if let Some(m) = &mount {
+            std::fs::create_dir_all(&m.target)
+                .map_err(|e| SmartVmError::io("cannot create the drive mountpoint", e))?;
+        }
+        resolved.drive_paths = plan
+            .iter()
+            .map(|s| {
+                let seen_by_firecracker = match (&mount, s.staged.file_name()) {
+                    (Some(m), Some(name)) => m.target.join(name),
+                    _ => s.staged.clone(),
+                };
+                (s.drive_id.clone(), seen_by_firecracker)
+            })
+            .collect();
+        inner.staged = plan;
+        Ok(mount)
     }
 
     /// TAPs (and MACs) for interfaces that name no host device; recorded as they are made so
