@@ -91,6 +91,32 @@ pub enum ProcessError {
     },
 }
 
+/// Whether this process may give children a private mount namespace (root with
+/// CAP_SYS_ADMIN; not in most unprivileged containers). Probed once in a forked child.
+pub fn private_mounts_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        // SAFETY: the child only calls async-signal-safe functions (unshare, mount, _exit).
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => unsafe {
+                let ok = libc::unshare(libc::CLONE_NEWNS) == 0
+                    && libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ) == 0;
+                libc::_exit(if ok { 0 } else { 1 })
+            },
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
+                matches!(nix::sys::wait::waitpid(child, None), Ok(nix::sys::wait::WaitStatus::Exited(_, 0)))
+            }
+            Err(_) => false,
+        }
+    })
+}
+
 fn bind_mount_paths(m: &BindMount) -> std::io::Result<(std::ffi::CString, std::ffi::CString)> {
     use std::os::unix::ffi::OsStrExt;
     let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);

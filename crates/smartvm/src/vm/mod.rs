@@ -54,7 +54,8 @@ pub struct VmRuntimeOptions {
     pub console_lines: usize,
     /// Run Firecracker in a private mount namespace that shows the VM's staged drives at one
     /// fixed path, so snapshots with ephemeral drives restore into other VMs (default: when
-    /// running as root).
+    /// this process may create mount namespaces, see
+    /// [`private_mounts_available`](crate::process::private_mounts_available)).
     pub drive_namespace: bool,
     /// Creates TAPs for interfaces without `hostDevName` (required when a config has such).
     pub network: Option<Arc<crate::network::NetworkManager>>,
@@ -81,8 +82,7 @@ impl VmRuntimeOptions {
             firecracker_version: None,
             network: None,
             append_network_boot_args: false,
-            // SAFETY: geteuid has no preconditions.
-            drive_namespace: unsafe { libc::geteuid() } == 0,
+            drive_namespace: crate::process::private_mounts_available(),
         }
     }
 }
