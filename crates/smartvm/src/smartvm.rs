@@ -48,6 +48,8 @@ pub struct SmartVmOptions {
     pub stop_grace: Duration,
     /// Remote base URLs (GitHub API, GitHub, CI artifact bucket).
     pub mirrors: Mirrors,
+    /// Run VMs under Firecracker's jailer.
+    pub jailer: Option<crate::process::JailerConfig>,
 }
 
 /// The default runtime dir: tmpfs (`/dev/shm`) when present.
@@ -77,6 +79,7 @@ impl Default for SmartVmOptions {
             socket_timeout: Duration::from_secs(5),
             stop_grace: Duration::from_secs(2),
             mirrors: Mirrors::default(),
+            jailer: None,
         }
     }
 }
@@ -240,6 +243,7 @@ impl SmartVm {
         o.ephemeral_writable_drives = self.options.ephemeral_writable_drives;
         o.socket_timeout = self.options.socket_timeout;
         o.stop_plan = StopPlan::with_grace(self.options.stop_grace);
+        o.jailer = self.options.jailer.clone();
         o
     }
 
@@ -396,7 +400,12 @@ impl SmartVm {
                 continue;
             };
             if journal.process_alive() {
-                continue;
+                if journal.owner_alive() {
+                    continue; // a running program still owns this VM
+                }
+                // An orphan (its owner died and nothing killed it, e.g. a jailed VM whose
+                // parent-death signal the jailer's privilege drop cleared): end it.
+                kill_and_wait(journal.pid);
             }
             for f in &journal.extra_files {
                 let _ = std::fs::remove_file(f);
@@ -405,6 +414,12 @@ impl SmartVm {
                 if let Err(e) = crate::network::delete_link(tap).await {
                     tracing::warn!(tap = %tap, error = %e, "could not remove a leftover TAP");
                 }
+            }
+            if let Some(jail) = &journal.jail_dir {
+                let _ = std::fs::remove_dir_all(jail);
+            }
+            for cgroup in &journal.cgroup_dirs {
+                let _ = std::fs::remove_dir(cgroup);
             }
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| SmartVmError::io(format!("cannot remove {}", dir.display()), e))?;
@@ -426,6 +441,21 @@ impl SmartVm {
             let _ = this.cleanup().await;
             std::process::exit(code);
         })
+    }
+}
+
+/// SIGKILL `pid` and wait (bounded, through a pidfd) until it is gone.
+fn kill_and_wait(pid: Option<i32>) {
+    let Some(pid) = pid else { return };
+    // SAFETY: pidfd_open/poll/close with a pollfd array of length 1; the fd is closed below.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        if fd >= 0 {
+            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            libc::poll(&mut pfd, 1, 2000);
+            libc::close(fd);
+        }
     }
 }
 

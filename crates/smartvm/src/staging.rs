@@ -129,12 +129,36 @@ fn copy_range(src: &File, dst: &File, start: i64, mut len: i64) -> std::io::Resu
             libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, len as usize, 0)
         };
         if n < 0 {
-            return Err(std::io::Error::last_os_error());
+            let err = std::io::Error::last_os_error();
+            // Across filesystems (e.g. an image on disk, the runtime dir on tmpfs) the kernel may
+            // refuse copy_file_range: copy the rest of the range through a buffer.
+            return match err.raw_os_error() {
+                Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL) => {
+                    copy_range_buffered(src, dst, off_in as u64, len as u64)
+                }
+                _ => Err(err),
+            };
         }
         if n == 0 {
             break;
         }
         len -= n as i64;
+    }
+    Ok(())
+}
+
+fn copy_range_buffered(src: &File, dst: &File, mut offset: u64, mut len: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 1 << 20];
+    while len > 0 {
+        let want = buf.len().min(len as usize);
+        let n = src.read_at(&mut buf[..want], offset)?;
+        if n == 0 {
+            break;
+        }
+        dst.write_all_at(&buf[..n], offset)?;
+        offset += n as u64;
+        len -= n as u64;
     }
     Ok(())
 }
@@ -203,6 +227,28 @@ mod tests {
         let (a, b) = (std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
         assert!(a == b, "copy differs from source");
         assert!(stage_file(&src, &dst).is_err(), "existing destination must not be overwritten");
+    }
+
+    #[test]
+    fn copies_across_filesystems_preserving_holes() {
+        // Source on the disk, copy on tmpfs: the common case (images on disk, runtime on /dev/shm).
+        if !Path::new("/dev/shm").is_dir() {
+            return;
+        }
+        let disk =
+            tempfile::tempdir_in(std::env::var_os("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, Into::into))
+                .unwrap();
+        let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+        let src = disk.path().join("src.img");
+        let mut f = File::create(&src).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.seek(SeekFrom::Start(32 << 20)).unwrap();
+        f.write_all(&[7u8; 3 << 20]).unwrap();
+        drop(f);
+        let dst = shm.path().join("dst.img");
+        stage_file(&src, &dst).unwrap();
+        assert!(std::fs::read(&src).unwrap() == std::fs::read(&dst).unwrap());
+        assert!(std::fs::metadata(&dst).unwrap().blocks() * 512 <= 5 << 20, "holes kept");
     }
 
     #[test]

@@ -202,8 +202,8 @@ fn reclaim_removes_journaled_taps_of_dead_vms() {
         vm_id: "crashed".into(),
         pid: None,
         socket: vm_dir.join("firecracker.sock"),
-        extra_files: vec![],
         taps: vec!["svleftover0".into()],
+        ..smartvm::vm::VmJournal::default()
     };
     journal.write(&vm_dir).unwrap();
     let options = smartvm::SmartVmOptions {

@@ -6,6 +6,7 @@
 
 mod command;
 mod console;
+mod jailer;
 mod stop;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 
 pub use command::{instance_id, BindMount, FirecrackerCommand, Seccomp};
 pub use console::{Console, DEFAULT_CONSOLE_LINES};
+pub use jailer::JailerConfig;
 pub use stop::{StopOutcome, StopPlan, StopStep};
 
 /// How a process ended.

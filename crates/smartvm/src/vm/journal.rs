@@ -24,6 +24,43 @@ pub struct VmJournal {
     /// TAP devices created for the VM.
     #[serde(default)]
     pub taps: Vec<String>,
+    /// Start time of the Firecracker process (clock ticks since boot), so a recycled pid is
+    /// never mistaken for it.
+    #[serde(default)]
+    pub start_time: Option<u64>,
+    /// The program that owns the VM, and its start time.
+    #[serde(default)]
+    pub owner_pid: Option<i32>,
+    /// Start time of the owner.
+    #[serde(default)]
+    pub owner_start_time: Option<u64>,
+    /// The jail (chroot) dir, when the VM runs under the jailer.
+    #[serde(default)]
+    pub jail_dir: Option<PathBuf>,
+    /// Cgroup dirs the jailer created.
+    #[serde(default)]
+    pub cgroup_dirs: Vec<PathBuf>,
+}
+
+/// Start time (field 22 of `/proc/<pid>/stat`) of a live, non-zombie process.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+fn same_process(pid: Option<i32>, start_time: Option<u64>) -> Option<bool> {
+    let pid = pid?;
+    let now = process_start_time(pid);
+    Some(match start_time {
+        Some(t) => now == Some(t),
+        None => now.is_some(),
+    })
 }
 
 impl VmJournal {
@@ -41,9 +78,13 @@ impl VmJournal {
         serde_json::from_slice(&bytes).map_err(std::io::Error::other)
     }
 
-    /// True when the journaled process still runs with this journal's socket on its command line.
+    /// True when the journaled Firecracker process still runs (same pid and start time; for
+    /// journals without a start time, the socket must be on its command line).
     pub fn process_alive(&self) -> bool {
         let Some(pid) = self.pid else { return false };
+        if self.start_time.is_some() {
+            return same_process(self.pid, self.start_time).unwrap_or(false);
+        }
         match std::fs::read(format!("/proc/{pid}/cmdline")) {
             Ok(cmdline) => {
                 let sock = self.socket.as_os_str().as_encoded_bytes();
@@ -51,6 +92,20 @@ impl VmJournal {
             }
             Err(_) => false,
         }
+    }
+
+    /// True when the owning program still runs (unknown owners count as alive: never kill
+    /// what might be someone else's VM).
+    pub fn owner_alive(&self) -> bool {
+        same_process(self.owner_pid, self.owner_start_time).unwrap_or(true)
+    }
+
+    /// Records the current process as the owner.
+    pub fn owned_by_this_process(mut self) -> Self {
+        let pid = std::process::id() as i32;
+        self.owner_pid = Some(pid);
+        self.owner_start_time = process_start_time(pid);
+        self
     }
 }
 
@@ -71,6 +126,14 @@ mod tests {
         assert_eq!(VmJournal::read(dir.path()).unwrap(), j);
         // Our own pid is alive but its command line does not carry that socket.
         assert!(!j.process_alive());
-        assert!(!VmJournal { pid: None, ..j }.process_alive());
+        assert!(!VmJournal { pid: None, ..j.clone() }.process_alive());
+        let me = std::process::id() as i32;
+        let t = process_start_time(me).unwrap();
+        assert!(VmJournal { start_time: Some(t), ..j.clone() }.process_alive());
+        assert!(!VmJournal { start_time: Some(t + 1), ..j.clone() }.process_alive(), "a recycled pid is not the VM");
+        let owned = j.clone().owned_by_this_process();
+        assert!(owned.owner_alive());
+        assert!(!VmJournal { owner_start_time: Some(t + 1), ..owned }.owner_alive());
+        assert!(j.owner_alive(), "unknown owner counts as alive");
     }
 }

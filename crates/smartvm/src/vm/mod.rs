@@ -4,6 +4,7 @@
 //! plan ([`plan::boot_plan`]) and `InstanceStart`. Any failure on the way removes everything it
 //! created (process, socket, staged drives, runtime dir) and leaves the VM in `Error`.
 
+mod jail;
 mod journal;
 pub mod plan;
 mod runtime;
@@ -27,7 +28,7 @@ use crate::process::{Console, ExitInfo, FirecrackerProcess, Seccomp, StopOutcome
 use crate::staging::StagedDrive;
 use crate::version::FirecrackerVersion;
 
-pub use journal::VmJournal;
+pub use journal::{process_start_time, VmJournal};
 pub use plan::{boot_plan, PreBootCall, ResolvedResources};
 pub use state::{Operation, VmState};
 
@@ -57,6 +58,8 @@ pub struct VmRuntimeOptions {
     /// this process may create mount namespaces, see
     /// [`private_mounts_available`](crate::process::private_mounts_available)).
     pub drive_namespace: bool,
+    /// Run Firecracker under its jailer (chroot, uid/gid, cgroups, netns) instead of directly.
+    pub jailer: Option<crate::process::JailerConfig>,
     /// Creates TAPs for interfaces without `hostDevName` (required when a config has such).
     pub network: Option<Arc<crate::network::NetworkManager>>,
     /// Append the guest `ip=` argument of the first created TAP to the kernel command line.
@@ -81,6 +84,7 @@ impl VmRuntimeOptions {
             console_lines: crate::process::DEFAULT_CONSOLE_LINES,
             firecracker_version: None,
             network: None,
+            jailer: None,
             append_network_boot_args: false,
             drive_namespace: crate::process::private_mounts_available(),
         }
@@ -96,6 +100,7 @@ struct VmResources {
     last_stop: Option<StopOutcome>,
     taps: Vec<crate::network::TapDevice>,
     owns_dir: bool,
+    jail: Option<jail::JailResources>,
 }
 
 /// One microVM. Methods take `&self`; operations on one VM are serialized internally.
@@ -145,9 +150,14 @@ impl MicroVm {
     pub fn runtime_dir(&self) -> &Path {
         &self.vm_dir
     }
-    /// The API socket path.
+    /// The API socket path (inside the chroot when jailed).
     pub fn socket_path(&self) -> PathBuf {
-        self.vm_dir.join("firecracker.sock")
+        match &self.options.jailer {
+            Some(j) => j
+                .chroot_root(&self.options.firecracker_binary, &crate::process::instance_id(&self.id))
+                .join(jail::JAILED_SOCKET),
+            None => self.vm_dir.join("firecracker.sock"),
+        }
     }
     /// TAP devices this VM created (removed at cleanup).
     pub async fn tap_devices(&self) -> Vec<crate::network::TapDevice> {
@@ -403,6 +413,9 @@ impl MicroVm {
         use crate::snapshot::{Snapshot, SnapshotDrive};
         let inner = self.inner.lock().await;
         Operation::Snapshot.check(self.state())?;
+        if self.options.jailer.is_some() {
+            return Err(SmartVmError::Snapshot("snapshot bundles of jailed VMs are not supported yet".into()));
+        }
         let api = inner.api.clone().ok_or(SmartVmError::NoClient)?;
         std::fs::create_dir_all(dir.parent().unwrap_or(Path::new("/")))
             .map_err(|e| SmartVmError::io(format!("cannot create the parent of {}", dir.display()), e))?;
@@ -457,6 +470,12 @@ impl Drop for MicroVm {
         drop(inner.process.take());
         for tap in inner.taps.drain(..) {
             let _ = crate::network::remove_tap_blocking(&tap.name);
+        }
+        if let Some(jail) = inner.jail.take() {
+            let _ = std::fs::remove_dir_all(&jail.dir);
+            for cgroup in jail.cgroups {
+                let _ = std::fs::remove_dir(cgroup);
+            }
         }
         if inner.owns_dir {
             let _ = std::fs::remove_dir_all(&self.vm_dir);

@@ -73,6 +73,10 @@ pub struct ResolvedResources {
     pub guest_macs: HashMap<String, String>,
     /// Appended to the kernel command line (the guest's `ip=` argument).
     pub extra_boot_args: Option<String>,
+    /// Kernel and initrd paths as Firecracker sees them (inside a jail), when not the config's.
+    pub kernel_path: Option<PathBuf>,
+    /// See `kernel_path`.
+    pub initrd_path: Option<PathBuf>,
 }
 
 /// The ordered pre-boot requests for `config` on `version`: logger and metrics first (so that
@@ -91,18 +95,20 @@ pub fn boot_plan(
         calls.push(PreBootCall::Metrics(PutMetrics(m.payload())));
     }
     calls.push(PreBootCall::MachineConfig(PutMachineConfig(config.machine_config.payload())));
-    let mut boot = config.boot_source.payload();
+    let mut boot = config.boot_source.clone();
     if let Some(extra) = &resolved.extra_boot_args {
-        boot = crate::config::BootSourceConfig {
-            boot_args: Some(match &config.boot_source.boot_args {
-                Some(args) => format!("{args} {extra}"),
-                None => extra.clone(),
-            }),
-            ..config.boot_source.clone()
-        }
-        .payload();
+        boot.boot_args = Some(match &boot.boot_args {
+            Some(args) => format!("{args} {extra}"),
+            None => extra.clone(),
+        });
     }
-    calls.push(PreBootCall::BootSource(PutBootSource(boot)));
+    if let Some(kernel) = &resolved.kernel_path {
+        boot.kernel_image_path = kernel.clone();
+    }
+    if let Some(initrd) = &resolved.initrd_path {
+        boot.initrd_path = Some(initrd.clone());
+    }
+    calls.push(PreBootCall::BootSource(PutBootSource(boot.payload())));
     for d in &config.drives {
         let path = resolved.drive_paths.get(&d.drive_id).unwrap_or(&d.path_on_host);
         calls.push(PreBootCall::Drive(PutDrive(d.payload(path))));

@@ -1,5 +1,6 @@
 //! The effects of starting and tearing down a VM.
 
+use std::path::Path;
 use std::time::Duration;
 
 use super::journal::VmJournal;
@@ -24,6 +25,9 @@ pub(super) enum RestoreSource {
 impl MicroVm {
     pub(super) async fn start_inner(&self, inner: &mut VmResources, restore: Option<RestoreSource>) -> Result<VmState> {
         let opts = &self.options;
+        if opts.jailer.is_some() {
+            self.check_jailable(restore.is_some())?;
+        }
         if !opts.firecracker_binary.is_file() {
             return Err(SmartVmError::BinaryNotFound { searched: vec![opts.firecracker_binary.clone()] });
         }
@@ -66,20 +70,32 @@ impl MicroVm {
         };
         let restore = restore.as_ref();
         let mut resolved = ResolvedResources::default();
-        let bind_mount = self.prepare_drives(inner, saved_drives.as_deref(), &mut resolved).await?;
+        let jail_root = match &opts.jailer {
+            Some(j) => Some(self.create_jail(inner, j, &mut resolved)?),
+            None => None,
+        };
+        let bind_mount =
+            self.prepare_drives(inner, saved_drives.as_deref(), jail_root.as_deref(), &mut resolved).await?;
         self.create_taps(inner, &mut resolved).await?;
 
         let socket = self.socket_path();
-        let mut command = FirecrackerCommand::new(&opts.firecracker_binary, &socket);
+        let in_jail = |p: &str| Path::new("/").join(p);
+        let fc_socket = if jail_root.is_some() { in_jail(super::jail::JAILED_SOCKET) } else { socket.clone() };
+        let mut command = FirecrackerCommand::new(&opts.firecracker_binary, &fc_socket);
         command.id = Some(instance_id(&self.id));
         command.seccomp = opts.seccomp.clone();
         command.bind_mount = bind_mount;
         if self.config.logger.is_none() {
             // Firecracker logs to stdout by default, interleaved with the guest's serial output:
-            // send its log to stderr instead, which smartvm captures separately.
-            command.log_path = Some("/dev/stderr".into());
+            // send its log to stderr (captured separately), or to a file inside a jail.
+            command.log_path =
+                Some(if jail_root.is_some() { in_jail(super::jail::JAILED_LOG) } else { "/dev/stderr".into() });
             command.level = Some(crate::config::LogLevel::Warning);
         }
+        let command = match &opts.jailer {
+            Some(j) => j.wrap(&instance_id(&self.id), &command),
+            None => command,
+        };
         let output = OutputOptions { buffer_lines: Some(opts.console_lines), console_file: opts.console_file.clone() };
         let process = FirecrackerProcess::spawn(&command, &output).await?;
         tracing::debug!(vm = %self.id, pid = process.pid(), "spawned");
@@ -90,7 +106,12 @@ impl MicroVm {
             socket: socket.clone(),
             extra_files: self.config.vsock.iter().map(|v| v.uds_path.clone()).collect(),
             taps: inner.taps.iter().map(|t| t.name.clone()).collect(),
-        };
+            start_time: super::journal::process_start_time(process.pid()),
+            jail_dir: inner.jail.as_ref().map(|j| j.dir.clone()),
+            cgroup_dirs: inner.jail.as_ref().map(|j| j.cgroups.clone()).unwrap_or_default(),
+            ..VmJournal::default()
+        }
+        .owned_by_this_process();
         inner.process = Some(process);
         journal.write(&self.vm_dir).map_err(|e| SmartVmError::io("cannot write the VM journal", e))?;
         let process = inner.process.as_ref().ok_or(SmartVmError::NoClient)?;
@@ -167,11 +188,22 @@ impl MicroVm {
         &self,
         inner: &mut VmResources,
         saved: Option<&[SnapshotDrive]>,
+        jail_root: Option<&Path>,
         resolved: &mut ResolvedResources,
     ) -> Result<Option<BindMount>> {
         let opts = &self.options;
-        let drives_dir = self.vm_dir.join("drives");
+        let drives_dir = jail_root.unwrap_or(&self.vm_dir).join("drives");
         let plan = match saved {
+            // A jailed VM gets a copy of every drive: the jail user must own what it opens.
+            None if jail_root.is_some() => {
+                let all: Vec<_> = self
+                    .config
+                    .drives
+                    .iter()
+                    .map(|d| crate::config::DriveConfig { ephemeral: Some(true), ..d.clone() })
+                    .collect();
+                staging::plan(&all, true, &drives_dir)
+            }
             None => staging::plan(&self.config.drives, opts.ephemeral_writable_drives, &drives_dir),
             Some(saved) => saved
                 .iter()
@@ -195,8 +227,10 @@ impl MicroVm {
         tokio::task::spawn_blocking(move || staging::execute(&to_copy))
             .await
             .map_err(|e| SmartVmError::io("staging task failed", std::io::Error::other(e)))??;
-        let mount =
-            opts.drive_namespace.then(|| BindMount { source: drives_dir, target: opts.runtime_dir.join(".drives") });
+        self.own_for_jail(&plan.iter().map(|s| s.staged.clone()).collect::<Vec<_>>())?;
+        // In a jail the chroot already gives every VM the same `/drives/…` paths.
+        let mount = (opts.drive_namespace && jail_root.is_none())
+            .then(|| BindMount { source: drives_dir, target: opts.runtime_dir.join(".drives") });
         if let Some(m) = &mount {
             std::fs::create_dir_all(&m.target)
                 .map_err(|e| SmartVmError::io("cannot create the drive mountpoint", e))?;
@@ -204,8 +238,9 @@ impl MicroVm {
         resolved.drive_paths = plan
             .iter()
             .map(|s| {
-                let seen_by_firecracker = match (&mount, s.staged.file_name()) {
-                    (Some(m), Some(name)) => m.target.join(name),
+                let seen_by_firecracker = match (&mount, jail_root, s.staged.file_name()) {
+                    (_, Some(_), Some(name)) => Path::new("/drives").join(name),
+                    (Some(m), None, Some(name)) => m.target.join(name),
                     _ => s.staged.clone(),
                 };
                 (s.drive_id.clone(), seen_by_firecracker)
@@ -266,6 +301,14 @@ impl MicroVm {
         }
         if let Some(v) = &self.config.vsock {
             let _ = std::fs::remove_file(&v.uds_path);
+        }
+        if let Some(jail) = inner.jail.take() {
+            if let Err(e) = std::fs::remove_dir_all(&jail.dir) {
+                tracing::warn!(vm = %self.id, error = %e, "could not remove the jail");
+            }
+            for cgroup in jail.cgroups {
+                let _ = std::fs::remove_dir(cgroup);
+            }
         }
         if inner.owns_dir {
             if let Err(e) = std::fs::remove_dir_all(&self.vm_dir) {

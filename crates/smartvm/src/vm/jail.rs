@@ -1,0 +1,109 @@
+//! Preparing a jail for a VM run under Firecracker's jailer: the chroot holds private copies of
+//! the kernel, initrd and drives (owned by the jail's uid/gid) and Firecracker's log file.
+
+use std::path::{Path, PathBuf};
+
+use super::plan::ResolvedResources;
+use super::{MicroVm, VmResources};
+use crate::config::ConfigErrors;
+use crate::error::{Result, SmartVmError};
+use crate::process::{instance_id, JailerConfig};
+
+/// API socket path inside the jail.
+pub(crate) const JAILED_SOCKET: &str = "run/firecracker.socket";
+/// Firecracker's log inside the jail.
+pub(crate) const JAILED_LOG: &str = "firecracker.log";
+
+/// What a jail owns on the host.
+#[derive(Debug)]
+pub(crate) struct JailResources {
+    /// `<base>/<exec>/<id>`.
+    pub(crate) dir: PathBuf,
+    /// Cgroup dirs the jailer creates.
+    pub(crate) cgroups: Vec<PathBuf>,
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> SmartVmError {
+    move |e| SmartVmError::io(context, e)
+}
+
+impl MicroVm {
+    /// Rejects configs the jailed path cannot serve yet; nothing has been created at this point.
+    pub(super) fn check_jailable(&self, restoring: bool) -> Result<()> {
+        if restoring {
+            return Err(SmartVmError::Snapshot("restoring under the jailer is not supported yet".into()));
+        }
+        let unsupported = |field: String| ConfigErrors::single(field, "is not supported with the jailer yet");
+        let c = &self.config;
+        if c.logger.is_some() {
+            return Err(unsupported("logger".into()).into());
+        }
+        if c.metrics.is_some() {
+            return Err(unsupported("metrics".into()).into());
+        }
+        if c.vsock.is_some() {
+            return Err(unsupported("vsock".into()).into());
+        }
+        for (i, d) in c.drives.iter().enumerate() {
+            if d.socket.is_some() {
+                return Err(unsupported(format!("drives[{i}].socket")).into());
+            }
+            if !d.is_read_only && d.ephemeral == Some(false) {
+                let msg = "a writable drive of a jailed VM is always a private copy inside the jail";
+                return Err(ConfigErrors::single(format!("drives[{i}].ephemeral"), msg).into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the jail dir and chroot, copies kernel and initrd into it and creates the log
+    /// file; returns the chroot. Recorded in `inner` first so that teardown removes it.
+    pub(super) fn create_jail(
+        &self,
+        inner: &mut VmResources,
+        jailer: &JailerConfig,
+        resolved: &mut ResolvedResources,
+    ) -> Result<PathBuf> {
+        let id = instance_id(&self.id);
+        let fc = &self.options.firecracker_binary;
+        let dir = jailer.jail_dir(fc, &id);
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(io(format!("cannot create {}", parent.display())))?;
+        }
+        std::fs::create_dir(&dir)
+            .map_err(io(format!("cannot create jail {} (is a VM with this id jailed?)", dir.display())))?;
+        inner.jail = Some(JailResources { dir: dir.clone(), cgroups: jailer.cgroup_dirs(fc, &id) });
+        let root = jailer.chroot_root(fc, &id);
+        std::fs::create_dir(&root).map_err(io(format!("cannot create {}", root.display())))?;
+        let own = |p: &Path| {
+            std::os::unix::fs::chown(p, Some(jailer.uid), Some(jailer.gid))
+                .map_err(io(format!("cannot chown {}", p.display())))
+        };
+        let copy_in = |src: &Path, name: &str| -> Result<PathBuf> {
+            let dst = root.join(name);
+            crate::staging::stage_file(src, &dst)
+                .map_err(io(format!("cannot copy {} into the jail", src.display())))?;
+            own(&dst)?;
+            Ok(Path::new("/").join(name))
+        };
+        resolved.kernel_path = Some(copy_in(&self.config.boot_source.kernel_image_path, "kernel")?);
+        if let Some(initrd) = &self.config.boot_source.initrd_path {
+            resolved.initrd_path = Some(copy_in(initrd, "initrd")?);
+        }
+        let log = root.join(JAILED_LOG);
+        std::fs::File::create(&log).map_err(io(format!("cannot create {}", log.display())))?;
+        own(&log)?;
+        Ok(root)
+    }
+
+    /// Hands staged drive copies to the jail's user.
+    pub(super) fn own_for_jail(&self, files: &[PathBuf]) -> Result<()> {
+        if let Some(j) = &self.options.jailer {
+            for f in files {
+                std::os::unix::fs::chown(f, Some(j.uid), Some(j.gid))
+                    .map_err(io(format!("cannot chown {}", f.display())))?;
+            }
+        }
+        Ok(())
+    }
+}

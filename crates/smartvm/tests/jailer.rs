@@ -1,0 +1,164 @@
+//! VMs run under Firecracker's jailer (chroot, unprivileged uid/gid, cgroups), and reclaim of
+//! orphaned VMs.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{env, next_count};
+use smartvm::config::{DriveConfig, VsockConfig};
+use smartvm::process::{JailerConfig, StopStep};
+use smartvm::vm::VmJournal;
+use smartvm::{MicroVm, VmState};
+
+/// A jail base on a filesystem that allows device nodes (/dev/shm is nodev).
+fn jail_base() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("svjail").tempdir_in("/tmp").unwrap()
+}
+
+fn jailer(env: &common::TestEnv, base: &Path) -> Option<JailerConfig> {
+    let binary = env.binary.with_file_name("jailer");
+    if !binary.exists() {
+        assert!(std::env::var("SMARTVM_REQUIRE_KVM").is_err(), "jailer missing beside {}", env.binary.display());
+        eprintln!("SKIPPED: no jailer beside {}", env.binary.display());
+        return None;
+    }
+    let mut j = JailerConfig::new(binary, 65534, 65534);
+    j.chroot_base_dir = base.to_path_buf();
+    Some(j)
+}
+
+fn uid_of(pid: i32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+}
+
+#[tokio::test]
+async fn jailed_probe_sees_its_drives_runs_unprivileged_and_is_cleaned_up() {
+    let Some(env) = env() else { return };
+    let base = jail_base();
+    let Some(mut jail) = jailer(&env, base.path()) else { return };
+    if Path::new("/sys/fs/cgroup/cpuset").is_dir() {
+        jail.cgroup_version = Some(1);
+        jail.cgroups = vec![("cpuset.cpus".into(), "0".into()), ("cpuset.mems".into(), "0".into())];
+    }
+    let rw = env.disk("jail-rw.img", 8, "jail-source");
+    let ro = env.disk("jail-ro.img", 16, "read-only");
+    let args = smartvm::probe::ProbeArgs::new()
+        .read(0, 0)
+        .write(0, 1, "jailed-write")
+        .write(1, 1, "nope")
+        .count(20)
+        .to_boot_args();
+    let cfg = env
+        .probe_config("jailed", &args)
+        .with_drive(DriveConfig::new("rw", &rw))
+        .with_drive(DriveConfig::new("ro", &ro).read_only());
+    let mut opts = env.runtime_options();
+    opts.jailer = Some(jail.clone());
+    let vm = MicroVm::new(&cfg, opts).unwrap();
+    vm.start().await.unwrap();
+    let pid = vm.pid().await.unwrap();
+    assert_eq!(uid_of(pid).as_deref(), Some("65534"), "Firecracker runs as the jail user");
+    let root = jail.chroot_root(&env.binary, "jailed");
+    assert!(vm.socket_path().starts_with(&root));
+    let cgroups = jail.cgroup_dirs(&env.binary, "jailed");
+    for cg in &cgroups {
+        let tasks = std::fs::read_to_string(cg.join("tasks")).unwrap();
+        assert!(tasks.lines().any(|t| t == pid.to_string()), "{} holds the VM", cg.display());
+    }
+    next_count(&vm, None, Duration::from_secs(5)).await.expect("jailed guest runs");
+    let lines = vm.console().await.unwrap().lines();
+    let r = smartvm::probe::ProbeReport::parse(lines.iter().map(String::as_str));
+    assert_eq!(r.reads[0].data.as_deref(), Some("jail-source"));
+    let statuses: Vec<&str> = r.writes.iter().map(|w| w.status.as_str()).collect();
+    assert_eq!(statuses, ["ok", "ioerr"]);
+    assert_eq!(&std::fs::read(root.join("drives/rw-jail-rw.img")).unwrap()[512..524], b"jailed-write");
+    assert!(std::fs::read(&rw).unwrap()[512..1024].iter().all(|&b| b == 0), "source untouched");
+
+    vm.pause().await.unwrap();
+    vm.resume().await.unwrap();
+    let outcome = vm.stop().await.unwrap();
+    assert_eq!(outcome.step, StopStep::CtrlAltDel);
+    vm.cleanup().await.unwrap();
+    assert_eq!(vm.state(), VmState::Stopped);
+    assert!(!jail.jail_dir(&env.binary, "jailed").exists(), "jail removed");
+    for cg in &cgroups {
+        assert!(!cg.exists(), "cgroup {} removed", cg.display());
+    }
+    assert!(!vm.runtime_dir().exists());
+}
+
+#[tokio::test]
+async fn unsupported_jailed_configs_fail_before_anything_exists() {
+    let Some(env) = env() else { return };
+    let base = jail_base();
+    let Some(jail) = jailer(&env, base.path()) else { return };
+    let mut opts = env.runtime_options();
+    opts.jailer = Some(jail.clone());
+    let cfg = env.probe_config("jailvsock", "").with_vsock(VsockConfig::new(3, env.dir.path().join("j.sock")));
+    let vm = MicroVm::new(&cfg, opts.clone()).unwrap();
+    let err = vm.start().await.unwrap_err();
+    assert_eq!(err.root().code(), "INVALID_CONFIG");
+    assert!(err.root().to_string().contains("configuration"), "{err}");
+    let keep = env.disk("keep.img", 8, "x");
+    let cfg = env.probe_config("jailkeep", "").with_drive(DriveConfig::new("keep", &keep).ephemeral(false));
+    assert_eq!(MicroVm::new(&cfg, opts).unwrap().start().await.unwrap_err().root().code(), "INVALID_CONFIG");
+    assert!(std::fs::read_dir(base.path()).unwrap().next().is_none(), "no jail created");
+    assert!(!vm.runtime_dir().exists());
+}
+
+#[tokio::test]
+async fn reclaim_kills_orphans_and_spares_owned_vms() {
+    let Some(env) = env() else { return };
+    // A stand-in for an orphaned VM process, and an owner that has exited.
+    let mut orphan = Command::new("sleep").arg("600").spawn().unwrap();
+    let mut owner = Command::new("true").spawn().unwrap();
+    let owner_pid = owner.id() as i32;
+    owner.wait().unwrap();
+    let run = env.smartvm.runtime_dir().to_path_buf();
+    let jail_dir = env.dir.path().join("orphan-jail");
+    std::fs::create_dir_all(jail_dir.join("root")).unwrap();
+    let write = |name: &str, journal: VmJournal| {
+        let dir = run.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        journal.write(&dir).unwrap();
+        dir
+    };
+    let orphan_pid = orphan.id() as i32;
+    let orphan_dir = write(
+        "orphan",
+        VmJournal {
+            vm_id: "orphan".into(),
+            pid: Some(orphan_pid),
+            start_time: smartvm::vm::process_start_time(orphan_pid),
+            owner_pid: Some(owner_pid),
+            owner_start_time: Some(1),
+            jail_dir: Some(jail_dir.clone()),
+            ..VmJournal::default()
+        },
+    );
+    let mut owned_proc = Command::new("sleep").arg("600").spawn().unwrap();
+    let owned_pid = owned_proc.id() as i32;
+    let owned_dir = write(
+        "owned",
+        VmJournal {
+            vm_id: "owned".into(),
+            pid: Some(owned_pid),
+            start_time: smartvm::vm::process_start_time(owned_pid),
+            ..VmJournal::default()
+        }
+        .owned_by_this_process(),
+    );
+    let reclaimed = env.smartvm.reclaim().await.unwrap();
+    assert_eq!(reclaimed, ["orphan"]);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(orphan.wait().unwrap().signal(), Some(9), "the orphan was killed");
+    assert!(!orphan_dir.exists() && !jail_dir.exists());
+    assert!(owned_dir.exists(), "a VM whose owner lives is left alone");
+    owned_proc.kill().unwrap();
+    owned_proc.wait().unwrap();
+    assert_eq!(env.smartvm.reclaim().await.unwrap(), ["owned"], "once its process is gone it is reclaimed");
+}
