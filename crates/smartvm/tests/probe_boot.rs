@@ -122,3 +122,26 @@ async fn mmds_balloon_and_metrics_through_the_api() {
     assert!(metrics.contains("\"api_server\""), "metrics flushed: {metrics:.200}");
     env.smartvm.cleanup().await.unwrap();
 }
+
+#[tokio::test]
+async fn drives_on_another_filesystem_are_staged_too() {
+    let Some(env) = env() else { return };
+    // The usual layout: images on disk, runtime dir on tmpfs.
+    let disk_dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let img = disk_dir.path().join("on-disk.img");
+    let mut data = vec![0u8; 8 << 20];
+    data[..7].copy_from_slice(b"on-disk");
+    std::fs::write(&img, data).unwrap();
+    let cfg = env
+        .probe_config("crossfs", &ProbeArgs::new().read(0, 0).write(0, 1, "staged").to_boot_args())
+        .with_drive(DriveConfig::new("d", &img));
+    let vm = env.smartvm.create_vm(&cfg).unwrap();
+    vm.start().await.unwrap();
+    let r = report(&vm).await;
+    assert_eq!(r.reads[0].data.as_deref(), Some("on-disk"));
+    assert_eq!(r.writes[0].status, "ok");
+    vm.wait_for_exit(Duration::from_secs(5)).await.expect("probe resets");
+    assert_eq!(&std::fs::read(vm.runtime_dir().join("drives/d-on-disk.img")).unwrap()[512..518], b"staged");
+    assert!(std::fs::read(&img).unwrap()[512..1024].iter().all(|&b| b == 0));
+    env.smartvm.cleanup().await.unwrap();
+}
