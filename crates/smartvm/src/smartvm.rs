@@ -405,7 +405,9 @@ impl SmartVm {
                 }
                 // An orphan (its owner died and nothing killed it, e.g. a jailed VM whose
                 // parent-death signal the jailer's privilege drop cleared): end it.
-                kill_and_wait(journal.pid);
+                if let Some(pid) = journal.pid {
+                    crate::process::kill_and_wait(pid, Duration::from_secs(2));
+                }
             }
             for f in &journal.extra_files {
                 let _ = std::fs::remove_file(f);
@@ -441,21 +443,6 @@ impl SmartVm {
             let _ = this.cleanup().await;
             std::process::exit(code);
         })
-    }
-}
-
-/// SIGKILL `pid` and wait (bounded, through a pidfd) until it is gone.
-fn kill_and_wait(pid: Option<i32>) {
-    let Some(pid) = pid else { return };
-    // SAFETY: pidfd_open/poll/close with a pollfd array of length 1; the fd is closed below.
-    unsafe {
-        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-        if fd >= 0 {
-            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-            libc::poll(&mut pfd, 1, 2000);
-            libc::close(fd);
-        }
     }
 }
 

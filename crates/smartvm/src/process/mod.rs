@@ -141,18 +141,27 @@ impl Drop for FirecrackerProcess {
         if self.exit_info().is_some() || self.pid <= 0 {
             return;
         }
-        // SAFETY: pidfd_open/poll/close on our own child's pid; the fd is closed below.
-        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) } as i32;
-        let _ = self.signal(nix::sys::signal::Signal::SIGKILL);
-        if pidfd >= 0 {
-            let mut pfd = libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 };
-            // SAFETY: valid pollfd array of length 1.
-            unsafe {
-                libc::poll(&mut pfd, 1, 2000);
-                libc::close(pidfd);
-            }
-        }
+        kill_and_wait(self.pid, Duration::from_secs(2));
     }
+}
+
+/// Sends SIGKILL to `pid` and waits (blocking, at most `timeout`) until it has exited, through a
+/// pidfd taken before the signal so a recycled pid cannot be confused with it. True when gone.
+pub fn kill_and_wait(pid: i32, timeout: Duration) -> bool {
+    // SAFETY: pidfd_open on a pid; the returned fd is owned here and closed below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if fd < 0 {
+        return true; // no such process
+    }
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: a valid pollfd array of length 1, then closing the fd we own.
+    let ready = unsafe {
+        let r = libc::poll(&mut pfd, 1, timeout.as_millis().min(i32::MAX as u128) as i32);
+        libc::close(fd);
+        r
+    };
+    ready == 1
 }
 
 /// A running (or ended) Firecracker process.
