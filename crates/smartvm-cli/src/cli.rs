@@ -34,6 +34,9 @@ enum Command {
     /// Base-image bundles (kernel + rootfs).
     #[command(subcommand)]
     Image(crate::images::ImageCommand),
+    /// Snapshot bundles: take one of a running VM, or restore one.
+    #[command(subcommand)]
+    Snapshot(crate::snapshot::SnapshotCommand),
     /// Remove runtime dirs left behind by crashed programs.
     Gc,
     /// Print smartvm's and Firecracker's versions.
@@ -67,6 +70,7 @@ pub fn main() -> ExitCode {
             Command::Bench(args) => crate::bench::bench(args).await,
             Command::Binary(cmd) => crate::images::binary(cmd).await,
             Command::Image(cmd) => crate::images::image(cmd).await,
+            Command::Snapshot(cmd) => crate::snapshot::snapshot(cmd).await,
             Command::Gc => gc().await,
             Command::Version => version(),
         }

@@ -7,6 +7,7 @@ mod exit;
 mod images;
 mod progress;
 mod run;
+mod snapshot;
 
 fn main() -> std::process::ExitCode {
     cli::main()

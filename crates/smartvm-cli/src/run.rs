@@ -125,19 +125,25 @@ pub async fn run(args: RunArgs) -> Result<Exit, CliError> {
         runtime.append_network_boot_args = args.net;
     }
     let vm = smartvm.create_vm_with(&cfg, runtime)?;
-    let outcome = run_vm(&vm, args.timeout).await;
+    let outcome = supervise(&vm, args.timeout, vm.start()).await;
     let cleaned = smartvm.cleanup().await;
     let exit = outcome?;
     cleaned?;
     Ok(exit)
 }
 
-async fn run_vm(vm: &smartvm::MicroVm, timeout: Option<u64>) -> Result<Exit, CliError> {
+/// Runs `launch` (start or restore), streams the console to stdout and waits for the VM to end,
+/// the timeout, or Ctrl-C/SIGTERM (then stops it). The caller cleans up.
+pub async fn supervise(
+    vm: &smartvm::MicroVm,
+    timeout: Option<u64>,
+    launch: impl std::future::Future<Output = smartvm::Result<()>>,
+) -> Result<Exit, CliError> {
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| CliError::new(Exit::Failure, e))?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| CliError::new(Exit::Failure, e))?;
-    vm.start().await?;
+    launch.await?;
     let console = vm.console().await.ok_or(SmartVmError::NoClient)?;
     let printer = tokio::spawn(async move {
         let (backlog, mut live) = console.follow();

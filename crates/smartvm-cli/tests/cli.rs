@@ -35,8 +35,10 @@ impl Env {
     fn runtime(&self) -> PathBuf {
         self.dir.path().join("run")
     }
+    /// No VM dir left (the shared `.drives` mountpoint is infrastructure, not a VM's).
     fn runtime_is_empty(&self) -> bool {
-        std::fs::read_dir(self.runtime()).map_or(true, |mut rd| rd.next().is_none())
+        std::fs::read_dir(self.runtime())
+            .map_or(true, |rd| rd.flatten().all(|e| e.file_name().to_string_lossy().starts_with('.')))
     }
 }
 
@@ -286,4 +288,51 @@ fn run_net_attaches_a_nic_inside_a_test_namespace() {
     let links = Command::new("ip").args(["-n", &ns, "-o", "link", "show"]).output().unwrap();
     let links = String::from_utf8_lossy(&links.stdout);
     assert!(!links.contains("svbr0") && !links.contains(": sv"), "bridge and TAP removed: {links}");
+}
+
+#[test]
+fn snapshot_take_from_another_process_and_restore() {
+    let Some(env) = env() else { return };
+    let disk = env.dir.path().join("snapdisk.img");
+    let mut data = vec![0u8; 4096];
+    data[..6].copy_from_slice(b"origin");
+    std::fs::write(&disk, data).unwrap();
+    let cfg = env.dir.path().join("snapvm.json");
+    let kernel = smartvm::probe::install_probe_kernel(&env.dir.path().join("k")).unwrap();
+    let doc = serde_json::json!({
+        "id": "snapsrc",
+        "bootSource": {"kernelImagePath": kernel, "bootArgs": "console=ttyS0 probe.write=0:1:pre-snap probe.count=20"},
+        "machineConfig": {"vcpuCount": 1, "memSizeMib": 16},
+        "drives": [{"driveId": "data", "pathOnHost": disk, "isRootDevice": false, "isReadOnly": false}]
+    });
+    std::fs::write(&cfg, doc.to_string()).unwrap();
+    let mut source = env.cmd(&["run", "--config", cfg.to_str().unwrap()]).stdout(Stdio::piped()).spawn().unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(source.stdout.take().unwrap()).lines();
+    assert!(lines.by_ref().map_while(Result::ok).any(|l| l == "smartvm-probe count n=2"));
+    let bundle = env.dir.path().join("bundle");
+    let out = env.cmd(&["snapshot", "take", "snapsrc", "--out", bundle.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), bundle.join("snapshot.json").to_str().unwrap());
+    // The source was resumed and keeps counting.
+    assert!(lines.by_ref().map_while(Result::ok).any(|l| l.starts_with("smartvm-probe count")));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(source.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    assert_eq!(source.wait().unwrap().code(), Some(130));
+    let snap: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("snapshot.json")).unwrap()).unwrap();
+    assert_eq!(snap["drives"][0]["driveId"], "data");
+    assert_eq!(&std::fs::read(snap["drives"][0]["path"].as_str().unwrap()).unwrap()[512..520], b"pre-snap");
+
+    let out = env
+        .cmd(&["snapshot", "restore", bundle.to_str().unwrap(), "--id", "restored", "--timeout", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let restored = String::from_utf8_lossy(&out.stdout);
+    let counts: Vec<u64> =
+        restored.lines().filter_map(|l| l.strip_prefix("smartvm-probe count n=")?.parse().ok()).collect();
+    assert!(counts.len() > 3 && counts[0] >= 2, "restored guest counts on from the snapshot: {restored}");
+    assert!(!restored.contains("boot cmdline"), "it did not boot again");
+    assert!(env.runtime_is_empty());
+    assert!(std::fs::read(&disk).unwrap()[512..520].iter().all(|&b| b == 0), "source image untouched");
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::api::{ApiClient, GetInstanceInfo, PatchVmState, VmStateBody, VmStateRequest};
 use crate::config::{ConfigErrors, VmConfig};
 use crate::error::{Result, SmartVmError};
 use crate::images::{BaseImageBundle, BaseImageManager, BaseImageOptions, ImageManager, Mirrors, Progress};
@@ -297,6 +298,44 @@ impl SmartVm {
             return Err(e);
         }
         Ok(vm)
+    }
+
+    /// Snapshots a running VM by id into `dir` (see [`MicroVm::snapshot`]): one of this
+    /// orchestrator's VMs, or one that another smartvm program runs in the same runtime dir
+    /// (found through its journal). The VM is paused for the snapshot and resumed afterwards
+    /// unless `keep_paused`.
+    pub async fn snapshot_vm(&self, id: &str, dir: &Path, keep_paused: bool) -> Result<Snapshot> {
+        if let Some(vm) = self.vm(id) {
+            let was_running = vm.state() == crate::VmState::Running;
+            if was_running {
+                vm.pause().await?;
+            }
+            let snapshot = vm.snapshot(dir, None).await;
+            if was_running && !keep_paused {
+                vm.resume().await?;
+            }
+            return snapshot;
+        }
+        let vm_dir = self.options.runtime_dir.join(crate::staging::sanitize_path_part(id));
+        let journal = VmJournal::read(&vm_dir)
+            .map_err(|e| SmartVmError::io(format!("no VM {id:?} in {}", self.options.runtime_dir.display()), e))?;
+        if !journal.process_alive() {
+            return Err(SmartVmError::Snapshot(format!("VM {id:?} is not running")));
+        }
+        if journal.jail_dir.is_some() {
+            return Err(SmartVmError::Snapshot("snapshot bundles of jailed VMs are not supported yet".into()));
+        }
+        let api = ApiClient::new(&journal.socket);
+        let was_running = api.send(&GetInstanceInfo).await?.state == "Running";
+        let set = |state| PatchVmState(VmStateBody { state });
+        if was_running {
+            api.send(&set(VmStateRequest::Paused)).await?;
+        }
+        let snapshot = crate::snapshot::write_bundle(&api, dir, None, &journal.staged, journal.config.as_ref()).await;
+        if was_running && !keep_paused {
+            api.send(&set(VmStateRequest::Resumed)).await?;
+        }
+        snapshot
     }
 
     /// Starts `count` VMs from one snapshot concurrently, with ids `<id>-<i>` (`id` from

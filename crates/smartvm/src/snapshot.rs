@@ -27,6 +27,9 @@ pub struct Snapshot {
     /// restored VM gets its own copies of these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drives: Vec<SnapshotDrive>,
+    /// The configuration of the VM the snapshot was taken of (restores reuse it with a new id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_config: Option<Box<crate::config::VmConfig>>,
 }
 
 /// One ephemeral drive saved with a snapshot.
@@ -53,6 +56,7 @@ impl Snapshot {
             kind: SnapshotType::Full,
             base: None,
             drives: vec![],
+            vm_config: None,
         }
     }
 
@@ -64,6 +68,7 @@ impl Snapshot {
             kind: SnapshotType::Diff,
             base: Some(Box::new(base)),
             drives: vec![],
+            vm_config: None,
         }
     }
 
@@ -124,6 +129,54 @@ impl Snapshot {
         }
         Ok(())
     }
+}
+
+/// Writes a snapshot bundle of the paused VM behind `api` into `dir` (created; must not exist):
+/// `vm.state`, `vm.mem`, copies of `staged` drives, and `snapshot.json`. Full without `base`,
+/// else a Diff on top of it. On failure `dir` is removed.
+pub async fn write_bundle(
+    api: &crate::api::ApiClient,
+    dir: &Path,
+    base: Option<&Snapshot>,
+    staged: &[staging::StagedDrive],
+    config: Option<&crate::config::VmConfig>,
+) -> Result<Snapshot> {
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| SmartVmError::io(format!("cannot create {}", parent.display()), e))?;
+    }
+    std::fs::create_dir(dir).map_err(|e| SmartVmError::io(format!("cannot create {}", dir.display()), e))?;
+    let (state, mem) = (dir.join("vm.state"), dir.join("vm.mem"));
+    let mut snapshot = match base {
+        Some(b) => Snapshot::diff(&state, &mem, b.clone()),
+        None => Snapshot::full(&state, &mem),
+    };
+    snapshot.vm_config = config.map(|c| Box::new(c.clone()));
+    let result = async {
+        api.send(&crate::api::PutSnapshotCreate(snapshot.create_params().payload())).await?;
+        let drives_dir = dir.join("drives");
+        for s in staged {
+            if !drives_dir.exists() {
+                std::fs::create_dir(&drives_dir)
+                    .map_err(|e| SmartVmError::io("cannot create the snapshot drives dir", e))?;
+            }
+            let file_name = s.staged.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let copy = drives_dir.join(&file_name);
+            let (from, to) = (s.staged.clone(), copy.clone());
+            tokio::task::spawn_blocking(move || staging::stage_file(&from, &to))
+                .await
+                .map_err(|e| SmartVmError::Snapshot(format!("drive copy task failed: {e}")))?
+                .map_err(|e| SmartVmError::Snapshot(format!("cannot copy drive {}: {e}", s.drive_id)))?;
+            snapshot.drives.push(SnapshotDrive { drive_id: s.drive_id.clone(), file_name, path: copy });
+        }
+        snapshot.save(dir)
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(dir);
+        return Err(e);
+    }
+    Ok(snapshot)
 }
 
 #[cfg(test)]

@@ -27,7 +27,8 @@ pub struct StagingError {
 }
 
 /// One drive to copy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StagedDrive {
     /// Drive id.
     pub drive_id: String,

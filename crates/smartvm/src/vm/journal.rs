@@ -40,6 +40,12 @@ pub struct VmJournal {
     /// Cgroup dirs the jailer created.
     #[serde(default)]
     pub cgroup_dirs: Vec<PathBuf>,
+    /// Drives staged for the VM (for snapshots taken by another process).
+    #[serde(default)]
+    pub staged: Vec<crate::staging::StagedDrive>,
+    /// The VM's configuration.
+    #[serde(default)]
+    pub config: Option<crate::config::VmConfig>,
 }
 
 /// Start time (field 22 of `/proc/<pid>/stat`) of a live, non-zombie process.

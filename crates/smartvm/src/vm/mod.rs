@@ -410,46 +410,13 @@ impl MicroVm {
         dir: &Path,
         base: Option<&crate::snapshot::Snapshot>,
     ) -> Result<crate::snapshot::Snapshot> {
-        use crate::snapshot::{Snapshot, SnapshotDrive};
         let inner = self.inner.lock().await;
         Operation::Snapshot.check(self.state())?;
         if self.options.jailer.is_some() {
             return Err(SmartVmError::Snapshot("snapshot bundles of jailed VMs are not supported yet".into()));
         }
         let api = inner.api.clone().ok_or(SmartVmError::NoClient)?;
-        std::fs::create_dir_all(dir.parent().unwrap_or(Path::new("/")))
-            .map_err(|e| SmartVmError::io(format!("cannot create the parent of {}", dir.display()), e))?;
-        std::fs::create_dir(dir).map_err(|e| SmartVmError::io(format!("cannot create {}", dir.display()), e))?;
-        let (state, mem) = (dir.join("vm.state"), dir.join("vm.mem"));
-        let mut snapshot = match base {
-            Some(b) => Snapshot::diff(&state, &mem, b.clone()),
-            None => Snapshot::full(&state, &mem),
-        };
-        let result = async {
-            api.send(&PutSnapshotCreate(snapshot.create_params().payload())).await?;
-            if !inner.staged.is_empty() {
-                let drives_dir = dir.join("drives");
-                std::fs::create_dir(&drives_dir)
-                    .map_err(|e| SmartVmError::io("cannot create the snapshot drives dir", e))?;
-                for s in &inner.staged {
-                    let file_name = s.staged.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    let copy = drives_dir.join(&file_name);
-                    let (from, to) = (s.staged.clone(), copy.clone());
-                    tokio::task::spawn_blocking(move || crate::staging::stage_file(&from, &to))
-                        .await
-                        .map_err(|e| SmartVmError::Snapshot(format!("drive copy task failed: {e}")))?
-                        .map_err(|e| SmartVmError::Snapshot(format!("cannot copy drive {}: {e}", s.drive_id)))?;
-                    snapshot.drives.push(SnapshotDrive { drive_id: s.drive_id.clone(), file_name, path: copy });
-                }
-            }
-            snapshot.save(dir)
-        }
-        .await;
-        if let Err(e) = result {
-            let _ = std::fs::remove_dir_all(dir);
-            return Err(e);
-        }
-        Ok(snapshot)
+        crate::snapshot::write_bundle(&api, dir, base, &inner.staged, Some(&self.config)).await
     }
 
     /// `PUT /snapshot/create` of a paused VM.

@@ -109,6 +109,8 @@ impl MicroVm {
             start_time: super::journal::process_start_time(process.pid()),
             jail_dir: inner.jail.as_ref().map(|j| j.dir.clone()),
             cgroup_dirs: inner.jail.as_ref().map(|j| j.cgroups.clone()).unwrap_or_default(),
+            staged: inner.staged.clone(),
+            config: Some(self.config.clone()),
             ..VmJournal::default()
         }
         .owned_by_this_process();
