@@ -48,3 +48,8 @@ pub use crate::process::FirecrackerProcess;
 pub use crate::smartvm::{binary_candidates, default_runtime_dir, SmartVm, SmartVmOptions};
 pub use crate::version::FirecrackerVersion;
 pub use crate::vm::{MicroVm, VmState};
+
+/// The README's code blocks, compiled as doctests so they stay correct.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
