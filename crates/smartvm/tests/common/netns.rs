@@ -46,9 +46,17 @@ impl Netns {
         serde_json::from_str(&self.ip(&["-j", "link", "show"])).unwrap()
     }
 
-    /// Names of all links.
+    /// Names of all links, without the fallback tunnel devices the kernel adds to every
+    /// namespace when tunnel modules are loaded.
     pub fn link_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.links().iter().map(|l| l["ifname"].as_str().unwrap().to_string()).collect();
+        const FALLBACK: [&str; 9] =
+            ["tunl0", "sit0", "ip6tnl0", "gre0", "gretap0", "erspan0", "ip_vti0", "ip6_vti0", "ip6gre0"];
+        let mut names: Vec<String> = self
+            .links()
+            .iter()
+            .map(|l| l["ifname"].as_str().unwrap().to_string())
+            .filter(|n| !FALLBACK.contains(&n.as_str()))
+            .collect();
         names.sort();
         names
     }
