@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+mod backoff;
 pub mod config;
 pub mod error;
 pub mod images;

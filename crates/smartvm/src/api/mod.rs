@@ -19,6 +19,7 @@ use serde::Deserialize;
 pub use endpoints::*;
 pub use transport::ApiError;
 
+use crate::backoff::Backoff;
 use crate::error::{Result, SmartVmError};
 use transport::Connection;
 
@@ -248,33 +249,6 @@ impl ApiClient {
                 return Err(self.socket_timeout(timeout));
             }
         }
-    }
-}
-
-/// Retry pacing towards a deadline: 50 µs doubling to 500 µs (the socket usually appears within
-/// ~1 ms of spawn and a failed attempt is cheap).
-struct Backoff {
-    deadline: tokio::time::Instant,
-    delay: Duration,
-}
-
-impl Backoff {
-    fn new(timeout: Duration) -> Self {
-        Self { deadline: tokio::time::Instant::now() + timeout, delay: Duration::from_micros(50) }
-    }
-
-    fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(tokio::time::Instant::now())
-    }
-
-    /// Waits before the next attempt; false when that would pass the deadline.
-    async fn wait(&mut self) -> bool {
-        if tokio::time::Instant::now() + self.delay > self.deadline {
-            return false;
-        }
-        tokio::time::sleep(self.delay).await;
-        self.delay = (self.delay * 2).min(Duration::from_micros(500));
-        true
     }
 }
 

@@ -312,8 +312,7 @@ impl FirecrackerProcess {
 
     /// Waits until `path` exists, the process exits (error), or `timeout` passes (`Ok(false)`).
     pub async fn wait_for_path(&self, path: &Path, timeout: Duration) -> Result<bool, ProcessError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut delay = Duration::from_micros(50);
+        let mut backoff = crate::backoff::Backoff::new(timeout);
         loop {
             if path.exists() {
                 return Ok(true);
@@ -321,12 +320,10 @@ impl FirecrackerProcess {
             if let Some(exit) = self.exit_info() {
                 return Err(self.exited_early(exit));
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(false);
-            }
             let mut rx = self.exit.clone();
-            let _ = tokio::time::timeout(delay, rx.wait_for(|e| e.is_some())).await;
-            delay = (delay * 2).min(Duration::from_micros(500));
+            if !backoff.wait_or(rx.wait_for(|e| e.is_some())).await {
+                return Ok(path.exists());
+            }
         }
     }
 }
