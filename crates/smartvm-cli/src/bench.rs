@@ -158,7 +158,7 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
         format!(
             "smartvm bench: {} runs, concurrency {n}, Firecracker {}",
             args.runs,
-            crate::cli::firecracker_version(&binary).unwrap_or_default()
+            smartvm.binary_version(&binary).map(|v| v.to_string()).unwrap_or_default()
         ),
         String::new(),
         "| scenario | n | mean ms | median ms | p95 ms | min ms | max ms |".into(),

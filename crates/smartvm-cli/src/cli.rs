@@ -1,6 +1,5 @@
 //! Command-line definition and dispatch.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -98,16 +97,10 @@ fn version() -> Result<Exit, CliError> {
     match smartvm.find_binary() {
         Ok(bin) => println!(
             "firecracker {} ({})",
-            firecracker_version(&bin).unwrap_or_else(|| "unknown".into()),
+            smartvm.binary_version(&bin).map_or_else(|| "unknown".into(), |v| v.to_string()),
             bin.display()
         ),
         Err(_) => println!("firecracker not found (run scripts/install-firecracker.sh)"),
     }
     Ok(Exit::Success)
-}
-
-/// `firecracker --version`, parsed.
-pub fn firecracker_version(bin: &PathBuf) -> Option<String> {
-    let out = std::process::Command::new(bin).arg("--version").output().ok()?;
-    smartvm::FirecrackerVersion::from_version_output(&String::from_utf8_lossy(&out.stdout)).map(|v| v.to_string())
 }

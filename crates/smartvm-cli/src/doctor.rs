@@ -159,7 +159,7 @@ pub async fn doctor(json: bool) -> Result<Exit, CliError> {
     let binary = smartvm.find_binary();
     match &binary {
         Ok(bin) => {
-            let version = crate::cli::firecracker_version(bin).unwrap_or_else(|| "unknown".into());
+            let version = smartvm.binary_version(bin).map_or_else(|| "unknown".into(), |v| v.to_string());
             checks.push(check("firecracker", Status::Ok, format!("{version} at {}", bin.display())));
         }
         Err(e) => checks.push(check("firecracker", Status::Fail, e.to_string())),
