@@ -97,10 +97,7 @@ fn build_config(
         cfg.id = Some(id.clone());
     }
     if args.net && !cfg.network_interfaces.iter().any(|n| n.host_dev_name.is_none()) {
-        cfg.network_interfaces.push(smartvm::config::NetworkInterfaceConfig {
-            host_dev_name: None,
-            ..smartvm::config::NetworkInterfaceConfig::new("eth0", "")
-        });
+        cfg.network_interfaces.push(smartvm::config::NetworkInterfaceConfig::managed("eth0"));
     }
     if let Some(rootfs) = &args.rootfs {
         cfg.drives.retain(|d| !d.is_root_device);

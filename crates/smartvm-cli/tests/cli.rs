@@ -32,6 +32,19 @@ impl Env {
         c.env("SMARTVM_FIRECRACKER_BIN", firecracker_bin());
         c
     }
+    /// `smartvm run <args>` in the background, with its stdout as a line iterator.
+    fn spawn_run(
+        &self,
+        args: &[&str],
+    ) -> (std::process::Child, std::io::Lines<std::io::BufReader<std::process::ChildStdout>>) {
+        use std::io::BufRead;
+        let mut full = vec!["run"];
+        full.extend_from_slice(args);
+        let mut child = self.cmd(&full).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        (child, lines)
+    }
+
     fn runtime(&self) -> PathBuf {
         self.dir.path().join("run")
     }
@@ -107,15 +120,8 @@ fn bad_input_gets_a_typed_error_chain_and_exit_code() {
 #[test]
 fn ctrl_c_stops_and_cleans_up() {
     let Some(env) = env() else { return };
-    let mut child = env
-        .cmd(&["run", "--boot-args", "console=ttyS0 probe.count=10", "--id", "cli-int"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut child, mut lines) = env.spawn_run(&["--boot-args", "console=ttyS0 probe.count=10", "--id", "cli-int"]);
     let vm_dir = env.runtime().join("cli-int");
-    use std::io::BufRead;
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     // Synchronize on the guest's output rather than on time.
     let first_count = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("smartvm-probe count"));
     assert!(first_count.is_some(), "guest never counted");
@@ -143,14 +149,7 @@ fn doctor_json_and_version() {
 #[test]
 fn a_crashed_host_program_takes_its_vm_along_and_gc_reclaims_the_rest() {
     let Some(env) = env() else { return };
-    let mut child = env
-        .cmd(&["run", "--boot-args", "console=ttyS0 probe.count=10", "--id", "cli-crash"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::BufRead;
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = env.spawn_run(&["--boot-args", "console=ttyS0 probe.count=10", "--id", "cli-crash"]);
     assert!(lines.by_ref().map_while(Result::ok).any(|l| l.starts_with("smartvm-probe count")));
     let vm_dir = env.runtime().join("cli-crash");
     let journal: serde_json::Value =
@@ -306,9 +305,7 @@ fn snapshot_take_from_another_process_and_restore() {
         "drives": [{"driveId": "data", "pathOnHost": disk, "isRootDevice": false, "isReadOnly": false}]
     });
     std::fs::write(&cfg, doc.to_string()).unwrap();
-    let mut source = env.cmd(&["run", "--config", cfg.to_str().unwrap()]).stdout(Stdio::piped()).spawn().unwrap();
-    use std::io::BufRead;
-    let mut lines = std::io::BufReader::new(source.stdout.take().unwrap()).lines();
+    let (mut source, mut lines) = env.spawn_run(&["--config", cfg.to_str().unwrap()]);
     assert!(lines.by_ref().map_while(Result::ok).any(|l| l == "smartvm-probe count n=2"));
     let bundle = env.dir.path().join("bundle");
     let out = env.cmd(&["snapshot", "take", "snapsrc", "--out", bundle.to_str().unwrap()]).output().unwrap();

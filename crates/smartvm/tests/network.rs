@@ -20,6 +20,14 @@ fn require_root_tools() -> bool {
     ok
 }
 
+/// The test environment's orchestrator, on its own bridge and subnet.
+fn smartvm_on(env: &common::TestEnv, bridge: &str, subnet: &str) -> smartvm::SmartVm {
+    let mut options = env.smartvm.options().clone();
+    options.bridge_name = bridge.into();
+    options.subnet = subnet.into();
+    smartvm::SmartVm::new(options)
+}
+
 fn manager(bridge: &str, subnet: &str) -> Arc<NetworkManager> {
     Arc::new(
         NetworkManager::new(NetworkOptions { bridge_name: bridge.into(), subnet: subnet.into(), nat: true }).unwrap(),
@@ -116,12 +124,8 @@ fn probe_vm_gets_a_tap_and_sees_its_mac() {
     }
     let ns = Netns::create("net3");
     ns.add_uplink();
-    let mut options = env.smartvm.options().clone();
-    options.bridge_name = "svtbr3".into();
-    options.subnet = "10.203.0.0/24".into();
-    let smartvm = Arc::new(smartvm::SmartVm::new(options));
-    let managed =
-        |id: &str| NetworkInterfaceConfig { host_dev_name: None, ..NetworkInterfaceConfig::new(id, "unused") };
+    let smartvm = Arc::new(smartvm_on(&env, "svtbr3", "10.203.0.0/24"));
+    let managed = NetworkInterfaceConfig::managed;
     let cfg = env.probe_config("netvm", "probe.count=50").with_network_interface(managed("eth0"));
     let first_tap = tap_name_for("netfail", "eth0", 0);
     let ns_name = ns.name.clone();
@@ -171,7 +175,7 @@ fn probe_vm_gets_a_tap_and_sees_its_mac() {
 #[test]
 fn invalid_network_options_are_rejected_at_create_vm() {
     let Some(env) = common::env() else { return };
-    let managed = NetworkInterfaceConfig { host_dev_name: None, ..NetworkInterfaceConfig::new("eth0", "x") };
+    let managed = NetworkInterfaceConfig::managed("eth0");
     let cfg = env.probe_config("badnet", "").with_network_interface(managed);
     for (bridge, subnet, code) in [
         ("svbr0", "10.0.0.0/31", "INVALID_SUBNET"),
@@ -179,10 +183,7 @@ fn invalid_network_options_are_rejected_at_create_vm() {
         ("a-bridge-name-too-long", "10.0.0.0/24", "INVALID_INTERFACE_NAME"),
         ("bad/name", "10.0.0.0/24", "INVALID_INTERFACE_NAME"),
     ] {
-        let mut options = env.smartvm.options().clone();
-        options.bridge_name = bridge.into();
-        options.subnet = subnet.into();
-        let sv = smartvm::SmartVm::new(options);
+        let sv = smartvm_on(&env, bridge, subnet);
         assert_eq!(sv.create_vm(&cfg).unwrap_err().code(), code, "{bridge} {subnet}");
         assert_eq!(sv.vm_count(), 0);
     }
@@ -224,11 +225,8 @@ fn dropping_a_networked_vm_removes_its_tap() {
     }
     let ns = Netns::create("net5");
     ns.add_uplink();
-    let mut options = env.smartvm.options().clone();
-    options.bridge_name = "svtbr5".into();
-    options.subnet = "10.205.0.0/24".into();
-    let sv = smartvm::SmartVm::new(options);
-    let nic = NetworkInterfaceConfig { host_dev_name: None, ..NetworkInterfaceConfig::new("eth0", "x") };
+    let sv = smartvm_on(&env, "svtbr5", "10.205.0.0/24");
+    let nic = NetworkInterfaceConfig::managed("eth0");
     let cfg = env.probe_config("dropnet", "probe.count=50").with_network_interface(nic);
     let mut opts = sv.runtime_options(env.binary.clone());
     opts.network = Some(sv.network().unwrap());

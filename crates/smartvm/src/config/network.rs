@@ -74,6 +74,11 @@ impl NetworkInterfaceConfig {
         }
     }
 
+    /// An interface whose TAP (and MAC, unless set) smartvm's network manager creates at start.
+    pub fn managed(id: impl Into<String>) -> Self {
+        Self { host_dev_name: None, ..Self::new(id, String::new()) }
+    }
+
     /// Sets the guest MAC.
     pub fn with_mac(mut self, mac: impl Into<String>) -> Self {
         self.guest_mac = Some(mac.into());

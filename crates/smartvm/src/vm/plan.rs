@@ -159,10 +159,7 @@ mod tests {
         let mut cfg = VmConfig::new("/k")
             .with_drive(DriveConfig::new("root", "/src/root.ext4").root())
             .with_drive(DriveConfig::new("data", "/src/data.ext4"))
-            .with_network_interface(NetworkInterfaceConfig {
-                host_dev_name: None,
-                ..NetworkInterfaceConfig::new("eth0", "x")
-            })
+            .with_network_interface(NetworkInterfaceConfig::managed("eth0"))
             .with_vsock(VsockConfig::new(3, "/tmp/v.sock"))
             .with_balloon(BalloonConfig::new(0, false));
         cfg.entropy = Some(EntropyConfig::default());

@@ -106,7 +106,7 @@ pub async fn last_count(vm: &MicroVm) -> Option<u64> {
     console.lines().iter().filter_map(|l| l.strip_prefix("smartvm-probe count n=")?.parse().ok()).max()
 }
 
+/// A live, non-zombie process.
 pub fn pid_alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+    smartvm::vm::process_start_time(pid).is_some()
 }
