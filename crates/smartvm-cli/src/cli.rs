@@ -85,8 +85,18 @@ pub fn main() -> ExitCode {
 
 async fn gc() -> Result<Exit, CliError> {
     let smartvm = smartvm::SmartVm::new(smartvm::SmartVmOptions::from_env());
-    for id in smartvm.reclaim().await? {
+    let report = smartvm.reclaim().await?;
+    for id in &report.reclaimed {
         println!("{id}");
+    }
+    for rejected in &report.rejected {
+        eprintln!("warning: {rejected}: {}", rejected.reason);
+    }
+    for failure in &report.failures {
+        eprintln!("warning: {failure}: {}", failure.error);
+    }
+    if report.reclaimed.is_empty() && report.rejected.is_empty() && report.failures.is_empty() {
+        eprintln!("nothing to reclaim");
     }
     Ok(Exit::Success)
 }

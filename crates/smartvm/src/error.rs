@@ -113,6 +113,10 @@ pub enum SmartVmError {
     /// `SNAPSHOT_FAILED`: a snapshot could not be created, merged or restored.
     #[error("snapshot operation failed: {0}")]
     Snapshot(String),
+    /// `UNTRUSTED_PATH`: a binary to execute or a directory to keep state in could have been
+    /// written by another user (see [`trust`](crate::trust)); nothing was executed or created.
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::TrustError),
 }
 
 impl SmartVmError {
@@ -133,6 +137,7 @@ impl SmartVmError {
             SmartVmError::Staging(_) => "STAGING_FAILED",
             SmartVmError::Io { .. } => "IO_ERROR",
             SmartVmError::Snapshot(_) => "SNAPSHOT_FAILED",
+            SmartVmError::Untrusted(_) => "UNTRUSTED_PATH",
             SmartVmError::Image(e) => e.code(),
             SmartVmError::Network(e) => e.code(),
         }
@@ -166,6 +171,17 @@ impl SmartVmError {
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         SmartVmError::Io { context: context.into(), source }
+    }
+}
+
+impl From<crate::trust::EnsureDirError> for SmartVmError {
+    fn from(e: crate::trust::EnsureDirError) -> Self {
+        match e {
+            crate::trust::EnsureDirError::Untrusted(t) => SmartVmError::Untrusted(t),
+            crate::trust::EnsureDirError::Create { path, source } => {
+                SmartVmError::io(format!("cannot create {}", path.display()), source)
+            }
+        }
     }
 }
 

@@ -36,9 +36,11 @@ pub mod images;
 pub mod network;
 pub mod probe;
 pub mod process;
+mod options;
 mod smartvm;
 pub mod snapshot;
 pub mod staging;
+pub mod trust;
 pub mod version;
 pub mod vm;
 
@@ -46,7 +48,8 @@ pub use crate::api::{ApiClient, ApiResponse};
 pub use crate::config::VmConfig;
 pub use crate::error::{Result, SmartVmError};
 pub use crate::process::FirecrackerProcess;
-pub use crate::smartvm::{binary_candidates, default_runtime_dir, SmartVm, SmartVmOptions};
+pub use crate::options::{binary_candidates, default_dirs, default_runtime_dir, SmartVmOptions};
+pub use crate::smartvm::SmartVm;
 pub use crate::version::FirecrackerVersion;
 pub use crate::vm::{MicroVm, VmState};
 

@@ -48,9 +48,14 @@ pub fn install_probe_kernel(dir: &Path) -> std::io::Result<PathBuf> {
     if std::fs::metadata(&path).is_ok_and(|m| m.len() == PROBE_IMAGE.len() as u64) {
         return Ok(path);
     }
-    std::fs::create_dir_all(dir)?;
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(dir)?;
     let tmp = dir.join(format!(".smartvm-probe-{}-{}.tmp", std::process::id(), tag));
-    std::fs::write(&tmp, PROBE_IMAGE)?;
+    let mut f = std::os::unix::fs::OpenOptionsExt::mode(
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true),
+        0o600,
+    )
+    .open(&tmp)?;
+    std::io::Write::write_all(&mut f, PROBE_IMAGE)?;
     std::fs::rename(&tmp, &path)?;
     Ok(path)
 }

@@ -8,125 +8,17 @@ use std::time::Duration;
 use crate::api::{ApiClient, GetInstanceInfo, PatchVmState, VmStateBody, VmStateRequest};
 use crate::config::{ConfigErrors, VmConfig};
 use crate::error::{Result, SmartVmError};
-use crate::images::{BaseImageBundle, BaseImageManager, BaseImageOptions, ImageManager, Mirrors, Progress};
+use crate::images::{BaseImageBundle, BaseImageManager, BaseImageOptions, ImageManager, Progress};
 use crate::network::{NetworkManager, NetworkOptions};
 use crate::process::StopPlan;
 use crate::snapshot::Snapshot;
 use crate::version::FirecrackerVersion;
-use crate::vm::{MicroVm, VmJournal, VmRuntimeOptions};
+use crate::options::{binary_candidates, SmartVmOptions};
+use crate::vm::reclaim::ReclaimReport;
+use crate::vm::{MicroVm, UnwindScope, VmJournal, VmRuntimeOptions};
 
-/// Orchestrator options. Defaults follow SPEC §1; [`from_env`](Self::from_env) also reads
-/// `SMARTVM_DATA_DIR`, `SMARTVM_RUNTIME_DIR` and `SMARTVM_FIRECRACKER_BIN`.
-#[derive(Debug, Clone)]
-pub struct SmartVmOptions {
-    /// Binaries, kernels, rootfs images (default `/tmp/.smartvm`).
-    pub data_dir: PathBuf,
-    /// Per-VM runtime dirs (default `/dev/shm/.smartvm/runtime`, else `<tmp>/.smartvm/runtime`).
-    pub runtime_dir: PathBuf,
-    /// Stage writable drives (default true).
-    pub ephemeral_writable_drives: bool,
-    /// Firecracker version to look for under `<data_dir>/bin/` (default v1.12.1).
-    pub firecracker_version: Option<FirecrackerVersion>,
-    /// Host architecture name (`x86_64`, `aarch64`).
-    pub arch: String,
-    /// Use this binary and skip the search.
-    pub firecracker_binary_path: Option<PathBuf>,
-    /// Bridge for VMs with managed networking (default `svbr0`).
-    pub bridge_name: String,
-    /// Subnet for managed networking (default `172.30.0.0/24`).
-    pub subnet: String,
-    /// Base image cache (default `<data_dir>/base-images`).
-    pub base_image_cache_dir: Option<PathBuf>,
-    /// Base image bundles kept (default 2).
-    pub max_stored_base_images: usize,
-    /// Hosted base-image manifest URL.
-    pub base_image_manifest_url: Option<String>,
-    /// Hosted base-image manifest path.
-    pub base_image_manifest_path: Option<PathBuf>,
-    /// How long to wait for a VM's API socket.
-    pub socket_timeout: Duration,
-    /// How long `stop()` waits after Ctrl-Alt-Del before SIGTERM.
-    pub stop_grace: Duration,
-    /// Remote base URLs (GitHub API, GitHub, CI artifact bucket).
-    pub mirrors: Mirrors,
-    /// Run VMs under Firecracker's jailer.
-    pub jailer: Option<crate::process::JailerConfig>,
-}
-
-/// The default runtime dir: tmpfs (`/dev/shm`) when present.
-pub fn default_runtime_dir() -> PathBuf {
-    if Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm/.smartvm/runtime")
-    } else {
-        std::env::temp_dir().join(".smartvm/runtime")
-    }
-}
-
-impl Default for SmartVmOptions {
-    fn default() -> Self {
-        Self {
-            data_dir: PathBuf::from("/tmp/.smartvm"),
-            runtime_dir: default_runtime_dir(),
-            ephemeral_writable_drives: true,
-            firecracker_version: None,
-            arch: std::env::consts::ARCH.to_string(),
-            firecracker_binary_path: None,
-            bridge_name: "svbr0".into(),
-            subnet: "172.30.0.0/24".into(),
-            base_image_cache_dir: None,
-            max_stored_base_images: 2,
-            base_image_manifest_url: None,
-            base_image_manifest_path: None,
-            socket_timeout: Duration::from_secs(5),
-            stop_grace: Duration::from_secs(2),
-            mirrors: Mirrors::default(),
-            jailer: None,
-        }
-    }
-}
-
-impl SmartVmOptions {
-    /// Defaults overridden by `SMARTVM_DATA_DIR`, `SMARTVM_RUNTIME_DIR`, `SMARTVM_FIRECRACKER_BIN`,
-    /// `SMARTVM_BASE_IMAGE_MANIFEST_URL`/`_PATH` and the mirror variables of [`Mirrors::from_env`].
-    pub fn from_env() -> Self {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    /// Defaults overridden by the same variables, read through `lookup` (testable without
-    /// touching the process environment). Empty values count as unset.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
-        let get = |k: &str| lookup(k).filter(|v| !v.is_empty());
-        let d = Self::default();
-        Self {
-            data_dir: get("SMARTVM_DATA_DIR").map_or(d.data_dir, PathBuf::from),
-            runtime_dir: get("SMARTVM_RUNTIME_DIR").map_or(d.runtime_dir, PathBuf::from),
-            firecracker_binary_path: get("SMARTVM_FIRECRACKER_BIN").map(PathBuf::from),
-            base_image_manifest_url: get("SMARTVM_BASE_IMAGE_MANIFEST_URL"),
-            base_image_manifest_path: get("SMARTVM_BASE_IMAGE_MANIFEST_PATH").map(PathBuf::from),
-            mirrors: Mirrors::from_lookup(&lookup),
-            ..d
-        }
-    }
-
-    /// The base-image cache dir.
-    pub fn base_image_cache_dir(&self) -> PathBuf {
-        self.base_image_cache_dir.clone().unwrap_or_else(|| self.data_dir.join("base-images"))
-    }
-}
-
-/// Where `ensure_binary` looks, in order: explicit path, `<data_dir>/bin/<version>/firecracker`,
-/// then `firecracker` on `PATH`. Pure: no filesystem access.
-pub fn binary_candidates(options: &SmartVmOptions, path_env: Option<&std::ffi::OsStr>) -> Vec<PathBuf> {
-    if let Some(p) = &options.firecracker_binary_path {
-        return vec![p.clone()];
-    }
-    let version = options.firecracker_version.unwrap_or(FirecrackerVersion::DEFAULT);
-    let mut c = vec![options.data_dir.join("bin").join(version.to_string()).join("firecracker")];
-    if let Some(path) = path_env {
-        c.extend(std::env::split_paths(path).map(|d| d.join("firecracker")));
-    }
-    c
-}
+/// How long `firecracker --version` may take.
+const VERSION_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The orchestrator: creates, tracks and cleans up VMs.
 #[derive(Debug)]
@@ -214,25 +106,32 @@ impl SmartVm {
         Ok(images.ensure_firecracker(&version, progress).await?)
     }
 
-    /// Finds the Firecracker binary without downloading (see [`binary_candidates`]);
-    /// `BINARY_NOT_FOUND` lists every place searched and names `scripts/install-firecracker.sh`.
+    /// Finds the Firecracker binary without downloading (see [`binary_candidates`]). The first
+    /// candidate that exists must pass the [trust check](crate::trust) (`UNTRUSTED_PATH`
+    /// otherwise: it is never executed); `BINARY_NOT_FOUND` lists every place searched.
     pub fn find_binary(&self) -> Result<PathBuf> {
         let candidates = binary_candidates(&self.options, std::env::var_os("PATH").as_deref());
-        candidates
-            .iter()
-            .find(|p| is_executable(p))
-            .cloned()
-            .ok_or(SmartVmError::BinaryNotFound { searched: candidates })
+        for c in &candidates {
+            if std::fs::symlink_metadata(c).is_ok() {
+                crate::trust::check(c, crate::trust::Expect::Executable)?;
+                return Ok(c.clone());
+            }
+        }
+        Err(SmartVmError::BinaryNotFound { searched: candidates })
     }
 
-    /// The version of `binary` (`firecracker --version`, run once per binary and cached).
+    /// The version of `binary` (`firecracker --version`, bounded by a timeout, run once per
+    /// binary and cached). `None` for a binary that fails the trust check: it is not executed.
     pub fn binary_version(&self, binary: &Path) -> Option<FirecrackerVersion> {
         let mut cache = self.versions.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(v) = cache.get(binary) {
             return Some(*v);
         }
-        let out = std::process::Command::new(binary).arg("--version").output().ok()?;
-        let v = FirecrackerVersion::from_version_output(&String::from_utf8_lossy(&out.stdout))?;
+        crate::trust::check(binary, crate::trust::Expect::Executable).ok()?;
+        let mut cmd = std::process::Command::new(binary);
+        cmd.arg("--version");
+        let out = crate::process::output_within(&mut cmd, VERSION_PROBE_TIMEOUT).ok()??;
+        let v = FirecrackerVersion::from_version_output(&String::from_utf8_lossy(&out))?;
         cache.insert(binary.to_path_buf(), v);
         Some(v)
     }
@@ -317,12 +216,14 @@ impl SmartVm {
             return snapshot;
         }
         let vm_dir = self.options.runtime_dir.join(crate::staging::sanitize_path_part(id));
-        let journal = VmJournal::read(&vm_dir)
-            .map_err(|e| SmartVmError::io(format!("no VM {id:?} in {}", self.options.runtime_dir.display()), e))?;
+        let journal = VmJournal::read(&vm_dir).map_err(|e| match e {
+            crate::vm::ledger::JournalError::Untrusted { source, .. } => SmartVmError::Untrusted(source),
+            other => SmartVmError::Snapshot(format!("no VM {id:?} in {}: {other}", self.options.runtime_dir.display())),
+        })?;
         if !journal.process_alive() {
             return Err(SmartVmError::Snapshot(format!("VM {id:?} is not running")));
         }
-        if journal.jail_dir.is_some() {
+        if journal.jail_dir().is_some() {
             return Err(SmartVmError::Snapshot("snapshot bundles of jailed VMs are not supported yet".into()));
         }
         let api = ApiClient::new(&journal.socket);
@@ -331,7 +232,7 @@ impl SmartVm {
         if was_running {
             api.send(&set(VmStateRequest::Paused)).await?;
         }
-        let snapshot = crate::snapshot::write_bundle(&api, dir, None, &journal.staged, journal.config.as_ref()).await;
+        let snapshot = crate::snapshot::write_bundle(&api, dir, None, &journal.staged(), journal.config.as_ref()).await;
         if was_running && !keep_paused {
             api.send(&set(VmStateRequest::Resumed)).await?;
         }
@@ -420,53 +321,23 @@ impl SmartVm {
         vms_cleaned
     }
 
-    /// Removes what crashed programs left in the runtime dir: every VM dir whose journaled
-    /// Firecracker process is gone (and that no VM of this orchestrator owns). Returns the ids.
-    pub async fn reclaim(&self) -> Result<Vec<String>> {
+    /// Removes what crashed programs left in the runtime dir (see [`crate::vm::reclaim`]):
+    /// VMs whose owner is gone are killed and unwound through their journal; journals that
+    /// cannot be trusted, and entries that are not VM dirs, are reported and left alone.
+    pub async fn reclaim(&self) -> Result<ReclaimReport> {
         let owned: Vec<PathBuf> = self.registry().values().map(|v| v.runtime_dir().to_path_buf()).collect();
-        let entries = match std::fs::read_dir(&self.options.runtime_dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(SmartVmError::io("cannot list the runtime dir", e)),
+        let scope = UnwindScope {
+            runtime_dir: self.options.runtime_dir.clone(),
+            jail_base: self.options.jail_base(),
+            owner: false,
         };
-        let mut reclaimed = Vec::new();
-        for entry in entries.flatten() {
-            let dir = entry.path();
-            if owned.contains(&dir) {
-                continue;
-            }
-            let Ok(journal) = VmJournal::read(&dir) else {
-                continue;
-            };
-            if journal.process_alive() {
-                if journal.owner_alive() {
-                    continue; // a running program still owns this VM
-                }
-                // An orphan (its owner died and nothing killed it, e.g. a jailed VM whose
-                // parent-death signal the jailer's privilege drop cleared): end it.
-                if let Some(pid) = journal.pid {
-                    crate::process::kill_and_wait(pid, Duration::from_secs(2));
-                }
-            }
-            for f in &journal.extra_files {
-                let _ = std::fs::remove_file(f);
-            }
-            for tap in &journal.taps {
-                if let Err(e) = crate::network::delete_link(tap).await {
-                    tracing::warn!(tap = %tap, error = %e, "could not remove a leftover TAP");
-                }
-            }
-            if let Some(jail) = &journal.jail_dir {
-                let _ = std::fs::remove_dir_all(jail);
-            }
-            for cgroup in &journal.cgroup_dirs {
-                let _ = std::fs::remove_dir(cgroup);
-            }
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| SmartVmError::io(format!("cannot remove {}", dir.display()), e))?;
-            reclaimed.push(journal.vm_id);
+        if scope.runtime_dir.exists() {
+            crate::trust::check(&scope.runtime_dir, crate::trust::Expect::Directory)?;
         }
-        Ok(reclaimed)
+        tokio::task::spawn_blocking(move || crate::vm::reclaim::reclaim_runtime_dir(&scope, &owned))
+            .await
+            .map_err(|e| SmartVmError::io("reclaim task failed", std::io::Error::other(e)))?
+            .map_err(|e| SmartVmError::io("cannot list the runtime dir", e))
     }
 
     /// Opt-in: on SIGINT/SIGTERM, clean up every VM and exit (130/143). The library installs no
@@ -485,50 +356,9 @@ impl SmartVm {
     }
 }
 
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn options_from_environment() {
-        let env = |k: &str| match k {
-            "SMARTVM_DATA_DIR" => Some("/data".to_string()),
-            "SMARTVM_RUNTIME_DIR" => Some("/run/sv".to_string()),
-            "SMARTVM_FIRECRACKER_BIN" => Some(String::new()),
-            "SMARTVM_CI_ARTIFACTS_URL" => Some("http://mirror/ci/".to_string()),
-            _ => None,
-        };
-        let o = SmartVmOptions::from_lookup(env);
-        assert_eq!((o.data_dir.as_path(), o.runtime_dir.as_path()), (Path::new("/data"), Path::new("/run/sv")));
-        assert_eq!(o.firecracker_binary_path, None, "empty means unset");
-        assert_eq!(o.mirrors.ci_artifacts, "http://mirror/ci");
-        assert_eq!(o.base_image_cache_dir(), Path::new("/data/base-images"));
-        let d = SmartVmOptions::from_lookup(|_| None);
-        assert_eq!(
-            (d.data_dir.as_path(), d.bridge_name.as_str(), d.max_stored_base_images),
-            (Path::new("/tmp/.smartvm"), "svbr0", 2)
-        );
-    }
-
-    #[test]
-    fn binary_search_order() {
-        let mut o = SmartVmOptions { data_dir: "/data".into(), ..Default::default() };
-        let c = binary_candidates(&o, Some(std::ffi::OsStr::new("/a:/b")));
-        assert_eq!(
-            c,
-            [PathBuf::from("/data/bin/v1.12.1/firecracker"), "/a/firecracker".into(), "/b/firecracker".into()]
-        );
-        o.firecracker_binary_path = Some("/x/fc".into());
-        assert_eq!(binary_candidates(&o, None), [PathBuf::from("/x/fc")]);
-        o.firecracker_binary_path = None;
-        o.firecracker_version = Some(FirecrackerVersion::new(1, 7, 0));
-        assert_eq!(binary_candidates(&o, None), [PathBuf::from("/data/bin/v1.7.0/firecracker")]);
-    }
 
     #[test]
     fn missing_binary_names_the_script() {

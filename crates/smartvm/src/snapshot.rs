@@ -2,6 +2,7 @@
 //! restored VMs get their own copies so one snapshot can seed many clones.
 
 use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -10,8 +11,48 @@ use crate::config::SnapshotType;
 use crate::error::{Result, SmartVmError};
 use crate::staging;
 
-/// A snapshot on disk: VM state + guest memory, and for a Diff its base.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The on-disk form of a bundle's `snapshot.json`: paths relative to the bundle.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BundleFile {
+    state_path: PathBuf,
+    mem_path: PathBuf,
+    kind: SnapshotType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base_bundle: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    drives: Vec<SnapshotDrive>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vm_config: Option<Box<crate::config::VmConfig>>,
+}
+
+/// Bundle metadata is small: refuse to read more than this.
+const MAX_BUNDLE_FILE_BYTES: u64 = 16 << 20;
+
+fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(File::open(path)?, MAX_BUNDLE_FILE_BYTES + 1), &mut bytes)?;
+    if bytes.len() as u64 > MAX_BUNDLE_FILE_BYTES {
+        return Err(std::io::Error::other("larger than 16 MiB"));
+    }
+    Ok(bytes)
+}
+
+/// `p` (relative to `real_dir`, or an absolute path of an older bundle) resolved, symlinks
+/// included, and required to lie inside `real_dir`.
+fn confined(real_dir: &Path, p: &Path) -> std::result::Result<PathBuf, String> {
+    let joined = real_dir.join(p);
+    let real = std::fs::canonicalize(&joined).map_err(|e| format!("{}: {e}", joined.display()))?;
+    if real.starts_with(real_dir) && real != real_dir {
+        Ok(real)
+    } else {
+        Err(format!("{} points outside the bundle", p.display()))
+    }
+}
+
+/// A snapshot: VM state + guest memory, and for a Diff its base. In memory paths are absolute;
+/// on disk ([`save`](Self::save)/[`load`](Self::load)) they are relative to the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
     /// VM state file.
@@ -72,20 +113,80 @@ impl Snapshot {
         }
     }
 
-    /// Reads `<dir>/snapshot.json`.
+    /// Reads `<dir>/snapshot.json`. The bundle names its files relative to `dir` (so it can be
+    /// moved or copied); every path must stay inside `dir` once resolved, symlinks included
+    /// (`SNAPSHOT_FAILED` otherwise). A Diff names its base bundle, loaded the same way.
     pub fn load(dir: &Path) -> Result<Self> {
-        let path = dir.join(SNAPSHOT_FILE);
-        let bytes =
-            std::fs::read(&path).map_err(|e| SmartVmError::Snapshot(format!("cannot read {}: {e}", path.display())))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| SmartVmError::Snapshot(format!("{} is not a snapshot: {e}", path.display())))
+        Self::load_depth(dir, 0)
     }
 
-    /// Writes `<dir>/snapshot.json`.
+    fn load_depth(dir: &Path, depth: usize) -> Result<Self> {
+        if depth > 64 {
+            return Err(SmartVmError::Snapshot("Diff chain deeper than 64 bundles".into()));
+        }
+        let path = dir.join(SNAPSHOT_FILE);
+        let fail = |m: String| SmartVmError::Snapshot(format!("{}: {m}", path.display()));
+        let bytes = read_capped(&path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        let file: BundleFile = serde_json::from_slice(&bytes).map_err(|e| fail(format!("not a snapshot: {e}")))?;
+        let real_dir = std::fs::canonicalize(dir).map_err(|e| fail(format!("cannot resolve the bundle dir: {e}")))?;
+        let inside = |field: &str, p: &Path| confined(&real_dir, p).map_err(|m| fail(format!("{field}: {m}")));
+        let mut drives = Vec::new();
+        for (i, d) in file.drives.iter().enumerate() {
+            crate::images::check_file_name(&d.file_name).map_err(|m| fail(format!("drives[{i}].fileName: {m}")))?;
+            let path = inside(&format!("drives[{i}].path"), &d.path)?;
+            drives.push(SnapshotDrive { drive_id: d.drive_id.clone(), file_name: d.file_name.clone(), path });
+        }
+        let base = match (&file.kind, &file.base_bundle) {
+            (SnapshotType::Diff, Some(b)) => Some(Box::new(Self::load_depth(&dir.join(b), depth + 1)?)),
+            (SnapshotType::Diff, None) => return Err(fail("a Diff bundle must name its baseBundle".into())),
+            (SnapshotType::Full, _) => None,
+        };
+        Ok(Self {
+            state_path: inside("statePath", &file.state_path)?,
+            mem_path: inside("memPath", &file.mem_path)?,
+            kind: file.kind,
+            base,
+            drives,
+            vm_config: file.vm_config,
+        })
+    }
+
+    /// Writes `<dir>/snapshot.json` with every path relative to `dir` (state, memory and drive
+    /// files must lie inside it; a Diff's base is named by its bundle dir).
     pub fn save(&self, dir: &Path) -> Result<()> {
         let path = dir.join(SNAPSHOT_FILE);
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| SmartVmError::Snapshot(e.to_string()))?;
-        std::fs::write(&path, bytes)
+        let rel = |field: &str, p: &Path| {
+            p.strip_prefix(dir).map(Path::to_path_buf).map_err(|_| {
+                SmartVmError::Snapshot(format!("{field} {} is not inside the bundle {}", p.display(), dir.display()))
+            })
+        };
+        let mut drives = Vec::new();
+        for d in &self.drives {
+            drives.push(SnapshotDrive { path: rel("drive", &d.path)?, ..d.clone() });
+        }
+        let base_bundle = match &self.base {
+            Some(b) => Some(b.state_path.parent().map(Path::to_path_buf).ok_or_else(|| {
+                SmartVmError::Snapshot(format!("base {} has no bundle dir", b.state_path.display()))
+            })?),
+            None => None,
+        };
+        let file = BundleFile {
+            state_path: rel("statePath", &self.state_path)?,
+            mem_path: rel("memPath", &self.mem_path)?,
+            kind: self.kind,
+            base_bundle,
+            drives,
+            vm_config: self.vm_config.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| SmartVmError::Snapshot(e.to_string()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| SmartVmError::Snapshot(format!("cannot write {}: {e}", path.display())))?;
+        std::io::Write::write_all(&mut f, &bytes)
             .map_err(|e| SmartVmError::Snapshot(format!("cannot write {}: {e}", path.display())))
     }
 
@@ -145,7 +246,10 @@ pub async fn write_bundle(
         std::fs::create_dir_all(parent)
             .map_err(|e| SmartVmError::io(format!("cannot create {}", parent.display()), e))?;
     }
-    std::fs::create_dir(dir).map_err(|e| SmartVmError::io(format!("cannot create {}", dir.display()), e))?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| SmartVmError::io(format!("cannot create {}", dir.display()), e))?;
     let (state, mem) = (dir.join("vm.state"), dir.join("vm.mem"));
     let mut snapshot = match base {
         Some(b) => Snapshot::diff(&state, &mem, b.clone()),
@@ -157,7 +261,9 @@ pub async fn write_bundle(
         let drives_dir = dir.join("drives");
         for s in staged {
             if !drives_dir.exists() {
-                std::fs::create_dir(&drives_dir)
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&drives_dir)
                     .map_err(|e| SmartVmError::io("cannot create the snapshot drives dir", e))?;
             }
             let file_name = s.staged.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

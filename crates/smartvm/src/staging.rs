@@ -78,17 +78,32 @@ mod ioctl {
 }
 use ioctl::ficlone;
 
-/// Copies `source` to `dest` (which must not exist), preserving holes; reflink when possible.
+/// Copies `source` to `dest` (which must not exist, created `0600`: a private copy never
+/// widens who may read the data), preserving holes; reflink when possible. `source` must be a
+/// regular file or a block device, and opening it never blocks (a FIFO is refused).
 pub fn stage_file(source: &Path, dest: &Path) -> std::io::Result<CopyMethod> {
-    let src = File::open(source)?;
-    let len = src.metadata()?.len();
-    let dst = std::fs::OpenOptions::new().write(true).create_new(true).open(dest)?;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let src = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(source)?;
+    let meta = src.metadata()?;
+    if !(meta.is_file() || meta.file_type().is_block_device()) {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file or block device"));
+    }
+    let len = if meta.is_file() { meta.len() } else { block_device_size(&src)? };
+    let dst = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(dest)?;
     let result = copy_into(&src, &dst, len);
     if result.is_err() {
         drop(dst);
         let _ = std::fs::remove_file(dest);
     }
     result
+}
+
+fn block_device_size(f: &File) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = f;
+    let len = f.seek(SeekFrom::End(0))?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(len)
 }
 
 fn copy_into(src: &File, dst: &File, len: u64) -> std::io::Result<CopyMethod> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{env, next_count};
 use smartvm::config::{DriveConfig, VsockConfig};
 use smartvm::process::{JailerConfig, StopStep};
-use smartvm::vm::VmJournal;
+use smartvm::vm::{ProcessRecord, Resource, VmJournal};
 use smartvm::{MicroVm, VmState};
 
 /// A jail base on a filesystem that allows device nodes (/dev/shm is nodev).
@@ -113,13 +113,14 @@ async fn unsupported_jailed_configs_fail_before_anything_exists() {
 #[tokio::test]
 async fn reclaim_kills_orphans_and_spares_owned_vms() {
     let Some(env) = env() else { return };
+    let base = jail_base();
     // A stand-in for an orphaned VM process, and an owner that has exited.
     let mut orphan = Command::new("sleep").arg("600").spawn().unwrap();
     let mut owner = Command::new("true").spawn().unwrap();
     let owner_pid = owner.id() as i32;
     owner.wait().unwrap();
     let run = env.smartvm.runtime_dir().to_path_buf();
-    let jail_dir = env.dir.path().join("orphan-jail");
+    let jail_dir = base.path().join("firecracker/orphan");
     std::fs::create_dir_all(jail_dir.join("root")).unwrap();
     let write = |name: &str, journal: VmJournal| {
         let dir = run.join(name);
@@ -127,16 +128,23 @@ async fn reclaim_kills_orphans_and_spares_owned_vms() {
         journal.write(&dir).unwrap();
         dir
     };
+    let process = |pid: i32| {
+        let sleep = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        let record = ProcessRecord::new(vec![sleep], vec!["600".into()]);
+        Resource::Process(ProcessRecord { pid: Some(pid), start_time: smartvm::vm::process_start_time(pid), ..record })
+    };
     let orphan_pid = orphan.id() as i32;
     let orphan_dir = write(
         "orphan",
         VmJournal {
             vm_id: "orphan".into(),
-            pid: Some(orphan_pid),
-            start_time: smartvm::vm::process_start_time(orphan_pid),
             owner_pid: Some(owner_pid),
             owner_start_time: Some(1),
-            jail_dir: Some(jail_dir.clone()),
+            resources: vec![
+                Resource::RuntimeDir { path: run.join("orphan") },
+                Resource::JailDir { path: jail_dir.clone() },
+                process(orphan_pid),
+            ],
             ..VmJournal::default()
         },
     );
@@ -146,19 +154,25 @@ async fn reclaim_kills_orphans_and_spares_owned_vms() {
         "owned",
         VmJournal {
             vm_id: "owned".into(),
-            pid: Some(owned_pid),
-            start_time: smartvm::vm::process_start_time(owned_pid),
+            resources: vec![Resource::RuntimeDir { path: run.join("owned") }, process(owned_pid)],
             ..VmJournal::default()
         }
         .owned_by_this_process(),
     );
-    let reclaimed = env.smartvm.reclaim().await.unwrap();
-    assert_eq!(reclaimed, ["orphan"]);
+    let mut options = env.smartvm.options().clone();
+    options.jailer = jailer(&env, base.path());
+    if options.jailer.is_none() {
+        return;
+    }
+    let smartvm = smartvm::SmartVm::new(options);
+    let report = smartvm.reclaim().await.unwrap();
+    assert_eq!(report.reclaimed, ["orphan"], "{report:?}");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(orphan.wait().unwrap().signal(), Some(9), "the orphan was killed");
     assert!(!orphan_dir.exists() && !jail_dir.exists());
     assert!(owned_dir.exists(), "a VM whose owner lives is left alone");
     owned_proc.kill().unwrap();
     owned_proc.wait().unwrap();
-    assert_eq!(env.smartvm.reclaim().await.unwrap(), ["owned"], "once its process is gone it is reclaimed");
+    let report = smartvm.reclaim().await.unwrap();
+    assert_eq!(report.reclaimed, ["owned"], "once its process is gone it is reclaimed");
 }

@@ -195,15 +195,20 @@ fn reclaim_removes_journaled_taps_of_dead_vms() {
         return;
     }
     let ns = Netns::create("net4");
-    ns.ip(&["tuntap", "add", "dev", "svleftover0", "mode", "tap"]);
+    ns.ip(&["tuntap", "add", "dev", "sv00deadbeef", "mode", "tap"]);
     let dir = tempfile::tempdir().unwrap();
     let vm_dir = dir.path().join("crashed");
     std::fs::create_dir(&vm_dir).unwrap();
     let journal = smartvm::vm::VmJournal {
         vm_id: "crashed".into(),
-        pid: None,
         socket: vm_dir.join("firecracker.sock"),
-        taps: vec!["svleftover0".into()],
+        owner_pid: Some(i32::MAX - 1),
+        resources: vec![
+            smartvm::vm::Resource::RuntimeDir { path: vm_dir.clone() },
+            smartvm::vm::Resource::Tap { name: "sv00deadbeef".into() },
+            // Forged: the loopback device is neither smartvm's name nor a TAP.
+            smartvm::vm::Resource::Tap { name: "lo".into() },
+        ],
         ..smartvm::vm::VmJournal::default()
     };
     journal.write(&vm_dir).unwrap();
@@ -211,10 +216,11 @@ fn reclaim_removes_journaled_taps_of_dead_vms() {
         runtime_dir: dir.path().to_path_buf(),
         ..smartvm::SmartVmOptions::from_lookup(|_| None)
     };
-    let reclaimed = ns.run(move || async move { smartvm::SmartVm::new(options).reclaim().await.unwrap() });
-    assert_eq!(reclaimed, ["crashed"]);
-    assert!(!vm_dir.exists());
-    assert_eq!(ns.link_names(), ["lo"], "the leftover TAP is gone");
+    let report = ns.run(move || async move { smartvm::SmartVm::new(options).reclaim().await.unwrap() });
+    assert!(report.reclaimed.is_empty(), "a journal with a refused entry is kept for the next reclaim");
+    assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+    assert!(vm_dir.exists());
+    assert_eq!(ns.link_names(), ["lo"], "the leftover TAP is gone, lo is untouched");
 }
 
 #[test]

@@ -151,7 +151,15 @@ impl Downloader {
             reason: format!("{what} {}", tmp_path.display()),
             source: Some(Box::new(e)),
         };
-        let mut file = tokio::fs::File::create(tmp.path()).await.map_err(|e| io_err("cannot create", e))?;
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(tmp.path())
+            .await
+            .map_err(|e| io_err("cannot create", e))?;
+        // Never accept more than was declared: a server that keeps sending is cut off.
+        let limit = expect.size.or(announced);
         let label = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         progress.start(&label, announced.or(expect.size));
         let mut hasher = Sha256::new();
@@ -164,6 +172,10 @@ impl Downloader {
                     reason: format!("transfer interrupted after {size} bytes"),
                     source: Some(Box::new(e)),
                 })?;
+                if limit.is_some_and(|max| size + chunk.len() as u64 > max) {
+                    let max = limit.unwrap_or_default();
+                    return Err(ImageError::download(url, format!("larger than the declared {max} bytes; cut off")));
+                }
                 hasher.update(&chunk);
                 file.write_all(&chunk).await.map_err(|e| io_err("cannot write", e))?;
                 size += chunk.len() as u64;

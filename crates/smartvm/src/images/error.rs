@@ -8,6 +8,9 @@ type Cause = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ImageError {
+    /// `UNTRUSTED_PATH`: the data dir (or a dir in it) could have been written by another user.
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::TrustError),
     /// `DOWNLOAD_FAILED`: an artifact could not be fetched or failed verification.
     #[error("download of {url} failed: {reason}")]
     Download {
@@ -92,6 +95,7 @@ impl ImageError {
     /// The stable code.
     pub fn code(&self) -> &'static str {
         match self {
+            ImageError::Untrusted(_) => "UNTRUSTED_PATH",
             ImageError::Download { .. } => "DOWNLOAD_FAILED",
             ImageError::VersionFetch { .. } => "VERSION_FETCH_FAILED",
             ImageError::Resolve(_) => "BASE_IMAGE_RESOLVE_FAILED",
@@ -114,5 +118,16 @@ impl ImageError {
 
     pub(crate) fn manifest(field: impl Into<String>, message: impl Into<String>) -> Self {
         ImageError::InvalidManifest { field: field.into(), message: message.into() }
+    }
+}
+
+impl From<crate::trust::EnsureDirError> for ImageError {
+    fn from(e: crate::trust::EnsureDirError) -> Self {
+        match e {
+            crate::trust::EnsureDirError::Untrusted(t) => ImageError::Untrusted(t),
+            crate::trust::EnsureDirError::Create { path, source } => {
+                ImageError::prepare(format!("cannot create {}", path.display()), source)
+            }
+        }
     }
 }

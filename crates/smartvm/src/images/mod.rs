@@ -97,13 +97,17 @@ impl ImageManager {
         self.data_dir.join("rootfs")
     }
 
-    /// Creates `bin/`, `kernels/` and `rootfs/`.
+    /// Creates `bin/`, `kernels/` and `rootfs/` (private, `0700`, in a trusted data dir).
     pub fn ensure_directories(&self) -> Result<(), ImageError> {
         for d in [self.data_dir.join("bin"), self.kernels_dir(), self.rootfs_dir()] {
-            std::fs::create_dir_all(&d)
-                .map_err(|e| ImageError::prepare(format!("cannot create {}", d.display()), e))?;
+            self.ensure_private(&d)?;
         }
         Ok(())
+    }
+
+    /// Creates `dir` (and the data dir above it) `0700`, refusing dirs another user could write.
+    fn ensure_private(&self, dir: &Path) -> Result<(), ImageError> {
+        Ok(crate::trust::ensure_private_dir(dir)?)
     }
 
     /// The newest Firecracker release tag (`vX.Y.Z`) from the releases API.
@@ -132,8 +136,7 @@ impl ImageManager {
     pub async fn download_firecracker(&self, version: &str, progress: &dyn Progress) -> Result<PathBuf, ImageError> {
         let version = normalize_version(version);
         let dir = self.bin_dir(&version);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| ImageError::prepare(format!("cannot create {}", dir.display()), e))?;
+        self.ensure_private(&dir)?;
         let url = self.mirrors.release_tarball_url(&version, &self.arch);
         let tgz_name = format!("firecracker-{version}-{}.tgz", self.arch);
         let sums_url = format!("{url}.sha256.txt");
@@ -184,7 +187,7 @@ impl ImageManager {
         progress: &dyn Progress,
     ) -> Result<PathBuf, ImageError> {
         check_file_name(name).map_err(|reason| ImageError::download(url, reason))?;
-        std::fs::create_dir_all(dir).map_err(|e| ImageError::prepare(format!("cannot create {}", dir.display()), e))?;
+        self.ensure_private(dir)?;
         Ok(self.downloader.file(url, &dir.join(name), expect, progress).await?.path)
     }
 
@@ -220,6 +223,20 @@ impl ImageManager {
     }
 }
 
+/// Release archives hold plain files and dirs with relative names: an entry that is absolute,
+/// climbs with `..`, or is a symlink or hardlink refuses the whole archive.
+fn check_tar_entry(path: &Path, kind: tar::EntryType) -> Result<(), String> {
+    use std::path::Component;
+    let plain = path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if !plain {
+        return Err(format!("tarball entry {} escapes the archive", path.display()));
+    }
+    if kind.is_symlink() || kind.is_hard_link() {
+        return Err(format!("tarball entry {} is a link", path.display()));
+    }
+    Ok(())
+}
+
 /// Extracts and verifies `firecracker-<v>-<arch>` and `jailer-<v>-<arch>` from a release tarball.
 fn install_from_tarball(tarball: &Path, dir: &Path, version: &str, arch: &str) -> Result<(), String> {
     let file = std::fs::File::open(tarball).map_err(|e| format!("cannot open tarball: {e}"))?;
@@ -229,8 +246,9 @@ fn install_from_tarball(tarball: &Path, dir: &Path, version: &str, arch: &str) -
     let mut sums = None;
     for entry in archive.entries().map_err(|e| format!("not a tar.gz: {e}"))? {
         let mut entry = entry.map_err(|e| format!("corrupt tarball: {e}"))?;
-        let name =
-            entry.path().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_default();
+        let path = entry.path().map_err(|e| format!("corrupt tarball entry name: {e}"))?.into_owned();
+        check_tar_entry(&path, entry.header().entry_type())?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let slot = wanted.iter().position(|w| *w == name);
         if slot.is_none() && name != "SHA256SUMS" {
             continue;
@@ -265,4 +283,24 @@ fn install_from_tarball(tarball: &Path, dir: &Path, version: &str, arch: &str) -
         tmp.persist(&dest).map_err(|e| format!("cannot install {}: {e}", dest.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tar_entries_that_escape_or_link_are_refused() {
+        let ok = check_tar_entry(Path::new("release-v1/firecracker"), tar::EntryType::Regular);
+        assert!(ok.is_ok());
+        for (p, kind) in [
+            ("../etc/passwd", tar::EntryType::Regular),
+            ("release/../../x", tar::EntryType::Regular),
+            ("/etc/passwd", tar::EntryType::Regular),
+            ("release/firecracker", tar::EntryType::Symlink),
+            ("release/jailer", tar::EntryType::Link),
+        ] {
+            assert!(check_tar_entry(Path::new(p), kind).is_err(), "{p} {kind:?}");
+        }
+    }
 }

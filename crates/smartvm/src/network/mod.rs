@@ -249,6 +249,18 @@ impl NetworkManager {
     /// Creates a TAP for (`vm_id`, `iface_id`) with the next guest address and a stable MAC,
     /// enslaved to the bridge and up. A name already taken → `TAP_CREATE_FAILED`, nothing left.
     pub async fn create_tap(&self, vm_id: &str, iface_id: &str) -> Result<TapDevice, NetworkError> {
+        self.create_tap_recorded(vm_id, iface_id, &mut |_| Ok(())).await
+    }
+
+    /// Like [`create_tap`](Self::create_tap), calling `record` with the chosen name before the
+    /// device is created (so a journal names it before it exists); an error from `record`
+    /// creates nothing.
+    pub async fn create_tap_recorded(
+        &self,
+        vm_id: &str,
+        iface_id: &str,
+        record: &mut (dyn FnMut(&str) -> std::io::Result<()> + Send),
+    ) -> Result<TapDevice, NetworkError> {
         let mut st = self.state.lock().await;
         self.ensure_bridge_locked(&mut st).await?;
         let guest_ip = self.plan.guest(st.next_guest)?;
@@ -268,6 +280,7 @@ impl NetworkManager {
         if nl.link(&name).await.map_err(|e| NetworkError::tap(&name, "lookup failed", Some(Box::new(e))))?.is_some() {
             return Err(NetworkError::tap(&name, "an interface with this name already exists", None));
         }
+        record(&name).map_err(|e| NetworkError::tap(&name, "cannot journal it", Some(Box::new(e))))?;
         let (n, s) = (name.clone(), name.clone());
         tokio::task::spawn_blocking(move || tap::create_persistent(&n))
             .await
@@ -332,6 +345,19 @@ impl NetworkManager {
         }
         st.ready = false;
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// True for names smartvm gives its TAPs (`sv` + 10 hex digits); reclaim removes no other.
+pub fn is_smartvm_tap_name(name: &str) -> bool {
+    name.len() == 12 && name.starts_with("sv") && name[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Forgets a TAP another path (the ledger's unwind) already removed.
+impl NetworkManager {
+    /// Drops `name` from this manager's bookkeeping.
+    pub async fn forget_tap(&self, name: &str) {
+        self.state.lock().await.taps.remove(name);
     }
 }
 

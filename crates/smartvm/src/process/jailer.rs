@@ -109,6 +109,7 @@ impl JailerConfig {
             api_socket: None,
             extra_args: a,
             bind_mount: firecracker.bind_mount.clone(),
+            umask: firecracker.umask,
             ..FirecrackerCommand::default()
         }
     }

@@ -164,6 +164,43 @@ pub fn kill_and_wait(pid: i32, timeout: Duration) -> bool {
     ready == 1
 }
 
+/// Runs `cmd` (stdin and stderr closed) and returns its stdout, or `None` when it did not exit
+/// within `timeout` (it is then killed). For short probes such as `firecracker --version`, so a
+/// binary that hangs cannot hang smartvm.
+pub fn output_within(cmd: &mut std::process::Command, timeout: Duration) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+    let mut stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout pipe"))?;
+    // Read on a helper thread so a chatty child cannot block on a full pipe before exiting.
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.by_ref().take(1 << 20).read_to_end(&mut out);
+        out
+    });
+    let pid = child.id() as i32;
+    // SAFETY: pidfd_open on our own unreaped child; the fd is closed below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    let exited = if fd < 0 {
+        true
+    } else {
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: a valid pollfd array of length 1, then closing the fd we own.
+        unsafe {
+            let r = libc::poll(&mut pfd, 1, timeout.as_millis().min(i32::MAX as u128) as i32);
+            libc::close(fd);
+            r == 1
+        }
+    };
+    if !exited {
+        let _ = child.kill();
+    }
+    child.wait()?;
+    if !exited {
+        return Ok(None); // the reader ends when whatever still holds the pipe closes it
+    }
+    Ok(Some(reader.join().unwrap_or_default()))
+}
+
 /// A running (or ended) Firecracker process.
 #[derive(Debug)]
 pub struct FirecrackerProcess {
@@ -190,6 +227,7 @@ impl FirecrackerProcess {
         let mut cmd = tokio::process::Command::new(&command.binary);
         cmd.args(command.args()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let parent = std::process::id() as i32;
+        let umask = command.umask;
         let mount = command
             .bind_mount
             .as_ref()
@@ -206,6 +244,9 @@ impl FirecrackerProcess {
                 // The parent may have died before prctl took effect.
                 if libc::getppid() != parent {
                     libc::kill(libc::getpid(), libc::SIGKILL);
+                }
+                if let Some(mask) = umask {
+                    libc::umask(mask as libc::mode_t);
                 }
                 if let Some((source, target)) = &mount {
                     let root = c"/";

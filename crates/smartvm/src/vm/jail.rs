@@ -3,25 +3,19 @@
 
 use std::path::{Path, PathBuf};
 
-use super::plan::ResolvedResources;
+use std::os::unix::fs::DirBuilderExt;
+
+use super::ledger::Resource;
+use super::steps::StartContext;
 use super::{MicroVm, VmResources};
 use crate::config::ConfigErrors;
 use crate::error::{Result, SmartVmError};
-use crate::process::{instance_id, JailerConfig};
+use crate::process::instance_id;
 
 /// API socket path inside the jail.
 pub(crate) const JAILED_SOCKET: &str = "run/firecracker.socket";
 /// Firecracker's log inside the jail.
 pub(crate) const JAILED_LOG: &str = "firecracker.log";
-
-/// What a jail owns on the host.
-#[derive(Debug)]
-pub(crate) struct JailResources {
-    /// `<base>/<exec>/<id>`.
-    pub(crate) dir: PathBuf,
-    /// Cgroup dirs the jailer creates.
-    pub(crate) cgroups: Vec<PathBuf>,
-}
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> SmartVmError {
     move |e| SmartVmError::io(context, e)
@@ -56,23 +50,28 @@ impl MicroVm {
         Ok(())
     }
 
-    /// Creates the jail dir and chroot, copies kernel and initrd into it and creates the log
-    /// file; returns the chroot. Recorded in `inner` first so that teardown removes it.
-    pub(super) fn create_jail(
-        &self,
-        inner: &mut VmResources,
-        jailer: &JailerConfig,
-        resolved: &mut ResolvedResources,
-    ) -> Result<PathBuf> {
+    /// Creates the jail dir (journaled first) and chroot, copies kernel and initrd into it and
+    /// creates the log file. Nothing to do for a VM that is not jailed.
+    pub(super) fn create_jail(&self, inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
+        let Some(jailer) = &self.options.jailer else { return Ok(()) };
         let id = instance_id(&self.id);
         let fc = &self.options.firecracker_binary;
         let dir = jailer.jail_dir(fc, &id);
         if let Some(parent) = dir.parent() {
-            std::fs::create_dir_all(parent).map_err(io(format!("cannot create {}", parent.display())))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(io(format!("cannot create {}", parent.display())))?;
         }
-        std::fs::create_dir(&dir)
+        let ledger = inner.ledger.as_mut().ok_or(SmartVmError::NoClient)?;
+        ledger
+            .record(Resource::JailDir { path: dir.clone() })
+            .map_err(|e| SmartVmError::io("cannot write the VM journal", e))?;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
             .map_err(io(format!("cannot create jail {} (is a VM with this id jailed?)", dir.display())))?;
-        inner.jail = Some(JailResources { dir: dir.clone(), cgroups: jailer.cgroup_dirs(fc, &id) });
         let root = jailer.chroot_root(fc, &id);
         std::fs::create_dir(&root).map_err(io(format!("cannot create {}", root.display())))?;
         let own = |p: &Path| {
@@ -86,14 +85,15 @@ impl MicroVm {
             own(&dst)?;
             Ok(Path::new("/").join(name))
         };
-        resolved.kernel_path = Some(copy_in(&self.config.boot_source.kernel_image_path, "kernel")?);
+        cx.resolved_mut().kernel_path = Some(copy_in(&self.config.boot_source.kernel_image_path, "kernel")?);
         if let Some(initrd) = &self.config.boot_source.initrd_path {
-            resolved.initrd_path = Some(copy_in(initrd, "initrd")?);
+            cx.resolved_mut().initrd_path = Some(copy_in(initrd, "initrd")?);
         }
         let log = root.join(JAILED_LOG);
         std::fs::File::create(&log).map_err(io(format!("cannot create {}", log.display())))?;
         own(&log)?;
-        Ok(root)
+        cx.set_jail_root(root);
+        Ok(())
     }
 
     /// Hands staged drive copies to the jail's user.

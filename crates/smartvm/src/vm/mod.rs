@@ -1,14 +1,23 @@
 //! [`MicroVm`]: one Firecracker instance and its lifecycle.
 //!
-//! `start()` stages ephemeral drives, spawns Firecracker, waits for its API, sends the pre-boot
-//! plan ([`plan::boot_plan`]) and `InstanceStart`. Any failure on the way removes everything it
-//! created (process, socket, staged drives, runtime dir) and leaves the VM in `Error`.
+//! Where things live:
+//! - [`steps`]: `start()` and `restore()` as named step lists ([`start_steps`],
+//!   [`restore_steps`]);
+//! - [`ledger`]: every host resource a VM acquires, journaled before it is acquired, and the
+//!   one reverse [`unwind`](ledger::unwind) that serves failure, `cleanup()`, `Drop` and
+//!   [`SmartVm::reclaim`](crate::SmartVm::reclaim);
+//! - [`plan`]: the pre-boot requests, planned as data;
+//! - `state`: which operation each [`VmState`] allows.
+//!
+//! Any failure during start unwinds the ledger and leaves the VM in `Error`.
 
+mod identity;
 mod jail;
-mod journal;
+pub mod ledger;
 pub mod plan;
-mod runtime;
+pub mod reclaim;
 mod state;
+pub mod steps;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
@@ -25,10 +34,11 @@ use crate::config::{
 };
 use crate::error::{Result, SmartVmError};
 use crate::process::{Console, ExitInfo, FirecrackerProcess, Seccomp, StopOutcome, StopPlan};
-use crate::staging::StagedDrive;
 use crate::version::FirecrackerVersion;
 
-pub use journal::{process_start_time, VmJournal};
+pub use identity::{process_start_time, ProcessRecord};
+pub use ledger::{Resource, UnwindScope, VmJournal};
+pub use steps::{restore_steps, start_steps, Step};
 pub use plan::{boot_plan, PreBootCall, ResolvedResources};
 pub use state::{Operation, VmState};
 
@@ -96,11 +106,9 @@ struct VmResources {
     process: Option<FirecrackerProcess>,
     api: Option<Arc<ApiClient>>,
     version: Option<FirecrackerVersion>,
-    staged: Vec<StagedDrive>,
     last_stop: Option<StopOutcome>,
     taps: Vec<crate::network::TapDevice>,
-    owns_dir: bool,
-    jail: Option<jail::JailResources>,
+    ledger: Option<ledger::Ledger>,
 }
 
 /// One microVM. Methods take `&self`; operations on one VM are serialized internally.
@@ -230,7 +238,7 @@ impl MicroVm {
     /// snapshot (the config's logger/metrics are applied first; other resources come from the
     /// snapshot) and ends `Paused`, or `Running` with `params.resume_vm`.
     pub async fn restore(&self, params: &SnapshotLoadParams) -> Result<()> {
-        self.launch(Some(runtime::RestoreSource::Params(params.clone()))).await
+        self.launch(Some(steps::RestoreSource::Params(params.clone()))).await
     }
 
     /// Restores from a [`Snapshot`](crate::snapshot::Snapshot): a Diff chain is first merged
@@ -242,18 +250,20 @@ impl MicroVm {
         resume: bool,
         track_dirty_pages: bool,
     ) -> Result<()> {
-        let source = runtime::RestoreSource::Snapshot { snapshot: snapshot.clone(), resume, track_dirty_pages };
+        let source = steps::RestoreSource::Snapshot { snapshot: snapshot.clone(), resume, track_dirty_pages };
         self.launch(Some(source)).await
     }
 
     /// Start or restore: on any failure tear down what was created and end in `Error`.
-    async fn launch(&self, source: Option<runtime::RestoreSource>) -> Result<()> {
+    async fn launch(&self, source: Option<steps::RestoreSource>) -> Result<()> {
         let mut inner = self.inner.lock().await;
         Operation::Start.check(self.state())?;
         self.set_state(VmState::Configuring);
-        match self.start_inner(&mut inner, source).await {
-            Ok(state) => {
-                self.set_state(state);
+        let steps = if source.is_some() { restore_steps() } else { start_steps() };
+        let mut cx = steps::StartContext::new(source);
+        match self.run_steps(&steps, &mut inner, &mut cx).await {
+            Ok(()) => {
+                self.set_state(cx.final_state());
                 Ok(())
             }
             Err(e) => {
@@ -416,7 +426,8 @@ impl MicroVm {
             return Err(SmartVmError::Snapshot("snapshot bundles of jailed VMs are not supported yet".into()));
         }
         let api = inner.api.clone().ok_or(SmartVmError::NoClient)?;
-        crate::snapshot::write_bundle(&api, dir, base, &inner.staged, Some(&self.config)).await
+        let staged = inner.ledger.as_ref().map(|l| l.journal().staged()).unwrap_or_default();
+        crate::snapshot::write_bundle(&api, dir, base, &staged, Some(&self.config)).await
     }
 
     /// `PUT /snapshot/create` of a paused VM.
@@ -428,26 +439,56 @@ impl MicroVm {
     }
 }
 
-impl Drop for MicroVm {
-    fn drop(&mut self) {
-        // Last resort for callers that never called cleanup(): kill the process first (its
-        // Drop sends SIGKILL), then remove the runtime dir so nothing stays on tmpfs. TAPs would need
-        // async netlink calls, so they are removed through the TUN device instead.
-        let inner = self.inner.get_mut();
-        drop(inner.process.take());
-        for tap in inner.taps.drain(..) {
-            let _ = crate::network::remove_tap_blocking(&tap.name);
+impl MicroVm {
+    /// Where this VM's unwind may act: its runtime dir parent and jail base, as the owner.
+    fn unwind_scope(&self) -> UnwindScope {
+        let jail_base = self.options.jailer.as_ref().map(|j| j.chroot_base_dir.clone());
+        UnwindScope {
+            runtime_dir: self.options.runtime_dir.clone(),
+            jail_base: jail_base.unwrap_or_else(|| PathBuf::from("/srv/jailer")),
+            owner: true,
         }
-        if let Some(jail) = inner.jail.take() {
-            let _ = std::fs::remove_dir_all(&jail.dir);
-            for cgroup in jail.cgroups {
-                let _ = std::fs::remove_dir(cgroup);
+    }
+
+    /// Kills the process (if any) and unwinds the ledger. Never fails: every resource is
+    /// attempted and whatever could not be released is logged (and stays journaled for reclaim).
+    async fn teardown(&self, inner: &mut VmResources) {
+        inner.api = None;
+        let process = inner.process.take();
+        if let Some(mut ledger) = inner.ledger.take() {
+            let scope = self.unwind_scope();
+            let unwound = tokio::task::spawn_blocking(move || ledger.unwind(&scope)).await;
+            match unwound {
+                Ok(failures) => {
+                    for f in failures {
+                        tracing::warn!(vm = %self.id, error = %f, "could not release a resource");
+                    }
+                }
+                Err(e) => tracing::warn!(vm = %self.id, error = %e, "unwind task failed"),
             }
         }
-        if inner.owns_dir {
-            let _ = std::fs::remove_dir_all(&self.vm_dir);
-            if let Some(v) = &self.config.vsock {
-                let _ = std::fs::remove_file(&v.uds_path);
+        if let Some(process) = process {
+            // Let the console readers finish; the exit watch stays for state().
+            let _ = process.wait(Duration::from_secs(1)).await;
+        }
+        for tap in std::mem::take(&mut inner.taps) {
+            if let Some(net) = &self.options.network {
+                net.forget_tap(&tap.name).await;
+            }
+        }
+    }
+}
+
+impl Drop for MicroVm {
+    fn drop(&mut self) {
+        // Last resort for callers that never called cleanup(): the process goes first (its Drop
+        // kills it and waits), then the ledger unwinds everything else, synchronously.
+        let scope = self.unwind_scope();
+        let inner = self.inner.get_mut();
+        drop(inner.process.take());
+        if let Some(mut ledger) = inner.ledger.take() {
+            for f in ledger.unwind(&scope) {
+                tracing::warn!(vm = %self.id, error = %f, "leftover after drop");
             }
         }
     }

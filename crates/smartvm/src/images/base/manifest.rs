@@ -90,7 +90,10 @@ impl HostedManifest {
         })
     }
 
-    /// Checks every rule of schema v1 for `host_arch`; `base_dir` resolves relative paths.
+    /// Checks every rule of schema v1 for `host_arch`. `base_dir` is the directory of a local
+    /// manifest: its `path` artifacts must lie below it (relative, or absolute inside it, never
+    /// climbing with `..`). A manifest that did not come from a local file (`None`) may not
+    /// name local paths at all: a remote manifest must not make smartvm copy host files.
     pub fn validate(
         &self,
         host_arch: &str,
@@ -163,11 +166,16 @@ impl HostedManifest {
                 if path.is_empty() {
                     return Err(ImageError::manifest(f("path"), "must not be empty"));
                 }
-                let p = Path::new(path);
-                let p = match base_dir {
-                    Some(dir) if p.is_relative() => dir.join(p),
-                    _ => p.to_path_buf(),
+                let Some(dir) = base_dir else {
+                    return Err(ImageError::manifest(
+                        f("path"),
+                        "only a manifest read from a local file may name local paths (use url + sha256)",
+                    ));
                 };
+                let p = dir.join(path);
+                if crate::trust::confine::relative_beneath(dir, &p).is_none() {
+                    return Err(ImageError::manifest(f("path"), format!("{path:?} must lie below {}", dir.display())));
+                }
                 ArtifactLocation::Path(p)
             }
         };
@@ -224,6 +232,18 @@ mod tests {
     }
 
     #[test]
+    fn remote_manifests_may_not_name_local_paths() {
+        let v = base();
+        let err = HostedManifest::parse(&v.to_string()).unwrap().validate("x86_64", None).unwrap_err();
+        let ImageError::InvalidManifest { field, .. } = &err else { panic!("{err}") };
+        assert_eq!(field, "rootfs.path");
+        let mut inside = base();
+        inside["rootfs"]["path"] = json!("/manifests/sub/r.img");
+        let (_, r) = HostedManifest::parse(&inside.to_string()).unwrap().validate("x86_64", Some(Path::new("/manifests"))).unwrap();
+        assert_eq!(r.location, ArtifactLocation::Path("/manifests/sub/r.img".into()));
+    }
+
+    #[test]
     fn every_rule_names_its_field() {
         type Case = (&'static str, fn(&mut Value));
         let cases: Vec<Case> = vec![
@@ -247,6 +267,9 @@ mod tests {
             ("kernel.fileName", |v| v["kernel"]["fileName"] = json!("a/b")),
             ("rootfs.fileName", |v| v["rootfs"]["fileName"] = json!("vmlinux")),
             ("rootfs.path", |v| v["rootfs"]["path"] = json!("")),
+            ("rootfs.path", |v| v["rootfs"]["path"] = json!("/etc/shadow")),
+            ("rootfs.path", |v| v["rootfs"]["path"] = json!("../etc/shadow")),
+            ("rootfs.path", |v| v["rootfs"]["path"] = json!("a/../../x")),
             ("kernel.colour", |v| v["kernel"]["colour"] = json!(1)),
             ("extra", |v| v["extra"] = json!(1)),
             ("bootArgs", |v| v.as_object_mut().unwrap().retain(|k, _| k != "bootArgs")),

@@ -16,6 +16,19 @@ use super::error::ImageError;
 use super::ImageManager;
 use cache::{now_ms, BundleLock};
 
+/// A local artifact must still lie below the manifest's dir once symlinks are resolved.
+fn check_resolved_below(dir: &Path, field: &str, a: &ResolvedArtifact) -> Result<(), ImageError> {
+    let ArtifactLocation::Path(p) = &a.location else { return Ok(()) };
+    let (Ok(real_dir), Ok(real)) = (std::fs::canonicalize(dir), std::fs::canonicalize(p)) else {
+        return Ok(()); // a missing file fails when it is copied, with its own error
+    };
+    if real.starts_with(&real_dir) && real != real_dir {
+        Ok(())
+    } else {
+        Err(ImageError::manifest(field, format!("{} resolves outside {}", p.display(), dir.display())))
+    }
+}
+
 /// Which bundle to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Preset {
@@ -171,8 +184,7 @@ impl BaseImageManager {
         progress: &dyn Progress,
     ) -> Result<BaseImageBundle, ImageError> {
         let resolved = self.resolve(options).await?;
-        std::fs::create_dir_all(&self.cache_dir)
-            .map_err(|e| ImageError::prepare(format!("cannot create {}", self.cache_dir.display()), e))?;
+        crate::trust::ensure_private_dir(&self.cache_dir)?;
         let (cache_dir, id) = (self.cache_dir.clone(), resolved.bundle_id.clone());
         let lock = tokio::task::spawn_blocking(move || BundleLock::acquire(&cache_dir, &id))
             .await
@@ -368,7 +380,8 @@ impl BaseImageManager {
                     reason: "cannot read".into(),
                     source: Some(Box::new(e)),
                 })?;
-                (text, path.display().to_string(), path.parent().map(Path::to_path_buf))
+                let dir = std::path::absolute(path).ok().and_then(|p| p.parent().map(Path::to_path_buf));
+                (text, path.display().to_string(), dir)
             }
             (None, None) => {
                 return Err(ImageError::ManifestFetch {
@@ -380,6 +393,11 @@ impl BaseImageManager {
         };
         let manifest = HostedManifest::parse(&text)?;
         let (kernel, rootfs) = manifest.validate(self.images.arch(), base_dir.as_deref())?;
+        if let Some(dir) = &base_dir {
+            for (field, a) in [("kernel.path", &kernel), ("rootfs.path", &rootfs)] {
+                check_resolved_below(dir, field, a)?;
+            }
+        }
         let describe = |a: &ResolvedArtifact| match &a.location {
             ArtifactLocation::Url(u) => u.clone(),
             ArtifactLocation::Path(p) => p.display().to_string(),

@@ -1,0 +1,215 @@
+//! [`SmartVmOptions`]: defaults, environment overrides and where the Firecracker binary is
+//! looked for.
+//!
+//! The default directories differ from the TypeScript library's `/tmp/.smartvm`: smartvm runs
+//! as root, and a directory in a world-writable place such as `/tmp` can be created first by any
+//! local user, who would then own what root later executes and trusts. So:
+//!
+//! | running as | data dir | runtime dir |
+//! |---|---|---|
+//! | root | `/var/lib/smartvm` | `/run/smartvm` (tmpfs) |
+//! | a user | `$XDG_DATA_HOME/smartvm` (else `~/.local/share/smartvm`) | `$XDG_RUNTIME_DIR/smartvm` (else `/dev/shm/smartvm-<uid>`) |
+//!
+//! `SMARTVM_DATA_DIR` / `SMARTVM_RUNTIME_DIR` and explicit options still win, and every
+//! directory is checked before it is trusted (see [`trust`](crate::trust)).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::images::Mirrors;
+use crate::version::FirecrackerVersion;
+
+/// Orchestrator options. [`from_env`](Self::from_env) also reads `SMARTVM_DATA_DIR`,
+/// `SMARTVM_RUNTIME_DIR` and `SMARTVM_FIRECRACKER_BIN`.
+#[derive(Debug, Clone)]
+pub struct SmartVmOptions {
+    /// Binaries, kernels, rootfs images (default: see the module docs).
+    pub data_dir: PathBuf,
+    /// Per-VM runtime dirs (default: see the module docs).
+    pub runtime_dir: PathBuf,
+    /// Stage writable drives (default true).
+    pub ephemeral_writable_drives: bool,
+    /// Firecracker version to look for under `<data_dir>/bin/` (default v1.12.1).
+    pub firecracker_version: Option<FirecrackerVersion>,
+    /// Host architecture name (`x86_64`, `aarch64`).
+    pub arch: String,
+    /// Use this binary and skip the search.
+    pub firecracker_binary_path: Option<PathBuf>,
+    /// Bridge for VMs with managed networking (default `svbr0`).
+    pub bridge_name: String,
+    /// Subnet for managed networking (default `172.30.0.0/24`).
+    pub subnet: String,
+    /// Base image cache (default `<data_dir>/base-images`).
+    pub base_image_cache_dir: Option<PathBuf>,
+    /// Base image bundles kept (default 2).
+    pub max_stored_base_images: usize,
+    /// Hosted base-image manifest URL.
+    pub base_image_manifest_url: Option<String>,
+    /// Hosted base-image manifest path.
+    pub base_image_manifest_path: Option<PathBuf>,
+    /// How long to wait for a VM's API socket.
+    pub socket_timeout: Duration,
+    /// How long `stop()` waits after Ctrl-Alt-Del before SIGTERM.
+    pub stop_grace: Duration,
+    /// Remote base URLs (GitHub API, GitHub, CI artifact bucket).
+    pub mirrors: Mirrors,
+    /// Run VMs under Firecracker's jailer.
+    pub jailer: Option<crate::process::JailerConfig>,
+}
+
+/// The default data and runtime dirs for user `uid` (see the module docs); `lookup` reads
+/// `XDG_DATA_HOME`, `HOME` and `XDG_RUNTIME_DIR`. Pure.
+pub fn default_dirs(uid: u32, lookup: impl Fn(&str) -> Option<String>) -> (PathBuf, PathBuf) {
+    if uid == 0 {
+        return (PathBuf::from("/var/lib/smartvm"), PathBuf::from("/run/smartvm"));
+    }
+    let get = |k: &str| lookup(k).filter(|v| v.starts_with('/'));
+    let data = match (get("XDG_DATA_HOME"), get("HOME")) {
+        (Some(x), _) => Path::new(&x).join("smartvm"),
+        (None, Some(home)) => Path::new(&home).join(".local/share/smartvm"),
+        (None, None) => PathBuf::from(format!("/var/tmp/smartvm-{uid}")),
+    };
+    let runtime = match get("XDG_RUNTIME_DIR") {
+        Some(r) => Path::new(&r).join("smartvm"),
+        None => PathBuf::from(format!("/dev/shm/smartvm-{uid}")),
+    };
+    (data, runtime)
+}
+
+/// The default runtime dir for the current user (see the module docs).
+pub fn default_runtime_dir() -> PathBuf {
+    default_dirs(nix::unistd::geteuid().as_raw(), |k| std::env::var(k).ok()).1
+}
+
+impl Default for SmartVmOptions {
+    fn default() -> Self {
+        let (data_dir, runtime_dir) = default_dirs(nix::unistd::geteuid().as_raw(), |k| std::env::var(k).ok());
+        Self {
+            data_dir,
+            runtime_dir,
+            ephemeral_writable_drives: true,
+            firecracker_version: None,
+            arch: std::env::consts::ARCH.to_string(),
+            firecracker_binary_path: None,
+            bridge_name: "svbr0".into(),
+            subnet: "172.30.0.0/24".into(),
+            base_image_cache_dir: None,
+            max_stored_base_images: 2,
+            base_image_manifest_url: None,
+            base_image_manifest_path: None,
+            socket_timeout: Duration::from_secs(5),
+            stop_grace: Duration::from_secs(2),
+            mirrors: Mirrors::default(),
+            jailer: None,
+        }
+    }
+}
+
+impl SmartVmOptions {
+    /// Defaults overridden by `SMARTVM_DATA_DIR`, `SMARTVM_RUNTIME_DIR`, `SMARTVM_FIRECRACKER_BIN`,
+    /// `SMARTVM_BASE_IMAGE_MANIFEST_URL`/`_PATH` and the mirror variables of [`Mirrors::from_env`].
+    pub fn from_env() -> Self {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Defaults overridden by the same variables, read through `lookup` (testable without
+    /// touching the process environment). Empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let get = |k: &str| lookup(k).filter(|v| !v.is_empty());
+        let (data_dir, runtime_dir) = default_dirs(nix::unistd::geteuid().as_raw(), &lookup);
+        let d = Self { data_dir, runtime_dir, ..Self::default() };
+        Self {
+            data_dir: get("SMARTVM_DATA_DIR").map_or(d.data_dir, PathBuf::from),
+            runtime_dir: get("SMARTVM_RUNTIME_DIR").map_or(d.runtime_dir, PathBuf::from),
+            firecracker_binary_path: get("SMARTVM_FIRECRACKER_BIN").map(PathBuf::from),
+            base_image_manifest_url: get("SMARTVM_BASE_IMAGE_MANIFEST_URL"),
+            base_image_manifest_path: get("SMARTVM_BASE_IMAGE_MANIFEST_PATH").map(PathBuf::from),
+            mirrors: Mirrors::from_lookup(&lookup),
+            ..d
+        }
+    }
+
+    /// The base-image cache dir.
+    pub fn base_image_cache_dir(&self) -> PathBuf {
+        self.base_image_cache_dir.clone().unwrap_or_else(|| self.data_dir.join("base-images"))
+    }
+
+    /// Where jails live: the jailer's chroot base when configured, else the jailer's default.
+    pub fn jail_base(&self) -> PathBuf {
+        self.jailer.as_ref().map_or_else(|| PathBuf::from("/srv/jailer"), |j| j.chroot_base_dir.clone())
+    }
+}
+
+/// Where `ensure_binary` looks, in order: explicit path, `<data_dir>/bin/<version>/firecracker`,
+/// then `firecracker` on `PATH`. Pure: no filesystem access.
+pub fn binary_candidates(options: &SmartVmOptions, path_env: Option<&std::ffi::OsStr>) -> Vec<PathBuf> {
+    if let Some(p) = &options.firecracker_binary_path {
+        return vec![p.clone()];
+    }
+    let version = options.firecracker_version.unwrap_or(FirecrackerVersion::DEFAULT);
+    let mut c = vec![options.data_dir.join("bin").join(version.to_string()).join("firecracker")];
+    if let Some(path) = path_env {
+        c.extend(std::env::split_paths(path).map(|d| d.join("firecracker")));
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_depend_on_the_user() {
+        let env = |k: &str| match k {
+            "HOME" => Some("/home/ann".to_string()),
+            "XDG_RUNTIME_DIR" => Some("/run/user/1000".to_string()),
+            _ => None,
+        };
+        assert_eq!(default_dirs(0, env), (PathBuf::from("/var/lib/smartvm"), PathBuf::from("/run/smartvm")));
+        assert_eq!(
+            default_dirs(1000, env),
+            (PathBuf::from("/home/ann/.local/share/smartvm"), PathBuf::from("/run/user/1000/smartvm"))
+        );
+        let xdg = |k: &str| (k == "XDG_DATA_HOME").then(|| "/data/ann".to_string());
+        assert_eq!(default_dirs(1000, xdg), (PathBuf::from("/data/ann/smartvm"), PathBuf::from("/dev/shm/smartvm-1000")));
+        let relative = |_: &str| Some("relative".to_string());
+        assert_eq!(default_dirs(7, relative).0, PathBuf::from("/var/tmp/smartvm-7"), "relative values are ignored");
+    }
+
+    #[test]
+    fn options_from_environment() {
+        let env = |k: &str| match k {
+            "SMARTVM_DATA_DIR" => Some("/data".to_string()),
+            "SMARTVM_RUNTIME_DIR" => Some("/run/sv".to_string()),
+            "SMARTVM_FIRECRACKER_BIN" => Some(String::new()),
+            "SMARTVM_CI_ARTIFACTS_URL" => Some("http://mirror/ci/".to_string()),
+            _ => None,
+        };
+        let o = SmartVmOptions::from_lookup(env);
+        assert_eq!((o.data_dir.as_path(), o.runtime_dir.as_path()), (Path::new("/data"), Path::new("/run/sv")));
+        assert_eq!(o.firecracker_binary_path, None, "empty means unset");
+        assert_eq!(o.mirrors.ci_artifacts, "http://mirror/ci");
+        assert_eq!(o.base_image_cache_dir(), Path::new("/data/base-images"));
+        let d = SmartVmOptions::from_lookup(|_| None);
+        assert_eq!(
+            (d.data_dir.as_path(), d.bridge_name.as_str(), d.max_stored_base_images),
+            (default_dirs(nix::unistd::geteuid().as_raw(), |_| None).0.as_path(), "svbr0", 2)
+        );
+    }
+
+    #[test]
+    fn binary_search_order() {
+        let mut o = SmartVmOptions { data_dir: "/data".into(), ..Default::default() };
+        let c = binary_candidates(&o, Some(std::ffi::OsStr::new("/a:/b")));
+        assert_eq!(
+            c,
+            [PathBuf::from("/data/bin/v1.12.1/firecracker"), "/a/firecracker".into(), "/b/firecracker".into()]
+        );
+        o.firecracker_binary_path = Some("/x/fc".into());
+        assert_eq!(binary_candidates(&o, None), [PathBuf::from("/x/fc")]);
+        o.firecracker_binary_path = None;
+        o.firecracker_version = Some(FirecrackerVersion::new(1, 7, 0));
+        assert_eq!(binary_candidates(&o, None), [PathBuf::from("/data/bin/v1.7.0/firecracker")]);
+    }
+
+}

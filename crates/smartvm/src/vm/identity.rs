@@ -1,0 +1,147 @@
+//! Recognising a journaled Firecracker process without trusting its pid alone: start time,
+//! executable and command line must all match what was recorded at spawn.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::ledger::UnwindError;
+
+/// How long an unwind waits for a killed process to exit.
+const KILL_WAIT: Duration = Duration::from_secs(2);
+
+/// The Firecracker (or jailer) process of a VM, as journaled.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessRecord {
+    /// Its pid (absent between journaling and spawn).
+    #[serde(default)]
+    pub pid: Option<i32>,
+    /// Its start time (clock ticks since boot), so a recycled pid is never mistaken for it.
+    #[serde(default)]
+    pub start_time: Option<u64>,
+    /// Executables it may be running: Firecracker, or for a jailed VM the jailer and the
+    /// Firecracker copy inside the jail.
+    #[serde(default)]
+    pub exe: Vec<PathBuf>,
+    /// Arguments its command line must contain (API socket, instance id).
+    #[serde(default)]
+    pub markers: Vec<String>,
+}
+
+/// Start time (field 22 of `/proc/<pid>/stat`) of a live, non-zombie process.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+fn exe_of(pid: i32) -> Option<PathBuf> {
+    let link = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let s = link.to_string_lossy();
+    Some(PathBuf::from(s.strip_suffix(" (deleted)").unwrap_or(&s)))
+}
+
+fn cmdline_of(pid: i32) -> Vec<Vec<u8>> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| b.split(|&c| c == 0).filter(|a| !a.is_empty()).map(<[u8]>::to_vec).collect())
+        .unwrap_or_default()
+}
+
+impl ProcessRecord {
+    /// A record for a process about to run one of `exe` with `markers` on its command line.
+    pub fn new(exe: Vec<PathBuf>, markers: Vec<String>) -> Self {
+        let exe = exe.into_iter().map(|p| std::fs::canonicalize(&p).unwrap_or(p)).collect();
+        Self { pid: None, start_time: None, exe, markers }
+    }
+
+    /// True when `pid` runs one of the recorded executables with every marker on its command line.
+    fn looks_like(&self, pid: i32) -> bool {
+        let exe_ok = exe_of(pid).is_some_and(|e| self.exe.iter().any(|x| x == &e));
+        let args = cmdline_of(pid);
+        exe_ok && self.markers.iter().all(|m| args.iter().any(|a| a == m.as_bytes()))
+    }
+
+    /// True when the recorded process still runs and is the one recorded.
+    pub fn is_running(&self) -> bool {
+        let Some(pid) = self.pid else { return false };
+        let same_start = self.start_time.is_some() && process_start_time(pid) == self.start_time;
+        same_start && self.looks_like(pid)
+    }
+
+    /// Kills the process and waits for it. The owner (which spawned it) checks pid and start
+    /// time; anyone else also checks executable and command line, and acts on nothing else.
+    /// A record without pid (a crash right around spawn) is matched by executable and markers.
+    pub(crate) fn kill(&self, owner: bool) -> Result<(), UnwindError> {
+        let pids: Vec<i32> = match self.pid {
+            Some(pid) => {
+                let started = process_start_time(pid);
+                if started.is_none() {
+                    return Ok(()); // gone
+                }
+                if self.start_time.is_some() && started != self.start_time {
+                    return Ok(()); // the pid was recycled: ours is gone
+                }
+                if !owner && !(self.start_time.is_some() && self.looks_like(pid)) {
+                    return Err(UnwindError::NotOurs("the process does not match the journal"));
+                }
+                vec![pid]
+            }
+            None if self.markers.is_empty() || self.exe.is_empty() => vec![],
+            None => self.matching_processes(),
+        };
+        for pid in pids {
+            if !crate::process::kill_and_wait(pid, KILL_WAIT) {
+                return Err(UnwindError::Unkillable(pid));
+            }
+        }
+        Ok(())
+    }
+
+    fn matching_processes(&self) -> Vec<i32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else { return vec![] };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+            .filter(|&pid| self.looks_like(pid))
+            .collect()
+    }
+}
+
+/// The executable path a process started from `binary` shows in `/proc/<pid>/exe`.
+pub(crate) fn canonical(binary: &Path) -> PathBuf {
+    std::fs::canonicalize(binary).unwrap_or_else(|_| binary.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_foreign_process_with_the_right_start_time_is_not_killed() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as i32;
+        let record = ProcessRecord {
+            pid: Some(pid),
+            start_time: process_start_time(pid),
+            exe: vec!["/usr/bin/firecracker".into()],
+            markers: vec!["--api-sock".into()],
+        };
+        assert!(!record.is_running(), "sleep is not the journaled Firecracker");
+        assert!(matches!(record.kill(false), Err(UnwindError::NotOurs(_))));
+        assert!(process_start_time(pid).is_some(), "still alive");
+        let sleep = ProcessRecord::new(vec![exe_of(pid).unwrap()], vec!["30".into()]);
+        let genuine = ProcessRecord { pid: Some(pid), start_time: process_start_time(pid), ..sleep };
+        assert!(genuine.is_running());
+        genuine.kill(false).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+        genuine.kill(false).unwrap();
+    }
+}

@@ -1,0 +1,466 @@
+//! The resource ledger: everything a VM acquires on the host, journaled *before* it is acquired,
+//! and the one reverse unwind that removes it — for `stop`/`cleanup`, for `Drop`, for a failed
+//! start and for [`SmartVm::reclaim`](crate::SmartVm::reclaim) after a crash.
+//!
+//! The journal (`smartvm-journal.json`, mode `0600`) lives in the VM's runtime dir, which is
+//! created together with its first journal (a private temporary dir renamed into place), so at
+//! any instant a crash leaves either nothing or a journal naming everything that may exist.
+//!
+//! The unwind trusts nothing it reads: paths are removed only beneath smartvm's runtime dir,
+//! jail base or cgroup root without following symlinks ([`confine`](crate::trust::confine)); a
+//! process is killed only when its start time, executable and command line all match what was
+//! recorded at spawn; a TAP is removed only when its name has smartvm's prefix and it is a TAP.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::identity::{process_start_time, ProcessRecord};
+use crate::trust::confine::{remove_beneath, ConfineError, Removal};
+
+/// File name of the journal inside a VM's runtime dir.
+pub const JOURNAL_FILE: &str = "smartvm-journal.json";
+/// Journals larger than this are not read.
+const MAX_JOURNAL_BYTES: u64 = 4 << 20;
+/// Prefix of the private dirs a VM dir is prepared in before it is renamed into place.
+pub(crate) const NEW_DIR_PREFIX: &str = ".new-";
+/// Root of the cgroup hierarchy: the only place cgroup dirs are removed from.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// One thing a VM acquired on the host, in acquisition order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum Resource {
+    /// The VM's runtime dir (holds the journal; always the first entry, removed last).
+    RuntimeDir {
+        /// `<runtime_dir>/<sanitized id>`.
+        path: PathBuf,
+    },
+    /// The jail (chroot) dir of a jailed VM.
+    JailDir {
+        /// `<chroot base>/<exec name>/<instance id>`.
+        path: PathBuf,
+    },
+    /// A private copy of a drive.
+    StagedDrive(crate::staging::StagedDrive),
+    /// A TAP device.
+    Tap {
+        /// Interface name (`sv…`).
+        name: String,
+    },
+    /// A Unix socket Firecracker creates outside the runtime dir (vsock).
+    Socket {
+        /// Its path.
+        path: PathBuf,
+    },
+    /// A cgroup dir the jailer creates.
+    Cgroup {
+        /// Its path under `/sys/fs/cgroup`.
+        path: PathBuf,
+    },
+    /// The Firecracker (or jailer) process; journaled before spawn, completed with pid and
+    /// start time right after.
+    Process(ProcessRecord),
+}
+
+/// A VM's journal: who owns it and what it acquired.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmJournal {
+    /// VM id.
+    pub vm_id: String,
+    /// API socket (as seen from the host).
+    pub socket: PathBuf,
+    /// The program that owns the VM.
+    #[serde(default)]
+    pub owner_pid: Option<i32>,
+    /// Start time of the owner.
+    #[serde(default)]
+    pub owner_start_time: Option<u64>,
+    /// The VM's configuration.
+    #[serde(default)]
+    pub config: Option<crate::config::VmConfig>,
+    /// What the VM acquired, in order.
+    #[serde(default)]
+    pub resources: Vec<Resource>,
+}
+
+/// Why a journal was not acted on.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// No journal, or it could not be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The journal path.
+        path: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The journal or its dir could have been written by another user.
+    #[error("journal {} is not trusted", path.display())]
+    Untrusted {
+        /// The journal path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::trust::TrustError,
+    },
+    /// Not a journal.
+    #[error("{} is not a valid journal", path.display())]
+    Invalid {
+        /// The journal path.
+        path: PathBuf,
+        /// Parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl VmJournal {
+    /// Writes the journal durably into `vm_dir`: a `0600` temporary file, fsync, rename.
+    pub fn write(&self, vm_dir: &Path) -> std::io::Result<()> {
+        let tmp = vm_dir.join(format!("{JOURNAL_FILE}.tmp"));
+        let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, vm_dir.join(JOURNAL_FILE))
+    }
+
+    /// Reads the journal of `vm_dir` after checking that neither it nor its dir could have
+    /// been written by another user (owner root or the current user, no group/other write).
+    pub fn read(vm_dir: &Path) -> Result<Self, JournalError> {
+        let path = vm_dir.join(JOURNAL_FILE);
+        crate::trust::check(&path, crate::trust::Expect::File)
+            .map_err(|source| JournalError::Untrusted { path: path.clone(), source })?;
+        let read = |source| JournalError::Read { path: path.clone(), source };
+        let file = std::fs::File::open(&path).map_err(read)?;
+        if file.metadata().map_err(read)?.size() > MAX_JOURNAL_BYTES {
+            return Err(read(std::io::Error::other("journal too large")));
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_JOURNAL_BYTES), &mut bytes).map_err(read)?;
+        serde_json::from_slice(&bytes).map_err(|source| JournalError::Invalid { path, source })
+    }
+
+    /// Records the current process as the owner.
+    pub fn owned_by_this_process(mut self) -> Self {
+        let pid = std::process::id() as i32;
+        self.owner_pid = Some(pid);
+        self.owner_start_time = process_start_time(pid);
+        self
+    }
+
+    /// The Firecracker process record, once journaled.
+    pub fn process(&self) -> Option<&ProcessRecord> {
+        self.resources.iter().find_map(|r| match r {
+            Resource::Process(p) => Some(p),
+            _ => None,
+        })
+    }
+
+    /// The Firecracker pid, once spawned.
+    pub fn pid(&self) -> Option<i32> {
+        self.process().and_then(|p| p.pid)
+    }
+
+    /// Staged drive copies.
+    pub fn staged(&self) -> Vec<crate::staging::StagedDrive> {
+        self.resources
+            .iter()
+            .filter_map(|r| match r {
+                Resource::StagedDrive(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The jail dir of a jailed VM.
+    pub fn jail_dir(&self) -> Option<&Path> {
+        self.resources.iter().find_map(|r| match r {
+            Resource::JailDir { path } => Some(path.as_path()),
+            _ => None,
+        })
+    }
+
+    /// TAP names.
+    pub fn taps(&self) -> Vec<&str> {
+        self.resources
+            .iter()
+            .filter_map(|r| match r {
+                Resource::Tap { name } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// True when the journaled Firecracker process still runs and is the one recorded.
+    pub fn process_alive(&self) -> bool {
+        self.process().is_some_and(ProcessRecord::is_running)
+    }
+
+    /// True when the owning program still runs (unknown owners count as alive: never kill
+    /// what might be someone else's VM).
+    pub fn owner_alive(&self) -> bool {
+        match (self.owner_pid, self.owner_start_time) {
+            (Some(pid), Some(t)) => process_start_time(pid) == Some(t),
+            (Some(pid), None) => process_start_time(pid).is_some(),
+            _ => true,
+        }
+    }
+}
+
+/// Where an unwind may act.
+#[derive(Debug, Clone)]
+pub struct UnwindScope {
+    /// Parent of all VM runtime dirs.
+    pub runtime_dir: PathBuf,
+    /// Base of the jails.
+    pub jail_base: PathBuf,
+    /// The unwinding process owns the VM (it spawned the process itself): the process is
+    /// identified by pid and start time, and sockets it created outside the runtime dir may go.
+    pub owner: bool,
+}
+
+/// One resource the unwind could not remove.
+#[derive(Debug, thiserror::Error)]
+#[error("could not release {resource:?}")]
+pub struct UnwindFailure {
+    /// The resource.
+    pub resource: Resource,
+    /// Why.
+    #[source]
+    pub error: UnwindError,
+}
+
+/// Why a resource was left.
+#[derive(Debug, thiserror::Error)]
+pub enum UnwindError {
+    /// A path outside smartvm's dirs, or reached through a symlink.
+    #[error(transparent)]
+    Confine(#[from] ConfineError),
+    /// The resource does not look like what smartvm created (a foreign process, a non-TAP).
+    #[error("not acted on: {0}")]
+    NotOurs(&'static str),
+    /// The process survived SIGKILL.
+    #[error("process {0} did not exit after SIGKILL")]
+    Unkillable(i32),
+    /// An OS call failed.
+    #[error(transparent)]
+    Os(#[from] std::io::Error),
+}
+
+/// Releases `resources` in reverse order with one policy: best effort, every failure reported,
+/// nothing skipped, and idempotent (what is already gone counts as released). The runtime dir
+/// (and with it the journal) is kept when something before it could not be released, so that
+/// a later reclaim can try again.
+pub fn unwind(resources: &[Resource], scope: &UnwindScope) -> Vec<UnwindFailure> {
+    let mut failures = Vec::new();
+    for resource in resources.iter().rev() {
+        if matches!(resource, Resource::RuntimeDir { .. }) && !failures.is_empty() {
+            continue;
+        }
+        if let Err(error) = release(resource, scope) {
+            failures.push(UnwindFailure { resource: resource.clone(), error });
+        }
+    }
+    failures
+}
+
+fn release(resource: &Resource, scope: &UnwindScope) -> Result<(), UnwindError> {
+    match resource {
+        Resource::Process(p) => p.kill(scope.owner),
+        Resource::Tap { name } => release_tap(name),
+        Resource::Cgroup { path } => remove_beneath(Path::new(CGROUP_ROOT), path, Removal::EmptyDir).map(drop).map_err(Into::into),
+        Resource::JailDir { path } => remove_beneath(&scope.jail_base, path, Removal::Tree).map(drop).map_err(Into::into),
+        Resource::StagedDrive(s) => {
+            let root = if s.staged.starts_with(&scope.jail_base) { &scope.jail_base } else { &scope.runtime_dir };
+            remove_beneath(root, &s.staged, Removal::Tree).map(drop).map_err(Into::into)
+        }
+        Resource::Socket { path } => release_socket(path, scope),
+        Resource::RuntimeDir { path } => {
+            if path.parent() != Some(scope.runtime_dir.as_path()) {
+                return Err(ConfineError::Outside { path: path.clone(), root: scope.runtime_dir.clone() }.into());
+            }
+            remove_beneath(&scope.runtime_dir, path, Removal::Tree).map(drop).map_err(Into::into)
+        }
+    }
+}
+
+fn release_tap(name: &str) -> Result<(), UnwindError> {
+    if !crate::network::is_smartvm_tap_name(name) {
+        return Err(UnwindError::NotOurs("not a smartvm TAP name"));
+    }
+    // TUNSETIFF attaches only to an existing TAP (any other kind of link answers EINVAL);
+    // clearing persistence then deletes it.
+    match crate::network::remove_tap_blocking(name) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(UnwindError::NotOurs("the link is not a TAP")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn release_socket(path: &Path, scope: &UnwindScope) -> Result<(), UnwindError> {
+    if !scope.owner && crate::trust::confine::relative_beneath(&scope.runtime_dir, path).is_none() {
+        return Err(UnwindError::NotOurs("a socket outside the runtime dir is removed only by its owner"));
+    }
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+        Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => Ok(std::fs::remove_file(path)?),
+        Ok(_) => Err(UnwindError::NotOurs("not a socket")),
+    }
+}
+
+/// A VM's ledger in the process that runs it: the journal in memory, written before every
+/// acquisition.
+#[derive(Debug)]
+pub(crate) struct Ledger {
+    dir: PathBuf,
+    journal: VmJournal,
+}
+
+impl Ledger {
+    /// Creates `vm_dir` (`0700`) holding `journal` (to which the dir itself is added as the first
+    /// resource): prepared in a private temporary dir and renamed into place, so the dir never
+    /// exists without its journal. `EEXIST` when a VM dir of that name exists.
+    pub(crate) fn create(vm_dir: &Path, mut journal: VmJournal) -> std::io::Result<Self> {
+        let parent = vm_dir.parent().ok_or_else(|| std::io::Error::other("VM dir has no parent"))?;
+        let tmp = parent.join(format!("{NEW_DIR_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+        std::fs::DirBuilder::new().mode(0o700).create(&tmp)?;
+        journal.resources = vec![Resource::RuntimeDir { path: vm_dir.to_path_buf() }];
+        let placed = journal.write(&tmp).and_then(|()| rename_noreplace(&tmp, vm_dir));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        Ok(Self { dir: vm_dir.to_path_buf(), journal })
+    }
+
+    /// Journals `resource` durably; call before acquiring it.
+    pub(crate) fn record(&mut self, resource: Resource) -> std::io::Result<()> {
+        self.journal.resources.push(resource);
+        self.journal.write(&self.dir)
+    }
+
+    /// Completes the process record with the spawned pid.
+    pub(crate) fn process_spawned(&mut self, pid: i32) -> std::io::Result<()> {
+        for r in &mut self.journal.resources {
+            if let Resource::Process(p) = r {
+                p.pid = Some(pid);
+                p.start_time = process_start_time(pid);
+            }
+        }
+        self.journal.write(&self.dir)
+    }
+
+    /// The journal as written.
+    pub(crate) fn journal(&self) -> &VmJournal {
+        &self.journal
+    }
+
+    /// Unwinds everything in reverse (see [`unwind`]); afterwards the ledger is empty, unless
+    /// something could not be released: then the journal keeps it for `reclaim`.
+    pub(crate) fn unwind(&mut self, scope: &UnwindScope) -> Vec<UnwindFailure> {
+        let failures = unwind(&self.journal.resources, scope);
+        if failures.is_empty() {
+            self.journal.resources.clear();
+        } else {
+            self.journal.resources.retain(|r| {
+                matches!(r, Resource::RuntimeDir { .. }) || failures.iter().any(|f| &f.resource == r)
+            });
+            let _ = self.journal.write(&self.dir);
+        }
+        failures
+    }
+}
+
+/// `rename(2)` that fails with `EEXIST` instead of replacing an (empty) existing dir.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: two valid NUL-terminated paths; AT_FDCWD for both directory fds.
+    let r = unsafe {
+        libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE)
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn scope(root: &Path) -> UnwindScope {
+        UnwindScope { runtime_dir: root.to_path_buf(), jail_base: root.join("jails"), owner: false }
+    }
+
+    #[test]
+    fn the_dir_appears_with_its_journal_and_unwinds_in_reverse() {
+        let root = tempfile::tempdir().unwrap();
+        let vm_dir = root.path().join("vm1");
+        let mut ledger = Ledger::create(&vm_dir, VmJournal { vm_id: "vm1".into(), ..Default::default() }).unwrap();
+        assert_eq!(std::fs::metadata(&vm_dir).unwrap().mode() & 0o777, 0o700);
+        let j = std::fs::metadata(vm_dir.join(JOURNAL_FILE)).unwrap();
+        assert_eq!(j.mode() & 0o777, 0o600);
+        let staged = vm_dir.join("drives/root.img");
+        ledger
+            .record(Resource::StagedDrive(crate::staging::StagedDrive {
+                drive_id: "root".into(),
+                source: "/img".into(),
+                staged: staged.clone(),
+            }))
+            .unwrap();
+        assert_eq!(VmJournal::read(&vm_dir).unwrap().resources.len(), 2, "journaled before acquisition");
+        std::fs::create_dir(vm_dir.join("drives")).unwrap();
+        std::fs::write(&staged, b"x").unwrap();
+        let err = Ledger::create(&vm_dir, VmJournal::default()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists, "an existing VM dir is never replaced");
+        assert!(ledger.unwind(&scope(root.path())).is_empty());
+        assert!(!vm_dir.exists());
+        assert!(ledger.unwind(&scope(root.path())).is_empty(), "unwinding twice is harmless");
+        let leftovers: Vec<_> = std::fs::read_dir(root.path()).unwrap().collect();
+        assert!(leftovers.is_empty(), "no temporary dir left");
+    }
+
+    #[test]
+    fn forged_entries_are_refused_and_reported() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let forged = vec![
+            Resource::RuntimeDir { path: outside.path().to_path_buf() },
+            Resource::JailDir { path: outside.path().to_path_buf() },
+            Resource::Socket { path: victim.clone() },
+            Resource::Tap { name: "lo".into() },
+            Resource::Cgroup { path: outside.path().to_path_buf() },
+        ];
+        let failures = unwind(&forged, &scope(root.path()));
+        assert_eq!(failures.len(), 4, "{failures:?}");
+        assert!(victim.exists(), "nothing outside the scope was touched");
+        assert!(failures.iter().any(|f| matches!(f.error, UnwindError::NotOurs("not a smartvm TAP name"))));
+    }
+
+    #[test]
+    fn untrusted_journals_are_not_read() {
+        let root = tempfile::tempdir().unwrap();
+        let vm_dir = root.path().join("vm");
+        Ledger::create(&vm_dir, VmJournal { vm_id: "vm".into(), ..Default::default() }).unwrap();
+        VmJournal::read(&vm_dir).unwrap();
+        let journal = vm_dir.join(JOURNAL_FILE);
+        std::fs::set_permissions(&journal, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(matches!(VmJournal::read(&vm_dir), Err(JournalError::Untrusted { .. })));
+        std::fs::set_permissions(&journal, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&vm_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(VmJournal::read(&vm_dir), Err(JournalError::Untrusted { .. })), "writable dir");
+    }
+}

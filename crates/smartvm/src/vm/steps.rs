@@ -1,0 +1,519 @@
+//! Starting and restoring a VM as named lists of steps (in the manner of firecracker-go-sdk's
+//! handler lists): [`start_steps`] boots, [`restore_steps`] is the same list with the boot
+//! configuration swapped for a snapshot load. Each step that acquires a host resource journals
+//! it in the VM's [ledger](super::ledger) first; a failure at any step unwinds the ledger.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::identity::{canonical, ProcessRecord};
+use super::ledger::{Ledger, Resource, VmJournal};
+use super::plan::{boot_plan, PreBootCall, ResolvedResources};
+use super::{MicroVm, VmResources, VmState};
+use crate::api::{ActionType, ApiClient, GetVersion, PutAction, PutLogger, PutMetrics, PutSnapshotLoad};
+use crate::config::SnapshotLoadParams;
+use crate::error::{Result, SmartVmError};
+use crate::process::{instance_id, BindMount, FirecrackerCommand, FirecrackerProcess, OutputOptions};
+use crate::snapshot::{Snapshot, SnapshotDrive};
+use crate::staging::{self, StagedDrive};
+use crate::version::FirecrackerVersion;
+
+/// One step of starting or restoring a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The binaries and the runtime dir can be trusted (nothing is created but the runtime dir).
+    CheckHost,
+    /// The VM's runtime dir, created together with its journal.
+    CreateRuntimeDir,
+    /// Restore only: merge a Diff snapshot's memory onto its base.
+    MaterializeMemory,
+    /// Jailed only: the jail dir and chroot with kernel, initrd and log file.
+    CreateJail,
+    /// Private copies of drives (a snapshot's saved copies on restore).
+    StageDrives,
+    /// TAPs for interfaces that name no host device.
+    CreateTaps,
+    /// Spawn Firecracker (directly or under the jailer).
+    Spawn,
+    /// Wait until the API socket answers.
+    WaitForApi,
+    /// The Firecracker version payloads are generated for.
+    LearnVersion,
+    /// Log and metrics files that old Firecrackers require to exist.
+    PrepareOutputFiles,
+    /// The pre-boot requests ([`boot_plan`]).
+    Configure,
+    /// `InstanceStart`.
+    InstanceStart,
+    /// Restore only: logger/metrics, then `PUT /snapshot/load`.
+    LoadSnapshot,
+}
+
+/// The steps of a fresh boot, in order.
+pub fn start_steps() -> Vec<Step> {
+    use Step::*;
+    vec![
+        CheckHost,
+        CreateRuntimeDir,
+        CreateJail,
+        StageDrives,
+        CreateTaps,
+        Spawn,
+        WaitForApi,
+        LearnVersion,
+        PrepareOutputFiles,
+        Configure,
+        InstanceStart,
+    ]
+}
+
+/// The steps of a restore: [`start_steps`] with the memory merged after the runtime dir exists,
+/// `Configure` swapped for `LoadSnapshot`, and no `InstanceStart`.
+pub fn restore_steps() -> Vec<Step> {
+    let mut steps = start_steps();
+    let at = steps.iter().position(|s| *s == Step::CreateRuntimeDir).map_or(0, |i| i + 1);
+    steps.insert(at, Step::MaterializeMemory);
+    for s in &mut steps {
+        if *s == Step::Configure {
+            *s = Step::LoadSnapshot;
+        }
+    }
+    steps.retain(|s| *s != Step::InstanceStart);
+    steps
+}
+
+/// Where a restored VM's state comes from.
+pub(super) enum RestoreSource {
+    /// Load exactly these parameters.
+    Params(SnapshotLoadParams),
+    /// Materialize this snapshot (merging Diffs) and load it.
+    Snapshot { snapshot: Snapshot, resume: bool, track_dirty_pages: bool },
+}
+
+/// What the steps learn and hand to each other.
+#[derive(Default)]
+pub(super) struct StartContext {
+    restore: Option<RestoreSource>,
+    load: Option<SnapshotLoadParams>,
+    resolved: ResolvedResources,
+    jail_root: Option<PathBuf>,
+    bind_mount: Option<BindMount>,
+    api: Option<Arc<ApiClient>>,
+    version: Option<FirecrackerVersion>,
+}
+
+impl StartContext {
+    pub(super) fn new(restore: Option<RestoreSource>) -> Self {
+        Self { restore, ..Self::default() }
+    }
+
+    /// The state the VM is in when every step succeeded.
+    pub(super) fn final_state(&self) -> VmState {
+        match &self.load {
+            Some(p) if !p.resume_vm => VmState::Paused,
+            _ => VmState::Running,
+        }
+    }
+
+    pub(super) fn restoring(&self) -> bool {
+        self.restore.is_some()
+    }
+
+    pub(super) fn resolved_mut(&mut self) -> &mut ResolvedResources {
+        &mut self.resolved
+    }
+
+    pub(super) fn set_jail_root(&mut self, root: PathBuf) {
+        self.jail_root = Some(root);
+    }
+
+    fn api(&self) -> Result<Arc<ApiClient>> {
+        self.api.clone().ok_or(SmartVmError::NoClient)
+    }
+
+    fn saved_drives(&self) -> Option<Vec<SnapshotDrive>> {
+        match &self.restore {
+            None => None,
+            Some(RestoreSource::Params(_)) => Some(Vec::new()),
+            Some(RestoreSource::Snapshot { snapshot, .. }) => Some(snapshot.drives.clone()),
+        }
+    }
+}
+
+fn ledger(inner: &mut VmResources) -> Result<&mut Ledger> {
+    inner.ledger.as_mut().ok_or(SmartVmError::NoClient)
+}
+
+fn journal_err(e: std::io::Error) -> SmartVmError {
+    SmartVmError::io("cannot write the VM journal", e)
+}
+
+impl MicroVm {
+    /// Runs `steps` in order; the first failure is returned (the caller unwinds).
+    pub(super) async fn run_steps(&self, steps: &[Step], inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
+        for &step in steps {
+            let started = std::time::Instant::now();
+            self.run_step(step, inner, cx).await?;
+            tracing::debug!(vm = %self.id, ?step, micros = started.elapsed().as_micros() as u64, "step done");
+        }
+        Ok(())
+    }
+
+    async fn run_step(&self, step: Step, inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
+        match step {
+            Step::CheckHost => self.check_host(cx.restoring()),
+            Step::CreateRuntimeDir => self.create_runtime_dir(inner),
+            Step::MaterializeMemory => self.materialize_memory(cx).await,
+            Step::CreateJail => self.create_jail(inner, cx),
+            Step::StageDrives => self.stage_drives(inner, cx).await,
+            Step::CreateTaps => self.create_taps(inner, &mut cx.resolved).await,
+            Step::Spawn => self.spawn(inner, cx).await,
+            Step::WaitForApi => self.wait_for_api(inner, cx).await,
+            Step::LearnVersion => self.learn_version(inner, cx).await,
+            Step::PrepareOutputFiles => self.prepare_output_files(),
+            Step::Configure => self.configure(cx).await,
+            Step::InstanceStart => cx.api()?.send(&PutAction::new(ActionType::InstanceStart)).await,
+            Step::LoadSnapshot => self.load_snapshot_step(cx).await,
+        }
+    }
+
+    fn check_host(&self, restoring: bool) -> Result<()> {
+        let opts = &self.options;
+        if opts.jailer.is_some() {
+            self.check_jailable(restoring)?;
+        }
+        crate::trust::check(&opts.firecracker_binary, crate::trust::Expect::Executable).map_err(|e| {
+            if e.problem == crate::trust::TrustProblem::WrongKind && !opts.firecracker_binary.exists() {
+                SmartVmError::BinaryNotFound { searched: vec![opts.firecracker_binary.clone()] }
+            } else {
+                e.into()
+            }
+        })?;
+        if let Some(j) = &opts.jailer {
+            crate::trust::check(&j.binary, crate::trust::Expect::Executable)?;
+            crate::trust::check(&j.chroot_base_dir, crate::trust::Expect::Directory)?;
+        }
+        crate::trust::ensure_private_dir(&opts.runtime_dir)?;
+        Ok(())
+    }
+
+    fn create_runtime_dir(&self, inner: &mut VmResources) -> Result<()> {
+        let journal = VmJournal {
+            vm_id: self.id.clone(),
+            socket: self.socket_path(),
+            config: Some(self.config.clone()),
+            ..VmJournal::default()
+        }
+        .owned_by_this_process();
+        let ledger = Ledger::create(&self.vm_dir, journal).map_err(|e| {
+            SmartVmError::io(
+                format!("cannot create VM dir {} (is a VM with this id running?)", self.vm_dir.display()),
+                e,
+            )
+        })?;
+        inner.ledger = Some(ledger);
+        Ok(())
+    }
+
+    async fn materialize_memory(&self, cx: &mut StartContext) -> Result<()> {
+        let params = match cx.restore.as_ref() {
+            Some(RestoreSource::Params(p)) => p.clone(),
+            Some(RestoreSource::Snapshot { snapshot, resume, track_dirty_pages }) => {
+                let mem = if snapshot.kind == crate::config::SnapshotType::Diff {
+                    let merged = self.vm_dir.join("memory.merged");
+                    let (snap, dest) = (snapshot.clone(), merged.clone());
+                    tokio::task::spawn_blocking(move || snap.materialize_memory(&dest))
+                        .await
+                        .map_err(|e| SmartVmError::Snapshot(format!("merge task failed: {e}")))??;
+                    merged
+                } else {
+                    snapshot.mem_path.clone()
+                };
+                let mut params = SnapshotLoadParams::new(&snapshot.state_path, mem);
+                params.resume_vm = *resume;
+                params.track_dirty_pages = *track_dirty_pages;
+                params
+            }
+            None => return Err(SmartVmError::Snapshot("nothing to restore from".into())),
+        };
+        cx.load = Some(params);
+        Ok(())
+    }
+
+    /// Stages drives into `<vm_dir>/drives/`: the config's ephemeral drives on a fresh start,
+    /// a snapshot's saved copies on restore. With a drive namespace, Firecracker runs in a
+    /// private mount namespace where that dir is bind-mounted on `<runtime_dir>/.drives/`, so the
+    /// paths it records in snapshots are the same for every VM and restore anywhere.
+    async fn stage_drives(&self, inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
+        let opts = &self.options;
+        let saved = cx.saved_drives();
+        let jail_root = cx.jail_root.clone();
+        let drives_dir = jail_root.as_deref().unwrap_or(&self.vm_dir).join("drives");
+        let plan = self.staging_plan(saved.as_deref(), jail_root.is_some(), &drives_dir);
+        if plan.is_empty() {
+            return Ok(());
+        }
+        if saved.is_some() && !opts.drive_namespace {
+            return Err(SmartVmError::Snapshot(
+                "restoring a snapshot with ephemeral drives needs the drive namespace (root)".into(),
+            ));
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&drives_dir)
+            .map_err(|e| SmartVmError::io("cannot create drives dir", e))?;
+        for s in &plan {
+            ledger(inner)?.record(Resource::StagedDrive(s.clone())).map_err(journal_err)?;
+            let one = vec![s.clone()];
+            tokio::task::spawn_blocking(move || staging::execute(&one))
+                .await
+                .map_err(|e| SmartVmError::io("staging task failed", std::io::Error::other(e)))??;
+        }
+        self.own_for_jail(&plan.iter().map(|s| s.staged.clone()).collect::<Vec<_>>())?;
+        // In a jail the chroot already gives every VM the same `/drives/…` paths.
+        let mount = (opts.drive_namespace && jail_root.is_none())
+            .then(|| BindMount { source: drives_dir, target: opts.runtime_dir.join(".drives") });
+        if let Some(m) = &mount {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&m.target)
+                .map_err(|e| SmartVmError::io("cannot create the drive mountpoint", e))?;
+        }
+        cx.resolved.drive_paths = plan
+            .iter()
+            .map(|s| {
+                let seen_by_firecracker = match (&mount, &jail_root, s.staged.file_name()) {
+                    (_, Some(_), Some(name)) => Path::new("/drives").join(name),
+                    (Some(m), None, Some(name)) => m.target.join(name),
+                    _ => s.staged.clone(),
+                };
+                (s.drive_id.clone(), seen_by_firecracker)
+            })
+            .collect();
+        cx.bind_mount = mount;
+        Ok(())
+    }
+
+    fn staging_plan(&self, saved: Option<&[SnapshotDrive]>, jailed: bool, drives_dir: &Path) -> Vec<StagedDrive> {
+        match saved {
+            // A jailed VM gets a copy of every drive: the jail user must own what it opens.
+            None if jailed => {
+                let all: Vec<_> = self
+                    .config
+                    .drives
+                    .iter()
+                    .map(|d| crate::config::DriveConfig { ephemeral: Some(true), ..d.clone() })
+                    .collect();
+                staging::plan(&all, true, drives_dir)
+            }
+            None => staging::plan(&self.config.drives, self.options.ephemeral_writable_drives, drives_dir),
+            Some(saved) => saved
+                .iter()
+                .map(|d| StagedDrive {
+                    drive_id: d.drive_id.clone(),
+                    source: d.path.clone(),
+                    staged: drives_dir.join(&d.file_name),
+                })
+                .collect(),
+        }
+    }
+
+    /// TAPs (and MACs) for interfaces that name no host device, each journaled before it exists.
+    async fn create_taps(&self, inner: &mut VmResources, resolved: &mut ResolvedResources) -> Result<()> {
+        let managed: Vec<_> = self.config.network_interfaces.iter().filter(|n| n.host_dev_name.is_none()).collect();
+        if managed.is_empty() {
+            return Ok(());
+        }
+        let network = self.options.network.clone().ok_or_else(|| {
+            crate::config::ConfigErrors::single(
+                "networkInterfaces",
+                "an interface without hostDevName needs a network manager",
+            )
+        })?;
+        for n in managed {
+            let journal = ledger(inner)?;
+            let mut record = |name: &str| journal.record(Resource::Tap { name: name.to_string() });
+            let tap = network.create_tap_recorded(&self.id, &n.iface_id, &mut record).await?;
+            resolved.tap_names.insert(n.iface_id.clone(), tap.name.clone());
+            resolved.guest_macs.insert(n.iface_id.clone(), tap.mac.clone());
+            if self.options.append_network_boot_args && resolved.extra_boot_args.is_none() {
+                resolved.extra_boot_args = Some(tap.guest_boot_args());
+            }
+            inner.taps.push(tap);
+        }
+        Ok(())
+    }
+
+    /// The command line Firecracker runs with (wrapped by the jailer when jailed).
+    fn command(&self, cx: &StartContext) -> FirecrackerCommand {
+        let opts = &self.options;
+        let in_jail = |p: &str| Path::new("/").join(p);
+        let fc_socket = if cx.jail_root.is_some() { in_jail(super::jail::JAILED_SOCKET) } else { self.socket_path() };
+        let mut command = FirecrackerCommand::new(&opts.firecracker_binary, &fc_socket);
+        command.id = Some(instance_id(&self.id));
+        command.seccomp = opts.seccomp.clone();
+        command.bind_mount = cx.bind_mount.clone();
+        // Sockets, snapshots and memory files: owner only. The jailer also creates the
+        // directories of the chroot, which need their search bit.
+        command.umask = Some(if cx.jail_root.is_some() { 0o077 } else { 0o177 });
+        if self.config.logger.is_none() {
+            // Firecracker logs to stdout by default, interleaved with the guest's serial output:
+            // send its log to stderr (captured separately), or to a file inside a jail.
+            command.log_path =
+                Some(if cx.jail_root.is_some() { in_jail(super::jail::JAILED_LOG) } else { "/dev/stderr".into() });
+            command.level = Some(crate::config::LogLevel::Warning);
+        }
+        match &opts.jailer {
+            Some(j) => j.wrap(&instance_id(&self.id), &command),
+            None => command,
+        }
+    }
+
+    /// The process record journaled before spawn: the executables it may show and the
+    /// arguments that identify it.
+    fn process_record(&self, cx: &StartContext) -> ProcessRecord {
+        let opts = &self.options;
+        let id = instance_id(&self.id);
+        let socket = match &cx.jail_root {
+            Some(_) => Path::new("/").join(super::jail::JAILED_SOCKET),
+            None => self.socket_path(),
+        };
+        let mut exe = vec![canonical(&opts.firecracker_binary)];
+        if let (Some(j), Some(root)) = (&opts.jailer, &cx.jail_root) {
+            exe.push(canonical(&j.binary));
+            if let Some(name) = opts.firecracker_binary.file_name() {
+                exe.push(root.join(name));
+            }
+        }
+        ProcessRecord::new(exe, vec![socket.display().to_string(), id])
+    }
+
+    async fn spawn(&self, inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
+        let opts = &self.options;
+        let journal = ledger(inner)?;
+        if let Some(v) = &self.config.vsock {
+            journal.record(Resource::Socket { path: v.uds_path.clone() }).map_err(journal_err)?;
+        }
+        if let Some(j) = &opts.jailer {
+            for path in j.cgroup_dirs(&opts.firecracker_binary, &instance_id(&self.id)) {
+                journal.record(Resource::Cgroup { path }).map_err(journal_err)?;
+            }
+        }
+        journal.record(Resource::Process(self.process_record(cx))).map_err(journal_err)?;
+        let output = OutputOptions { buffer_lines: Some(opts.console_lines), console_file: opts.console_file.clone() };
+        let process = FirecrackerProcess::spawn(&self.command(cx), &output).await?;
+        *self.exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(process.exit_watch());
+        let pid = process.pid();
+        inner.process = Some(process);
+        ledger(inner)?.process_spawned(pid).map_err(journal_err)?;
+        tracing::debug!(vm = %self.id, pid, "spawned");
+        Ok(())
+    }
+
+    async fn wait_for_api(&self, inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
+        let opts = &self.options;
+        let socket = self.socket_path();
+        let process = inner.process.as_ref().ok_or(SmartVmError::NoClient)?;
+        let api = Arc::new(ApiClient::new(&socket).with_timeout(opts.request_timeout));
+        let timeout = opts.socket_timeout;
+        let socket_timeout = || SmartVmError::SocketTimeout { path: socket.clone(), timeout_ms: timeout.as_millis() as u64 };
+        if !process.wait_for_path(&socket, timeout).await? {
+            return Err(socket_timeout());
+        }
+        tokio::select! {
+            ready = api.connect(timeout) => ready?,
+            exit = process.wait(timeout) => {
+                return Err(match exit {
+                    Some(exit) => process.exited_early(exit).into(),
+                    None => socket_timeout(),
+                });
+            }
+        }
+        inner.api = Some(api.clone());
+        cx.api = Some(api);
+        Ok(())
+    }
+
+    async fn learn_version(&self, inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
+        let version = match self.options.firecracker_version {
+            Some(v) => v,
+            None => {
+                let reported = cx.api()?.send(&GetVersion).await?;
+                reported.firecracker_version.parse().unwrap_or(FirecrackerVersion::DEFAULT)
+            }
+        };
+        inner.version = Some(version);
+        cx.version = Some(version);
+        Ok(())
+    }
+
+    /// Firecracker before v1.14 requires log and metrics files to exist.
+    fn prepare_output_files(&self) -> Result<()> {
+        let paths =
+            self.config.logger.iter().map(|l| &l.log_path).chain(self.config.metrics.iter().map(|m| &m.metrics_path));
+        for path in paths {
+            if !path.exists() {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| SmartVmError::io(format!("cannot create {}", path.display()), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn configure(&self, cx: &mut StartContext) -> Result<()> {
+        let version = cx.version.unwrap_or(FirecrackerVersion::DEFAULT);
+        let api = cx.api()?;
+        let calls: Vec<PreBootCall> = boot_plan(&self.config, &cx.resolved, version)?;
+        for call in &calls {
+            call.send(&api).await?;
+        }
+        Ok(())
+    }
+
+    async fn load_snapshot_step(&self, cx: &mut StartContext) -> Result<()> {
+        let api = cx.api()?;
+        let version = cx.version.unwrap_or(FirecrackerVersion::DEFAULT);
+        if let Some(l) = &self.config.logger {
+            api.send(&PutLogger(l.payload())).await?;
+        }
+        if let Some(m) = &self.config.metrics {
+            api.send(&PutMetrics(m.payload())).await?;
+        }
+        let mut params = cx.load.clone().ok_or_else(|| SmartVmError::Snapshot("nothing to restore from".into()))?;
+        // Interfaces whose TAP smartvm created for this VM get it through network_overrides.
+        for (iface_id, tap) in &cx.resolved.tap_names {
+            if !params.network_overrides.iter().any(|o| &o.iface_id == iface_id) {
+                let host_dev_name = tap.clone();
+                params.network_overrides.push(crate::config::NetworkOverride { iface_id: iface_id.clone(), host_dev_name });
+            }
+        }
+        let payload = params.payload(version).map_err(|m| crate::config::ConfigErrors::single("snapshot", m))?;
+        api.send(&PutSnapshotLoad(payload)).await
+    }
+}
+
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_is_start_with_steps_swapped() {
+        use Step::*;
+        let start = start_steps();
+        assert_eq!(start.first(), Some(&CheckHost));
+        assert_eq!(start.last(), Some(&InstanceStart));
+        let restore = restore_steps();
+        assert_eq!(restore[..3], [CheckHost, CreateRuntimeDir, MaterializeMemory]);
+        assert!(restore.contains(&LoadSnapshot) && !restore.contains(&Configure) && !restore.contains(&InstanceStart));
+        assert_eq!(restore.len(), start.len(), "one step added, one removed");
+        let host_steps = |s: &[Step]| s.iter().filter(|s| **s != MaterializeMemory && **s != LoadSnapshot).count();
+        assert_eq!(host_steps(&restore), host_steps(&start) - 2);
+    }
+}
