@@ -154,7 +154,8 @@ fn a_crashed_host_program_takes_its_vm_along_and_gc_reclaims_the_rest() {
     let vm_dir = env.runtime().join("cli-crash");
     let journal: serde_json::Value =
         serde_json::from_slice(&std::fs::read(vm_dir.join("smartvm-journal.json")).unwrap()).unwrap();
-    let fc_pid = journal["pid"].as_i64().unwrap() as i32;
+    let process = journal["resources"].as_array().unwrap().iter().find(|r| r["kind"] == "process").unwrap();
+    let fc_pid = process["pid"].as_i64().unwrap() as i32;
     assert!(Path::new(&format!("/proc/{fc_pid}")).exists());
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     child.wait().unwrap();
@@ -318,7 +319,8 @@ fn snapshot_take_from_another_process_and_restore() {
     let snap: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle.join("snapshot.json")).unwrap()).unwrap();
     assert_eq!(snap["drives"][0]["driveId"], "data");
-    assert_eq!(&std::fs::read(snap["drives"][0]["path"].as_str().unwrap()).unwrap()[512..520], b"pre-snap");
+    let saved = bundle.join(snap["drives"][0]["path"].as_str().unwrap());
+    assert_eq!(&std::fs::read(saved).unwrap()[512..520], b"pre-snap");
 
     let out = env
         .cmd(&["snapshot", "restore", bundle.to_str().unwrap(), "--id", "restored", "--timeout", "1"])

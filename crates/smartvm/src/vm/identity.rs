@@ -127,6 +127,11 @@ mod tests {
     fn a_foreign_process_with_the_right_start_time_is_not_killed() {
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
         let pid = child.id() as i32;
+        // The parent may resume before exec has laid out the new command line: wait for it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while cmdline_of(pid).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
         let record = ProcessRecord {
             pid: Some(pid),
             start_time: process_start_time(pid),
@@ -138,7 +143,7 @@ mod tests {
         assert!(process_start_time(pid).is_some(), "still alive");
         let sleep = ProcessRecord::new(vec![exe_of(pid).unwrap()], vec!["30".into()]);
         let genuine = ProcessRecord { pid: Some(pid), start_time: process_start_time(pid), ..sleep };
-        assert!(genuine.is_running());
+        assert!(genuine.is_running(), "{genuine:?} exe={:?} cmd={:?}", exe_of(pid), cmdline_of(pid));
         genuine.kill(false).unwrap();
         let status = child.wait().unwrap();
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));

@@ -269,7 +269,8 @@ impl MicroVm {
                 .await
                 .map_err(|e| SmartVmError::io("staging task failed", std::io::Error::other(e)))??;
         }
-        self.own_for_jail(&plan.iter().map(|s| s.staged.clone()).collect::<Vec<_>>())?;
+        let jail_owned = std::iter::once(drives_dir.clone()).chain(plan.iter().map(|s| s.staged.clone()));
+        self.own_for_jail(&jail_owned.collect::<Vec<_>>())?;
         // In a jail the chroot already gives every VM the same `/drives/…` paths.
         let mount = (opts.drive_namespace && jail_root.is_none())
             .then(|| BindMount { source: drives_dir, target: opts.runtime_dir.join(".drives") });
