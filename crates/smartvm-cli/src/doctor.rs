@@ -68,7 +68,10 @@ fn kvm_checks() -> Vec<Check> {
                 format!("/dev/kvm cannot be opened read-write: {e} (add the user to group kvm)"),
             ),
         },
-        check("kvm-kind", Status::Ok, classify_kvm(&refs, &flags)),
+        {
+            let kind = classify_kvm(&refs, &flags);
+            check("kvm-kind", if kind.starts_with("hardware") { Status::Ok } else { Status::Warn }, kind)
+        },
     ]
 }
 
@@ -95,6 +98,36 @@ fn filesystem_checks(options: &SmartVmOptions) -> Vec<Check> {
         }
         Err(e) => vec![check("runtime-dir", Status::Fail, format!("cannot stat {}: {e}", probe_dir.display()))],
     }
+}
+
+/// Whether smartvm may keep state in the data and runtime dirs (owned by root or the user, not
+/// writable by others, up to `/`); a dir that does not exist yet is judged by its parent.
+fn trust_checks(options: &SmartVmOptions) -> Vec<Check> {
+    [("data-dir", &options.data_dir), ("runtime-trust", &options.runtime_dir)]
+        .into_iter()
+        .map(|(name, dir)| {
+            let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+            let verdict = if existing == dir.as_path() {
+                smartvm::trust::check(dir, smartvm::trust::Expect::Directory).map(|()| "trusted".to_string())
+            } else {
+                let parent = smartvm::trust::check(existing, smartvm::trust::Expect::Directory);
+                parent.map(|()| "will be created 0700".to_string()).or_else(|e| {
+                    // A root-owned sticky parent (/tmp) is fine: the dir below it is created private.
+                    let sticky =
+                        e.problem == smartvm::trust::TrustProblem::Writable && e.owner == 0 && e.mode & 0o1000 != 0;
+                    if sticky {
+                        Ok("will be created 0700".to_string())
+                    } else {
+                        Err(e)
+                    }
+                })
+            };
+            match verdict {
+                Ok(how) => check(name, Status::Ok, format!("{} ({how})", dir.display())),
+                Err(e) => check(name, Status::Fail, e.to_string()),
+            }
+        })
+        .collect()
 }
 
 fn host_checks() -> Vec<Check> {
@@ -165,6 +198,7 @@ pub async fn doctor(json: bool) -> Result<Exit, CliError> {
         Err(e) => checks.push(check("firecracker", Status::Fail, e.to_string())),
     }
     checks.extend(filesystem_checks(&options));
+    checks.extend(trust_checks(&options));
     checks.extend(host_checks());
     let can_boot = binary.is_ok() && !checks.iter().any(|c| c.name == "kvm" && c.status == Status::Fail);
     if can_boot {

@@ -6,7 +6,7 @@
 //! | 1 | failure (a VM could not be started, an API call failed, …) |
 //! | 2 | bad command-line usage |
 //! | 3 | invalid input (`INVALID_CONFIG`, `INVALID_BASE_IMAGE_MANIFEST`, `INVALID_SUBNET`, …) |
-//! | 4 | this host cannot run VMs (no /dev/kvm, no Firecracker binary, `doctor` found a blocker) |
+//! | 4 | this host cannot run VMs (no /dev/kvm, no Firecracker binary, an untrusted binary or dir, `doctor` found a blocker) |
 //! | 5 | the guest or Firecracker exited with an error |
 //! | 130 | interrupted (Ctrl-C / SIGTERM); the VM was stopped and cleaned up |
 
@@ -51,7 +51,7 @@ impl From<SmartVmError> for CliError {
         let exit = match e.root().code() {
             "INVALID_STATE" => Exit::Failure,
             code if code.starts_with("INVALID_") => Exit::InvalidConfig,
-            "BINARY_NOT_FOUND" => Exit::HostUnfit,
+            "BINARY_NOT_FOUND" | "UNTRUSTED_PATH" => Exit::HostUnfit,
             _ => Exit::Failure,
         };
         CliError { exit, error: Box::new(e) }

@@ -11,8 +11,7 @@ struct Env {
 
 fn env() -> Option<Env> {
     let required = std::env::var("SMARTVM_REQUIRE_KVM").is_ok_and(|v| v == "1");
-    let have_fc = std::env::var_os("SMARTVM_FIRECRACKER_BIN").is_some()
-        || Path::new("/tmp/.smartvm/bin/v1.12.1/firecracker").exists();
+    let have_fc = Path::new(&firecracker_bin()).exists();
     if !Path::new("/dev/kvm").exists() || !have_fc {
         assert!(!required, "SMARTVM_REQUIRE_KVM=1 but /dev/kvm or Firecracker is missing");
         eprintln!("SKIPPED: needs /dev/kvm and Firecracker (set SMARTVM_REQUIRE_KVM=1 to make this a failure)");
@@ -22,7 +21,8 @@ fn env() -> Option<Env> {
 }
 
 fn firecracker_bin() -> std::ffi::OsString {
-    std::env::var_os("SMARTVM_FIRECRACKER_BIN").unwrap_or("/tmp/.smartvm/bin/v1.12.1/firecracker".into())
+    std::env::var_os("SMARTVM_FIRECRACKER_BIN")
+        .unwrap_or_else(|| smartvm::SmartVmOptions::default().data_dir.join("bin/v1.12.1/firecracker").into())
 }
 
 impl Env {

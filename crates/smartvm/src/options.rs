@@ -171,7 +171,10 @@ mod tests {
             (PathBuf::from("/home/ann/.local/share/smartvm"), PathBuf::from("/run/user/1000/smartvm"))
         );
         let xdg = |k: &str| (k == "XDG_DATA_HOME").then(|| "/data/ann".to_string());
-        assert_eq!(default_dirs(1000, xdg), (PathBuf::from("/data/ann/smartvm"), PathBuf::from("/dev/shm/smartvm-1000")));
+        assert_eq!(
+            default_dirs(1000, xdg),
+            (PathBuf::from("/data/ann/smartvm"), PathBuf::from("/dev/shm/smartvm-1000"))
+        );
         let relative = |_: &str| Some("relative".to_string());
         assert_eq!(default_dirs(7, relative).0, PathBuf::from("/var/tmp/smartvm-7"), "relative values are ignored");
     }
@@ -211,5 +214,4 @@ mod tests {
         o.firecracker_version = Some(FirecrackerVersion::new(1, 7, 0));
         assert_eq!(binary_candidates(&o, None), [PathBuf::from("/data/bin/v1.7.0/firecracker")]);
     }
-
 }

@@ -10,10 +10,10 @@ use crate::config::{ConfigErrors, VmConfig};
 use crate::error::{Result, SmartVmError};
 use crate::images::{BaseImageBundle, BaseImageManager, BaseImageOptions, ImageManager, Progress};
 use crate::network::{NetworkManager, NetworkOptions};
+use crate::options::{binary_candidates, SmartVmOptions};
 use crate::process::StopPlan;
 use crate::snapshot::Snapshot;
 use crate::version::FirecrackerVersion;
-use crate::options::{binary_candidates, SmartVmOptions};
 use crate::vm::reclaim::ReclaimReport;
 use crate::vm::{MicroVm, UnwindScope, VmJournal, VmRuntimeOptions};
 

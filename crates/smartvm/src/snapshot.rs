@@ -164,12 +164,13 @@ impl Snapshot {
         for d in &self.drives {
             drives.push(SnapshotDrive { path: rel("drive", &d.path)?, ..d.clone() });
         }
-        let base_bundle = match &self.base {
-            Some(b) => Some(b.state_path.parent().map(Path::to_path_buf).ok_or_else(|| {
-                SmartVmError::Snapshot(format!("base {} has no bundle dir", b.state_path.display()))
-            })?),
-            None => None,
-        };
+        let base_bundle =
+            match &self.base {
+                Some(b) => Some(b.state_path.parent().map(Path::to_path_buf).ok_or_else(|| {
+                    SmartVmError::Snapshot(format!("base {} has no bundle dir", b.state_path.display()))
+                })?),
+                None => None,
+            };
         let file = BundleFile {
             state_path: rel("statePath", &self.state_path)?,
             mem_path: rel("memPath", &self.mem_path)?,

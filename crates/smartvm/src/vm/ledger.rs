@@ -274,8 +274,12 @@ fn release(resource: &Resource, scope: &UnwindScope) -> Result<(), UnwindError> 
     match resource {
         Resource::Process(p) => p.kill(scope.owner),
         Resource::Tap { name } => release_tap(name),
-        Resource::Cgroup { path } => remove_beneath(Path::new(CGROUP_ROOT), path, Removal::EmptyDir).map(drop).map_err(Into::into),
-        Resource::JailDir { path } => remove_beneath(&scope.jail_base, path, Removal::Tree).map(drop).map_err(Into::into),
+        Resource::Cgroup { path } => {
+            remove_beneath(Path::new(CGROUP_ROOT), path, Removal::EmptyDir).map(drop).map_err(Into::into)
+        }
+        Resource::JailDir { path } => {
+            remove_beneath(&scope.jail_base, path, Removal::Tree).map(drop).map_err(Into::into)
+        }
         Resource::StagedDrive(s) => {
             let root = if s.staged.starts_with(&scope.jail_base) { &scope.jail_base } else { &scope.runtime_dir };
             remove_beneath(root, &s.staged, Removal::Tree).map(drop).map_err(Into::into)
@@ -369,9 +373,9 @@ impl Ledger {
         if failures.is_empty() {
             self.journal.resources.clear();
         } else {
-            self.journal.resources.retain(|r| {
-                matches!(r, Resource::RuntimeDir { .. }) || failures.iter().any(|f| &f.resource == r)
-            });
+            self.journal
+                .resources
+                .retain(|r| matches!(r, Resource::RuntimeDir { .. }) || failures.iter().any(|f| &f.resource == r));
             let _ = self.journal.write(&self.dir);
         }
         failures
@@ -384,9 +388,7 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
     let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
     let (f, t) = (c(from)?, c(to)?);
     // SAFETY: two valid NUL-terminated paths; AT_FDCWD for both directory fds.
-    let r = unsafe {
-        libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE)
-    };
+    let r = unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE) };
     if r == 0 {
         Ok(())
     } else {

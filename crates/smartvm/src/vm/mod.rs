@@ -38,9 +38,9 @@ use crate::version::FirecrackerVersion;
 
 pub use identity::{process_start_time, ProcessRecord};
 pub use ledger::{Resource, UnwindScope, VmJournal};
-pub use steps::{restore_steps, start_steps, Step};
 pub use plan::{boot_plan, PreBootCall, ResolvedResources};
 pub use state::{Operation, VmState};
+pub use steps::{restore_steps, start_steps, Step};
 
 /// How a VM runs on this host (set by [`SmartVm`](crate::SmartVm), or directly).
 #[derive(Debug, Clone)]

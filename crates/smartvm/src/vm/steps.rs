@@ -418,7 +418,8 @@ impl MicroVm {
         let process = inner.process.as_ref().ok_or(SmartVmError::NoClient)?;
         let api = Arc::new(ApiClient::new(&socket).with_timeout(opts.request_timeout));
         let timeout = opts.socket_timeout;
-        let socket_timeout = || SmartVmError::SocketTimeout { path: socket.clone(), timeout_ms: timeout.as_millis() as u64 };
+        let socket_timeout =
+            || SmartVmError::SocketTimeout { path: socket.clone(), timeout_ms: timeout.as_millis() as u64 };
         if !process.wait_for_path(&socket, timeout).await? {
             return Err(socket_timeout());
         }
@@ -490,7 +491,9 @@ impl MicroVm {
         for (iface_id, tap) in &cx.resolved.tap_names {
             if !params.network_overrides.iter().any(|o| &o.iface_id == iface_id) {
                 let host_dev_name = tap.clone();
-                params.network_overrides.push(crate::config::NetworkOverride { iface_id: iface_id.clone(), host_dev_name });
+                params
+                    .network_overrides
+                    .push(crate::config::NetworkOverride { iface_id: iface_id.clone(), host_dev_name });
             }
         }
         let payload = params.payload(version).map_err(|m| crate::config::ConfigErrors::single("snapshot", m))?;

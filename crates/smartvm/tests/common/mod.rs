@@ -24,7 +24,9 @@ fn find_firecracker() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("SMARTVM_FIRECRACKER_BIN") {
         return Some(p.into());
     }
-    let data = std::env::var_os("SMARTVM_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| "/tmp/.smartvm".into());
+    let data = std::env::var_os("SMARTVM_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| smartvm::SmartVmOptions::default().data_dir);
     let p = data.join("bin/v1.12.1/firecracker");
     if p.exists() {
         return Some(p);

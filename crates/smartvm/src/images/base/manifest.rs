@@ -239,7 +239,10 @@ mod tests {
         assert_eq!(field, "rootfs.path");
         let mut inside = base();
         inside["rootfs"]["path"] = json!("/manifests/sub/r.img");
-        let (_, r) = HostedManifest::parse(&inside.to_string()).unwrap().validate("x86_64", Some(Path::new("/manifests"))).unwrap();
+        let (_, r) = HostedManifest::parse(&inside.to_string())
+            .unwrap()
+            .validate("x86_64", Some(Path::new("/manifests")))
+            .unwrap();
         assert_eq!(r.location, ArtifactLocation::Path("/manifests/sub/r.img".into()));
     }
 
