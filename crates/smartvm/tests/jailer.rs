@@ -114,6 +114,11 @@ async fn unsupported_jailed_configs_fail_before_anything_exists() {
 async fn reclaim_kills_orphans_and_spares_owned_vms() {
     let Some(env) = env() else { return };
     let base = jail_base();
+    let mut options = env.smartvm.options().clone();
+    options.jailer = jailer(&env, base.path());
+    if options.jailer.is_none() {
+        return;
+    }
     // A stand-in for an orphaned VM process, and an owner that has exited.
     let mut orphan = Command::new("sleep").arg("600").spawn().unwrap();
     let mut owner = Command::new("true").spawn().unwrap();
@@ -159,11 +164,6 @@ async fn reclaim_kills_orphans_and_spares_owned_vms() {
         }
         .owned_by_this_process(),
     );
-    let mut options = env.smartvm.options().clone();
-    options.jailer = jailer(&env, base.path());
-    if options.jailer.is_none() {
-        return;
-    }
     let smartvm = smartvm::SmartVm::new(options);
     let report = smartvm.reclaim().await.unwrap();
     assert_eq!(report.reclaimed, ["orphan"], "{report:?}");

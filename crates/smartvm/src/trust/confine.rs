@@ -107,7 +107,7 @@ fn remove_tree_at(dir: RawFd, name: &OsStr) -> nix::Result<()> {
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_bytes().to_vec())
         .filter(|n| n != b"." && n != b"..")
-        .map(|n| std::os::unix::ffi::OsStringExt::from_vec(n))
+        .map(std::os::unix::ffi::OsStringExt::from_vec)
         .collect();
     let sub_fd = sub.as_raw_fd();
     for entry in &entries {

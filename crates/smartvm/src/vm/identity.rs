@@ -88,7 +88,8 @@ impl ProcessRecord {
                 if self.start_time.is_some() && started != self.start_time {
                     return Ok(()); // the pid was recycled: ours is gone
                 }
-                if !owner && !(self.start_time.is_some() && self.looks_like(pid)) {
+                let verified = self.start_time.is_some() && self.looks_like(pid);
+                if !owner && !verified {
                     return Err(UnwindError::NotOurs("the process does not match the journal"));
                 }
                 vec![pid]
