@@ -335,3 +335,24 @@ fn snapshot_take_from_another_process_and_restore() {
     assert!(env.runtime_is_empty());
     assert!(std::fs::read(&disk).unwrap()[512..520].iter().all(|&b| b == 0), "source image untouched");
 }
+
+#[test]
+fn an_untrusted_firecracker_is_refused_with_exit_4() {
+    let Some(env) = env() else { return };
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let marker = env.dir.path().join("executed");
+    let bin = env.dir.path().join("planted/firecracker");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::write(&bin, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    std::os::unix::fs::chown(&bin, Some(65534), Some(65534)).unwrap();
+    let out = env.cmd(&["run", "--timeout", "1"]).env("SMARTVM_FIRECRACKER_BIN", &bin).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("error[UNTRUSTED_PATH]") && stderr.contains("chown root"), "{stderr}");
+    let out = env.cmd(&["version"]).env("SMARTVM_FIRECRACKER_BIN", &bin).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!marker.exists(), "the planted binary was executed");
+}
