@@ -23,6 +23,10 @@ pub struct BenchArgs {
     /// VMs started at once in the concurrency scenario.
     #[arg(long, default_value_t = 10)]
     concurrency: usize,
+    /// Also measure VMs under the jailer (chroot, uid/gid drop, jail base `/srv/jailer`),
+    /// interleaved with the direct path.
+    #[arg(long)]
+    jailed: bool,
 }
 
 /// Median, p95, min, max of a sample set (milliseconds).
@@ -126,7 +130,9 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
     raw_boot(&binary, &raw_config).await?;
     smartvm_boot(&smartvm, &cfg("warmup".into())).await?;
 
+    let jailed = args.jailed.then(|| SmartVm::new(SmartVmOptions { jailed_by_default: true, ..options.clone() }));
     let (mut raw_first, mut raw_exit, mut sv_first, mut sv_exit) = (vec![], vec![], vec![], vec![]);
+    let mut jailed_first = vec![];
     for i in 0..args.runs {
         let (f, e) = raw_boot(&binary, &raw_config).await?;
         raw_first.push(ms(f));
@@ -134,6 +140,9 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
         let (f, e) = smartvm_boot(&smartvm, &cfg(format!("bench-{i}"))).await?;
         sv_first.push(ms(f));
         sv_exit.push(ms(e));
+        if let Some(j) = &jailed {
+            jailed_first.push(ms(smartvm_boot(j, &cfg(format!("jailed-{i}"))).await?.0));
+        }
     }
 
     let n = args.concurrency.max(1);
@@ -171,6 +180,7 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
     row(&mut out, &format!("(c) {n} raw processes at once → all exited"), &conc_raw);
     row(&mut out, &format!("(c) {n} smartvm VMs at once → all exited"), &conc_sv);
     row(&mut out, "(d) snapshot load (resume) → first count line", &snapshot_samples);
+    row(&mut out, "(e) smartvm jailed create_vm+start → first probe line", &jailed_first);
     out.push(String::new());
     let ratio = |name: &str, b: &[f64], a: &[f64]| {
         format!("ratio {name}: mean {:.3}, median {:.3}", mean(b) / mean(a), median(b) / median(a))
@@ -178,6 +188,9 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
     out.push(ratio("(b)/(a) first line", &sv_first, &raw_first));
     out.push(ratio("(b)/(a) exit      ", &sv_exit, &raw_exit));
     out.push(ratio("(c) smartvm/raw   ", &conc_sv, &conc_raw));
+    if !jailed_first.is_empty() {
+        out.push(ratio("(e)/(b) jailed/direct", &jailed_first, &sv_first));
+    }
     if std::env::var_os("SMARTVM_BENCH_SAMPLES").is_some() {
         for (name, v) in
             [("raw_first", &raw_first), ("sv_first", &sv_first), ("raw_exit", &raw_exit), ("sv_exit", &sv_exit)]

@@ -43,6 +43,10 @@ pub struct RunArgs {
     /// network manager, and pass the guest its `ip=` argument.
     #[arg(long)]
     net: bool,
+    /// Run the VM under Firecracker's jailer (chroot, uid/gid 65534, `/srv/jailer`), as
+    /// `SMARTVM_JAILED=1` does.
+    #[arg(long)]
+    jailed: bool,
     /// Boot a base-image bundle (see `smartvm image pull`).
     #[command(flatten)]
     image: crate::images::SourceArgs,
@@ -107,7 +111,8 @@ fn build_config(
 }
 
 pub async fn run(args: RunArgs) -> Result<Exit, CliError> {
-    let options = SmartVmOptions::from_env();
+    let mut options = SmartVmOptions::from_env();
+    options.jailed_by_default |= args.jailed;
     let smartvm = SmartVm::new(options.clone());
     let bundle = match args.image.is_set() {
         true => Some(crate::images::pull(&smartvm, &args.image).await?),
@@ -140,7 +145,12 @@ pub async fn supervise(
         .map_err(|e| CliError::new(Exit::Failure, e))?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| CliError::new(Exit::Failure, e))?;
-    launch.await?;
+    // A start blocked on any step ends at Ctrl-C/SIGTERM: dropping it unwinds what it created.
+    tokio::select! {
+        started = launch => started?,
+        _ = interrupt.recv() => return Ok(Exit::Interrupted),
+        _ = terminate.recv() => return Ok(Exit::Interrupted),
+    }
     let console = vm.console().await.ok_or(SmartVmError::NoClient)?;
     let printer = tokio::spawn(async move {
         let (backlog, mut live) = console.follow();

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_smartvm");
 
@@ -355,4 +356,58 @@ fn an_untrusted_firecracker_is_refused_with_exit_4() {
     let out = env.cmd(&["version"]).env("SMARTVM_FIRECRACKER_BIN", &bin).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(!marker.exists(), "the planted binary was executed");
+}
+
+#[test]
+fn ctrl_c_during_a_blocked_start_ends_within_a_second_and_leaves_nothing() {
+    let Some(env) = env() else { return };
+    // A Firecracker that never opens its API socket: start blocks in its wait-for-API step.
+    let fake = env.dir.path().join("hanging-firecracker");
+    std::fs::write(
+        &fake,
+        "#!/bin/bash\ncase \"$1\" in --version) echo 'Firecracker v1.12.1';; \
+         *) exec -a \"hanging-firecracker $*\" sleep 600;; esac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut child = env
+        .cmd(&["run", "--id", "blocked"])
+        .env("SMARTVM_FIRECRACKER_BIN", &fake)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let journal = env.runtime().join("blocked/smartvm-journal.json");
+    let socket = env.runtime().join("blocked/firecracker.sock").display().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"pid\":")) {
+        assert!(std::time::Instant::now() < deadline, "start never reached spawn");
+        std::thread::yield_now();
+    }
+    let sent = std::time::Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    assert!(wait_for_exit(child.id() as i32, 1000), "still running 1 s after SIGINT");
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert!(sent.elapsed() < Duration::from_secs(1));
+    assert!(env.runtime_is_empty(), "nothing left in the runtime dir");
+    let survivors = || -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd).into_owned();
+                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                cmd.contains(&socket).then(|| format!("{cmd} {stat}"))
+            })
+            .collect()
+    };
+    // A killed process can still be listed while the kernel finishes its exit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut left = survivors();
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+        left = survivors();
+    }
+    assert!(left.is_empty(), "the stand-in Firecracker was killed: {left:?}");
 }

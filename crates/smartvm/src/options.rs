@@ -55,7 +55,14 @@ pub struct SmartVmOptions {
     pub mirrors: Mirrors,
     /// Run VMs under Firecracker's jailer.
     pub jailer: Option<crate::process::JailerConfig>,
+    /// Without an explicit [`jailer`](Self::jailer), jail every VM anyway: the `jailer` beside
+    /// the Firecracker binary, uid/gid 65534 (`nobody`), chroot base `/srv/jailer`
+    /// (`SMARTVM_JAILED=1`; see the README for the cost and when to use it).
+    pub jailed_by_default: bool,
 }
+
+/// The jailer's default chroot base.
+pub const DEFAULT_JAIL_BASE: &str = "/srv/jailer";
 
 /// The default data and runtime dirs for user `uid` (see the module docs); `lookup` reads
 /// `XDG_DATA_HOME`, `HOME` and `XDG_RUNTIME_DIR`. Pure.
@@ -101,6 +108,7 @@ impl Default for SmartVmOptions {
             stop_grace: Duration::from_secs(2),
             mirrors: Mirrors::default(),
             jailer: None,
+            jailed_by_default: false,
         }
     }
 }
@@ -125,6 +133,7 @@ impl SmartVmOptions {
             base_image_manifest_url: get("SMARTVM_BASE_IMAGE_MANIFEST_URL"),
             base_image_manifest_path: get("SMARTVM_BASE_IMAGE_MANIFEST_PATH").map(PathBuf::from),
             mirrors: Mirrors::from_lookup(&lookup),
+            jailed_by_default: get("SMARTVM_JAILED").is_some_and(|v| v == "1"),
             ..d
         }
     }
@@ -136,7 +145,19 @@ impl SmartVmOptions {
 
     /// Where jails live: the jailer's chroot base when configured, else the jailer's default.
     pub fn jail_base(&self) -> PathBuf {
-        self.jailer.as_ref().map_or_else(|| PathBuf::from("/srv/jailer"), |j| j.chroot_base_dir.clone())
+        self.jailer.as_ref().map_or_else(|| PathBuf::from(DEFAULT_JAIL_BASE), |j| j.chroot_base_dir.clone())
+    }
+
+    /// The jailer configuration VMs run with for `firecracker`: the explicit one, or with
+    /// [`jailed_by_default`](Self::jailed_by_default) the default one; `None` runs them directly.
+    pub fn effective_jailer(&self, firecracker: &Path) -> Option<crate::process::JailerConfig> {
+        self.jailer.clone().or_else(|| {
+            self.jailed_by_default.then(|| {
+                let mut j = crate::process::JailerConfig::new(firecracker.with_file_name("jailer"), 65534, 65534);
+                j.chroot_base_dir = PathBuf::from(DEFAULT_JAIL_BASE);
+                j
+            })
+        })
     }
 }
 

@@ -143,7 +143,7 @@ impl SmartVm {
         o.ephemeral_writable_drives = self.options.ephemeral_writable_drives;
         o.socket_timeout = self.options.socket_timeout;
         o.stop_plan = StopPlan::with_grace(self.options.stop_grace);
-        o.jailer = self.options.jailer.clone();
+        o.jailer = self.options.effective_jailer(&o.firecracker_binary);
         o
     }
 

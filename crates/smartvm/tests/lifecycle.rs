@@ -173,3 +173,83 @@ async fn dropping_a_vm_without_cleanup_kills_it_and_removes_its_dir() {
     assert!(!pid_alive(pid), "Firecracker must not outlive its MicroVm");
     assert!(!dir.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_started_from_a_short_lived_thread_keeps_running() {
+    let Some(env) = env() else { return };
+    let vm = std::sync::Arc::new(env.smartvm.create_vm(&env.probe_config("thread", "probe.count=50")).unwrap());
+    let handle = tokio::runtime::Handle::current();
+    let starter = vm.clone();
+    // The thread that calls start() exits right after: the parent-death signal must not follow it.
+    std::thread::spawn(move || handle.block_on(starter.start())).join().unwrap().unwrap();
+    let pid = vm.pid().await.unwrap();
+    let first = next_count(&vm, None, Duration::from_secs(5)).await.expect("counting");
+    next_count(&vm, Some(first + 2), Duration::from_secs(5)).await.expect("still counting after the thread exited");
+    assert!(pid_alive(pid));
+    assert_eq!(vm.state(), VmState::Running);
+    env.smartvm.cleanup().await.unwrap();
+}
+
+/// A stand-in Firecracker that answers `--version` and otherwise never opens its API socket
+/// (its arguments stay on its command line, so it can be found).
+pub fn hanging_firecracker(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("hanging-firecracker");
+    std::fs::write(
+        &p,
+        "#!/bin/bash\ncase \"$1\" in --version) echo 'Firecracker v1.12.1';; \
+         *) exec -a \"hanging-firecracker $*\" sleep 600;; esac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    p
+}
+
+fn processes_mentioning(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            pid_alive(*pid) && String::from_utf8_lossy(&cmd).contains(needle)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cancelled_start_unwinds_everything() {
+    let Some(env) = env() else { return };
+    let fake = hanging_firecracker(env.dir.path());
+    let mut opts = smartvm::vm::VmRuntimeOptions::new(&fake, env.smartvm.runtime_dir());
+    opts.socket_timeout = Duration::from_secs(60);
+    let disk = env.disk("cancel.img", 8, "x");
+    let cfg = env.probe_config("cancelled", "").with_drive(smartvm::config::DriveConfig::new("rw", &disk));
+    let vm = smartvm::MicroVm::new(&cfg, opts).unwrap();
+    let journal = vm.runtime_dir().join(smartvm::vm::ledger::JOURNAL_FILE);
+    let socket = vm.socket_path().display().to_string();
+    {
+        let start = vm.start();
+        tokio::pin!(start);
+        // Let it run until the process is journaled (blocked waiting for the socket), then drop it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            tokio::select! {
+                r = &mut start => panic!("start ended: {r:?}"),
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+            let spawned = std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"pid\":"));
+            if spawned && !processes_mentioning(&socket).is_empty() {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the fake never spawned");
+        }
+    }
+    assert_eq!(vm.state(), VmState::Error);
+    assert!(!vm.runtime_dir().exists(), "runtime dir (journal, staged drive) removed");
+    let left = processes_mentioning(&socket);
+    let cmds: Vec<String> = left
+        .iter()
+        .map(|p| String::from_utf8_lossy(&std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default()).into_owned())
+        .collect();
+    assert!(left.is_empty(), "the process was killed: {left:?} {cmds:?}");
+}

@@ -138,7 +138,10 @@ impl DriveConfig {
         p.check_id(&field("driveId"), &self.drive_id);
         match &self.socket {
             Some(sock) => p.check_path(&field("socket"), sock, true),
-            None => p.check_path(&field("pathOnHost"), &self.path_on_host, true),
+            None => {
+                p.check_path(&field("pathOnHost"), &self.path_on_host, true);
+                check_drive_file(&field("pathOnHost"), &self.path_on_host, p);
+            }
         }
         if let Some(rl) = &self.rate_limiter {
             rl.validate(&field("rateLimiter"), p);
@@ -164,6 +167,27 @@ impl DriveConfig {
             io_engine: self.io_engine,
             rate_limiter: self.rate_limiter.as_ref().map(RateLimiter::payload),
             socket: self.socket.clone(),
+        }
+    }
+}
+
+/// A drive is a regular file or a block device: a FIFO would block the start forever, a
+/// character device or directory is not a disk.
+fn check_drive_file(field: &str, path: &Path, p: &mut Problems) {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let t = meta.file_type();
+        if !(t.is_file() || t.is_block_device()) {
+            let kind = if t.is_fifo() {
+                "a FIFO"
+            } else if t.is_char_device() {
+                "a character device"
+            } else if t.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file"
+            };
+            p.push(field, format!("{} is {kind}: a drive must be a regular file or a block device", path.display()));
         }
     }
 }

@@ -86,14 +86,27 @@ impl MachineConfig {
     }
 
     pub(crate) fn validate(&self, p: &mut Problems) {
+        self.validate_cpus(p);
+        self.validate_memory(p);
+    }
+
+    fn validate_cpus(&self, p: &mut Problems) {
         if !(1..=32).contains(&self.vcpu_count) {
             p.push("machineConfig.vcpuCount", format!("{} is outside 1-32", self.vcpu_count));
         }
         if self.vcpu_count > 1 && self.vcpu_count % 2 == 1 && self.smt == Some(true) {
             p.push("machineConfig.vcpuCount", "must be 1 or even when smt is enabled");
         }
+    }
+
+    fn validate_memory(&self, p: &mut Problems) {
         if self.mem_size_mib == 0 {
             p.push("machineConfig.memSizeMib", "must be greater than 0");
+        } else if let Some(host) = host_memory_mib().filter(|host| self.mem_size_mib > *host) {
+            p.push(
+                "machineConfig.memSizeMib",
+                format!("{} MiB is more than this host's {host} MiB", self.mem_size_mib),
+            );
         }
         if self.huge_pages == Some(HugePages::TwoMiB) && self.mem_size_mib % 2 != 0 {
             p.push("machineConfig.memSizeMib", "must be a multiple of 2 with 2M huge pages");
@@ -111,6 +124,16 @@ impl MachineConfig {
             huge_pages: self.huge_pages,
         }
     }
+}
+
+/// Total RAM of this host (`MemTotal` of `/proc/meminfo`), in MiB.
+fn host_memory_mib() -> Option<u64> {
+    static TOTAL: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *TOTAL.get_or_init(|| {
+        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let kib: u64 = info.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024)
+    })
 }
 
 #[cfg(test)]

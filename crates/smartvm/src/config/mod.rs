@@ -107,6 +107,13 @@ struct FirecrackerConfigFile {
 
 const FIRECRACKER_FILE_KEYS: [&str; 4] = ["boot-source", "machine-config", "network-interfaces", "mmds-config"];
 
+/// Largest config file [`VmConfig::from_file`] reads.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Most drives one VM may have (each costs Firecracker a file and an MMIO slot).
+pub const MAX_DRIVES: usize = 64;
+/// Most network interfaces one VM may have.
+pub const MAX_NETWORK_INTERFACES: usize = 32;
+
 impl VmConfig {
     /// A VM booting `kernel` with the default machine (1 vCPU, 128 MiB) and no devices.
     pub fn new(kernel: impl Into<std::path::PathBuf>) -> Self {
@@ -182,9 +189,20 @@ impl VmConfig {
     }
 
     /// Reads and parses a config file (see [`from_json`](Self::from_json)).
+    /// A regular file of at most [`MAX_CONFIG_BYTES`] (read with that cap, so `/dev/zero` or a
+    /// huge file is refused without being read whole).
     pub fn from_file(path: &Path) -> Result<Self, ConfigErrors> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigErrors::single("<file>", format!("cannot read {}: {e}", path.display())))?;
+        use std::io::Read;
+        let fail = |m: String| ConfigErrors::single("<file>", format!("cannot read {}: {m}", path.display()));
+        let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+        if !file.metadata().map_err(|e| fail(e.to_string()))?.is_file() {
+            return Err(fail("not a regular file".into()));
+        }
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text).map_err(|e| fail(e.to_string()))?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(fail(format!("larger than {} KiB", MAX_CONFIG_BYTES >> 10)));
+        }
         Self::from_json(&text)
     }
 
@@ -201,6 +219,13 @@ impl VmConfig {
         self.boot_source.validate(&mut p);
         self.machine_config.validate(&mut p);
 
+        if self.drives.len() > MAX_DRIVES {
+            p.push("drives", format!("{} drives; at most {MAX_DRIVES}", self.drives.len()));
+        }
+        if self.network_interfaces.len() > MAX_NETWORK_INTERFACES {
+            let n = self.network_interfaces.len();
+            p.push("networkInterfaces", format!("{n} interfaces; at most {MAX_NETWORK_INTERFACES}"));
+        }
         let mut drive_ids = HashSet::new();
         let mut roots = 0;
         for (i, d) in self.drives.iter().enumerate() {

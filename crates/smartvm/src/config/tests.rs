@@ -131,3 +131,39 @@ fn parse_errors_name_the_field() {
     assert_eq!(VmConfig::from_json("{not json").unwrap_err().problems[0].field, "<file>");
     assert!(VmConfig::from_file(Path::new("/nonexistent/cfg.json")).is_err());
 }
+
+#[test]
+fn drives_must_be_files_or_block_devices_and_sizes_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = existing_file(dir.path(), "k");
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let cfg = VmConfig::new(&kernel)
+        .with_drive(DriveConfig::new("fifo", &fifo))
+        .with_drive(DriveConfig::new("null", "/dev/null"))
+        .with_drive(DriveConfig::new("dir", dir.path()));
+    let err = cfg.validate().unwrap_err();
+    let text = err.to_string() + &format!("{err:?}");
+    for (field, kind) in [(0, "a FIFO"), (1, "a character device"), (2, "a directory")] {
+        assert!(err.has_field(&format!("drives[{field}].pathOnHost")), "{text}");
+        assert!(text.contains(kind), "{kind}: {text}");
+    }
+    let img = existing_file(dir.path(), "d.img");
+    let many =
+        (0..=MAX_DRIVES).fold(VmConfig::new(&kernel), |c, i| c.with_drive(DriveConfig::new(format!("d{i}"), &img)));
+    assert!(many.validate().unwrap_err().has_field("drives"));
+    let huge = VmConfig::new(&kernel).with_machine(1, u64::MAX);
+    assert!(huge.validate().unwrap_err().has_field("machineConfig.memSizeMib"));
+    let tib = VmConfig::new(&kernel).with_machine(1, 1 << 20);
+    assert!(tib.validate().unwrap_err().has_field("machineConfig.memSizeMib"), "1 TiB is more than this host");
+}
+
+#[test]
+fn config_files_are_read_with_a_cap() {
+    let e = VmConfig::from_file(Path::new("/dev/zero")).unwrap_err();
+    assert!(format!("{e:?}").contains("not a regular file"), "{e:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, vec![b' '; (MAX_CONFIG_BYTES + 10) as usize]).unwrap();
+    assert!(format!("{:?}", VmConfig::from_file(&big).unwrap_err()).contains("larger than"));
+}

@@ -7,6 +7,7 @@
 mod command;
 mod console;
 mod jailer;
+mod spawner;
 mod stop;
 
 use std::path::{Path, PathBuf};
@@ -119,6 +120,28 @@ pub fn private_mounts_available() -> bool {
     })
 }
 
+/// In the child between fork and exec: a private mount namespace with `source` bind-mounted
+/// on `target`. Only async-signal-safe calls.
+fn private_bind_mount(source: &std::ffi::CStr, target: &std::ffi::CStr) -> std::io::Result<()> {
+    // SAFETY: plain syscalls on NUL-terminated strings prepared before the fork.
+    let failed = unsafe {
+        libc::unshare(libc::CLONE_NEWNS) != 0
+            || libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            || libc::mount(source.as_ptr(), target.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) != 0
+    };
+    if failed {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 fn bind_mount_paths(m: &BindMount) -> std::io::Result<(std::ffi::CString, std::ffi::CString)> {
     use std::os::unix::ffi::OsStrExt;
     let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
@@ -211,7 +234,9 @@ pub struct FirecrackerProcess {
 }
 
 impl FirecrackerProcess {
-    /// Spawns `command`. The child dies with this process (PR_SET_PDEATHSIG = SIGKILL).
+    /// Spawns `command`. The child dies with this process (PR_SET_PDEATHSIG = SIGKILL), however
+    /// short-lived the calling thread: the fork happens on smartvm's one long-lived spawner
+    /// thread, since the parent-death signal follows the thread that forked.
     pub async fn spawn(command: &FirecrackerCommand, output: &OutputOptions) -> Result<Self, ProcessError> {
         let file = match &output.console_file {
             Some(path) => Some(
@@ -224,7 +249,7 @@ impl FirecrackerProcess {
             ),
             None => None,
         };
-        let mut cmd = tokio::process::Command::new(&command.binary);
+        let mut cmd = std::process::Command::new(&command.binary);
         cmd.args(command.args()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let parent = std::process::id() as i32;
         let umask = command.umask;
@@ -234,10 +259,10 @@ impl FirecrackerProcess {
             .map(bind_mount_paths)
             .transpose()
             .map_err(|source| ProcessError::Spawn { binary: command.binary.clone(), source })?;
-        // SAFETY: only async-signal-safe calls (prctl, getppid, kill, unshare, mount) run between
-        // fork and exec; the C strings were prepared before the fork.
+        // SAFETY: only async-signal-safe calls (prctl, getppid, kill, umask, unshare, mount) run
+        // between fork and exec; the C strings were prepared before the fork.
         unsafe {
-            cmd.pre_exec(move || {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -249,44 +274,31 @@ impl FirecrackerProcess {
                     libc::umask(mask as libc::mode_t);
                 }
                 if let Some((source, target)) = &mount {
-                    let root = c"/";
-                    let failed = libc::unshare(libc::CLONE_NEWNS) != 0
-                        || libc::mount(
-                            std::ptr::null(),
-                            root.as_ptr(),
-                            std::ptr::null(),
-                            libc::MS_REC | libc::MS_PRIVATE,
-                            std::ptr::null(),
-                        ) != 0
-                        || libc::mount(
-                            source.as_ptr(),
-                            target.as_ptr(),
-                            std::ptr::null(),
-                            libc::MS_BIND,
-                            std::ptr::null(),
-                        ) != 0;
-                    if failed {
-                        return Err(std::io::Error::last_os_error());
-                    }
+                    private_bind_mount(source, target)?;
                 }
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn { binary: command.binary.clone(), source })?;
-        let pid = child.id().map(|p| p as i32).unwrap_or(-1);
+        let spawn_err = |source| ProcessError::Spawn { binary: command.binary.clone(), source };
+        let mut child = spawner::spawn(cmd).await.map_err(spawn_err)?;
+        let pid = child.id() as i32;
+        let pidfd = spawner::pidfd(pid).map_err(spawn_err)?;
         let lines = output.buffer_lines.unwrap_or(DEFAULT_CONSOLE_LINES);
         let console = Console::new(lines);
         let stderr = Console::new(lines);
         if let Some(out) = child.stdout.take() {
-            console.spawn_reader(out, file);
+            console.spawn_reader(tokio::process::ChildStdout::from_std(out).map_err(spawn_err)?, file);
         }
         if let Some(err) = child.stderr.take() {
-            stderr.spawn_reader(err, None);
+            stderr.spawn_reader(tokio::process::ChildStderr::from_std(err).map_err(spawn_err)?, None);
         }
         let (tx, exit) = watch::channel(None);
         tokio::spawn(async move {
             use std::os::unix::process::ExitStatusExt;
-            let info = match child.wait().await {
+            // The pidfd turns readable when the process has exited; only then is it reaped, so
+            // its pid cannot be reused while anything here may still signal it.
+            let _ = pidfd.readable().await;
+            let info = match child.wait() {
                 Ok(s) => ExitInfo { code: s.code(), signal: s.signal() },
                 Err(_) => ExitInfo { code: None, signal: None },
             };

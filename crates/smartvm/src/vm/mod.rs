@@ -256,18 +256,22 @@ impl MicroVm {
 
     /// Start or restore: on any failure tear down what was created and end in `Error`.
     async fn launch(&self, source: Option<steps::RestoreSource>) -> Result<()> {
-        let mut inner = self.inner.lock().await;
+        let inner = self.inner.lock().await;
         Operation::Start.check(self.state())?;
         self.set_state(VmState::Configuring);
         let steps = if source.is_some() { restore_steps() } else { start_steps() };
         let mut cx = steps::StartContext::new(source);
-        match self.run_steps(&steps, &mut inner, &mut cx).await {
+        // Cancel-safe: if this future is dropped mid-start, the guard unwinds what was acquired.
+        let mut guard = StartGuard { vm: self, inner, armed: true };
+        let result = self.run_steps(&steps, &mut guard.inner, &mut cx).await;
+        guard.armed = false;
+        match result {
             Ok(()) => {
                 self.set_state(cx.final_state());
                 Ok(())
             }
             Err(e) => {
-                self.teardown(&mut inner).await;
+                self.teardown(&mut guard.inner).await;
                 self.set_state(VmState::Error);
                 Err(SmartVmError::StartFailed { vm_id: self.id.clone(), source: Box::new(e) })
             }
@@ -454,28 +458,51 @@ impl MicroVm {
     /// attempted and whatever could not be released is logged (and stays journaled for reclaim).
     async fn teardown(&self, inner: &mut VmResources) {
         inner.api = None;
-        let process = inner.process.take();
-        if let Some(mut ledger) = inner.ledger.take() {
-            let scope = self.unwind_scope();
-            let unwound = tokio::task::spawn_blocking(move || ledger.unwind(&scope)).await;
-            match unwound {
-                Ok(failures) => {
-                    for f in failures {
-                        tracing::warn!(vm = %self.id, error = %f, "could not release a resource");
-                    }
-                }
-                Err(e) => tracing::warn!(vm = %self.id, error = %e, "unwind task failed"),
+        // The process goes first, waited for without blocking: what remains of the unwind
+        // (files, TAP ioctls) is quick, and runs on this thread, in this thread's network
+        // namespace, where the TAPs were made.
+        if let Some(process) = inner.process.take() {
+            if let Err(e) = process.stop(None, &crate::process::StopPlan::kill()).await {
+                tracing::warn!(vm = %self.id, error = %e, "could not kill Firecracker");
             }
-        }
-        if let Some(process) = process {
             // Let the console readers finish; the exit watch stays for state().
             let _ = process.wait(Duration::from_secs(1)).await;
+        }
+        if let Some(mut ledger) = inner.ledger.take() {
+            for f in ledger.unwind(&self.unwind_scope()) {
+                tracing::warn!(vm = %self.id, error = %f, "could not release a resource");
+            }
         }
         for tap in std::mem::take(&mut inner.taps) {
             if let Some(net) = &self.options.network {
                 net.forget_tap(&tap.name).await;
             }
         }
+    }
+}
+
+/// Holds a VM's resources while it starts; dropped armed (the start future was cancelled), it
+/// kills the process and unwinds the ledger synchronously and leaves the VM in `Error`.
+struct StartGuard<'a> {
+    vm: &'a MicroVm,
+    inner: tokio::sync::MutexGuard<'a, VmResources>,
+    armed: bool,
+}
+
+impl Drop for StartGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        drop(self.inner.process.take());
+        self.inner.api = None;
+        if let Some(mut ledger) = self.inner.ledger.take() {
+            for f in ledger.unwind(&self.vm.unwind_scope()) {
+                tracing::warn!(vm = %self.vm.id, error = %f, "leftover after a cancelled start");
+            }
+        }
+        self.inner.taps.clear();
+        self.vm.set_state(VmState::Error);
     }
 }
 

@@ -191,7 +191,7 @@ impl MicroVm {
         })?;
         if let Some(j) = &opts.jailer {
             crate::trust::check(&j.binary, crate::trust::Expect::Executable)?;
-            crate::trust::check(&j.chroot_base_dir, crate::trust::Expect::Directory)?;
+            crate::trust::ensure_private_dir(&j.chroot_base_dir)?;
         }
         crate::trust::ensure_private_dir(&opts.runtime_dir)?;
         Ok(())
