@@ -380,7 +380,7 @@ fn ctrl_c_during_a_blocked_start_ends_within_a_second_and_leaves_nothing() {
     let journal = env.runtime().join("blocked/smartvm-journal.json");
     let socket = env.runtime().join("blocked/firecracker.sock").display().to_string();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"pid\":")) {
+    while !std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"pid\":") && !j.contains("\"pid\":null")) {
         assert!(std::time::Instant::now() < deadline, "start never reached spawn");
         std::thread::yield_now();
     }

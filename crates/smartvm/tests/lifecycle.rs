@@ -237,7 +237,8 @@ async fn a_cancelled_start_unwinds_everything() {
                 r = &mut start => panic!("start ended: {r:?}"),
                 _ = tokio::time::sleep(Duration::from_millis(5)) => {}
             }
-            let spawned = std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"pid\":"));
+            let spawned =
+                std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"pid\":") && !j.contains("\"pid\":null"));
             if spawned && !processes_mentioning(&socket).is_empty() {
                 break;
             }
@@ -252,4 +253,27 @@ async fn a_cancelled_start_unwinds_everything() {
         .map(|p| String::from_utf8_lossy(&std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default()).into_owned())
         .collect();
     assert!(left.is_empty(), "the process was killed: {left:?} {cmds:?}");
+}
+
+#[tokio::test]
+async fn cancelling_start_at_any_moment_leaves_nothing() {
+    let Some(env) = env() else { return };
+    let fake = hanging_firecracker(env.dir.path());
+    let disk = env.disk("cancel-any.img", 8, "x");
+    for (i, micros) in [0u64, 50, 200, 500, 1000, 2000, 5000, 10000, 20000].into_iter().enumerate() {
+        let mut opts = smartvm::vm::VmRuntimeOptions::new(&fake, env.smartvm.runtime_dir());
+        opts.socket_timeout = Duration::from_secs(60);
+        let id = format!("cancel-{i}");
+        let cfg = env.probe_config(&id, "").with_drive(smartvm::config::DriveConfig::new("rw", &disk));
+        let vm = smartvm::MicroVm::new(&cfg, opts).unwrap();
+        let socket = vm.socket_path().display().to_string();
+        let r = tokio::time::timeout(Duration::from_micros(micros), vm.start()).await;
+        assert!(r.is_err(), "start cannot finish against a Firecracker that never answers");
+        assert!(!vm.runtime_dir().exists(), "cancelled after {micros} µs: runtime dir left");
+        assert!(processes_mentioning(&socket).is_empty(), "cancelled after {micros} µs: process left");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(env.smartvm.runtime_dir())
+        .map(|rd| rd.flatten().map(|e| e.file_name()).filter(|n| n != ".drives").collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

@@ -7,7 +7,7 @@
 mod command;
 mod console;
 mod jailer;
-mod spawner;
+pub(crate) mod spawner;
 mod stop;
 
 use std::path::{Path, PathBuf};

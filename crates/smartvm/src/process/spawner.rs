@@ -11,7 +11,11 @@ use std::sync::{Mutex, OnceLock};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
-type Request = (Command, oneshot::Sender<std::io::Result<Child>>);
+enum Request {
+    Spawn(Command, oneshot::Sender<std::io::Result<Child>>),
+    /// Answered once every earlier request is done (see [`flush`]).
+    Flush(mpsc::Sender<()>),
+}
 
 fn spawner() -> std::io::Result<mpsc::Sender<Request>> {
     static SPAWNER: OnceLock<Mutex<Option<mpsc::Sender<Request>>>> = OnceLock::new();
@@ -22,8 +26,20 @@ fn spawner() -> std::io::Result<mpsc::Sender<Request>> {
     }
     let (tx, rx) = mpsc::channel::<Request>();
     std::thread::Builder::new().name("smartvm-spawner".into()).spawn(move || {
-        for (mut cmd, reply) in rx {
-            let _ = reply.send(cmd.spawn());
+        for request in rx {
+            match request {
+                Request::Spawn(mut cmd, reply) => {
+                    // If the caller was cancelled meanwhile, nobody will ever supervise this
+                    // child: end it here rather than leak it.
+                    if let Err(Ok(mut orphan)) = reply.send(cmd.spawn()) {
+                        let _ = orphan.kill();
+                        let _ = orphan.wait();
+                    }
+                }
+                Request::Flush(done) => {
+                    let _ = done.send(());
+                }
+            }
         }
     })?;
     *guard = Some(tx.clone());
@@ -33,8 +49,17 @@ fn spawner() -> std::io::Result<mpsc::Sender<Request>> {
 /// Spawns `cmd` on the spawner thread.
 pub(crate) async fn spawn(cmd: Command) -> std::io::Result<Child> {
     let (reply, answer) = oneshot::channel();
-    spawner()?.send((cmd, reply)).map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    spawner()?.send(Request::Spawn(cmd, reply)).map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
     answer.await.map_err(|_| std::io::Error::other("the spawner thread is gone"))?
+}
+
+/// Blocks until every spawn requested so far is done, so that a spawn whose caller was
+/// cancelled has been ended (for a cancelled start that must leave nothing behind).
+pub(crate) fn flush() {
+    let (done, wait) = mpsc::channel();
+    if spawner().is_ok_and(|tx| tx.send(Request::Flush(done)).is_ok()) {
+        let _ = wait.recv();
+    }
 }
 
 /// A pidfd for `pid` (our unreaped child), readable once it has exited.

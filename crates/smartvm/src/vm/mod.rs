@@ -494,6 +494,8 @@ impl Drop for StartGuard<'_> {
         if !self.armed {
             return;
         }
+        // A spawn may be in flight on the spawner thread: let it finish (it ends the orphan).
+        crate::process::spawner::flush();
         drop(self.inner.process.take());
         self.inner.api = None;
         if let Some(mut ledger) = self.inner.ledger.take() {
