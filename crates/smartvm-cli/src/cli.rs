@@ -95,7 +95,13 @@ async fn gc() -> Result<Exit, CliError> {
     for failure in &report.failures {
         eprintln!("warning: {failure}: {}", failure.error);
     }
-    if report.reclaimed.is_empty() && report.rejected.is_empty() && report.failures.is_empty() {
+    for removed in &report.network {
+        eprintln!("removed {removed}");
+    }
+    for failure in &report.network_failures {
+        eprintln!("warning: {failure}");
+    }
+    if report.is_empty() {
         eprintln!("nothing to reclaim");
     }
     Ok(Exit::Success)

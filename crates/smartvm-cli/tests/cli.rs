@@ -4,57 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_smartvm");
+mod common;
 
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-fn env() -> Option<Env> {
-    let required = std::env::var("SMARTVM_REQUIRE_KVM").is_ok_and(|v| v == "1");
-    let have_fc = Path::new(&firecracker_bin()).exists();
-    if !Path::new("/dev/kvm").exists() || !have_fc {
-        assert!(!required, "SMARTVM_REQUIRE_KVM=1 but /dev/kvm or Firecracker is missing");
-        eprintln!("SKIPPED: needs /dev/kvm and Firecracker (set SMARTVM_REQUIRE_KVM=1 to make this a failure)");
-        return None;
-    }
-    Some(Env { dir: tempfile::Builder::new().prefix("svcli").tempdir_in("/dev/shm").unwrap() })
-}
-
-fn firecracker_bin() -> std::ffi::OsString {
-    std::env::var_os("SMARTVM_FIRECRACKER_BIN")
-        .unwrap_or_else(|| smartvm::SmartVmOptions::default().data_dir.join("bin/v1.12.1/firecracker").into())
-}
-
-impl Env {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(args).env("SMARTVM_RUNTIME_DIR", self.runtime()).env("SMARTVM_DATA_DIR", self.dir.path().join("data"));
-        c.env("SMARTVM_FIRECRACKER_BIN", firecracker_bin());
-        c
-    }
-    /// `smartvm run <args>` in the background, with its stdout as a line iterator.
-    fn spawn_run(
-        &self,
-        args: &[&str],
-    ) -> (std::process::Child, std::io::Lines<std::io::BufReader<std::process::ChildStdout>>) {
-        use std::io::BufRead;
-        let mut full = vec!["run"];
-        full.extend_from_slice(args);
-        let mut child = self.cmd(&full).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-        let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        (child, lines)
-    }
-
-    fn runtime(&self) -> PathBuf {
-        self.dir.path().join("run")
-    }
-    /// No VM dir left (the shared `.drives` mountpoint is infrastructure, not a VM's).
-    fn runtime_is_empty(&self) -> bool {
-        std::fs::read_dir(self.runtime())
-            .map_or(true, |rd| rd.flatten().all(|e| e.file_name().to_string_lossy().starts_with('.')))
-    }
-}
+use common::{env, firecracker_bin, in_netns, wait_for_exit, Env};
 
 #[test]
 fn run_boots_the_probe_and_streams_its_console() {
@@ -170,21 +122,6 @@ fn a_crashed_host_program_takes_its_vm_along_and_gc_reclaims_the_rest() {
 }
 
 /// Waits up to `timeout_ms` for process `pid` to exit, through `pidfd_open` + `poll`.
-fn wait_for_exit(pid: i32, timeout_ms: i32) -> bool {
-    // SAFETY: plain syscalls on a pid we own no resources of; the fd is closed below.
-    unsafe {
-        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
-        if fd < 0 {
-            return true; // already gone (ESRCH)
-        }
-        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-        let ready = libc::poll(&mut pfd, 1, timeout_ms);
-        libc::close(fd);
-        ready == 1
-    }
-}
-
-/// A hosted manifest (local paths, no checksums needed) for the probe kernel and a fresh ext4.
 fn probe_bundle(env: &Env, id: &str, rootfs_mib: u64) -> PathBuf {
     let dir = env.dir.path().join(format!("bundle-{id}"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -269,17 +206,7 @@ fn run_net_attaches_a_nic_inside_a_test_namespace() {
     ip(&["-n", &ns, "link", "set", "uplink0", "up"]);
     ip(&["-n", &ns, "addr", "add", "192.0.2.10/24", "dev", "uplink0"]);
     ip(&["-n", &ns, "route", "add", "default", "dev", "uplink0"]);
-    let mut cmd = env.cmd(&["run", "--net"]);
-    let program = cmd.get_program().to_owned();
-    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
-    let envs: Vec<_> = cmd.get_envs().map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned()))).collect();
-    cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns]).arg(program).args(args);
-    for (k, v) in envs {
-        if let Some(v) = v {
-            cmd.env(k, v);
-        }
-    }
+    let mut cmd = in_netns(&ns, env.cmd(&["run", "--net"]));
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let report = smartvm::probe::ProbeReport::parse(String::from_utf8_lossy(&out.stdout).lines());

@@ -17,6 +17,9 @@ use crate::version::FirecrackerVersion;
 use crate::vm::reclaim::ReclaimReport;
 use crate::vm::{MicroVm, UnwindScope, VmJournal, VmRuntimeOptions};
 
+/// Where orchestrators journal their bridge and NAT table, inside the runtime dir.
+const NETWORK_STATE_DIR: &str = ".network";
+
 /// How long `firecracker --version` may take.
 const VERSION_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -167,6 +170,7 @@ impl SmartVm {
         let options = NetworkOptions {
             bridge_name: self.options.bridge_name.clone(),
             subnet: self.options.subnet.clone(),
+            state_dir: Some(self.options.runtime_dir.join(NETWORK_STATE_DIR)),
             ..NetworkOptions::default()
         };
         let manager = Arc::new(NetworkManager::new(options)?);
@@ -331,13 +335,19 @@ impl SmartVm {
             jail_base: self.options.jail_base(),
             owner: false,
         };
-        if scope.runtime_dir.exists() {
-            crate::trust::check(&scope.runtime_dir, crate::trust::Expect::Directory)?;
+        if !scope.runtime_dir.exists() {
+            return Ok(ReclaimReport::default());
         }
-        tokio::task::spawn_blocking(move || crate::vm::reclaim::reclaim_runtime_dir(&scope, &owned))
-            .await
-            .map_err(|e| SmartVmError::io("reclaim task failed", std::io::Error::other(e)))?
-            .map_err(|e| SmartVmError::io("cannot list the runtime dir", e))
+        crate::trust::check(&scope.runtime_dir, crate::trust::Expect::Directory)?;
+        // On this thread: TAPs live in the network namespace of the caller.
+        let mut report = crate::vm::reclaim::reclaim_runtime_dir(&scope, &owned)
+            .map_err(|e| SmartVmError::io("cannot list the runtime dir", e))?;
+        let in_use = crate::vm::reclaim::has_vm_dirs(&scope.runtime_dir);
+        let (removed, failures) =
+            crate::network::reclaim_journaled(&scope.runtime_dir.join(NETWORK_STATE_DIR), in_use).await;
+        report.network = removed;
+        report.network_failures = failures;
+        Ok(report)
     }
 
     /// Opt-in: on SIGINT/SIGTERM, clean up every VM and exit (130/143). The library installs no

@@ -30,7 +30,12 @@ fn smartvm_on(env: &common::TestEnv, bridge: &str, subnet: &str) -> smartvm::Sma
 
 fn manager(bridge: &str, subnet: &str) -> Arc<NetworkManager> {
     Arc::new(
-        NetworkManager::new(NetworkOptions { bridge_name: bridge.into(), subnet: subnet.into(), nat: true }).unwrap(),
+        NetworkManager::new(NetworkOptions {
+            bridge_name: bridge.into(),
+            subnet: subnet.into(),
+            ..NetworkOptions::default()
+        })
+        .unwrap(),
     )
 }
 

@@ -4,6 +4,7 @@
 //! [`plan`] decides addresses and names (pure); [`NetworkManager`] applies them through
 //! rtnetlink, `TUNSETIFF` and an nftables table of its own, rolling back partial setups.
 
+pub mod journal;
 mod nat;
 mod netlink;
 pub mod plan;
@@ -115,11 +116,14 @@ pub struct NetworkOptions {
     pub subnet: String,
     /// Masquerade guest traffic out of the default-route interface (default true).
     pub nat: bool,
+    /// Where the bridge and NAT table are journaled before they are created (the orchestrator
+    /// uses `<runtime_dir>/.network`); `None` journals nothing.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for NetworkOptions {
     fn default() -> Self {
-        Self { bridge_name: "svbr0".into(), subnet: "172.30.0.0/24".into(), nat: true }
+        Self { bridge_name: "svbr0".into(), subnet: "172.30.0.0/24".into(), nat: true, state_dir: None }
     }
 }
 
@@ -198,8 +202,31 @@ impl NetworkManager {
                         let _ = nl.delete(link.index).await;
                     }
                 }
+                if !st.bridge_created {
+                    self.forget_journal();
+                }
                 Err(e)
             }
+        }
+    }
+
+    /// Journals what this manager is about to create (no-op without a state dir).
+    fn journal(&self, bridge_created: bool, nat_table: Option<String>) -> Result<(), NetworkError> {
+        let Some(dir) = &self.options.state_dir else { return Ok(()) };
+        let pid = std::process::id() as i32;
+        let j = journal::NetworkJournal {
+            bridge: self.options.bridge_name.clone(),
+            bridge_created,
+            nat_table,
+            owner_pid: Some(pid),
+            owner_start_time: crate::vm::process_start_time(pid),
+        };
+        j.write(dir).map_err(|e| NetworkError::bridge("cannot journal the bridge", e))
+    }
+
+    fn forget_journal(&self) {
+        if let Some(dir) = &self.options.state_dir {
+            let _ = std::fs::remove_file(journal::NetworkJournal::path(dir, &self.options.bridge_name));
         }
     }
 
@@ -208,6 +235,7 @@ impl NetworkManager {
         let bridge = match nl.link(name).await.map_err(|e| NetworkError::bridge("cannot look up the bridge", e))? {
             Some(l) => l,
             None => {
+                self.journal(true, None)?;
                 nl.add_bridge(name)
                     .await
                     .map_err(|e| NetworkError::bridge(format!("cannot create bridge {name}"), e))?;
@@ -238,6 +266,7 @@ impl NetworkManager {
                     source: None,
                 })?;
             let table = nat::table_name(name);
+            self.journal(*created || st.bridge_created, Some(table.clone()))?;
             nat::apply(&nat::masquerade_ruleset(&table, &self.plan, &out_if)).map_err(|e| {
                 NetworkError::BridgeSetup { step: format!("cannot install nftables table {table}: {e}"), source: None }
             })?;
@@ -317,7 +346,7 @@ impl NetworkManager {
     /// Deletes a TAP (by name); unknown or already gone is fine.
     pub async fn remove_tap(&self, name: &str) -> Result<(), NetworkError> {
         self.state.lock().await.taps.remove(name);
-        delete_link(name).await
+        delete_link(name).await.map(drop)
     }
 
     /// Removes every TAP this manager created, then the bridge (if it created it) and its NAT table.
@@ -344,8 +373,42 @@ impl NetworkManager {
             st.bridge_created = false;
         }
         st.ready = false;
+        if first_error.is_none() {
+            self.forget_journal();
+        }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Removes the bridges and NAT tables journaled in `dir` whose creator is gone, unless
+/// `in_use` (VMs that may still need them remain). Returns what was removed, and the failures.
+pub async fn reclaim_journaled(dir: &std::path::Path, in_use: bool) -> (Vec<String>, Vec<NetworkError>) {
+    let (mut removed, mut failures) = (Vec::new(), Vec::new());
+    let Ok(entries) = std::fs::read_dir(dir) else { return (removed, failures) };
+    for path in entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")) {
+        let Ok(j) = journal::NetworkJournal::read(&path) else { continue };
+        if in_use || j.owner_alive() || validate_interface_name(&j.bridge).is_err() {
+            continue;
+        }
+        if let Some(table) = j.nat_table.as_ref().filter(|t| **t == nat::table_name(&j.bridge)) {
+            match nat::apply(&nat::delete_ruleset(table)) {
+                Ok(()) => removed.push(format!("nftables table {table}")),
+                Err(e) => failures.push(NetworkError::BridgeSetup {
+                    step: format!("cannot delete table {table}: {e}"),
+                    source: None,
+                }),
+            }
+        }
+        if j.bridge_created {
+            match delete_link(&j.bridge).await {
+                Ok(true) => removed.push(format!("bridge {}", j.bridge)),
+                Ok(false) => {}
+                Err(e) => failures.push(e),
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    (removed, failures)
 }
 
 /// True for names smartvm gives its TAPs (`sv` + 10 hex digits); reclaim removes no other.
@@ -366,12 +429,12 @@ pub fn remove_tap_blocking(name: &str) -> std::io::Result<()> {
     tap::remove_persistent(name)
 }
 
-/// Deletes link `name` if it exists.
-pub async fn delete_link(name: &str) -> Result<(), NetworkError> {
+/// Deletes link `name` if it exists (true when it did).
+pub async fn delete_link(name: &str) -> Result<bool, NetworkError> {
     let nl = netlink()?;
     let fail = |e| NetworkError::BridgeSetup { step: format!("cannot delete {name}"), source: Some(Box::new(e)) };
-    if let Some(link) = nl.link(name).await.map_err(fail)? {
-        nl.delete(link.index).await.map_err(fail)?;
+    match nl.link(name).await.map_err(fail)? {
+        Some(link) => nl.delete(link.index).await.map_err(fail).map(|()| true),
+        None => Ok(false),
     }
-    Ok(())
 }

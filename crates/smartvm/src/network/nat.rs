@@ -64,7 +64,10 @@ pub fn masquerade_ruleset(table: &str, subnet: &SubnetPlan, out_if: &str) -> Nft
 /// The ruleset deleting the table (and everything in it).
 pub fn delete_ruleset(table: &str) -> Nftables<'static> {
     let mut batch = Batch::new();
-    batch.delete(NfListObject::Table(Table { family: NfFamily::IP, name: table.to_string().into(), handle: None }));
+    let owned = Table { family: NfFamily::IP, name: table.to_string().into(), handle: None };
+    // add (a no-op when it exists) + delete in one transaction: deleting is idempotent.
+    batch.add(NfListObject::Table(owned.clone()));
+    batch.delete(NfListObject::Table(owned));
     batch.to_nftables()
 }
 

@@ -28,6 +28,38 @@ pub struct ProcessRecord {
     /// Arguments its command line must contain (API socket, instance id).
     #[serde(default)]
     pub markers: Vec<String>,
+    /// For a jailed VM: the chroot (`/proc/<pid>/root` once the jailer has entered it) and
+    /// the executable as seen inside it (`/firecracker`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jail: Option<JailedImage>,
+}
+
+/// How a jailed Firecracker shows in `/proc`: its root is the chroot (in its own mount
+/// namespace, so recognised by device and inode, not by path), its executable a path inside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JailedImage {
+    /// The chroot on the host.
+    pub root: PathBuf,
+    /// Device and inode of the chroot, recorded before spawn.
+    pub root_id: (u64, u64),
+    /// The executable inside it.
+    pub exe: PathBuf,
+}
+
+impl JailedImage {
+    /// The image of a Firecracker `exe` jailed in `root` (which must exist).
+    pub fn new(root: &Path, exe: PathBuf) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(root)?;
+        Ok(Self { root: root.to_path_buf(), root_id: (m.dev(), m.ino()), exe })
+    }
+}
+
+/// Device and inode of the root directory of `pid`.
+fn root_id_of(pid: i32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/root")).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Start time (field 22 of `/proc/<pid>/stat`) of a live, non-zombie process.
@@ -58,12 +90,17 @@ impl ProcessRecord {
     /// A record for a process about to run one of `exe` with `markers` on its command line.
     pub fn new(exe: Vec<PathBuf>, markers: Vec<String>) -> Self {
         let exe = exe.into_iter().map(|p| std::fs::canonicalize(&p).unwrap_or(p)).collect();
-        Self { pid: None, start_time: None, exe, markers }
+        Self { pid: None, start_time: None, exe, markers, jail: None }
     }
 
-    /// True when `pid` runs one of the recorded executables with every marker on its command line.
+    /// True when `pid` runs one of the recorded executables (on the host, or the jailed one
+    /// inside its chroot) with every marker on its command line.
     fn looks_like(&self, pid: i32) -> bool {
-        let exe_ok = exe_of(pid).is_some_and(|e| self.exe.iter().any(|x| x == &e));
+        let (Some(exe), Some(root)) = (exe_of(pid), root_id_of(pid)) else { return false };
+        let host_root = root_id_of(std::process::id() as i32);
+        let on_host = Some(root) == host_root && self.exe.contains(&exe);
+        let in_jail = self.jail.as_ref().is_some_and(|j| j.root_id == root && j.exe == exe);
+        let exe_ok = on_host || in_jail;
         let args = cmdline_of(pid);
         exe_ok && self.markers.iter().all(|m| args.iter().any(|a| a == m.as_bytes()))
     }
@@ -138,6 +175,7 @@ mod tests {
             start_time: process_start_time(pid),
             exe: vec!["/usr/bin/firecracker".into()],
             markers: vec!["--api-sock".into()],
+            jail: None,
         };
         assert!(!record.is_running(), "sleep is not the journaled Firecracker");
         assert!(matches!(record.kill(false), Err(UnwindError::NotOurs(_))));

@@ -36,7 +36,7 @@ use crate::error::{Result, SmartVmError};
 use crate::process::{Console, ExitInfo, FirecrackerProcess, Seccomp, StopOutcome, StopPlan};
 use crate::version::FirecrackerVersion;
 
-pub use identity::{process_start_time, ProcessRecord};
+pub use identity::{process_start_time, JailedImage, ProcessRecord};
 pub use ledger::{Resource, UnwindScope, VmJournal};
 pub use plan::{boot_plan, PreBootCall, ResolvedResources};
 pub use state::{Operation, VmState};

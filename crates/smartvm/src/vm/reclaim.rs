@@ -20,6 +20,28 @@ pub struct ReclaimReport {
     pub rejected: Vec<RejectedEntry>,
     /// Resources that could not be released (they stay journaled for the next reclaim).
     pub failures: Vec<UnwindFailure>,
+    /// Bridges and NAT tables removed (their creator gone, no VM left to need them).
+    pub network: Vec<String>,
+    /// Bridges or NAT tables that could not be removed.
+    pub network_failures: Vec<crate::network::NetworkError>,
+}
+
+impl ReclaimReport {
+    /// True when there was nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.reclaimed.is_empty()
+            && self.rejected.is_empty()
+            && self.failures.is_empty()
+            && self.network.is_empty()
+            && self.network_failures.is_empty()
+    }
+}
+
+/// True while `runtime_dir` holds VM dirs (entries not starting with `.`).
+pub fn has_vm_dirs(runtime_dir: &Path) -> bool {
+    std::fs::read_dir(runtime_dir)
+        .map(|rd| rd.flatten().any(|e| !e.file_name().to_string_lossy().starts_with('.')))
+        .unwrap_or(false)
 }
 
 /// An entry of the runtime dir that reclaim left alone.
@@ -58,8 +80,9 @@ pub fn reclaim_runtime_dir(scope: &UnwindScope, owned: &[PathBuf]) -> std::io::R
     for entry in entries.flatten() {
         let dir = entry.path();
         let name = entry.file_name();
-        if owned.contains(&dir) || name == ".drives" {
-            continue;
+        let hidden = name.to_string_lossy().starts_with('.');
+        if owned.contains(&dir) || (hidden && !name.to_string_lossy().starts_with(NEW_DIR_PREFIX)) {
+            continue; // this program's VMs, and infrastructure (`.drives`, `.network`)
         }
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
         if !is_dir {

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::identity::{canonical, ProcessRecord};
+use super::identity::{canonical, JailedImage, ProcessRecord};
 use super::ledger::{Ledger, Resource, VmJournal};
 use super::plan::{boot_plan, PreBootCall, ResolvedResources};
 use super::{MicroVm, VmResources, VmState};
@@ -82,6 +82,23 @@ pub fn restore_steps() -> Vec<Step> {
     steps
 }
 
+/// Crash testing: with `SMARTVM_FAULT_KILL_AFTER_STEP=<n>` in its environment, the program
+/// SIGKILLs itself right after step `n` (0-based) of a start or restore, so tests can prove that
+/// `smartvm gc` reclaims whatever a crash at any step boundary leaves.
+pub mod fault_injection {
+    /// The variable that arms the hook.
+    pub const ENV: &str = "SMARTVM_FAULT_KILL_AFTER_STEP";
+
+    pub(super) fn after_step(index: usize) {
+        static AT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+        let at = *AT.get_or_init(|| std::env::var(ENV).ok().and_then(|v| v.parse().ok()));
+        if at == Some(index) {
+            // SAFETY: signalling our own process.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+    }
+}
+
 /// Where a restored VM's state comes from.
 pub(super) enum RestoreSource {
     /// Load exactly these parameters.
@@ -151,10 +168,11 @@ fn journal_err(e: std::io::Error) -> SmartVmError {
 impl MicroVm {
     /// Runs `steps` in order; the first failure is returned (the caller unwinds).
     pub(super) async fn run_steps(&self, steps: &[Step], inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
-        for &step in steps {
+        for (index, &step) in steps.iter().enumerate() {
             let started = std::time::Instant::now();
             self.run_step(step, inner, cx).await?;
             tracing::debug!(vm = %self.id, ?step, micros = started.elapsed().as_micros() as u64, "step done");
+            fault_injection::after_step(index);
         }
         Ok(())
     }
@@ -381,13 +399,14 @@ impl MicroVm {
             None => self.socket_path(),
         };
         let mut exe = vec![canonical(&opts.firecracker_binary)];
+        let mut jail = None;
         if let (Some(j), Some(root)) = (&opts.jailer, &cx.jail_root) {
             exe.push(canonical(&j.binary));
             if let Some(name) = opts.firecracker_binary.file_name() {
-                exe.push(root.join(name));
+                jail = JailedImage::new(root, Path::new("/").join(name)).ok();
             }
         }
-        ProcessRecord::new(exe, vec![socket.display().to_string(), id])
+        ProcessRecord { jail, ..ProcessRecord::new(exe, vec![socket.display().to_string(), id]) }
     }
 
     async fn spawn(&self, inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
