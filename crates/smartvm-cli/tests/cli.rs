@@ -121,7 +121,7 @@ fn a_crashed_host_program_takes_its_vm_along_and_gc_reclaims_the_rest() {
     assert!(!vm_dir.exists(), "gc reclaimed it");
 }
 
-/// Waits up to `timeout_ms` for process `pid` to exit, through `pidfd_open` + `poll`.
+/// A hosted manifest (local paths, no checksums needed) for the probe kernel and a fresh ext4.
 fn probe_bundle(env: &Env, id: &str, rootfs_mib: u64) -> PathBuf {
     let dir = env.dir.path().join(format!("bundle-{id}"));
     std::fs::create_dir_all(&dir).unwrap();

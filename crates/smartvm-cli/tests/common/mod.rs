@@ -71,8 +71,6 @@ pub fn wait_for_exit(pid: i32, timeout_ms: i32) -> bool {
     }
 }
 
-/// A hosted manifest (local paths, no checksums needed) for the probe kernel and a fresh ext4.
-
 /// `cmd` run through `ip netns exec <ns>`, with the same arguments and environment.
 pub fn in_netns(ns: &str, cmd: Command) -> Command {
     let mut wrapped = Command::new("ip");
