@@ -13,6 +13,7 @@
 use std::error::Error;
 use std::process::ExitCode;
 
+use smartvm::error::ErrorCode;
 use smartvm::SmartVmError;
 
 /// The documented exit codes.
@@ -48,13 +49,42 @@ impl CliError {
 
 impl From<SmartVmError> for CliError {
     fn from(e: SmartVmError) -> Self {
-        let exit = match e.root().code() {
-            "INVALID_STATE" => Exit::Failure,
-            code if code.starts_with("INVALID_") => Exit::InvalidConfig,
-            "BINARY_NOT_FOUND" | "UNTRUSTED_PATH" => Exit::HostUnfit,
-            _ => Exit::Failure,
-        };
+        let exit = exit_for(e.root().code());
         CliError { exit, error: Box::new(e) }
+    }
+}
+
+/// The exit status of each error code: exhaustive, so a new code cannot go unmapped.
+pub fn exit_for(code: ErrorCode) -> Exit {
+    use ErrorCode::*;
+    match code {
+        InvalidConfig
+        | InvalidBaseImageManifest
+        | InvalidBaseImageCacheLimit
+        | InvalidSubnet
+        | InvalidInterfaceName => Exit::InvalidConfig,
+        BinaryNotFound | UntrustedPath => Exit::HostUnfit,
+        InvalidState
+        | SocketTimeout
+        | ApiTimeout
+        | SocketRequestFailed
+        | ApiError
+        | DownloadFailed
+        | VersionFetchFailed
+        | BaseImageResolveFailed
+        | BaseImageManifestFailed
+        | BaseImagePrepareFailed
+        | IpExhausted
+        | BridgeSetupFailed
+        | TapCreateFailed
+        | RootfsCreateFailed
+        | RootfsCloneFailed
+        | StartFailed
+        | NoClient
+        | ProcessFailed
+        | StagingFailed
+        | IoError
+        | SnapshotFailed => Exit::Failure,
     }
 }
 

@@ -155,6 +155,9 @@ impl SmartVm {
         config.validate()?;
         let binary = self.find_binary()?;
         let mut options = self.runtime_options(binary);
+        if let Some(v) = options.firecracker_version {
+            crate::vm::check_for_version(config, v)?;
+        }
         if config.network_interfaces.iter().any(|n| n.host_dev_name.is_none()) {
             options.network = Some(self.network()?);
         }

@@ -157,7 +157,7 @@ fn probe_vm_gets_a_tap_and_sees_its_mac() {
         };
         let updated =
             vm.update_network_interface("eth0", Some(&limiter), Some(&limiter)).await.map_err(|e| e.to_string());
-        let unknown = vm.update_network_interface("eth9", None, None).await.unwrap_err().code();
+        let unknown = vm.update_network_interface("eth9", None, None).await.unwrap_err().code().as_str();
         (r, taps, err.root().code(), fail_dir_gone, links_after_failure, (updated, unknown))
     });
     assert_eq!(fail_code, "TAP_CREATE_FAILED");

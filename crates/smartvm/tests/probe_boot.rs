@@ -114,7 +114,7 @@ async fn mmds_balloon_and_metrics_through_the_api() {
     assert_eq!(stats.target_mib, 0);
     // The probe has no balloon driver: Firecracker refuses inflation and says why.
     let err = vm.update_balloon(4).await.unwrap_err();
-    assert_eq!((err.code(), err.status()), ("API_ERROR", Some(400)));
+    assert_eq!((err.code().as_str(), err.status()), ("API_ERROR", Some(400)));
     assert!(err.fault_message().is_some_and(|m| !m.is_empty()));
 
     vm.flush_metrics().await.unwrap();

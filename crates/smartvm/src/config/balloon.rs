@@ -1,5 +1,6 @@
 //! `PUT /balloon` (pre-boot), `PATCH /balloon` and `/balloon/statistics` (post-boot).
 
+use super::problems::NeedsNewerFirecracker;
 use serde::{Deserialize, Serialize};
 
 use super::problems::Problems;
@@ -72,12 +73,9 @@ impl BalloonConfig {
     }
 
     /// Firecracker's payload for `version`.
-    pub fn payload(&self, version: FirecrackerVersion) -> Result<BalloonPayload, String> {
-        if (self.free_page_hinting.is_some() || self.free_page_reporting.is_some()) && !version.at_least(1, 14) {
-            return Err(format!(
-                "freePageHinting/freePageReporting need Firecracker v1.14 or newer (running {version})"
-            ));
-        }
+    pub fn payload(&self, version: FirecrackerVersion) -> Result<BalloonPayload, NeedsNewerFirecracker> {
+        NeedsNewerFirecracker::gate(self.free_page_hinting.is_some(), "freePageHinting", (1, 14), version)?;
+        NeedsNewerFirecracker::gate(self.free_page_reporting.is_some(), "freePageReporting", (1, 14), version)?;
         Ok(BalloonPayload {
             amount_mib: self.amount_mib,
             deflate_on_oom: self.deflate_on_oom,

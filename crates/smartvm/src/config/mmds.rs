@@ -1,5 +1,6 @@
 //! `PUT /mmds/config` (pre-boot) and the MMDS data store (`/mmds`).
 
+use super::problems::NeedsNewerFirecracker;
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
@@ -63,10 +64,8 @@ impl MmdsConfig {
     }
 
     /// Firecracker's payload for `version`.
-    pub fn payload(&self, version: FirecrackerVersion) -> Result<MmdsConfigPayload, String> {
-        if self.imds_compat.is_some() && !version.at_least(1, 13) {
-            return Err(format!("imdsCompat needs Firecracker v1.13 or newer (running {version})"));
-        }
+    pub fn payload(&self, version: FirecrackerVersion) -> Result<MmdsConfigPayload, NeedsNewerFirecracker> {
+        NeedsNewerFirecracker::gate(self.imds_compat.is_some(), "imdsCompat", (1, 13), version)?;
         Ok(MmdsConfigPayload {
             network_interfaces: self.network_interfaces.clone(),
             version: self.version,

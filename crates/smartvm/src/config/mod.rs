@@ -32,7 +32,7 @@ pub use logger::{LogLevel, LoggerConfig, LoggerPayload, MetricsConfig, MetricsPa
 pub use machine::{CpuTemplate, HugePages, MachineConfig, MachineConfigPayload};
 pub use mmds::{MmdsConfig, MmdsConfigPayload, MmdsVersion};
 pub use network::{is_valid_mac, NetworkInterfaceConfig, NetworkInterfacePayload, NetworkInterfaceUpdatePayload};
-pub use problems::{ConfigErrors, ConfigProblem};
+pub use problems::{ConfigErrors, ConfigProblem, NeedsNewerFirecracker};
 pub use rate_limiter::{RateLimiter, RateLimiterPayload, TokenBucket, TokenBucketPayload};
 pub use snapshot::{
     NetworkOverride, SnapshotCreateParams, SnapshotCreatePayload, SnapshotLoadParams, SnapshotLoadPayload, SnapshotType,

@@ -1,5 +1,6 @@
 //! `PUT /network-interfaces/{id}` (pre-boot) and `PATCH` (rate limiters, post-boot).
 
+use super::problems::NeedsNewerFirecracker;
 use serde::{Deserialize, Serialize};
 
 use super::problems::Problems;
@@ -109,10 +110,12 @@ impl NetworkInterfaceConfig {
     }
 
     /// Firecracker's payload for `version`, with the TAP name resolved (given or created).
-    pub fn payload(&self, host_dev_name: &str, version: FirecrackerVersion) -> Result<NetworkInterfacePayload, String> {
-        if self.mtu.is_some() && !version.at_least(1, 16) {
-            return Err(format!("mtu needs Firecracker v1.16 or newer (running {version})"));
-        }
+    pub fn payload(
+        &self,
+        host_dev_name: &str,
+        version: FirecrackerVersion,
+    ) -> Result<NetworkInterfacePayload, NeedsNewerFirecracker> {
+        NeedsNewerFirecracker::gate(self.mtu.is_some(), "mtu", (1, 16), version)?;
         Ok(NetworkInterfacePayload {
             iface_id: self.iface_id.clone(),
             host_dev_name: host_dev_name.to_string(),
@@ -154,7 +157,7 @@ mod tests {
                    "rx_rate_limiter": {"bandwidth": {"size": 10, "refill_time": 20}}})
         );
         n.mtu = Some(1400);
-        assert!(n.payload("tap0", v12).unwrap_err().contains("v1.16"));
+        assert!(n.payload("tap0", v12).unwrap_err().to_string().contains("v1.16"));
         let v16 = serde_json::to_value(n.payload("tap0", FirecrackerVersion::new(1, 16, 0)).unwrap()).unwrap();
         assert_eq!(v16["mtu"], 1400);
         let upd = NetworkInterfaceConfig::update_payload("eth0", None, Some(&RateLimiter::default()));

@@ -82,3 +82,37 @@ impl Problems {
         }
     }
 }
+
+/// A field the running Firecracker is too old for (found when the payload for its version is
+/// built, which [`VmConfig`](super::VmConfig) validation does at `create_vm`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} needs Firecracker v{}.{} or newer (running {running})", needs.0, needs.1)]
+pub struct NeedsNewerFirecracker {
+    /// The field, relative to its resource (e.g. `mtu`).
+    pub field: &'static str,
+    /// The first (major, minor) that accepts it.
+    pub needs: (u32, u32),
+    /// The version in use.
+    pub running: crate::version::FirecrackerVersion,
+}
+
+impl NeedsNewerFirecracker {
+    /// `Err` unless `running` is at least `needs`.
+    pub(crate) fn gate(
+        used: bool,
+        field: &'static str,
+        needs: (u32, u32),
+        running: crate::version::FirecrackerVersion,
+    ) -> Result<(), Self> {
+        if used && !running.at_least(needs.0, needs.1) {
+            Err(Self { field, needs, running })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// As a config problem of the resource at `resource` (e.g. `networkInterfaces[0]`).
+    pub fn at(&self, resource: &str) -> ConfigErrors {
+        ConfigErrors::single(format!("{resource}.{}", self.field), self.to_string())
+    }
+}

@@ -1,5 +1,6 @@
 //! `PUT /snapshot/create` and `PUT /snapshot/load`, whose shapes changed across versions.
 
+use super::problems::NeedsNewerFirecracker;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -120,10 +121,8 @@ impl SnapshotLoadParams {
     /// Firecracker's payload for `version`: `mem_backend` (v1.4+) rather than the deprecated
     /// `mem_file_path`; dirty-page tracking is `track_dirty_pages` from v1.13 and
     /// `enable_diff_snapshots` before; `network_overrides` exists from v1.12.
-    pub fn payload(&self, version: FirecrackerVersion) -> Result<SnapshotLoadPayload, String> {
-        if !self.network_overrides.is_empty() && !version.at_least(1, 12) {
-            return Err(format!("networkOverrides need Firecracker v1.12 or newer (running {version})"));
-        }
+    pub fn payload(&self, version: FirecrackerVersion) -> Result<SnapshotLoadPayload, NeedsNewerFirecracker> {
+        NeedsNewerFirecracker::gate(!self.network_overrides.is_empty(), "networkOverrides", (1, 12), version)?;
         let new_dirty_name = version.at_least(1, 13);
         let dirty = self.track_dirty_pages.then_some(true);
         let (mem_backend, mem_file_path) = if version.at_least(1, 4) {

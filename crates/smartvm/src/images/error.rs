@@ -93,18 +93,19 @@ pub enum ImageError {
 
 impl ImageError {
     /// The stable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::error::ErrorCode {
+        use crate::error::ErrorCode;
         match self {
-            ImageError::Untrusted(_) => "UNTRUSTED_PATH",
-            ImageError::Download { .. } => "DOWNLOAD_FAILED",
-            ImageError::VersionFetch { .. } => "VERSION_FETCH_FAILED",
-            ImageError::Resolve(_) => "BASE_IMAGE_RESOLVE_FAILED",
-            ImageError::ManifestFetch { .. } => "BASE_IMAGE_MANIFEST_FAILED",
-            ImageError::InvalidManifest { .. } => "INVALID_BASE_IMAGE_MANIFEST",
-            ImageError::InvalidCacheLimit(_) => "INVALID_BASE_IMAGE_CACHE_LIMIT",
-            ImageError::Prepare { .. } => "BASE_IMAGE_PREPARE_FAILED",
-            ImageError::RootfsCreate { .. } => "ROOTFS_CREATE_FAILED",
-            ImageError::RootfsClone { .. } => "ROOTFS_CLONE_FAILED",
+            ImageError::Untrusted(_) => ErrorCode::UntrustedPath,
+            ImageError::Download { .. } => ErrorCode::DownloadFailed,
+            ImageError::VersionFetch { .. } => ErrorCode::VersionFetchFailed,
+            ImageError::Resolve(_) => ErrorCode::BaseImageResolveFailed,
+            ImageError::ManifestFetch { .. } => ErrorCode::BaseImageManifestFailed,
+            ImageError::InvalidManifest { .. } => ErrorCode::InvalidBaseImageManifest,
+            ImageError::InvalidCacheLimit(_) => ErrorCode::InvalidBaseImageCacheLimit,
+            ImageError::Prepare { .. } => ErrorCode::BaseImagePrepareFailed,
+            ImageError::RootfsCreate { .. } => ErrorCode::RootfsCreateFailed,
+            ImageError::RootfsClone { .. } => ErrorCode::RootfsCloneFailed,
         }
     }
 

@@ -61,13 +61,14 @@ pub enum NetworkError {
 
 impl NetworkError {
     /// The stable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::error::ErrorCode {
+        use crate::error::ErrorCode;
         match self {
-            NetworkError::InvalidSubnet(_) => "INVALID_SUBNET",
-            NetworkError::InvalidInterfaceName { .. } => "INVALID_INTERFACE_NAME",
-            NetworkError::IpExhausted(_) => "IP_EXHAUSTED",
-            NetworkError::BridgeSetup { .. } => "BRIDGE_SETUP_FAILED",
-            NetworkError::TapCreate { .. } => "TAP_CREATE_FAILED",
+            NetworkError::InvalidSubnet(_) => ErrorCode::InvalidSubnet,
+            NetworkError::InvalidInterfaceName { .. } => ErrorCode::InvalidInterfaceName,
+            NetworkError::IpExhausted(_) => ErrorCode::IpExhausted,
+            NetworkError::BridgeSetup { .. } => ErrorCode::BridgeSetupFailed,
+            NetworkError::TapCreate { .. } => ErrorCode::TapCreateFailed,
         }
     }
 

@@ -38,7 +38,7 @@ use crate::version::FirecrackerVersion;
 
 pub use identity::{process_start_time, JailedImage, ProcessRecord};
 pub use ledger::{Resource, UnwindScope, VmJournal};
-pub use plan::{boot_plan, PreBootCall, ResolvedResources};
+pub use plan::{boot_plan, check_for_version, PreBootCall, ResolvedResources};
 pub use state::{Operation, VmState};
 pub use steps::{restore_steps, start_steps, Step};
 
@@ -127,6 +127,9 @@ impl MicroVm {
     /// A VM in `Created` state. Validates (and clones) `config`; nothing is created on disk.
     pub fn new(config: &VmConfig, options: VmRuntimeOptions) -> Result<Self> {
         config.validate()?;
+        if let Some(v) = options.firecracker_version {
+            plan::check_for_version(config, v)?;
+        }
         Ok(Self::from_validated(config, options))
     }
 

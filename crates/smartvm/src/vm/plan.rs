@@ -124,26 +124,34 @@ pub fn boot_plan(
         if let Some(mac) = resolved.guest_macs.get(&n.iface_id).filter(|_| n.guest_mac.is_none()) {
             payload_config.guest_mac = Some(mac.clone());
         }
-        let payload = payload_config
-            .payload(tap, version)
-            .map_err(|m| ConfigErrors::single(format!("networkInterfaces[{i}]"), m))?;
+        let payload = payload_config.payload(tap, version).map_err(|e| e.at(&format!("networkInterfaces[{i}]")))?;
         calls.push(PreBootCall::NetworkInterface(PutNetworkInterface(payload)));
     }
     if let Some(v) = &config.vsock {
         calls.push(PreBootCall::Vsock(PutVsock(v.payload())));
     }
     if let Some(b) = &config.balloon {
-        let payload = b.payload(version).map_err(|m| ConfigErrors::single("balloon", m))?;
+        let payload = b.payload(version).map_err(|e| e.at("balloon"))?;
         calls.push(PreBootCall::Balloon(PutBalloon(payload)));
     }
     if let Some(e) = &config.entropy {
         calls.push(PreBootCall::Entropy(PutEntropy(e.payload())));
     }
     if let Some(m) = &config.mmds_config {
-        let payload = m.payload(version).map_err(|msg| ConfigErrors::single("mmdsConfig", msg))?;
+        let payload = m.payload(version).map_err(|e| e.at("mmdsConfig"))?;
         calls.push(PreBootCall::MmdsConfig(PutMmdsConfig(payload)));
     }
     Ok(calls)
+}
+
+/// The version-dependent checks, done before anything exists (at `create_vm`): the pre-boot plan
+/// for `version` is built as if every managed TAP had been created.
+pub fn check_for_version(config: &VmConfig, version: FirecrackerVersion) -> Result<(), ConfigErrors> {
+    let mut resolved = ResolvedResources::default();
+    for n in config.network_interfaces.iter().filter(|n| n.host_dev_name.is_none()) {
+        resolved.tap_names.insert(n.iface_id.clone(), "sv0000000000".into());
+    }
+    boot_plan(config, &resolved, version).map(drop)
 }
 
 #[cfg(test)]
@@ -205,6 +213,11 @@ mod tests {
         );
         let PreBootCall::Drive(PutDrive(root)) = &plan[3] else { panic!("expected drive") };
         assert_eq!(serde_json::to_value(root).unwrap()["path_on_host"], "/run/vm/drives/root-root.ext4");
+        let mut mtu = cfg.clone();
+        mtu.network_interfaces[0].mtu = Some(1400);
+        let err = check_for_version(&mtu, FirecrackerVersion::new(1, 12, 1)).unwrap_err();
+        assert!(err.has_field("networkInterfaces[0].mtu"), "{err}");
+        check_for_version(&mtu, FirecrackerVersion::new(1, 16, 0)).unwrap();
         let PreBootCall::Drive(PutDrive(data)) = &plan[4] else { panic!("expected drive") };
         assert_eq!(serde_json::to_value(data).unwrap()["path_on_host"], "/src/data.ext4");
     }

@@ -515,7 +515,7 @@ impl MicroVm {
                     .push(crate::config::NetworkOverride { iface_id: iface_id.clone(), host_dev_name });
             }
         }
-        let payload = params.payload(version).map_err(|m| crate::config::ConfigErrors::single("snapshot", m))?;
+        let payload = params.payload(version).map_err(|e| e.at("snapshot"))?;
         api.send(&PutSnapshotLoad(payload)).await
     }
 }

@@ -5,7 +5,11 @@
 //! [`NetworkError`](crate::network::NetworkError)); they fold into `SmartVmError`, which keeps them
 //! as its `source()` so the whole cause chain is available to callers and the CLI.
 
+mod code;
+
 use std::path::PathBuf;
+
+pub use code::ErrorCode;
 
 use crate::api::ApiError;
 use crate::config::ConfigErrors;
@@ -121,23 +125,23 @@ pub enum SmartVmError {
 
 impl SmartVmError {
     /// The stable error code (SPEC §1 plus smartvm's own: `PROCESS_FAILED`, `STAGING_FAILED`,
-    /// `IO_ERROR`, `SNAPSHOT_FAILED`).
-    pub fn code(&self) -> &'static str {
+    /// `IO_ERROR`, `SNAPSHOT_FAILED`, `UNTRUSTED_PATH`). Compares equal to its string form.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            SmartVmError::InvalidState { .. } => "INVALID_STATE",
-            SmartVmError::InvalidConfig(_) => "INVALID_CONFIG",
-            SmartVmError::SocketTimeout { .. } => "SOCKET_TIMEOUT",
-            SmartVmError::ApiTimeout { .. } => "API_TIMEOUT",
-            SmartVmError::SocketRequestFailed { .. } => "SOCKET_REQUEST_FAILED",
-            SmartVmError::Api { .. } => "API_ERROR",
-            SmartVmError::BinaryNotFound { .. } => "BINARY_NOT_FOUND",
-            SmartVmError::StartFailed { .. } => "START_FAILED",
-            SmartVmError::NoClient => "NO_CLIENT",
-            SmartVmError::Process(_) => "PROCESS_FAILED",
-            SmartVmError::Staging(_) => "STAGING_FAILED",
-            SmartVmError::Io { .. } => "IO_ERROR",
-            SmartVmError::Snapshot(_) => "SNAPSHOT_FAILED",
-            SmartVmError::Untrusted(_) => "UNTRUSTED_PATH",
+            SmartVmError::InvalidState { .. } => ErrorCode::InvalidState,
+            SmartVmError::InvalidConfig(_) => ErrorCode::InvalidConfig,
+            SmartVmError::SocketTimeout { .. } => ErrorCode::SocketTimeout,
+            SmartVmError::ApiTimeout { .. } => ErrorCode::ApiTimeout,
+            SmartVmError::SocketRequestFailed { .. } => ErrorCode::SocketRequestFailed,
+            SmartVmError::Api { .. } => ErrorCode::ApiError,
+            SmartVmError::BinaryNotFound { .. } => ErrorCode::BinaryNotFound,
+            SmartVmError::StartFailed { .. } => ErrorCode::StartFailed,
+            SmartVmError::NoClient => ErrorCode::NoClient,
+            SmartVmError::Process(_) => ErrorCode::ProcessFailed,
+            SmartVmError::Staging(_) => ErrorCode::StagingFailed,
+            SmartVmError::Io { .. } => ErrorCode::IoError,
+            SmartVmError::Snapshot(_) => ErrorCode::SnapshotFailed,
+            SmartVmError::Untrusted(_) => ErrorCode::UntrustedPath,
             SmartVmError::Image(e) => e.code(),
             SmartVmError::Network(e) => e.code(),
         }
