@@ -134,7 +134,7 @@ impl SmartVm {
         let mut cmd = std::process::Command::new(binary);
         cmd.arg("--version");
         let out = crate::process::output_within(&mut cmd, VERSION_PROBE_TIMEOUT).ok()??;
-        let v = FirecrackerVersion::from_version_output(&String::from_utf8_lossy(&out))?;
+        let v = FirecrackerVersion::from_version_output(&String::from_utf8_lossy(&out.stdout))?;
         cache.insert(binary.to_path_buf(), v);
         Some(v)
     }

@@ -40,13 +40,14 @@ fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// `p` (relative to `real_dir`, or an absolute path of an older bundle) resolved, symlinks
 /// included, and required to lie inside `real_dir`.
-fn confined(real_dir: &Path, p: &Path) -> std::result::Result<PathBuf, String> {
+fn confined(real_dir: &Path, p: &Path) -> std::io::Result<PathBuf> {
     let joined = real_dir.join(p);
-    let real = std::fs::canonicalize(&joined).map_err(|e| format!("{}: {e}", joined.display()))?;
+    let real = std::fs::canonicalize(&joined)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", joined.display())))?;
     if real.starts_with(real_dir) && real != real_dir {
         Ok(real)
     } else {
-        Err(format!("{} points outside the bundle", p.display()))
+        Err(std::io::Error::other(format!("{} points outside the bundle", p.display())))
     }
 }
 

@@ -28,9 +28,23 @@ pub struct ListPage {
     pub next: Option<String>,
 }
 
+/// Why a CI bucket listing gave no bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum ListingError {
+    /// Not a `ListObjectsV2` answer.
+    #[error("unexpected bucket listing")]
+    Xml(#[from] quick_xml::DeError),
+    /// No `vmlinux-X.Y.Z` under the prefix.
+    #[error("no vmlinux-X.Y.Z kernel under {0}")]
+    NoKernel(String),
+    /// No `ubuntu-X.Y.{squashfs,ext4}` under the prefix.
+    #[error("no ubuntu rootfs under {0}")]
+    NoRootfs(String),
+}
+
 /// Parses a `ListObjectsV2` XML answer.
-pub fn parse_list(xml: &str) -> Result<ListPage, String> {
-    let r: ListBucketResult = quick_xml::de::from_str(xml).map_err(|e| format!("unexpected bucket listing: {e}"))?;
+pub fn parse_list(xml: &str) -> Result<ListPage, ListingError> {
+    let r: ListBucketResult = quick_xml::de::from_str(xml)?;
     let next = if r.is_truncated { r.next_continuation_token } else { None };
     Ok(ListPage { keys: r.contents.into_iter().map(|c| c.key).collect(), next })
 }
@@ -72,7 +86,7 @@ pub struct TrainArtifacts {
 
 /// Picks the newest `vmlinux-X.Y.Z` and the newest `ubuntu-X.Y.squashfs` (else `.ext4`) directly
 /// under `prefix` (like `sort -V | tail -1`).
-pub fn select(keys: &[String], prefix: &str) -> Result<TrainArtifacts, String> {
+pub fn select(keys: &[String], prefix: &str) -> Result<TrainArtifacts, ListingError> {
     let names: Vec<(&str, &str)> = keys
         .iter()
         .filter_map(|k| k.strip_prefix(prefix).filter(|n| !n.contains('/')).map(|n| (k.as_str(), n)))
@@ -84,10 +98,10 @@ pub fn select(keys: &[String], prefix: &str) -> Result<TrainArtifacts, String> {
             .max()
             .map(|(_, k)| k.to_string())
     };
-    let kernel_key = newest("vmlinux-", "", 3).ok_or_else(|| format!("no vmlinux-X.Y.Z kernel under {prefix}"))?;
+    let kernel_key = newest("vmlinux-", "", 3).ok_or_else(|| ListingError::NoKernel(prefix.into()))?;
     let (rootfs_key, rootfs_type) = match newest("ubuntu-", ".squashfs", 2) {
         Some(k) => (k, "squashfs"),
-        None => (newest("ubuntu-", ".ext4", 2).ok_or_else(|| format!("no ubuntu rootfs under {prefix}"))?, "ext4"),
+        None => (newest("ubuntu-", ".ext4", 2).ok_or_else(|| ListingError::NoRootfs(prefix.into()))?, "ext4"),
     };
     Ok(TrainArtifacts { kernel_key, rootfs_key, rootfs_type })
 }
@@ -124,8 +138,8 @@ mod tests {
         let ext4_only = keys(&["vmlinux-5.10.209", "vmlinux-5.10.210", "ubuntu-22.04.ext4"]);
         let t = select(&ext4_only, &p).unwrap();
         assert_eq!((t.kernel_key.ends_with("5.10.210"), t.rootfs_type), (true, "ext4"));
-        assert!(select(&keys(&["ubuntu-22.04.ext4"]), &p).unwrap_err().contains("vmlinux"));
-        assert!(select(&keys(&["vmlinux-5.10.1"]), &p).unwrap_err().contains("rootfs"));
+        assert!(select(&keys(&["ubuntu-22.04.ext4"]), &p).unwrap_err().to_string().contains("vmlinux"));
+        assert!(select(&keys(&["vmlinux-5.10.1"]), &p).unwrap_err().to_string().contains("rootfs"));
     }
 
     #[test]

@@ -22,24 +22,26 @@ pub use base::{
     CachedFile, HostedArtifact, HostedManifest, Preset, ResolvedArtifact,
 };
 pub use ci_artifacts::{
-    parse_list, select as select_train_artifacts, train_of, train_prefix, ListPage, TrainArtifacts,
+    parse_list, select as select_train_artifacts, train_of, train_prefix, ListPage, ListingError, TrainArtifacts,
 };
 pub use download::{hash_file, Downloaded, Downloader, Expect, NoProgress, Progress};
 pub use error::ImageError;
 pub use mirrors::Mirrors;
-pub use release::{checksum_for, is_sha256_hex, normalize_version, parse_checksum_lines, parse_latest_tag};
-pub use rootfs::HostTool;
+pub use release::{
+    checksum_for, is_sha256_hex, normalize_version, parse_checksum_lines, parse_latest_tag, ReleaseJsonError,
+};
+pub use rootfs::{HostTool, HostToolError, HOST_TOOL_TIMEOUT};
+
+/// A name that is not a plain file name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} must be a plain file name")]
+pub struct NotAFileName(pub String);
 
 /// A plain file name: no separators, not `.`/`..`, not empty.
-pub(crate) fn check_file_name(name: &str) -> Result<(), String> {
-    if name.is_empty()
-        || name == "."
-        || name == ".."
-        || name.contains('/')
-        || name.contains('\\')
-        || name.contains('\0')
-    {
-        Err(format!("{name:?} must be a plain file name"))
+pub(crate) fn check_file_name(name: &str) -> Result<(), NotAFileName> {
+    let bad = name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']);
+    if bad {
+        Err(NotAFileName(name.to_string()))
     } else {
         Ok(())
     }
@@ -118,7 +120,11 @@ impl ImageManager {
             reason: "request failed".into(),
             source: Some(Box::new(e)),
         })?;
-        parse_latest_tag(&body).map_err(|reason| ImageError::VersionFetch { url, reason, source: None })
+        parse_latest_tag(&body).map_err(|e| ImageError::VersionFetch {
+            url,
+            reason: e.to_string(),
+            source: std::error::Error::source(&e).map(|s| s.to_string().into()),
+        })
     }
 
     /// `bin/<version>/firecracker`, downloading the release when it is not there yet.
@@ -151,7 +157,7 @@ impl ImageManager {
         tokio::task::spawn_blocking(move || install_from_tarball(&tar_path, &dest, &v, &arch))
             .await
             .map_err(|e| ImageError::prepare("extraction task failed", e))?
-            .map_err(|reason| ImageError::download(&url, reason))?;
+            .map_err(|e| ImageError::Download { url: url.clone(), reason: e.to_string(), source: Some(Box::new(e)) })?;
         drop(tarball);
         Ok(dir.join("firecracker"))
     }
@@ -186,7 +192,7 @@ impl ImageManager {
         expect: &Expect,
         progress: &dyn Progress,
     ) -> Result<PathBuf, ImageError> {
-        check_file_name(name).map_err(|reason| ImageError::download(url, reason))?;
+        check_file_name(name).map_err(|e| ImageError::download(url, e.to_string()))?;
         self.ensure_private(dir)?;
         Ok(self.downloader.file(url, &dir.join(name), expect, progress).await?.path)
     }
@@ -194,9 +200,9 @@ impl ImageManager {
     /// Creates `rootfs/<name>` as a sparse ext4 image of `size_mib` MiB.
     pub async fn create_blank_rootfs(&self, name: &str, size_mib: u64) -> Result<PathBuf, ImageError> {
         let path = self.rootfs_dir().join(name);
-        check_file_name(name).map_err(|message| ImageError::RootfsCreate {
+        check_file_name(name).map_err(|e| ImageError::RootfsCreate {
             path: path.clone(),
-            message,
+            message: e.to_string(),
             source: None,
         })?;
         self.ensure_directories()?;
@@ -211,7 +217,7 @@ impl ImageManager {
     pub async fn clone_rootfs(&self, source: &Path, name: &str) -> Result<PathBuf, ImageError> {
         let target = self.rootfs_dir().join(name);
         if let Err(reason) = check_file_name(name) {
-            let error = std::io::Error::new(std::io::ErrorKind::InvalidInput, reason);
+            let error = std::io::Error::new(std::io::ErrorKind::InvalidInput, reason.to_string());
             return Err(ImageError::RootfsClone { source_path: source.to_path_buf(), target, source: error });
         }
         self.ensure_directories()?;
@@ -225,28 +231,44 @@ impl ImageManager {
 
 /// Release archives hold plain files and dirs with relative names: an entry that is absolute,
 /// climbs with `..`, or is a symlink or hardlink refuses the whole archive.
-fn check_tar_entry(path: &Path, kind: tar::EntryType) -> Result<(), String> {
+fn check_tar_entry(path: &Path, kind: tar::EntryType) -> Result<(), TarballError> {
     use std::path::Component;
     let plain = path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
     if !plain {
-        return Err(format!("tarball entry {} escapes the archive", path.display()));
+        return Err(TarballError::Escapes(path.to_path_buf()));
     }
     if kind.is_symlink() || kind.is_hard_link() {
-        return Err(format!("tarball entry {} is a link", path.display()));
+        return Err(TarballError::Link(path.to_path_buf()));
     }
     Ok(())
 }
 
+/// Why a release tarball was refused.
+#[derive(Debug, thiserror::Error)]
+enum TarballError {
+    #[error("tarball entry {} escapes the archive", .0.display())]
+    Escapes(PathBuf),
+    #[error("tarball entry {} is a link", .0.display())]
+    Link(PathBuf),
+    #[error("{0}")]
+    Io(&'static str, #[source] std::io::Error),
+    #[error("tarball has no {0}")]
+    Missing(String),
+    #[error("{name}: SHA-256 {actual} does not match SHA256SUMS {expected}")]
+    Checksum { name: String, actual: String, expected: String },
+}
+
 /// Extracts and verifies `firecracker-<v>-<arch>` and `jailer-<v>-<arch>` from a release tarball.
-fn install_from_tarball(tarball: &Path, dir: &Path, version: &str, arch: &str) -> Result<(), String> {
-    let file = std::fs::File::open(tarball).map_err(|e| format!("cannot open tarball: {e}"))?;
+fn install_from_tarball(tarball: &Path, dir: &Path, version: &str, arch: &str) -> Result<(), TarballError> {
+    let io = |what: &'static str| move |e: std::io::Error| TarballError::Io(what, e);
+    let file = std::fs::File::open(tarball).map_err(io("cannot open the tarball"))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let wanted = [format!("firecracker-{version}-{arch}"), format!("jailer-{version}-{arch}")];
     let mut found: [Option<Vec<u8>>; 2] = [None, None];
     let mut sums = None;
-    for entry in archive.entries().map_err(|e| format!("not a tar.gz: {e}"))? {
-        let mut entry = entry.map_err(|e| format!("corrupt tarball: {e}"))?;
-        let path = entry.path().map_err(|e| format!("corrupt tarball entry name: {e}"))?.into_owned();
+    for entry in archive.entries().map_err(io("not a tar.gz"))? {
+        let mut entry = entry.map_err(io("corrupt tarball"))?;
+        let path = entry.path().map_err(io("corrupt tarball entry name"))?.into_owned();
         check_tar_entry(&path, entry.header().entry_type())?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let slot = wanted.iter().position(|w| *w == name);
@@ -254,33 +276,33 @@ fn install_from_tarball(tarball: &Path, dir: &Path, version: &str, arch: &str) -
             continue;
         }
         let mut data = Vec::new();
-        entry.read_to_end(&mut data).map_err(|e| format!("corrupt tarball entry {name}: {e}"))?;
+        entry.read_to_end(&mut data).map_err(io("corrupt tarball entry"))?;
         match slot {
             Some(i) => found[i] = Some(data),
             None => sums = Some(String::from_utf8_lossy(&data).into_owned()),
         }
     }
-    let sums = sums.ok_or("tarball has no SHA256SUMS")?;
+    let sums = sums.ok_or_else(|| TarballError::Missing("SHA256SUMS".into()))?;
     let mut staged = Vec::new();
     for (want, data) in wanted.iter().zip(found) {
-        let data = data.ok_or_else(|| format!("tarball has no {want}"))?;
-        let expected = checksum_for(&sums, want).ok_or_else(|| format!("SHA256SUMS lists no {want}"))?;
+        let data = data.ok_or_else(|| TarballError::Missing(want.clone()))?;
+        let expected =
+            checksum_for(&sums, want).ok_or_else(|| TarballError::Missing(format!("SHA256SUMS entry {want}")))?;
         let actual = {
             use sha2::Digest;
             hex::encode(sha2::Sha256::digest(&data))
         };
         if actual != expected {
-            return Err(format!("{want}: SHA-256 {actual} does not match SHA256SUMS {expected}"));
+            return Err(TarballError::Checksum { name: want.clone(), actual, expected });
         }
         let final_name = if want.starts_with("firecracker") { "firecracker" } else { "jailer" };
         let tmp = download::TempFile::beside(&dir.join(final_name));
-        std::fs::write(tmp.path(), &data).map_err(|e| format!("cannot write {final_name}: {e}"))?;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| format!("chmod: {e}"))?;
+        std::fs::write(tmp.path(), &data).map_err(io("cannot write a binary"))?;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).map_err(io("cannot chmod"))?;
         staged.push((tmp, dir.join(final_name)));
     }
     for (tmp, dest) in staged {
-        tmp.persist(&dest).map_err(|e| format!("cannot install {}: {e}", dest.display()))?;
+        tmp.persist(&dest).map_err(io("cannot install a binary"))?;
     }
     Ok(())
 }

@@ -8,11 +8,22 @@ struct LatestRelease {
     tag_name: String,
 }
 
+/// Why a latest-release answer was not understood.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseJsonError {
+    /// Not the JSON shape of GitHub's latest-release answer.
+    #[error("unexpected release JSON")]
+    Json(#[from] serde_json::Error),
+    /// `tag_name` is empty.
+    #[error("empty tag_name")]
+    EmptyTag,
+}
+
 /// `tag_name` of the GitHub latest-release JSON.
-pub fn parse_latest_tag(json: &str) -> Result<String, String> {
-    let r: LatestRelease = serde_json::from_str(json).map_err(|e| format!("unexpected release JSON: {e}"))?;
+pub fn parse_latest_tag(json: &str) -> Result<String, ReleaseJsonError> {
+    let r: LatestRelease = serde_json::from_str(json)?;
     if r.tag_name.is_empty() {
-        return Err("empty tag_name".into());
+        return Err(ReleaseJsonError::EmptyTag);
     }
     Ok(r.tag_name)
 }

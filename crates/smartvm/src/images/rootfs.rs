@@ -16,6 +16,39 @@ pub enum HostTool {
     },
 }
 
+/// How long a host tool may run.
+pub const HOST_TOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A host tool that could not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum HostToolError {
+    /// It could not be started.
+    #[error("cannot run {program}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It did not finish in time (it was killed).
+    #[error("{program} did not finish within {} s", HOST_TOOL_TIMEOUT.as_secs())]
+    TimedOut {
+        /// The program.
+        program: String,
+    },
+    /// It exited unsuccessfully.
+    #[error("{program} failed ({status}): {stderr}")]
+    Failed {
+        /// The program.
+        program: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+}
+
 impl HostTool {
     /// The command to run (pure).
     pub fn command(&self) -> Command {
@@ -28,19 +61,17 @@ impl HostTool {
         }
     }
 
-    /// Runs it; a non-zero exit becomes an error carrying stderr.
-    pub fn run(&self) -> Result<(), String> {
-        let out = self.command().output().map_err(|e| format!("cannot run {:?}: {e}", self.command().get_program()))?;
+    /// Runs it (bounded by [`HOST_TOOL_TIMEOUT`]); a non-zero exit becomes an error carrying stderr.
+    pub fn run(&self) -> Result<(), HostToolError> {
+        let program = self.command().get_program().to_string_lossy().into_owned();
+        let out = crate::process::output_within(&mut self.command(), HOST_TOOL_TIMEOUT)
+            .map_err(|source| HostToolError::Spawn { program: program.clone(), source })?
+            .ok_or_else(|| HostToolError::TimedOut { program: program.clone() })?;
         if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{:?} failed ({}): {}",
-                self.command().get_program(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
+            return Ok(());
         }
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        Err(HostToolError::Failed { program, status: out.status, stderr })
     }
 }
 
@@ -59,10 +90,14 @@ pub fn create_blank(path: &Path, size_mib: u64) -> Result<(), ImageError> {
         .create_new(true)
         .open(path)
         .map_err(|e| fail("cannot create the file".into(), Some(e)))?;
-    let result = file
-        .set_len(size_mib << 20)
-        .map_err(|e| fail("cannot size the file".into(), Some(e)))
-        .and_then(|_| HostTool::MkfsExt4 { path: path.to_path_buf() }.run().map_err(|m| fail(m, None)));
+    let result =
+        file.set_len(size_mib << 20).map_err(|e| fail("cannot size the file".into(), Some(e))).and_then(|_| {
+            HostTool::MkfsExt4 { path: path.to_path_buf() }.run().map_err(|e| ImageError::RootfsCreate {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+                source: Some(Box::new(e)),
+            })
+        });
     if result.is_err() {
         let _ = std::fs::remove_file(path);
     }

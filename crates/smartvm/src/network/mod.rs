@@ -268,9 +268,8 @@ impl NetworkManager {
                 })?;
             let table = nat::table_name(name);
             self.journal(*created || st.bridge_created, Some(table.clone()))?;
-            nat::apply(&nat::masquerade_ruleset(&table, &self.plan, &out_if)).map_err(|e| {
-                NetworkError::BridgeSetup { step: format!("cannot install nftables table {table}: {e}"), source: None }
-            })?;
+            nat::apply(&nat::masquerade_ruleset(&table, &self.plan, &out_if))
+                .map_err(|e| NetworkError::bridge(format!("cannot install nftables table {table}"), e))?;
             st.nat_table = Some(table);
         }
         Ok(())
@@ -361,10 +360,7 @@ impl NetworkManager {
         }
         if let Some(table) = st.nat_table.take() {
             if let Err(e) = nat::apply(&nat::delete_ruleset(&table)) {
-                first_error.get_or_insert(NetworkError::BridgeSetup {
-                    step: format!("cannot delete table {table}: {e}"),
-                    source: None,
-                });
+                first_error.get_or_insert(NetworkError::bridge(format!("cannot delete table {table}"), e));
             }
         }
         if st.bridge_created {
@@ -394,10 +390,7 @@ pub async fn reclaim_journaled(dir: &std::path::Path, in_use: bool) -> (Vec<Stri
         if let Some(table) = j.nat_table.as_ref().filter(|t| **t == nat::table_name(&j.bridge)) {
             match nat::apply(&nat::delete_ruleset(table)) {
                 Ok(()) => removed.push(format!("nftables table {table}")),
-                Err(e) => failures.push(NetworkError::BridgeSetup {
-                    step: format!("cannot delete table {table}: {e}"),
-                    source: None,
-                }),
+                Err(e) => failures.push(NetworkError::bridge(format!("cannot delete table {table}"), e)),
             }
         }
         if j.bridge_created {

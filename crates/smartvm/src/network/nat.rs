@@ -72,8 +72,8 @@ pub fn delete_ruleset(table: &str) -> Nftables<'static> {
 }
 
 /// Applies a ruleset with `nft -j -f -`.
-pub fn apply(ruleset: &Nftables) -> Result<(), String> {
-    nftables::helper::apply_ruleset(ruleset).map_err(|e| e.to_string())
+pub fn apply(ruleset: &Nftables) -> Result<(), nftables::helper::NftablesError> {
+    nftables::helper::apply_ruleset(ruleset)
 }
 
 #[cfg(test)]

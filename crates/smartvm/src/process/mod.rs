@@ -187,25 +187,29 @@ pub fn kill_and_wait(pid: i32, timeout: Duration) -> bool {
     ready == 1
 }
 
-/// Runs `cmd` (stdin and stderr closed) and returns its stdout, or `None` when it did not exit
-/// within `timeout` (it is then killed). For short probes such as `firecracker --version`, so a
-/// binary that hangs cannot hang smartvm.
-pub fn output_within(cmd: &mut std::process::Command, timeout: Duration) -> std::io::Result<Option<Vec<u8>>> {
-    use std::io::Read;
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
-    let mut stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout pipe"))?;
-    // Read on a helper thread so a chatty child cannot block on a full pipe before exiting.
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let _ = stdout.by_ref().take(1 << 20).read_to_end(&mut out);
-        out
-    });
+/// Runs `cmd` (stdin closed) and returns its output, or `None` when it did not exit within
+/// `timeout` (it is then killed). For short probes and host tools (`firecracker --version`,
+/// `mkfs.ext4`), so a program that hangs cannot hang smartvm.
+pub fn output_within(
+    cmd: &mut std::process::Command,
+    timeout: Duration,
+) -> std::io::Result<Option<std::process::Output>> {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    // Read on helper threads so a chatty child cannot block on a full pipe before exiting.
+    fn drain<R: std::io::Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(r) = r {
+                let _ = std::io::Read::read_to_end(&mut std::io::Read::take(r, 1 << 20), &mut out);
+            }
+            out
+        })
+    }
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let pid = child.id() as i32;
     // SAFETY: pidfd_open on our own unreaped child; the fd is closed below.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
-    let exited = if fd < 0 {
-        true
-    } else {
+    let exited = fd < 0 || {
         let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: a valid pollfd array of length 1, then closing the fd we own.
         unsafe {
@@ -216,12 +220,12 @@ pub fn output_within(cmd: &mut std::process::Command, timeout: Duration) -> std:
     };
     if !exited {
         let _ = child.kill();
+        child.wait()?;
+        return Ok(None); // the readers end when whatever still holds the pipes closes them
     }
-    child.wait()?;
-    if !exited {
-        return Ok(None); // the reader ends when whatever still holds the pipe closes it
-    }
-    Ok(Some(reader.join().unwrap_or_default()))
+    let status = child.wait()?;
+    let join = |h: std::thread::JoinHandle<Vec<u8>>| h.join().unwrap_or_default();
+    Ok(Some(std::process::Output { status, stdout: join(stdout), stderr: join(stderr) }))
 }
 
 /// A running (or ended) Firecracker process.

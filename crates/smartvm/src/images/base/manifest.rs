@@ -191,7 +191,7 @@ impl HostedManifest {
             Some(n) => n.clone(),
             None => last_segment(a.url.as_deref().or(a.path.as_deref()).unwrap_or("")).to_string(),
         };
-        check_file_name(&file_name).map_err(|m| ImageError::manifest(f("fileName"), m))?;
+        check_file_name(&file_name).map_err(|e| ImageError::manifest(f("fileName"), e.to_string()))?;
         Ok(ResolvedArtifact {
             location,
             file_name,

@@ -307,7 +307,7 @@ impl BaseImageManager {
         let arch = self.images.arch();
         let prefix = train_prefix(train, arch);
         let keys = self.list_keys(&prefix).await?;
-        let picked = select(&keys, &prefix).map_err(ImageError::Resolve)?;
+        let picked = select(&keys, &prefix).map_err(|e| ImageError::Resolve(e.to_string()))?;
         let name = |k: &str| k.rsplit('/').next().unwrap_or(k).to_string();
         let (kernel_name, rootfs_name) = (name(&picked.kernel_key), name(&picked.rootfs_key));
         let mirrors = self.images.mirrors();
@@ -354,7 +354,12 @@ impl BaseImageManager {
             }
             let xml =
                 self.images.downloader().text(url.as_str()).await.map_err(|e| ImageError::Resolve(e.to_string()))?;
-            let page = parse_list(&xml).map_err(ImageError::Resolve)?;
+            let page = parse_list(&xml).map_err(|e| {
+                ImageError::Resolve(format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default()
+                ))
+            })?;
             keys.extend(page.keys);
             match page.next {
                 Some(t) => token = Some(t),
