@@ -9,6 +9,7 @@ mod nat;
 mod netlink;
 pub mod plan;
 mod tap;
+pub mod tap_removal;
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -418,9 +419,10 @@ impl NetworkManager {
     }
 }
 
-/// Deletes TAP `name` without netlink (usable from `Drop`); errors are ignored by callers.
-pub fn remove_tap_blocking(name: &str) -> std::io::Result<()> {
-    tap::remove_persistent(name)
+/// Deletes TAP `name` synchronously (usable from `Drop` and the ledger's unwind); a link of that
+/// name that is not a TAP is refused, a missing one is fine.
+pub fn remove_tap_blocking(name: &str) -> Result<bool, tap_removal::TapRemovalError> {
+    tap_removal::remove_tap(name)
 }
 
 /// Deletes link `name` if it exists (true when it did).

@@ -26,16 +26,6 @@ mod ioctl {
 
 /// Creates persistent TAP `name` (the caller checked that no link of that name exists).
 pub fn create_persistent(name: &str) -> std::io::Result<()> {
-    set_persistent(name, true)
-}
-
-/// Deletes persistent TAP `name` synchronously (attach, clear persistence, close), for contexts
-/// that cannot run netlink requests, such as `Drop`.
-pub fn remove_persistent(name: &str) -> std::io::Result<()> {
-    set_persistent(name, false)
-}
-
-fn set_persistent(name: &str, persistent: bool) -> std::io::Result<()> {
     let tun = OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
     let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, _pad: [0; 22] };
     let bytes = name.as_bytes();
@@ -46,6 +36,6 @@ fn set_persistent(name: &str, persistent: bool) -> std::io::Result<()> {
     // SAFETY: valid fd and a properly sized, initialised ifreq.
     unsafe { ioctl::tunsetiff(tun.as_raw_fd(), &req) }.map_err(std::io::Error::from)?;
     // SAFETY: valid fd of an attached TAP.
-    unsafe { ioctl::tunsetpersist(tun.as_raw_fd(), u64::from(persistent) as _) }.map_err(std::io::Error::from)?;
+    unsafe { ioctl::tunsetpersist(tun.as_raw_fd(), 1) }.map_err(std::io::Error::from)?;
     Ok(())
 }

@@ -64,14 +64,19 @@ fn root_id_of(pid: i32) -> Option<(u64, u64)> {
 
 /// Start time (field 22 of `/proc/<pid>/stat`) of a live, non-zombie process.
 pub fn process_start_time(pid: i32) -> Option<u64> {
+    match stat_of(pid)? {
+        (b'Z', _) => None,
+        (_, start) => Some(start),
+    }
+}
+
+/// State letter and start time of `pid`, zombies included.
+fn stat_of(pid: i32) -> Option<(u8, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses: fields resume after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    if fields.first() == Some(&"Z") {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
+    Some((*fields.first()?.as_bytes().first()?, fields.get(19)?.parse().ok()?))
 }
 
 fn exe_of(pid: i32) -> Option<PathBuf> {
@@ -118,12 +123,21 @@ impl ProcessRecord {
     pub(crate) fn kill(&self, owner: bool) -> Result<(), UnwindError> {
         let pids: Vec<i32> = match self.pid {
             Some(pid) => {
-                let started = process_start_time(pid);
-                if started.is_none() {
-                    return Ok(()); // gone
-                }
-                if self.start_time.is_some() && started != self.start_time {
+                let Some((state, started)) = stat_of(pid) else { return Ok(()) }; // gone
+                if self.start_time.is_some() && Some(started) != self.start_time {
                     return Ok(()); // the pid was recycled: ours is gone
+                }
+                if state == b'Z' {
+                    if self.start_time.is_none() {
+                        return Ok(()); // cannot tell whose zombie this is: leave it
+                    }
+                    // Our process, its main thread already exited: wait (bounded) until its other
+                    // threads have too, so that what they hold (a TAP) is released.
+                    return if crate::process::kill_and_wait(pid, KILL_WAIT) {
+                        Ok(())
+                    } else {
+                        Err(UnwindError::Unkillable(pid))
+                    };
                 }
                 let verified = self.start_time.is_some() && self.looks_like(pid);
                 if !owner && !verified {

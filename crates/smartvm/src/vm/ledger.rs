@@ -251,6 +251,9 @@ pub enum UnwindError {
     /// An OS call failed.
     #[error(transparent)]
     Os(#[from] std::io::Error),
+    /// A TAP could not be deleted.
+    #[error(transparent)]
+    Tap(crate::network::tap_removal::TapRemovalError),
 }
 
 /// Releases `resources` in reverse order with one policy: best effort, every failure reported,
@@ -298,12 +301,12 @@ fn release_tap(name: &str) -> Result<(), UnwindError> {
     if !crate::network::is_smartvm_tap_name(name) {
         return Err(UnwindError::NotOurs("not a smartvm TAP name"));
     }
-    // TUNSETIFF attaches only to an existing TAP (any other kind of link answers EINVAL);
-    // clearing persistence then deletes it.
     match crate::network::remove_tap_blocking(name) {
-        Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(UnwindError::NotOurs("the link is not a TAP")),
-        Err(e) => Err(e.into()),
+        Ok(_) => Ok(()),
+        Err(crate::network::tap_removal::TapRemovalError::NotATap(_)) => {
+            Err(UnwindError::NotOurs("the link is not a TAP"))
+        }
+        Err(e) => Err(UnwindError::Tap(e)),
     }
 }
 

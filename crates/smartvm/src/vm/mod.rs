@@ -39,7 +39,7 @@ use crate::version::FirecrackerVersion;
 pub use identity::{process_start_time, JailedImage, ProcessRecord};
 pub use ledger::{Resource, UnwindScope, VmJournal};
 pub use plan::{boot_plan, check_for_version, PreBootCall, ResolvedResources};
-pub use state::{Operation, VmState};
+pub use state::{Operation, Transition, VmState};
 pub use steps::{restore_steps, start_steps, Step};
 
 /// How a VM runs on this host (set by [`SmartVm`](crate::SmartVm), or directly).
@@ -260,25 +260,37 @@ impl MicroVm {
     /// Start or restore: on any failure tear down what was created and end in `Error`.
     async fn launch(&self, source: Option<steps::RestoreSource>) -> Result<()> {
         let inner = self.inner.lock().await;
-        Operation::Start.check(self.state())?;
-        self.set_state(VmState::Configuring);
+        let op = match &source {
+            None => Operation::Start,
+            Some(s) => Operation::Restore { resume: s.resumes() },
+        };
+        let transition = self.begin(op)?;
         let steps = if source.is_some() { restore_steps() } else { start_steps() };
         let mut cx = steps::StartContext::new(source);
         // Cancel-safe: if this future is dropped mid-start, the guard unwinds what was acquired.
-        let mut guard = StartGuard { vm: self, inner, armed: true };
+        let mut guard = StartGuard { vm: self, inner, failed: Some(transition.on_failure) };
         let result = self.run_steps(&steps, &mut guard.inner, &mut cx).await;
-        guard.armed = false;
-        match result {
-            Ok(()) => {
-                self.set_state(cx.final_state());
-                Ok(())
-            }
-            Err(e) => {
-                self.teardown(&mut guard.inner).await;
-                self.set_state(VmState::Error);
-                Err(SmartVmError::StartFailed { vm_id: self.id.clone(), source: Box::new(e) })
-            }
+        guard.failed = None;
+        if result.is_err() {
+            self.teardown(&mut guard.inner).await;
         }
+        self.finish(transition, &result);
+        result.map_err(|e| SmartVmError::StartFailed { vm_id: self.id.clone(), source: Box::new(e) })
+    }
+
+    /// Checks `op` against the [state table](state) and enters its running state, if any.
+    fn begin(&self, op: Operation) -> Result<state::Transition> {
+        let t = op.check(self.state())?;
+        if let Some(during) = t.during {
+            self.set_state(during);
+        }
+        Ok(t)
+    }
+
+    /// Ends an operation: the table's state for success or failure. With `begin`, the one place
+    /// operations change the state.
+    fn finish<T>(&self, t: state::Transition, result: &Result<T>) {
+        self.set_state(if result.is_ok() { t.on_success } else { t.on_failure });
     }
 
     /// Alias of [`restore`](Self::restore), under the seed's name.
@@ -288,38 +300,39 @@ impl MicroVm {
 
     /// Pauses the vCPUs.
     pub async fn pause(&self) -> Result<()> {
-        self.set_vm_state(Operation::Pause, VmStateRequest::Paused, VmState::Paused).await
+        self.set_vm_state(Operation::Pause, VmStateRequest::Paused).await
     }
 
     /// Resumes the vCPUs.
     pub async fn resume(&self) -> Result<()> {
-        self.set_vm_state(Operation::Resume, VmStateRequest::Resumed, VmState::Running).await
+        self.set_vm_state(Operation::Resume, VmStateRequest::Resumed).await
     }
 
-    async fn set_vm_state(&self, op: Operation, request: VmStateRequest, next: VmState) -> Result<()> {
+    async fn set_vm_state(&self, op: Operation, request: VmStateRequest) -> Result<()> {
         let inner = self.inner.lock().await;
-        op.check(self.state())?;
+        let t = self.begin(op)?;
         let api = inner.api.clone().ok_or(SmartVmError::NoClient)?;
-        api.send(&PatchVmState(VmStateBody { state: request })).await?;
-        self.set_state(next);
-        Ok(())
+        let result = api.send(&PatchVmState(VmStateBody { state: request })).await;
+        self.finish(t, &result);
+        result
     }
 
     /// Ends the process with the configured [`StopPlan`] (Ctrl-Alt-Del is skipped when paused,
     /// since a paused guest cannot react). The runtime dir stays until [`cleanup`](Self::cleanup).
     pub async fn stop(&self) -> Result<StopOutcome> {
         let mut inner = self.inner.lock().await;
-        let state = self.state();
-        Operation::Stop.check(state)?;
+        let paused = self.state() == VmState::Paused;
+        let t = self.begin(Operation::Stop)?;
         let mut plan = self.options.stop_plan.clone();
-        if state == VmState::Paused {
+        if paused {
             plan.steps.retain(|(s, _)| *s != crate::process::StopStep::CtrlAltDel);
         }
         let process = inner.process.as_ref().ok_or(SmartVmError::NoClient)?;
-        let outcome = process.stop(inner.api.as_deref(), &plan).await?;
+        let result = process.stop(inner.api.as_deref(), &plan).await.map_err(SmartVmError::from);
+        self.finish(t, &result);
+        let outcome = result?;
         inner.last_stop = Some(outcome);
         inner.api = None;
-        self.set_state(VmState::Stopped);
         Ok(outcome)
     }
 
@@ -327,11 +340,9 @@ impl MicroVm {
     /// drives included) and TAPs this VM created. Valid in any state; idempotent.
     pub async fn cleanup(&self) -> Result<()> {
         let mut inner = self.inner.lock().await;
-        let was = self.state();
+        let t = self.begin(Operation::Cleanup)?;
         self.teardown(&mut inner).await;
-        if matches!(was, VmState::Running | VmState::Paused | VmState::Configuring) {
-            self.set_state(VmState::Stopped);
-        }
+        self.finish(t, &Ok(()));
         Ok(())
     }
 
@@ -350,7 +361,7 @@ impl MicroVm {
 
     async fn api_for_update(&self) -> Result<Arc<ApiClient>> {
         let inner = self.inner.lock().await;
-        Operation::Update.check(self.state())?;
+        self.begin(Operation::Update)?;
         inner.api.clone().ok_or(SmartVmError::NoClient)
     }
 
@@ -428,7 +439,7 @@ impl MicroVm {
         base: Option<&crate::snapshot::Snapshot>,
     ) -> Result<crate::snapshot::Snapshot> {
         let inner = self.inner.lock().await;
-        Operation::Snapshot.check(self.state())?;
+        self.begin(Operation::Snapshot)?;
         if self.options.jailer.is_some() {
             return Err(SmartVmError::Snapshot("snapshot bundles of jailed VMs are not supported yet".into()));
         }
@@ -440,7 +451,7 @@ impl MicroVm {
     /// `PUT /snapshot/create` of a paused VM.
     pub async fn create_snapshot(&self, params: &SnapshotCreateParams) -> Result<()> {
         let inner = self.inner.lock().await;
-        Operation::Snapshot.check(self.state())?;
+        self.begin(Operation::Snapshot)?;
         let api = inner.api.clone().ok_or(SmartVmError::NoClient)?;
         api.send(&PutSnapshotCreate(params.payload())).await
     }
@@ -489,14 +500,13 @@ impl MicroVm {
 struct StartGuard<'a> {
     vm: &'a MicroVm,
     inner: tokio::sync::MutexGuard<'a, VmResources>,
-    armed: bool,
+    /// Armed with the state a failed start ends in; disarmed (`None`) once the steps returned.
+    failed: Option<VmState>,
 }
 
 impl Drop for StartGuard<'_> {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
+        let Some(failed) = self.failed else { return };
         // A spawn may be in flight on the spawner thread: let it finish (it ends the orphan).
         crate::process::spawner::flush();
         drop(self.inner.process.take());
@@ -507,7 +517,7 @@ impl Drop for StartGuard<'_> {
             }
         }
         self.inner.taps.clear();
-        self.vm.set_state(VmState::Error);
+        self.vm.set_state(failed);
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::identity::{canonical, JailedImage, ProcessRecord};
 use super::ledger::{Ledger, Resource, VmJournal};
 use super::plan::{boot_plan, PreBootCall, ResolvedResources};
-use super::{MicroVm, VmResources, VmState};
+use super::{MicroVm, VmResources};
 use crate::api::{ActionType, ApiClient, GetVersion, PutAction, PutLogger, PutMetrics, PutSnapshotLoad};
 use crate::config::SnapshotLoadParams;
 use crate::error::{Result, SmartVmError};
@@ -107,6 +107,16 @@ pub(super) enum RestoreSource {
     Snapshot { snapshot: Snapshot, resume: bool, track_dirty_pages: bool },
 }
 
+impl RestoreSource {
+    /// True when the restored VM resumes once loaded.
+    pub(super) fn resumes(&self) -> bool {
+        match self {
+            RestoreSource::Params(p) => p.resume_vm,
+            RestoreSource::Snapshot { resume, .. } => *resume,
+        }
+    }
+}
+
 /// What the steps learn and hand to each other.
 #[derive(Default)]
 pub(super) struct StartContext {
@@ -122,14 +132,6 @@ pub(super) struct StartContext {
 impl StartContext {
     pub(super) fn new(restore: Option<RestoreSource>) -> Self {
         Self { restore, ..Self::default() }
-    }
-
-    /// The state the VM is in when every step succeeded.
-    pub(super) fn final_state(&self) -> VmState {
-        match &self.load {
-            Some(p) if !p.resume_vm => VmState::Paused,
-            _ => VmState::Running,
-        }
     }
 
     pub(super) fn restoring(&self) -> bool {
