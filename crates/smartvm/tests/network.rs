@@ -253,3 +253,35 @@ fn dropping_a_networked_vm_removes_its_tap() {
     ns.run(move || async move { sv.cleanup().await.unwrap() });
     assert_eq!(ns.link_names(), ["lo", "uplink0", "uplink0p"]);
 }
+
+/// Cycles of create/start/remove of a networked VM in one orchestrator (`SMARTVM_NET_CYCLES`,
+/// default 300; 1,000 when asked): more than the subnet holds, so addresses must come back.
+#[test]
+fn networked_cycles_reuse_guest_addresses() {
+    let Some(env) = common::env() else { return };
+    if !require_root_tools() {
+        return;
+    }
+    let cycles: usize = std::env::var("SMARTVM_NET_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let ns = Netns::create("net6");
+    ns.add_uplink();
+    // A /25 holds 125 guests.
+    let sv = Arc::new(smartvm_on(&env, "svtbr6", "10.206.0.0/25"));
+    let base = env.probe_config("cycle", "");
+    let s = sv.clone();
+    let seen = ns.run(move || async move {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..cycles {
+            let cfg = smartvm::VmConfig { id: Some(format!("cycle-{i}")), ..base.clone() }
+                .with_network_interface(NetworkInterfaceConfig::managed("eth0"));
+            let vm = s.create_vm(&cfg).unwrap();
+            vm.start().await.unwrap_or_else(|e| panic!("cycle {i}: {e:?}"));
+            seen.insert(vm.tap_devices().await[0].guest_ip);
+            s.remove_vm(vm.id()).await.unwrap();
+        }
+        s.cleanup().await.unwrap();
+        seen
+    });
+    assert!(cycles <= 125 || seen.len() <= 125, "{} addresses for {cycles} cycles", seen.len());
+    assert_eq!(ns.link_names(), ["lo", "uplink0", "uplink0p"], "nothing left");
+}

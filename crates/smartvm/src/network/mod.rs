@@ -16,7 +16,7 @@ use std::net::Ipv4Addr;
 
 pub use nat::{delete_ruleset, masquerade_ruleset, table_name};
 pub use netlink::{LinkInfo, Netlink};
-pub use plan::{mac_for, tap_name_for, validate_interface_name, SubnetPlan};
+pub use plan::{mac_for, tap_name_for, validate_interface_name, LeasePool, SubnetPlan};
 
 type Cause = Box<dyn std::error::Error + Send + Sync>;
 
@@ -134,13 +134,27 @@ struct State {
     ready: bool,
     bridge_created: bool,
     nat_table: Option<String>,
-    next_guest: u32,
+    leases: LeasePool,
+    /// TAP name → (lease index, MAC), released when the TAP goes.
+    held: HashMap<String, (u32, String)>,
     macs: HashSet<String>,
     taps: HashMap<String, TapDevice>,
 }
 
+impl State {
+    /// Forgets TAP `name` and returns its address (after quarantine) and MAC to the pools.
+    fn release(&mut self, name: &str) {
+        self.taps.remove(name);
+        if let Some((index, mac)) = self.held.remove(name) {
+            self.leases.release(index, std::time::Instant::now());
+            self.macs.remove(&mac);
+        }
+    }
+}
+
 /// Bridge, TAPs, forwarding and NAT for one subnet. Everything it creates it removes in
-/// [`cleanup`](Self::cleanup); guest addresses are never reused within one manager.
+/// [`cleanup`](Self::cleanup); a guest address comes back to the pool when its TAP goes and is
+/// handed out again after a short quarantine ([`LeasePool`]).
 #[derive(Debug)]
 pub struct NetworkManager {
     options: NetworkOptions,
@@ -293,48 +307,17 @@ impl NetworkManager {
     ) -> Result<TapDevice, NetworkError> {
         let mut st = self.state.lock().await;
         self.ensure_bridge_locked(&mut st).await?;
-        let guest_ip = self.plan.guest(st.next_guest)?;
-        let mut salt = 0;
-        let mut mac = mac_for(vm_id, iface_id, salt);
-        while st.macs.contains(&mac) {
-            salt += 1;
-            mac = mac_for(vm_id, iface_id, salt);
+        let (index, mac, name) = self.reserve(&mut st, vm_id, iface_id)?;
+        if let Err(e) = self.make_link(&name, record).await {
+            st.leases.release(index, std::time::Instant::now());
+            return Err(e);
         }
-        let mut name = tap_name_for(vm_id, iface_id, 0);
-        let mut name_salt = 0;
-        while st.taps.contains_key(&name) {
-            name_salt += 1;
-            name = tap_name_for(vm_id, iface_id, name_salt);
-        }
-        let nl = netlink()?;
-        if nl.link(&name).await.map_err(|e| NetworkError::tap(&name, "lookup failed", Some(Box::new(e))))?.is_some() {
-            return Err(NetworkError::tap(&name, "an interface with this name already exists", None));
-        }
-        record(&name).map_err(|e| NetworkError::tap(&name, "cannot journal it", Some(Box::new(e))))?;
-        let (n, s) = (name.clone(), name.clone());
-        tokio::task::spawn_blocking(move || tap::create_persistent(&n))
-            .await
-            .map_err(|e| NetworkError::tap(&s, "task failed", Some(Box::new(e))))?
-            .map_err(|e| NetworkError::tap(&s, "TUNSETIFF failed", Some(Box::new(e))))?;
-        let attach = async {
-            let link = nl.link(&name).await?.ok_or(rtnetlink::Error::RequestFailed)?;
-            let bridge = nl.link(&self.options.bridge_name).await?.ok_or(rtnetlink::Error::RequestFailed)?;
-            nl.set_master(link.index, bridge.index).await?;
-            nl.set_up(link.index).await?;
-            Ok::<u32, rtnetlink::Error>(link.index)
-        };
-        if let Err(e) = attach.await {
-            if let Ok(Some(link)) = nl.link(&name).await {
-                let _ = nl.delete(link.index).await;
-            }
-            return Err(NetworkError::tap(&name, "cannot attach it to the bridge", Some(Box::new(e))));
-        }
-        st.next_guest += 1;
         st.macs.insert(mac.clone());
+        st.held.insert(name.clone(), (index, mac.clone()));
         let dev = TapDevice {
             name: name.clone(),
             mac,
-            guest_ip,
+            guest_ip: self.plan.guest(index)?,
             gateway: self.plan.gateway(),
             netmask: self.plan.netmask(),
             vm_id: vm_id.into(),
@@ -346,8 +329,54 @@ impl NetworkManager {
 
     /// Deletes a TAP (by name); unknown or already gone is fine.
     pub async fn remove_tap(&self, name: &str) -> Result<(), NetworkError> {
-        self.state.lock().await.taps.remove(name);
+        self.state.lock().await.release(name);
         delete_link(name).await.map(drop)
+    }
+
+    /// A free address (lease index), an unused MAC and an unused TAP name for one interface.
+    fn reserve(&self, st: &mut State, vm_id: &str, iface_id: &str) -> Result<(u32, String, String), NetworkError> {
+        let index = st
+            .leases
+            .acquire(self.plan.guest_capacity(), std::time::Instant::now())
+            .ok_or_else(|| NetworkError::IpExhausted(self.plan.to_string()))?;
+        let mac = (0..).map(|salt| mac_for(vm_id, iface_id, salt)).find(|m| !st.macs.contains(m)).unwrap_or_default();
+        let name = (0..)
+            .map(|salt| tap_name_for(vm_id, iface_id, salt))
+            .find(|n| !st.taps.contains_key(n))
+            .unwrap_or_default();
+        Ok((index, mac, name))
+    }
+
+    /// Creates TAP `name` (journaled through `record` first), enslaved to the bridge and up;
+    /// on failure nothing of it remains.
+    async fn make_link(
+        &self,
+        name: &str,
+        record: &mut (dyn FnMut(&str) -> std::io::Result<()> + Send),
+    ) -> Result<(), NetworkError> {
+        let nl = netlink()?;
+        if nl.link(name).await.map_err(|e| NetworkError::tap(name, "lookup failed", Some(Box::new(e))))?.is_some() {
+            return Err(NetworkError::tap(name, "an interface with this name already exists", None));
+        }
+        record(name).map_err(|e| NetworkError::tap(name, "cannot journal it", Some(Box::new(e))))?;
+        let n = name.to_string();
+        tokio::task::spawn_blocking(move || tap::create_persistent(&n))
+            .await
+            .map_err(|e| NetworkError::tap(name, "task failed", Some(Box::new(e))))?
+            .map_err(|e| NetworkError::tap(name, "TUNSETIFF failed", Some(Box::new(e))))?;
+        let attach = async {
+            let link = nl.link(name).await?.ok_or(rtnetlink::Error::RequestFailed)?;
+            let bridge = nl.link(&self.options.bridge_name).await?.ok_or(rtnetlink::Error::RequestFailed)?;
+            nl.set_master(link.index, bridge.index).await?;
+            nl.set_up(link.index).await
+        };
+        if let Err(e) = attach.await {
+            if let Ok(Some(link)) = nl.link(name).await {
+                let _ = nl.delete(link.index).await;
+            }
+            return Err(NetworkError::tap(name, "cannot attach it to the bridge", Some(Box::new(e))));
+        }
+        Ok(())
     }
 
     /// Removes every TAP this manager created, then the bridge (if it created it) and its NAT table.
@@ -415,7 +444,7 @@ pub fn is_smartvm_tap_name(name: &str) -> bool {
 impl NetworkManager {
     /// Drops `name` from this manager's bookkeeping.
     pub async fn forget_tap(&self, name: &str) {
-        self.state.lock().await.taps.remove(name);
+        self.state.lock().await.release(name);
     }
 }
 

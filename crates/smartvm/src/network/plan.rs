@@ -89,6 +89,40 @@ fn fnv1a(parts: &[&str]) -> u64 {
     h
 }
 
+/// Guest address leases by index (see [`SubnetPlan::guest`]): never-used addresses first, then
+/// released ones, each only after a quarantine so a new guest does not inherit an address that
+/// peers may still have in their ARP caches. Pure: time is passed in.
+#[derive(Debug, Default, Clone)]
+pub struct LeasePool {
+    next: u32,
+    released: std::collections::VecDeque<(u32, std::time::Instant)>,
+}
+
+impl LeasePool {
+    /// How long a released address rests before it is handed out again.
+    pub const QUARANTINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// A free index below `capacity`, or `None` when every address is leased or resting.
+    pub fn acquire(&mut self, capacity: u32, now: std::time::Instant) -> Option<u32> {
+        if self.next < capacity {
+            self.next += 1;
+            return Some(self.next - 1);
+        }
+        match self.released.front() {
+            Some(&(index, at)) if now.duration_since(at) >= Self::QUARANTINE => {
+                self.released.pop_front();
+                Some(index)
+            }
+            _ => None,
+        }
+    }
+
+    /// Returns `index` to the pool as of `now`.
+    pub fn release(&mut self, index: u32, now: std::time::Instant) {
+        self.released.push_back((index, now));
+    }
+}
+
 /// A locally administered unicast MAC `02:xx:xx:xx:xx:xx`, stable for (vm id, iface id, salt).
 pub fn mac_for(vm_id: &str, iface_id: &str, salt: u32) -> String {
     let h = fnv1a(&[vm_id, iface_id, &salt.to_string()]).to_be_bytes();
@@ -104,6 +138,18 @@ pub fn tap_name_for(vm_id: &str, iface_id: &str, salt: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leases_are_reused_after_their_quarantine() {
+        let t0 = std::time::Instant::now();
+        let mut pool = LeasePool::default();
+        assert_eq!((pool.acquire(2, t0), pool.acquire(2, t0), pool.acquire(2, t0)), (Some(0), Some(1), None));
+        pool.release(1, t0);
+        assert_eq!(pool.acquire(2, t0), None, "still resting");
+        let later = t0 + LeasePool::QUARANTINE;
+        assert_eq!(pool.acquire(2, later), Some(1));
+        assert_eq!(pool.acquire(2, later), None);
+    }
 
     #[test]
     fn subnets_normalise_and_validate() {
