@@ -172,7 +172,7 @@ async fn every_call_can_fail_or_die_and_nothing_is_left() {
     assert!(fake.leftovers(&vm, "ok").is_empty());
 
     let mut table = vec![];
-    for n in 0..calls.len() {
+    for (n, call) in calls.iter().enumerate() {
         for (mode, var) in [("fail", FAIL_AT), ("die", DIE_AT)] {
             let id = format!("{mode}{n}");
             let (_, result, vm) = fake.start(&id, &[(var, n.to_string())]).await;
@@ -183,14 +183,14 @@ async fn every_call_can_fail_or_die_and_nothing_is_left() {
             } else {
                 &["SOCKET_REQUEST_FAILED", "PROCESS_FAILED", "API_TIMEOUT"]
             };
-            assert!(expected.contains(&root.as_str()), "{mode} at call {n} ({}): {root}: {err:?}", calls[n]);
+            assert!(expected.contains(&root.as_str()), "{mode} at call {n} ({}): {root}: {err:?}", call);
             if mode == "fail" {
                 assert!(err.fault_message().is_some_and(|m| m.contains("fake failure")), "{err:?}");
             }
             assert_eq!(vm.state(), VmState::Error, "{mode} at call {n}");
             let left = fake.leftovers(&vm, &id);
-            table.push(format!("{mode} at {n} ({}): {root}, leftovers {left:?}", calls[n]));
-            assert!(left.is_empty(), "{mode} at call {n} ({}) left {left:?}", calls[n]);
+            table.push(format!("{mode} at {n} ({}): {root}, leftovers {left:?}", call));
+            assert!(left.is_empty(), "{mode} at call {n} ({}) left {left:?}", call);
         }
     }
     println!("{}", table.join("\n"));
