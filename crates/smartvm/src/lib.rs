@@ -32,6 +32,7 @@ pub mod api;
 mod backoff;
 pub mod config;
 pub mod error;
+pub mod executor;
 pub mod images;
 pub mod network;
 mod options;

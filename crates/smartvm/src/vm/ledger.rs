@@ -325,7 +325,7 @@ fn release_socket(path: &Path, scope: &UnwindScope) -> Result<(), UnwindError> {
 /// A VM's ledger in the process that runs it: the journal in memory, written before every
 /// acquisition.
 #[derive(Debug)]
-pub(crate) struct Ledger {
+pub struct Ledger {
     dir: PathBuf,
     journal: VmJournal,
 }
@@ -348,7 +348,7 @@ impl Ledger {
     }
 
     /// Journals `resource` durably; call before acquiring it.
-    pub(crate) fn record(&mut self, resource: Resource) -> std::io::Result<()> {
+    pub fn record(&mut self, resource: Resource) -> std::io::Result<()> {
         self.journal.resources.push(resource);
         self.journal.write(&self.dir)
     }
@@ -365,7 +365,7 @@ impl Ledger {
     }
 
     /// The journal as written.
-    pub(crate) fn journal(&self) -> &VmJournal {
+    pub fn journal(&self) -> &VmJournal {
         &self.journal
     }
 

@@ -11,8 +11,7 @@
 //!
 //! Any failure during start unwinds the ledger and leaves the VM in `Error`.
 
-mod identity;
-mod jail;
+pub(crate) mod identity;
 pub mod ledger;
 pub mod plan;
 pub mod reclaim;
@@ -118,6 +117,7 @@ pub struct MicroVm {
     config: VmConfig,
     options: VmRuntimeOptions,
     vm_dir: PathBuf,
+    executor: Box<dyn crate::executor::Executor>,
     state: StdMutex<VmState>,
     inner: tokio::sync::Mutex<VmResources>,
     exit: StdMutex<Option<tokio::sync::watch::Receiver<Option<ExitInfo>>>>,
@@ -138,11 +138,13 @@ impl MicroVm {
         let config = config.clone();
         let id = config.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let vm_dir = options.runtime_dir.join(crate::staging::sanitize_path_part(&id));
+        let executor = crate::executor::for_vm(&options, &id, &vm_dir);
         Self {
             id,
             config,
             options,
             vm_dir,
+            executor,
             state: StdMutex::new(VmState::Created),
             inner: tokio::sync::Mutex::new(VmResources::default()),
             exit: StdMutex::new(None),
@@ -163,12 +165,7 @@ impl MicroVm {
     }
     /// The API socket path (inside the chroot when jailed).
     pub fn socket_path(&self) -> PathBuf {
-        match &self.options.jailer {
-            Some(j) => j
-                .chroot_root(&self.options.firecracker_binary, &crate::process::instance_id(&self.id))
-                .join(jail::JAILED_SOCKET),
-            None => self.vm_dir.join("firecracker.sock"),
-        }
+        self.executor.socket_path()
     }
     /// TAP devices this VM created (removed at cleanup).
     pub async fn tap_devices(&self) -> Vec<crate::network::TapDevice> {
@@ -440,8 +437,9 @@ impl MicroVm {
     ) -> Result<crate::snapshot::Snapshot> {
         let inner = self.inner.lock().await;
         self.begin(Operation::Snapshot)?;
-        if self.options.jailer.is_some() {
-            return Err(SmartVmError::Snapshot("snapshot bundles of jailed VMs are not supported yet".into()));
+        if !self.executor.supports_snapshots() {
+            let kind = self.executor.kind();
+            return Err(SmartVmError::Snapshot(format!("snapshot bundles of {kind} VMs are not supported yet")));
         }
         let api = inner.api.clone().ok_or(SmartVmError::NoClient)?;
         let staged = inner.ledger.as_ref().map(|l| l.journal().staged()).unwrap_or_default();
@@ -460,10 +458,9 @@ impl MicroVm {
 impl MicroVm {
     /// Where this VM's unwind may act: its runtime dir parent and jail base, as the owner.
     fn unwind_scope(&self) -> UnwindScope {
-        let jail_base = self.options.jailer.as_ref().map(|j| j.chroot_base_dir.clone());
         UnwindScope {
             runtime_dir: self.options.runtime_dir.clone(),
-            jail_base: jail_base.unwrap_or_else(|| PathBuf::from("/srv/jailer")),
+            jail_base: self.executor.jail_base().unwrap_or_else(|| crate::options::DEFAULT_JAIL_BASE.into()),
             owner: true,
         }
     }

@@ -3,17 +3,16 @@
 //! configuration swapped for a snapshot load. Each step that acquires a host resource journals
 //! it in the VM's [ledger](super::ledger) first; a failure at any step unwinds the ledger.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use super::identity::{canonical, JailedImage, ProcessRecord};
 use super::ledger::{Ledger, Resource, VmJournal};
 use super::plan::{boot_plan, PreBootCall, ResolvedResources};
 use super::{MicroVm, VmResources};
 use crate::api::{ActionType, ApiClient, GetVersion, PutAction, PutLogger, PutMetrics, PutSnapshotLoad};
 use crate::config::SnapshotLoadParams;
 use crate::error::{Result, SmartVmError};
-use crate::process::{instance_id, BindMount, FirecrackerCommand, FirecrackerProcess, OutputOptions};
+use crate::process::{instance_id, FirecrackerCommand, FirecrackerProcess, OutputOptions};
 use crate::snapshot::{Snapshot, SnapshotDrive};
 use crate::staging::{self, StagedDrive};
 use crate::version::FirecrackerVersion;
@@ -27,8 +26,8 @@ pub enum Step {
     CreateRuntimeDir,
     /// Restore only: merge a Diff snapshot's memory onto its base.
     MaterializeMemory,
-    /// Jailed only: the jail dir and chroot with kernel, initrd and log file.
-    CreateJail,
+    /// What the [executor](crate::executor) needs before spawn (a jail: chroot, kernel, initrd).
+    Prepare,
     /// Private copies of drives (a snapshot's saved copies on restore).
     StageDrives,
     /// TAPs for interfaces that name no host device.
@@ -55,7 +54,7 @@ pub fn start_steps() -> Vec<Step> {
     vec![
         CheckHost,
         CreateRuntimeDir,
-        CreateJail,
+        Prepare,
         StageDrives,
         CreateTaps,
         Spawn,
@@ -123,8 +122,6 @@ pub(super) struct StartContext {
     restore: Option<RestoreSource>,
     load: Option<SnapshotLoadParams>,
     resolved: ResolvedResources,
-    jail_root: Option<PathBuf>,
-    bind_mount: Option<BindMount>,
     api: Option<Arc<ApiClient>>,
     version: Option<FirecrackerVersion>,
 }
@@ -136,14 +133,6 @@ impl StartContext {
 
     pub(super) fn restoring(&self) -> bool {
         self.restore.is_some()
-    }
-
-    pub(super) fn resolved_mut(&mut self) -> &mut ResolvedResources {
-        &mut self.resolved
-    }
-
-    pub(super) fn set_jail_root(&mut self, root: PathBuf) {
-        self.jail_root = Some(root);
     }
 
     fn api(&self) -> Result<Arc<ApiClient>> {
@@ -184,10 +173,13 @@ impl MicroVm {
             Step::CheckHost => self.check_host(cx.restoring()),
             Step::CreateRuntimeDir => self.create_runtime_dir(inner),
             Step::MaterializeMemory => self.materialize_memory(cx).await,
-            Step::CreateJail => self.create_jail(inner, cx),
+            Step::Prepare => {
+                let ledger = ledger(inner)?;
+                self.executor.prepare(&self.config, ledger, &mut cx.resolved)
+            }
             Step::StageDrives => self.stage_drives(inner, cx).await,
             Step::CreateTaps => self.create_taps(inner, &mut cx.resolved).await,
-            Step::Spawn => self.spawn(inner, cx).await,
+            Step::Spawn => self.spawn(inner).await,
             Step::WaitForApi => self.wait_for_api(inner, cx).await,
             Step::LearnVersion => self.learn_version(inner, cx).await,
             Step::PrepareOutputFiles => self.prepare_output_files(),
@@ -198,22 +190,8 @@ impl MicroVm {
     }
 
     fn check_host(&self, restoring: bool) -> Result<()> {
-        let opts = &self.options;
-        if opts.jailer.is_some() {
-            self.check_jailable(restoring)?;
-        }
-        crate::trust::check(&opts.firecracker_binary, crate::trust::Expect::Executable).map_err(|e| {
-            if e.problem == crate::trust::TrustProblem::WrongKind && !opts.firecracker_binary.exists() {
-                SmartVmError::BinaryNotFound { searched: vec![opts.firecracker_binary.clone()] }
-            } else {
-                e.into()
-            }
-        })?;
-        if let Some(j) = &opts.jailer {
-            crate::trust::check(&j.binary, crate::trust::Expect::Executable)?;
-            crate::trust::ensure_private_dir(&j.chroot_base_dir)?;
-        }
-        crate::trust::ensure_private_dir(&opts.runtime_dir)?;
+        self.executor.check(&self.config, restoring)?;
+        crate::trust::ensure_private_dir(&self.options.runtime_dir)?;
         Ok(())
     }
 
@@ -260,20 +238,17 @@ impl MicroVm {
         Ok(())
     }
 
-    /// Stages drives into `<vm_dir>/drives/`: the config's ephemeral drives on a fresh start,
-    /// a snapshot's saved copies on restore. With a drive namespace, Firecracker runs in a
-    /// private mount namespace where that dir is bind-mounted on `<runtime_dir>/.drives/`, so the
-    /// paths it records in snapshots are the same for every VM and restore anywhere.
+    /// Stages drives into the executor's drives dir: the config's ephemeral drives on a fresh
+    /// start (every drive for an executor that needs its own copies), a snapshot's saved copies
+    /// on restore; each copy is journaled before it is made.
     async fn stage_drives(&self, inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
-        let opts = &self.options;
         let saved = cx.saved_drives();
-        let jail_root = cx.jail_root.clone();
-        let drives_dir = jail_root.as_deref().unwrap_or(&self.vm_dir).join("drives");
-        let plan = self.staging_plan(saved.as_deref(), jail_root.is_some(), &drives_dir);
+        let drives_dir = self.executor.drives_dir();
+        let plan = self.staging_plan(saved.as_deref(), &drives_dir);
         if plan.is_empty() {
             return Ok(());
         }
-        if saved.is_some() && !opts.drive_namespace {
+        if saved.is_some() && !self.executor.fixed_drive_paths() {
             return Err(SmartVmError::Snapshot(
                 "restoring a snapshot with ephemeral drives needs the drive namespace (root)".into(),
             ));
@@ -289,37 +264,16 @@ impl MicroVm {
                 .await
                 .map_err(|e| SmartVmError::io("staging task failed", std::io::Error::other(e)))??;
         }
-        let jail_owned = std::iter::once(drives_dir.clone()).chain(plan.iter().map(|s| s.staged.clone()));
-        self.own_for_jail(&jail_owned.collect::<Vec<_>>())?;
-        // In a jail the chroot already gives every VM the same `/drives/…` paths.
-        let mount = (opts.drive_namespace && jail_root.is_none())
-            .then(|| BindMount { source: drives_dir, target: opts.runtime_dir.join(".drives") });
-        if let Some(m) = &mount {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&m.target)
-                .map_err(|e| SmartVmError::io("cannot create the drive mountpoint", e))?;
-        }
-        cx.resolved.drive_paths = plan
-            .iter()
-            .map(|s| {
-                let seen_by_firecracker = match (&mount, &jail_root, s.staged.file_name()) {
-                    (_, Some(_), Some(name)) => Path::new("/drives").join(name),
-                    (Some(m), None, Some(name)) => m.target.join(name),
-                    _ => s.staged.clone(),
-                };
-                (s.drive_id.clone(), seen_by_firecracker)
-            })
-            .collect();
-        cx.bind_mount = mount;
+        let handed = std::iter::once(drives_dir).chain(plan.iter().map(|s| s.staged.clone()));
+        self.executor.hand_over(&handed.collect::<Vec<_>>())?;
+        cx.resolved.drive_paths =
+            plan.iter().map(|s| (s.drive_id.clone(), self.executor.path_seen(&s.staged))).collect();
         Ok(())
     }
 
-    fn staging_plan(&self, saved: Option<&[SnapshotDrive]>, jailed: bool, drives_dir: &Path) -> Vec<StagedDrive> {
+    fn staging_plan(&self, saved: Option<&[SnapshotDrive]>, drives_dir: &Path) -> Vec<StagedDrive> {
         match saved {
-            // A jailed VM gets a copy of every drive: the jail user must own what it opens.
-            None if jailed => {
+            None if self.executor.stages_every_drive() => {
                 let all: Vec<_> = self
                     .config
                     .drives
@@ -366,65 +320,27 @@ impl MicroVm {
         Ok(())
     }
 
-    /// The command line Firecracker runs with (wrapped by the jailer when jailed).
-    fn command(&self, cx: &StartContext) -> FirecrackerCommand {
+    /// The command line Firecracker runs with, as the executor shapes it.
+    fn command(&self) -> FirecrackerCommand {
         let opts = &self.options;
-        let in_jail = |p: &str| Path::new("/").join(p);
-        let fc_socket = if cx.jail_root.is_some() { in_jail(super::jail::JAILED_SOCKET) } else { self.socket_path() };
-        let mut command = FirecrackerCommand::new(&opts.firecracker_binary, &fc_socket);
-        command.id = Some(instance_id(&self.id));
-        command.seccomp = opts.seccomp.clone();
-        command.bind_mount = cx.bind_mount.clone();
-        // Sockets, snapshots and memory files: owner only. The jailer also creates the
-        // directories of the chroot, which need their search bit.
-        command.umask = Some(if cx.jail_root.is_some() { 0o077 } else { 0o177 });
-        if self.config.logger.is_none() {
-            // Firecracker logs to stdout by default, interleaved with the guest's serial output:
-            // send its log to stderr (captured separately), or to a file inside a jail.
-            command.log_path =
-                Some(if cx.jail_root.is_some() { in_jail(super::jail::JAILED_LOG) } else { "/dev/stderr".into() });
-            command.level = Some(crate::config::LogLevel::Warning);
-        }
-        match &opts.jailer {
-            Some(j) => j.wrap(&instance_id(&self.id), &command),
-            None => command,
-        }
+        let mut base = FirecrackerCommand::new(&opts.firecracker_binary, self.socket_path());
+        base.id = Some(instance_id(&self.id));
+        base.seccomp = opts.seccomp.clone();
+        self.executor.command(base, self.config.logger.is_none())
     }
 
-    /// The process record journaled before spawn: the executables it may show and the
-    /// arguments that identify it.
-    fn process_record(&self, cx: &StartContext) -> ProcessRecord {
-        let opts = &self.options;
-        let id = instance_id(&self.id);
-        let socket = match &cx.jail_root {
-            Some(_) => Path::new("/").join(super::jail::JAILED_SOCKET),
-            None => self.socket_path(),
-        };
-        let mut exe = vec![canonical(&opts.firecracker_binary)];
-        let mut jail = None;
-        if let (Some(j), Some(root)) = (&opts.jailer, &cx.jail_root) {
-            exe.push(canonical(&j.binary));
-            if let Some(name) = opts.firecracker_binary.file_name() {
-                jail = JailedImage::new(root, Path::new("/").join(name)).ok();
-            }
-        }
-        ProcessRecord { jail, ..ProcessRecord::new(exe, vec![socket.display().to_string(), id]) }
-    }
-
-    async fn spawn(&self, inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
+    async fn spawn(&self, inner: &mut VmResources) -> Result<()> {
         let opts = &self.options;
         let journal = ledger(inner)?;
         if let Some(v) = &self.config.vsock {
             journal.record(Resource::Socket { path: v.uds_path.clone() }).map_err(journal_err)?;
         }
-        if let Some(j) = &opts.jailer {
-            for path in j.cgroup_dirs(&opts.firecracker_binary, &instance_id(&self.id)) {
-                journal.record(Resource::Cgroup { path }).map_err(journal_err)?;
-            }
+        for r in self.executor.spawn_resources() {
+            journal.record(r).map_err(journal_err)?;
         }
-        journal.record(Resource::Process(self.process_record(cx))).map_err(journal_err)?;
+        journal.record(Resource::Process(self.executor.process_record())).map_err(journal_err)?;
         let output = OutputOptions { buffer_lines: Some(opts.console_lines), console_file: opts.console_file.clone() };
-        let process = FirecrackerProcess::spawn(&self.command(cx), &output).await?;
+        let process = FirecrackerProcess::spawn(&self.command(), &output).await?;
         *self.exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(process.exit_watch());
         let pid = process.pid();
         inner.process = Some(process);

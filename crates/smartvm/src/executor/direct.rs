@@ -1,0 +1,150 @@
+//! Firecracker as a direct child, optionally in a private mount namespace for its drives.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use super::Executor;
+use crate::config::VmConfig;
+use crate::error::{Result, SmartVmError};
+use crate::process::{instance_id, BindMount, FirecrackerCommand};
+use crate::vm::identity::canonical;
+use crate::vm::ledger::Ledger;
+use crate::vm::plan::ResolvedResources;
+use crate::vm::ProcessRecord;
+
+/// Firecracker as a child of this program.
+#[derive(Debug, Clone)]
+pub struct Direct {
+    binary: PathBuf,
+    vm_dir: PathBuf,
+    id: String,
+}
+
+impl Direct {
+    /// For VM `vm_id` whose runtime dir is `vm_dir`.
+    pub fn new(options: &crate::vm::VmRuntimeOptions, vm_id: &str, vm_dir: &Path) -> Self {
+        Self { binary: options.firecracker_binary.clone(), vm_dir: vm_dir.to_path_buf(), id: instance_id(vm_id) }
+    }
+}
+
+fn check_binary(binary: &Path) -> Result<()> {
+    crate::trust::check(binary, crate::trust::Expect::Executable).map_err(|e| {
+        if e.problem == crate::trust::TrustProblem::WrongKind && !binary.exists() {
+            SmartVmError::BinaryNotFound { searched: vec![binary.to_path_buf()] }
+        } else {
+            e.into()
+        }
+    })
+}
+
+impl Executor for Direct {
+    fn kind(&self) -> &'static str {
+        "direct"
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        self.vm_dir.join("firecracker.sock")
+    }
+
+    fn drives_dir(&self) -> PathBuf {
+        self.vm_dir.join("drives")
+    }
+
+    fn check(&self, _config: &VmConfig, _restoring: bool) -> Result<()> {
+        check_binary(&self.binary)
+    }
+
+    fn prepare(&self, _config: &VmConfig, _ledger: &mut Ledger, _resolved: &mut ResolvedResources) -> Result<()> {
+        Ok(())
+    }
+
+    fn command(&self, mut base: FirecrackerCommand, own_log: bool) -> FirecrackerCommand {
+        base.api_socket = Some(self.socket_path());
+        // Sockets, snapshots and memory files Firecracker creates: owner only.
+        base.umask = Some(0o177);
+        if own_log {
+            // Firecracker logs to stdout by default, interleaved with the guest's serial output.
+            base.log_path = Some("/dev/stderr".into());
+            base.level = Some(crate::config::LogLevel::Warning);
+        }
+        base
+    }
+
+    fn process_record(&self) -> ProcessRecord {
+        ProcessRecord::new(
+            vec![canonical(&self.binary)],
+            vec![self.socket_path().display().to_string(), self.id.clone()],
+        )
+    }
+}
+
+/// [`Direct`] in a private mount namespace where the VM's drives dir is bind-mounted on
+/// `<runtime_dir>/.drives/`: the paths Firecracker records in snapshots are the same for every
+/// VM, so a snapshot's drives resolve to each restored VM's own copies.
+#[derive(Debug, Clone)]
+pub struct DriveNamespace {
+    direct: Direct,
+    mountpoint: PathBuf,
+}
+
+impl DriveNamespace {
+    /// For VM `vm_id` whose runtime dir is `vm_dir`.
+    pub fn new(options: &crate::vm::VmRuntimeOptions, vm_id: &str, vm_dir: &Path) -> Self {
+        Self { direct: Direct::new(options, vm_id, vm_dir), mountpoint: options.runtime_dir.join(".drives") }
+    }
+}
+
+impl Executor for DriveNamespace {
+    fn kind(&self) -> &'static str {
+        "drive-namespace"
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        self.direct.socket_path()
+    }
+
+    fn drives_dir(&self) -> PathBuf {
+        self.direct.drives_dir()
+    }
+
+    fn fixed_drive_paths(&self) -> bool {
+        true
+    }
+
+    fn path_seen(&self, staged: &Path) -> PathBuf {
+        match staged.file_name() {
+            Some(name) => self.mountpoint.join(name),
+            None => staged.to_path_buf(),
+        }
+    }
+
+    fn check(&self, config: &VmConfig, restoring: bool) -> Result<()> {
+        self.direct.check(config, restoring)
+    }
+
+    fn prepare(&self, _config: &VmConfig, _ledger: &mut Ledger, _resolved: &mut ResolvedResources) -> Result<()> {
+        Ok(())
+    }
+
+    /// Staged drives exist: the shared mountpoint they will appear at must too.
+    fn hand_over(&self, _paths: &[PathBuf]) -> Result<()> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.mountpoint)
+            .map_err(|e| SmartVmError::io("cannot create the drive mountpoint", e))
+    }
+
+    fn command(&self, base: FirecrackerCommand, own_log: bool) -> FirecrackerCommand {
+        let mut c = self.direct.command(base, own_log);
+        // A VM without staged drives needs no namespace (and spawns faster without one).
+        if self.drives_dir().is_dir() {
+            c.bind_mount = Some(BindMount { source: self.drives_dir(), target: self.mountpoint.clone() });
+        }
+        c
+    }
+
+    fn process_record(&self) -> ProcessRecord {
+        self.direct.process_record()
+    }
+}

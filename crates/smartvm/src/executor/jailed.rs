@@ -1,0 +1,184 @@
+//! Firecracker under its jailer: a chroot holding private copies of the kernel, initrd and
+//! drives (owned by the jail's uid/gid) and Firecracker's log file; cgroups; a dropped uid.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use super::Executor;
+use crate::config::{ConfigErrors, VmConfig};
+use crate::error::{Result, SmartVmError};
+use crate::process::{instance_id, FirecrackerCommand, JailerConfig};
+use crate::vm::identity::canonical;
+use crate::vm::ledger::{Ledger, Resource};
+use crate::vm::plan::ResolvedResources;
+use crate::vm::{JailedImage, ProcessRecord};
+
+/// API socket path inside the jail.
+const JAILED_SOCKET: &str = "run/firecracker.socket";
+/// Firecracker's log inside the jail.
+const JAILED_LOG: &str = "firecracker.log";
+
+/// Firecracker run by its jailer.
+#[derive(Debug, Clone)]
+pub struct Jailed {
+    jailer: JailerConfig,
+    firecracker: PathBuf,
+    id: String,
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> SmartVmError {
+    move |e| SmartVmError::io(context, e)
+}
+
+impl Jailed {
+    /// VM `vm_id` run from `firecracker` under `jailer`.
+    pub fn new(jailer: JailerConfig, firecracker: &Path, vm_id: &str) -> Self {
+        Self { jailer, firecracker: firecracker.to_path_buf(), id: instance_id(vm_id) }
+    }
+
+    /// `<base>/<exec name>/<id>`.
+    pub fn jail_dir(&self) -> PathBuf {
+        self.jailer.jail_dir(&self.firecracker, &self.id)
+    }
+
+    /// The chroot: a path `/x` inside the jail is `<root>/x` on the host.
+    pub fn root(&self) -> PathBuf {
+        self.jailer.chroot_root(&self.firecracker, &self.id)
+    }
+
+    fn own(&self, p: &Path) -> Result<()> {
+        std::os::unix::fs::chown(p, Some(self.jailer.uid), Some(self.jailer.gid))
+            .map_err(io(format!("cannot chown {}", p.display())))
+    }
+
+    /// Copies `src` into the chroot as `name`, owned by the jail user; returns its in-jail path.
+    fn copy_in(&self, src: &Path, name: &str) -> Result<PathBuf> {
+        let dst = self.root().join(name);
+        crate::staging::stage_file(src, &dst).map_err(io(format!("cannot copy {} into the jail", src.display())))?;
+        self.own(&dst)?;
+        Ok(Path::new("/").join(name))
+    }
+}
+
+/// What the jailed path cannot serve yet; refused before anything exists.
+fn check_jailable(c: &VmConfig, restoring: bool) -> Result<()> {
+    if restoring {
+        return Err(SmartVmError::Snapshot("restoring under the jailer is not supported yet".into()));
+    }
+    let unsupported = |field: String| ConfigErrors::single(field, "is not supported with the jailer yet");
+    for (field, used) in
+        [("logger", c.logger.is_some()), ("metrics", c.metrics.is_some()), ("vsock", c.vsock.is_some())]
+    {
+        if used {
+            return Err(unsupported(field.into()).into());
+        }
+    }
+    for (i, d) in c.drives.iter().enumerate() {
+        if d.socket.is_some() {
+            return Err(unsupported(format!("drives[{i}].socket")).into());
+        }
+        if !d.is_read_only && d.ephemeral == Some(false) {
+            let msg = "a writable drive of a jailed VM is always a private copy inside the jail";
+            return Err(ConfigErrors::single(format!("drives[{i}].ephemeral"), msg).into());
+        }
+    }
+    Ok(())
+}
+
+impl Executor for Jailed {
+    fn kind(&self) -> &'static str {
+        "jailed"
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        self.root().join(JAILED_SOCKET)
+    }
+
+    fn drives_dir(&self) -> PathBuf {
+        self.root().join("drives")
+    }
+
+    fn stages_every_drive(&self) -> bool {
+        true
+    }
+
+    fn fixed_drive_paths(&self) -> bool {
+        true // the chroot gives every VM the same `/drives/…` paths
+    }
+
+    fn supports_snapshots(&self) -> bool {
+        false
+    }
+
+    fn path_seen(&self, staged: &Path) -> PathBuf {
+        staged.strip_prefix(self.root()).map_or_else(|_| staged.to_path_buf(), |rel| Path::new("/").join(rel))
+    }
+
+    fn check(&self, config: &VmConfig, restoring: bool) -> Result<()> {
+        check_jailable(config, restoring)?;
+        crate::trust::check(&self.firecracker, crate::trust::Expect::Executable)?;
+        crate::trust::check(&self.jailer.binary, crate::trust::Expect::Executable)?;
+        crate::trust::ensure_private_dir(&self.jailer.chroot_base_dir)?;
+        Ok(())
+    }
+
+    fn prepare(&self, config: &VmConfig, ledger: &mut Ledger, resolved: &mut ResolvedResources) -> Result<()> {
+        let dir = self.jail_dir();
+        if let Some(parent) = dir.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(io(format!("cannot create {}", parent.display())))?;
+        }
+        ledger
+            .record(Resource::JailDir { path: dir.clone() })
+            .map_err(|e| SmartVmError::io("cannot write the VM journal", e))?;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io(format!("cannot create jail {} (is a VM with this id jailed?)", dir.display())))?;
+        let root = self.root();
+        std::fs::create_dir(&root).map_err(io(format!("cannot create {}", root.display())))?;
+        resolved.kernel_path = Some(self.copy_in(&config.boot_source.kernel_image_path, "kernel")?);
+        if let Some(initrd) = &config.boot_source.initrd_path {
+            resolved.initrd_path = Some(self.copy_in(initrd, "initrd")?);
+        }
+        let log = root.join(JAILED_LOG);
+        std::fs::File::create(&log).map_err(io(format!("cannot create {}", log.display())))?;
+        self.own(&log)
+    }
+
+    fn hand_over(&self, paths: &[PathBuf]) -> Result<()> {
+        paths.iter().try_for_each(|p| self.own(p))
+    }
+
+    fn spawn_resources(&self) -> Vec<Resource> {
+        let dirs = self.jailer.cgroup_dirs(&self.firecracker, &self.id);
+        dirs.into_iter().map(|path| Resource::Cgroup { path }).collect()
+    }
+
+    fn command(&self, mut base: FirecrackerCommand, own_log: bool) -> FirecrackerCommand {
+        let in_jail = |p: &str| Path::new("/").join(p);
+        base.api_socket = Some(in_jail(JAILED_SOCKET));
+        // The jailer also creates the chroot's directories, which need their search bit.
+        base.umask = Some(0o077);
+        if own_log {
+            base.log_path = Some(in_jail(JAILED_LOG));
+            base.level = Some(crate::config::LogLevel::Warning);
+        }
+        self.jailer.wrap(&self.id, &base)
+    }
+
+    fn process_record(&self) -> ProcessRecord {
+        let exe = vec![canonical(&self.firecracker), canonical(&self.jailer.binary)];
+        let markers = vec![Path::new("/").join(JAILED_SOCKET).display().to_string(), self.id.clone()];
+        let name = self.firecracker.file_name().map_or_else(|| "firecracker".into(), PathBuf::from);
+        let jail = JailedImage::new(&self.root(), Path::new("/").join(name)).ok();
+        ProcessRecord { jail, ..ProcessRecord::new(exe, markers) }
+    }
+
+    fn jail_base(&self) -> Option<PathBuf> {
+        Some(self.jailer.chroot_base_dir.clone())
+    }
+}

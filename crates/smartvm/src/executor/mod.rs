@@ -1,0 +1,100 @@
+//! How Firecracker runs for one VM, behind one trait (in the manner of fctools'
+//! `vmm/executor`): where its API socket is, where staged drives go and what path Firecracker
+//! sees for them, what must be prepared before spawn, the command line, the process identity
+//! that is journaled, and where its files may be removed from.
+//!
+//! - [`Direct`]: Firecracker as a child of this program, files where smartvm put them;
+//! - [`DriveNamespace`]: the same in a private mount namespace showing the VM's staged drives at
+//!   one fixed path, so snapshots with ephemeral drives restore into other VMs;
+//! - [`Jailed`]: under Firecracker's jailer (chroot, uid/gid, cgroups), everything it opens
+//!   copied into the jail and owned by the jail user.
+//!
+//! The start steps ask the executor; nothing outside this module branches on the jailer.
+
+mod direct;
+mod jailed;
+
+use std::path::{Path, PathBuf};
+
+pub use direct::{Direct, DriveNamespace};
+pub use jailed::Jailed;
+
+use crate::config::VmConfig;
+use crate::error::Result;
+use crate::process::FirecrackerCommand;
+use crate::vm::ledger::{Ledger, Resource};
+use crate::vm::plan::ResolvedResources;
+use crate::vm::ProcessRecord;
+
+/// How Firecracker runs for one VM.
+pub trait Executor: std::fmt::Debug + Send + Sync {
+    /// A short name for logs (`direct`, `drive-namespace`, `jailed`).
+    fn kind(&self) -> &'static str;
+
+    /// The API socket, as a host path.
+    fn socket_path(&self) -> PathBuf;
+
+    /// Where staged drive copies are placed (host path).
+    fn drives_dir(&self) -> PathBuf;
+
+    /// True when every drive must be a private copy (the VMM's user must own what it opens).
+    fn stages_every_drive(&self) -> bool {
+        false
+    }
+
+    /// True when the paths Firecracker sees for staged drives are the same for every VM, so a
+    /// snapshot with ephemeral drives can be restored into another VM.
+    fn fixed_drive_paths(&self) -> bool {
+        false
+    }
+
+    /// True when snapshot bundles of this VM can be written.
+    fn supports_snapshots(&self) -> bool {
+        true
+    }
+
+    /// The path Firecracker opens for the staged copy at host path `staged`.
+    fn path_seen(&self, staged: &Path) -> PathBuf {
+        staged.to_path_buf()
+    }
+
+    /// Refuses configs this executor cannot run and checks its own binaries and dirs; nothing
+    /// is created but smartvm's own private dirs.
+    fn check(&self, config: &VmConfig, restoring: bool) -> Result<()>;
+
+    /// Creates what must exist before spawn (journaled in `ledger` first) and records the
+    /// kernel/initrd paths Firecracker sees in `resolved`.
+    fn prepare(&self, config: &VmConfig, ledger: &mut Ledger, resolved: &mut ResolvedResources) -> Result<()>;
+
+    /// Makes files smartvm created usable by the VMM (ownership inside a jail).
+    fn hand_over(&self, _paths: &[PathBuf]) -> Result<()> {
+        Ok(())
+    }
+
+    /// Resources the VMM creates as it starts, journaled right before spawn (cgroups).
+    fn spawn_resources(&self) -> Vec<Resource> {
+        Vec::new()
+    }
+
+    /// The command to spawn from `base` (binary, id, seccomp, logging flags), with the socket
+    /// and log paths as Firecracker sees them. `own_log` asks for Firecracker's log to go to
+    /// stderr (or a file the executor chooses) because the config has no logger.
+    fn command(&self, base: FirecrackerCommand, own_log: bool) -> FirecrackerCommand;
+
+    /// The identity of the process about to be spawned (journaled before spawn).
+    fn process_record(&self) -> ProcessRecord;
+
+    /// The base under which this executor's files may be removed (a jail base).
+    fn jail_base(&self) -> Option<PathBuf> {
+        None
+    }
+}
+
+/// The executor for a VM with id `vm_id` whose runtime dir is `vm_dir`.
+pub fn for_vm(options: &crate::vm::VmRuntimeOptions, vm_id: &str, vm_dir: &Path) -> Box<dyn Executor> {
+    match &options.jailer {
+        Some(jailer) => Box::new(Jailed::new(jailer.clone(), &options.firecracker_binary, vm_id)),
+        None if options.drive_namespace => Box::new(DriveNamespace::new(options, vm_id, vm_dir)),
+        None => Box::new(Direct::new(options, vm_id, vm_dir)),
+    }
+}
