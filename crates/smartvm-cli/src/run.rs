@@ -204,7 +204,8 @@ pub async fn supervise(
         return if info.success() {
             Ok(Exit::Success)
         } else {
-            Err(CliError::new(Exit::GuestFailed, format!("Firecracker ended with {info}")))
+            let ended = SmartVmError::from(smartvm::process::ProcessError::Ended { exit: info });
+            Err(CliError::new(Exit::GuestFailed, ended))
         };
     }
     // Interrupted or timed out: stop in order (the caller cleans up).

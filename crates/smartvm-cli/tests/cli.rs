@@ -338,3 +338,24 @@ fn ctrl_c_during_a_blocked_start_ends_within_a_second_and_leaves_nothing() {
     }
     assert!(left.is_empty(), "the stand-in Firecracker was killed: {left:?}");
 }
+
+#[test]
+fn a_firecracker_killed_under_run_is_reported_with_its_code() {
+    use std::io::{BufRead, Read};
+    let Some(env) = env() else { return };
+    let args = ["run", "--boot-args", "console=ttyS0 probe.count=1000", "--id", "killed"];
+    let mut child = env.cmd(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.by_ref().map_while(Result::ok).any(|l| l.starts_with("smartvm-probe count")));
+    let journal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.runtime().join("killed/smartvm-journal.json")).unwrap()).unwrap();
+    let process = journal["resources"].as_array().unwrap().iter().find(|r| r["kind"] == "process").unwrap();
+    let fc_pid = process["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(fc_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    lines.for_each(drop);
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(5), "{stderr}");
+    assert!(stderr.contains("error[PROCESS_FAILED]: Firecracker ended with signal 9"), "{stderr}");
+    assert!(env.runtime_is_empty());
+}

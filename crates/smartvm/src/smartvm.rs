@@ -346,6 +346,10 @@ impl SmartVm {
         let mut report = crate::vm::reclaim::reclaim_runtime_dir(&scope, &owned)
             .map_err(|e| SmartVmError::io("cannot list the runtime dir", e))?;
         let in_use = crate::vm::reclaim::has_vm_dirs(&scope.runtime_dir);
+        if !in_use {
+            // The shared drive mountpoint is only needed while VMs exist (rmdir: only if empty).
+            let _ = std::fs::remove_dir(scope.runtime_dir.join(".drives"));
+        }
         let (removed, failures) =
             crate::network::reclaim_journaled(&scope.runtime_dir.join(NETWORK_STATE_DIR), in_use).await;
         report.network = removed;

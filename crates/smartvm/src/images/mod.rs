@@ -143,7 +143,15 @@ impl ImageManager {
         let version = normalize_version(version);
         let dir = self.bin_dir(&version);
         self.ensure_private(&dir)?;
-        let url = self.mirrors.release_tarball_url(&version, &self.arch);
+        let result = self.download_into(&dir, &version, progress).await;
+        if result.is_err() {
+            let _ = std::fs::remove_dir(&dir); // only when empty: a failed download leaves no bin/<version>/
+        }
+        result
+    }
+
+    async fn download_into(&self, dir: &Path, version: &str, progress: &dyn Progress) -> Result<PathBuf, ImageError> {
+        let url = self.mirrors.release_tarball_url(version, &self.arch);
         let tgz_name = format!("firecracker-{version}-{}.tgz", self.arch);
         let sums_url = format!("{url}.sha256.txt");
         let sums = self.downloader.text(&sums_url).await?;
@@ -152,8 +160,8 @@ impl ImageManager {
         let tarball = download::TempFile::beside(&dir.join(&tgz_name));
         let expect = Expect { sha256: Some(sha), size: None };
         self.downloader.file(&url, tarball.path(), &expect, progress).await?;
-        let (arch, tar_path, dest) = (self.arch.clone(), tarball.path().to_path_buf(), dir.clone());
-        let v = version.clone();
+        let (arch, tar_path, dest) = (self.arch.clone(), tarball.path().to_path_buf(), dir.to_path_buf());
+        let v = version.to_string();
         tokio::task::spawn_blocking(move || install_from_tarball(&tar_path, &dest, &v, &arch))
             .await
             .map_err(|e| ImageError::prepare("extraction task failed", e))?

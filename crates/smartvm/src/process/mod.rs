@@ -68,6 +68,12 @@ pub enum ProcessError {
         /// Last lines of its stderr and stdout.
         stderr: String,
     },
+    /// Firecracker ended unsuccessfully while the VM ran (the guest crashed, or it was killed).
+    #[error("Firecracker ended with {exit}")]
+    Ended {
+        /// How it ended.
+        exit: ExitInfo,
+    },
     /// A signal could not be delivered.
     #[error("cannot signal process {pid}")]
     Signal {
