@@ -111,6 +111,109 @@ fn row(out: &mut Vec<String>, name: &str, samples: &[f64]) {
     }
 }
 
+/// Every sample set the bench collects (milliseconds).
+#[derive(Default)]
+struct Samples {
+    raw_first: Vec<f64>,
+    raw_exit: Vec<f64>,
+    sv_first: Vec<f64>,
+    sv_exit: Vec<f64>,
+    jailed_first: Vec<f64>,
+    conc_raw: Vec<f64>,
+    conc_sv: Vec<f64>,
+    snapshot: Vec<f64>,
+}
+
+/// What the boots need: the binary, the raw config, the probe kernel, the orchestrators.
+struct Rig {
+    binary: PathBuf,
+    raw_config: PathBuf,
+    kernel: PathBuf,
+    smartvm: SmartVm,
+    jailed: Option<SmartVm>,
+}
+
+impl Rig {
+    fn cfg(&self, id: String) -> VmConfig {
+        VmConfig::new(&self.kernel).with_id(id).with_machine(1, 16).with_boot_args("console=ttyS0")
+    }
+
+    /// (a), (b) and (e) interleaved run by run, so their ratios compare like with like.
+    async fn serial(&self, runs: usize, s: &mut Samples) -> Result<(), CliError> {
+        for i in 0..runs {
+            let (f, e) = raw_boot(&self.binary, &self.raw_config).await?;
+            s.raw_first.push(ms(f));
+            s.raw_exit.push(ms(e));
+            let (f, e) = smartvm_boot(&self.smartvm, &self.cfg(format!("bench-{i}"))).await?;
+            s.sv_first.push(ms(f));
+            s.sv_exit.push(ms(e));
+            if let Some(j) = &self.jailed {
+                s.jailed_first.push(ms(smartvm_boot(j, &self.cfg(format!("jailed-{i}"))).await?.0));
+            }
+        }
+        Ok(())
+    }
+
+    /// (c): `n` raw processes at once, then `n` smartvm VMs at once, per round.
+    async fn concurrent(&self, rounds: usize, n: usize, s: &mut Samples) -> Result<(), CliError> {
+        for round in 0..rounds {
+            let start = Instant::now();
+            let raws = futures_util::future::join_all((0..n).map(|_| raw_boot(&self.binary, &self.raw_config))).await;
+            raws.into_iter().collect::<Result<Vec<_>, _>>()?;
+            s.conc_raw.push(ms(start.elapsed()));
+            let start = Instant::now();
+            let configs: Vec<VmConfig> = (0..n).map(|i| self.cfg(format!("conc-{round}-{i}"))).collect();
+            let svs = futures_util::future::join_all(configs.iter().map(|c| smartvm_boot(&self.smartvm, c))).await;
+            svs.into_iter().collect::<Result<Vec<_>, _>>()?;
+            s.conc_sv.push(ms(start.elapsed()));
+        }
+        Ok(())
+    }
+}
+
+fn render(s: &Samples, header: String, n: usize) -> Vec<String> {
+    let median = |v: &[f64]| summarize(v).map_or(f64::NAN, |s| s.median);
+    let mean = |v: &[f64]| summarize(v).map_or(f64::NAN, |s| s.mean);
+    let mut out = vec![
+        header,
+        String::new(),
+        "| scenario | n | mean ms | median ms | p95 ms | min ms | max ms |".into(),
+        "|---|---|---|---|---|---|---|".into(),
+    ];
+    row(&mut out, "(a) raw firecracker: spawn → first probe line", &s.raw_first);
+    row(&mut out, "(a) raw firecracker: spawn → exit", &s.raw_exit);
+    row(&mut out, "(b) smartvm create_vm+start → first probe line", &s.sv_first);
+    row(&mut out, "(b) smartvm create_vm+start → exit", &s.sv_exit);
+    row(&mut out, &format!("(c) {n} raw processes at once → all exited"), &s.conc_raw);
+    row(&mut out, &format!("(c) {n} smartvm VMs at once → all exited"), &s.conc_sv);
+    row(&mut out, "(d) snapshot load (resume) → first count line", &s.snapshot);
+    row(&mut out, "(e) smartvm jailed create_vm+start → first probe line", &s.jailed_first);
+    out.push(String::new());
+    let ratio = |name: &str, b: &[f64], a: &[f64]| {
+        format!("ratio {name}: mean {:.3}, median {:.3}", mean(b) / mean(a), median(b) / median(a))
+    };
+    out.push(ratio("(b)/(a) first line", &s.sv_first, &s.raw_first));
+    out.push(ratio("(b)/(a) exit      ", &s.sv_exit, &s.raw_exit));
+    out.push(ratio("(c) smartvm/raw   ", &s.conc_sv, &s.conc_raw));
+    if !s.jailed_first.is_empty() {
+        out.push(ratio("(e)/(b) jailed/direct", &s.jailed_first, &s.sv_first));
+    }
+    if std::env::var_os("SMARTVM_BENCH_SAMPLES").is_some() {
+        let sets = [
+            ("raw_first", &s.raw_first),
+            ("sv_first", &s.sv_first),
+            ("raw_exit", &s.raw_exit),
+            ("sv_exit", &s.sv_exit),
+        ];
+        for (name, v) in sets {
+            let mut v = v.clone();
+            v.sort_by(f64::total_cmp);
+            out.push(format!("{name}: {}", v.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" ")));
+        }
+    }
+    out
+}
+
 pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
     let work = tempfile::Builder::new()
         .prefix("smartvm-bench")
@@ -124,84 +227,24 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
     let kernel =
         probe::install_probe_kernel(&work.path().join("kernels")).map_err(|e| bench_error("probe kernel", e))?;
     let raw_config = write_raw_config(work.path(), &kernel)?;
-    let cfg = |id: String| VmConfig::new(&kernel).with_id(id).with_machine(1, 16).with_boot_args("console=ttyS0");
+    let jailed = args.jailed.then(|| SmartVm::new(SmartVmOptions { jailed_by_default: true, ..options.clone() }));
+    let rig = Rig { binary, raw_config, kernel, smartvm, jailed };
 
     // Warm-up (page cache, first spawn).
-    raw_boot(&binary, &raw_config).await?;
-    smartvm_boot(&smartvm, &cfg("warmup".into())).await?;
-
-    let jailed = args.jailed.then(|| SmartVm::new(SmartVmOptions { jailed_by_default: true, ..options.clone() }));
-    let (mut raw_first, mut raw_exit, mut sv_first, mut sv_exit) = (vec![], vec![], vec![], vec![]);
-    let mut jailed_first = vec![];
-    for i in 0..args.runs {
-        let (f, e) = raw_boot(&binary, &raw_config).await?;
-        raw_first.push(ms(f));
-        raw_exit.push(ms(e));
-        let (f, e) = smartvm_boot(&smartvm, &cfg(format!("bench-{i}"))).await?;
-        sv_first.push(ms(f));
-        sv_exit.push(ms(e));
-        if let Some(j) = &jailed {
-            jailed_first.push(ms(smartvm_boot(j, &cfg(format!("jailed-{i}"))).await?.0));
-        }
-    }
-
+    raw_boot(&rig.binary, &rig.raw_config).await?;
+    smartvm_boot(&rig.smartvm, &rig.cfg("warmup".into())).await?;
+    let mut samples = Samples::default();
+    rig.serial(args.runs, &mut samples).await?;
     let n = args.concurrency.max(1);
-    let (mut conc_raw, mut conc_sv) = (vec![], vec![]);
-    for round in 0..args.runs.clamp(1, 15) {
-        let start = Instant::now();
-        let raws = futures_util::future::join_all((0..n).map(|_| raw_boot(&binary, &raw_config))).await;
-        raws.into_iter().collect::<Result<Vec<_>, _>>()?;
-        conc_raw.push(ms(start.elapsed()));
-        let start = Instant::now();
-        let configs: Vec<VmConfig> = (0..n).map(|i| cfg(format!("conc-{round}-{i}"))).collect();
-        let svs = futures_util::future::join_all(configs.iter().map(|c| smartvm_boot(&smartvm, c))).await;
-        svs.into_iter().collect::<Result<Vec<_>, _>>()?;
-        conc_sv.push(ms(start.elapsed()));
+    rig.concurrent(args.runs.clamp(1, 15), n, &mut samples).await?;
+    samples.snapshot = snapshot_restore(&rig.smartvm, &rig.kernel, work.path(), args.runs).await?;
+    let version = rig.smartvm.binary_version(&rig.binary).map(|v| v.to_string()).unwrap_or_default();
+    let header = format!("smartvm bench: {} runs, concurrency {n}, Firecracker {version}", args.runs);
+    println!("{}", render(&samples, header, n).join("\n"));
+    rig.smartvm.cleanup().await?;
+    if let Some(j) = &rig.jailed {
+        j.cleanup().await?;
     }
-
-    let snapshot_samples = snapshot_restore(&smartvm, &kernel, work.path(), args.runs).await?;
-
-    let median = |v: &[f64]| summarize(v).map_or(f64::NAN, |s| s.median);
-    let mean = |v: &[f64]| summarize(v).map_or(f64::NAN, |s| s.mean);
-    let mut out = vec![
-        format!(
-            "smartvm bench: {} runs, concurrency {n}, Firecracker {}",
-            args.runs,
-            smartvm.binary_version(&binary).map(|v| v.to_string()).unwrap_or_default()
-        ),
-        String::new(),
-        "| scenario | n | mean ms | median ms | p95 ms | min ms | max ms |".into(),
-        "|---|---|---|---|---|---|---|".into(),
-    ];
-    row(&mut out, "(a) raw firecracker: spawn → first probe line", &raw_first);
-    row(&mut out, "(a) raw firecracker: spawn → exit", &raw_exit);
-    row(&mut out, "(b) smartvm create_vm+start → first probe line", &sv_first);
-    row(&mut out, "(b) smartvm create_vm+start → exit", &sv_exit);
-    row(&mut out, &format!("(c) {n} raw processes at once → all exited"), &conc_raw);
-    row(&mut out, &format!("(c) {n} smartvm VMs at once → all exited"), &conc_sv);
-    row(&mut out, "(d) snapshot load (resume) → first count line", &snapshot_samples);
-    row(&mut out, "(e) smartvm jailed create_vm+start → first probe line", &jailed_first);
-    out.push(String::new());
-    let ratio = |name: &str, b: &[f64], a: &[f64]| {
-        format!("ratio {name}: mean {:.3}, median {:.3}", mean(b) / mean(a), median(b) / median(a))
-    };
-    out.push(ratio("(b)/(a) first line", &sv_first, &raw_first));
-    out.push(ratio("(b)/(a) exit      ", &sv_exit, &raw_exit));
-    out.push(ratio("(c) smartvm/raw   ", &conc_sv, &conc_raw));
-    if !jailed_first.is_empty() {
-        out.push(ratio("(e)/(b) jailed/direct", &jailed_first, &sv_first));
-    }
-    if std::env::var_os("SMARTVM_BENCH_SAMPLES").is_some() {
-        for (name, v) in
-            [("raw_first", &raw_first), ("sv_first", &sv_first), ("raw_exit", &raw_exit), ("sv_exit", &sv_exit)]
-        {
-            let mut v = v.clone();
-            v.sort_by(f64::total_cmp);
-            out.push(format!("{name}: {}", v.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" ")));
-        }
-    }
-    println!("{}", out.join("\n"));
-    smartvm.cleanup().await?;
     Ok(Exit::Success)
 }
 
