@@ -9,3 +9,6 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
 cargo test --workspace
+# The lean library: without the images and network layers it builds and its tests pass.
+cargo clippy -p smartvm --no-default-features --all-targets -q -- -D warnings
+cargo test -p smartvm --no-default-features -q

@@ -33,7 +33,9 @@ mod backoff;
 pub mod config;
 pub mod error;
 pub mod executor;
+#[cfg(feature = "images")]
 pub mod images;
+#[cfg(feature = "network")]
 pub mod network;
 mod options;
 pub mod probe;

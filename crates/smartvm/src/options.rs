@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+#[cfg(feature = "images")]
 use crate::images::Mirrors;
 use crate::version::FirecrackerVersion;
 
@@ -52,6 +53,7 @@ pub struct SmartVmOptions {
     /// How long `stop()` waits after Ctrl-Alt-Del before SIGTERM.
     pub stop_grace: Duration,
     /// Remote base URLs (GitHub API, GitHub, CI artifact bucket).
+    #[cfg(feature = "images")]
     pub mirrors: Mirrors,
     /// Run VMs under Firecracker's jailer.
     pub jailer: Option<crate::process::JailerConfig>,
@@ -106,6 +108,7 @@ impl Default for SmartVmOptions {
             base_image_manifest_path: None,
             socket_timeout: Duration::from_secs(5),
             stop_grace: Duration::from_secs(2),
+            #[cfg(feature = "images")]
             mirrors: Mirrors::default(),
             jailer: None,
             jailed_by_default: false,
@@ -132,6 +135,7 @@ impl SmartVmOptions {
             firecracker_binary_path: get("SMARTVM_FIRECRACKER_BIN").map(PathBuf::from),
             base_image_manifest_url: get("SMARTVM_BASE_IMAGE_MANIFEST_URL"),
             base_image_manifest_path: get("SMARTVM_BASE_IMAGE_MANIFEST_PATH").map(PathBuf::from),
+            #[cfg(feature = "images")]
             mirrors: Mirrors::from_lookup(&lookup),
             jailed_by_default: get("SMARTVM_JAILED").is_some_and(|v| v == "1"),
             ..d
@@ -212,6 +216,7 @@ mod tests {
         let o = SmartVmOptions::from_lookup(env);
         assert_eq!((o.data_dir.as_path(), o.runtime_dir.as_path()), (Path::new("/data"), Path::new("/run/sv")));
         assert_eq!(o.firecracker_binary_path, None, "empty means unset");
+        #[cfg(feature = "images")]
         assert_eq!(o.mirrors.ci_artifacts, "http://mirror/ci");
         assert_eq!(o.base_image_cache_dir(), Path::new("/data/base-images"));
         let d = SmartVmOptions::from_lookup(|_| None);

@@ -8,7 +8,9 @@ use std::time::Duration;
 use crate::api::{ApiClient, GetInstanceInfo, PatchVmState, VmStateBody, VmStateRequest};
 use crate::config::{ConfigErrors, VmConfig};
 use crate::error::{Result, SmartVmError};
+#[cfg(feature = "images")]
 use crate::images::{BaseImageBundle, BaseImageManager, BaseImageOptions, ImageManager, Progress};
+#[cfg(feature = "network")]
 use crate::network::{NetworkManager, NetworkOptions};
 use crate::options::{binary_candidates, SmartVmOptions};
 use crate::process::StopPlan;
@@ -18,6 +20,7 @@ use crate::vm::reclaim::ReclaimReport;
 use crate::vm::{MicroVm, UnwindScope, VmJournal, VmRuntimeOptions};
 
 /// Where orchestrators journal their bridge and NAT table, inside the runtime dir.
+#[cfg(feature = "network")]
 const NETWORK_STATE_DIR: &str = ".network";
 
 /// How long `firecracker --version` may take.
@@ -29,6 +32,7 @@ pub struct SmartVm {
     options: SmartVmOptions,
     vms: Mutex<HashMap<String, Arc<MicroVm>>>,
     versions: Mutex<HashMap<PathBuf, FirecrackerVersion>>,
+    #[cfg(feature = "network")]
     network: std::sync::OnceLock<Arc<NetworkManager>>,
 }
 
@@ -45,6 +49,7 @@ impl SmartVm {
             options,
             vms: Mutex::new(HashMap::new()),
             versions: Mutex::new(HashMap::new()),
+            #[cfg(feature = "network")]
             network: std::sync::OnceLock::new(),
         }
     }
@@ -64,11 +69,13 @@ impl SmartVm {
     }
 
     /// The image manager for this data dir, arch and mirrors.
+    #[cfg(feature = "images")]
     pub fn image_manager(&self) -> ImageManager {
         ImageManager::new(&self.options.data_dir, &self.options.arch, self.options.mirrors.clone())
     }
 
     /// The base-image manager (`INVALID_BASE_IMAGE_CACHE_LIMIT` when `max_stored_base_images` is 0).
+    #[cfg(feature = "images")]
     pub fn base_image_manager(&self) -> Result<BaseImageManager> {
         Ok(BaseImageManager::new(
             self.image_manager(),
@@ -79,6 +86,7 @@ impl SmartVm {
 
     /// Resolves and caches a base-image bundle. The hosted preset falls back to the options'
     /// manifest URL/path.
+    #[cfg(feature = "images")]
     pub async fn ensure_base_image(
         &self,
         options: &BaseImageOptions,
@@ -94,6 +102,7 @@ impl SmartVm {
 
     /// Finds the binary locally, else downloads the configured version (default: the latest
     /// release) into `<data_dir>/bin/<version>/`.
+    #[cfg(feature = "images")]
     pub async fn ensure_binary(&self, progress: &dyn Progress) -> Result<PathBuf> {
         if let Ok(found) = self.find_binary() {
             return Ok(found);
@@ -154,10 +163,12 @@ impl SmartVm {
     pub fn create_vm(&self, config: &VmConfig) -> Result<Arc<MicroVm>> {
         config.validate()?;
         let binary = self.find_binary()?;
+        #[cfg_attr(not(feature = "network"), allow(unused_mut))]
         let mut options = self.runtime_options(binary);
         if let Some(v) = options.firecracker_version {
             crate::vm::check_for_version(config, v)?;
         }
+        #[cfg(feature = "network")]
         if config.network_interfaces.iter().any(|n| n.host_dev_name.is_none()) {
             options.network = Some(self.network()?);
         }
@@ -166,6 +177,7 @@ impl SmartVm {
 
     /// The network manager for `bridge_name`/`subnet` (created on first use; validates them,
     /// touches nothing on the host until a TAP is needed).
+    #[cfg(feature = "network")]
     pub fn network(&self) -> Result<Arc<NetworkManager>> {
         if let Some(n) = self.network.get() {
             return Ok(n.clone());
@@ -322,6 +334,7 @@ impl SmartVm {
         let vms: Vec<Arc<MicroVm>> = self.registry().drain().map(|(_, v)| v).collect();
         let results = futures_util::future::join_all(vms.iter().map(|vm| vm.cleanup())).await;
         let vms_cleaned: Result<()> = results.into_iter().collect();
+        #[cfg(feature = "network")]
         if let Some(net) = self.network.get() {
             net.cleanup().await?;
         }
@@ -343,6 +356,7 @@ impl SmartVm {
         }
         crate::trust::check(&scope.runtime_dir, crate::trust::Expect::Directory)?;
         // On this thread: TAPs live in the network namespace of the caller.
+        #[cfg_attr(not(feature = "network"), allow(unused_mut))]
         let mut report = crate::vm::reclaim::reclaim_runtime_dir(&scope, &owned)
             .map_err(|e| SmartVmError::io("cannot list the runtime dir", e))?;
         let in_use = crate::vm::reclaim::has_vm_dirs(&scope.runtime_dir);
@@ -350,10 +364,13 @@ impl SmartVm {
             // The shared drive mountpoint is only needed while VMs exist (rmdir: only if empty).
             let _ = std::fs::remove_dir(scope.runtime_dir.join(".drives"));
         }
-        let (removed, failures) =
-            crate::network::reclaim_journaled(&scope.runtime_dir.join(NETWORK_STATE_DIR), in_use).await;
-        report.network = removed;
-        report.network_failures = failures;
+        #[cfg(feature = "network")]
+        {
+            let (removed, failures) =
+                crate::network::reclaim_journaled(&scope.runtime_dir.join(NETWORK_STATE_DIR), in_use).await;
+            report.network = removed;
+            report.network_failures = failures;
+        }
         Ok(report)
     }
 

@@ -133,7 +133,8 @@ impl Snapshot {
         let inside = |field: &str, p: &Path| confined(&real_dir, p).map_err(|m| fail(format!("{field}: {m}")));
         let mut drives = Vec::new();
         for (i, d) in file.drives.iter().enumerate() {
-            crate::images::check_file_name(&d.file_name).map_err(|m| fail(format!("drives[{i}].fileName: {m}")))?;
+            crate::trust::confine::check_file_name(&d.file_name)
+                .map_err(|m| fail(format!("drives[{i}].fileName: {m}")))?;
             let path = inside(&format!("drives[{i}].path"), &d.path)?;
             drives.push(SnapshotDrive { drive_id: d.drive_id.clone(), file_name: d.file_name.clone(), path });
         }

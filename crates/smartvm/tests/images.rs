@@ -1,3 +1,4 @@
+#![cfg(feature = "images")]
 //! Images against a local HTTP server with GitHub's and S3's shapes (no internet needed).
 
 #[allow(dead_code)]

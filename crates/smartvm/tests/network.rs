@@ -1,3 +1,4 @@
+#![cfg(feature = "network")]
 //! Host networking, applied inside network namespaces these tests create and delete (never the
 //! host's own interfaces).
 

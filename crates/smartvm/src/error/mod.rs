@@ -109,10 +109,12 @@ pub enum SmartVmError {
     },
     /// Images layer (`DOWNLOAD_FAILED`, `VERSION_FETCH_FAILED`, `BASE_IMAGE_*`, `ROOTFS_*`).
     #[error(transparent)]
+    #[cfg(feature = "images")]
     Image(#[from] crate::images::ImageError),
     /// Network layer (`INVALID_SUBNET`, `INVALID_INTERFACE_NAME`, `IP_EXHAUSTED`,
     /// `BRIDGE_SETUP_FAILED`, `TAP_CREATE_FAILED`).
     #[error(transparent)]
+    #[cfg(feature = "network")]
     Network(#[from] crate::network::NetworkError),
     /// `SNAPSHOT_FAILED`: a snapshot could not be created, merged or restored.
     #[error("snapshot operation failed: {0}")]
@@ -142,7 +144,9 @@ impl SmartVmError {
             SmartVmError::Io { .. } => ErrorCode::IoError,
             SmartVmError::Snapshot(_) => ErrorCode::SnapshotFailed,
             SmartVmError::Untrusted(_) => ErrorCode::UntrustedPath,
+            #[cfg(feature = "images")]
             SmartVmError::Image(e) => e.code(),
+            #[cfg(feature = "network")]
             SmartVmError::Network(e) => e.code(),
         }
     }

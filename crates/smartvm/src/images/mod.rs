@@ -32,20 +32,7 @@ pub use release::{
 };
 pub use rootfs::{HostTool, HostToolError, HOST_TOOL_TIMEOUT};
 
-/// A name that is not a plain file name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} must be a plain file name")]
-pub struct NotAFileName(pub String);
-
-/// A plain file name: no separators, not `.`/`..`, not empty.
-pub(crate) fn check_file_name(name: &str) -> Result<(), NotAFileName> {
-    let bad = name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']);
-    if bad {
-        Err(NotAFileName(name.to_string()))
-    } else {
-        Ok(())
-    }
-}
+pub(crate) use crate::trust::confine::check_file_name;
 
 /// Firecracker binaries, kernels and rootfs images under one data dir.
 #[derive(Debug, Clone)]

@@ -435,10 +435,7 @@ pub async fn reclaim_journaled(dir: &std::path::Path, in_use: bool) -> (Vec<Stri
     (removed, failures)
 }
 
-/// True for names smartvm gives its TAPs (`sv` + 10 hex digits); reclaim removes no other.
-pub fn is_smartvm_tap_name(name: &str) -> bool {
-    name.len() == 12 && name.starts_with("sv") && name[2..].bytes().all(|b| b.is_ascii_hexdigit())
-}
+pub use crate::vm::ledger::is_smartvm_tap_name;
 
 /// Forgets a TAP another path (the ledger's unwind) already removed.
 impl NetworkManager {

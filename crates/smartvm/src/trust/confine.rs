@@ -40,6 +40,21 @@ pub fn relative_beneath<'a>(root: &Path, path: &'a Path) -> Option<&'a Path> {
     (normal && rel.components().next().is_some()).then_some(rel)
 }
 
+/// A name that is not a plain file name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} must be a plain file name")]
+pub struct NotAFileName(pub String);
+
+/// A plain file name: no separators, not `.`/`..`, not empty.
+pub fn check_file_name(name: &str) -> Result<(), NotAFileName> {
+    let bad = name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']);
+    if bad {
+        Err(NotAFileName(name.to_string()))
+    } else {
+        Ok(())
+    }
+}
+
 /// What to remove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removal {

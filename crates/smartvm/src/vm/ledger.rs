@@ -252,6 +252,7 @@ pub enum UnwindError {
     #[error(transparent)]
     Os(#[from] std::io::Error),
     /// A TAP could not be deleted.
+    #[cfg(feature = "network")]
     #[error(transparent)]
     Tap(crate::network::tap_removal::TapRemovalError),
 }
@@ -297,10 +298,25 @@ fn release(resource: &Resource, scope: &UnwindScope) -> Result<(), UnwindError> 
     }
 }
 
+/// True for names smartvm gives its TAPs (`sv` + 10 hex digits); an unwind removes no other.
+pub fn is_smartvm_tap_name(name: &str) -> bool {
+    name.len() == 12 && name.starts_with("sv") && name[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 fn release_tap(name: &str) -> Result<(), UnwindError> {
-    if !crate::network::is_smartvm_tap_name(name) {
+    if !is_smartvm_tap_name(name) {
         return Err(UnwindError::NotOurs("not a smartvm TAP name"));
     }
+    delete_tap(name)
+}
+
+#[cfg(not(feature = "network"))]
+fn delete_tap(_name: &str) -> Result<(), UnwindError> {
+    Err(UnwindError::NotOurs("TAPs are removed by builds with the network feature"))
+}
+
+#[cfg(feature = "network")]
+fn delete_tap(name: &str) -> Result<(), UnwindError> {
     match crate::network::remove_tap_blocking(name) {
         Ok(_) => Ok(()),
         Err(crate::network::tap_removal::TapRemovalError::NotATap(_)) => {

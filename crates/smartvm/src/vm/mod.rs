@@ -70,6 +70,7 @@ pub struct VmRuntimeOptions {
     /// Run Firecracker under its jailer (chroot, uid/gid, cgroups, netns) instead of directly.
     pub jailer: Option<crate::process::JailerConfig>,
     /// Creates TAPs for interfaces without `hostDevName` (required when a config has such).
+    #[cfg(feature = "network")]
     pub network: Option<Arc<crate::network::NetworkManager>>,
     /// Append the guest `ip=` argument of the first created TAP to the kernel command line.
     pub append_network_boot_args: bool,
@@ -92,6 +93,7 @@ impl VmRuntimeOptions {
             console_file: None,
             console_lines: crate::process::DEFAULT_CONSOLE_LINES,
             firecracker_version: None,
+            #[cfg(feature = "network")]
             network: None,
             jailer: None,
             append_network_boot_args: false,
@@ -106,6 +108,7 @@ struct VmResources {
     api: Option<Arc<ApiClient>>,
     version: Option<FirecrackerVersion>,
     last_stop: Option<StopOutcome>,
+    #[cfg(feature = "network")]
     taps: Vec<crate::network::TapDevice>,
     ledger: Option<ledger::Ledger>,
 }
@@ -168,6 +171,7 @@ impl MicroVm {
         self.executor.socket_path()
     }
     /// TAP devices this VM created (removed at cleanup).
+    #[cfg(feature = "network")]
     pub async fn tap_devices(&self) -> Vec<crate::network::TapDevice> {
         self.inner.lock().await.taps.clone()
     }
@@ -484,6 +488,7 @@ impl MicroVm {
                 tracing::warn!(vm = %self.id, error = %f, "could not release a resource");
             }
         }
+        #[cfg(feature = "network")]
         for tap in std::mem::take(&mut inner.taps) {
             if let Some(net) = &self.options.network {
                 net.forget_tap(&tap.name).await;
@@ -513,6 +518,7 @@ impl Drop for StartGuard<'_> {
                 tracing::warn!(vm = %self.vm.id, error = %f, "leftover after a cancelled start");
             }
         }
+        #[cfg(feature = "network")]
         self.inner.taps.clear();
         self.vm.set_state(failed);
     }

@@ -23,6 +23,7 @@ pub struct ReclaimReport {
     /// Bridges and NAT tables removed (their creator gone, no VM left to need them).
     pub network: Vec<String>,
     /// Bridges or NAT tables that could not be removed.
+    #[cfg(feature = "network")]
     pub network_failures: Vec<crate::network::NetworkError>,
 }
 
@@ -33,7 +34,17 @@ impl ReclaimReport {
             && self.rejected.is_empty()
             && self.failures.is_empty()
             && self.network.is_empty()
-            && self.network_failures.is_empty()
+            && self.network_failures_is_empty()
+    }
+
+    #[cfg(feature = "network")]
+    fn network_failures_is_empty(&self) -> bool {
+        self.network_failures.is_empty()
+    }
+
+    #[cfg(not(feature = "network"))]
+    fn network_failures_is_empty(&self) -> bool {
+        true
     }
 }
 

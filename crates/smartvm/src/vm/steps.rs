@@ -294,7 +294,21 @@ impl MicroVm {
         }
     }
 
+    /// Without the network feature no TAP can be made: a managed interface is a config error.
+    #[cfg(not(feature = "network"))]
+    async fn create_taps(&self, _inner: &mut VmResources, _resolved: &mut ResolvedResources) -> Result<()> {
+        match self.config.network_interfaces.iter().position(|n| n.host_dev_name.is_none()) {
+            None => Ok(()),
+            Some(i) => Err(crate::config::ConfigErrors::single(
+                format!("networkInterfaces[{i}].hostDevName"),
+                "is required: this build has no managed networking (the network feature)",
+            )
+            .into()),
+        }
+    }
+
     /// TAPs (and MACs) for interfaces that name no host device, each journaled before it exists.
+    #[cfg(feature = "network")]
     async fn create_taps(&self, inner: &mut VmResources, resolved: &mut ResolvedResources) -> Result<()> {
         let managed: Vec<_> = self.config.network_interfaces.iter().filter(|n| n.host_dev_name.is_none()).collect();
         if managed.is_empty() {
