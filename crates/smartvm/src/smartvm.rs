@@ -165,14 +165,13 @@ impl SmartVm {
         let binary = self.find_binary()?;
         #[cfg_attr(not(feature = "network"), allow(unused_mut))]
         let mut options = self.runtime_options(binary);
-        if let Some(v) = options.firecracker_version {
-            crate::vm::check_for_version(config, v)?;
-        }
         #[cfg(feature = "network")]
         if config.network_interfaces.iter().any(|n| n.host_dev_name.is_none()) {
             options.network = Some(self.network()?);
         }
-        self.register(MicroVm::from_validated(config, options))
+        let vm = MicroVm::from_validated(config, options);
+        vm.check_runtime_fit()?;
+        self.register(vm)
     }
 
     /// The network manager for `bridge_name`/`subnet` (created on first use; validates them,

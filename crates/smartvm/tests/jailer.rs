@@ -99,15 +99,15 @@ async fn unsupported_jailed_configs_fail_before_anything_exists() {
     let mut opts = env.runtime_options();
     opts.jailer = Some(jail.clone());
     let cfg = env.probe_config("jailvsock", "").with_vsock(VsockConfig::new(3, env.dir.path().join("j.sock")));
-    let vm = MicroVm::new(&cfg, opts.clone()).unwrap();
-    let err = vm.start().await.unwrap_err();
-    assert_eq!(err.root().code(), "INVALID_CONFIG");
-    assert!(err.root().to_string().contains("configuration"), "{err}");
+    // Refused when the VM is created, before anything exists.
+    let err = MicroVm::new(&cfg, opts.clone()).unwrap_err();
+    assert_eq!(err.code(), "INVALID_CONFIG");
+    assert!(err.to_string().contains("configuration"), "{err}");
     let keep = env.disk("keep.img", 8, "x");
     let cfg = env.probe_config("jailkeep", "").with_drive(DriveConfig::new("keep", &keep).ephemeral(false));
-    assert_eq!(MicroVm::new(&cfg, opts).unwrap().start().await.unwrap_err().root().code(), "INVALID_CONFIG");
+    assert_eq!(MicroVm::new(&cfg, opts).unwrap_err().code(), "INVALID_CONFIG");
     assert!(std::fs::read_dir(base.path()).unwrap().next().is_none(), "no jail created");
-    assert!(!vm.runtime_dir().exists());
+    assert!(!env.smartvm.runtime_dir().join("jailvsock").exists());
 }
 
 #[tokio::test]

@@ -114,6 +114,10 @@ impl Executor for Jailed {
         staged.strip_prefix(self.root()).map_or_else(|_| staged.to_path_buf(), |rel| Path::new("/").join(rel))
     }
 
+    fn check_config(&self, config: &VmConfig) -> Result<()> {
+        check_jailable(config, false)
+    }
+
     fn check(&self, config: &VmConfig, restoring: bool) -> Result<()> {
         check_jailable(config, restoring)?;
         crate::trust::check(&self.firecracker, crate::trust::Expect::Executable)?;

@@ -58,8 +58,13 @@ pub trait Executor: std::fmt::Debug + Send + Sync {
         staged.to_path_buf()
     }
 
-    /// Refuses configs this executor cannot run and checks its own binaries and dirs; nothing
-    /// is created but smartvm's own private dirs.
+    /// Refuses configs this executor cannot run (pure: at `create_vm`, before anything exists).
+    fn check_config(&self, _config: &VmConfig) -> Result<()> {
+        Ok(())
+    }
+
+    /// At start: [`check_config`](Self::check_config) for this start or restore, then its own
+    /// binaries and dirs; nothing is created but smartvm's own private dirs.
     fn check(&self, config: &VmConfig, restoring: bool) -> Result<()>;
 
     /// Creates what must exist before spawn (journaled in `ledger` first) and records the

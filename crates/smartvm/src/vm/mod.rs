@@ -130,10 +130,18 @@ impl MicroVm {
     /// A VM in `Created` state. Validates (and clones) `config`; nothing is created on disk.
     pub fn new(config: &VmConfig, options: VmRuntimeOptions) -> Result<Self> {
         config.validate()?;
-        if let Some(v) = options.firecracker_version {
-            plan::check_for_version(config, v)?;
+        let vm = Self::from_validated(config, options);
+        vm.check_runtime_fit()?;
+        Ok(vm)
+    }
+
+    /// What depends on how the VM will run, checked before anything exists: fields the
+    /// Firecracker version cannot take, configs the executor (e.g. the jailer) cannot run.
+    pub(crate) fn check_runtime_fit(&self) -> Result<()> {
+        if let Some(v) = self.options.firecracker_version {
+            plan::check_for_version(&self.config, v)?;
         }
-        Ok(Self::from_validated(config, options))
+        self.executor.check_config(&self.config)
     }
 
     /// For callers that validated `config` already.
