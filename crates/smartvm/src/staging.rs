@@ -140,25 +140,16 @@ pub(crate) fn copy_data_ranges(src: &File, dst: &File, len: u64) -> std::io::Res
 fn copy_range(src: &File, dst: &File, start: i64, mut len: i64) -> std::io::Result<()> {
     let (mut off_in, mut off_out) = (start, start);
     while len > 0 {
-        // SAFETY: valid fds and offset pointers owned by this frame.
-        let n = unsafe {
-            libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, len as usize, 0)
-        };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
+        match nix::fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), len as usize) {
+            Ok(0) => break,
+            Ok(n) => len -= n as i64,
             // Across filesystems (e.g. an image on disk, the runtime dir on tmpfs) the kernel may
             // refuse copy_file_range: copy the rest of the range through a buffer.
-            return match err.raw_os_error() {
-                Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL) => {
-                    copy_range_buffered(src, dst, off_in as u64, len as u64)
-                }
-                _ => Err(err),
-            };
+            Err(nix::Error::EXDEV | nix::Error::ENOSYS | nix::Error::EOPNOTSUPP | nix::Error::EINVAL) => {
+                return copy_range_buffered(src, dst, off_in as u64, len as u64);
+            }
+            Err(e) => return Err(e.into()),
         }
-        if n == 0 {
-            break;
-        }
-        len -= n as i64;
     }
     Ok(())
 }

@@ -46,55 +46,55 @@ macro_rules! endpoint {
 }
 
 endpoint!(/// `PUT /machine-config`
-    PutMachineConfig(MachineConfigPayload) => Put, |_b| "/machine-config".into(), ());
+    PutMachineConfig(MachineConfigPayload) => PUT, |_b| "/machine-config".into(), ());
 endpoint!(/// `PUT /boot-source`
-    PutBootSource(BootSourcePayload) => Put, |_b| "/boot-source".into(), ());
+    PutBootSource(BootSourcePayload) => PUT, |_b| "/boot-source".into(), ());
 endpoint!(/// `PUT /drives/{id}`
-    PutDrive(DrivePayload) => Put, |b| format!("/drives/{}", b.drive_id), ());
+    PutDrive(DrivePayload) => PUT, |b| format!("/drives/{}", b.drive_id), ());
 endpoint!(/// `PATCH /drives/{id}`
-    PatchDrive(DriveUpdatePayload) => Patch, |b| format!("/drives/{}", b.drive_id), ());
+    PatchDrive(DriveUpdatePayload) => PATCH, |b| format!("/drives/{}", b.drive_id), ());
 endpoint!(/// `PUT /network-interfaces/{id}`
-    PutNetworkInterface(NetworkInterfacePayload) => Put, |b| format!("/network-interfaces/{}", b.iface_id), ());
+    PutNetworkInterface(NetworkInterfacePayload) => PUT, |b| format!("/network-interfaces/{}", b.iface_id), ());
 endpoint!(/// `PATCH /network-interfaces/{id}`
-    PatchNetworkInterface(NetworkInterfaceUpdatePayload) => Patch, |b| format!("/network-interfaces/{}", b.iface_id), ());
+    PatchNetworkInterface(NetworkInterfaceUpdatePayload) => PATCH, |b| format!("/network-interfaces/{}", b.iface_id), ());
 endpoint!(/// `PUT /vsock`
-    PutVsock(VsockPayload) => Put, |_b| "/vsock".into(), ());
+    PutVsock(VsockPayload) => PUT, |_b| "/vsock".into(), ());
 endpoint!(/// `PUT /balloon`
-    PutBalloon(BalloonPayload) => Put, |_b| "/balloon".into(), ());
+    PutBalloon(BalloonPayload) => PUT, |_b| "/balloon".into(), ());
 endpoint!(/// `PATCH /balloon`
-    PatchBalloon(BalloonUpdatePayload) => Patch, |_b| "/balloon".into(), ());
+    PatchBalloon(BalloonUpdatePayload) => PATCH, |_b| "/balloon".into(), ());
 endpoint!(/// `PATCH /balloon/statistics`
-    PatchBalloonStatistics(BalloonStatsUpdatePayload) => Patch, |_b| "/balloon/statistics".into(), ());
+    PatchBalloonStatistics(BalloonStatsUpdatePayload) => PATCH, |_b| "/balloon/statistics".into(), ());
 endpoint!(/// `PUT /entropy`
-    PutEntropy(EntropyPayload) => Put, |_b| "/entropy".into(), ());
+    PutEntropy(EntropyPayload) => PUT, |_b| "/entropy".into(), ());
 endpoint!(/// `PUT /mmds/config`
-    PutMmdsConfig(MmdsConfigPayload) => Put, |_b| "/mmds/config".into(), ());
+    PutMmdsConfig(MmdsConfigPayload) => PUT, |_b| "/mmds/config".into(), ());
 endpoint!(/// `PUT /mmds`: replace the metadata document (any JSON the caller chooses).
-    PutMmds(serde_json::Value) => Put, |_b| "/mmds".into(), ());
+    PutMmds(serde_json::Value) => PUT, |_b| "/mmds".into(), ());
 endpoint!(/// `PATCH /mmds`: JSON merge-patch of the metadata document.
-    PatchMmds(serde_json::Value) => Patch, |_b| "/mmds".into(), ());
+    PatchMmds(serde_json::Value) => PATCH, |_b| "/mmds".into(), ());
 endpoint!(/// `PUT /logger`
-    PutLogger(LoggerPayload) => Put, |_b| "/logger".into(), ());
+    PutLogger(LoggerPayload) => PUT, |_b| "/logger".into(), ());
 endpoint!(/// `PUT /metrics`
-    PutMetrics(MetricsPayload) => Put, |_b| "/metrics".into(), ());
+    PutMetrics(MetricsPayload) => PUT, |_b| "/metrics".into(), ());
 endpoint!(/// `PUT /actions`
-    PutAction(ActionBody) => Put, |_b| "/actions".into(), ());
+    PutAction(ActionBody) => PUT, |_b| "/actions".into(), ());
 endpoint!(/// `PATCH /vm`: pause or resume.
-    PatchVmState(VmStateBody) => Patch, |_b| "/vm".into(), ());
+    PatchVmState(VmStateBody) => PATCH, |_b| "/vm".into(), ());
 endpoint!(/// `PUT /snapshot/create`
-    PutSnapshotCreate(SnapshotCreatePayload) => Put, |_b| "/snapshot/create".into(), ());
+    PutSnapshotCreate(SnapshotCreatePayload) => PUT, |_b| "/snapshot/create".into(), ());
 endpoint!(/// `PUT /snapshot/load`
-    PutSnapshotLoad(SnapshotLoadPayload) => Put, |_b| "/snapshot/load".into(), ());
+    PutSnapshotLoad(SnapshotLoadPayload) => PUT, |_b| "/snapshot/load".into(), ());
 endpoint!(/// `GET /`
-    GetInstanceInfo => Get, "/", InstanceInfo);
+    GetInstanceInfo => GET, "/", InstanceInfo);
 endpoint!(/// `GET /version`
-    GetVersion => Get, "/version", VersionInfo);
+    GetVersion => GET, "/version", VersionInfo);
 endpoint!(/// `GET /vm/config`: the whole configuration as Firecracker reports it.
-    GetVmConfig => Get, "/vm/config", serde_json::Value);
+    GetVmConfig => GET, "/vm/config", serde_json::Value);
 endpoint!(/// `GET /mmds`
-    GetMmds => Get, "/mmds", serde_json::Value);
+    GetMmds => GET, "/mmds", serde_json::Value);
 endpoint!(/// `GET /balloon/statistics`
-    GetBalloonStatistics => Get, "/balloon/statistics", BalloonStatistics);
+    GetBalloonStatistics => GET, "/balloon/statistics", BalloonStatistics);
 
 /// `PUT /actions` action types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -23,27 +23,8 @@ use crate::backoff::Backoff;
 use crate::error::{Result, SmartVmError};
 use transport::Connection;
 
-/// HTTP method of an endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    /// GET
-    Get,
-    /// PUT
-    Put,
-    /// PATCH
-    Patch,
-}
-
-impl Method {
-    /// The method's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Put => "PUT",
-            Method::Patch => "PATCH",
-        }
-    }
-}
+/// HTTP method of an endpoint (the `http` crate's).
+pub use http::Method;
 
 /// One typed API endpoint: its method, path, body and response type.
 pub trait Endpoint {
@@ -125,11 +106,11 @@ impl ApiClient {
                 *guard = Some(Connection::open(&self.socket).await?);
             }
             let conn = guard.as_mut().ok_or(ApiError::NotConnected)?;
-            match conn.send(method, path, body.clone()).await {
+            match conn.send(method.clone(), path, body.clone()).await {
                 // A kept-alive connection the server closed meanwhile: retry once on a new one.
                 Err(e) if reused && e.is_closed_connection() => {
                     *guard = Some(Connection::open(&self.socket).await?);
-                    guard.as_mut().ok_or(ApiError::NotConnected)?.send(method, path, body).await
+                    guard.as_mut().ok_or(ApiError::NotConnected)?.send(method.clone(), path, body).await
                 }
                 other => other,
             }
@@ -149,19 +130,19 @@ impl ApiClient {
 
     /// `GET path`.
     pub async fn get(&self, path: &str) -> Result<ApiResponse> {
-        self.request(Method::Get, path, None).await
+        self.request(Method::GET, path, None).await
     }
 
     /// `PUT path` with a JSON body.
     pub async fn put<T: serde::Serialize + ?Sized>(&self, path: &str, body: &T) -> Result<ApiResponse> {
-        let bytes = serde_json::to_vec(body).map_err(|e| self.encode_error(Method::Put, path, e))?;
-        self.request(Method::Put, path, Some(bytes)).await
+        let bytes = serde_json::to_vec(body).map_err(|e| self.encode_error(Method::PUT, path, e))?;
+        self.request(Method::PUT, path, Some(bytes)).await
     }
 
     /// `PATCH path` with a JSON body.
     pub async fn patch<T: serde::Serialize + ?Sized>(&self, path: &str, body: &T) -> Result<ApiResponse> {
-        let bytes = serde_json::to_vec(body).map_err(|e| self.encode_error(Method::Patch, path, e))?;
-        self.request(Method::Patch, path, Some(bytes)).await
+        let bytes = serde_json::to_vec(body).map_err(|e| self.encode_error(Method::PATCH, path, e))?;
+        self.request(Method::PATCH, path, Some(bytes)).await
     }
 
     fn encode_error(&self, method: Method, path: &str, e: serde_json::Error) -> SmartVmError {
@@ -176,7 +157,7 @@ impl ApiClient {
     pub async fn send<E: Endpoint>(&self, endpoint: &E) -> Result<E::Response> {
         let path = endpoint.path();
         let body = endpoint.body().map_err(|e| self.encode_error(E::METHOD, &path, e))?;
-        let response = self.request(E::METHOD, &path, body).await?;
+        let response = self.request(E::METHOD.clone(), &path, body).await?;
         if !response.ok {
             return Err(SmartVmError::Api {
                 method: E::METHOD.as_str().into(),

@@ -107,7 +107,7 @@ async fn api_errors_carry_status_and_fault() {
     struct Fault;
     impl Endpoint for Fault {
         type Response = ();
-        const METHOD: Method = Method::Put;
+        const METHOD: Method = Method::PUT;
         fn path(&self) -> String {
             "/fault".into()
         }

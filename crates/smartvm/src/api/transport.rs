@@ -84,11 +84,6 @@ impl Connection {
         body: Option<Vec<u8>>,
     ) -> Result<ApiResponse, ApiError> {
         self.sender.ready().await.map_err(ApiError::Http)?;
-        let method = match method {
-            Method::Get => hyper::Method::GET,
-            Method::Put => hyper::Method::PUT,
-            Method::Patch => hyper::Method::PATCH,
-        };
         let mut builder = hyper::Request::builder()
             .method(method)
             .uri(path)
