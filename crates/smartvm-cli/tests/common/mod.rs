@@ -34,16 +34,13 @@ impl Env {
         c
     }
     /// `smartvm run <args>` in the background, with its stdout as a line iterator.
-    pub fn spawn_run(
-        &self,
-        args: &[&str],
-    ) -> (std::process::Child, std::io::Lines<std::io::BufReader<std::process::ChildStdout>>) {
+    pub fn spawn_run(&self, args: &[&str]) -> (Running, std::io::Lines<std::io::BufReader<std::process::ChildStdout>>) {
         use std::io::BufRead;
         let mut full = vec!["run"];
         full.extend_from_slice(args);
         let mut child = self.cmd(&full).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
         let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        (child, lines)
+        (Running(child), lines)
     }
 
     pub fn runtime(&self) -> PathBuf {
@@ -81,4 +78,29 @@ pub fn in_netns(ns: &str, cmd: Command) -> Command {
         }
     }
     wrapped
+}
+
+/// A child process killed (and reaped) when dropped, so a failing test leaves no VM running.
+pub struct Running(pub std::process::Child);
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
