@@ -140,7 +140,11 @@ impl ProcessRecord {
                     };
                 }
                 let verified = self.start_time.is_some() && self.looks_like(pid);
-                if !owner && !verified {
+                // Same pid and start time but no command line any more: the process is exiting
+                // (its memory is gone, it holds its files a little longer). Waiting for it is
+                // harmless even were it not ours: it ends anyway.
+                let exiting = self.start_time.is_some() && cmdline_of(pid).is_empty();
+                if !owner && !verified && !exiting {
                     return Err(UnwindError::NotOurs("the process does not match the journal"));
                 }
                 vec![pid]
