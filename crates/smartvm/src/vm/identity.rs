@@ -111,10 +111,12 @@ impl ProcessRecord {
     }
 
     /// True when the recorded process still runs and is the one recorded.
+    /// A process in transition (its command line not laid out yet, or already torn down)
+    /// counts as running: never reclaim what might still be starting.
     pub fn is_running(&self) -> bool {
         let Some(pid) = self.pid else { return false };
         let same_start = self.start_time.is_some() && process_start_time(pid) == self.start_time;
-        same_start && self.looks_like(pid)
+        same_start && (self.looks_like(pid) || cmdline_of(pid).is_empty())
     }
 
     /// Kills the process and waits for it. The owner (which spawned it) checks pid and start
