@@ -27,7 +27,8 @@ impl Direct {
     }
 }
 
-fn check_binary(binary: &Path) -> Result<()> {
+/// The Firecracker binary exists (`BINARY_NOT_FOUND`) and can be trusted (`UNTRUSTED_PATH`).
+pub(super) fn check_binary(binary: &Path) -> Result<()> {
     crate::trust::check(binary, crate::trust::Expect::Executable).map_err(|e| {
         if e.problem == crate::trust::TrustProblem::WrongKind && !binary.exists() {
             SmartVmError::BinaryNotFound { searched: vec![binary.to_path_buf()] }

@@ -120,7 +120,7 @@ impl Executor for Jailed {
 
     fn check(&self, config: &VmConfig, restoring: bool) -> Result<()> {
         check_jailable(config, restoring)?;
-        crate::trust::check(&self.firecracker, crate::trust::Expect::Executable)?;
+        super::direct::check_binary(&self.firecracker)?;
         crate::trust::check(&self.jailer.binary, crate::trust::Expect::Executable)?;
         crate::trust::ensure_private_dir(&self.jailer.chroot_base_dir)?;
         Ok(())
