@@ -167,10 +167,12 @@ impl Drop for FirecrackerProcess {
     /// A process nobody stops any more is killed rather than left running; waits (bounded)
     /// until it is gone so that the resources it held (TAPs, files) are free afterwards.
     fn drop(&mut self) {
-        if self.exit_info().is_some() || self.pid <= 0 {
+        if self.exit_info().is_some() {
             return;
         }
-        kill_and_wait(self.pid, Duration::from_secs(2));
+        if spawner::send_signal(&self.pidfd, libc::SIGKILL).is_ok() {
+            spawner::wait_exit_blocking(&self.pidfd, Duration::from_secs(2));
+        }
     }
 }
 
@@ -238,6 +240,8 @@ pub fn output_within(
 #[derive(Debug)]
 pub struct FirecrackerProcess {
     pid: i32,
+    /// Opened right after spawn; signals go through it, so they never reach a recycled pid.
+    pidfd: std::sync::Arc<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
     exit: watch::Receiver<Option<ExitInfo>>,
     console: Console,
     stderr: Console,
@@ -292,7 +296,7 @@ impl FirecrackerProcess {
         let spawn_err = |source| ProcessError::Spawn { binary: command.binary.clone(), source };
         let mut child = spawner::spawn(cmd).await.map_err(spawn_err)?;
         let pid = child.id() as i32;
-        let pidfd = spawner::pidfd(pid).map_err(spawn_err)?;
+        let pidfd = std::sync::Arc::new(spawner::pidfd(pid).map_err(spawn_err)?);
         let lines = output.buffer_lines.unwrap_or(DEFAULT_CONSOLE_LINES);
         let console = Console::new(lines);
         let stderr = Console::new(lines);
@@ -303,18 +307,19 @@ impl FirecrackerProcess {
             stderr.spawn_reader(tokio::process::ChildStderr::from_std(err).map_err(spawn_err)?, None);
         }
         let (tx, exit) = watch::channel(None);
+        let watched = pidfd.clone();
         tokio::spawn(async move {
             use std::os::unix::process::ExitStatusExt;
             // The pidfd turns readable when the process has exited; only then is it reaped, so
             // its pid cannot be reused while anything here may still signal it.
-            let _ = pidfd.readable().await;
+            let _ = watched.readable().await;
             let info = match child.wait() {
                 Ok(s) => ExitInfo { code: s.code(), signal: s.signal() },
                 Err(_) => ExitInfo { code: None, signal: None },
             };
             let _ = tx.send(Some(info));
         });
-        Ok(Self { pid, exit, console, stderr })
+        Ok(Self { pid, pidfd, exit, console, stderr })
     }
 
     /// The process id.
@@ -352,14 +357,18 @@ impl FirecrackerProcess {
         ended.or_else(|| self.exit_info())
     }
 
-    /// Sends `signal` unless the process already ended.
+    /// Sends `signal` unless the process already ended (through its pidfd: never to a process
+    /// that reused the pid).
     pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<(), ProcessError> {
-        if self.exit_info().is_some() || self.pid <= 0 {
+        if self.exit_info().is_some() {
             return Ok(());
         }
-        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), signal) {
-            Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
-            Err(source) => Err(ProcessError::Signal { pid: self.pid, source }),
+        match spawner::send_signal(&self.pidfd, signal as i32) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            Err(e) => {
+                Err(ProcessError::Signal { pid: self.pid, source: nix::Error::from_raw(e.raw_os_error().unwrap_or(0)) })
+            }
         }
     }
 

@@ -62,6 +62,27 @@ pub(crate) fn flush() {
     }
 }
 
+/// Sends `signal` through `pidfd`: it can only reach the process the pidfd was opened for (an
+/// exited one answers `ESRCH`, never a process that reused its pid).
+pub(crate) fn send_signal(pidfd: &AsyncFd<OwnedFd>, signal: i32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid pidfd, a plain signal number, no siginfo.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.get_ref().as_raw_fd(), signal, 0usize, 0u32) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Blocks until the process behind `pidfd` has exited, at most `timeout`; true when it has.
+pub(crate) fn wait_exit_blocking(pidfd: &AsyncFd<OwnedFd>, timeout: std::time::Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd { fd: pidfd.get_ref().as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: a valid pollfd array of length 1.
+    unsafe { libc::poll(&mut pfd, 1, timeout.as_millis().min(i32::MAX as u128) as i32) == 1 }
+}
+
 /// A pidfd for `pid` (our unreaped child), readable once it has exited.
 pub(crate) fn pidfd(pid: i32) -> std::io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: pidfd_open returns a new descriptor (or -1), owned by the OwnedFd below.

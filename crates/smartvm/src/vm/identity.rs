@@ -72,11 +72,24 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
 
 /// State letter and start time of `pid`, zombies included.
 fn stat_of(pid: i32) -> Option<(u8, u64)> {
+    stat_fields(pid).map(|(state, _, start)| (state, start))
+}
+
+/// `PF_EXITING` in the kernel's per-task flags: the process is tearing itself down.
+const PF_EXITING: u64 = 0x4;
+
+/// State letter, task flags and start time (fields 3, 9 and 22 of `/proc/<pid>/stat`).
+fn stat_fields(pid: i32) -> Option<(u8, u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses: fields resume after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some((*fields.first()?.as_bytes().first()?, fields.get(19)?.parse().ok()?))
+    Some((*fields.first()?.as_bytes().first()?, fields.get(6)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+}
+
+/// True while `pid` is exiting (its memory, and with it its command line, may already be gone).
+fn is_exiting(pid: i32) -> bool {
+    stat_fields(pid).is_some_and(|(_, flags, _)| flags & PF_EXITING != 0)
 }
 
 fn exe_of(pid: i32) -> Option<PathBuf> {
@@ -142,10 +155,9 @@ impl ProcessRecord {
                     };
                 }
                 let verified = self.start_time.is_some() && self.looks_like(pid);
-                // Same pid and start time but no command line any more: the process is exiting
-                // (its memory is gone, it holds its files a little longer). Waiting for it is
-                // harmless even were it not ours: it ends anyway.
-                let exiting = self.start_time.is_some() && cmdline_of(pid).is_empty();
+                // Same pid and start time, already exiting (its command line may be gone while it
+                // still holds its files): waiting for it is harmless even were it not ours.
+                let exiting = self.start_time.is_some() && is_exiting(pid);
                 if !owner && !verified && !exiting {
                     return Err(UnwindError::NotOurs("the process does not match the journal"));
                 }
