@@ -49,37 +49,12 @@ pub struct Downloaded {
     pub size: u64,
 }
 
-/// A file removed on drop unless kept.
-pub(crate) struct TempFile {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl TempFile {
-    /// A unique temporary name beside `final_path` (same directory, so renaming is atomic).
-    pub(crate) fn beside(final_path: &Path) -> Self {
-        let name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let unique = uuid::Uuid::new_v4().simple().to_string();
-        let path = final_path.with_file_name(format!(".{name}.part-{}", &unique[..12]));
-        Self { path, keep: false }
-    }
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-    /// Renames onto `dest`.
-    pub(crate) fn persist(mut self, dest: &Path) -> std::io::Result<()> {
-        std::fs::rename(&self.path, dest)?;
-        self.keep = true;
-        Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
+/// A private (0600) temporary file beside `final_path` (same directory, so renaming it onto
+/// `final_path` is atomic), removed on drop unless persisted.
+pub(crate) fn temp_beside(final_path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = final_path.parent().unwrap_or(Path::new("."));
+    tempfile::Builder::new().prefix(&format!(".{name}.part-")).tempfile_in(dir)
 }
 
 /// The HTTP client used for every download.
@@ -144,20 +119,18 @@ impl Downloader {
     ) -> Result<Downloaded, ImageError> {
         let response = self.get(url).await?;
         let announced = response.content_length();
-        let tmp = TempFile::beside(dest);
+        let tmp = temp_beside(dest).map_err(|e| ImageError::Download {
+            url: url.into(),
+            reason: format!("cannot create a temporary file beside {}", dest.display()),
+            source: Some(Box::new(e)),
+        })?;
         let tmp_path = tmp.path().to_path_buf();
         let io_err = |what: &str, e: std::io::Error| ImageError::Download {
             url: url.into(),
             reason: format!("{what} {}", tmp_path.display()),
             source: Some(Box::new(e)),
         };
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(tmp.path())
-            .await
-            .map_err(|e| io_err("cannot create", e))?;
+        let mut file = tokio::fs::File::from_std(tmp.reopen().map_err(|e| io_err("cannot open", e))?);
         // Never accept more than was declared: a server that keeps sending is cut off.
         let limit = expect.size.or(announced);
         let label = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -199,7 +172,7 @@ impl Downloader {
                 return Err(ImageError::download(url, format!("SHA-256 mismatch: got {sha256}, expected {want}")));
             }
         }
-        tmp.persist(dest).map_err(|e| io_err("cannot rename", e))?;
+        tmp.persist(dest).map_err(|e| io_err("cannot rename", e.error))?;
         Ok(Downloaded { path: dest.to_path_buf(), sha256, size })
     }
 }

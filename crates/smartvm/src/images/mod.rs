@@ -144,7 +144,8 @@ impl ImageManager {
         let sums = self.downloader.text(&sums_url).await?;
         let sha = checksum_for(&sums, &tgz_name)
             .ok_or_else(|| ImageError::download(&sums_url, format!("no checksum for {tgz_name}")))?;
-        let tarball = download::TempFile::beside(&dir.join(&tgz_name));
+        let tarball = download::temp_beside(&dir.join(&tgz_name))
+            .map_err(|e| ImageError::prepare(format!("cannot create a temporary file in {}", dir.display()), e))?;
         let expect = Expect { sha256: Some(sha), size: None };
         self.downloader.file(&url, tarball.path(), &expect, progress).await?;
         let (arch, tar_path, dest) = (self.arch.clone(), tarball.path().to_path_buf(), dir.to_path_buf());
@@ -291,13 +292,13 @@ fn install_from_tarball(tarball: &Path, dir: &Path, version: &str, arch: &str) -
             return Err(TarballError::Checksum { name: want.clone(), actual, expected });
         }
         let final_name = if want.starts_with("firecracker") { "firecracker" } else { "jailer" };
-        let tmp = download::TempFile::beside(&dir.join(final_name));
-        std::fs::write(tmp.path(), &data).map_err(io("cannot write a binary"))?;
+        let mut tmp = download::temp_beside(&dir.join(final_name)).map_err(io("cannot create a temporary file"))?;
+        std::io::Write::write_all(&mut tmp, &data).map_err(io("cannot write a binary"))?;
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).map_err(io("cannot chmod"))?;
         staged.push((tmp, dir.join(final_name)));
     }
     for (tmp, dest) in staged {
-        tmp.persist(&dest).map_err(io("cannot install a binary"))?;
+        tmp.persist(&dest).map_err(|e| TarballError::Io("cannot install a binary", e.error))?;
     }
     Ok(())
 }

@@ -221,11 +221,13 @@ impl BaseImageManager {
 
     /// Fetches both artifacts into a fresh temporary dir and swaps it in (caller holds the lock).
     async fn fetch(&self, r: &Resolved, progress: &dyn Progress) -> Result<CachedBundle, ImageError> {
-        let tmp = TempDir(self.cache_dir.join(format!(".tmp-{}-{}", r.bundle_id, uuid::Uuid::new_v4().simple())));
-        std::fs::create_dir(&tmp.0)
-            .map_err(|e| ImageError::prepare(format!("cannot create {}", tmp.0.display()), e))?;
-        let kernel = self.fetch_artifact(&r.kernel, &tmp.0, progress).await?;
-        let rootfs = self.fetch_artifact(&r.rootfs, &tmp.0, progress).await?;
+        // Private (0700), removed on any failure below.
+        let tmp =
+            tempfile::Builder::new().prefix(&format!(".tmp-{}-", r.bundle_id)).tempdir_in(&self.cache_dir).map_err(
+                |e| ImageError::prepare(format!("cannot create a temporary dir in {}", self.cache_dir.display()), e),
+            )?;
+        let kernel = self.fetch_artifact(&r.kernel, tmp.path(), progress).await?;
+        let rootfs = self.fetch_artifact(&r.rootfs, tmp.path(), progress).await?;
         let now = now_ms();
         let cached = CachedBundle {
             bundle_id: r.bundle_id.clone(),
@@ -241,15 +243,15 @@ impl BaseImageManager {
             created_at_ms: now,
             last_accessed_at_ms: now,
         };
-        cached.write(&tmp.0)?;
+        cached.write(tmp.path())?;
         let dir = self.cache_dir.join(&r.bundle_id);
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| ImageError::prepare(format!("cannot replace {}", dir.display()), e))?;
         }
-        std::fs::rename(&tmp.0, &dir)
+        std::fs::rename(tmp.path(), &dir)
             .map_err(|e| ImageError::prepare(format!("cannot install {}", dir.display()), e))?;
-        std::mem::forget(tmp);
+        let _ = tmp.keep(); // renamed into place: nothing left to remove
         Ok(cached)
     }
 
@@ -466,14 +468,5 @@ impl BaseImageManager {
             evicted.push(id);
         }
         Ok(evicted)
-    }
-}
-
-/// A directory removed on drop unless forgotten.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
