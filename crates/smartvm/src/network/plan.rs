@@ -16,22 +16,24 @@ pub struct SubnetPlan {
 }
 
 impl SubnetPlan {
-    /// Parses `a.b.c.d/p`, clearing host bits; prefix must be 1-30 (`INVALID_SUBNET`).
+    /// Parses `a.b.c.d/p` (ipnet), clearing host bits; prefix must be 1-30 (`INVALID_SUBNET`).
     pub fn parse(s: &str) -> Result<Self, NetworkError> {
         let bad = |why: &str| NetworkError::InvalidSubnet(format!("{s:?}: {why}"));
-        let (addr, prefix) = s.trim().split_once('/').ok_or_else(|| bad("expected a.b.c.d/prefix"))?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| bad("not an IPv4 address"))?;
-        let prefix: u8 = prefix.parse().map_err(|_| bad("prefix is not a number"))?;
-        if !(1..=30).contains(&prefix) {
+        let net: ipnet::Ipv4Net = s.trim().parse().map_err(|_| bad("expected an IPv4 a.b.c.d/prefix"))?;
+        if !(1..=30).contains(&net.prefix_len()) {
             return Err(bad("prefix must be 1-30"));
         }
-        let mask = u32::MAX << (32 - prefix);
-        Ok(Self { network: Ipv4Addr::from(u32::from(addr) & mask), prefix })
+        let net = net.trunc();
+        Ok(Self { network: net.network(), prefix: net.prefix_len() })
+    }
+
+    fn net(&self) -> ipnet::Ipv4Net {
+        ipnet::Ipv4Net::new(self.network, self.prefix).unwrap_or_default()
     }
 
     /// The netmask.
     pub fn netmask(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::MAX << (32 - self.prefix))
+        self.net().netmask()
     }
 
     /// The gateway (bridge) address: the first usable address.
@@ -41,7 +43,8 @@ impl SubnetPlan {
 
     /// Number of guest addresses (usable hosts minus the gateway).
     pub fn guest_capacity(&self) -> u32 {
-        (1u32 << (32 - self.prefix)) - 3
+        let net = self.net();
+        u32::from(net.broadcast()) - u32::from(net.network()) - 2
     }
 
     /// The `n`-th guest address (0-based), or `IP_EXHAUSTED`.
