@@ -52,6 +52,27 @@ pub struct RunArgs {
     image: crate::images::SourceArgs,
 }
 
+/// Writes the probe kernel when the config boots it, but only after every other field has
+/// been validated: bad input never leaves files behind.
+fn install_probe_if_used(cfg: &VmConfig, options: &SmartVmOptions) -> Result<(), CliError> {
+    let dir = options.data_dir.join("kernels");
+    if cfg.boot_source.kernel_image_path != probe::probe_kernel_path(&dir) {
+        return Ok(());
+    }
+    if let Err(mut errors) = cfg.validate() {
+        errors.problems.retain(|p| p.field != "bootSource.kernelImagePath");
+        if !errors.problems.is_empty() {
+            return Err(SmartVmError::from(errors).into());
+        }
+    }
+    probe::install_probe_kernel(&dir).map(drop).map_err(|e| {
+        CliError::new(
+            Exit::HostUnfit,
+            SmartVmError::Io { context: "cannot install the probe kernel".into(), source: e },
+        )
+    })
+}
+
 const LINUX_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1 pci=off";
 
 fn build_config(
@@ -72,12 +93,8 @@ fn build_config(
         (None, None) => {
             let kernel = match &args.kernel {
                 Some(k) => k.clone(),
-                None => probe::install_probe_kernel(&options.data_dir.join("kernels")).map_err(|e| {
-                    CliError::new(
-                        Exit::HostUnfit,
-                        SmartVmError::Io { context: "cannot install the probe kernel".into(), source: e },
-                    )
-                })?,
+                // Installed only once the rest of the config is known to be valid (see `run`).
+                None => probe::probe_kernel_path(&options.data_dir.join("kernels")),
             };
             let default_args = if args.kernel.is_some() { LINUX_BOOT_ARGS } else { "console=ttyS0" };
             VmConfig::new(kernel)
@@ -119,6 +136,7 @@ pub async fn run(args: RunArgs) -> Result<Exit, CliError> {
         false => None,
     };
     let cfg = build_config(&args, &options, bundle.as_ref())?;
+    install_probe_if_used(&cfg, &options)?;
     let binary = smartvm.ensure_binary(crate::progress::for_terminal().as_ref()).await?;
     let mut runtime = smartvm.runtime_options(binary);
     runtime.console_file = args.console_file.clone();

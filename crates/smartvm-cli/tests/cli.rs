@@ -63,6 +63,12 @@ fn bad_input_gets_a_typed_error_chain_and_exit_code() {
     assert!(out.stdout.is_empty());
     assert!(env.runtime_is_empty());
 
+    // The probe guest with a bad value: refused before the probe kernel is written anywhere.
+    let out = env.cmd(&["run", "--mem", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("machineConfig.memSizeMib"));
+    assert!(!env.dir.path().join("data/kernels").exists(), "invalid input installed nothing");
+
     let out = env.cmd(&["run", "--vcpus", "many"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "usage error");
     let out = env.cmd(&["run"]).env("SMARTVM_FIRECRACKER_BIN", "/nonexistent/fc").output().unwrap();

@@ -36,15 +36,24 @@ pub static PROBE_IMAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/smartv
 /// Prefix of every protocol line.
 pub const LINE_PREFIX: &str = "smartvm-probe ";
 
+/// FNV-1a of the probe image: a stable content tag for file names, not a security check.
+fn probe_tag() -> u64 {
+    PROBE_IMAGE.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+/// Where [`install_probe_kernel`] puts the probe kernel in `dir` (pure: nothing is written).
+pub fn probe_kernel_path(dir: &Path) -> PathBuf {
+    dir.join(format!("smartvm-probe-{:016x}.elf", probe_tag()))
+}
+
 /// Writes the probe kernel into `dir` (content-addressed name; kept if already there) and
 /// returns its path.
 pub fn install_probe_kernel(dir: &Path) -> std::io::Result<PathBuf> {
     if PROBE_IMAGE.is_empty() {
         return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "the probe guest exists for x86_64 only"));
     }
-    // FNV-1a: a stable content tag for the file name, not a security check.
-    let tag = PROBE_IMAGE.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3));
-    let path = dir.join(format!("smartvm-probe-{tag:016x}.elf"));
+    let tag = probe_tag();
+    let path = probe_kernel_path(dir);
     if std::fs::metadata(&path).is_ok_and(|m| m.len() == PROBE_IMAGE.len() as u64) {
         return Ok(path);
     }
