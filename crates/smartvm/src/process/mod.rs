@@ -7,6 +7,7 @@
 mod command;
 mod console;
 mod jailer;
+mod pidfd;
 pub(crate) mod spawner;
 mod stop;
 
@@ -170,8 +171,8 @@ impl Drop for FirecrackerProcess {
         if self.exit_info().is_some() {
             return;
         }
-        if spawner::send_signal(&self.pidfd, libc::SIGKILL).is_ok() {
-            spawner::wait_exit_blocking(&self.pidfd, Duration::from_secs(2));
+        if pidfd::send_signal(self.pidfd.get_ref(), libc::SIGKILL).is_ok() {
+            pidfd::wait_exited(self.pidfd.get_ref(), Duration::from_secs(2));
         }
     }
 }
@@ -179,20 +180,9 @@ impl Drop for FirecrackerProcess {
 /// Sends SIGKILL to `pid` and waits (blocking, at most `timeout`) until it has exited, through a
 /// pidfd taken before the signal so a recycled pid cannot be confused with it. True when gone.
 pub fn kill_and_wait(pid: i32, timeout: Duration) -> bool {
-    // SAFETY: pidfd_open on a pid; the returned fd is owned here and closed below.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
-    if fd < 0 {
-        return true; // no such process
-    }
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: a valid pollfd array of length 1, then closing the fd we own.
-    let ready = unsafe {
-        let r = libc::poll(&mut pfd, 1, timeout.as_millis().min(i32::MAX as u128) as i32);
-        libc::close(fd);
-        r
-    };
-    ready == 1
+    let Ok(fd) = pidfd::open(pid, false) else { return true }; // no such process
+    let _ = pidfd::send_signal(&fd, libc::SIGKILL);
+    pidfd::wait_exited(&fd, timeout)
 }
 
 /// Runs `cmd` (stdin closed) and returns its output, or `None` when it did not exit within
@@ -214,18 +204,8 @@ pub fn output_within(
         })
     }
     let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
-    let pid = child.id() as i32;
-    // SAFETY: pidfd_open on our own unreaped child; the fd is closed below.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
-    let exited = fd < 0 || {
-        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-        // SAFETY: a valid pollfd array of length 1, then closing the fd we own.
-        unsafe {
-            let r = libc::poll(&mut pfd, 1, timeout.as_millis().min(i32::MAX as u128) as i32);
-            libc::close(fd);
-            r == 1
-        }
-    };
+    // Our own unreaped child: its pid cannot be reused before the wait below.
+    let exited = pidfd::open(child.id() as i32, false).map_or(true, |fd| pidfd::wait_exited(&fd, timeout));
     if !exited {
         let _ = child.kill();
         child.wait()?;
@@ -363,7 +343,7 @@ impl FirecrackerProcess {
         if self.exit_info().is_some() {
             return Ok(());
         }
-        match spawner::send_signal(&self.pidfd, signal as i32) {
+        match pidfd::send_signal(self.pidfd.get_ref(), signal as i32) {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
             Err(e) => {

@@ -3,7 +3,7 @@
 //! the process; forking from whatever thread called `start()` (a `spawn_blocking` worker that
 //! tokio retires after 10 s idle, a short-lived `std::thread`) would kill VMs at random.
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
@@ -62,38 +62,10 @@ pub(crate) fn flush() {
     }
 }
 
-/// Sends `signal` through `pidfd`: it can only reach the process the pidfd was opened for (an
-/// exited one answers `ESRCH`, never a process that reused its pid).
-pub(crate) fn send_signal(pidfd: &AsyncFd<OwnedFd>, signal: i32) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid pidfd, a plain signal number, no siginfo.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.get_ref().as_raw_fd(), signal, 0usize, 0u32) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Blocks until the process behind `pidfd` has exited, at most `timeout`; true when it has.
-pub(crate) fn wait_exit_blocking(pidfd: &AsyncFd<OwnedFd>, timeout: std::time::Duration) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut pfd = libc::pollfd { fd: pidfd.get_ref().as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    // SAFETY: a valid pollfd array of length 1.
-    unsafe { libc::poll(&mut pfd, 1, timeout.as_millis().min(i32::MAX as u128) as i32) == 1 }
-}
-
 /// A pidfd for `pid` (our unreaped child), readable once it has exited.
 pub(crate) fn pidfd(pid: i32) -> std::io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: pidfd_open returns a new descriptor (or -1), owned by the OwnedFd below.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, libc::O_NONBLOCK) } as i32;
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, valid descriptor nobody else owns; the OwnedFd keeps it open and
-    // unchanged for as long as the AsyncFd that owns it lives.
-    unsafe {
-        let owned = OwnedFd::from_raw_fd(fd);
-        AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE).map_err(|e| e.into())
-    }
+    let owned = super::pidfd::open(pid, true)?;
+    // SAFETY: the OwnedFd keeps the descriptor open and unchanged for as long as the AsyncFd
+    // that owns it lives.
+    unsafe { AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE).map_err(|e| e.into()) }
 }

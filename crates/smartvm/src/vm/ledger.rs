@@ -146,6 +146,14 @@ impl VmJournal {
         serde_json::from_slice(&bytes).map_err(|source| JournalError::Invalid { path, source })
     }
 
+    /// After an unwind with `failures`: keeps (and rewrites into `dir`) only the runtime dir and
+    /// what could not be released, for the next reclaim to try again.
+    pub fn keep_failed(&mut self, failures: &[UnwindFailure], dir: &Path) {
+        self.resources
+            .retain(|r| matches!(r, Resource::RuntimeDir { .. }) || failures.iter().any(|f| &f.resource == r));
+        let _ = self.write(dir);
+    }
+
     /// Records the current process as the owner.
     pub fn owned_by_this_process(mut self) -> Self {
         let pid = std::process::id() as i32;
@@ -392,10 +400,7 @@ impl Ledger {
         if failures.is_empty() {
             self.journal.resources.clear();
         } else {
-            self.journal
-                .resources
-                .retain(|r| matches!(r, Resource::RuntimeDir { .. }) || failures.iter().any(|f| &f.resource == r));
-            let _ = self.journal.write(&self.dir);
+            self.journal.keep_failed(&failures, &self.dir);
         }
         failures
     }

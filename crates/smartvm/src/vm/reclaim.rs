@@ -153,7 +153,6 @@ fn reclaim_vm_dir(scope: &UnwindScope, dir: &Path, report: &mut ReclaimReport) {
         report.reclaimed.push(journal.vm_id);
         return;
     }
-    journal.resources.retain(|r| matches!(r, Resource::RuntimeDir { .. }) || failures.iter().any(|f| &f.resource == r));
-    let _ = journal.write(dir);
+    journal.keep_failed(&failures, dir);
     report.failures.extend(failures);
 }
