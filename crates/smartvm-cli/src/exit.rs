@@ -90,7 +90,16 @@ pub fn exit_for(code: ErrorCode) -> Exit {
 
 /// Prints `error[CODE]: message` and a numbered "Caused by:" chain to stderr.
 pub fn report(err: &CliError) {
-    let code = err.error.downcast_ref::<SmartVmError>().map(|e| e.code());
+    let smartvm = err.error.downcast_ref::<SmartVmError>();
+    if let Some(SmartVmError::InvalidConfig(errors)) = smartvm {
+        // One problem per line, each naming its field.
+        eprintln!("error[INVALID_CONFIG]: invalid VM configuration ({} problem(s))", errors.problems.len());
+        for p in &errors.problems {
+            eprintln!("  - {}: {}", p.field, p.message);
+        }
+        return;
+    }
+    let code = smartvm.map(|e| e.code());
     match code {
         Some(c) => eprintln!("error[{c}]: {}", err.error),
         None => eprintln!("error: {}", err.error),

@@ -241,16 +241,16 @@ impl SmartVm {
         if !journal.process_alive() {
             return Err(SmartVmError::Snapshot(format!("VM {id:?} is not running")));
         }
-        if journal.jail_dir().is_some() {
-            return Err(SmartVmError::Snapshot("snapshot bundles of jailed VMs are not supported yet".into()));
-        }
+        let output = crate::snapshot::SnapshotOutput::for_journal(&journal)
+            .map_err(|e| SmartVmError::Snapshot(format!("cannot find where VM {id:?} writes snapshots: {e}")))?;
         let api = ApiClient::new(&journal.socket);
         let was_running = api.send(&GetInstanceInfo).await?.state == "Running";
         let set = |state| PatchVmState(VmStateBody { state });
         if was_running {
             api.send(&set(VmStateRequest::Paused)).await?;
         }
-        let snapshot = crate::snapshot::write_bundle(&api, dir, None, &journal.staged(), journal.config.as_ref()).await;
+        let snapshot =
+            crate::snapshot::write_bundle(&api, &output, dir, None, &journal.staged(), journal.config.as_ref()).await;
         if was_running && !keep_paused {
             api.send(&set(VmStateRequest::Resumed)).await?;
         }

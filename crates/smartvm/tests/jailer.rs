@@ -8,10 +8,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{env, next_count};
-use smartvm::config::{DriveConfig, VsockConfig};
+use std::os::unix::fs::MetadataExt;
+
+use smartvm::config::{DriveConfig, LogLevel, LoggerConfig, MetricsConfig, VsockConfig};
 use smartvm::process::{JailerConfig, StopStep};
 use smartvm::vm::{ProcessRecord, Resource, VmJournal};
-use smartvm::{MicroVm, VmState};
+use smartvm::{MicroVm, VmConfig, VmState};
 
 /// A jail base on a filesystem that allows device nodes (/dev/shm is nodev).
 fn jail_base() -> tempfile::TempDir {
@@ -92,22 +94,138 @@ async fn jailed_probe_sees_its_drives_runs_unprivileged_and_is_cleaned_up() {
 }
 
 #[tokio::test]
+async fn jailed_logger_metrics_and_vsock_show_at_the_configured_paths() {
+    let Some(env) = env() else { return };
+    let base = jail_base();
+    let Some(jail) = jailer(&env, base.path()) else { return };
+    let mut opts = env.runtime_options();
+    opts.jailer = Some(jail.clone());
+    let (log, metrics, vsock) =
+        (env.dir.path().join("vm.log"), env.dir.path().join("vm.metrics"), env.dir.path().join("v.sock"));
+    std::fs::write(&log, "kept from before\n").unwrap();
+    let mut cfg = env.probe_config("jailout", "probe.count=200").with_vsock(VsockConfig::new(3, &vsock));
+    cfg.logger = Some(LoggerConfig::new(&log, LogLevel::Info));
+    cfg.metrics = Some(MetricsConfig { metrics_path: metrics.clone() });
+    let vm = MicroVm::new(&cfg, opts).unwrap();
+    vm.start().await.unwrap();
+    let root = jail.chroot_root(&env.binary, "jailout");
+    for link in [&log, &metrics, &vsock] {
+        assert!(
+            std::fs::symlink_metadata(link).unwrap().file_type().is_symlink(),
+            "{} links into the jail",
+            link.display()
+        );
+    }
+    assert_eq!(vm.vsock_socket(), Some(root.join("vsock.sock")));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("InstanceStart"), "live log through the link: {text}");
+    vm.flush_metrics().await.unwrap();
+    assert!(std::fs::read_to_string(&metrics).unwrap().contains("\"utc_timestamp_ms\""));
+    // A host-initiated vsock connection reaches Firecracker through the link.
+    std::os::unix::net::UnixStream::connect(&vsock).expect("connect through the vsock link");
+
+    vm.stop().await.unwrap();
+    vm.cleanup().await.unwrap();
+    assert!(!jail.jail_dir(&env.binary, "jailout").exists(), "jail removed");
+    for (path, wanted) in [(&log, "InstanceStart"), (&metrics, "utc_timestamp_ms")] {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        assert!(meta.is_file(), "{} is a file again", path.display());
+        assert!(std::fs::read_to_string(path).unwrap().contains(wanted), "{} kept its contents", path.display());
+    }
+    assert!(std::fs::symlink_metadata(&vsock).is_err(), "the vsock link is gone");
+}
+
+#[tokio::test]
+async fn jailed_snapshots_restore_into_jailed_clones_with_their_own_drives() {
+    let Some(env) = env() else { return };
+    let base = jail_base();
+    let Some(jail) = jailer(&env, base.path()) else { return };
+    let mut opts = env.runtime_options();
+    opts.jailer = Some(jail.clone());
+    let disk = env.disk("jsnap.img", 16, "source");
+    let args = smartvm::probe::ProbeArgs::new().write(0, 1, "before-snapshot").watch(0, 1, 5).to_boot_args();
+    let cfg = env.probe_config("jsrc", &args).with_drive(DriveConfig::new("data", &disk));
+    let seen =
+        |text: &'static str| move |l: &str| l == format!("smartvm-probe read drive=0 sector=1 status=ok data={text}");
+    let vm = MicroVm::new(&cfg, opts.clone()).unwrap();
+    vm.start().await.unwrap();
+    let console = vm.console().await.unwrap();
+    assert!(console.wait_for_line(Duration::from_secs(5), seen("before-snapshot")).await.is_some());
+    vm.pause().await.unwrap();
+    let bundle = env.dir.path().join("jsnap");
+    let snap = vm.snapshot(&bundle, None).await.unwrap();
+    for file in [&snap.state_path, &snap.mem_path, &snap.drives[0].path] {
+        let meta = std::fs::metadata(file).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o600), "{} is ours and private", file.display());
+    }
+    assert!(!jail.chroot_root(&env.binary, "jsrc").join("snapshot-out").exists(), "nothing left in the jail");
+    vm.cleanup().await.unwrap();
+
+    let mut clones = Vec::new();
+    for id in ["jclone0", "jclone1"] {
+        let clone = MicroVm::new(&VmConfig { id: Some(id.into()), ..cfg.clone() }, opts.clone()).unwrap();
+        clone.restore_snapshot(&snap, true, false).await.unwrap();
+        assert_eq!(clone.state(), VmState::Running);
+        clones.push(clone);
+    }
+    let copy = |id: &str| jail.chroot_root(&env.binary, id).join("drives").join(&snap.drives[0].file_name);
+    for (vm, id, text) in [(&clones[0], "jclone0", "clone-zero"), (&clones[1], "jclone1", "clone-one!")] {
+        write_sector(&copy(id), 1, text);
+        let console = vm.console().await.unwrap();
+        assert!(console.wait_for_line(Duration::from_secs(5), seen(text)).await.is_some(), "{:?}", console.lines());
+    }
+    let c1 = clones[1].console().await.unwrap();
+    assert!(!c1.lines().iter().any(|l| l.contains("clone-zero")), "clones share no drive");
+    for (vm, id) in clones.iter().zip(["jclone0", "jclone1"]) {
+        vm.cleanup().await.unwrap();
+        assert!(!jail.jail_dir(&env.binary, id).exists());
+    }
+    assert_eq!(&std::fs::read(&snap.drives[0].path).unwrap()[512..527], b"before-snapshot", "bundle untouched");
+}
+
+fn write_sector(path: &Path, sector: u64, text: &str) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(sector * 512)).unwrap();
+    let mut data = [0u8; 512];
+    data[..text.len()].copy_from_slice(text.as_bytes());
+    f.write_all(&data).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[tokio::test]
 async fn unsupported_jailed_configs_fail_before_anything_exists() {
     let Some(env) = env() else { return };
     let base = jail_base();
     let Some(jail) = jailer(&env, base.path()) else { return };
     let mut opts = env.runtime_options();
     opts.jailer = Some(jail.clone());
-    let cfg = env.probe_config("jailvsock", "").with_vsock(VsockConfig::new(3, env.dir.path().join("j.sock")));
     // Refused when the VM is created, before anything exists.
-    let err = MicroVm::new(&cfg, opts.clone()).unwrap_err();
-    assert_eq!(err.code(), "INVALID_CONFIG");
-    assert!(err.to_string().contains("configuration"), "{err}");
     let keep = env.disk("keep.img", 8, "x");
     let cfg = env.probe_config("jailkeep", "").with_drive(DriveConfig::new("keep", &keep).ephemeral(false));
-    assert_eq!(MicroVm::new(&cfg, opts).unwrap_err().code(), "INVALID_CONFIG");
-    assert!(std::fs::read_dir(base.path()).unwrap().next().is_none(), "no jail created");
-    assert!(!env.smartvm.runtime_dir().join("jailvsock").exists());
+    let err = MicroVm::new(&cfg, opts.clone()).unwrap_err();
+    assert_eq!(err.code(), "INVALID_CONFIG");
+    assert!(err.to_string().contains("drives[0].ephemeral"), "{err}");
+    // A FIFO as the log path cannot be shown from inside a jail: refused at start, nothing left.
+    let fifo = env.dir.path().join("log.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let mut cfg = env.probe_config("jailfifo", "");
+    cfg.logger = Some(LoggerConfig::new(&fifo, LogLevel::Info));
+    let vm = MicroVm::new(&cfg, opts).unwrap();
+    let err = vm.start().await.unwrap_err();
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        chain += &format!(": {s}");
+        source = s.source();
+    }
+    assert!(chain.contains("logger.logPath: must be a regular file or absent"), "{chain}");
+    assert!(
+        std::fs::read_dir(base.path().join("firecracker")).map_or(true, |mut d| d.next().is_none()),
+        "no jail left"
+    );
+    assert!(!env.smartvm.runtime_dir().join("jailkeep").exists());
+    assert!(!vm.runtime_dir().exists());
 }
 
 #[tokio::test]

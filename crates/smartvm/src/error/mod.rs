@@ -33,8 +33,8 @@ pub enum SmartVmError {
         state: VmState,
     },
     /// `INVALID_CONFIG`: the configuration has one or more problems (all are listed).
-    #[error("invalid VM configuration")]
-    InvalidConfig(#[source] ConfigErrors),
+    #[error("invalid VM configuration: {0}")]
+    InvalidConfig(ConfigErrors),
     /// `SOCKET_TIMEOUT`: the API socket did not appear or answer in time.
     #[error("Firecracker API socket {} was not ready within {timeout_ms} ms", path.display())]
     SocketTimeout {

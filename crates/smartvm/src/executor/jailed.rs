@@ -1,13 +1,18 @@
 //! Firecracker under its jailer: a chroot holding private copies of the kernel, initrd and
 //! drives (owned by the jail's uid/gid) and Firecracker's log file; cgroups; a dropped uid.
+//! The config's logger, metrics and vsock paths are files in the chroot shown at the configured
+//! paths ([`export`](super::export)); snapshots are written in the chroot and moved into the
+//! bundle, and restored from copies placed in it.
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use super::export::{self, Existing};
 use super::Executor;
-use crate::config::{ConfigErrors, VmConfig};
+use crate::config::{ConfigErrors, SnapshotLoadParams, VmConfig};
 use crate::error::{Result, SmartVmError};
 use crate::process::{instance_id, FirecrackerCommand, JailerConfig};
+use crate::snapshot::SnapshotOutput;
 use crate::vm::identity::canonical;
 use crate::vm::ledger::{Ledger, Resource};
 use crate::vm::plan::ResolvedResources;
@@ -17,6 +22,12 @@ use crate::vm::{JailedImage, ProcessRecord};
 const JAILED_SOCKET: &str = "run/firecracker.socket";
 /// Firecracker's log inside the jail.
 const JAILED_LOG: &str = "firecracker.log";
+/// The config's logger, metrics and vsock files inside the jail.
+const EXPORTED_LOGGER: &str = "logger.log";
+/// See [`EXPORTED_LOGGER`].
+const EXPORTED_METRICS: &str = "metrics.json";
+/// See [`EXPORTED_LOGGER`].
+const EXPORTED_VSOCK: &str = "vsock.sock";
 
 /// Firecracker run by its jailer.
 #[derive(Debug, Clone)]
@@ -60,22 +71,12 @@ impl Jailed {
     }
 }
 
-/// What the jailed path cannot serve yet; refused before anything exists.
-fn check_jailable(c: &VmConfig, restoring: bool) -> Result<()> {
-    if restoring {
-        return Err(SmartVmError::Snapshot("restoring under the jailer is not supported yet".into()));
-    }
-    let unsupported = |field: String| ConfigErrors::single(field, "is not supported with the jailer yet");
-    for (field, used) in
-        [("logger", c.logger.is_some()), ("metrics", c.metrics.is_some()), ("vsock", c.vsock.is_some())]
-    {
-        if used {
-            return Err(unsupported(field.into()).into());
-        }
-    }
+/// What the jailed path cannot serve; refused before anything exists.
+fn check_jailable(c: &VmConfig) -> Result<()> {
     for (i, d) in c.drives.iter().enumerate() {
         if d.socket.is_some() {
-            return Err(unsupported(format!("drives[{i}].socket")).into());
+            let msg = "(a vhost-user drive) is not supported with the jailer";
+            return Err(ConfigErrors::single(format!("drives[{i}].socket"), msg).into());
         }
         if !d.is_read_only && d.ephemeral == Some(false) {
             let msg = "a writable drive of a jailed VM is always a private copy inside the jail";
@@ -83,6 +84,48 @@ fn check_jailable(c: &VmConfig, restoring: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+impl Jailed {
+    /// Journals, creates (for files) and links the in-jail `name` for the configured `link`;
+    /// returns the path Firecracker sees.
+    fn export(&self, ledger: &mut Ledger, field: &str, link: &Path, name: &str, file: bool) -> Result<PathBuf> {
+        let target = self.root().join(name);
+        let existing = export::existing(link, &target).map_err(io(format!("cannot inspect {}", link.display())))?;
+        let refuse = |msg: &str| Err(ConfigErrors::single(field, msg).into());
+        match existing {
+            Existing::Other => return refuse("must be a regular file or absent when the VM is jailed"),
+            Existing::File if !file => return refuse("already exists"),
+            _ => {}
+        }
+        ledger
+            .record(Resource::Exported { link: link.to_path_buf(), target: target.clone(), keep: file })
+            .map_err(|e| SmartVmError::io("cannot write the VM journal", e))?;
+        if file {
+            // A regular file at the configured path is replaced, as Firecracker itself writes
+            // its log and metrics from the start of the file.
+            let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&target);
+            created.map_err(io(format!("cannot create {}", target.display())))?;
+            self.own(&target)?;
+        }
+        export::make_link(link, &target).map_err(io(format!("cannot link {}", link.display())))?;
+        Ok(Path::new("/").join(name))
+    }
+
+    /// The config's logger, metrics and vsock files, in the jail and linked.
+    fn export_outputs(&self, c: &VmConfig, ledger: &mut Ledger, resolved: &mut ResolvedResources) -> Result<()> {
+        if let Some(l) = &c.logger {
+            resolved.logger_path = Some(self.export(ledger, "logger.logPath", &l.log_path, EXPORTED_LOGGER, true)?);
+        }
+        if let Some(m) = &c.metrics {
+            let seen = self.export(ledger, "metrics.metricsPath", &m.metrics_path, EXPORTED_METRICS, true)?;
+            resolved.metrics_path = Some(seen);
+        }
+        if let Some(v) = &c.vsock {
+            resolved.vsock_path = Some(self.export(ledger, "vsock.udsPath", &v.uds_path, EXPORTED_VSOCK, false)?);
+        }
+        Ok(())
+    }
 }
 
 impl Executor for Jailed {
@@ -106,8 +149,19 @@ impl Executor for Jailed {
         true // the chroot gives every VM the same `/drives/…` paths
     }
 
-    fn supports_snapshots(&self) -> bool {
-        false
+    fn snapshot_output(&self) -> SnapshotOutput {
+        SnapshotOutput::Jail { root: self.root(), uid: self.jailer.uid, gid: self.jailer.gid }
+    }
+
+    fn place_snapshot(&self, load: &mut SnapshotLoadParams) -> Result<()> {
+        let placed = self.snapshot_output().place(&load.snapshot_path, &load.mem_file_path);
+        let fail = |e: std::io::Error| SmartVmError::Snapshot(format!("cannot copy the snapshot into the jail: {e}"));
+        (load.snapshot_path, load.mem_file_path) = placed.map_err(fail)?;
+        Ok(())
+    }
+
+    fn vsock_socket(&self, config: &VmConfig) -> Option<PathBuf> {
+        config.vsock.as_ref().map(|_| self.root().join(EXPORTED_VSOCK))
     }
 
     fn path_seen(&self, staged: &Path) -> PathBuf {
@@ -115,11 +169,11 @@ impl Executor for Jailed {
     }
 
     fn check_config(&self, config: &VmConfig) -> Result<()> {
-        check_jailable(config, false)
+        check_jailable(config)
     }
 
-    fn check(&self, config: &VmConfig, restoring: bool) -> Result<()> {
-        check_jailable(config, restoring)?;
+    fn check(&self, config: &VmConfig, _restoring: bool) -> Result<()> {
+        check_jailable(config)?;
         super::direct::check_binary(&self.firecracker)?;
         crate::trust::check(&self.jailer.binary, crate::trust::Expect::Executable)?;
         crate::trust::ensure_private_dir(&self.jailer.chroot_base_dir)?;
@@ -150,14 +204,15 @@ impl Executor for Jailed {
         }
         let log = root.join(JAILED_LOG);
         std::fs::File::create(&log).map_err(io(format!("cannot create {}", log.display())))?;
-        self.own(&log)
+        self.own(&log)?;
+        self.export_outputs(config, ledger, resolved)
     }
 
     fn hand_over(&self, paths: &[PathBuf]) -> Result<()> {
         paths.iter().try_for_each(|p| self.own(p))
     }
 
-    fn spawn_resources(&self) -> Vec<Resource> {
+    fn spawn_resources(&self, _config: &VmConfig) -> Vec<Resource> {
         let dirs = self.jailer.cgroup_dirs(&self.firecracker, &self.id);
         dirs.into_iter().map(|path| Resource::Cgroup { path }).collect()
     }

@@ -12,6 +12,7 @@
 //! The start steps ask the executor; nothing outside this module branches on the jailer.
 
 mod direct;
+pub(crate) mod export;
 mod jailed;
 
 use std::path::{Path, PathBuf};
@@ -48,9 +49,21 @@ pub trait Executor: std::fmt::Debug + Send + Sync {
         false
     }
 
-    /// True when snapshot bundles of this VM can be written.
-    fn supports_snapshots(&self) -> bool {
-        true
+    /// Where Firecracker writes a snapshot's files before they go into the bundle.
+    fn snapshot_output(&self) -> crate::snapshot::SnapshotOutput {
+        crate::snapshot::SnapshotOutput::Direct
+    }
+
+    /// Restore: makes the snapshot's state and memory files readable by the VMM and rewrites
+    /// `load` to the paths it sees (copies inside a jail; nothing for a direct run).
+    fn place_snapshot(&self, _load: &mut crate::config::SnapshotLoadParams) -> Result<()> {
+        Ok(())
+    }
+
+    /// The host path of the VM's vsock socket (inside the chroot when jailed): guest-initiated
+    /// connections to port `P` go to `<this path>_P`.
+    fn vsock_socket(&self, config: &VmConfig) -> Option<PathBuf> {
+        config.vsock.as_ref().map(|v| v.uds_path.clone())
     }
 
     /// The path Firecracker opens for the staged copy at host path `staged`.
@@ -76,9 +89,10 @@ pub trait Executor: std::fmt::Debug + Send + Sync {
         Ok(())
     }
 
-    /// Resources the VMM creates as it starts, journaled right before spawn (cgroups).
-    fn spawn_resources(&self) -> Vec<Resource> {
-        Vec::new()
+    /// Resources the VMM creates as it starts, journaled right before spawn (its vsock socket;
+    /// cgroups for a jail).
+    fn spawn_resources(&self, config: &VmConfig) -> Vec<Resource> {
+        config.vsock.iter().map(|v| Resource::Socket { path: v.uds_path.clone() }).collect()
     }
 
     /// The command to spawn from `base` (binary, id, seccomp, logging flags), with the socket

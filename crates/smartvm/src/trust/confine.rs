@@ -23,7 +23,7 @@ pub enum ConfineError {
         root: PathBuf,
     },
     /// An OS call failed (a symlink on the way surfaces as `ELOOP`/`EXDEV`).
-    #[error("cannot remove {}", path.display())]
+    #[error("cannot act on {}", path.display())]
     Os {
         /// The path.
         path: PathBuf,
@@ -93,6 +93,25 @@ pub fn remove_beneath(root: &Path, path: &Path, how: Removal) -> Result<bool, Co
         Ok(()) => Ok(true),
         Err(nix::Error::ENOENT) => Ok(false),
         Err(e) => Err(os(e)),
+    }
+}
+
+/// Opens the regular file `path` for reading, which must lie strictly beneath `root`, without
+/// following any symlink and without blocking (a FIFO planted there is refused, not waited on).
+pub fn open_file_beneath(root: &Path, path: &Path) -> Result<std::fs::File, ConfineError> {
+    let outside = || ConfineError::Outside { path: path.to_path_buf(), root: root.to_path_buf() };
+    let rel = relative_beneath(root, path).ok_or_else(outside)?;
+    let os = |e: nix::Error| ConfineError::Os { path: path.to_path_buf(), source: e.into() };
+    let root_fd = open_dir(None, root).map_err(os)?;
+    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+    let resolve = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS;
+    let fd = nix::fcntl::openat2(root_fd.as_raw_fd(), rel, OpenHow::new().flags(flags).resolve(resolve)).map_err(os)?;
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    match file.metadata() {
+        Ok(m) if m.is_file() => Ok(file),
+        Ok(_) => Err(os(nix::Error::EINVAL)),
+        Err(e) => Err(ConfineError::Os { path: path.to_path_buf(), source: e }),
     }
 }
 

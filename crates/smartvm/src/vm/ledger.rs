@@ -55,6 +55,17 @@ pub enum Resource {
         /// Its path.
         path: PathBuf,
     },
+    /// A file a jailed Firecracker makes in its chroot (log, metrics, vsock socket), shown by a
+    /// symlink at the path the config names; on unwind a kept file replaces the link with its
+    /// contents, otherwise the link goes.
+    Exported {
+        /// The configured path (the symlink).
+        link: PathBuf,
+        /// The file inside the jail.
+        target: PathBuf,
+        /// Keep the contents at `link` (log, metrics) rather than just removing the link.
+        keep: bool,
+    },
     /// A cgroup dir the jailer creates.
     Cgroup {
         /// Its path under `/sys/fs/cgroup`.
@@ -297,6 +308,9 @@ fn release(resource: &Resource, scope: &UnwindScope) -> Result<(), UnwindError> 
             remove_beneath(root, &s.staged, Removal::Tree).map(drop).map_err(Into::into)
         }
         Resource::Socket { path } => release_socket(path, scope),
+        Resource::Exported { link, target, keep } => {
+            crate::executor::export::release(link, target, *keep, &scope.jail_base)
+        }
         Resource::RuntimeDir { path } => {
             if path.parent() != Some(scope.runtime_dir.as_path()) {
                 return Err(ConfineError::Outside { path: path.clone(), root: scope.runtime_dir.clone() }.into());

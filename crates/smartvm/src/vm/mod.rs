@@ -174,6 +174,13 @@ impl MicroVm {
     pub fn runtime_dir(&self) -> &Path {
         &self.vm_dir
     }
+    /// The host path of the vsock socket, when the config has a vsock device (inside the
+    /// chroot when jailed; the configured `udsPath` links to it): guest-initiated connections
+    /// to port `P` go to a socket listening at `<this path>_P`.
+    pub fn vsock_socket(&self) -> Option<PathBuf> {
+        self.executor.vsock_socket(&self.config)
+    }
+
     /// The API socket path (inside the chroot when jailed).
     pub fn socket_path(&self) -> PathBuf {
         self.executor.socket_path()
@@ -449,13 +456,10 @@ impl MicroVm {
     ) -> Result<crate::snapshot::Snapshot> {
         let inner = self.inner.lock().await;
         self.begin(Operation::Snapshot)?;
-        if !self.executor.supports_snapshots() {
-            let kind = self.executor.kind();
-            return Err(SmartVmError::Snapshot(format!("snapshot bundles of {kind} VMs are not supported yet")));
-        }
         let api = inner.api.clone().ok_or(SmartVmError::NoClient)?;
         let staged = inner.ledger.as_ref().map(|l| l.journal().staged()).unwrap_or_default();
-        crate::snapshot::write_bundle(&api, dir, base, &staged, Some(&self.config)).await
+        let output = self.executor.snapshot_output();
+        crate::snapshot::write_bundle(&api, &output, dir, base, &staged, Some(&self.config)).await
     }
 
     /// `PUT /snapshot/create` of a paused VM.

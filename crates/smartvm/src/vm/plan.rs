@@ -77,6 +77,30 @@ pub struct ResolvedResources {
     pub kernel_path: Option<PathBuf>,
     /// See `kernel_path`.
     pub initrd_path: Option<PathBuf>,
+    /// Logger, metrics and vsock socket paths as Firecracker sees them, when not the config's.
+    pub logger_path: Option<PathBuf>,
+    /// See `logger_path`.
+    pub metrics_path: Option<PathBuf>,
+    /// See `logger_path`.
+    pub vsock_path: Option<PathBuf>,
+}
+
+impl ResolvedResources {
+    /// The logger request, with the path Firecracker sees.
+    pub fn logger(&self, config: &VmConfig) -> Option<PutLogger> {
+        config.logger.as_ref().map(|l| {
+            let path = self.logger_path.clone().unwrap_or_else(|| l.log_path.clone());
+            PutLogger(crate::config::LoggerConfig { log_path: path, ..l.clone() }.payload())
+        })
+    }
+
+    /// The metrics request, with the path Firecracker sees.
+    pub fn metrics(&self, config: &VmConfig) -> Option<PutMetrics> {
+        config.metrics.as_ref().map(|m| {
+            let path = self.metrics_path.clone().unwrap_or_else(|| m.metrics_path.clone());
+            PutMetrics(crate::config::MetricsConfig { metrics_path: path }.payload())
+        })
+    }
 }
 
 /// The ordered pre-boot requests for `config` on `version`: logger and metrics first (so that
@@ -88,12 +112,8 @@ pub fn boot_plan(
     version: FirecrackerVersion,
 ) -> Result<Vec<PreBootCall>, ConfigErrors> {
     let mut calls = Vec::new();
-    if let Some(l) = &config.logger {
-        calls.push(PreBootCall::Logger(PutLogger(l.payload())));
-    }
-    if let Some(m) = &config.metrics {
-        calls.push(PreBootCall::Metrics(PutMetrics(m.payload())));
-    }
+    calls.extend(resolved.logger(config).map(PreBootCall::Logger));
+    calls.extend(resolved.metrics(config).map(PreBootCall::Metrics));
     calls.push(PreBootCall::MachineConfig(PutMachineConfig(config.machine_config.payload())));
     let mut boot = config.boot_source.clone();
     if let Some(extra) = &resolved.extra_boot_args {
@@ -128,7 +148,8 @@ pub fn boot_plan(
         calls.push(PreBootCall::NetworkInterface(PutNetworkInterface(payload)));
     }
     if let Some(v) = &config.vsock {
-        calls.push(PreBootCall::Vsock(PutVsock(v.payload())));
+        let path = resolved.vsock_path.clone().unwrap_or_else(|| v.uds_path.clone());
+        calls.push(PreBootCall::Vsock(PutVsock(crate::config::VsockConfig { uds_path: path, ..v.clone() }.payload())));
     }
     if let Some(b) = &config.balloon {
         let payload = b.payload(version).map_err(|e| e.at("balloon"))?;

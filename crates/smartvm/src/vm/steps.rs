@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::ledger::{Ledger, Resource, VmJournal};
 use super::plan::{boot_plan, PreBootCall, ResolvedResources};
 use super::{MicroVm, VmResources};
-use crate::api::{ActionType, ApiClient, GetVersion, PutAction, PutLogger, PutMetrics, PutSnapshotLoad};
+use crate::api::{ActionType, ApiClient, GetVersion, PutAction, PutSnapshotLoad};
 use crate::config::SnapshotLoadParams;
 use crate::error::{Result, SmartVmError};
 use crate::process::{instance_id, FirecrackerCommand, FirecrackerProcess, OutputOptions};
@@ -175,7 +175,11 @@ impl MicroVm {
             Step::MaterializeMemory => self.materialize_memory(cx).await,
             Step::Prepare => {
                 let ledger = ledger(inner)?;
-                self.executor.prepare(&self.config, ledger, &mut cx.resolved)
+                self.executor.prepare(&self.config, ledger, &mut cx.resolved)?;
+                match cx.load.as_mut() {
+                    Some(load) => self.executor.place_snapshot(load),
+                    None => Ok(()),
+                }
             }
             Step::StageDrives => self.stage_drives(inner, cx).await,
             Step::CreateTaps => self.create_taps(inner, &mut cx.resolved).await,
@@ -346,10 +350,7 @@ impl MicroVm {
     async fn spawn(&self, inner: &mut VmResources) -> Result<()> {
         let opts = &self.options;
         let journal = ledger(inner)?;
-        if let Some(v) = &self.config.vsock {
-            journal.record(Resource::Socket { path: v.uds_path.clone() }).map_err(journal_err)?;
-        }
-        for r in self.executor.spawn_resources() {
+        for r in self.executor.spawn_resources(&self.config) {
             journal.record(r).map_err(journal_err)?;
         }
         journal.record(Resource::Process(self.executor.process_record())).map_err(journal_err)?;
@@ -431,11 +432,11 @@ impl MicroVm {
     async fn load_snapshot_step(&self, cx: &mut StartContext) -> Result<()> {
         let api = cx.api()?;
         let version = cx.version.unwrap_or(FirecrackerVersion::DEFAULT);
-        if let Some(l) = &self.config.logger {
-            api.send(&PutLogger(l.payload())).await?;
+        if let Some(logger) = cx.resolved.logger(&self.config) {
+            api.send(&logger).await?;
         }
-        if let Some(m) = &self.config.metrics {
-            api.send(&PutMetrics(m.payload())).await?;
+        if let Some(metrics) = cx.resolved.metrics(&self.config) {
+            api.send(&metrics).await?;
         }
         let mut params = cx.load.clone().ok_or_else(|| SmartVmError::Snapshot("nothing to restore from".into()))?;
         // Interfaces whose TAP smartvm created for this VM get it through network_overrides.

@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod output;
+
+pub use output::SnapshotOutput;
+
 use crate::config::SnapshotType;
 use crate::error::{Result, SmartVmError};
 use crate::staging;
@@ -237,9 +241,10 @@ impl Snapshot {
 
 /// Writes a snapshot bundle of the paused VM behind `api` into `dir` (created; must not exist):
 /// `vm.state`, `vm.mem`, copies of `staged` drives, and `snapshot.json`. Full without `base`,
-/// else a Diff on top of it. On failure `dir` is removed.
+/// else a Diff on top of it; Firecracker writes where `output` says. On failure `dir` is removed.
 pub async fn write_bundle(
     api: &crate::api::ApiClient,
+    output: &SnapshotOutput,
     dir: &Path,
     base: Option<&Snapshot>,
     staged: &[staging::StagedDrive],
@@ -260,7 +265,12 @@ pub async fn write_bundle(
     };
     snapshot.vm_config = config.map(|c| Box::new(c.clone()));
     let result = async {
-        api.send(&crate::api::PutSnapshotCreate(snapshot.create_params().payload())).await?;
+        let fail = |e: std::io::Error| SmartVmError::Snapshot(format!("cannot write the snapshot files: {e}"));
+        let paths = output.prepare(&state, &mem).map_err(fail)?;
+        let mut params = snapshot.create_params();
+        (params.snapshot_path, params.mem_file_path) = paths.seen.clone();
+        api.send(&crate::api::PutSnapshotCreate(params.payload())).await?;
+        output.collect(&paths, &state, &mem).map_err(fail)?;
         let drives_dir = dir.join("drives");
         for s in staged {
             if !drives_dir.exists() {
@@ -282,6 +292,7 @@ pub async fn write_bundle(
     }
     .await;
     if let Err(e) = result {
+        output.discard();
         let _ = std::fs::remove_dir_all(dir);
         return Err(e);
     }
