@@ -252,6 +252,9 @@ async fn corrupted_cache_is_fetched_again_and_bad_checksums_cache_nothing() {
     assert_eq!(err.code(), "DOWNLOAD_FAILED");
     assert!(!base.cache_dir().join("bad").exists());
     assert!(leftovers(base.cache_dir()).is_empty(), "no temp dirs: {:?}", leftovers(base.cache_dir()));
+    let locks: Vec<_> =
+        std::fs::read_dir(base.cache_dir().join(".locks")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(locks, [std::ffi::OsString::from("v.lock")], "a failed pull leaves no lock file");
 
     s.data("/hosted/traversal.json", r#"{"schemaVersion":1,"bundleId":"../x","arch":"x86_64","firecrackerVersion":"v1.12.1","rootfsType":"ext4","rootfsIsReadOnly":false,"bootArgs":"a","kernel":{"path":"/k"},"rootfs":{"path":"/r"}}"#);
     let err = base.ensure_base_image(&hosted(&s.url("/hosted/traversal.json")), &NoProgress).await.unwrap_err();

@@ -170,7 +170,11 @@ fn probe_vm_gets_a_tap_and_sees_its_mac() {
     assert_eq!(updates, (Ok(()), "INVALID_CONFIG"), "rate limiters hot-updated on a running VM");
     assert_eq!(taps.len(), 1);
     let nic = &report.devices_of("net")[0];
-    assert_eq!(nic.mac.as_deref(), Some(taps[0].mac.as_str()), "the guest sees the MAC smartvm assigned");
+    assert_eq!(
+        nic.mac.as_deref(),
+        Some(smartvm::config::mac_text(taps[0].mac).as_str()),
+        "the guest sees the MAC smartvm assigned"
+    );
     assert_eq!(ns.link(&taps[0].name).unwrap()["master"], "svtbr3");
     let sv = smartvm.clone();
     ns.run(move || async move { sv.cleanup().await.unwrap() });

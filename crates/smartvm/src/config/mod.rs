@@ -31,7 +31,9 @@ pub use entropy::{EntropyConfig, EntropyPayload};
 pub use logger::{LogLevel, LoggerConfig, LoggerPayload, MetricsConfig, MetricsPayload};
 pub use machine::{CpuTemplate, HugePages, MachineConfig, MachineConfigPayload};
 pub use mmds::{MmdsConfig, MmdsConfigPayload, MmdsVersion};
-pub use network::{is_valid_mac, NetworkInterfaceConfig, NetworkInterfacePayload, NetworkInterfaceUpdatePayload};
+pub use network::{
+    is_valid_mac, mac_text, parse_mac, NetworkInterfaceConfig, NetworkInterfacePayload, NetworkInterfaceUpdatePayload,
+};
 pub use problems::{ConfigErrors, ConfigProblem, NeedsNewerFirecracker};
 pub use rate_limiter::{RateLimiter, RateLimiterPayload, TokenBucket, TokenBucketPayload};
 pub use snapshot::{
@@ -249,8 +251,8 @@ impl VmConfig {
             if !iface_ids.insert(n.iface_id.as_str()) {
                 p.push(format!("networkInterfaces[{i}].ifaceId"), format!("duplicate id {:?}", n.iface_id));
             }
-            if let Some(mac) = &n.guest_mac {
-                if !macs.insert(mac.to_ascii_lowercase()) {
+            if let Some(mac) = n.guest_mac.as_deref().and_then(network::parse_mac) {
+                if !macs.insert(mac) {
                     p.push(format!("networkInterfaces[{i}].guestMac"), format!("duplicate MAC {mac}"));
                 }
             }

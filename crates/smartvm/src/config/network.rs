@@ -56,10 +56,21 @@ pub struct NetworkInterfaceUpdatePayload {
     tx_rate_limiter: Option<RateLimiterPayload>,
 }
 
+/// `mac` as a MAC address when it is in the form Firecracker accepts, `xx:xx:xx:xx:xx:xx`.
+pub fn parse_mac(mac: &str) -> Option<macaddr::MacAddr6> {
+    let parts: Vec<&str> = mac.split(':').collect();
+    let colon_form = parts.len() == 6 && parts.iter().all(|p| p.len() == 2);
+    colon_form.then(|| mac.parse().ok()).flatten()
+}
+
 /// True for `xx:xx:xx:xx:xx:xx` with hex digits.
 pub fn is_valid_mac(mac: &str) -> bool {
-    let parts: Vec<&str> = mac.split(':').collect();
-    parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    parse_mac(mac).is_some()
+}
+
+/// The lower-case `xx:xx:xx:xx:xx:xx` form Firecracker and guests report.
+pub fn mac_text(mac: macaddr::MacAddr6) -> String {
+    mac.to_string().to_ascii_lowercase()
 }
 
 impl NetworkInterfaceConfig {

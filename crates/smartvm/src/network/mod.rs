@@ -89,7 +89,7 @@ pub struct TapDevice {
     /// Device name.
     pub name: String,
     /// Guest MAC assigned.
-    pub mac: String,
+    pub mac: macaddr::MacAddr6,
     /// Guest IPv4 address.
     pub guest_ip: Ipv4Addr,
     /// Gateway (bridge) address.
@@ -136,8 +136,8 @@ struct State {
     nat_table: Option<String>,
     leases: LeasePool,
     /// TAP name → (lease index, MAC), released when the TAP goes.
-    held: HashMap<String, (u32, String)>,
-    macs: HashSet<String>,
+    held: HashMap<String, (u32, macaddr::MacAddr6)>,
+    macs: HashSet<macaddr::MacAddr6>,
     taps: HashMap<String, TapDevice>,
 }
 
@@ -312,8 +312,8 @@ impl NetworkManager {
             st.leases.release(index, std::time::Instant::now());
             return Err(e);
         }
-        st.macs.insert(mac.clone());
-        st.held.insert(name.clone(), (index, mac.clone()));
+        st.macs.insert(mac);
+        st.held.insert(name.clone(), (index, mac));
         let dev = TapDevice {
             name: name.clone(),
             mac,
@@ -334,12 +334,20 @@ impl NetworkManager {
     }
 
     /// A free address (lease index), an unused MAC and an unused TAP name for one interface.
-    fn reserve(&self, st: &mut State, vm_id: &str, iface_id: &str) -> Result<(u32, String, String), NetworkError> {
+    fn reserve(
+        &self,
+        st: &mut State,
+        vm_id: &str,
+        iface_id: &str,
+    ) -> Result<(u32, macaddr::MacAddr6, String), NetworkError> {
         let index = st
             .leases
             .acquire(self.plan.guest_capacity(), std::time::Instant::now())
             .ok_or_else(|| NetworkError::IpExhausted(self.plan.to_string()))?;
-        let mac = (0..).map(|salt| mac_for(vm_id, iface_id, salt)).find(|m| !st.macs.contains(m)).unwrap_or_default();
+        let mac = (0..)
+            .map(|salt| mac_for(vm_id, iface_id, salt))
+            .find(|m| !st.macs.contains(m))
+            .unwrap_or(macaddr::MacAddr6::nil());
         let name = (0..)
             .map(|salt| tap_name_for(vm_id, iface_id, salt))
             .find(|n| !st.taps.contains_key(n))

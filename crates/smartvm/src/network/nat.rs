@@ -3,6 +3,8 @@
 //! JSON schema (applied by the `nft` tool).
 
 use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nftables::batch::Batch;
 use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix};
@@ -71,14 +73,90 @@ pub fn delete_ruleset(table: &str) -> Nftables<'static> {
     batch.to_nftables()
 }
 
-/// Applies a ruleset with `nft -j -f -`.
-pub fn apply(ruleset: &Nftables) -> Result<(), nftables::helper::NftablesError> {
-    nftables::helper::apply_ruleset(ruleset)
+/// How long one `nft` call may take before it is killed.
+const NFT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where `nft` is looked for (a root-owned system dir; `PATH` is not consulted as root).
+const NFT_PATHS: [&str; 4] = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft", "/bin/nft"];
+
+/// Why an `nft` call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    /// No trusted `nft` binary.
+    #[error("no trusted nft binary in {NFT_PATHS:?} (install nftables)")]
+    NotFound,
+    /// It could not be run.
+    #[error("cannot run {}", program.display())]
+    Spawn {
+        /// The binary.
+        program: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It did not finish in time (it was killed).
+    #[error("nft did not finish within {0:?}")]
+    TimedOut(Duration),
+    /// It refused the ruleset.
+    #[error("nft failed ({status}): {stderr}")]
+    Failed {
+        /// Exit status.
+        status: std::process::ExitStatus,
+        /// What it said.
+        stderr: String,
+    },
+}
+
+/// Applies a ruleset with `nft -j -f -`, bounded by a timeout.
+pub fn apply(ruleset: &Nftables) -> Result<(), NftError> {
+    let program = NFT_PATHS
+        .iter()
+        .map(Path::new)
+        .find(|p| crate::trust::check(p, crate::trust::Expect::Executable).is_ok())
+        .ok_or(NftError::NotFound)?;
+    apply_with(program, ruleset, NFT_TIMEOUT)
+}
+
+fn apply_with(program: &Path, ruleset: &Nftables, timeout: Duration) -> Result<(), NftError> {
+    let spawn = |source| NftError::Spawn { program: program.to_path_buf(), source };
+    let json = serde_json::to_vec(ruleset).map_err(|e| spawn(std::io::Error::other(e)))?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(["-j", "-f", "-"]);
+    match crate::process::output_within_input(&mut cmd, Some(json), timeout).map_err(spawn)? {
+        None => Err(NftError::TimedOut(timeout)),
+        Some(out) if out.status.success() => Ok(()),
+        Some(out) => {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            Err(NftError::Failed { status: out.status, stderr })
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nft_calls_are_bounded_and_failures_carry_what_nft_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = |name: &str, body: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            p
+        };
+        let ruleset = delete_ruleset("smartvm_x");
+        let hang = script("hang", "exec sleep 30");
+        let started = std::time::Instant::now();
+        let err = apply_with(&hang, &ruleset, Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(err, NftError::TimedOut(_)), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5), "killed at the deadline");
+        let fail = script("fail", "cat >/dev/null; echo 'Error: no such table' >&2; exit 1");
+        let err = apply_with(&fail, &ruleset, Duration::from_secs(5)).unwrap_err();
+        assert!(err.to_string().contains("no such table"), "{err}");
+        let ok = script("ok", "grep -q smartvm_x");
+        apply_with(&ok, &ruleset, Duration::from_secs(5)).unwrap();
+    }
 
     #[test]
     fn ruleset_shape() {

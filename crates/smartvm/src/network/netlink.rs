@@ -20,7 +20,7 @@ pub struct LinkInfo {
     /// Index of its bridge, if enslaved.
     pub master: Option<u32>,
     /// MAC.
-    pub mac: Option<String>,
+    pub mac: Option<macaddr::MacAddr6>,
 }
 
 /// An rtnetlink connection.
@@ -119,7 +119,7 @@ fn to_info(msg: &rtnetlink::packet_route::link::LinkMessage) -> LinkInfo {
             LinkAttribute::IfName(n) => info.name = n.clone(),
             LinkAttribute::Controller(m) => info.master = Some(*m),
             LinkAttribute::Address(b) if b.len() == 6 => {
-                info.mac = Some(b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":"))
+                info.mac = Some(macaddr::MacAddr6::new(b[0], b[1], b[2], b[3], b[4], b[5]))
             }
             _ => {}
         }

@@ -127,9 +127,9 @@ impl LeasePool {
 }
 
 /// A locally administered unicast MAC `02:xx:xx:xx:xx:xx`, stable for (vm id, iface id, salt).
-pub fn mac_for(vm_id: &str, iface_id: &str, salt: u32) -> String {
+pub fn mac_for(vm_id: &str, iface_id: &str, salt: u32) -> macaddr::MacAddr6 {
     let h = fnv1a(&[vm_id, iface_id, &salt.to_string()]).to_be_bytes();
-    format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2], h[3], h[4])
+    macaddr::MacAddr6::new(0x02, h[0], h[1], h[2], h[3], h[4])
 }
 
 /// A TAP name `sv<10 hex>` (12 bytes), stable for (vm id, iface id, salt).
@@ -190,7 +190,9 @@ mod tests {
         assert_eq!(mac, mac_for("vm", "eth0", 0), "stable");
         assert_ne!(mac, mac_for("vm", "eth1", 0));
         assert_ne!(mac, mac_for("vm", "eth0", 1));
-        assert!(mac.starts_with("02:") && crate::config::is_valid_mac(&mac));
+        let text = crate::config::mac_text(mac);
+        assert!(text.starts_with("02:") && crate::config::parse_mac(&text) == Some(mac), "{text}");
+        assert!(mac.is_local() && mac.is_unicast());
         let tap = tap_name_for("a-very-long-vm-id-0000-1111-2222", "eth0", 0);
         assert_eq!(tap.len(), 12);
         validate_interface_name(&tap).unwrap();

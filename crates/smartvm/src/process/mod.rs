@@ -192,7 +192,21 @@ pub fn output_within(
     cmd: &mut std::process::Command,
     timeout: Duration,
 ) -> std::io::Result<Option<std::process::Output>> {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    output_within_input(cmd, None, timeout)
+}
+
+/// [`output_within`] with `input` written to the command's stdin (then closed).
+pub fn output_within_input(
+    cmd: &mut std::process::Command,
+    input: Option<Vec<u8>>,
+    timeout: Duration,
+) -> std::io::Result<Option<std::process::Output>> {
+    let stdin = if input.is_some() { Stdio::piped() } else { Stdio::null() };
+    let mut child = cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    if let (Some(mut pipe), Some(bytes)) = (child.stdin.take(), input) {
+        // A writer thread: a child that never reads cannot block us past the deadline.
+        std::thread::spawn(move || std::io::Write::write_all(&mut pipe, &bytes));
+    }
     // Read on helper threads so a chatty child cannot block on a full pipe before exiting.
     fn drain<R: std::io::Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
         std::thread::spawn(move || {

@@ -70,7 +70,7 @@ pub struct ResolvedResources {
     /// Interface id → TAP device name (created ones); others use their `hostDevName`.
     pub tap_names: HashMap<String, String>,
     /// Interface id → MAC assigned by the network manager (when the config gives none).
-    pub guest_macs: HashMap<String, String>,
+    pub guest_macs: HashMap<String, macaddr::MacAddr6>,
     /// Appended to the kernel command line (the guest's `ip=` argument).
     pub extra_boot_args: Option<String>,
     /// Kernel and initrd paths as Firecracker sees them (inside a jail), when not the config's.
@@ -142,7 +142,7 @@ pub fn boot_plan(
         })?;
         let mut payload_config = n.clone();
         if let Some(mac) = resolved.guest_macs.get(&n.iface_id).filter(|_| n.guest_mac.is_none()) {
-            payload_config.guest_mac = Some(mac.clone());
+            payload_config.guest_mac = Some(crate::config::mac_text(*mac));
         }
         let payload = payload_config.payload(tap, version).map_err(|e| e.at(&format!("networkInterfaces[{i}]")))?;
         calls.push(PreBootCall::NetworkInterface(PutNetworkInterface(payload)));
@@ -205,7 +205,7 @@ mod tests {
         let err = boot_plan(&cfg, &resolved, v).unwrap_err();
         assert!(err.has_field("networkInterfaces[0].hostDevName"));
         resolved.tap_names.insert("eth0".into(), "svtap0".into());
-        resolved.guest_macs.insert("eth0".into(), "02:00:00:00:00:09".into());
+        resolved.guest_macs.insert("eth0".into(), macaddr::MacAddr6::new(2, 0, 0, 0, 0, 9));
         resolved.extra_boot_args = Some("ip=1.2.3.4::1.2.3.1:255.255.255.0::eth0:off".into());
         let plan = boot_plan(&cfg, &resolved, v).unwrap();
         let PreBootCall::BootSource(PutBootSource(boot)) = &plan[2] else { panic!("expected boot source") };

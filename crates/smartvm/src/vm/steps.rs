@@ -329,7 +329,7 @@ impl MicroVm {
             let mut record = |name: &str| journal.record(Resource::Tap { name: name.to_string() });
             let tap = network.create_tap_recorded(&self.id, &n.iface_id, &mut record).await?;
             resolved.tap_names.insert(n.iface_id.clone(), tap.name.clone());
-            resolved.guest_macs.insert(n.iface_id.clone(), tap.mac.clone());
+            resolved.guest_macs.insert(n.iface_id.clone(), tap.mac);
             if self.options.append_network_boot_args && resolved.extra_boot_args.is_none() {
                 resolved.extra_boot_args = Some(tap.guest_boot_args());
             }

@@ -132,16 +132,20 @@ pub fn eviction_plan(entries: &[(String, u64)], keep: usize, protect: Option<&st
 }
 
 /// An exclusive lock on one bundle (released on drop). Serializes processes working on it.
+/// The lock file goes with the lock when the bundle does not exist (a failed fetch, an
+/// eviction): it is unlinked while held, and whoever waited on the unlinked file sees that its
+/// path no longer names that file and locks afresh.
 pub struct BundleLock {
-    _lock: Flock<File>,
+    lock: Flock<File>,
+    path: PathBuf,
+    bundle_dir: PathBuf,
 }
 
 fn lock_path(cache_dir: &Path, bundle_id: &str) -> PathBuf {
     cache_dir.join(".locks").join(format!("{bundle_id}.lock"))
 }
 
-fn open_lock(cache_dir: &Path, bundle_id: &str) -> Result<File, ImageError> {
-    let path = lock_path(cache_dir, bundle_id);
+fn open_lock(path: &Path) -> Result<File, ImageError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| ImageError::prepare(format!("cannot create {}", dir.display()), e))?;
     }
@@ -149,26 +153,52 @@ fn open_lock(cache_dir: &Path, bundle_id: &str) -> Result<File, ImageError> {
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
+        .open(path)
         .map_err(|e| ImageError::prepare(format!("cannot open {}", path.display()), e))
+}
+
+/// True when `path` still names the file `lock` holds.
+fn still_linked(lock: &Flock<File>, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (lock.metadata(), std::fs::metadata(path)) {
+        (Ok(held), Ok(now)) => held.ino() == now.ino() && held.dev() == now.dev(),
+        _ => false,
+    }
 }
 
 impl BundleLock {
     /// Waits for the lock (blocking: call from a blocking context).
     pub fn acquire(cache_dir: &Path, bundle_id: &str) -> Result<Self, ImageError> {
-        let file = open_lock(cache_dir, bundle_id)?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| ImageError::prepare("cannot lock bundle", e))?;
-        Ok(Self { _lock: lock })
+        Self::take(cache_dir, bundle_id, FlockArg::LockExclusive)?.ok_or_else(|| {
+            ImageError::prepare("cannot lock bundle", std::io::Error::from(std::io::ErrorKind::WouldBlock))
+        })
     }
 
     /// Takes the lock only if nobody holds it.
     pub fn try_acquire(cache_dir: &Path, bundle_id: &str) -> Result<Option<Self>, ImageError> {
-        let file = open_lock(cache_dir, bundle_id)?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(Some(Self { _lock: lock })),
-            Err((_, nix::Error::EWOULDBLOCK)) => Ok(None),
-            Err((_, e)) => Err(ImageError::prepare("cannot lock bundle", e)),
+        Self::take(cache_dir, bundle_id, FlockArg::LockExclusiveNonblock)
+    }
+
+    fn take(cache_dir: &Path, bundle_id: &str, how: FlockArg) -> Result<Option<Self>, ImageError> {
+        let path = lock_path(cache_dir, bundle_id);
+        loop {
+            let lock = match Flock::lock(open_lock(&path)?, how) {
+                Ok(lock) => lock,
+                Err((_, nix::Error::EWOULDBLOCK)) => return Ok(None),
+                Err((_, e)) => return Err(ImageError::prepare("cannot lock bundle", e)),
+            };
+            if still_linked(&lock, &path) {
+                let bundle_dir = cache_dir.join(bundle_id);
+                return Ok(Some(Self { lock, path, bundle_dir }));
+            }
+        }
+    }
+}
+
+impl Drop for BundleLock {
+    fn drop(&mut self) {
+        if !self.bundle_dir.exists() && still_linked(&self.lock, &self.path) {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }
@@ -198,6 +228,25 @@ mod tests {
         // flock locks belong to open file descriptions: a second open conflicts even in-process.
         assert!(BundleLock::try_acquire(dir.path(), "b").unwrap().is_none());
         drop(held);
-        assert!(BundleLock::try_acquire(dir.path(), "b").unwrap().is_some());
+        let lock = dir.path().join(".locks/b.lock");
+        assert!(!lock.exists(), "no bundle: the lock file goes with the lock");
+        std::fs::create_dir(dir.path().join("b")).unwrap();
+        let again = BundleLock::try_acquire(dir.path(), "b").unwrap().expect("free");
+        drop(again);
+        assert!(lock.exists(), "a bundle's lock file stays");
+    }
+
+    #[test]
+    fn a_waiter_on_an_unlinked_lock_file_locks_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = BundleLock::acquire(dir.path(), "b").unwrap();
+        let path = dir.path().to_path_buf();
+        let waiter = std::thread::spawn(move || BundleLock::acquire(&path, "b"));
+        // Dropping unlinks the file the waiter may be blocked on; it must end on a linked one.
+        drop(held);
+        let got = waiter.join().unwrap().unwrap();
+        let now = std::fs::metadata(dir.path().join(".locks/b.lock")).expect("the waiter's lock file is linked");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(now.ino(), got.lock.metadata().unwrap().ino(), "the waiter holds the file its path names");
     }
 }
