@@ -8,6 +8,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_smartvm");
 
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// Extra environment for every command.
+    pub extra_env: Vec<(String, String)>,
 }
 
 pub fn env() -> Option<Env> {
@@ -18,7 +20,8 @@ pub fn env() -> Option<Env> {
         eprintln!("SKIPPED: needs /dev/kvm and Firecracker (set SMARTVM_REQUIRE_KVM=1 to make this a failure)");
         return None;
     }
-    Some(Env { dir: tempfile::Builder::new().prefix("svcli").tempdir_in("/dev/shm").unwrap() })
+    let dir = tempfile::Builder::new().prefix("svcli").tempdir_in("/dev/shm").unwrap();
+    Some(Env { dir, extra_env: Vec::new() })
 }
 
 pub fn firecracker_bin() -> std::ffi::OsString {
@@ -31,6 +34,7 @@ impl Env {
         let mut c = Command::new(BIN);
         c.args(args).env("SMARTVM_RUNTIME_DIR", self.runtime()).env("SMARTVM_DATA_DIR", self.dir.path().join("data"));
         c.env("SMARTVM_FIRECRACKER_BIN", firecracker_bin());
+        c.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         c
     }
     /// `smartvm run <args>` in the background, with its stdout as a line iterator.
