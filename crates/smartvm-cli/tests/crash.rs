@@ -8,10 +8,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::{env, in_netns, Env};
+use smartvm::vm::BootPath;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Direct,
+    /// Direct, configured through API requests (`SMARTVM_BOOT_VIA_API=1`).
+    DirectApi,
     Net,
     Jailed,
 }
@@ -88,11 +91,14 @@ fn leftovers(env: &Env, id: &str, ns: Option<&Namespace>) -> Vec<String> {
 fn run_until_killed(env: &Env, mode: Mode, id: &str, step: usize, ns: Option<&Namespace>) -> Command {
     let mut args = vec!["run", "--id", id, "--boot-args", "console=ttyS0 probe.count=1000"];
     match mode {
-        Mode::Direct => {}
+        Mode::Direct | Mode::DirectApi => {}
         Mode::Net => args.push("--net"),
         Mode::Jailed => args.push("--jailed"),
     }
     let mut cmd = env.cmd(&args);
+    if mode == Mode::DirectApi {
+        cmd.env("SMARTVM_BOOT_VIA_API", "1");
+    }
     cmd.env(smartvm::vm::steps::fault_injection::ENV, step.to_string()).stdout(Stdio::null()).stderr(Stdio::null());
     match ns {
         Some(ns) => in_netns(&ns.0, cmd),
@@ -107,7 +113,8 @@ fn kill_at_every_step(mode: Mode, tag: &str) {
         return;
     }
     let ns = (mode == Mode::Net).then(|| Namespace::create(tag));
-    let steps = smartvm::vm::start_steps();
+    let path = if mode == Mode::DirectApi { BootPath::Api } else { BootPath::ConfigFile };
+    let steps = smartvm::vm::start_steps(path);
     let mut table =
         vec![format!("| {tag}: killed after step | leftovers before gc | after gc |"), "|---|---|---|".into()];
     let mut dirty = Vec::new();
@@ -136,6 +143,11 @@ fn kill_at_every_step(mode: Mode, tag: &str) {
 #[test]
 fn killed_at_every_step_direct_then_gc_leaves_nothing() {
     kill_at_every_step(Mode::Direct, "kd");
+}
+
+#[test]
+fn killed_at_every_step_of_the_api_boot_then_gc_leaves_nothing() {
+    kill_at_every_step(Mode::DirectApi, "ka");
 }
 
 #[test]

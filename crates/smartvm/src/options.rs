@@ -61,6 +61,10 @@ pub struct SmartVmOptions {
     /// the Firecracker binary, uid/gid 65534 (`nobody`), chroot base `/srv/jailer`
     /// (`SMARTVM_JAILED=1`; see the README for the cost and when to use it).
     pub jailed_by_default: bool,
+    /// Configure VMs with API requests before `InstanceStart` instead of one `--config-file`
+    /// read as Firecracker starts (slower: for comparisons and debugging;
+    /// `SMARTVM_BOOT_VIA_API=1`).
+    pub boot_via_api: bool,
 }
 
 /// The jailer's default chroot base.
@@ -112,6 +116,7 @@ impl Default for SmartVmOptions {
             mirrors: Mirrors::default(),
             jailer: None,
             jailed_by_default: false,
+            boot_via_api: false,
         }
     }
 }
@@ -138,6 +143,7 @@ impl SmartVmOptions {
             #[cfg(feature = "images")]
             mirrors: Mirrors::from_lookup(&lookup),
             jailed_by_default: get("SMARTVM_JAILED").is_some_and(|v| v == "1"),
+            boot_via_api: get("SMARTVM_BOOT_VIA_API").is_some_and(|v| v == "1"),
             ..d
         }
     }

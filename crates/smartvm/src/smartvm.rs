@@ -156,6 +156,7 @@ impl SmartVm {
         o.socket_timeout = self.options.socket_timeout;
         o.stop_plan = StopPlan::with_grace(self.options.stop_grace);
         o.jailer = self.options.effective_jailer(&o.firecracker_binary);
+        o.boot_via_api = self.options.boot_via_api;
         o
     }
 

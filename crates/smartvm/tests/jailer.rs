@@ -118,7 +118,7 @@ async fn jailed_logger_metrics_and_vsock_show_at_the_configured_paths() {
     }
     assert_eq!(vm.vsock_socket(), Some(root.join("vsock.sock")));
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("InstanceStart"), "live log through the link: {text}");
+    assert!(text.contains("[jailout:main]"), "live log through the link: {text}");
     vm.flush_metrics().await.unwrap();
     assert!(std::fs::read_to_string(&metrics).unwrap().contains("\"utc_timestamp_ms\""));
     // A host-initiated vsock connection reaches Firecracker through the link.
@@ -127,7 +127,7 @@ async fn jailed_logger_metrics_and_vsock_show_at_the_configured_paths() {
     vm.stop().await.unwrap();
     vm.cleanup().await.unwrap();
     assert!(!jail.jail_dir(&env.binary, "jailout").exists(), "jail removed");
-    for (path, wanted) in [(&log, "InstanceStart"), (&metrics, "utc_timestamp_ms")] {
+    for (path, wanted) in [(&log, "[jailout:main]"), (&metrics, "utc_timestamp_ms")] {
         let meta = std::fs::symlink_metadata(path).unwrap();
         assert!(meta.is_file(), "{} is a file again", path.display());
         assert!(std::fs::read_to_string(path).unwrap().contains(wanted), "{} kept its contents", path.display());

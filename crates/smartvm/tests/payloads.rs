@@ -8,10 +8,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::env;
-use smartvm::api::{ActionType, ApiClient, GetVersion, PutAction, PutMmds};
+use smartvm::api::{ActionType, ApiClient, GetVersion, GetVmConfig, PutAction, PutMmds};
 use smartvm::config::*;
 use smartvm::probe::ProbeReport;
-use smartvm::vm::{boot_plan, ResolvedResources};
+use smartvm::vm::{boot_plan, BootConfigFile, ResolvedResources};
 use smartvm::FirecrackerVersion;
 use tokio::io::AsyncReadExt;
 
@@ -110,6 +110,7 @@ async fn every_payload_kind_is_accepted_by_firecracker() {
     let raw = api.put("/actions", &serde_json::json!({"action_type": "InstanceStart"})).await.unwrap();
     assert_eq!(raw.status_code, 204, "{}", raw.body);
     assert!(api.send(&PutAction::new(ActionType::InstanceStart)).await.is_err(), "second start is refused");
+    let via_api = api.send(&GetVmConfig).await.unwrap();
 
     let mut out = String::new();
     let mut stdout = child.stdout.take().unwrap();
@@ -125,4 +126,36 @@ async fn every_payload_kind_is_accepted_by_firecracker() {
     assert_eq!(r.devices_of("net")[0].mac.as_deref(), Some("02:fc:00:00:00:07"));
     assert_eq!(r.devices_of("block")[1].read_only, Some(true));
     assert!(r.cmdline.unwrap().contains("root=PARTUUID=0eaa91a0-01"));
+
+    // The same plan as one --config-file builds the same VM.
+    let _ = std::fs::remove_file(dir.join("payload-v.sock"));
+    let file = dir.join("vm-config.json");
+    std::fs::write(&file, serde_json::to_vec(&BootConfigFile::from_plan(plan)).unwrap()).unwrap();
+    let socket = dir.join("payloads-file.sock");
+    let mut child = tokio::process::Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .arg(&env.binary)
+        .arg("--api-sock")
+        .arg(&socket)
+        .arg("--config-file")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let api = ApiClient::new(&socket);
+    api.wait_ready(Duration::from_secs(5)).await.unwrap();
+    let via_file = api.send(&GetVmConfig).await.unwrap();
+    assert_eq!(via_file, via_api, "the config file and the requests configure the same VM");
+    let mut out = String::new();
+    let mut stdout = child.stdout.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stdout.read_to_string(&mut out))
+        .await
+        .expect("probe finishes")
+        .unwrap();
+    let _ = child.wait().await;
+    let r = ProbeReport::parse(out.lines());
+    let file_kinds: Vec<&str> = r.devices.iter().map(|d| d.kind.as_str()).collect();
+    assert_eq!(file_kinds, kinds);
 }

@@ -4,13 +4,16 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use super::Executor;
-use crate::config::VmConfig;
+use crate::config::{LogLevel, VmConfig};
 use crate::error::{Result, SmartVmError};
 use crate::process::{instance_id, BindMount, FirecrackerCommand};
 use crate::vm::identity::canonical;
 use crate::vm::ledger::Ledger;
 use crate::vm::plan::ResolvedResources;
 use crate::vm::ProcessRecord;
+
+/// The config file of a config-file boot, in the VM's dir.
+const CONFIG_FILE: &str = "vm-config.json";
 
 /// Firecracker as a child of this program.
 #[derive(Debug, Clone)]
@@ -51,6 +54,11 @@ impl Executor for Direct {
         self.vm_dir.join("drives")
     }
 
+    fn config_file(&self) -> (PathBuf, PathBuf) {
+        let path = self.vm_dir.join(CONFIG_FILE);
+        (path.clone(), path)
+    }
+
     fn check(&self, _config: &VmConfig, _restoring: bool) -> Result<()> {
         check_binary(&self.binary)
     }
@@ -59,14 +67,14 @@ impl Executor for Direct {
         Ok(())
     }
 
-    fn command(&self, mut base: FirecrackerCommand, own_log: bool) -> FirecrackerCommand {
+    fn command(&self, mut base: FirecrackerCommand, own_log: Option<LogLevel>) -> FirecrackerCommand {
         base.api_socket = Some(self.socket_path());
         // Sockets, snapshots and memory files Firecracker creates: owner only.
         base.umask = Some(0o177);
-        if own_log {
+        if let Some(level) = own_log {
             // Firecracker logs to stdout by default, interleaved with the guest's serial output.
             base.log_path = Some("/dev/stderr".into());
-            base.level = Some(crate::config::LogLevel::Warning);
+            base.level = Some(level);
         }
         base
     }
@@ -108,6 +116,10 @@ impl Executor for DriveNamespace {
         self.direct.drives_dir()
     }
 
+    fn config_file(&self) -> (PathBuf, PathBuf) {
+        self.direct.config_file()
+    }
+
     fn fixed_drive_paths(&self) -> bool {
         true
     }
@@ -136,7 +148,7 @@ impl Executor for DriveNamespace {
             .map_err(|e| SmartVmError::io("cannot create the drive mountpoint", e))
     }
 
-    fn command(&self, base: FirecrackerCommand, own_log: bool) -> FirecrackerCommand {
+    fn command(&self, base: FirecrackerCommand, own_log: Option<LogLevel>) -> FirecrackerCommand {
         let mut c = self.direct.command(base, own_log);
         // A VM without staged drives needs no namespace (and spawns faster without one).
         if self.drives_dir().is_dir() {

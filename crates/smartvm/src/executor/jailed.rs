@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::export::{self, Existing};
 use super::Executor;
-use crate::config::{ConfigErrors, SnapshotLoadParams, VmConfig};
+use crate::config::{ConfigErrors, LogLevel, SnapshotLoadParams, VmConfig};
 use crate::error::{Result, SmartVmError};
 use crate::process::{instance_id, FirecrackerCommand, JailerConfig};
 use crate::snapshot::SnapshotOutput;
@@ -20,6 +20,8 @@ use crate::vm::{JailedImage, ProcessRecord};
 
 /// API socket path inside the jail.
 const JAILED_SOCKET: &str = "run/firecracker.socket";
+/// The config file of a config-file boot, inside the jail.
+const JAILED_CONFIG: &str = "vm-config.json";
 /// Firecracker's log inside the jail.
 const JAILED_LOG: &str = "firecracker.log";
 /// The config's logger, metrics and vsock files inside the jail.
@@ -141,6 +143,10 @@ impl Executor for Jailed {
         self.root().join("drives")
     }
 
+    fn config_file(&self) -> (PathBuf, PathBuf) {
+        (self.root().join(JAILED_CONFIG), Path::new("/").join(JAILED_CONFIG))
+    }
+
     fn stages_every_drive(&self) -> bool {
         true
     }
@@ -208,6 +214,10 @@ impl Executor for Jailed {
         self.export_outputs(config, ledger, resolved)
     }
 
+    fn give(&self, file: &Path) -> Result<()> {
+        self.own(file)
+    }
+
     fn hand_over(&self, paths: &[PathBuf]) -> Result<()> {
         paths.iter().try_for_each(|p| self.own(p))
     }
@@ -217,14 +227,18 @@ impl Executor for Jailed {
         dirs.into_iter().map(|path| Resource::Cgroup { path }).collect()
     }
 
-    fn command(&self, mut base: FirecrackerCommand, own_log: bool) -> FirecrackerCommand {
+    fn logs_to_stderr(&self) -> bool {
+        false // the chroot has no /dev/stderr: the log is a file in the jail
+    }
+
+    fn command(&self, mut base: FirecrackerCommand, own_log: Option<LogLevel>) -> FirecrackerCommand {
         let in_jail = |p: &str| Path::new("/").join(p);
         base.api_socket = Some(in_jail(JAILED_SOCKET));
         // The jailer also creates the chroot's directories, which need their search bit.
         base.umask = Some(0o077);
-        if own_log {
+        if let Some(level) = own_log {
             base.log_path = Some(in_jail(JAILED_LOG));
-            base.level = Some(crate::config::LogLevel::Warning);
+            base.level = Some(level);
         }
         self.jailer.wrap(&self.id, &base)
     }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 pub use direct::{Direct, DriveNamespace};
 pub use jailed::Jailed;
 
-use crate::config::VmConfig;
+use crate::config::{LogLevel, VmConfig};
 use crate::error::Result;
 use crate::process::FirecrackerCommand;
 use crate::vm::ledger::{Ledger, Resource};
@@ -34,6 +34,10 @@ pub trait Executor: std::fmt::Debug + Send + Sync {
 
     /// The API socket, as a host path.
     fn socket_path(&self) -> PathBuf;
+
+    /// Where the `--config-file` of a config-file boot is written (host path) and the path
+    /// Firecracker reads it from.
+    fn config_file(&self) -> (PathBuf, PathBuf);
 
     /// Where staged drive copies are placed (host path).
     fn drives_dir(&self) -> PathBuf;
@@ -84,7 +88,12 @@ pub trait Executor: std::fmt::Debug + Send + Sync {
     /// kernel/initrd paths Firecracker sees in `resolved`.
     fn prepare(&self, config: &VmConfig, ledger: &mut Ledger, resolved: &mut ResolvedResources) -> Result<()>;
 
-    /// Makes files smartvm created usable by the VMM (ownership inside a jail).
+    /// Makes one file smartvm wrote for the VMM readable by it (ownership inside a jail).
+    fn give(&self, _file: &Path) -> Result<()> {
+        Ok(())
+    }
+
+    /// Makes staged drives usable by the VMM (ownership inside a jail, a mountpoint).
     fn hand_over(&self, _paths: &[PathBuf]) -> Result<()> {
         Ok(())
     }
@@ -96,9 +105,15 @@ pub trait Executor: std::fmt::Debug + Send + Sync {
     }
 
     /// The command to spawn from `base` (binary, id, seccomp, logging flags), with the socket
-    /// and log paths as Firecracker sees them. `own_log` asks for Firecracker's log to go to
-    /// stderr (or a file the executor chooses) because the config has no logger.
-    fn command(&self, base: FirecrackerCommand, own_log: bool) -> FirecrackerCommand;
+    /// and log paths as Firecracker sees them. `own_log` asks for Firecracker's log at that
+    /// level to go to stderr (or a file the executor chooses) because the config has no logger.
+    fn command(&self, base: FirecrackerCommand, own_log: Option<LogLevel>) -> FirecrackerCommand;
+
+    /// True when Firecracker's own log reaches its stderr, where smartvm reads it (so the
+    /// outcome of a config-file boot can be seen).
+    fn logs_to_stderr(&self) -> bool {
+        true
+    }
 
     /// The identity of the process about to be spawned (journaled before spawn).
     fn process_record(&self) -> ProcessRecord;

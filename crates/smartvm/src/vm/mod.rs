@@ -6,11 +6,13 @@
 //! - [`ledger`]: every host resource a VM acquires, journaled before it is acquired, and the
 //!   one reverse [`unwind`](ledger::unwind) that serves failure, `cleanup()`, `Drop` and
 //!   [`SmartVm::reclaim`](crate::SmartVm::reclaim);
-//! - [`plan`]: the pre-boot requests, planned as data;
+//! - [`plan`]: the pre-boot requests, planned as data; [`boot_file`]: the same plan as one
+//!   `--config-file` (the default [`BootPath`] when the Firecracker version is known);
 //! - `state`: which operation each [`VmState`] allows.
 //!
 //! Any failure during start unwinds the ledger and leaves the VM in `Error`.
 
+pub mod boot_file;
 pub(crate) mod identity;
 pub mod ledger;
 pub mod plan;
@@ -35,6 +37,7 @@ use crate::error::{Result, SmartVmError};
 use crate::process::{Console, ExitInfo, FirecrackerProcess, Seccomp, StopOutcome, StopPlan};
 use crate::version::FirecrackerVersion;
 
+pub use boot_file::{BootConfigFile, BootPath};
 pub use identity::{process_start_time, JailedImage, ProcessRecord};
 pub use ledger::{Resource, UnwindScope, VmJournal};
 pub use plan::{boot_plan, check_for_version, PreBootCall, ResolvedResources};
@@ -77,6 +80,9 @@ pub struct VmRuntimeOptions {
     /// The binary's version when already known (saves a `GET /version` per VM); payloads are
     /// generated for it.
     pub firecracker_version: Option<FirecrackerVersion>,
+    /// Configure the VM with API requests before `InstanceStart` even when the version is
+    /// known (by default such VMs boot from one `--config-file`: see [`BootPath`]).
+    pub boot_via_api: bool,
 }
 
 impl VmRuntimeOptions {
@@ -93,6 +99,7 @@ impl VmRuntimeOptions {
             console_file: None,
             console_lines: crate::process::DEFAULT_CONSOLE_LINES,
             firecracker_version: None,
+            boot_via_api: false,
             #[cfg(feature = "network")]
             network: None,
             jailer: None,
@@ -174,6 +181,13 @@ impl MicroVm {
     pub fn runtime_dir(&self) -> &Path {
         &self.vm_dir
     }
+    /// How this VM is configured before its guest runs: from one `--config-file` when the
+    /// Firecracker version is known in advance, else (or when asked) through API requests.
+    pub fn boot_path(&self) -> BootPath {
+        let log_readable = self.config.logger.is_none() && self.executor.logs_to_stderr();
+        boot_file::boot_path(self.options.firecracker_version.is_some(), log_readable, self.options.boot_via_api)
+    }
+
     /// The host path of the vsock socket, when the config has a vsock device (inside the
     /// chroot when jailed; the configured `udsPath` links to it): guest-initiated connections
     /// to port `P` go to a socket listening at `<this path>_P`.
@@ -281,7 +295,11 @@ impl MicroVm {
             Some(s) => Operation::Restore { resume: s.resumes() },
         };
         let transition = self.begin(op)?;
-        let steps = if source.is_some() { restore_steps() } else { start_steps() };
+        let steps = match source {
+            Some(_) => restore_steps(),
+            None => start_steps(self.boot_path()),
+        };
+        tracing::debug!(vm = %self.id, path = ?self.boot_path(), restore = source.is_some(), executor = self.executor.kind(), "starting");
         let mut cx = steps::StartContext::new(source);
         // Cancel-safe: if this future is dropped mid-start, the guard unwinds what was acquired.
         let mut guard = StartGuard { vm: self, inner, failed: Some(transition.on_failure) };

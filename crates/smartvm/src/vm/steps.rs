@@ -1,16 +1,18 @@
 //! Starting and restoring a VM as named lists of steps (in the manner of firecracker-go-sdk's
-//! handler lists): [`start_steps`] boots, [`restore_steps`] is the same list with the boot
-//! configuration swapped for a snapshot load. Each step that acquires a host resource journals
+//! handler lists): [`start_steps`] boots (from a config file Firecracker reads as it starts, or
+//! through API requests), [`restore_steps`] is the API list with the boot configuration
+//! swapped for a snapshot load. Each step that acquires a host resource journals
 //! it in the VM's [ledger](super::ledger) first; a failure at any step unwinds the ledger.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use super::boot_file::{BootConfigFile, BootPath};
 use super::ledger::{Ledger, Resource, VmJournal};
 use super::plan::{boot_plan, PreBootCall, ResolvedResources};
 use super::{MicroVm, VmResources};
 use crate::api::{ActionType, ApiClient, GetVersion, PutAction, PutSnapshotLoad};
-use crate::config::SnapshotLoadParams;
+use crate::config::{LogLevel, SnapshotLoadParams};
 use crate::error::{Result, SmartVmError};
 use crate::process::{instance_id, FirecrackerCommand, FirecrackerProcess, OutputOptions};
 use crate::snapshot::{Snapshot, SnapshotDrive};
@@ -40,6 +42,10 @@ pub enum Step {
     LearnVersion,
     /// Log and metrics files that old Firecrackers require to exist.
     PrepareOutputFiles,
+    /// Config-file boot: the pre-boot plan written as Firecracker's `--config-file`.
+    WriteConfigFile,
+    /// Config-file boot: Firecracker answers once the VM it built from the file runs.
+    ConfirmBoot,
     /// The pre-boot requests ([`boot_plan`]).
     Configure,
     /// `InstanceStart`.
@@ -48,28 +54,23 @@ pub enum Step {
     LoadSnapshot,
 }
 
-/// The steps of a fresh boot, in order.
-pub fn start_steps() -> Vec<Step> {
+/// The steps of a fresh boot along `path`, in order. From a config file, Firecracker boots the
+/// guest as it starts: its output files and the file itself come before the spawn, and no
+/// request precedes the guest; through the API, the version is learned and the plan sent after.
+pub fn start_steps(path: BootPath) -> Vec<Step> {
     use Step::*;
-    vec![
-        CheckHost,
-        CreateRuntimeDir,
-        Prepare,
-        StageDrives,
-        CreateTaps,
-        Spawn,
-        WaitForApi,
-        LearnVersion,
-        PrepareOutputFiles,
-        Configure,
-        InstanceStart,
-    ]
+    let host = [CheckHost, CreateRuntimeDir, Prepare, StageDrives, CreateTaps];
+    let rest: &[Step] = match path {
+        BootPath::ConfigFile => &[PrepareOutputFiles, WriteConfigFile, Spawn, WaitForApi, ConfirmBoot],
+        BootPath::Api => &[Spawn, WaitForApi, LearnVersion, PrepareOutputFiles, Configure, InstanceStart],
+    };
+    host.iter().chain(rest).copied().collect()
 }
 
-/// The steps of a restore: [`start_steps`] with the memory merged after the runtime dir exists,
-/// `Configure` swapped for `LoadSnapshot`, and no `InstanceStart`.
+/// The steps of a restore: the API [`start_steps`] with the memory merged after the runtime
+/// dir exists, `Configure` swapped for `LoadSnapshot`, and no `InstanceStart`.
 pub fn restore_steps() -> Vec<Step> {
-    let mut steps = start_steps();
+    let mut steps = start_steps(BootPath::Api);
     let at = steps.iter().position(|s| *s == Step::CreateRuntimeDir).map_or(0, |i| i + 1);
     steps.insert(at, Step::MaterializeMemory);
     for s in &mut steps {
@@ -124,6 +125,8 @@ pub(super) struct StartContext {
     resolved: ResolvedResources,
     api: Option<Arc<ApiClient>>,
     version: Option<FirecrackerVersion>,
+    /// The config file, as Firecracker sees it (config-file boot).
+    config_file: Option<std::path::PathBuf>,
 }
 
 impl StartContext {
@@ -183,10 +186,12 @@ impl MicroVm {
             }
             Step::StageDrives => self.stage_drives(inner, cx).await,
             Step::CreateTaps => self.create_taps(inner, &mut cx.resolved).await,
-            Step::Spawn => self.spawn(inner).await,
+            Step::Spawn => self.spawn(inner, cx.config_file.clone()).await,
             Step::WaitForApi => self.wait_for_api(inner, cx).await,
             Step::LearnVersion => self.learn_version(inner, cx).await,
             Step::PrepareOutputFiles => self.prepare_output_files(),
+            Step::WriteConfigFile => self.write_config_file(inner, cx),
+            Step::ConfirmBoot => self.confirm_boot(inner, cx).await,
             Step::Configure => self.configure(cx).await,
             Step::InstanceStart => cx.api()?.send(&PutAction::new(ActionType::InstanceStart)).await,
             Step::LoadSnapshot => self.load_snapshot_step(cx).await,
@@ -339,28 +344,44 @@ impl MicroVm {
     }
 
     /// The command line Firecracker runs with, as the executor shapes it.
-    fn command(&self) -> FirecrackerCommand {
+    fn command(&self, config_file: Option<std::path::PathBuf>) -> FirecrackerCommand {
         let opts = &self.options;
         let mut base = FirecrackerCommand::new(&opts.firecracker_binary, self.socket_path());
         base.id = Some(instance_id(&self.id));
         base.seccomp = opts.seccomp.clone();
-        self.executor.command(base, self.config.logger.is_none())
+        // A config-file boot reports its outcome only in the log, at level Info.
+        let level = if config_file.is_some() { LogLevel::Info } else { LogLevel::Warning };
+        base.config_file = config_file;
+        self.executor.command(base, self.config.logger.is_none().then_some(level))
     }
 
-    async fn spawn(&self, inner: &mut VmResources) -> Result<()> {
+    async fn spawn(&self, inner: &mut VmResources, config_file: Option<std::path::PathBuf>) -> Result<()> {
         let opts = &self.options;
+        let began = std::time::Instant::now();
         let journal = ledger(inner)?;
         for r in self.executor.spawn_resources(&self.config) {
             journal.record(r).map_err(journal_err)?;
         }
         journal.record(Resource::Process(self.executor.process_record())).map_err(journal_err)?;
+        let journaled = began.elapsed();
         let output = OutputOptions { buffer_lines: Some(opts.console_lines), console_file: opts.console_file.clone() };
-        let process = FirecrackerProcess::spawn(&self.command(), &output).await?;
+        let process = FirecrackerProcess::spawn(&self.command(config_file), &output).await?;
+        let forked = began.elapsed() - journaled;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // The last figure of the per-VM cost breakdown: spawn → the guest's first output.
+            let (console, id) = (process.console().clone(), self.id.clone());
+            tokio::spawn(async move {
+                if console.wait_for_line(std::time::Duration::from_secs(3600), |_| true).await.is_some() {
+                    tracing::debug!(vm = %id, micros = began.elapsed().as_micros() as u64, "first console line");
+                }
+            });
+        }
         *self.exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(process.exit_watch());
         let pid = process.pid();
         inner.process = Some(process);
         ledger(inner)?.process_spawned(pid).map_err(journal_err)?;
-        tracing::debug!(vm = %self.id, pid, "spawned");
+        let micros = |d: std::time::Duration| d.as_micros() as u64;
+        tracing::debug!(vm = %self.id, pid, journal_us = micros(journaled), fork_exec_us = micros(forked), "spawned");
         Ok(())
     }
 
@@ -372,21 +393,88 @@ impl MicroVm {
         let timeout = opts.socket_timeout;
         let socket_timeout =
             || SmartVmError::SocketTimeout { path: socket.clone(), timeout_ms: timeout.as_millis() as u64 };
-        if !process.wait_for_path(&socket, timeout).await? {
-            return Err(socket_timeout());
+        match process.wait_for_path(&socket, timeout).await {
+            Ok(true) => {}
+            Ok(false) => return Err(socket_timeout()),
+            Err(crate::process::ProcessError::ExitedEarly { exit, .. }) => {
+                return self.ended_before_ready(process, exit, cx).await
+            }
+            Err(e) => return Err(e.into()),
         }
         tokio::select! {
             ready = api.connect(timeout) => ready?,
             exit = process.wait(timeout) => {
-                return Err(match exit {
-                    Some(exit) => process.exited_early(exit).into(),
-                    None => socket_timeout(),
-                });
+                return match exit {
+                    Some(exit) => self.ended_before_ready(process, exit, cx).await,
+                    None => Err(socket_timeout()),
+                };
             }
         }
         inner.api = Some(api.clone());
         cx.api = Some(api);
         Ok(())
+    }
+
+    /// The process ended before its API answered. A config-file boot may have run a short
+    /// guest to its end already (the boot is then done: `Ok`); else the error, for a config-file
+    /// boot the resource Firecracker refused. Firecracker prints the outcome before it exits;
+    /// the end of its stderr is awaited briefly.
+    async fn ended_before_ready(
+        &self,
+        process: &FirecrackerProcess,
+        exit: crate::process::ExitInfo,
+        cx: &StartContext,
+    ) -> Result<()> {
+        if cx.config_file.is_some() {
+            let stderr = process.stderr();
+            let outcome = |l: &str| l.contains(super::boot_file::BOOTED_LINE) || l.starts_with("Error: ");
+            let last = stderr.wait_for_line(std::time::Duration::from_millis(500), outcome).await;
+            if last.is_some_and(|l| l.contains(super::boot_file::BOOTED_LINE)) {
+                return Ok(());
+            }
+            if let Some(refused) = super::boot_file::rejection(&stderr.lines()) {
+                return Err(refused);
+            }
+        }
+        Err(process.exited_early(exit).into())
+    }
+
+    /// Config-file boot: the plan for the known version, written where Firecracker reads it.
+    fn write_config_file(&self, inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
+        let version = self.options.firecracker_version.unwrap_or(FirecrackerVersion::DEFAULT);
+        inner.version = Some(version);
+        cx.version = Some(version);
+        let plan = boot_plan(&self.config, &cx.resolved, version)?;
+        let bytes = serde_json::to_vec(&BootConfigFile::from_plan(plan))
+            .map_err(|e| SmartVmError::io("cannot encode the config file", std::io::Error::other(e)))?;
+        let (host, seen) = self.executor.config_file();
+        let write = || {
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&host)?;
+            std::io::Write::write_all(&mut f, &bytes)
+        };
+        write().map_err(|e| SmartVmError::io(format!("cannot write {}", host.display()), e))?;
+        self.executor.give(&host)?;
+        cx.config_file = Some(seen);
+        Ok(())
+    }
+
+    /// Config-file boot: Firecracker logs the VM it built from the file as started, or ends.
+    /// (No API request may wait on the build: Firecracker aborts, without its error message,
+    /// when it fails with a request pending.)
+    async fn confirm_boot(&self, inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
+        let process = inner.process.as_ref().ok_or(SmartVmError::NoClient)?;
+        let timeout = self.options.socket_timeout;
+        let started = process.stderr().wait_for_line(timeout, |l| l.contains(super::boot_file::BOOTED_LINE)).await;
+        if started.is_some() {
+            return Ok(());
+        }
+        match process.wait(timeout).await {
+            Some(exit) => self.ended_before_ready(process, exit, cx).await,
+            None => Err(SmartVmError::Process(crate::process::ProcessError::ExitedEarly {
+                exit: crate::process::ExitInfo { code: None, signal: None },
+                stderr: format!("no boot reported within {} ms", timeout.as_millis()),
+            })),
+        }
     }
 
     async fn learn_version(&self, inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
@@ -462,7 +550,12 @@ mod tests {
     #[test]
     fn restore_is_start_with_steps_swapped() {
         use Step::*;
-        let start = start_steps();
+        let file = start_steps(BootPath::ConfigFile);
+        assert_eq!(file.last(), Some(&ConfirmBoot));
+        let spawn = |s: &[Step]| s.iter().position(|s| *s == Spawn).unwrap();
+        assert!(file[..spawn(&file)].contains(&WriteConfigFile) && file[..spawn(&file)].contains(&PrepareOutputFiles));
+        assert!(!file.contains(&Configure) && !file.contains(&InstanceStart) && !file.contains(&LearnVersion));
+        let start = start_steps(BootPath::Api);
         assert_eq!(start.first(), Some(&CheckHost));
         assert_eq!(start.last(), Some(&InstanceStart));
         let restore = restore_steps();
