@@ -65,12 +65,7 @@ fn install_probe_if_used(cfg: &VmConfig, options: &SmartVmOptions) -> Result<(),
             return Err(SmartVmError::from(errors).into());
         }
     }
-    probe::install_probe_kernel(&dir).map(drop).map_err(|e| {
-        CliError::new(
-            Exit::HostUnfit,
-            SmartVmError::Io { context: "cannot install the probe kernel".into(), source: e },
-        )
-    })
+    probe::install_probe_kernel(&dir).map(drop).map_err(|e| CliError::new(Exit::HostUnfit, e))
 }
 
 const LINUX_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1 pci=off";

@@ -386,3 +386,40 @@ fn a_firecracker_killed_under_run_is_reported_with_its_code() {
     assert!(stderr.contains("error[PROCESS_FAILED]: Firecracker ended with signal 9"), "{stderr}");
     assert!(env.runtime_is_empty());
 }
+
+#[test]
+fn bench_reports_every_scenario_as_json_and_refuses_zero_runs() {
+    let Some(env) = env() else { return };
+    for bad in [["--runs", "0"], ["--concurrency", "0"], ["--rounds", "0"]] {
+        let out = env.cmd(&["bench", bad[0], bad[1]]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?} is a usage error");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(bad[0]), "{bad:?}");
+    }
+    let args = ["bench", "--runs", "2", "--concurrency", "2,3", "--rounds", "1", "--clones", "2", "--json"];
+    let out = env.cmd(&args).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    assert_eq!(doc["bootPath"], "ConfigFile", "the VMs boot from a config file");
+    let scenarios = doc["scenarios"].as_array().unwrap();
+    let names: Vec<&str> = scenarios.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    for name in [
+        "boot.first-line.raw",
+        "boot.first-line.smartvm",
+        "boot.exit.smartvm",
+        "at-once.2.smartvm",
+        "at-once.3.raw",
+        "restore.smartvm",
+        "clones.2.smartvm",
+    ] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    for s in scenarios {
+        let smartvm = s["name"].as_str().unwrap().ends_with(".smartvm");
+        assert_eq!(s["ratioToRaw"].is_object(), smartvm, "{s}");
+        assert!(s["median"].as_f64().unwrap() > 0.0 && s["min"].as_f64() <= s["max"].as_f64(), "{s}");
+        assert!(s.get("loadStart").is_some() && s.get("p95").is_some(), "{s}");
+    }
+    let boot = scenarios.iter().find(|s| s["name"] == "boot.first-line.smartvm").unwrap();
+    assert_eq!(boot["n"], 2);
+    assert!(env.runtime_is_empty());
+}

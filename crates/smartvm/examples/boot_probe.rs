@@ -10,8 +10,7 @@ use smartvm::{SmartVm, SmartVmError, SmartVmOptions, VmConfig};
 #[tokio::main]
 async fn main() -> Result<(), SmartVmError> {
     let smartvm = SmartVm::new(SmartVmOptions::from_env());
-    let kernel = install_probe_kernel(&smartvm.options().data_dir.join("kernels"))
-        .map_err(|e| SmartVmError::Io { context: "installing the probe kernel".into(), source: e })?;
+    let kernel = install_probe_kernel(&smartvm.options().data_dir.join("kernels"))?;
     let config = VmConfig::new(kernel)
         .with_id("example")
         .with_machine(1, 16)

@@ -15,7 +15,7 @@ async fn main() -> Result<(), SmartVmError> {
         let context = context.to_string();
         move |source| SmartVmError::Io { context, source }
     };
-    let kernel = install_probe_kernel(&smartvm.options().data_dir.join("kernels")).map_err(io("probe kernel"))?;
+    let kernel = install_probe_kernel(&smartvm.options().data_dir.join("kernels"))?;
     let dir = tempfile_dir().map_err(io("snapshot dir"))?;
     let config = VmConfig::new(kernel)
         .with_id("origin")

@@ -19,8 +19,7 @@
 //! # async fn demo() -> smartvm::Result<()> {
 //! use smartvm::{probe, SmartVm, SmartVmOptions, VmConfig};
 //! let smartvm = SmartVm::new(SmartVmOptions::from_env());
-//! let kernel = probe::install_probe_kernel(&smartvm.options().data_dir.join("kernels"))
-//!     .map_err(|e| smartvm::SmartVmError::Io { context: "probe".into(), source: e })?;
+//! let kernel = probe::install_probe_kernel(&smartvm.options().data_dir.join("kernels"))?;
 //! let vm = smartvm.create_vm(&VmConfig::new(kernel).with_machine(1, 32))?;
 //! vm.start().await?;
 //! smartvm.cleanup().await?;

@@ -48,7 +48,12 @@ pub fn probe_kernel_path(dir: &Path) -> PathBuf {
 
 /// Writes the probe kernel into `dir` (content-addressed name; kept if already there) and
 /// returns its path.
-pub fn install_probe_kernel(dir: &Path) -> std::io::Result<PathBuf> {
+pub fn install_probe_kernel(dir: &Path) -> crate::Result<PathBuf> {
+    install(dir)
+        .map_err(|e| crate::SmartVmError::io(format!("cannot install the probe kernel in {}", dir.display()), e))
+}
+
+fn install(dir: &Path) -> std::io::Result<PathBuf> {
     if PROBE_IMAGE.is_empty() {
         return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "the probe guest exists for x86_64 only"));
     }

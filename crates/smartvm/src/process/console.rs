@@ -65,10 +65,14 @@ impl Console {
             if let Some(f) = file.as_mut() {
                 let _ = f.flush().await;
             }
-            console.lock().closed = true;
-            // Wake waiters so they notice the end of the stream.
-            let _ = console.live.send(String::new());
+            console.close();
         });
+    }
+
+    /// Marks the end of the stream and wakes waiters so they notice it.
+    fn close(&self) {
+        self.lock().closed = true;
+        let _ = self.live.send(String::new());
     }
 
     fn push(&self, line: String) {
@@ -120,8 +124,11 @@ impl Console {
                 match rx.recv().await {
                     Ok(l) if pred(&l) => return Some(l),
                     Ok(_) => {
-                        if self.is_closed() {
-                            return None;
+                        // Closed since: the lines still queued behind this one are all in the
+                        // buffer, so it has the final say (never drop a match at the end).
+                        let b = self.lock();
+                        if b.closed {
+                            return b.lines.iter().find(|l| pred(l)).cloned();
                         }
                     }
                     // Lagged: fall back to the buffer, which holds the latest lines.
@@ -165,5 +172,18 @@ mod tests {
         assert!(console.is_closed());
         assert_eq!(console.lines(), ["two", "three x"]);
         assert_eq!(console.tail(1), "three x");
+    }
+
+    #[tokio::test]
+    async fn a_match_right_before_the_end_is_not_lost() {
+        let console = Console::new(10);
+        let wait = console.wait_for_line(Duration::from_secs(5), |l| l == "match");
+        tokio::pin!(wait);
+        assert!(futures_util::poll!(&mut wait).is_pending(), "subscribed, nothing yet");
+        // Everything arrives and the stream ends before the waiter runs again.
+        console.push("other".into());
+        console.push("match".into());
+        console.close();
+        assert_eq!(wait.await.as_deref(), Some("match"));
     }
 }

@@ -1,5 +1,5 @@
-//! The spawner thread: every Firecracker process is forked from one thread that lives as long
-//! as the program. `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not
+//! The spawner threads: every Firecracker process is forked from one of a few threads that
+//! live as long as the program. `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not
 //! the process; forking from whatever thread called `start()` (a `spawn_blocking` worker that
 //! tokio retires after 10 s idle, a short-lived `std::thread`) would kill VMs at random.
 
@@ -17,15 +17,24 @@ enum Request {
     Flush(mpsc::Sender<()>),
 }
 
-fn spawner() -> std::io::Result<mpsc::Sender<Request>> {
-    static SPAWNER: OnceLock<Mutex<Option<mpsc::Sender<Request>>>> = OnceLock::new();
-    let slot = SPAWNER.get_or_init(|| Mutex::new(None));
+/// The spawner threads, started on first use: one per CPU (at least two), so that many VMs
+/// started at once are forked in parallel rather than queued behind one thread.
+fn spawners() -> std::io::Result<Vec<mpsc::Sender<Request>>> {
+    static SPAWNERS: OnceLock<Mutex<Vec<mpsc::Sender<Request>>>> = OnceLock::new();
+    let slot = SPAWNERS.get_or_init(|| Mutex::new(Vec::new()));
     let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(tx) = guard.as_ref() {
-        return Ok(tx.clone());
+    if guard.is_empty() {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+        for i in 0..n {
+            guard.push(start_spawner(i)?);
+        }
     }
+    Ok(guard.clone())
+}
+
+fn start_spawner(index: usize) -> std::io::Result<mpsc::Sender<Request>> {
     let (tx, rx) = mpsc::channel::<Request>();
-    std::thread::Builder::new().name("smartvm-spawner".into()).spawn(move || {
+    std::thread::Builder::new().name(format!("smartvm-spawner-{index}")).spawn(move || {
         for request in rx {
             match request {
                 Request::Spawn(mut cmd, reply) => {
@@ -42,11 +51,18 @@ fn spawner() -> std::io::Result<mpsc::Sender<Request>> {
             }
         }
     })?;
-    *guard = Some(tx.clone());
     Ok(tx)
 }
 
-/// Spawns `cmd` on the spawner thread.
+/// The next spawner, round robin.
+fn spawner() -> std::io::Result<mpsc::Sender<Request>> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let all = spawners()?;
+    let i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % all.len();
+    Ok(all[i].clone())
+}
+
+/// Spawns `cmd` on a spawner thread.
 pub(crate) async fn spawn(cmd: Command) -> std::io::Result<Child> {
     let (reply, answer) = oneshot::channel();
     spawner()?.send(Request::Spawn(cmd, reply)).map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
@@ -56,9 +72,11 @@ pub(crate) async fn spawn(cmd: Command) -> std::io::Result<Child> {
 /// Blocks until every spawn requested so far is done, so that a spawn whose caller was
 /// cancelled has been ended (for a cancelled start that must leave nothing behind).
 pub(crate) fn flush() {
-    let (done, wait) = mpsc::channel();
-    if spawner().is_ok_and(|tx| tx.send(Request::Flush(done)).is_ok()) {
-        let _ = wait.recv();
+    for tx in spawners().unwrap_or_default() {
+        let (done, wait) = mpsc::channel();
+        if tx.send(Request::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
     }
 }
 

@@ -402,7 +402,13 @@ impl MicroVm {
             Err(e) => return Err(e.into()),
         }
         tokio::select! {
-            ready = api.connect(timeout) => ready?,
+            ready = api.connect(timeout) => if let Err(e) = ready {
+                // A refused or reset connection to a process that is ending: what ended it?
+                return match process.wait(std::time::Duration::from_millis(500)).await {
+                    Some(exit) => self.ended_before_ready(process, exit, cx).await,
+                    None => Err(e),
+                };
+            },
             exit = process.wait(timeout) => {
                 return match exit {
                     Some(exit) => self.ended_before_ready(process, exit, cx).await,
@@ -428,7 +434,8 @@ impl MicroVm {
         if cx.config_file.is_some() {
             let stderr = process.stderr();
             let outcome = |l: &str| l.contains(super::boot_file::BOOTED_LINE) || l.starts_with("Error: ");
-            let last = stderr.wait_for_line(std::time::Duration::from_millis(500), outcome).await;
+            // The process has ended: its stderr closes once drained (bounded for a stray holder of the pipe).
+            let last = stderr.wait_for_line(self.options.socket_timeout, outcome).await;
             if last.is_some_and(|l| l.contains(super::boot_file::BOOTED_LINE)) {
                 return Ok(());
             }

@@ -1,0 +1,333 @@
+//! `smartvm bench`: boot-path measurements any user can run, printed as a table or JSON.
+//!
+//! Every smartvm scenario is interleaved with its raw-Firecracker counterpart in the same run,
+//! so their ratio compares like with like:
+//! - one VM: raw `firecracker --no-api --config-file` vs `create_vm` + `start`, to the probe's
+//!   first line and to its exit (and jailed, with `--jailed`);
+//! - N VMs at once from one process (`--concurrency 10,50,100`): until every first line;
+//! - one restore: raw spawn + `PUT /snapshot/load` vs `restore_vm`, to the first count line;
+//! - clones of one snapshot at once (`--clones 50`) vs as many raw loads at once, until every
+//!   load returned (the guests keep running until all are measured, on both sides).
+
+mod raw;
+mod report;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use smartvm::config::SnapshotLoadParams;
+use smartvm::snapshot::Snapshot;
+use smartvm::{probe, FirecrackerVersion, SmartVm, SmartVmError, SmartVmOptions, VmConfig};
+
+use crate::exit::{CliError, Exit};
+use report::{Report, Scenario};
+use stats::load_average;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Runs of each one-VM scenario (boot, restore).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+    /// VMs started at once: one scenario per value.
+    #[arg(long, value_delimiter = ',', default_values_t = [10u32, 50, 100],
+          value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: Vec<u32>,
+    /// Rounds of each at-once scenario (and of the clones).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Clones started at once from one snapshot (0 leaves the scenario out).
+    #[arg(long, default_value_t = 50)]
+    clones: u32,
+    /// Also measure VMs under the jailer (chroot, uid/gid drop, jail base `/srv/jailer`),
+    /// interleaved with the direct path.
+    #[arg(long)]
+    jailed: bool,
+    /// Print one JSON document (schema in the README) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+pub(crate) fn bench_error(what: &str, e: impl std::fmt::Display) -> CliError {
+    CliError::new(Exit::Failure, format!("{what}: {e}"))
+}
+
+/// `samples` as a scenario measured between the load averages `load`.
+fn scenario(
+    name: &str,
+    title: String,
+    raw: Option<&str>,
+    samples: Vec<f64>,
+    load: (Option<f64>, Option<f64>),
+) -> Scenario {
+    Scenario { name: name.into(), title, samples, raw: raw.map(Into::into), load }
+}
+
+/// One boot through smartvm: when the first probe line and the exit were seen.
+async fn smartvm_boot(smartvm: &SmartVm, cfg: &VmConfig) -> Result<(Instant, Instant), CliError> {
+    let vm = smartvm.create_vm(cfg)?;
+    vm.start().await?;
+    let console = vm.console().await.ok_or(SmartVmError::NoClient)?;
+    let first = console.wait_for_line(Duration::from_secs(30), |l| l.starts_with(probe::LINE_PREFIX)).await;
+    let first = first.map(|_| Instant::now());
+    vm.wait_for_exit(Duration::from_secs(30)).await;
+    let exit = Instant::now();
+    smartvm.remove_vm(vm.id()).await?;
+    Ok((first.ok_or_else(|| bench_error("smartvm boot", "probe printed nothing"))?, exit))
+}
+
+/// What the scenarios need: the binary, the raw config, the probe kernel, the orchestrators.
+struct Rig {
+    work: PathBuf,
+    binary: PathBuf,
+    version: FirecrackerVersion,
+    raw_config: PathBuf,
+    kernel: PathBuf,
+    smartvm: SmartVm,
+    jailed: Option<SmartVm>,
+}
+
+impl Rig {
+    fn cfg(&self, id: String, args: &str) -> VmConfig {
+        VmConfig::new(&self.kernel).with_id(id).with_machine(1, 16).with_boot_args(format!("console=ttyS0 {args}"))
+    }
+
+    /// One VM at a time: raw, smartvm (and jailed) interleaved run by run.
+    async fn single(&self, runs: u32) -> Result<Vec<Scenario>, CliError> {
+        let load = load_average();
+        let (mut raw_first, mut raw_exit, mut sv_first, mut sv_exit, mut jailed) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for i in 0..runs {
+            let start = Instant::now();
+            let (f, e) = raw::boot(&self.binary, &self.raw_config).await?;
+            raw_first.push(ms(f - start));
+            raw_exit.push(ms(e - start));
+            let start = Instant::now();
+            let (f, e) = smartvm_boot(&self.smartvm, &self.cfg(format!("bench-{i}"), "")).await?;
+            sv_first.push(ms(f - start));
+            sv_exit.push(ms(e - start));
+            if let Some(j) = &self.jailed {
+                let start = Instant::now();
+                jailed.push(ms(smartvm_boot(j, &self.cfg(format!("jailed-{i}"), "")).await?.0 - start));
+            }
+        }
+        let load = (load, load_average());
+        let raw = "raw firecracker --no-api --config-file: spawn →";
+        Ok(vec![
+            scenario("boot.first-line.raw", format!("{raw} first probe line"), None, raw_first, load),
+            scenario("boot.exit.raw", format!("{raw} exit"), None, raw_exit, load),
+            scenario(
+                "boot.first-line.smartvm",
+                "smartvm create_vm+start → first probe line".into(),
+                Some("boot.first-line.raw"),
+                sv_first,
+                load,
+            ),
+            scenario(
+                "boot.exit.smartvm",
+                "smartvm create_vm+start → exit".into(),
+                Some("boot.exit.raw"),
+                sv_exit,
+                load,
+            ),
+            scenario(
+                "boot.first-line.jailed",
+                "smartvm jailed create_vm+start → first probe line".into(),
+                Some("boot.first-line.raw"),
+                jailed,
+                load,
+            ),
+        ])
+    }
+
+    /// `n` VMs at once per round, raw then smartvm: until every first line was seen.
+    async fn at_once(&self, n: u32, rounds: u32) -> Result<Vec<Scenario>, CliError> {
+        let load = load_average();
+        let (mut raw_all, mut sv_all) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let t0 = Instant::now();
+            let raws = join_all((0..n).map(|_| raw::boot(&self.binary, &self.raw_config))).await;
+            let last = raws.into_iter().map(|r| r.map(|(first, _)| first)).collect::<Result<Vec<_>, _>>()?;
+            raw_all.push(ms(last.into_iter().max().unwrap_or(t0) - t0));
+            let configs: Vec<VmConfig> = (0..n).map(|i| self.cfg(format!("conc{n}-{round}-{i}"), "")).collect();
+            let t0 = Instant::now();
+            let svs = join_all(configs.iter().map(|c| smartvm_boot(&self.smartvm, c))).await;
+            let last = svs.into_iter().map(|r| r.map(|(first, _)| first)).collect::<Result<Vec<_>, _>>()?;
+            sv_all.push(ms(last.into_iter().max().unwrap_or(t0) - t0));
+        }
+        let load = (load, load_average());
+        let raw_name = format!("at-once.{n}.raw");
+        Ok(vec![
+            scenario(&raw_name, format!("{n} raw firecrackers at once → all first lines"), None, raw_all, load),
+            scenario(
+                &format!("at-once.{n}.smartvm"),
+                format!("{n} smartvm VMs at once from one process → all first lines"),
+                Some(&raw_name),
+                sv_all,
+                load,
+            ),
+        ])
+    }
+
+    /// A Full snapshot of a counting probe (the VM is removed).
+    async fn snapshot(&self) -> Result<(VmConfig, Snapshot), CliError> {
+        let cfg = self.cfg("snap-origin".into(), "probe.count=1");
+        let vm = self.smartvm.create_vm(&cfg)?;
+        vm.start().await?;
+        let console = vm.console().await.ok_or(SmartVmError::NoClient)?;
+        console.wait_for_line(Duration::from_secs(5), |l| l.contains("count n=")).await;
+        vm.pause().await?;
+        let snap = Snapshot::full(self.work.join("bench.state"), self.work.join("bench.mem"));
+        vm.create_snapshot(&snap.create_params()).await?;
+        self.smartvm.remove_vm("snap-origin").await?;
+        Ok((cfg, snap))
+    }
+
+    fn raw_load(&self, snap: &Snapshot) -> SnapshotLoadParams {
+        let mut load = SnapshotLoadParams::new(&snap.state_path, &snap.mem_path);
+        load.resume_vm = true;
+        load
+    }
+
+    /// One restore at a time: raw spawn + load vs `restore_vm`, to the first count line.
+    async fn restore(&self, runs: u32, cfg: &VmConfig, snap: &Snapshot) -> Result<Vec<Scenario>, CliError> {
+        let load = load_average();
+        let (mut raw_all, mut sv_all) = (Vec::new(), Vec::new());
+        let params = self.raw_load(snap);
+        for i in 0..runs {
+            let socket = self.work.join(format!("raw-restore-{i}.sock"));
+            let start = Instant::now();
+            let (seen, mut vm) = raw::restore(&self.binary, &socket, &params, self.version, true).await?;
+            raw_all.push(ms(seen - start));
+            let _ = vm.kill().await;
+            let start = Instant::now();
+            let restored =
+                self.smartvm.restore_vm(&VmConfig { id: Some(format!("snap-{i}")), ..cfg.clone() }, snap, true).await?;
+            let console = restored.console().await.ok_or(SmartVmError::NoClient)?;
+            let seen = console.wait_for_line(Duration::from_secs(5), |l| l.starts_with("smartvm-probe count n=")).await;
+            seen.ok_or_else(|| bench_error("snapshot restore", "restored guest printed nothing"))?;
+            sv_all.push(ms(start.elapsed()));
+            self.smartvm.remove_vm(restored.id()).await?;
+        }
+        let load = (load, load_average());
+        Ok(vec![
+            scenario(
+                "restore.raw",
+                "raw spawn + PUT /snapshot/load (resume) → first count line".into(),
+                None,
+                raw_all,
+                load,
+            ),
+            scenario(
+                "restore.smartvm",
+                "smartvm restore_vm (resume) → first count line".into(),
+                Some("restore.raw"),
+                sv_all,
+                load,
+            ),
+        ])
+    }
+
+    /// `n` clones of one snapshot at once per round, raw loads then `clone_vms`.
+    async fn clones(&self, n: u32, rounds: u32, cfg: &VmConfig, snap: &Snapshot) -> Result<Vec<Scenario>, CliError> {
+        let load = load_average();
+        let (mut raw_all, mut sv_all) = (Vec::new(), Vec::new());
+        let params = self.raw_load(snap);
+        for round in 0..rounds {
+            let t0 = Instant::now();
+            let loads = join_all((0..n).map(|i| {
+                let socket = self.work.join(format!("raw-clone-{round}-{i}.sock"));
+                let params = &params;
+                async move { raw::restore(&self.binary, &socket, params, self.version, false).await }
+            }))
+            .await;
+            let mut vms = loads.into_iter().collect::<Result<Vec<_>, _>>()?;
+            raw_all.push(ms(vms.iter().map(|(seen, _)| *seen).max().unwrap_or(t0) - t0));
+            for (_, vm) in &mut vms {
+                let _ = vm.kill().await;
+            }
+            let t0 = Instant::now();
+            let base = VmConfig { id: Some(format!("clone{round}")), ..cfg.clone() };
+            let clones = self.smartvm.clone_vms(&base, snap, n as usize, true).await?;
+            sv_all.push(ms(t0.elapsed()));
+            for c in &clones {
+                self.smartvm.remove_vm(c.id()).await?;
+            }
+        }
+        let load = (load, load_average());
+        let raw_name = format!("clones.{n}.raw");
+        Ok(vec![
+            scenario(
+                &raw_name,
+                format!("{n} raw spawns + snapshot loads (resume) at once → all loaded"),
+                None,
+                raw_all,
+                load,
+            ),
+            scenario(
+                &format!("clones.{n}.smartvm"),
+                format!("smartvm clone_vms({n}) (resume) → all restored"),
+                Some(&raw_name),
+                sv_all,
+                load,
+            ),
+        ])
+    }
+}
+
+pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
+    let work = tempfile::Builder::new()
+        .prefix("smartvm-bench")
+        .tempdir_in(if Path::new("/dev/shm").is_dir() { "/dev/shm" } else { "/tmp" })
+        .map_err(|e| bench_error("tempdir", e))?;
+    let mut options = SmartVmOptions::from_env();
+    options.runtime_dir = work.path().join("run");
+    options.stop_grace = Duration::from_millis(100);
+    let smartvm = SmartVm::new(options.clone());
+    let binary = smartvm.find_binary()?;
+    let version = smartvm.binary_version(&binary).unwrap_or(FirecrackerVersion::DEFAULT);
+    let kernel = probe::install_probe_kernel(&work.path().join("kernels"))?;
+    let raw_config = write_raw_config(work.path(), &kernel)?;
+    let jailed = args.jailed.then(|| SmartVm::new(SmartVmOptions { jailed_by_default: true, ..options.clone() }));
+    let rig = Rig { work: work.path().to_path_buf(), binary, version, raw_config, kernel, smartvm, jailed };
+
+    // Warm-up (page cache, first spawn), and the boot path the VMs take.
+    raw::boot(&rig.binary, &rig.raw_config).await?;
+    let warm = rig.smartvm.create_vm(&rig.cfg("warmup".into(), ""))?;
+    let boot_path = format!("{:?}", warm.boot_path());
+    rig.smartvm.remove_vm("warmup").await?;
+    smartvm_boot(&rig.smartvm, &rig.cfg("warmup".into(), "")).await?;
+
+    let mut scenarios = rig.single(args.runs).await?;
+    for &n in &args.concurrency {
+        scenarios.extend(rig.at_once(n, args.rounds).await?);
+    }
+    let (cfg, snap) = rig.snapshot().await?;
+    scenarios.extend(rig.restore(args.runs, &cfg, &snap).await?);
+    if args.clones > 0 {
+        scenarios.extend(rig.clones(args.clones, args.rounds, &cfg, &snap).await?);
+    }
+    let report = Report::new(version.to_string(), boot_path, args.runs, args.rounds, scenarios);
+    println!("{}", if args.json { report.json() } else { report.table() });
+    rig.smartvm.cleanup().await?;
+    if let Some(j) = &rig.jailed {
+        j.cleanup().await?;
+    }
+    Ok(Exit::Success)
+}
+
+fn write_raw_config(dir: &Path, kernel: &Path) -> Result<PathBuf, CliError> {
+    let doc = serde_json::json!({
+        "boot-source": {"kernel_image_path": kernel, "boot_args": "console=ttyS0 "},
+        "drives": [],
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 16}
+    });
+    let path = dir.join("raw-config.json");
+    std::fs::write(&path, doc.to_string()).map_err(|e| bench_error("write raw config", e))?;
+    Ok(path)
+}

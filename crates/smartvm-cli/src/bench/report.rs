@@ -1,0 +1,158 @@
+//! What `smartvm bench` prints: a table for people, or one JSON document (`--json`) whose
+//! schema is stable: `{firecrackerVersion, bootPath, runs, rounds, scenarios: [{name, title,
+//! n, mean, median, p95, min, max, ratioToRaw: {mean, median} | null, loadStart, loadEnd}]}`,
+//! times in milliseconds, load averages over one minute.
+
+use serde::Serialize;
+
+use super::stats::{summarize, Summary};
+
+/// One measured scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Stable key (`boot.first-line.smartvm`).
+    pub name: String,
+    /// What was measured, for people.
+    pub title: String,
+    /// Milliseconds.
+    pub samples: Vec<f64>,
+    /// The key of the raw-Firecracker scenario this one is compared with.
+    pub raw: Option<String>,
+    /// Load average when the scenario began and ended.
+    pub load: (Option<f64>, Option<f64>),
+}
+
+/// Ratio of two summaries' means and medians.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Ratio {
+    pub mean: f64,
+    pub median: f64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ScenarioOut {
+    name: String,
+    title: String,
+    #[serde(flatten)]
+    summary: Summary,
+    ratio_to_raw: Option<Ratio>,
+    load_start: Option<f64>,
+    load_end: Option<f64>,
+}
+
+/// The whole run.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub firecracker_version: String,
+    pub boot_path: String,
+    pub runs: u32,
+    pub rounds: u32,
+    #[serde(rename = "scenarios")]
+    out: Vec<ScenarioOut>,
+}
+
+impl Report {
+    /// A report of `scenarios` (those without samples are left out).
+    pub fn new(
+        firecracker_version: String,
+        boot_path: String,
+        runs: u32,
+        rounds: u32,
+        scenarios: Vec<Scenario>,
+    ) -> Self {
+        let find = |name: &str| scenarios.iter().find(|s| s.name == name).and_then(|s| summarize(&s.samples));
+        let out = scenarios
+            .iter()
+            .filter_map(|s| {
+                let summary = summarize(&s.samples)?;
+                let ratio_to_raw = s
+                    .raw
+                    .as_deref()
+                    .and_then(find)
+                    .map(|raw| Ratio { mean: summary.mean / raw.mean, median: summary.median / raw.median });
+                Some(ScenarioOut {
+                    name: s.name.clone(),
+                    title: s.title.clone(),
+                    summary,
+                    ratio_to_raw,
+                    load_start: s.load.0,
+                    load_end: s.load.1,
+                })
+            })
+            .collect();
+        Self { firecracker_version, boot_path, runs, rounds, out }
+    }
+
+    /// The JSON document.
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// A Markdown table.
+    pub fn table(&self) -> String {
+        let load = |l: Option<f64>| l.map_or("-".into(), |l| format!("{l:.2}"));
+        let mut out = vec![
+            format!(
+                "smartvm bench: Firecracker {}, boot path {}, {} runs, {} rounds at once",
+                self.firecracker_version, self.boot_path, self.runs, self.rounds
+            ),
+            String::new(),
+            "| scenario | n | mean ms | median ms | p95 ms | min ms | max ms | /raw mean | /raw median | load start→end |"
+                .into(),
+            "|---|---|---|---|---|---|---|---|---|---|".into(),
+        ];
+        for s in &self.out {
+            let m = &s.summary;
+            let (rm, rmed) = s
+                .ratio_to_raw
+                .map_or(("".into(), "".into()), |r| (format!("{:.3}", r.mean), format!("{:.3}", r.median)));
+            out.push(format!(
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {rm} | {rmed} | {}→{} |",
+                s.title,
+                m.n,
+                m.mean,
+                m.median,
+                m.p95,
+                m.min,
+                m.max,
+                load(s.load_start),
+                load(s.load_end)
+            ));
+        }
+        out.join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_compare_with_the_named_raw_scenario() {
+        let s = |name: &str, samples: Vec<f64>, raw: Option<&str>| Scenario {
+            name: name.into(),
+            title: name.into(),
+            samples,
+            raw: raw.map(Into::into),
+            load: (Some(1.0), Some(2.0)),
+        };
+        let r = Report::new(
+            "v1".into(),
+            "ConfigFile".into(),
+            2,
+            1,
+            vec![s("raw", vec![10.0, 10.0], None), s("sv", vec![11.0, 12.0], Some("raw")), s("empty", vec![], None)],
+        );
+        let doc: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        let scenarios = doc["scenarios"].as_array().unwrap();
+        assert_eq!(scenarios.len(), 2, "scenarios without samples are left out");
+        assert_eq!(scenarios[0]["ratioToRaw"], serde_json::Value::Null);
+        assert_eq!(scenarios[1]["ratioToRaw"]["mean"], 1.15);
+        assert_eq!(scenarios[1]["n"], 2);
+        assert_eq!(scenarios[1]["loadStart"], 1.0);
+        assert_eq!(doc["bootPath"], "ConfigFile");
+        assert!(r.table().contains("| sv | 2 | 11.50 |"), "{}", r.table());
+    }
+}
