@@ -64,13 +64,14 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            // `run` stops its VM in order on a signal itself.
             Command::Run(args) => crate::run::run(args).await,
-            Command::Doctor { json } => crate::doctor::doctor(json).await,
-            Command::Bench(args) => crate::bench::bench(args).await,
-            Command::Binary(cmd) => crate::images::binary(cmd).await,
-            Command::Image(cmd) => crate::images::image(cmd).await,
-            Command::Snapshot(cmd) => crate::snapshot::snapshot(cmd).await,
-            Command::Gc => gc().await,
+            Command::Doctor { json } => interruptible(crate::doctor::doctor(json)).await,
+            Command::Bench(args) => interruptible(crate::bench::bench(args)).await,
+            Command::Binary(cmd) => interruptible(crate::images::binary(cmd)).await,
+            Command::Image(cmd) => interruptible(crate::images::image(cmd)).await,
+            Command::Snapshot(cmd) => interruptible(crate::snapshot::snapshot(cmd)).await,
+            Command::Gc => interruptible(gc()).await,
             Command::Version => version(),
         }
     });
@@ -80,6 +81,22 @@ pub fn main() -> ExitCode {
             report(&e);
             e.exit.into()
         }
+    }
+}
+
+/// Runs `command` until it ends or SIGINT/SIGTERM arrives: then the command is dropped, which
+/// cleans up what it holds (VMs are torn down, temporary dirs removed, spawned processes killed)
+/// and the exit status is 130.
+async fn interruptible(command: impl std::future::Future<Output = Result<Exit, CliError>>) -> Result<Exit, CliError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        return command.await;
+    };
+    tokio::select! {
+        result = command => result,
+        _ = interrupt.recv() => Ok(Exit::Interrupted),
+        _ = terminate.recv() => Ok(Exit::Interrupted),
     }
 }
 

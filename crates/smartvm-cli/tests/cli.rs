@@ -423,3 +423,54 @@ fn bench_reports_every_scenario_as_json_and_refuses_zero_runs() {
     assert_eq!(boot["n"], 2);
     assert!(env.runtime_is_empty());
 }
+
+/// The bench work dir named on the command line of a Firecracker child of `parent`, once one runs.
+fn bench_work_dir(parent: u32, deadline: std::time::Instant) -> Option<String> {
+    while std::time::Instant::now() < deadline {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).unwrap_or("");
+            if ppid != parent.to_string() {
+                continue;
+            }
+            let cmd = String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).into_owned();
+            if let Some(at) = cmd.find("/dev/shm/smartvm-bench") {
+                return cmd[at..].split('/').take(4).collect::<Vec<_>>().join("/").into();
+            }
+        }
+        std::thread::yield_now();
+    }
+    None
+}
+
+#[test]
+fn ctrl_c_during_bench_cleans_up_and_exits_130() {
+    let Some(env) = env() else { return };
+    let mut bench = env
+        .cmd(&["bench", "--runs", "500", "--concurrency", "5", "--clones", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let work = bench_work_dir(bench.id(), deadline).expect("the bench runs Firecracker");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(bench.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    assert!(common::wait_for_exit(bench.id() as i32, 10_000), "bench ends on SIGINT");
+    assert_eq!(bench.wait().unwrap().code(), Some(130));
+    assert!(!std::path::Path::new(&work).exists(), "{work} removed");
+    // Killed as the bench let go of them (SIGKILL is asynchronous): gone within the deadline.
+    let running = || -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).into_owned())
+            .filter(|c| c.contains(&work))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !running().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert!(running().is_empty(), "no Firecracker of the bench left: {:?}", running());
+}

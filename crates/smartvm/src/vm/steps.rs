@@ -61,7 +61,8 @@ pub fn start_steps(path: BootPath) -> Vec<Step> {
     use Step::*;
     let host = [CheckHost, CreateRuntimeDir, Prepare, StageDrives, CreateTaps];
     let rest: &[Step] = match path {
-        BootPath::ConfigFile => &[PrepareOutputFiles, WriteConfigFile, Spawn, WaitForApi, ConfirmBoot],
+        // The booted VM's socket was bound before the build: no polling for it afterwards.
+        BootPath::ConfigFile => &[PrepareOutputFiles, WriteConfigFile, Spawn, ConfirmBoot, WaitForApi],
         BootPath::Api => &[Spawn, WaitForApi, LearnVersion, PrepareOutputFiles, Configure, InstanceStart],
     };
     host.iter().chain(rest).copied().collect()
@@ -127,6 +128,8 @@ pub(super) struct StartContext {
     version: Option<FirecrackerVersion>,
     /// The config file, as Firecracker sees it (config-file boot).
     config_file: Option<std::path::PathBuf>,
+    /// Config-file boot: Firecracker reported the VM built and running.
+    booted: bool,
 }
 
 impl StartContext {
@@ -390,6 +393,12 @@ impl MicroVm {
         let socket = self.socket_path();
         let process = inner.process.as_ref().ok_or(SmartVmError::NoClient)?;
         let api = Arc::new(ApiClient::new(&socket).with_timeout(opts.request_timeout));
+        if cx.booted {
+            // Firecracker binds its socket before it builds the VM it just reported running.
+            inner.api = Some(api.clone());
+            cx.api = Some(api);
+            return Ok(());
+        }
         let timeout = opts.socket_timeout;
         let socket_timeout =
             || SmartVmError::SocketTimeout { path: socket.clone(), timeout_ms: timeout.as_millis() as u64 };
@@ -473,10 +482,15 @@ impl MicroVm {
         let timeout = self.options.socket_timeout;
         let started = process.stderr().wait_for_line(timeout, |l| l.contains(super::boot_file::BOOTED_LINE)).await;
         if started.is_some() {
+            cx.booted = true;
             return Ok(());
         }
         match process.wait(timeout).await {
-            Some(exit) => self.ended_before_ready(process, exit, cx).await,
+            Some(exit) => {
+                self.ended_before_ready(process, exit, cx).await?;
+                cx.booted = true;
+                Ok(())
+            }
             None => Err(SmartVmError::Process(crate::process::ProcessError::ExitedEarly {
                 exit: crate::process::ExitInfo { code: None, signal: None },
                 stderr: format!("no boot reported within {} ms", timeout.as_millis()),
@@ -558,7 +572,7 @@ mod tests {
     fn restore_is_start_with_steps_swapped() {
         use Step::*;
         let file = start_steps(BootPath::ConfigFile);
-        assert_eq!(file.last(), Some(&ConfirmBoot));
+        assert_eq!(file[file.len() - 2..], [ConfirmBoot, WaitForApi], "no polling for the socket of a booted VM");
         let spawn = |s: &[Step]| s.iter().position(|s| *s == Spawn).unwrap();
         assert!(file[..spawn(&file)].contains(&WriteConfigFile) && file[..spawn(&file)].contains(&PrepareOutputFiles));
         assert!(!file.contains(&Configure) && !file.contains(&InstanceStart) && !file.contains(&LearnVersion));
