@@ -36,6 +36,22 @@ enum Command {
     /// Snapshot bundles: take one of a running VM, or restore one.
     #[command(subcommand)]
     Snapshot(crate::snapshot::SnapshotCommand),
+    /// Run the host agent: it owns VMs started with `run -d` until they are removed.
+    Serve(crate::serve::ServeArgs),
+    /// List the agent's VMs.
+    Ps(crate::vms::PsArgs),
+    /// Print (or follow) a VM's console output.
+    Logs(crate::vms::LogsArgs),
+    /// Stop a VM held by the agent (in order: Ctrl-Alt-Del, SIGTERM, SIGKILL).
+    Stop(crate::vms::StopArgs),
+    /// Remove a VM held by the agent and everything it holds on the host.
+    Rm(crate::vms::RmArgs),
+    /// A VM's details as JSON (config, state, pid, TAPs, guest IP, socket, uptime).
+    Inspect(crate::vms::IdArg),
+    /// Pause a VM held by the agent.
+    Pause(crate::vms::IdArg),
+    /// Resume a paused VM held by the agent.
+    Resume(crate::vms::IdArg),
     /// Remove runtime dirs left behind by crashed programs.
     Gc,
     /// Print smartvm's and Firecracker's versions.
@@ -71,6 +87,14 @@ pub fn main() -> ExitCode {
             Command::Binary(cmd) => interruptible(crate::images::binary(cmd)).await,
             Command::Image(cmd) => interruptible(crate::images::image(cmd)).await,
             Command::Snapshot(cmd) => interruptible(crate::snapshot::snapshot(cmd)).await,
+            Command::Serve(args) => crate::serve::serve(args).await,
+            Command::Ps(args) => interruptible(crate::vms::ps(args)).await,
+            Command::Logs(args) => interruptible(crate::vms::logs(args)).await,
+            Command::Stop(args) => interruptible(crate::vms::stop(args)).await,
+            Command::Rm(args) => interruptible(crate::vms::rm(args)).await,
+            Command::Inspect(args) => interruptible(crate::vms::inspect(args)).await,
+            Command::Pause(args) => interruptible(crate::vms::pause(args)).await,
+            Command::Resume(args) => interruptible(crate::vms::resume(args)).await,
             Command::Gc => interruptible(gc()).await,
             Command::Version => version(),
         }

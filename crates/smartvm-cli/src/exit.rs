@@ -63,8 +63,9 @@ pub fn exit_for(code: ErrorCode) -> Exit {
         | InvalidBaseImageCacheLimit
         | InvalidSubnet
         | InvalidInterfaceName => Exit::InvalidConfig,
-        BinaryNotFound | UntrustedPath => Exit::HostUnfit,
+        BinaryNotFound | UntrustedPath | AgentUnavailable => Exit::HostUnfit,
         InvalidState
+        | VmNotFound
         | SocketTimeout
         | ApiTimeout
         | SocketRequestFailed

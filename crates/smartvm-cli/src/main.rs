@@ -7,7 +7,9 @@ mod exit;
 mod images;
 mod progress;
 mod run;
+mod serve;
 mod snapshot;
+mod vms;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -47,6 +47,10 @@ pub struct RunArgs {
     /// `SMARTVM_JAILED=1` does.
     #[arg(long)]
     jailed: bool,
+    /// Hand the VM to the host agent (`smartvm serve`) and print its id; it keeps running
+    /// after this command ends (see `ps`, `logs`, `stop`, `rm`).
+    #[arg(long, short = 'd')]
+    detach: bool,
     /// Boot a base-image bundle (see `smartvm image pull`).
     #[command(flatten)]
     image: crate::images::SourceArgs,
@@ -131,6 +135,12 @@ pub async fn run(args: RunArgs) -> Result<Exit, CliError> {
         false => None,
     };
     let cfg = build_config(&args, &options, bundle.as_ref())?;
+    if args.detach {
+        // Nothing is written or started when no agent answers.
+        crate::vms::client().info().await?;
+        install_probe_if_used(&cfg, &options)?;
+        return crate::vms::detach(&cfg).await;
+    }
     install_probe_if_used(&cfg, &options)?;
     let binary = smartvm.ensure_binary(crate::progress::for_terminal().as_ref()).await?;
     let mut runtime = smartvm.runtime_options(binary);

@@ -433,7 +433,8 @@ fn bench_work_dir(parent: u32, deadline: std::time::Instant) -> Option<String> {
             if ppid != parent.to_string() {
                 continue;
             }
-            let cmd = String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).into_owned();
+            let cmd =
+                String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).into_owned();
             if let Some(at) = cmd.find("/dev/shm/smartvm-bench") {
                 return cmd[at..].split('/').take(4).collect::<Vec<_>>().join("/").into();
             }

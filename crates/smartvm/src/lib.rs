@@ -27,6 +27,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod api;
 mod backoff;
 pub mod config;

@@ -62,11 +62,15 @@ pub enum ErrorCode {
     SnapshotFailed,
     /// `UNTRUSTED_PATH`.
     UntrustedPath,
+    /// `VM_NOT_FOUND`: no VM with that id (the host agent).
+    VmNotFound,
+    /// `AGENT_UNAVAILABLE`: no host agent answers on its socket.
+    AgentUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::InvalidState,
         ErrorCode::InvalidConfig,
         ErrorCode::SocketTimeout,
@@ -95,6 +99,8 @@ impl ErrorCode {
         ErrorCode::IoError,
         ErrorCode::SnapshotFailed,
         ErrorCode::UntrustedPath,
+        ErrorCode::VmNotFound,
+        ErrorCode::AgentUnavailable,
     ];
 
     /// The code as written in docs, logs and JSON (`SCREAMING_SNAKE_CASE`).
@@ -128,7 +134,14 @@ impl ErrorCode {
             ErrorCode::IoError => "IO_ERROR",
             ErrorCode::SnapshotFailed => "SNAPSHOT_FAILED",
             ErrorCode::UntrustedPath => "UNTRUSTED_PATH",
+            ErrorCode::VmNotFound => "VM_NOT_FOUND",
+            ErrorCode::AgentUnavailable => "AGENT_UNAVAILABLE",
         }
+    }
+
+    /// The code written as `text`, if it is one.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == text)
     }
 }
 

@@ -123,6 +123,31 @@ pub enum SmartVmError {
     /// written by another user (see [`trust`](crate::trust)); nothing was executed or created.
     #[error(transparent)]
     Untrusted(#[from] crate::trust::TrustError),
+    /// `VM_NOT_FOUND`: no VM with this id.
+    #[error("no VM {id:?}")]
+    VmNotFound {
+        /// The id asked for.
+        id: String,
+    },
+    /// `AGENT_UNAVAILABLE`: no host agent answers at `socket`.
+    #[error("no smartvm agent answers at {} (start one with `smartvm serve`)", socket.display())]
+    AgentUnavailable {
+        /// The agent's socket.
+        socket: PathBuf,
+        /// Why it could not be reached.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An error the host agent reported, with its code.
+    #[error("{message}")]
+    Agent {
+        /// HTTP status of the answer.
+        status: u16,
+        /// The error's code.
+        code: ErrorCode,
+        /// The agent's message.
+        message: String,
+    },
 }
 
 impl SmartVmError {
@@ -144,6 +169,9 @@ impl SmartVmError {
             SmartVmError::Io { .. } => ErrorCode::IoError,
             SmartVmError::Snapshot(_) => ErrorCode::SnapshotFailed,
             SmartVmError::Untrusted(_) => ErrorCode::UntrustedPath,
+            SmartVmError::VmNotFound { .. } => ErrorCode::VmNotFound,
+            SmartVmError::AgentUnavailable { .. } => ErrorCode::AgentUnavailable,
+            SmartVmError::Agent { code, .. } => *code,
             #[cfg(feature = "images")]
             SmartVmError::Image(e) => e.code(),
             #[cfg(feature = "network")]

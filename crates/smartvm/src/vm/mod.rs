@@ -354,10 +354,16 @@ impl MicroVm {
     /// Ends the process with the configured [`StopPlan`] (Ctrl-Alt-Del is skipped when paused,
     /// since a paused guest cannot react). The runtime dir stays until [`cleanup`](Self::cleanup).
     pub async fn stop(&self) -> Result<StopOutcome> {
+        self.stop_with(&self.options.stop_plan).await
+    }
+
+    /// [`stop`](Self::stop) along `plan` instead of the VM's own stop plan (e.g. a longer
+    /// graceful step).
+    pub async fn stop_with(&self, plan: &crate::process::StopPlan) -> Result<StopOutcome> {
         let mut inner = self.inner.lock().await;
         let paused = self.state() == VmState::Paused;
         let t = self.begin(Operation::Stop)?;
-        let mut plan = self.options.stop_plan.clone();
+        let mut plan = plan.clone();
         if paused {
             plan.steps.retain(|(s, _)| *s != crate::process::StopStep::CtrlAltDel);
         }

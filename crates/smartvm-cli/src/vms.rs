@@ -1,0 +1,142 @@
+//! The verbs that work on VMs held by the host agent (`smartvm serve`): `run -d`, `ps`, `logs`,
+//! `stop`, `rm`, `inspect`, `pause`, `resume`. They talk to it through
+//! [`AgentClient`]; without an agent they fail with `AGENT_UNAVAILABLE` (exit 4) saying how to
+//! start one.
+
+use std::io::Write;
+use std::time::Duration;
+
+use smartvm::agent::wire::VmSummary;
+use smartvm::agent::AgentClient;
+use smartvm::{SmartVmOptions, VmConfig};
+
+use crate::exit::{CliError, Exit};
+
+/// The agent's socket: `SMARTVM_AGENT_SOCKET`, else `<runtime dir>/smartvm.sock`.
+pub fn client() -> AgentClient {
+    let socket = std::env::var_os("SMARTVM_AGENT_SOCKET")
+        .map(Into::into)
+        .unwrap_or_else(|| AgentClient::default_socket(&SmartVmOptions::from_env()));
+    AgentClient::new(socket)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PsArgs {
+    /// Also VMs that are not running.
+    #[arg(long, short)]
+    all: bool,
+    /// One JSON array (the agent's VM summaries).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IdArg {
+    /// The VM's id.
+    id: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// Keep printing new console lines until the VM's console ends.
+    #[arg(long, short)]
+    follow: bool,
+    /// The VM's id.
+    id: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StopArgs {
+    /// Seconds the guest gets to shut down on Ctrl-Alt-Del before signals follow.
+    #[arg(long, short)]
+    timeout: Option<u64>,
+    /// The VM's id.
+    id: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RmArgs {
+    /// Stop it first if it runs.
+    #[arg(long, short)]
+    force: bool,
+    /// The VM's id.
+    id: String,
+}
+
+/// `run -d`: the agent creates and starts the VM; its id goes to stdout.
+pub async fn detach(cfg: &VmConfig) -> Result<Exit, CliError> {
+    let vm = client().create(cfg).await?;
+    println!("{}", vm.id);
+    Ok(Exit::Success)
+}
+
+fn running(vm: &VmSummary) -> bool {
+    vm.state == "running" || vm.state == "paused"
+}
+
+pub async fn ps(args: PsArgs) -> Result<Exit, CliError> {
+    let vms: Vec<VmSummary> = client().list().await?.into_iter().filter(|vm| args.all || running(vm)).collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&vms).map_err(|e| CliError::new(Exit::Failure, e))?);
+        return Ok(Exit::Success);
+    }
+    println!("{:<24} {:<9} {:>8} {:>5} {:>7} {:<15} {:>8}", "ID", "STATE", "PID", "VCPUS", "MEM", "GUEST IP", "UPTIME");
+    for vm in &vms {
+        let dash = || "-".to_string();
+        println!(
+            "{:<24} {:<9} {:>8} {:>5} {:>6}M {:<15} {:>8}",
+            vm.id,
+            vm.state,
+            vm.pid.map_or_else(dash, |p| p.to_string()),
+            vm.vcpus,
+            vm.mem_mib,
+            vm.guest_ip.clone().unwrap_or_else(dash),
+            vm.uptime_s.map_or_else(dash, |s| format!("{s}s")),
+        );
+    }
+    Ok(Exit::Success)
+}
+
+pub async fn logs(args: LogsArgs) -> Result<Exit, CliError> {
+    let agent = client();
+    if !args.follow {
+        print!("{}", agent.logs(&args.id).await?);
+        return Ok(Exit::Success);
+    }
+    let mut stdout = std::io::stdout();
+    agent
+        .follow_logs(&args.id, |chunk| {
+            let _ = stdout.write_all(chunk);
+            let _ = stdout.flush();
+        })
+        .await?;
+    Ok(Exit::Success)
+}
+
+pub async fn stop(args: StopArgs) -> Result<Exit, CliError> {
+    let outcome = client().stop(&args.id, args.timeout.map(Duration::from_secs)).await?;
+    eprintln!("stopped {} ({})", outcome.id, outcome.step);
+    Ok(Exit::Success)
+}
+
+pub async fn rm(args: RmArgs) -> Result<Exit, CliError> {
+    client().remove(&args.id, args.force).await?;
+    println!("{}", args.id);
+    Ok(Exit::Success)
+}
+
+pub async fn inspect(args: IdArg) -> Result<Exit, CliError> {
+    let vm = client().get(&args.id).await?;
+    println!("{}", serde_json::to_string_pretty(&vm).map_err(|e| CliError::new(Exit::Failure, e))?);
+    Ok(Exit::Success)
+}
+
+pub async fn pause(args: IdArg) -> Result<Exit, CliError> {
+    println!("{}", client().pause(&args.id).await?.id);
+    Ok(Exit::Success)
+}
+
+pub async fn resume(args: IdArg) -> Result<Exit, CliError> {
+    println!("{}", client().resume(&args.id).await?.id);
+    Ok(Exit::Success)
+}

@@ -1,0 +1,163 @@
+//! The host agent (`smartvm serve`) and the verbs that use it, against the real binary and
+//! Firecracker: detach → ps → logs → logs -f → stop → rm leaves nothing; 404/409/422 create
+//! nothing; a non-permitted peer is refused; every route is served and documented.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{env, Env, Running};
+use smartvm::agent::AgentClient;
+
+/// An agent on a socket in the test's dir, and the environment its clients need.
+struct Agent {
+    _process: Running,
+    socket: PathBuf,
+}
+
+impl Agent {
+    fn start(env: &mut Env) -> Agent {
+        let dir = env.dir.path().join("agent");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let socket = dir.join("smartvm.sock");
+        env.extra_env.push(("SMARTVM_AGENT_SOCKET".into(), socket.display().to_string()));
+        let process = Running(env.cmd(&["serve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+        let client = AgentClient::new(&socket);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while runtime.block_on(client.info()).is_err() {
+            assert!(Instant::now() < deadline, "the agent answers within 10 s");
+            std::thread::yield_now();
+        }
+        Agent { _process: process, socket }
+    }
+}
+
+fn run(env: &Env, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = env.cmd(args).output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn detach_ps_logs_follow_stop_rm_leaves_nothing() {
+    let Some(mut env) = env() else { return };
+    let _agent = Agent::start(&mut env);
+    let (code, id, err) = run(&env, &["run", "-d", "--id", "det1", "--boot-args", "console=ttyS0 probe.count=20"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(id.trim(), "det1");
+    let (code, ps, _) = run(&env, &["ps"]);
+    assert_eq!(code, Some(0));
+    assert!(ps.lines().any(|l| l.starts_with("det1") && l.contains("running")), "{ps}");
+    let (_, json, _) = run(&env, &["ps", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(listed[0]["id"], "det1");
+    assert!(listed[0]["pid"].as_i64().is_some_and(|p| p > 0));
+
+    // logs -f: the lines kept so far, then new ones as the guest prints them.
+    let mut follow = Running(env.cmd(&["logs", "-f", "det1"]).stdout(Stdio::piped()).spawn().unwrap());
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let counts: Vec<u64> = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .filter_map(|l| l.strip_prefix("smartvm-probe count n=").and_then(|n| n.parse().ok()))
+        .take(5)
+        .collect();
+    assert_eq!(counts.len(), 5, "logs -f follows the counting guest");
+    assert!(counts.windows(2).all(|w| w[1] == w[0] + 1), "no gaps or repeats: {counts:?}");
+    let (code, logs, _) = run(&env, &["logs", "det1"]);
+    assert_eq!(code, Some(0));
+    assert!(logs.starts_with("smartvm-probe boot"), "{logs}");
+
+    let (code, _, err) = run(&env, &["rm", "det1"]);
+    assert_eq!(code, Some(1), "a running VM is not removed without -f");
+    assert!(err.contains("INVALID_STATE"), "{err}");
+    let (code, _, err) = run(&env, &["stop", "--timeout", "1", "det1"]);
+    assert_eq!(code, Some(0), "{err}");
+    // The console ended with the VM: the follower ends too.
+    assert!(common::wait_for_exit(follow.id() as i32, 10_000), "logs -f ends with the VM");
+    assert_eq!(follow.wait().unwrap().code(), Some(0));
+    let (_, inspect, _) = run(&env, &["inspect", "det1"]);
+    let vm: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(vm["state"], "stopped");
+    let (code, _, err) = run(&env, &["rm", "det1"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (_, ps, _) = run(&env, &["ps", "-a", "--json"]);
+    assert_eq!(ps.trim(), "[]");
+    assert!(env.runtime_is_empty(), "nothing left in the runtime dir");
+}
+
+#[test]
+fn refused_requests_create_nothing_and_say_why() {
+    let Some(mut env) = env() else { return };
+    let agent = Agent::start(&mut env);
+    let (code, _, err) = run(&env, &["logs", "nope"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("error[VM_NOT_FOUND]"), "{err}");
+    for verb in ["stop", "pause", "resume", "inspect", "rm"] {
+        let (code, _, err) = run(&env, &[verb, "nope"]);
+        assert_eq!(code, Some(1), "{verb}");
+        assert!(err.contains("VM_NOT_FOUND"), "{verb}: {err}");
+    }
+    // 422 with every problem, each with its field.
+    let client = AgentClient::new(&agent.socket);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let bad = smartvm::VmConfig::new("/nope").with_id("bad").with_machine(99, 16);
+    let err = runtime.block_on(client.create(&bad)).unwrap_err();
+    let smartvm::SmartVmError::InvalidConfig(problems) = &err else { panic!("{err}") };
+    assert!(problems.has_field("machineConfig.vcpuCount") && problems.has_field("bootSource.kernelImagePath"));
+    let raw = smartvm::api::ApiClient::new(&agent.socket);
+    let answer = runtime.block_on(raw.request(smartvm::api::Method::POST, "/v1/vms", Some(b"{\"x\": 1}".to_vec())));
+    assert_eq!(answer.unwrap().status_code, 422);
+    assert!(runtime.block_on(client.list()).unwrap().is_empty(), "nothing was created");
+    assert!(env.runtime_is_empty());
+
+    // Every route is served (an unknown id answers with an error body, not a missing route)
+    // and the served document is the checked-in one.
+    for route in smartvm::agent::wire::ROUTES {
+        let method: smartvm::api::Method = route.method.to_uppercase().parse().unwrap();
+        let path = route.path.replace("{id}", "nope");
+        let answer = runtime.block_on(raw.request(method, &path, None)).unwrap();
+        assert_ne!(answer.status_code, 405, "{route:?}");
+        if answer.status_code == 404 {
+            assert!(answer.body.contains("VM_NOT_FOUND"), "{route:?} is routed: {}", answer.body);
+        }
+    }
+    let doc = runtime.block_on(raw.get("/openapi.json")).unwrap();
+    assert_eq!(doc.body, smartvm::agent::wire::OPENAPI);
+}
+
+#[test]
+fn without_an_agent_run_detach_says_how_to_start_one() {
+    let Some(mut env) = env() else { return };
+    let socket = env.dir.path().join("none.sock");
+    env.extra_env.push(("SMARTVM_AGENT_SOCKET".into(), socket.display().to_string()));
+    let (code, _, err) = run(&env, &["run", "-d"]);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("AGENT_UNAVAILABLE") && err.contains("smartvm serve"), "{err}");
+    assert!(!env.dir.path().join("data/kernels").exists(), "nothing was written");
+}
+
+#[test]
+fn a_peer_of_another_user_is_refused() {
+    let Some(mut env) = env() else { return };
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to act as another user");
+        return;
+    }
+    // The other user must reach the socket: its dirs searchable, the socket file itself open,
+    // so that only the agent's own check stands in the way.
+    std::fs::set_permissions(env.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    let agent = Agent::start(&mut env);
+    // Open the socket file itself, so that only the agent's own check stands in the way.
+    std::fs::set_permissions(&agent.socket, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let out = env.cmd(&["ps"]).env("HOME", "/").uid(65534).gid(65534).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PERMISSION_DENIED") || err.contains("may not use"), "{err}");
+}

@@ -1,0 +1,167 @@
+//! The typed client of the host agent.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+
+use super::wire::{AgentInfo, ErrorBody, StopSummary, VmSummary};
+use crate::api::{ApiClient, ApiError, Method};
+use crate::error::Result;
+use crate::{SmartVmError, SmartVmOptions, VmConfig};
+
+/// A VM id as one path segment.
+fn segment(id: &str) -> String {
+    percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Talks to a host agent (`smartvm serve`) over its Unix socket.
+#[derive(Debug)]
+pub struct AgentClient {
+    socket: PathBuf,
+    api: ApiClient,
+}
+
+impl AgentClient {
+    /// A client of the agent listening at `socket`.
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        let socket = socket.into();
+        // Starting and stopping VMs takes longer than one Firecracker request.
+        let api = ApiClient::new(&socket).with_timeout(Duration::from_secs(120));
+        Self { socket, api }
+    }
+
+    /// Where an agent run with `options` listens: `<runtime_dir>/smartvm.sock`.
+    pub fn default_socket(options: &SmartVmOptions) -> PathBuf {
+        options.runtime_dir.join("smartvm.sock")
+    }
+
+    /// The agent's socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    fn unavailable(&self, e: SmartVmError) -> SmartVmError {
+        match e {
+            SmartVmError::SocketRequestFailed { source: ApiError::Connect { source, .. }, .. } => {
+                SmartVmError::AgentUnavailable { socket: self.socket.clone(), source }
+            }
+            other => other,
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<T> {
+        let response = self.api.request(method.clone(), path, body).await.map_err(|e| self.unavailable(e))?;
+        let text = if response.body.trim().is_empty() { "null" } else { response.body.as_str() };
+        if !response.ok {
+            return Err(match serde_json::from_str::<ErrorBody>(text) {
+                Ok(body) => body.into_error(response.status_code),
+                Err(_) => SmartVmError::Api {
+                    method: method.to_string(),
+                    path: path.into(),
+                    status: response.status_code,
+                    fault_message: Some(response.body),
+                },
+            });
+        }
+        serde_json::from_str(text).map_err(|e| SmartVmError::SocketRequestFailed {
+            method: method.to_string(),
+            path: path.into(),
+            source: ApiError::Decode { body: response.body.clone(), source: e },
+        })
+    }
+
+    /// About the agent (also a liveness check).
+    pub async fn info(&self) -> Result<AgentInfo> {
+        self.call(Method::GET, "/v1/info", None).await
+    }
+
+    /// Creates and starts a VM from `config` (a 422 lists every problem; nothing is created).
+    pub async fn create(&self, config: &VmConfig) -> Result<VmSummary> {
+        let body = serde_json::to_vec(config).map_err(|e| SmartVmError::io("cannot encode the config", e.into()))?;
+        self.call(Method::POST, "/v1/vms", Some(body)).await
+    }
+
+    /// Every VM the agent holds.
+    pub async fn list(&self) -> Result<Vec<VmSummary>> {
+        self.call(Method::GET, "/v1/vms", None).await
+    }
+
+    /// One VM (`VM_NOT_FOUND` for an unknown id).
+    pub async fn get(&self, id: &str) -> Result<VmSummary> {
+        self.call(Method::GET, &format!("/v1/vms/{}", segment(id)), None).await
+    }
+
+    /// Pauses a running VM.
+    pub async fn pause(&self, id: &str) -> Result<VmSummary> {
+        self.call(Method::POST, &format!("/v1/vms/{}/pause", segment(id)), None).await
+    }
+
+    /// Resumes a paused VM.
+    pub async fn resume(&self, id: &str) -> Result<VmSummary> {
+        self.call(Method::POST, &format!("/v1/vms/{}/resume", segment(id)), None).await
+    }
+
+    /// Stops a VM in order (Ctrl-Alt-Del, then signals), the graceful step waiting up to
+    /// `timeout` (the agent's default without).
+    pub async fn stop(&self, id: &str, timeout: Option<Duration>) -> Result<StopSummary> {
+        let query = timeout.map_or(String::new(), |t| format!("?timeout_ms={}", t.as_millis()));
+        self.call(Method::POST, &format!("/v1/vms/{}/stop{query}", segment(id)), None).await
+    }
+
+    /// Removes a VM and everything it holds on the host; a running VM only with `force`
+    /// (else `INVALID_STATE`).
+    pub async fn remove(&self, id: &str, force: bool) -> Result<()> {
+        let path = format!("/v1/vms/{}?force={force}", segment(id));
+        self.call::<Option<()>>(Method::DELETE, &path, None).await.map(drop)
+    }
+
+    /// The console output kept so far.
+    pub async fn logs(&self, id: &str) -> Result<String> {
+        let mut out = Vec::new();
+        self.stream_logs(id, false, |chunk| out.extend_from_slice(chunk)).await?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// The console output kept so far, then every new line as it comes, until the VM's console
+    /// ends; each chunk goes to `sink`.
+    pub async fn follow_logs(&self, id: &str, sink: impl FnMut(&[u8])) -> Result<()> {
+        self.stream_logs(id, true, sink).await
+    }
+
+    async fn stream_logs(&self, id: &str, follow: bool, mut sink: impl FnMut(&[u8])) -> Result<()> {
+        let path = format!("/v1/vms/{}/logs?follow={follow}", segment(id));
+        let wire =
+            |source: ApiError| SmartVmError::SocketRequestFailed { method: "GET".into(), path: path.clone(), source };
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| SmartVmError::AgentUnavailable { socket: self.socket.clone(), source })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| wire(ApiError::Http(e)))?;
+        tokio::spawn(conn);
+        let request = hyper::Request::get(&path)
+            .header(hyper::header::HOST, "localhost")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| wire(ApiError::Request(e)))?;
+        let mut response = sender.send_request(request).await.map_err(|e| wire(ApiError::Http(e)))?;
+        let status = response.status().as_u16();
+        if !response.status().is_success() {
+            let body = response.into_body().collect().await.map_err(|e| wire(ApiError::Http(e)))?.to_bytes();
+            let text = String::from_utf8_lossy(&body).into_owned();
+            return Err(match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(b) => b.into_error(status),
+                Err(_) => SmartVmError::Api { method: "GET".into(), path, status, fault_message: Some(text) },
+            });
+        }
+        while let Some(frame) = response.body_mut().frame().await {
+            let frame = frame.map_err(|e| wire(ApiError::Http(e)))?;
+            if let Some(data) = frame.data_ref() {
+                sink(data);
+            }
+        }
+        Ok(())
+    }
+}

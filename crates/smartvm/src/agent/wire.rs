@@ -1,0 +1,191 @@
+//! What travels between the agent and its clients, and the agent's routes.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigProblem;
+use crate::error::ErrorCode;
+use crate::SmartVmError;
+
+/// One route of the agent: method and path (`{id}` for a VM id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path template.
+    pub path: &'static str,
+}
+
+/// The agent's OpenAPI 3 document (served at `GET /openapi.json`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Every route the agent serves (the OpenAPI document lists exactly these).
+pub const ROUTES: [Route; 10] = [
+    Route { method: "get", path: "/openapi.json" },
+    Route { method: "get", path: "/v1/vms" },
+    Route { method: "post", path: "/v1/vms" },
+    Route { method: "get", path: "/v1/vms/{id}" },
+    Route { method: "delete", path: "/v1/vms/{id}" },
+    Route { method: "post", path: "/v1/vms/{id}/pause" },
+    Route { method: "post", path: "/v1/vms/{id}/resume" },
+    Route { method: "post", path: "/v1/vms/{id}/stop" },
+    Route { method: "get", path: "/v1/vms/{id}/logs" },
+    Route { method: "get", path: "/v1/info" },
+];
+
+/// A VM as the agent reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmSummary {
+    /// Its id.
+    pub id: String,
+    /// `Created`, `Running`, `Paused`, `Stopped`, `Error`, …
+    pub state: String,
+    /// Firecracker's pid while it runs.
+    pub pid: Option<i32>,
+    /// The API socket.
+    pub socket: PathBuf,
+    /// vCPUs and memory.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub mem_mib: u64,
+    /// TAP devices created for it.
+    pub taps: Vec<String>,
+    /// The guest's address on smartvm's bridge, if it has one.
+    pub guest_ip: Option<String>,
+    /// Seconds since it started (None before).
+    pub uptime_s: Option<u64>,
+    /// How its process ended, once it has (`code`/`signal`).
+    pub exit: Option<ExitSummary>,
+    /// The configuration it was created from.
+    pub config: crate::VmConfig,
+}
+
+/// How a VM's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitSummary {
+    /// Exit code, if it exited.
+    pub code: Option<i32>,
+    /// Signal, if one ended it.
+    pub signal: Option<i32>,
+}
+
+/// How a stop went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StopSummary {
+    /// The VM.
+    pub id: String,
+    /// The step of the stop sequence that ended it (`CtrlAltDel`, `Sigterm`, `Sigkill`, …).
+    pub step: String,
+}
+
+/// About the agent itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentInfo {
+    /// smartvm's version.
+    pub version: String,
+    /// The agent's pid.
+    pub pid: u32,
+    /// VMs it holds.
+    pub vms: usize,
+}
+
+/// The body of every error answer: 404 unknown id, 409 wrong state, 422 invalid config
+/// (every problem with its field), 500 anything else; nothing was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// The smartvm error code (`VM_NOT_FOUND`, `INVALID_STATE`, `INVALID_CONFIG`, …).
+    pub code: String,
+    /// What went wrong, with its causes.
+    pub message: String,
+    /// For `INVALID_CONFIG`: each problem with its field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<ProblemBody>,
+}
+
+/// One config problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProblemBody {
+    /// Field path (`machineConfig.vcpuCount`).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// The answer for `e`: its HTTP status and body (the message carries the cause chain).
+    pub fn of(e: &SmartVmError) -> (u16, Self) {
+        let root = e.root();
+        let status = match root.code() {
+            ErrorCode::VmNotFound => 404,
+            ErrorCode::InvalidState => 409,
+            ErrorCode::InvalidConfig => 422,
+            _ => 500,
+        };
+        let problems = match root {
+            SmartVmError::InvalidConfig(errors) => errors
+                .problems
+                .iter()
+                .map(|p| ProblemBody { field: p.field.clone(), message: p.message.clone() })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            message = format!("{message}: {s}");
+            source = s.source();
+        }
+        (status, Self { code: root.code().as_str().into(), message, problems })
+    }
+
+    /// Back into an error on the client side (an invalid config with its problems again).
+    pub fn into_error(self, status: u16) -> SmartVmError {
+        let code = ErrorCode::parse(&self.code).unwrap_or(ErrorCode::IoError);
+        if code == ErrorCode::InvalidConfig && !self.problems.is_empty() {
+            let problems =
+                self.problems.into_iter().map(|p| ConfigProblem { field: p.field, message: p.message }).collect();
+            return SmartVmError::InvalidConfig(crate::config::ConfigErrors { problems });
+        }
+        SmartVmError::Agent { status, code, message: self.message }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys().filter(|k| *k != "parameters") {
+                documented.push((method.clone(), path.clone()));
+            }
+        }
+        let mut routes: Vec<(String, String)> = ROUTES.iter().map(|r| (r.method.into(), r.path.into())).collect();
+        documented.sort();
+        routes.sort();
+        assert_eq!(documented, routes);
+    }
+
+    #[test]
+    fn errors_carry_their_code_status_and_problems_both_ways() {
+        let invalid: SmartVmError =
+            crate::config::ConfigErrors::single("machineConfig.vcpuCount", "99 is outside 1-32").into();
+        let (status, body) = ErrorBody::of(&invalid);
+        assert_eq!((status, body.code.as_str(), body.problems.len()), (422, "INVALID_CONFIG", 1));
+        let back = body.into_error(status);
+        assert!(matches!(&back, SmartVmError::InvalidConfig(e) if e.has_field("machineConfig.vcpuCount")));
+        let (status, body) = ErrorBody::of(&SmartVmError::VmNotFound { id: "x".into() });
+        assert_eq!((status, body.code.as_str()), (404, "VM_NOT_FOUND"));
+        assert_eq!(body.into_error(404).code(), ErrorCode::VmNotFound);
+        let state = SmartVmError::InvalidState { operation: "pause", state: crate::VmState::Stopped };
+        assert_eq!(ErrorBody::of(&state).0, 409);
+    }
+}
