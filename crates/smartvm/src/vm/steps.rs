@@ -491,10 +491,10 @@ impl MicroVm {
                 cx.booted = true;
                 Ok(())
             }
-            None => Err(SmartVmError::Process(crate::process::ProcessError::ExitedEarly {
-                exit: crate::process::ExitInfo { code: None, signal: None },
-                stderr: format!("no boot reported within {} ms", timeout.as_millis()),
-            })),
+            // Neither booted nor ended: not ready in time, like a socket that never answers.
+            None => {
+                Err(SmartVmError::SocketTimeout { path: self.socket_path(), timeout_ms: timeout.as_millis() as u64 })
+            }
         }
     }
 
