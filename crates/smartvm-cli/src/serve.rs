@@ -274,7 +274,9 @@ pub async fn serve(args: ServeArgs) -> Result<Exit, CliError> {
     let socket = args.socket.clone().unwrap_or_else(|| AgentClient::default_socket(&options));
     smartvm::trust::ensure_private_dir(&options.runtime_dir).map_err(SmartVmError::from)?;
     let listener = bind(&socket).await?;
+    let options = SmartVmOptions { detached_vms: true, ..options };
     let agent = Arc::new(Agent { smartvm: SmartVm::new(options), started: Mutex::new(HashMap::new()) });
+    adopt(&agent).await?;
     eprintln!("smartvm agent listening on {}", socket.display());
     let app = router(agent.clone()).into_make_service_with_connect_info::<Peer>();
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
@@ -284,6 +286,24 @@ pub async fn serve(args: ServeArgs) -> Result<Exit, CliError> {
     }
     served.map_err(|e| CliError::new(Exit::Failure, e))?;
     Ok(Exit::Success)
+}
+
+/// Takes over the VMs a previous agent left running, then reclaims what dead ones left.
+async fn adopt(agent: &Agent) -> Result<(), CliError> {
+    let (adopted, failed) = agent.smartvm.adopt_detached().await?;
+    let now = Instant::now();
+    agent.started.lock().unwrap_or_else(|p| p.into_inner()).extend(adopted.iter().map(|id| (id.clone(), now)));
+    for id in &adopted {
+        eprintln!("adopted {id}");
+    }
+    for (dir, e) in &failed {
+        eprintln!("warning: cannot adopt {}: {e}", dir.display());
+    }
+    let report = agent.smartvm.reclaim().await?;
+    for id in &report.reclaimed {
+        eprintln!("reclaimed {id}");
+    }
+    Ok(())
 }
 
 /// Binds `socket` (`0600`), replacing a stale socket no agent answers on.

@@ -15,7 +15,7 @@ use smartvm::agent::AgentClient;
 
 /// An agent on a socket in the test's dir, and the environment its clients need.
 struct Agent {
-    _process: Running,
+    process: Running,
     socket: PathBuf,
 }
 
@@ -34,7 +34,7 @@ impl Agent {
             assert!(Instant::now() < deadline, "the agent answers within 10 s");
             std::thread::yield_now();
         }
-        Agent { _process: process, socket }
+        Agent { process, socket }
     }
 }
 
@@ -160,4 +160,99 @@ fn a_peer_of_another_user_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("PERMISSION_DENIED") || err.contains("may not use"), "{err}");
+}
+
+#[test]
+fn vms_outlive_a_killed_agent_and_gc_spares_them_while_they_run() {
+    let Some(mut env) = env() else { return };
+    let mut agent = Agent::start(&mut env);
+    let (code, _, err) = run(&env, &["run", "-d", "--id", "keep1", "--boot-args", "console=ttyS0 probe.count=20"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (_, inspect, _) = run(&env, &["inspect", "keep1"]);
+    let vm: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let pid = vm["pid"].as_i64().unwrap() as i32;
+    let console = env.runtime().join("keep1/console.log");
+    agent.process.kill().unwrap();
+    agent.process.wait().unwrap();
+    // The guest keeps running and writing its console to the file.
+    let grows = |from: u64| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::metadata(&console).map_or(0, |m| m.len()) <= from && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        std::fs::metadata(&console).map_or(0, |m| m.len()) > from
+    };
+    let size = std::fs::metadata(&console).unwrap().len();
+    assert!(grows(size), "the console file keeps growing after the agent died");
+    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok(), "Firecracker runs");
+    let (code, _, err) = run(&env, &["gc"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(env.runtime().join("keep1").exists(), "gc spares a detached VM that runs: {err}");
+    // Once its process is gone it is an orphan like any other.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+        && Instant::now() < deadline
+    {
+        std::thread::yield_now();
+    }
+    let (code, out, err) = run(&env, &["gc"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("keep1"), "reclaimed: {out} {err}");
+    assert!(env.runtime_is_empty());
+}
+
+/// The probe's count lines in `logs` output.
+fn counts(logs: &str) -> Vec<u64> {
+    logs.lines().filter_map(|l| l.strip_prefix("smartvm-probe count n=").and_then(|n| n.parse().ok())).collect()
+}
+
+#[test]
+fn a_restarted_agent_adopts_running_vms_and_reclaims_dead_ones() {
+    let Some(mut env) = env() else { return };
+    let mut agent = Agent::start(&mut env);
+    let ids: Vec<String> = (0..5).map(|i| format!("ad{i}")).collect();
+    for id in &ids {
+        let (code, _, err) = run(&env, &["run", "-d", "--id", id, "--boot-args", "console=ttyS0 probe.count=20"]);
+        assert_eq!(code, Some(0), "{err}");
+    }
+    let (_, inspect, _) = run(&env, &["inspect", "ad4"]);
+    let doomed = serde_json::from_str::<serde_json::Value>(&inspect).unwrap()["pid"].as_i64().unwrap() as i32;
+    agent.process.kill().unwrap();
+    agent.process.wait().unwrap();
+    // One VM dies while no agent runs.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(doomed), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(format!("/proc/{doomed}/stat")).is_ok_and(|s| !s.contains(") Z ")) {
+        assert!(Instant::now() < deadline, "the killed VM ends");
+        std::thread::yield_now();
+    }
+    env.extra_env.retain(|(k, _)| k != "SMARTVM_AGENT_SOCKET");
+    std::fs::remove_dir_all(env.dir.path().join("agent")).unwrap();
+    let _agent = Agent::start(&mut env);
+    let (_, ps, _) = run(&env, &["ps", "-a", "--json"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&ps).unwrap();
+    let adopted: Vec<&str> = listed.iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(adopted, ["ad0", "ad1", "ad2", "ad3"], "the live VMs are adopted, the dead one is not");
+    assert!(listed.iter().all(|v| v["state"] == "running"), "{ps}");
+    assert!(!env.runtime().join("ad4").exists(), "the dead VM was reclaimed");
+    // Logs continue without gaps or repeats across the restart.
+    for id in &ids[..4] {
+        let mut follow = Running(env.cmd(&["logs", "-f", id]).stdout(Stdio::piped()).spawn().unwrap());
+        let seen: Vec<u64> = BufReader::new(follow.stdout.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| counts(&l).first().copied())
+            .take_while(|&n| n < 60)
+            .collect();
+        assert!(seen.len() >= 50, "{id}: {seen:?}");
+        assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "{id}: no gaps or repeats: {seen:?}");
+        assert_eq!(seen[0], 0, "{id}: from the start");
+    }
+    for id in &ids[..4] {
+        let (code, _, err) = run(&env, &["rm", "-f", id]);
+        assert_eq!(code, Some(0), "{id}: {err}");
+    }
+    assert!(env.runtime_is_empty());
 }

@@ -65,6 +65,10 @@ pub struct SmartVmOptions {
     /// read as Firecracker starts (slower: for comparisons and debugging;
     /// `SMARTVM_BOOT_VIA_API=1`).
     pub boot_via_api: bool,
+    /// Start VMs that outlive this program (see
+    /// [`VmRuntimeOptions::detached`](crate::vm::VmRuntimeOptions::detached)); the host agent
+    /// sets this.
+    pub detached_vms: bool,
 }
 
 /// The jailer's default chroot base.
@@ -117,6 +121,7 @@ impl Default for SmartVmOptions {
             jailer: None,
             jailed_by_default: false,
             boot_via_api: false,
+            detached_vms: false,
         }
     }
 }
@@ -144,6 +149,7 @@ impl SmartVmOptions {
             mirrors: Mirrors::from_lookup(&lookup),
             jailed_by_default: get("SMARTVM_JAILED").is_some_and(|v| v == "1"),
             boot_via_api: get("SMARTVM_BOOT_VIA_API").is_some_and(|v| v == "1"),
+            detached_vms: false,
             ..d
         }
     }

@@ -157,6 +157,7 @@ impl SmartVm {
         o.stop_plan = StopPlan::with_grace(self.options.stop_grace);
         o.jailer = self.options.effective_jailer(&o.firecracker_binary);
         o.boot_via_api = self.options.boot_via_api;
+        o.detached = self.options.detached_vms;
         o
     }
 
@@ -286,6 +287,30 @@ impl SmartVm {
             return Err(first.unwrap_or(SmartVmError::Snapshot("clone failed".into())));
         }
         results.into_iter().collect()
+    }
+
+    /// Adopts every detached VM in the runtime dir whose process still runs and that is not
+    /// registered yet (a host agent restarting after a crash); returns their ids, and the dirs
+    /// that could not be adopted with why (dead ones are left to [`reclaim`](Self::reclaim)).
+    pub async fn adopt_detached(&self) -> Result<(Vec<String>, Vec<(PathBuf, SmartVmError)>)> {
+        let (mut adopted, mut failed) = (Vec::new(), Vec::new());
+        let Ok(entries) = std::fs::read_dir(&self.options.runtime_dir) else { return Ok((adopted, failed)) };
+        for dir in entries.flatten().map(|e| e.path()) {
+            let hidden = dir.file_name().is_none_or(|n| n.to_string_lossy().starts_with('.'));
+            let journal = match VmJournal::read(&dir) {
+                Ok(j) if !hidden && j.detached && j.process_alive() && self.vm(&j.vm_id).is_none() => j,
+                _ => continue,
+            };
+            let options = self.runtime_options(self.find_binary()?);
+            match MicroVm::adopt(&dir, options).await {
+                Ok(vm) => {
+                    adopted.push(journal.vm_id);
+                    self.registry().insert(vm.id().to_string(), Arc::new(vm));
+                }
+                Err(e) => failed.push((dir, e)),
+            }
+        }
+        Ok((adopted, failed))
     }
 
     /// A registered VM.

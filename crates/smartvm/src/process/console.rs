@@ -69,6 +69,56 @@ impl Console {
         });
     }
 
+    /// Follows the file at `path` (which a process appends to, e.g. a detached Firecracker's
+    /// stdout) from its start into the buffer and the live stream: read to its end, then wait
+    /// for inotify to report more, until `ended` says the writer is gone (then read what is
+    /// left and end the stream). A last line without a newline is kept until it is complete.
+    pub(crate) fn spawn_file_follower(&self, path: std::path::PathBuf, mut ended: tokio::sync::watch::Receiver<bool>) {
+        let console = self.clone();
+        tokio::spawn(async move {
+            let Ok(file) = tokio::fs::File::open(&path).await else { return console.close() };
+            let mut events = match inotify::Inotify::init().and_then(|i| {
+                i.watches().add(&path, inotify::WatchMask::MODIFY)?;
+                i.into_event_stream([0u8; 1024])
+            }) {
+                Ok(events) => events,
+                Err(_) => return console.close(),
+            };
+            let mut reader = BufReader::new(file);
+            let mut partial = Vec::new();
+            loop {
+                let done = *ended.borrow_and_update();
+                console.read_available(&mut reader, &mut partial).await;
+                if done {
+                    break;
+                }
+                tokio::select! {
+                    _ = futures_util::StreamExt::next(&mut events) => {}
+                    _ = ended.changed() => {}
+                }
+            }
+            if !partial.is_empty() {
+                console.push(String::from_utf8_lossy(&partial).into_owned());
+            }
+            console.close();
+        });
+    }
+
+    /// Reads `reader` to its current end, pushing complete lines.
+    async fn read_available(&self, reader: &mut BufReader<tokio::fs::File>, partial: &mut Vec<u8>) {
+        loop {
+            match reader.read_until(b'\n', partial).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) if partial.ends_with(b"\n") => {
+                    let line = String::from_utf8_lossy(partial).trim_end_matches(['\n', '\r']).to_string();
+                    partial.clear();
+                    self.push(line);
+                }
+                Ok(_) => {} // an incomplete last line: wait for its end
+            }
+        }
+    }
+
     /// Marks the end of the stream and wakes waiters so they notice it.
     fn close(&self) {
         self.lock().closed = true;
@@ -175,11 +225,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_followed_file_streams_lines_as_they_are_appended() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(b"one\ntw").unwrap();
+        let console = Console::new(10);
+        let (ended, watch) = tokio::sync::watch::channel(false);
+        console.spawn_file_follower(path.clone(), watch);
+        assert_eq!(console.wait_for_line(Duration::from_secs(5), |l| l == "one").await.as_deref(), Some("one"));
+        f.write_all(b"o\nthree\n").unwrap();
+        assert!(console.wait_for_line(Duration::from_secs(5), |l| l == "three").await.is_some());
+        f.write_all(b"last, unterminated").unwrap();
+        ended.send(true).unwrap();
+        assert_eq!(console.wait_for_line(Duration::from_secs(5), |l| l == "never").await, None);
+        assert!(console.is_closed());
+        assert_eq!(console.lines(), ["one", "two", "three", "last, unterminated"]);
+    }
+
+    #[tokio::test]
     async fn a_match_right_before_the_end_is_not_lost() {
         let console = Console::new(10);
         let wait = console.wait_for_line(Duration::from_secs(5), |l| l == "match");
         tokio::pin!(wait);
-        assert!(futures_util::poll!(&mut wait).is_pending(), "subscribed, nothing yet");
+        assert!(futures_util::FutureExt::now_or_never(&mut wait).is_none(), "subscribed, nothing yet");
         // Everything arrives and the stream ends before the waiter runs again.
         console.push("other".into());
         console.push("match".into());

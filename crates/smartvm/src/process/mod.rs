@@ -162,13 +162,22 @@ pub struct OutputOptions {
     pub buffer_lines: Option<usize>,
     /// Also append the serial console to this file.
     pub console_file: Option<PathBuf>,
+    /// Let the process outlive this program: no parent-death signal, a session of its own, its
+    /// stdout and stderr written to `console.log` and `firecracker.log` in this dir (followed
+    /// from there), and never killed when dropped.
+    pub detached: Option<PathBuf>,
+}
+
+/// The console and log files of a detached process in `dir`.
+pub fn detached_files(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join("console.log"), dir.join("firecracker.log"))
 }
 
 impl Drop for FirecrackerProcess {
     /// A process nobody stops any more is killed rather than left running; waits (bounded)
     /// until it is gone so that the resources it held (TAPs, files) are free afterwards.
     fn drop(&mut self) {
-        if self.exit_info().is_some() {
+        if self.detached || self.exit_info().is_some() {
             return;
         }
         if pidfd::send_signal(self.pidfd.get_ref(), libc::SIGKILL).is_ok() {
@@ -239,6 +248,12 @@ pub struct FirecrackerProcess {
     exit: watch::Receiver<Option<ExitInfo>>,
     console: Console,
     stderr: Console,
+    detached: bool,
+}
+
+/// Opens `path` for appending (created `0600`), for a detached process's output.
+fn output_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().create(true).append(true), 0o600).open(path)
 }
 
 impl FirecrackerProcess {
@@ -258,7 +273,18 @@ impl FirecrackerProcess {
             None => None,
         };
         let mut cmd = std::process::Command::new(&command.binary);
-        cmd.args(command.args()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(command.args()).stdin(Stdio::null());
+        let spawn_err = |source| ProcessError::Spawn { binary: command.binary.clone(), source };
+        match &output.detached {
+            Some(dir) => {
+                let (console, log) = detached_files(dir);
+                cmd.stdout(output_file(&console).map_err(spawn_err)?).stderr(output_file(&log).map_err(spawn_err)?);
+            }
+            None => {
+                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            }
+        }
+        let detached = output.detached.is_some();
         let parent = std::process::id() as i32;
         let umask = command.umask;
         let mount = command
@@ -271,12 +297,17 @@ impl FirecrackerProcess {
         // between fork and exec; the C strings were prepared before the fork.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The parent may have died before prctl took effect.
-                if libc::getppid() != parent {
-                    libc::kill(libc::getpid(), libc::SIGKILL);
+                if detached {
+                    // Its own session: a Ctrl-C meant for this program's terminal is not its.
+                    libc::setsid();
+                } else {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // The parent may have died before prctl took effect.
+                    if libc::getppid() != parent {
+                        libc::kill(libc::getpid(), libc::SIGKILL);
+                    }
                 }
                 if let Some(mask) = umask {
                     libc::umask(mask as libc::mode_t);
@@ -287,7 +318,6 @@ impl FirecrackerProcess {
                 Ok(())
             });
         }
-        let spawn_err = |source| ProcessError::Spawn { binary: command.binary.clone(), source };
         let mut child = spawner::spawn(cmd).await.map_err(spawn_err)?;
         let pid = child.id() as i32;
         let pidfd = std::sync::Arc::new(spawner::pidfd(pid).map_err(spawn_err)?);
@@ -301,6 +331,17 @@ impl FirecrackerProcess {
             stderr.spawn_reader(tokio::process::ChildStderr::from_std(err).map_err(spawn_err)?, None);
         }
         let (tx, exit) = watch::channel(None);
+        if let Some(dir) = &output.detached {
+            let (console_path, log_path) = detached_files(dir);
+            let mut rx = exit.clone();
+            let (ended, ended_rx) = watch::channel(false);
+            tokio::spawn(async move {
+                let _ = rx.wait_for(|e| e.is_some()).await;
+                let _ = ended.send(true);
+            });
+            console.spawn_file_follower(console_path, ended_rx.clone());
+            stderr.spawn_file_follower(log_path, ended_rx);
+        }
         let watched = pidfd.clone();
         tokio::spawn(async move {
             use std::os::unix::process::ExitStatusExt;
@@ -313,7 +354,32 @@ impl FirecrackerProcess {
             };
             let _ = tx.send(Some(info));
         });
-        Ok(Self { pid, pidfd, exit, console, stderr })
+        Ok(Self { pid, pidfd, exit, console, stderr, detached })
+    }
+
+    /// Takes over the detached process `pid` whose files are in `dir` (see
+    /// [`OutputOptions::detached`]): its console and log are followed from their start, its end
+    /// is seen through a pidfd. It is not this program's child, so how it ended is read from
+    /// Firecracker's log (`exit_code=N`) when it says.
+    pub fn adopt(pid: i32, dir: &Path, buffer_lines: usize) -> Result<Self, ProcessError> {
+        let fail = |source| ProcessError::Spawn { binary: dir.join("(adopted)"), source };
+        let pidfd = std::sync::Arc::new(spawner::pidfd(pid).map_err(fail)?);
+        let (console, stderr) = (Console::new(buffer_lines), Console::new(buffer_lines));
+        let (tx, exit) = watch::channel(None);
+        let (ended, ended_rx) = watch::channel(false);
+        let (console_path, log_path) = detached_files(dir);
+        console.spawn_file_follower(console_path, ended_rx.clone());
+        stderr.spawn_file_follower(log_path.clone(), ended_rx);
+        let watched = pidfd.clone();
+        tokio::spawn(async move {
+            let _ = watched.readable().await;
+            let _ = ended.send(true);
+            let code = std::fs::read_to_string(&log_path).ok().and_then(|log| {
+                log.lines().rev().find_map(|l| l.rsplit_once("exit_code=").and_then(|(_, c)| c.trim().parse().ok()))
+            });
+            let _ = tx.send(Some(ExitInfo { code, signal: None }));
+        });
+        Ok(Self { pid, pidfd, exit, console, stderr, detached: true })
     }
 
     /// The process id.

@@ -93,6 +93,9 @@ pub struct VmJournal {
     /// The VM's configuration.
     #[serde(default)]
     pub config: Option<crate::config::VmConfig>,
+    /// The VM outlives its owner (a host agent's): spared by reclaim while its process runs.
+    #[serde(default)]
+    pub detached: bool,
     /// What the VM acquired, in order.
     #[serde(default)]
     pub resources: Vec<Resource>,
@@ -382,6 +385,14 @@ impl Ledger {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
+        Ok(Self { dir: vm_dir.to_path_buf(), journal })
+    }
+
+    /// The ledger of an existing VM dir, taken over from its journal (a host agent adopting a
+    /// detached VM another agent started); the journal now names this process as the owner.
+    pub(crate) fn adopt(vm_dir: &Path, journal: VmJournal) -> std::io::Result<Self> {
+        let journal = journal.owned_by_this_process();
+        journal.write(vm_dir)?;
         Ok(Self { dir: vm_dir.to_path_buf(), journal })
     }
 

@@ -12,6 +12,7 @@
 //!
 //! Any failure during start unwinds the ledger and leaves the VM in `Error`.
 
+mod adopt;
 pub mod boot_file;
 pub(crate) mod identity;
 pub mod ledger;
@@ -83,6 +84,11 @@ pub struct VmRuntimeOptions {
     /// Configure the VM with API requests before `InstanceStart` even when the version is
     /// known (by default such VMs boot from one `--config-file`: see [`BootPath`]).
     pub boot_via_api: bool,
+    /// The VM outlives this program (a host agent's VMs): Firecracker gets no parent-death
+    /// signal and a session of its own, its console and log go to `console.log` and
+    /// `firecracker.log` in the VM's runtime dir (the [`Console`] follows them), dropping the
+    /// `MicroVm` leaves a running VM alone, and `smartvm gc` spares it while its process runs.
+    pub detached: bool,
 }
 
 impl VmRuntimeOptions {
@@ -100,6 +106,7 @@ impl VmRuntimeOptions {
             console_lines: crate::process::DEFAULT_CONSOLE_LINES,
             firecracker_version: None,
             boot_via_api: false,
+            detached: false,
             #[cfg(feature = "network")]
             network: None,
             jailer: None,
@@ -566,6 +573,10 @@ impl Drop for MicroVm {
         // kills it and waits), then the ledger unwinds everything else, synchronously.
         let scope = self.unwind_scope();
         let inner = self.inner.get_mut();
+        let running = inner.process.as_ref().is_some_and(|p| p.exit_info().is_none());
+        if self.options.detached && running {
+            return; // it outlives this program; its journal names everything for whoever adopts it
+        }
         drop(inner.process.take());
         if let Some(mut ledger) = inner.ledger.take() {
             for f in ledger.unwind(&scope) {

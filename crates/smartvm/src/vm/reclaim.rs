@@ -148,6 +148,10 @@ fn reclaim_vm_dir(scope: &UnwindScope, dir: &Path, report: &mut ReclaimReport) {
     if journal.owner_alive() && (journal.pid().is_none() || journal.process_alive()) {
         return;
     }
+    // A detached VM (a host agent's) lives on without its owner while its process runs.
+    if journal.detached && journal.process_alive() {
+        return;
+    }
     let failures = unwind(&journal.resources, scope);
     if failures.is_empty() {
         report.reclaimed.push(journal.vm_id);

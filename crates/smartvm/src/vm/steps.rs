@@ -212,6 +212,7 @@ impl MicroVm {
             vm_id: self.id.clone(),
             socket: self.socket_path(),
             config: Some(self.config.clone()),
+            detached: self.options.detached,
             ..VmJournal::default()
         }
         .owned_by_this_process();
@@ -367,7 +368,11 @@ impl MicroVm {
         }
         journal.record(Resource::Process(self.executor.process_record())).map_err(journal_err)?;
         let journaled = began.elapsed();
-        let output = OutputOptions { buffer_lines: Some(opts.console_lines), console_file: opts.console_file.clone() };
+        let output = OutputOptions {
+            buffer_lines: Some(opts.console_lines),
+            console_file: opts.console_file.clone(),
+            detached: opts.detached.then(|| self.vm_dir.clone()),
+        };
         let process = FirecrackerProcess::spawn(&self.command(config_file), &output).await?;
         let forked = began.elapsed() - journaled;
         if tracing::enabled!(tracing::Level::DEBUG) {

@@ -1,0 +1,60 @@
+//! Taking over a detached VM that another program started (a host agent restarted after a
+//! crash): from its journal, its process (only if it is still the one journaled), its console
+//! and log files, and its API socket. Everything it holds stays in its ledger, so removing the
+//! adopted VM unwinds exactly as if this program had started it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::ledger::{Ledger, VmJournal};
+use super::{MicroVm, VmRuntimeOptions, VmState};
+use crate::api::{ApiClient, GetInstanceInfo};
+use crate::error::{Result, SmartVmError};
+use crate::process::FirecrackerProcess;
+
+fn refuse(vm_dir: &Path, why: &str) -> SmartVmError {
+    SmartVmError::io(format!("cannot adopt {}", vm_dir.display()), std::io::Error::other(why.to_string()))
+}
+
+impl MicroVm {
+    /// Adopts the detached VM whose runtime dir is `vm_dir` (see
+    /// [`VmRuntimeOptions::detached`]): its journal must be trusted, name a detached VM with a
+    /// config, and its process must still run (same pid, start time, executable and command
+    /// line). The VM comes back `Running` or `Paused`, as Firecracker reports it; its console
+    /// is followed from the start of its file, so nothing is missed or repeated.
+    pub async fn adopt(vm_dir: &Path, options: VmRuntimeOptions) -> Result<MicroVm> {
+        let journal = VmJournal::read(vm_dir).map_err(|e| match e {
+            super::ledger::JournalError::Untrusted { source, .. } => SmartVmError::Untrusted(source),
+            other => refuse(vm_dir, &other.to_string()),
+        })?;
+        if !journal.detached {
+            return Err(refuse(vm_dir, "not a detached VM"));
+        }
+        let config = journal.config.clone().ok_or_else(|| refuse(vm_dir, "its journal has no config"))?;
+        let pid =
+            journal.pid().filter(|_| journal.process_alive()).ok_or_else(|| refuse(vm_dir, "its process is gone"))?;
+        let vm = MicroVm::from_validated(&config, VmRuntimeOptions { detached: true, ..options });
+        if vm.vm_dir != vm_dir {
+            return Err(refuse(vm_dir, "its journal names another VM"));
+        }
+        let process = FirecrackerProcess::adopt(pid, vm_dir, vm.options.console_lines)?;
+        let api = Arc::new(ApiClient::new(&journal.socket).with_timeout(vm.options.request_timeout));
+        let state = match api.send(&GetInstanceInfo).await?.state.as_str() {
+            "Paused" => VmState::Paused,
+            _ => VmState::Running,
+        };
+        {
+            let mut inner = vm.inner.lock().await;
+            *vm.exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(process.exit_watch());
+            inner.process = Some(process);
+            inner.api = Some(api);
+            inner.version = vm.options.firecracker_version;
+            let ledger =
+                Ledger::adopt(vm_dir, journal).map_err(|e| SmartVmError::io("cannot write the VM journal", e))?;
+            inner.ledger = Some(ledger);
+        }
+        vm.set_state(state);
+        tracing::debug!(vm = %vm.id, pid, ?state, "adopted");
+        Ok(vm)
+    }
+}
