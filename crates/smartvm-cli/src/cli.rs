@@ -48,6 +48,9 @@ enum Command {
     Rm(crate::vms::RmArgs),
     /// A VM's details as JSON (config, state, pid, TAPs, guest IP, socket, uptime).
     Inspect(crate::vms::IdArg),
+    /// Connect to a VM's serial console: its output to stdout, stdin to the guest; Ctrl-] or
+    /// the end of stdin detaches and leaves it running.
+    Attach(crate::vms::IdArg),
     /// Pause a VM held by the agent.
     Pause(crate::vms::IdArg),
     /// Resume a paused VM held by the agent.
@@ -93,6 +96,7 @@ pub fn main() -> ExitCode {
             Command::Stop(args) => interruptible(crate::vms::stop(args)).await,
             Command::Rm(args) => interruptible(crate::vms::rm(args)).await,
             Command::Inspect(args) => interruptible(crate::vms::inspect(args)).await,
+            Command::Attach(args) => interruptible(crate::vms::attach(args)).await,
             Command::Pause(args) => interruptible(crate::vms::pause(args)).await,
             Command::Resume(args) => interruptible(crate::vms::resume(args)).await,
             Command::Gc => interruptible(gc()).await,

@@ -19,6 +19,7 @@ use smartvm::agent::wire::{AgentInfo, ErrorBody, ExitSummary, StopSummary, VmSum
 use smartvm::agent::AgentClient;
 use smartvm::process::StopPlan;
 use smartvm::{MicroVm, SmartVm, SmartVmError, SmartVmOptions, VmConfig, VmState};
+use std::os::unix::fs::OpenOptionsExt;
 use tokio::net::UnixListener;
 
 use crate::exit::{CliError, Exit};
@@ -117,6 +118,7 @@ fn router(agent: Shared) -> Router {
         .route("/v1/vms/{id}/resume", post(resume))
         .route("/v1/vms/{id}/stop", post(stop))
         .route("/v1/vms/{id}/logs", get(logs))
+        .route("/v1/vms/{id}/console", post(console_input))
         .layer(axum::middleware::from_fn(check_peer))
         .with_state(agent)
 }
@@ -243,6 +245,36 @@ async fn remove(
 struct LogsQuery {
     #[serde(default)]
     follow: bool,
+    /// Start with the lines kept so far (default); `false` for new output only (attach).
+    history: Option<bool>,
+}
+
+/// Writes the body into the VM's console input (the guest's serial receiver).
+async fn console_input(State(agent): State<Shared>, Path(id): Path<String>, body: Bytes) -> Answer<StatusCode> {
+    let vm = agent.vm(&id)?;
+    let state = vm.state();
+    if !matches!(state, VmState::Running | VmState::Paused) {
+        return Err(SmartVmError::InvalidState { operation: "type into", state }.into());
+    }
+    let fifo = smartvm::process::console_input(vm.runtime_dir());
+    let write = move || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).custom_flags(libc_nonblock()).open(&fifo)?;
+        f.write_all(&body)
+    };
+    tokio::task::spawn_blocking(write)
+        .await
+        .map_err(|e| SmartVmError::Io {
+            context: "console input task failed".into(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(|source| SmartVmError::Io { context: format!("cannot write to the console of {id}"), source })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `O_NONBLOCK`: a console nobody reads must not hang the agent.
+fn libc_nonblock() -> i32 {
+    nix::fcntl::OFlag::O_NONBLOCK.bits()
 }
 
 /// The console lines kept so far, then (with `follow`) each new one until the console ends.
@@ -250,7 +282,8 @@ async fn logs(State(agent): State<Shared>, Path(id): Path<String>, Query(q): Que
     let vm = agent.vm(&id)?;
     let console = vm.console().await.ok_or(SmartVmError::NoClient)?;
     let (kept, live) = console.follow();
-    let text: String = kept.iter().map(|l| format!("{l}\n")).collect();
+    let history = q.history.unwrap_or(true);
+    let text: String = kept.iter().filter(|_| history).map(|l| format!("{l}\n")).collect();
     if !q.follow {
         return Ok(text.into_response());
     }

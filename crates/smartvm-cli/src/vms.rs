@@ -140,3 +140,54 @@ pub async fn resume(args: IdArg) -> Result<Exit, CliError> {
     println!("{}", client().resume(&args.id).await?.id);
     Ok(Exit::Success)
 }
+
+/// Ctrl-], the detach key (as in virsh and telnet).
+const DETACH_KEY: u8 = 0x1d;
+
+/// `attach ID`: the VM's console output from now on to stdout, stdin to its serial input;
+/// Ctrl-] or the end of stdin detaches and leaves the VM running.
+pub async fn attach(args: IdArg) -> Result<Exit, CliError> {
+    let agent = std::sync::Arc::new(client());
+    agent.get(&args.id).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    // stdin is read on a thread of its own: a blocking read cannot be cancelled on the runtime.
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        let mut stdin = std::io::stdin();
+        while let Ok(n) = stdin.read(&mut buf) {
+            let chunk = &buf[..n];
+            let end = chunk.iter().position(|&b| b == DETACH_KEY);
+            let data = end.map_or(chunk, |at| &chunk[..at]).to_vec();
+            if (!data.is_empty() && tx.blocking_send(data).is_err()) || n == 0 || end.is_some() {
+                break;
+            }
+        }
+    });
+    eprintln!("attached to {} (Ctrl-] detaches)", args.id);
+    let output = {
+        let agent = agent.clone();
+        let id = args.id.clone();
+        async move {
+            let mut stdout = std::io::stdout();
+            agent
+                .follow_new_logs(&id, |chunk| {
+                    let _ = stdout.write_all(chunk);
+                    let _ = stdout.flush();
+                })
+                .await
+        }
+    };
+    let input = async {
+        while let Some(data) = rx.recv().await {
+            agent.send_input(&args.id, &data).await?;
+        }
+        Ok::<_, smartvm::SmartVmError>(())
+    };
+    tokio::select! {
+        ended = output => ended?,
+        typed = input => typed?,
+    }
+    eprintln!("detached from {}; it keeps running", args.id);
+    Ok(Exit::Success)
+}

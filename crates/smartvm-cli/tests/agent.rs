@@ -256,3 +256,48 @@ fn a_restarted_agent_adopts_running_vms_and_reclaims_dead_ones() {
     }
     assert!(env.runtime_is_empty());
 }
+
+#[test]
+fn attach_types_into_the_guest_and_detaching_leaves_it_running() {
+    use std::io::Write;
+    let Some(mut env) = env() else { return };
+    let _agent = Agent::start(&mut env);
+    let (code, _, err) = run(&env, &["run", "-d", "--id", "echo1", "--boot-args", "console=ttyS0 probe.echo"]);
+    assert_eq!(code, Some(0), "{err}");
+    let mut attach = Running(
+        env.cmd(&["attach", "echo1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = attach.stdout.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdin = attach.stdin.take().unwrap();
+    // The output stream may subscribe after the first line went in: type until it echoes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let echoed = loop {
+        assert!(Instant::now() < deadline, "the guest echoes what attach typed");
+        stdin.write_all(b"hello from attach\n").unwrap();
+        match seen.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) if line.starts_with("smartvm-probe echo line=") => break line,
+            _ => continue,
+        }
+    };
+    assert_eq!(echoed, "smartvm-probe echo line=\"hello from attach\"");
+    drop(stdin); // EOF detaches
+    assert!(common::wait_for_exit(attach.id() as i32, 10_000), "attach ends at the end of its input");
+    assert_eq!(attach.wait().unwrap().code(), Some(0));
+    let (_, inspect, _) = run(&env, &["inspect", "echo1"]);
+    assert!(inspect.contains("\"state\": \"running\""), "detaching leaves the VM running: {inspect}");
+    let (code, _, err) = run(&env, &["rm", "-f", "echo1"]);
+    assert_eq!(code, Some(0), "{err}");
+}

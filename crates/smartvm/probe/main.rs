@@ -57,6 +57,8 @@ extern "C" fn probe_main(boot_params: u64) -> ! {
             watch_forever(devices, arg);
         } else if let Some(arg) = token.strip_prefix(b"probe.count=") {
             count_forever(parse_u64(arg).unwrap_or(100));
+        } else if token == b"probe.echo" {
+            echo_forever();
         } else if token == b"probe.halt" {
             halt = true;
         }
@@ -268,6 +270,32 @@ fn park() -> ! {
     let khz = tsc_khz();
     loop {
         wait_ticks(khz * 1000, khz);
+    }
+}
+
+/// Echoes each line typed on the serial console (COM1's receiver, polled every millisecond)
+/// as `echo line=<text>`, forever: proves that console input reaches the guest.
+fn echo_forever() -> ! {
+    const COM1: u16 = 0x3f8;
+    let khz = tsc_khz();
+    report!("echo ready");
+    let mut line = [0u8; 128];
+    let mut len = 0;
+    loop {
+        // Line status bit 0: a received byte is waiting.
+        while inb(COM1 + 5) & 1 != 0 {
+            let b = inb(COM1);
+            if b == b'\n' || b == b'\r' {
+                if len > 0 {
+                    report!("echo line={}", Value(&line[..len]));
+                    len = 0;
+                }
+            } else if len < line.len() {
+                line[len] = b;
+                len += 1;
+            }
+        }
+        wait_ticks(khz, khz);
     }
 }
 

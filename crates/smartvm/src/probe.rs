@@ -14,7 +14,8 @@
 //!    `cid=` (vsock);
 //! 3. action results, in command-line order:
 //!    `read drive=<n> sector=<s> status=ok data=<text up to the first NUL, ≤64 bytes>`,
-//!    `write drive=<n> sector=<s> status=ok|ioerr|…`, or endless `count n=<i>` lines;
+//!    `write drive=<n> sector=<s> status=ok|ioerr|…`, endless `count n=<i>` lines, or `echo ready`
+//!    and one `echo line=<text>` per line typed on the serial console;
 //! 4. `done`; then the guest resets (Firecracker exits 0) unless `probe.halt` parks it.
 //!
 //! A counting, watching or parked probe polls the keyboard controller every millisecond and
@@ -24,7 +25,7 @@
 //! Actions (kernel command line): `probe.read=<drive>:<sector>`,
 //! `probe.write=<drive>:<sector>:<text>` (`<drive>` = index among block devices, which is the
 //! config's drive order), `probe.count=<ms>`, `probe.watch=<drive>:<sector>:<ms>` (re-read
-//! forever, one `read` line per change), `probe.halt` (park in a spin loop: hypervisors such as
+//! forever, one `read` line per change), `probe.echo` (echo serial input lines), `probe.halt` (park in a spin loop: hypervisors such as
 //! `kvm_pvm` deliver no trap from guest ring 3 back to ring 0, so the probe cannot `hlt`).
 
 use std::collections::BTreeMap;
@@ -95,6 +96,12 @@ impl ProbeArgs {
         self.actions.push(format!("probe.write={drive}:{sector}:{text}"));
         self
     }
+    /// Echo each line typed on the serial console as `echo line=…`, forever (after `echo ready`).
+    pub fn echo(mut self) -> Self {
+        self.actions.push("probe.echo".into());
+        self
+    }
+
     /// Print `count n=…` every `ms` milliseconds forever.
     pub fn count(mut self, ms: u64) -> Self {
         self.actions.push(format!("probe.count={ms}"));

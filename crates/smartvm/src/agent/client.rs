@@ -122,18 +122,29 @@ impl AgentClient {
     /// The console output kept so far.
     pub async fn logs(&self, id: &str) -> Result<String> {
         let mut out = Vec::new();
-        self.stream_logs(id, false, |chunk| out.extend_from_slice(chunk)).await?;
+        self.stream_logs(id, "follow=false", |chunk| out.extend_from_slice(chunk)).await?;
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// The console output kept so far, then every new line as it comes, until the VM's console
     /// ends; each chunk goes to `sink`.
     pub async fn follow_logs(&self, id: &str, sink: impl FnMut(&[u8])) -> Result<()> {
-        self.stream_logs(id, true, sink).await
+        self.stream_logs(id, "follow=true", sink).await
     }
 
-    async fn stream_logs(&self, id: &str, follow: bool, mut sink: impl FnMut(&[u8])) -> Result<()> {
-        let path = format!("/v1/vms/{}/logs?follow={follow}", segment(id));
+    /// Like [`follow_logs`](Self::follow_logs), but only output from now on (for attaching).
+    pub async fn follow_new_logs(&self, id: &str, sink: impl FnMut(&[u8])) -> Result<()> {
+        self.stream_logs(id, "follow=true&history=false", sink).await
+    }
+
+    /// Types `input` into the VM's serial console (detached VMs of the agent).
+    pub async fn send_input(&self, id: &str, input: &[u8]) -> Result<()> {
+        let path = format!("/v1/vms/{}/console", segment(id));
+        self.call::<Option<()>>(Method::POST, &path, Some(input.to_vec())).await.map(drop)
+    }
+
+    async fn stream_logs(&self, id: &str, query: &str, mut sink: impl FnMut(&[u8])) -> Result<()> {
+        let path = format!("/v1/vms/{}/logs?{query}", segment(id));
         let wire =
             |source: ApiError| SmartVmError::SocketRequestFailed { method: "GET".into(), path: path.clone(), source };
         let stream = tokio::net::UnixStream::connect(&self.socket)

@@ -21,7 +21,7 @@ pub struct Route {
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every route the agent serves (the OpenAPI document lists exactly these).
-pub const ROUTES: [Route; 10] = [
+pub const ROUTES: [Route; 11] = [
     Route { method: "get", path: "/openapi.json" },
     Route { method: "get", path: "/v1/vms" },
     Route { method: "post", path: "/v1/vms" },
@@ -31,6 +31,7 @@ pub const ROUTES: [Route; 10] = [
     Route { method: "post", path: "/v1/vms/{id}/resume" },
     Route { method: "post", path: "/v1/vms/{id}/stop" },
     Route { method: "get", path: "/v1/vms/{id}/logs" },
+    Route { method: "post", path: "/v1/vms/{id}/console" },
     Route { method: "get", path: "/v1/info" },
 ];
 

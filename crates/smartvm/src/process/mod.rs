@@ -173,6 +173,20 @@ pub fn detached_files(dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join("console.log"), dir.join("firecracker.log"))
 }
 
+/// The FIFO a detached process reads its serial console input from: whatever is written to it
+/// reaches the guest (`smartvm attach`).
+pub fn console_input(dir: &Path) -> PathBuf {
+    dir.join("console.in")
+}
+
+/// Creates the console input FIFO (`0600`) and opens it read-write for the process's stdin:
+/// with a writer of its own, Firecracker never sees the end of its input, whoever attaches.
+fn input_fifo(dir: &Path) -> std::io::Result<std::fs::File> {
+    let path = console_input(dir);
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(std::io::Error::from)?;
+    std::fs::OpenOptions::new().read(true).write(true).open(path)
+}
+
 impl Drop for FirecrackerProcess {
     /// A process nobody stops any more is killed rather than left running; waits (bounded)
     /// until it is gone so that the resources it held (TAPs, files) are free afterwards.
@@ -279,6 +293,7 @@ impl FirecrackerProcess {
             Some(dir) => {
                 let (console, log) = detached_files(dir);
                 cmd.stdout(output_file(&console).map_err(spawn_err)?).stderr(output_file(&log).map_err(spawn_err)?);
+                cmd.stdin(input_fifo(dir).map_err(spawn_err)?);
             }
             None => {
                 cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
