@@ -1,8 +1,10 @@
 //! `smartvm serve`: the host agent. It owns VMs on behalf of its clients (`run -d`, `ps`,
-//! `logs`, `stop`, `rm`, …), serving the API described by `smartvm::agent::wire` on a Unix
-//! socket (`0600`; peers checked with `SO_PEERCRED`: root, the agent's own user, or members of a
-//! `smartvm` group). SIGINT/SIGTERM stop accepting requests; with `--stop-vms-on-exit` the VMs
-//! are then stopped and cleaned up.
+//! `logs`, `attach`, `stop`, `rm`, …), serving the API described by `smartvm::agent::wire` on a
+//! Unix socket (`0600`; peers checked with `SO_PEERCRED`: root, the agent's own user, or members
+//! of a `smartvm` group). Its VMs are detached: they outlive the agent, and an agent started
+//! later adopts the live ones and reclaims the dead. SIGINT/SIGTERM stop accepting requests and
+//! leave the VMs running; with `--stop-vms-on-exit` they are stopped and cleaned up instead.
+//! Under systemd (`Type=notify`, see `contrib/smartvm.service`) it reports readiness.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -311,6 +313,10 @@ pub async fn serve(args: ServeArgs) -> Result<Exit, CliError> {
     let agent = Arc::new(Agent { smartvm: SmartVm::new(options), started: Mutex::new(HashMap::new()) });
     adopt(&agent).await?;
     eprintln!("smartvm agent listening on {}", socket.display());
+    // Under systemd `Type=notify`: ready once the socket answers (a no-op elsewhere).
+    if let Err(e) = sd_notify::notify(true, &[sd_notify::NotifyState::Ready]) {
+        eprintln!("warning: cannot notify systemd: {e}");
+    }
     let app = router(agent.clone()).into_make_service_with_connect_info::<Peer>();
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
     let _ = std::fs::remove_file(&socket);

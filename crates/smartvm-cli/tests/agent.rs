@@ -301,3 +301,26 @@ fn attach_types_into_the_guest_and_detaching_leaves_it_running() {
     let (code, _, err) = run(&env, &["rm", "-f", "echo1"]);
     assert_eq!(code, Some(0), "{err}");
 }
+
+#[test]
+fn under_systemd_notify_the_agent_reports_ready_once_it_answers() {
+    let Some(env) = env() else { return };
+    let notify = env.dir.path().join("notify.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    let socket = env.dir.path().join("agent.sock");
+    let _agent = Running(
+        env.cmd(&["serve", "--socket", socket.to_str().unwrap()])
+            .env("NOTIFY_SOCKET", &notify)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    listener.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 256];
+    let n = listener.recv(&mut buf).expect("READY=1 within 10 s");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    // Ready means answering.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(AgentClient::new(&socket).info()).expect("the agent answers once it said it is ready");
+}
