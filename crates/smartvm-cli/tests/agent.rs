@@ -233,10 +233,17 @@ fn a_restarted_agent_adopts_running_vms_and_reclaims_dead_ones() {
     let _agent = Agent::start(&mut env);
     let (_, ps, _) = run(&env, &["ps", "-a", "--json"]);
     let listed: Vec<serde_json::Value> = serde_json::from_str(&ps).unwrap();
-    let adopted: Vec<&str> = listed.iter().map(|v| v["id"].as_str().unwrap()).collect();
-    assert_eq!(adopted, ["ad0", "ad1", "ad2", "ad3"], "the live VMs are adopted, the dead one is not");
-    assert!(listed.iter().all(|v| v["state"] == "running"), "{ps}");
-    assert!(!env.runtime().join("ad4").exists(), "the dead VM was reclaimed");
+    let states: Vec<(&str, &str)> =
+        listed.iter().map(|v| (v["id"].as_str().unwrap(), v["state"].as_str().unwrap())).collect();
+    assert_eq!(
+        states,
+        [("ad0", "running"), ("ad1", "running"), ("ad2", "running"), ("ad3", "running"), ("ad4", "error")],
+        "the live VMs are adopted, the dead one is reported failed"
+    );
+    assert!(listed[4]["exit"].is_object() && listed[4]["pid"].is_null(), "{ps}");
+    assert!(!env.runtime().join("ad4").exists(), "what the dead VM left was reclaimed");
+    let (code, _, err) = run(&env, &["rm", "ad4"]);
+    assert_eq!(code, Some(0), "{err}");
     // Logs continue without gaps or repeats across the restart.
     for id in &ids[..4] {
         let mut follow = Running(env.cmd(&["logs", "-f", id]).stdout(Stdio::piped()).spawn().unwrap());
@@ -323,4 +330,31 @@ fn under_systemd_notify_the_agent_reports_ready_once_it_answers() {
     // Ready means answering.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(AgentClient::new(&socket).info()).expect("the agent answers once it said it is ready");
+}
+
+#[test]
+fn fifty_vms_created_through_the_api_at_once_all_run_and_all_go() {
+    let Some(mut env) = env() else { return };
+    let agent = Agent::start(&mut env);
+    let kernel = smartvm::probe::install_probe_kernel(&env.dir.path().join("k")).unwrap();
+    let client = AgentClient::new(&agent.socket);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let configs: Vec<smartvm::VmConfig> = (0..50)
+        .map(|i| {
+            smartvm::VmConfig::new(&kernel)
+                .with_id(format!("many{i}"))
+                .with_machine(1, 16)
+                .with_boot_args("console=ttyS0 probe.count=1000")
+        })
+        .collect();
+    let created = runtime.block_on(futures_util::future::join_all(configs.iter().map(|c| client.create(c))));
+    let failed: Vec<String> = created.iter().filter_map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let listed = runtime.block_on(client.list()).unwrap();
+    assert_eq!(listed.len(), 50);
+    assert!(listed.iter().all(|vm| vm.state == "running" && vm.pid.is_some()), "all run");
+    let removed = runtime.block_on(futures_util::future::join_all(listed.iter().map(|vm| client.remove(&vm.id, true))));
+    assert!(removed.iter().all(Result::is_ok), "{removed:?}");
+    assert!(runtime.block_on(client.list()).unwrap().is_empty());
+    assert!(env.runtime_is_empty());
 }

@@ -313,6 +313,24 @@ impl SmartVm {
         Ok((adopted, failed))
     }
 
+    /// The detached VMs in the runtime dir whose process is gone (a host agent reports them
+    /// before [`reclaim`](Self::reclaim) removes what they left): their journals, with the exit
+    /// code Firecracker logged, if any.
+    pub fn ended_detached(&self) -> Vec<(VmJournal, Option<i32>)> {
+        let Ok(entries) = std::fs::read_dir(&self.options.runtime_dir) else { return Vec::new() };
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|dir| dir.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.')))
+            .filter_map(|dir| {
+                let journal =
+                    VmJournal::read(&dir).ok().filter(|j| j.detached && j.pid().is_some() && !j.process_alive())?;
+                let code = crate::process::logged_exit_code(&crate::process::detached_files(&dir).1);
+                Some((journal, code))
+            })
+            .collect()
+    }
+
     /// A registered VM.
     pub fn vm(&self, id: &str) -> Option<Arc<MicroVm>> {
         self.registry().get(id).cloned()

@@ -168,6 +168,13 @@ pub struct OutputOptions {
     pub detached: Option<PathBuf>,
 }
 
+/// The exit code a Firecracker wrote into its log `log` as it ended (`… exit_code=N`), if it
+/// did: how a process that is not this program's child ended (a SIGKILL leaves none).
+pub fn logged_exit_code(log: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().rev().find_map(|l| l.rsplit_once("exit_code=").and_then(|(_, c)| c.trim().parse().ok()))
+}
+
 /// The console and log files of a detached process in `dir`.
 pub fn detached_files(dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join("console.log"), dir.join("firecracker.log"))
@@ -389,10 +396,7 @@ impl FirecrackerProcess {
         tokio::spawn(async move {
             let _ = watched.readable().await;
             let _ = ended.send(true);
-            let code = std::fs::read_to_string(&log_path).ok().and_then(|log| {
-                log.lines().rev().find_map(|l| l.rsplit_once("exit_code=").and_then(|(_, c)| c.trim().parse().ok()))
-            });
-            let _ = tx.send(Some(ExitInfo { code, signal: None }));
+            let _ = tx.send(Some(ExitInfo { code: logged_exit_code(&log_path), signal: None }));
         });
         Ok(Self { pid, pidfd, exit, console, stderr, detached: true })
     }

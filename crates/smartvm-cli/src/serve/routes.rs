@@ -1,0 +1,248 @@
+//! The agent's routes: one handler per route of `smartvm::agent::wire::ROUTES`.
+
+use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use smartvm::agent::wire::{AgentInfo, ErrorBody, ExitSummary, StopSummary, VmSummary};
+use smartvm::process::StopPlan;
+use smartvm::{MicroVm, SmartVm, SmartVmError, VmConfig, VmState};
+
+/// The agent's state: the orchestrator and when each VM started.
+pub(super) struct Agent {
+    pub(super) smartvm: SmartVm,
+    pub(super) started: Mutex<HashMap<String, Instant>>,
+    /// VMs that ended while no agent ran (found at start): reported `error` until removed.
+    pub(super) ended: Mutex<HashMap<String, VmSummary>>,
+}
+
+pub(super) type Shared = Arc<Agent>;
+
+/// An error answer: status and [`ErrorBody`].
+pub(super) struct Failure(SmartVmError);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let (status, body) = ErrorBody::of(&self.0);
+        (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(body)).into_response()
+    }
+}
+
+impl From<SmartVmError> for Failure {
+    fn from(e: SmartVmError) -> Self {
+        Failure(e)
+    }
+}
+
+pub(super) type Answer<T> = Result<T, Failure>;
+
+pub(super) async fn openapi() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], smartvm::agent::wire::OPENAPI)
+}
+
+pub(super) async fn info(State(agent): State<Shared>) -> Json<AgentInfo> {
+    Json(AgentInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        vms: agent.smartvm.vm_count(),
+    })
+}
+
+impl Agent {
+    fn vm(&self, id: &str) -> Result<Arc<MicroVm>, SmartVmError> {
+        match self.smartvm.vm(id) {
+            Some(vm) => Ok(vm),
+            None if self.ended_vm(id).is_some() => {
+                Err(SmartVmError::InvalidState { operation: "act on", state: VmState::Error })
+            }
+            None => Err(SmartVmError::VmNotFound { id: id.into() }),
+        }
+    }
+
+    fn ended_vm(&self, id: &str) -> Option<VmSummary> {
+        self.ended.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    async fn summary(&self, vm: &MicroVm) -> VmSummary {
+        let started = self.started.lock().unwrap_or_else(|p| p.into_inner()).get(vm.id()).copied();
+        let taps = vm.tap_devices().await;
+        let cfg = vm.config();
+        let running = matches!(vm.state(), VmState::Running | VmState::Paused);
+        VmSummary {
+            id: vm.id().into(),
+            state: vm.state().to_string(),
+            pid: vm.pid().await.filter(|_| running),
+            socket: vm.socket_path(),
+            vcpus: cfg.machine_config.vcpu_count,
+            mem_mib: cfg.machine_config.mem_size_mib,
+            taps: taps.iter().map(|t| t.name.clone()).collect(),
+            guest_ip: taps.first().map(|t| t.guest_ip.to_string()),
+            uptime_s: started.filter(|_| running).map(|s| s.elapsed().as_secs()),
+            exit: vm.exit_info().map(|e| ExitSummary { code: e.code, signal: e.signal }),
+            config: cfg.clone(),
+        }
+    }
+}
+
+pub(super) async fn list(State(agent): State<Shared>) -> Json<Vec<VmSummary>> {
+    let mut out = Vec::new();
+    for id in agent.smartvm.vm_ids() {
+        if let Some(vm) = agent.smartvm.vm(&id) {
+            out.push(agent.summary(&vm).await);
+        }
+    }
+    out.extend(agent.ended.lock().unwrap_or_else(|p| p.into_inner()).values().cloned());
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Json(out)
+}
+
+/// Creates and starts a VM; on any failure nothing stays registered or on the host.
+pub(super) async fn create(State(agent): State<Shared>, body: Bytes) -> Answer<(StatusCode, Json<VmSummary>)> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| SmartVmError::from(smartvm::config::ConfigErrors::single("<body>", "is not UTF-8")))?;
+    let config = VmConfig::from_json(text).map_err(SmartVmError::from)?;
+    let vm = agent.smartvm.create_vm(&config)?;
+    if let Err(e) = vm.start().await {
+        let _ = agent.smartvm.remove_vm(vm.id()).await;
+        return Err(e.into());
+    }
+    agent.started.lock().unwrap_or_else(|p| p.into_inner()).insert(vm.id().into(), Instant::now());
+    Ok((StatusCode::CREATED, Json(agent.summary(&vm).await)))
+}
+
+pub(super) async fn inspect(State(agent): State<Shared>, Path(id): Path<String>) -> Answer<Json<VmSummary>> {
+    if let Some(ended) = agent.ended_vm(&id) {
+        return Ok(Json(ended));
+    }
+    let vm = agent.vm(&id)?;
+    Ok(Json(agent.summary(&vm).await))
+}
+
+pub(super) async fn pause(State(agent): State<Shared>, Path(id): Path<String>) -> Answer<Json<VmSummary>> {
+    let vm = agent.vm(&id)?;
+    vm.pause().await?;
+    Ok(Json(agent.summary(&vm).await))
+}
+
+pub(super) async fn resume(State(agent): State<Shared>, Path(id): Path<String>) -> Answer<Json<VmSummary>> {
+    let vm = agent.vm(&id)?;
+    vm.resume().await?;
+    Ok(Json(agent.summary(&vm).await))
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct StopQuery {
+    timeout_ms: Option<u64>,
+}
+
+pub(super) async fn stop(
+    State(agent): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<StopQuery>,
+) -> Answer<Json<StopSummary>> {
+    let vm = agent.vm(&id)?;
+    let outcome = match q.timeout_ms {
+        Some(ms) => vm.stop_with(&StopPlan::with_grace(Duration::from_millis(ms))).await?,
+        None => vm.stop().await?,
+    };
+    Ok(Json(StopSummary { id, step: format!("{:?}", outcome.step) }))
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct RemoveQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+pub(super) async fn remove(
+    State(agent): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<RemoveQuery>,
+) -> Answer<StatusCode> {
+    if agent.ended.lock().unwrap_or_else(|p| p.into_inner()).remove(&id).is_some() {
+        return Ok(StatusCode::NO_CONTENT); // what it left was reclaimed when the agent started
+    }
+    let vm = agent.vm(&id)?;
+    let state = vm.state();
+    if matches!(state, VmState::Running | VmState::Paused) && !q.force {
+        return Err(SmartVmError::InvalidState { operation: "remove (without force)", state }.into());
+    }
+    agent.smartvm.remove_vm(&id).await?;
+    agent.started.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct LogsQuery {
+    #[serde(default)]
+    follow: bool,
+    /// Start with the lines kept so far (default); `false` for new output only (attach).
+    history: Option<bool>,
+}
+
+/// Writes the body into the VM's console input (the guest's serial receiver).
+pub(super) async fn console_input(
+    State(agent): State<Shared>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Answer<StatusCode> {
+    let vm = agent.vm(&id)?;
+    let state = vm.state();
+    if !matches!(state, VmState::Running | VmState::Paused) {
+        return Err(SmartVmError::InvalidState { operation: "type into", state }.into());
+    }
+    let fifo = smartvm::process::console_input(vm.runtime_dir());
+    let write = move || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).custom_flags(libc_nonblock()).open(&fifo)?;
+        f.write_all(&body)
+    };
+    tokio::task::spawn_blocking(write)
+        .await
+        .map_err(|e| SmartVmError::Io {
+            context: "console input task failed".into(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(|source| SmartVmError::Io { context: format!("cannot write to the console of {id}"), source })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `O_NONBLOCK`: a console nobody reads must not hang the agent.
+fn libc_nonblock() -> i32 {
+    nix::fcntl::OFlag::O_NONBLOCK.bits()
+}
+
+/// The console lines kept so far, then (with `follow`) each new one until the console ends.
+pub(super) async fn logs(
+    State(agent): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Answer<Response> {
+    let vm = agent.vm(&id)?;
+    let console = vm.console().await.ok_or(SmartVmError::NoClient)?;
+    let (kept, live) = console.follow();
+    let history = q.history.unwrap_or(true);
+    let text: String = kept.iter().filter(|_| history).map(|l| format!("{l}\n")).collect();
+    if !q.follow {
+        return Ok(text.into_response());
+    }
+    let head = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(text) });
+    let tail = futures_util::stream::unfold((live, console), |(mut live, console)| async move {
+        loop {
+            match live.recv().await {
+                // The end-of-stream wake-up (a real empty line is passed on).
+                Ok(line) if line.is_empty() && console.is_closed() => return None,
+                Ok(line) => return Some((Ok(format!("{line}\n")), (live, console))),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    });
+    Ok(Body::from_stream(futures_util::StreamExt::chain(head, tail)).into_response())
+}
