@@ -140,33 +140,34 @@ async fn adopt(agent: &Agent) -> Result<(), CliError> {
     }
     // Those that died meanwhile are reported as failed (with their exit, when Firecracker logged
     // one) until removed; what they left is reclaimed now.
-    let mut ended = agent.ended.lock().unwrap_or_else(|p| p.into_inner());
-    for (journal, code) in agent.smartvm.ended_detached() {
-        let Some(config) = journal.config.clone() else { continue };
-        eprintln!("{} ended while no agent ran (exit code {code:?})", journal.vm_id);
-        ended.insert(
-            journal.vm_id.clone(),
-            VmSummary {
-                id: journal.vm_id.clone(),
-                state: VmState::Error.to_string(),
-                pid: None,
-                socket: journal.socket.clone(),
-                vcpus: config.machine_config.vcpu_count,
-                mem_mib: config.machine_config.mem_size_mib,
-                taps: journal.taps().iter().map(|t| t.to_string()).collect(),
-                guest_ip: None,
-                uptime_s: None,
-                exit: Some(ExitSummary { code, signal: None }),
-                config,
-            },
-        );
+    let ended: Vec<VmSummary> = agent.smartvm.ended_detached().into_iter().filter_map(ended_summary).collect();
+    for vm in &ended {
+        eprintln!("{} ended while no agent ran (exit code {:?})", vm.id, vm.exit.and_then(|e| e.code));
     }
-    drop(ended);
+    agent.ended.lock().unwrap_or_else(|p| p.into_inner()).extend(ended.into_iter().map(|vm| (vm.id.clone(), vm)));
     let report = agent.smartvm.reclaim().await?;
     for id in &report.reclaimed {
         eprintln!("reclaimed {id}");
     }
     Ok(())
+}
+
+/// How a VM that ended while no agent ran is reported: failed, with its exit code if logged.
+fn ended_summary((journal, code): (smartvm::vm::VmJournal, Option<i32>)) -> Option<VmSummary> {
+    let config = journal.config.clone()?;
+    Some(VmSummary {
+        id: journal.vm_id.clone(),
+        state: VmState::Error.to_string(),
+        pid: None,
+        socket: journal.socket.clone(),
+        vcpus: config.machine_config.vcpu_count,
+        mem_mib: config.machine_config.mem_size_mib,
+        taps: journal.taps().iter().map(|t| t.to_string()).collect(),
+        guest_ip: None,
+        uptime_s: None,
+        exit: Some(ExitSummary { code, signal: None }),
+        config,
+    })
 }
 
 /// Binds `socket` (`0600`), replacing a stale socket no agent answers on.
