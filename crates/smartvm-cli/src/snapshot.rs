@@ -10,8 +10,9 @@ use crate::exit::{CliError, Exit};
 
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
-    /// Snapshot a running VM (started by `smartvm run` or any smartvm program using the same
-    /// runtime dir) into a self-contained bundle; prints the bundle's snapshot.json.
+    /// Snapshot a running VM (held by the agent, started by `smartvm run`, or by any smartvm
+    /// program using the same runtime dir) into a self-contained bundle; prints the bundle's
+    /// snapshot.json. A VM the agent holds is snapshotted by the agent.
     Take {
         /// VM id.
         id: String,
@@ -32,18 +33,46 @@ pub enum SnapshotCommand {
         /// Stop the VM after this many seconds.
         #[arg(long)]
         timeout: Option<u64>,
+        /// Hand the new VM(s) to the agent and print their ids instead of streaming the console.
+        #[arg(long, short = 'd')]
+        detach: bool,
+        /// With --detach: start this many clones (`<id>-<i>`).
+        #[arg(long, default_value_t = 1, requires = "detach", value_parser = clap::value_parser!(u32).range(1..))]
+        count: u32,
     },
+}
+
+/// The absolute form of `path` (the agent resolves nothing against the client's directory).
+fn absolute(path: &std::path::Path) -> Result<PathBuf, CliError> {
+    std::path::absolute(path).map_err(|e| CliError::new(Exit::Failure, e))
 }
 
 pub async fn snapshot(cmd: SnapshotCommand) -> Result<Exit, CliError> {
     let smartvm = SmartVm::new(SmartVmOptions::from_env());
     match cmd {
         SnapshotCommand::Take { id, out, keep_paused } => {
+            let agent = crate::vms::client();
+            if agent.get(&id).await.is_ok() {
+                println!("{}", agent.snapshot(&id, &absolute(&out)?, keep_paused).await?.display());
+                return Ok(Exit::Success);
+            }
             smartvm.snapshot_vm(&id, &out, keep_paused).await?;
             println!("{}", out.join(smartvm::snapshot::SNAPSHOT_FILE).display());
             Ok(Exit::Success)
         }
-        SnapshotCommand::Restore { dir, id, timeout } => {
+        SnapshotCommand::Restore { dir, id, detach: true, count, .. } => {
+            let request = smartvm::agent::wire::RestoreRequest {
+                dir: absolute(&dir)?,
+                id,
+                count: Some(count as usize),
+                resume: Some(true),
+            };
+            for vm in crate::vms::client().restore(&request).await? {
+                println!("{}", vm.id);
+            }
+            Ok(Exit::Success)
+        }
+        SnapshotCommand::Restore { dir, id, timeout, .. } => {
             let snapshot = Snapshot::load(&dir)?;
             let mut config = *snapshot
                 .vm_config

@@ -358,3 +358,44 @@ fn fifty_vms_created_through_the_api_at_once_all_run_and_all_go() {
     assert!(runtime.block_on(client.list()).unwrap().is_empty());
     assert!(env.runtime_is_empty());
 }
+
+#[test]
+fn snapshots_go_through_the_agent_and_restore_into_detached_clones() {
+    let Some(mut env) = env() else { return };
+    let _agent = Agent::start(&mut env);
+    let (code, _, err) = run(&env, &["run", "-d", "--id", "snapsrc", "--boot-args", "console=ttyS0 probe.count=20"]);
+    assert_eq!(code, Some(0), "{err}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counts(&run(&env, &["logs", "snapsrc"]).1).len() < 3 {
+        assert!(Instant::now() < deadline, "the source counts");
+        std::thread::yield_now();
+    }
+    let bundle = env.dir.path().join("agent-bundle");
+    let (code, out, err) = run(&env, &["snapshot", "take", "snapsrc", "--out", bundle.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), bundle.join("snapshot.json").to_str().unwrap());
+    let taken_at = *counts(&run(&env, &["logs", "snapsrc"]).1).last().unwrap();
+    let (code, out, err) =
+        run(&env, &["snapshot", "restore", bundle.to_str().unwrap(), "-d", "--id", "cl", "--count", "3"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["cl-0", "cl-1", "cl-2"]);
+    for id in ["cl-0", "cl-1", "cl-2"] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let seen = loop {
+            let seen = counts(&run(&env, &["logs", id]).1);
+            if !seen.is_empty() || Instant::now() > deadline {
+                break seen;
+            }
+            std::thread::yield_now();
+        };
+        assert!(
+            !seen.is_empty() && seen[0] > 0 && seen[0] <= taken_at + 1,
+            "{id} counts on from the snapshot: {seen:?}"
+        );
+    }
+    for id in ["snapsrc", "cl-0", "cl-1", "cl-2"] {
+        let (code, _, err) = run(&env, &["rm", "-f", id]);
+        assert_eq!(code, Some(0), "{id}: {err}");
+    }
+    assert!(env.runtime_is_empty());
+}

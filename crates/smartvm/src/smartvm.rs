@@ -259,6 +259,28 @@ impl SmartVm {
         snapshot
     }
 
+    /// Restores the bundle in `dir` (see [`Snapshot::load`]) into `count` new VMs with the
+    /// configuration it carries: one VM named `id` (default: a new UUID), or for `count > 1`
+    /// clones named `<id>-<i>` (default `id`: `clone`). If any fails, none is left.
+    pub async fn restore_bundle(
+        &self,
+        dir: &Path,
+        id: Option<String>,
+        count: usize,
+        resume: bool,
+    ) -> Result<Vec<Arc<MicroVm>>> {
+        let snapshot = Snapshot::load(dir)?;
+        let mut config = *snapshot
+            .vm_config
+            .clone()
+            .ok_or_else(|| SmartVmError::Snapshot(format!("{} records no VM configuration", dir.display())))?;
+        config.id = id;
+        if count <= 1 {
+            return Ok(vec![self.restore_vm(&config, &snapshot, resume).await?]);
+        }
+        self.clone_vms(&config, &snapshot, count, resume).await
+    }
+
     /// Starts `count` VMs from one snapshot concurrently, with ids `<id>-<i>` (`id` from
     /// `config`, or `clone`). If any fails, all are cleaned up and the first error returned.
     pub async fn clone_vms(

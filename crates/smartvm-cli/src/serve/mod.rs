@@ -7,6 +7,7 @@
 //! Under systemd (`Type=notify`, see `contrib/smartvm.service`) it reports readiness.
 
 mod routes;
+mod snapshots;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -96,6 +97,8 @@ fn router(agent: Shared) -> Router {
         .route("/v1/vms/{id}/stop", post(stop))
         .route("/v1/vms/{id}/logs", get(logs))
         .route("/v1/vms/{id}/console", post(console_input))
+        .route("/v1/vms/{id}/snapshot", post(snapshots::snapshot))
+        .route("/v1/snapshots/restore", post(snapshots::restore))
         .layer(axum::middleware::from_fn(check_peer))
         .with_state(agent)
 }

@@ -24,19 +24,35 @@ pub(super) struct Agent {
 
 pub(super) type Shared = Arc<Agent>;
 
-/// An error answer: status and [`ErrorBody`].
-pub(super) struct Failure(SmartVmError);
+/// An error answer: a smartvm error (status and [`ErrorBody`] from its code), or a refusal.
+pub(super) enum Failure {
+    Error(SmartVmError),
+    /// 403 `PERMISSION_DENIED`.
+    Forbidden(&'static str),
+}
+
+impl Failure {
+    /// A 403 with `PERMISSION_DENIED`.
+    pub(super) fn forbidden(message: &'static str) -> Self {
+        Failure::Forbidden(message)
+    }
+}
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let (status, body) = ErrorBody::of(&self.0);
+        let (status, body) = match &self {
+            Failure::Error(e) => ErrorBody::of(e),
+            Failure::Forbidden(message) => {
+                (403, ErrorBody { code: "PERMISSION_DENIED".into(), message: (*message).into(), problems: Vec::new() })
+            }
+        };
         (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(body)).into_response()
     }
 }
 
 impl From<SmartVmError> for Failure {
     fn from(e: SmartVmError) -> Self {
-        Failure(e)
+        Failure::Error(e)
     }
 }
 
@@ -69,7 +85,7 @@ impl Agent {
         self.ended.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
 
-    async fn summary(&self, vm: &MicroVm) -> VmSummary {
+    pub(super) async fn summary(&self, vm: &MicroVm) -> VmSummary {
         let started = self.started.lock().unwrap_or_else(|p| p.into_inner()).get(vm.id()).copied();
         let taps = vm.tap_devices().await;
         let cfg = vm.config();

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
-use super::wire::{AgentInfo, ErrorBody, StopSummary, VmSummary};
+use super::wire::{AgentInfo, ErrorBody, RestoreRequest, SnapshotRequest, SnapshotSummary, StopSummary, VmSummary};
 use crate::api::{ApiClient, ApiError, Method};
 use crate::error::Result;
 use crate::{SmartVmError, SmartVmOptions, VmConfig};
@@ -135,6 +135,22 @@ impl AgentClient {
     /// Like [`follow_logs`](Self::follow_logs), but only output from now on (for attaching).
     pub async fn follow_new_logs(&self, id: &str, sink: impl FnMut(&[u8])) -> Result<()> {
         self.stream_logs(id, "follow=true&history=false", sink).await
+    }
+
+    /// Snapshots the agent's VM `id` into the new bundle dir `dir` (paused for it, resumed
+    /// afterwards unless `keep_paused`); returns the bundle's `snapshot.json`.
+    pub async fn snapshot(&self, id: &str, dir: &Path, keep_paused: bool) -> Result<PathBuf> {
+        let body = SnapshotRequest { dir: dir.to_path_buf(), keep_paused };
+        let body = serde_json::to_vec(&body).map_err(|e| SmartVmError::io("cannot encode the request", e.into()))?;
+        let answer: SnapshotSummary =
+            self.call(Method::POST, &format!("/v1/vms/{}/snapshot", segment(id)), Some(body)).await?;
+        Ok(answer.bundle)
+    }
+
+    /// Starts new VMs of the agent from the bundle in `request.dir`.
+    pub async fn restore(&self, request: &RestoreRequest) -> Result<Vec<VmSummary>> {
+        let body = serde_json::to_vec(request).map_err(|e| SmartVmError::io("cannot encode the request", e.into()))?;
+        self.call(Method::POST, "/v1/snapshots/restore", Some(body)).await
     }
 
     /// Types `input` into the VM's serial console (detached VMs of the agent).

@@ -21,7 +21,7 @@ pub struct Route {
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every route the agent serves (the OpenAPI document lists exactly these).
-pub const ROUTES: [Route; 11] = [
+pub const ROUTES: [Route; 13] = [
     Route { method: "get", path: "/openapi.json" },
     Route { method: "get", path: "/v1/vms" },
     Route { method: "post", path: "/v1/vms" },
@@ -32,6 +32,8 @@ pub const ROUTES: [Route; 11] = [
     Route { method: "post", path: "/v1/vms/{id}/stop" },
     Route { method: "get", path: "/v1/vms/{id}/logs" },
     Route { method: "post", path: "/v1/vms/{id}/console" },
+    Route { method: "post", path: "/v1/vms/{id}/snapshot" },
+    Route { method: "post", path: "/v1/snapshots/restore" },
     Route { method: "get", path: "/v1/info" },
 ];
 
@@ -80,6 +82,42 @@ pub struct StopSummary {
     pub id: String,
     /// The step of the stop sequence that ended it (`CtrlAltDel`, `Sigterm`, `Sigkill`, …).
     pub step: String,
+}
+
+/// `POST /v1/vms/{id}/snapshot`: where to write the bundle (a new dir).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotRequest {
+    /// The bundle dir to create.
+    pub dir: PathBuf,
+    /// Leave the VM paused afterwards.
+    #[serde(default)]
+    pub keep_paused: bool,
+}
+
+/// The answer to a snapshot: the bundle's description file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotSummary {
+    /// `<dir>/snapshot.json`.
+    pub bundle: PathBuf,
+}
+
+/// `POST /v1/snapshots/restore`: new VMs from a bundle, with the configuration it carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreRequest {
+    /// The bundle dir.
+    pub dir: PathBuf,
+    /// The new VM's id (with `count > 1`: the clones are `<id>-<i>`).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// How many VMs (clones) to start (default 1).
+    #[serde(default)]
+    pub count: Option<usize>,
+    /// Resume the guests (default true).
+    #[serde(default)]
+    pub resume: Option<bool>,
 }
 
 /// About the agent itself.
