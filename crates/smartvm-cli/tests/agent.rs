@@ -117,9 +117,9 @@ fn refused_requests_create_nothing_and_say_why() {
     assert!(runtime.block_on(client.list()).unwrap().is_empty(), "nothing was created");
     assert!(env.runtime_is_empty());
 
-    // Every route is served (an unknown id answers with an error body, not a missing route)
-    // and the served document is the checked-in one.
-    for route in smartvm::agent::wire::ROUTES {
+    // Every route is served (an unknown id answers with an error body, not a missing route; the
+    // event stream has its own test) and the served document is the checked-in one.
+    for route in smartvm::agent::wire::ROUTES.iter().filter(|r| r.path != "/v1/events") {
         let method: smartvm::api::Method = route.method.to_uppercase().parse().unwrap();
         let path = route.path.replace("{id}", "nope");
         let answer = runtime.block_on(raw.request(method, &path, None)).unwrap();
@@ -397,5 +397,63 @@ fn snapshots_go_through_the_agent_and_restore_into_detached_clones() {
         let (code, _, err) = run(&env, &["rm", "-f", id]);
         assert_eq!(code, Some(0), "{id}: {err}");
     }
+    assert!(env.runtime_is_empty());
+}
+
+#[test]
+fn events_stream_state_changes_and_sigterm_leaves_vms_running() {
+    let Some(mut env) = env() else { return };
+    let mut agent = Agent::start(&mut env);
+    let (code, _, err) = run(&env, &["run", "-d", "--id", "ev0", "--boot-args", "console=ttyS0 probe.count=50"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (tx, events) = std::sync::mpsc::channel::<smartvm::agent::wire::VmEvent>();
+    let socket = agent.socket.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _ = runtime.block_on(AgentClient::new(&socket).events(|e| tx.send(e).is_ok()));
+    });
+    let next = |what: &str| events.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("event: {what}"));
+    let first = next("ev0's current state");
+    assert_eq!((first.id.as_str(), first.state.as_str()), ("ev0", "running"));
+    // A guest that ends by itself: running, then stopped with its exit code.
+    let (code, _, err) = run(&env, &["run", "-d", "--id", "ev1"]);
+    assert_eq!(code, Some(0), "{err}");
+    let mut ev1 = Vec::new();
+    while ev1.len() < 2 {
+        let e = next("ev1");
+        if e.id == "ev1" {
+            ev1.push(e);
+        }
+    }
+    assert_eq!(ev1[0].state, "running");
+    assert_eq!(ev1[1].state, "stopped");
+    assert_eq!(ev1[1].exit.and_then(|e| e.code), Some(0));
+    run(&env, &["pause", "ev0"]);
+    run(&env, &["resume", "ev0"]);
+    run(&env, &["rm", "ev1"]);
+    let seen: Vec<(String, String)> = (0..3).map(|_| next("pause, resume, rm")).map(|e| (e.id, e.state)).collect();
+    let expected =
+        [("ev0", "paused"), ("ev0", "running"), ("ev1", "removed")].map(|(a, b)| (a.to_string(), b.to_string()));
+    assert_eq!(seen, expected);
+
+    // SIGTERM: open streams end, the agent exits, the VM keeps running for the next agent.
+    let mut follow = Running(env.cmd(&["logs", "-f", "ev0"]).stdout(Stdio::piped()).spawn().unwrap());
+    let mut followed = BufReader::new(follow.stdout.take().unwrap());
+    let mut line = String::new();
+    followed.read_line(&mut line).unwrap();
+    assert!(line.starts_with("smartvm-probe"), "the stream is open: {line}");
+    let pid = agent.process.id() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(common::wait_for_exit(pid, 10_000), "the agent ends on SIGTERM despite open streams");
+    assert_eq!(agent.process.wait().unwrap().code(), Some(0));
+    assert!(common::wait_for_exit(follow.id() as i32, 10_000), "logs -f ends with the agent");
+    let _ = follow.wait();
+    env.extra_env.retain(|(k, _)| k != "SMARTVM_AGENT_SOCKET");
+    std::fs::remove_dir_all(env.dir.path().join("agent")).unwrap();
+    let _agent = Agent::start(&mut env);
+    let (_, inspect, _) = run(&env, &["inspect", "ev0"]);
+    assert!(inspect.contains("\"state\": \"running\""), "the next agent adopted it: {inspect}");
+    let (code, _, err) = run(&env, &["rm", "-f", "ev0"]);
+    assert_eq!(code, Some(0), "{err}");
     assert!(env.runtime_is_empty());
 }

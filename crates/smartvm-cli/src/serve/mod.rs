@@ -12,7 +12,6 @@ mod snapshots;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
@@ -90,6 +89,7 @@ fn router(agent: Shared) -> Router {
     Router::new()
         .route("/openapi.json", get(openapi))
         .route("/v1/info", get(info))
+        .route("/v1/events", get(events))
         .route("/v1/vms", get(list).post(create))
         .route("/v1/vms/{id}", get(inspect).delete(remove))
         .route("/v1/vms/{id}/pause", post(pause))
@@ -109,10 +109,13 @@ pub async fn serve(args: ServeArgs) -> Result<Exit, CliError> {
     smartvm::trust::ensure_private_dir(&options.runtime_dir).map_err(SmartVmError::from)?;
     let listener = bind(&socket).await?;
     let options = SmartVmOptions { detached_vms: true, ..options };
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let agent = Arc::new(Agent {
         smartvm: SmartVm::new(options),
         started: Mutex::new(HashMap::new()),
         ended: Mutex::new(HashMap::new()),
+        events: tokio::sync::broadcast::channel(1024).0,
+        closing: closing_rx,
     });
     adopt(&agent).await?;
     eprintln!("smartvm agent listening on {}", socket.display());
@@ -121,7 +124,12 @@ pub async fn serve(args: ServeArgs) -> Result<Exit, CliError> {
         eprintln!("warning: cannot notify systemd: {e}");
     }
     let app = router(agent.clone()).into_make_service_with_connect_info::<Peer>();
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    let shutdown = async move {
+        shutdown_signal().await;
+        // Streams (logs -f, attach, events) end, so the graceful shutdown does not wait on them.
+        let _ = closing.send(true);
+    };
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     let _ = std::fs::remove_file(&socket);
     if args.stop_vms_on_exit {
         agent.smartvm.cleanup().await?;
@@ -131,11 +139,12 @@ pub async fn serve(args: ServeArgs) -> Result<Exit, CliError> {
 }
 
 /// Takes over the VMs a previous agent left running, then reclaims what dead ones left.
-async fn adopt(agent: &Agent) -> Result<(), CliError> {
+async fn adopt(agent: &Arc<Agent>) -> Result<(), CliError> {
     let (adopted, failed) = agent.smartvm.adopt_detached().await?;
-    let now = Instant::now();
-    agent.started.lock().unwrap_or_else(|p| p.into_inner()).extend(adopted.iter().map(|id| (id.clone(), now)));
     for id in &adopted {
+        if let Some(vm) = agent.smartvm.vm(id) {
+            agent.watch(vm);
+        }
         eprintln!("adopted {id}");
     }
     for (dir, e) in &failed {

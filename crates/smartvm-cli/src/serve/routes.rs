@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use smartvm::agent::wire::{AgentInfo, ErrorBody, ExitSummary, StopSummary, VmSummary};
+use smartvm::agent::wire::{AgentInfo, ErrorBody, ExitSummary, StopSummary, VmEvent, VmSummary};
 use smartvm::process::StopPlan;
 use smartvm::{MicroVm, SmartVm, SmartVmError, VmConfig, VmState};
 
@@ -20,6 +20,10 @@ pub(super) struct Agent {
     pub(super) started: Mutex<HashMap<String, Instant>>,
     /// VMs that ended while no agent ran (found at start): reported `error` until removed.
     pub(super) ended: Mutex<HashMap<String, VmSummary>>,
+    /// State changes, for `GET /v1/events`.
+    pub(super) events: tokio::sync::broadcast::Sender<VmEvent>,
+    /// Turns true when the agent shuts down: every open stream ends.
+    pub(super) closing: tokio::sync::watch::Receiver<bool>,
 }
 
 pub(super) type Shared = Arc<Agent>;
@@ -81,6 +85,27 @@ impl Agent {
         }
     }
 
+    /// Announces that VM `id` is now `state`.
+    pub(super) fn emit(&self, id: &str, state: &str, exit: Option<ExitSummary>) {
+        let at_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let _ = self.events.send(VmEvent { id: id.into(), state: state.into(), at_ms, exit });
+    }
+
+    /// Started (or adopted): announce it, and announce its end whenever its process ends.
+    pub(super) fn watch(self: &Arc<Self>, vm: Arc<MicroVm>) {
+        self.started.lock().unwrap_or_else(|p| p.into_inner()).insert(vm.id().into(), Instant::now());
+        self.emit(vm.id(), &vm.state().to_string(), None);
+        let agent = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let exit = vm.exited().await;
+            if let Some(agent) = agent.upgrade() {
+                let exit = exit.map(|e| ExitSummary { code: e.code, signal: e.signal });
+                agent.emit(vm.id(), &vm.state().to_string(), exit);
+            }
+        });
+    }
+
     fn ended_vm(&self, id: &str) -> Option<VmSummary> {
         self.ended.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
@@ -128,7 +153,7 @@ pub(super) async fn create(State(agent): State<Shared>, body: Bytes) -> Answer<(
         let _ = agent.smartvm.remove_vm(vm.id()).await;
         return Err(e.into());
     }
-    agent.started.lock().unwrap_or_else(|p| p.into_inner()).insert(vm.id().into(), Instant::now());
+    agent.watch(vm.clone());
     Ok((StatusCode::CREATED, Json(agent.summary(&vm).await)))
 }
 
@@ -143,12 +168,14 @@ pub(super) async fn inspect(State(agent): State<Shared>, Path(id): Path<String>)
 pub(super) async fn pause(State(agent): State<Shared>, Path(id): Path<String>) -> Answer<Json<VmSummary>> {
     let vm = agent.vm(&id)?;
     vm.pause().await?;
+    agent.emit(&id, &vm.state().to_string(), None);
     Ok(Json(agent.summary(&vm).await))
 }
 
 pub(super) async fn resume(State(agent): State<Shared>, Path(id): Path<String>) -> Answer<Json<VmSummary>> {
     let vm = agent.vm(&id)?;
     vm.resume().await?;
+    agent.emit(&id, &vm.state().to_string(), None);
     Ok(Json(agent.summary(&vm).await))
 }
 
@@ -191,6 +218,7 @@ pub(super) async fn remove(
     }
     agent.smartvm.remove_vm(&id).await?;
     agent.started.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    agent.emit(&id, "removed", None);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -200,6 +228,40 @@ pub(super) struct LogsQuery {
     follow: bool,
     /// Start with the lines kept so far (default); `false` for new output only (attach).
     history: Option<bool>,
+}
+
+/// Each VM's current state, then every state change, one JSON object per line, until the agent
+/// shuts down.
+pub(super) async fn events(State(agent): State<Shared>) -> Response {
+    let live = agent.events.subscribe();
+    let mut current = String::new();
+    for id in agent.smartvm.vm_ids() {
+        if let Some(vm) = agent.smartvm.vm(&id) {
+            let at_ms =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            let event = VmEvent { id, state: vm.state().to_string(), at_ms, exit: None };
+            current += &(serde_json::to_string(&event).unwrap_or_default() + "\n");
+        }
+    }
+    let head = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(current) });
+    let stream = futures_util::stream::unfold((live, agent.closing.clone()), |(mut live, mut closing)| async move {
+        loop {
+            let received = tokio::select! {
+                r = live.recv() => r,
+                _ = closing.wait_for(|c| *c) => return None,
+            };
+            match received {
+                Ok(event) => {
+                    let line = serde_json::to_string(&event).unwrap_or_default() + "\n";
+                    return Some((Ok::<_, std::convert::Infallible>(line), (live, closing)));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    });
+    let body = Body::from_stream(futures_util::StreamExt::chain(head, stream));
+    ([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
 }
 
 /// Writes the body into the VM's console input (the guest's serial receiver).
@@ -249,12 +311,17 @@ pub(super) async fn logs(
         return Ok(text.into_response());
     }
     let head = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(text) });
-    let tail = futures_util::stream::unfold((live, console), |(mut live, console)| async move {
+    let state = (live, console, agent.closing.clone());
+    let tail = futures_util::stream::unfold(state, |(mut live, console, mut closing)| async move {
         loop {
-            match live.recv().await {
+            let received = tokio::select! {
+                r = live.recv() => r,
+                _ = closing.wait_for(|c| *c) => return None,
+            };
+            match received {
                 // The end-of-stream wake-up (a real empty line is passed on).
                 Ok(line) if line.is_empty() && console.is_closed() => return None,
-                Ok(line) => return Some((Ok(format!("{line}\n")), (live, console))),
+                Ok(line) => return Some((Ok(format!("{line}\n")), (live, console, closing))),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(_) => return None,
             }

@@ -44,7 +44,7 @@ pub(super) async fn restore(
     let vms = agent.smartvm.restore_bundle(&request.dir, request.id, count, request.resume.unwrap_or(true)).await?;
     let mut out = Vec::new();
     for vm in &vms {
-        agent.started.lock().unwrap_or_else(|p| p.into_inner()).insert(vm.id().into(), std::time::Instant::now());
+        agent.watch(vm.clone());
         out.push(agent.summary(vm).await);
     }
     Ok((StatusCode::CREATED, Json(out)))

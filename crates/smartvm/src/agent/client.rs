@@ -153,14 +153,39 @@ impl AgentClient {
         self.call(Method::POST, "/v1/snapshots/restore", Some(body)).await
     }
 
+    /// Streams the agent's VM events from now on into `sink` until the agent closes the stream
+    /// (it shuts down) or `sink` returns false.
+    pub async fn events(&self, mut sink: impl FnMut(super::wire::VmEvent) -> bool) -> Result<()> {
+        let mut pending = Vec::new();
+        let open = std::cell::Cell::new(true);
+        let feed = |chunk: &[u8]| {
+            pending.extend_from_slice(chunk);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if let Ok(event) = serde_json::from_slice(&line) {
+                    if open.get() && !sink(event) {
+                        open.set(false);
+                    }
+                }
+            }
+        };
+        self.stream("/v1/events", feed, || !open.get()).await
+    }
+
     /// Types `input` into the VM's serial console (detached VMs of the agent).
     pub async fn send_input(&self, id: &str, input: &[u8]) -> Result<()> {
         let path = format!("/v1/vms/{}/console", segment(id));
         self.call::<Option<()>>(Method::POST, &path, Some(input.to_vec())).await.map(drop)
     }
 
-    async fn stream_logs(&self, id: &str, query: &str, mut sink: impl FnMut(&[u8])) -> Result<()> {
-        let path = format!("/v1/vms/{}/logs?{query}", segment(id));
+    async fn stream_logs(&self, id: &str, query: &str, sink: impl FnMut(&[u8])) -> Result<()> {
+        self.stream(&format!("/v1/vms/{}/logs?{query}", segment(id)), sink, || false).await
+    }
+
+    /// GETs `path` and hands each chunk of the streamed answer to `sink`, until the stream ends
+    /// or `done` says so.
+    async fn stream(&self, path: &str, mut sink: impl FnMut(&[u8]), done: impl Fn() -> bool) -> Result<()> {
+        let path = path.to_string();
         let wire =
             |source: ApiError| SmartVmError::SocketRequestFailed { method: "GET".into(), path: path.clone(), source };
         let stream = tokio::net::UnixStream::connect(&self.socket)
@@ -187,6 +212,9 @@ impl AgentClient {
             let frame = frame.map_err(|e| wire(ApiError::Http(e)))?;
             if let Some(data) = frame.data_ref() {
                 sink(data);
+            }
+            if done() {
+                break;
             }
         }
         Ok(())

@@ -21,7 +21,7 @@ pub struct Route {
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Every route the agent serves (the OpenAPI document lists exactly these).
-pub const ROUTES: [Route; 13] = [
+pub const ROUTES: [Route; 14] = [
     Route { method: "get", path: "/openapi.json" },
     Route { method: "get", path: "/v1/vms" },
     Route { method: "post", path: "/v1/vms" },
@@ -35,6 +35,7 @@ pub const ROUTES: [Route; 13] = [
     Route { method: "post", path: "/v1/vms/{id}/snapshot" },
     Route { method: "post", path: "/v1/snapshots/restore" },
     Route { method: "get", path: "/v1/info" },
+    Route { method: "get", path: "/v1/events" },
 ];
 
 /// A VM as the agent reports it.
@@ -118,6 +119,21 @@ pub struct RestoreRequest {
     /// Resume the guests (default true).
     #[serde(default)]
     pub resume: Option<bool>,
+}
+
+/// One change of a VM's state, as `GET /v1/events` streams it (one JSON object per line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmEvent {
+    /// The VM.
+    pub id: String,
+    /// Its new state (`running`, `paused`, `stopped`, `error`), or `removed`.
+    pub state: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// How its process ended, for `stopped`/`error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitSummary>,
 }
 
 /// About the agent itself.

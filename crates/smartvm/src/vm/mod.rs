@@ -244,6 +244,15 @@ impl MicroVm {
         ended.or_else(|| self.exit_info())
     }
 
+    /// Waits, without a time limit, until the Firecracker process ends; `None` when the VM
+    /// never started (nothing to wait for).
+    pub async fn exited(&self) -> Option<ExitInfo> {
+        let rx = self.exit.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut rx = rx?;
+        let ended = rx.wait_for(|e| e.is_some()).await.ok().and_then(|v| *v);
+        ended.or_else(|| self.exit_info())
+    }
+
     /// The guest serial console, once started.
     pub async fn console(&self) -> Option<Console> {
         self.inner.lock().await.process.as_ref().map(|p| p.console().clone())
