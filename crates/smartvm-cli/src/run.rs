@@ -81,14 +81,7 @@ fn build_config(
 ) -> Result<VmConfig, CliError> {
     let mut cfg = match (&args.config, bundle) {
         (Some(path), _) => VmConfig::from_file(path).map_err(SmartVmError::from)?,
-        (None, Some(b)) => {
-            let mut root = DriveConfig::new("rootfs", &b.rootfs_path).root();
-            root.is_read_only = b.rootfs_is_read_only;
-            VmConfig::new(&b.kernel_image_path)
-                .with_boot_args(b.boot_args.clone())
-                .with_machine(1, 128)
-                .with_drive(root)
-        }
+        (None, Some(b)) => b.vm_config(),
         (None, None) => {
             let kernel = match &args.kernel {
                 Some(k) => k.clone(),

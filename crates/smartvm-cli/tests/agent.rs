@@ -212,12 +212,12 @@ fn counts(logs: &str) -> Vec<u64> {
 fn a_restarted_agent_adopts_running_vms_and_reclaims_dead_ones() {
     let Some(mut env) = env() else { return };
     let mut agent = Agent::start(&mut env);
-    let ids: Vec<String> = (0..5).map(|i| format!("ad{i}")).collect();
+    let ids: Vec<String> = (0..6).map(|i| format!("ad{i}")).collect();
     for id in &ids {
         let (code, _, err) = run(&env, &["run", "-d", "--id", id, "--boot-args", "console=ttyS0 probe.count=20"]);
         assert_eq!(code, Some(0), "{err}");
     }
-    let (_, inspect, _) = run(&env, &["inspect", "ad4"]);
+    let (_, inspect, _) = run(&env, &["inspect", "ad5"]);
     let doomed = serde_json::from_str::<serde_json::Value>(&inspect).unwrap()["pid"].as_i64().unwrap() as i32;
     agent.process.kill().unwrap();
     agent.process.wait().unwrap();
@@ -235,15 +235,16 @@ fn a_restarted_agent_adopts_running_vms_and_reclaims_dead_ones() {
     let listed: Vec<serde_json::Value> = serde_json::from_str(&ps).unwrap();
     let states: Vec<(&str, &str)> =
         listed.iter().map(|v| (v["id"].as_str().unwrap(), v["state"].as_str().unwrap())).collect();
-    assert_eq!(
-        states,
-        [("ad0", "running"), ("ad1", "running"), ("ad2", "running"), ("ad3", "running"), ("ad4", "error")],
-        "the live VMs are adopted, the dead one is reported failed"
-    );
-    assert!(listed[4]["exit"].is_object() && listed[4]["pid"].is_null(), "{ps}");
-    assert!(!env.runtime().join("ad4").exists(), "what the dead VM left was reclaimed");
-    let (code, _, err) = run(&env, &["rm", "ad4"]);
+    let running = ["ad0", "ad1", "ad2", "ad3", "ad4"].map(|id| (id, "running"));
+    assert_eq!(states[..5], running, "all five live VMs are adopted");
+    assert_eq!(states[5], ("ad5", "error"), "the dead one is reported failed");
+    assert!(listed[5]["exit"].is_object() && listed[5]["pid"].is_null(), "{ps}");
+    assert!(!env.runtime().join("ad5").exists(), "what the dead VM left was reclaimed");
+    let (code, _, err) = run(&env, &["rm", "ad5"]);
     assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run(&env, &["stop", "ad4"]);
+    assert_eq!(code, Some(0), "stop works on an adopted VM: {err}");
+    assert!(run(&env, &["inspect", "ad4"]).1.contains("\"state\": \"stopped\""));
     // Logs continue without gaps or repeats across the restart.
     for id in &ids[..4] {
         let mut follow = Running(env.cmd(&["logs", "-f", id]).stdout(Stdio::piped()).spawn().unwrap());
@@ -257,7 +258,7 @@ fn a_restarted_agent_adopts_running_vms_and_reclaims_dead_ones() {
         assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "{id}: no gaps or repeats: {seen:?}");
         assert_eq!(seen[0], 0, "{id}: from the start");
     }
-    for id in &ids[..4] {
+    for id in &ids[..5] {
         let (code, _, err) = run(&env, &["rm", "-f", id]);
         assert_eq!(code, Some(0), "{id}: {err}");
     }
@@ -456,4 +457,107 @@ fn events_stream_state_changes_and_sigterm_leaves_vms_running() {
     let (code, _, err) = run(&env, &["rm", "-f", "ev0"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(env.runtime_is_empty());
+}
+
+/// Serves `files` (path → bytes) over HTTP on 127.0.0.1; returns the base URL.
+fn serve_files(files: Vec<(&'static str, Vec<u8>)>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let mut app = axum::Router::new();
+            for (path, bytes) in files {
+                app = app.route(path, axum::routing::get(move || async move { bytes.clone() }));
+            }
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    base
+}
+
+#[test]
+fn a_vm_from_a_hosted_base_image_through_the_api() {
+    use sha2::Digest;
+    let Some(mut env) = env() else { return };
+    let agent = Agent::start(&mut env);
+    let kernel = std::fs::read(smartvm::probe::install_probe_kernel(&env.dir.path().join("k")).unwrap()).unwrap();
+    let rootfs = vec![0u8; 64 << 10];
+    let sha = |b: &[u8]| sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let (ks, rs) = (sha(&kernel), sha(&rootfs));
+    let files = vec![("/vmlinux", kernel), ("/rootfs.ext4", rootfs)];
+    let base = serve_files(files);
+    let manifest = serde_json::json!({
+        "schemaVersion": 1, "bundleId": "probe-image", "arch": "x86_64", "firecrackerVersion": "v1.12.1",
+        "rootfsType": "ext4", "rootfsIsReadOnly": false, "bootArgs": "console=ttyS0 probe.halt",
+        "kernel": {"url": format!("{base}/vmlinux"), "sha256": ks},
+        "rootfs": {"url": format!("{base}/rootfs.ext4"), "sha256": rs}
+    });
+    let manifest_base = serve_files(vec![("/manifest.json", manifest.to_string().into_bytes())]);
+    let raw = smartvm::api::ApiClient::new(&agent.socket).with_timeout(Duration::from_secs(60));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let post = |body: serde_json::Value| {
+        runtime
+            .block_on(raw.request(smartvm::api::Method::POST, "/v1/vms", Some(body.to_string().into_bytes())))
+            .unwrap()
+    };
+    let url = format!("{manifest_base}/manifest.json");
+    let created = post(serde_json::json!({"image": {"manifest": url}, "id": "img1", "memMib": 16}));
+    assert_eq!(created.status_code, 201, "{}", created.body);
+    let vm: serde_json::Value = serde_json::from_str(&created.body).unwrap();
+    assert_eq!(vm["config"]["drives"][0]["driveId"], "rootfs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logs = loop {
+        let logs = run(&env, &["logs", "img1"]).1;
+        if logs.contains("smartvm-probe done") || Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::yield_now();
+    };
+    assert!(logs.contains("type=block"), "the probe sees the image's rootfs: {logs}");
+    for (body, field) in [
+        (serde_json::json!({"image": {"manifest": "/etc/passwd"}}), "image.manifest"),
+        (serde_json::json!({"image": {"preset": "nope"}}), "image.preset"),
+    ] {
+        let refused = post(body);
+        assert_eq!(refused.status_code, 422, "{}", refused.body);
+        assert!(refused.body.contains(field), "{}", refused.body);
+    }
+    let (code, _, err) = run(&env, &["rm", "-f", "img1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(env.runtime_is_empty());
+}
+
+#[test]
+fn stop_vms_on_exit_stops_and_cleans_up_with_the_agent() {
+    let Some(env) = env() else { return };
+    let socket = env.dir.path().join("stopping.sock");
+    let mut agent = Running(
+        env.cmd(&["serve", "--stop-vms-on-exit", "--socket", socket.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client = AgentClient::new(&socket);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runtime.block_on(client.info()).is_err() {
+        assert!(Instant::now() < deadline, "the agent answers");
+        std::thread::yield_now();
+    }
+    let kernel = smartvm::probe::install_probe_kernel(&env.dir.path().join("k")).unwrap();
+    let cfg = smartvm::VmConfig::new(&kernel)
+        .with_id("bye")
+        .with_machine(1, 16)
+        .with_boot_args("console=ttyS0 probe.count=50");
+    let vm = runtime.block_on(client.create(&cfg)).unwrap();
+    let pid = vm.pid.unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(common::wait_for_exit(agent.id() as i32, 15_000), "the agent ends");
+    assert_eq!(agent.wait().unwrap().code(), Some(0));
+    assert!(common::wait_for_exit(pid, 5_000), "its VM was stopped with it");
+    assert!(env.runtime_is_empty(), "and cleaned up");
 }

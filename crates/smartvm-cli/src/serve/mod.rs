@@ -192,7 +192,13 @@ async fn bind(socket: &std::path::Path) -> Result<UnixListener, CliError> {
         let _ = std::fs::remove_file(socket);
     }
     let listener = UnixListener::bind(socket).map_err(|e| CliError::new(Exit::Failure, e))?;
-    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+    // 0600, or 0660 for a `smartvm` group whose members may use the agent.
+    let group = nix::unistd::Group::from_name("smartvm").ok().flatten();
+    if let Some(g) = &group {
+        nix::unistd::chown(socket, None, Some(g.gid)).map_err(|e| CliError::new(Exit::Failure, e))?;
+    }
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(mode))
         .map_err(|e| CliError::new(Exit::Failure, e))?;
     Ok(listener)
 }

@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use smartvm::agent::wire::{AgentInfo, ErrorBody, ExitSummary, StopSummary, VmEvent, VmSummary};
+use smartvm::agent::wire::{AgentInfo, ErrorBody, ExitSummary, ImageVmRequest, StopSummary, VmEvent, VmSummary};
 use smartvm::process::StopPlan;
 use smartvm::{MicroVm, SmartVm, SmartVmError, VmConfig, VmState};
 
@@ -147,7 +147,11 @@ pub(super) async fn list(State(agent): State<Shared>) -> Json<Vec<VmSummary>> {
 pub(super) async fn create(State(agent): State<Shared>, body: Bytes) -> Answer<(StatusCode, Json<VmSummary>)> {
     let text = std::str::from_utf8(&body)
         .map_err(|_| SmartVmError::from(smartvm::config::ConfigErrors::single("<body>", "is not UTF-8")))?;
-    let config = VmConfig::from_json(text).map_err(SmartVmError::from)?;
+    let is_image = serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v.get("image").is_some());
+    let config = match is_image {
+        true => image_config(&agent.smartvm, text).await?,
+        false => VmConfig::from_json(text).map_err(SmartVmError::from)?,
+    };
     let vm = agent.smartvm.create_vm(&config)?;
     if let Err(e) = vm.start().await {
         let _ = agent.smartvm.remove_vm(vm.id()).await;
@@ -155,6 +159,35 @@ pub(super) async fn create(State(agent): State<Shared>, body: Bytes) -> Answer<(
     }
     agent.watch(vm.clone());
     Ok((StatusCode::CREATED, Json(agent.summary(&vm).await)))
+}
+
+/// The config of a `{"image": …}` request: the bundle fetched (or cached), then the overrides.
+async fn image_config(smartvm: &SmartVm, text: &str) -> Result<VmConfig, SmartVmError> {
+    use smartvm::config::ConfigErrors;
+    use smartvm::images::{BaseImageOptions, Preset};
+    let request: ImageVmRequest =
+        serde_json::from_str(text).map_err(|e| ConfigErrors::single("<body>", e.to_string()))?;
+    let mut options = BaseImageOptions::default();
+    if let Some(p) = &request.image.preset {
+        options.preset = p.parse::<Preset>().map_err(|m| ConfigErrors::single("image.preset", m))?;
+    }
+    if let Some(m) = request.image.manifest {
+        if !m.starts_with("https://") && !m.starts_with("http://") {
+            return Err(ConfigErrors::single("image.manifest", "must be an http(s) URL").into());
+        }
+        options.preset = Preset::Hosted;
+        options.manifest_url = Some(m);
+    }
+    let bundle = smartvm.ensure_base_image(&options, &smartvm::images::NoProgress).await?;
+    let mut config = bundle.vm_config();
+    config.id = request.id;
+    if let Some(v) = request.vcpus {
+        config.machine_config.vcpu_count = v;
+    }
+    if let Some(m) = request.mem_mib {
+        config.machine_config.mem_size_mib = m;
+    }
+    Ok(config)
 }
 
 pub(super) async fn inspect(State(agent): State<Shared>, Path(id): Path<String>) -> Answer<Json<VmSummary>> {

@@ -85,6 +85,37 @@ pub struct StopSummary {
     pub step: String,
 }
 
+/// `POST /v1/vms` with a base image instead of a full config: the agent fetches (or reuses
+/// from its cache) the bundle and boots it, with these overrides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageVmRequest {
+    /// Which bundle.
+    pub image: ImageSource,
+    /// The VM's id (default: a new UUID).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// vCPUs (default 1).
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// Memory in MiB (default 128).
+    #[serde(default)]
+    pub mem_mib: Option<u64>,
+}
+
+/// A base-image bundle: a preset (`latest`, `lts`, `hosted`) and for `hosted` its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageSource {
+    /// `latest` (default), `lts` or `hosted`.
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// A hosted manifest, as an http(s) URL (local paths are refused through the API: the agent
+    /// would read them with its own privileges).
+    #[serde(default)]
+    pub manifest: Option<String>,
+}
+
 /// `POST /v1/vms/{id}/snapshot`: where to write the bundle (a new dir).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
