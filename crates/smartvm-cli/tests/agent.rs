@@ -85,6 +85,8 @@ fn detach_ps_logs_follow_stop_rm_leaves_nothing() {
     let (_, inspect, _) = run(&env, &["inspect", "det1"]);
     let vm: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(vm["state"], "stopped");
+    let console_file = vm["consoleFile"].as_str().expect("inspect names the console file");
+    assert!(std::fs::read_to_string(console_file).unwrap().starts_with("smartvm-probe boot"));
     let (code, _, err) = run(&env, &["rm", "det1"]);
     assert_eq!(code, Some(0), "{err}");
     let (_, ps, _) = run(&env, &["ps", "-a", "--json"]);
@@ -304,6 +306,20 @@ fn attach_types_into_the_guest_and_detaching_leaves_it_running() {
     drop(stdin); // EOF detaches
     assert!(common::wait_for_exit(attach.id() as i32, 10_000), "attach ends at the end of its input");
     assert_eq!(attach.wait().unwrap().code(), Some(0));
+    // Ctrl-] detaches too, with stdin still open.
+    let mut again = Running(
+        env.cmd(&["attach", "echo1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut keys = again.stdin.take().unwrap();
+    keys.write_all(&[0x1d]).unwrap();
+    assert!(common::wait_for_exit(again.id() as i32, 10_000), "Ctrl-] detaches");
+    assert_eq!(again.wait().unwrap().code(), Some(0));
+    drop(keys);
     let (_, inspect, _) = run(&env, &["inspect", "echo1"]);
     assert!(inspect.contains("\"state\": \"running\""), "detaching leaves the VM running: {inspect}");
     let (code, _, err) = run(&env, &["rm", "-f", "echo1"]);

@@ -178,6 +178,7 @@ fn ended_summary((journal, code): (smartvm::vm::VmJournal, Option<i32>)) -> Opti
         guest_ip: None,
         uptime_s: None,
         exit: Some(ExitSummary { code, signal: None }),
+        console_file: None,
         config,
     })
 }

@@ -126,6 +126,7 @@ impl Agent {
             guest_ip: taps.first().map(|t| t.guest_ip.to_string()),
             uptime_s: started.filter(|_| running).map(|s| s.elapsed().as_secs()),
             exit: vm.exit_info().map(|e| ExitSummary { code: e.code, signal: e.signal }),
+            console_file: Some(smartvm::process::detached_files(vm.runtime_dir()).0).filter(|f| f.exists()),
             config: cfg.clone(),
         }
     }

@@ -62,6 +62,9 @@ pub struct VmSummary {
     pub uptime_s: Option<u64>,
     /// How its process ended, once it has (`code`/`signal`).
     pub exit: Option<ExitSummary>,
+    /// The file its serial console is written to (it outlives the agent).
+    #[serde(default)]
+    pub console_file: Option<PathBuf>,
     /// The configuration it was created from.
     pub config: crate::VmConfig,
 }
