@@ -5,6 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export SMARTVM_REQUIRE_KVM=1
+# Tests that cannot run here say so in this file; the summary at the end lists them.
+SMARTVM_SKIP_LOG="$(mktemp)"
+export SMARTVM_SKIP_LOG
+report_skipped() {
+  echo "== skipped tests (cannot run on this host) =="
+  if [ -s "$SMARTVM_SKIP_LOG" ]; then sort -u "$SMARTVM_SKIP_LOG"; else echo "none"; fi
+  rm -f "$SMARTVM_SKIP_LOG"
+}
+trap report_skipped EXIT
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q

@@ -70,9 +70,12 @@ pub fn main() -> ExitCode {
             return code.into();
         }
     };
+    // Colour only for a person at a terminal (and never with NO_COLOR).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SMARTVM_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -161,7 +164,7 @@ fn version() -> Result<Exit, CliError> {
             smartvm.binary_version(&bin).map_or_else(|| "unknown".into(), |v| v.to_string()),
             bin.display()
         ),
-        Err(_) => println!("firecracker not found (run scripts/install-firecracker.sh)"),
+        Err(_) => println!("firecracker not found (run `smartvm binary ensure`)"),
     }
     Ok(Exit::Success)
 }

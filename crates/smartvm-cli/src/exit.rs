@@ -8,7 +8,9 @@
 //! | 3 | invalid input (`INVALID_CONFIG`, `INVALID_BASE_IMAGE_MANIFEST`, `INVALID_SUBNET`, …) |
 //! | 4 | this host cannot run VMs (no /dev/kvm, no Firecracker binary, an untrusted binary or dir, `doctor` found a blocker) |
 //! | 5 | the guest or Firecracker exited with an error |
+//! | 124 | `run --timeout` expired; the VM was stopped and cleaned up |
 //! | 130 | interrupted (Ctrl-C / SIGTERM); the VM was stopped and cleaned up |
+//! | 141 | `run`'s stdout was closed (e.g. `| head`); the VM was stopped and cleaned up |
 
 use std::error::Error;
 use std::process::ExitCode;
@@ -25,7 +27,9 @@ pub enum Exit {
     InvalidConfig = 3,
     HostUnfit = 4,
     GuestFailed = 5,
+    TimedOut = 124,
     Interrupted = 130,
+    BrokenPipe = 141,
 }
 
 impl From<Exit> for ExitCode {

@@ -30,9 +30,9 @@ pub enum ImageCommand {
     },
     /// Evict least recently used bundles beyond N (default: the configured limit).
     Prune {
-        /// Bundles to keep.
-        #[arg(long)]
-        keep: Option<usize>,
+        /// Bundles to keep (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        keep: Option<u64>,
     },
 }
 
@@ -74,6 +74,9 @@ impl SourceArgs {
 }
 
 pub async fn pull(smartvm: &SmartVm, source: &SourceArgs) -> Result<BaseImageBundle, CliError> {
+    if source.preset == Some(Preset::Hosted) && source.manifest.is_none() {
+        return Err(CliError::new(Exit::Usage, "--preset hosted needs --manifest PATH|URL"));
+    }
     let progress = crate::progress::for_terminal();
     Ok(smartvm.ensure_base_image(&source.options(), progress.as_ref()).await?)
 }
@@ -119,7 +122,7 @@ pub async fn image(cmd: ImageCommand) -> Result<Exit, CliError> {
         ImageCommand::Prune { keep } => {
             let manager = smartvm.base_image_manager()?;
             let evicted = match keep {
-                Some(n) => manager.prune_to(n, None),
+                Some(n) => manager.prune_to(n as usize, None),
                 None => manager.prune(None),
             }
             .map_err(smartvm::SmartVmError::from)?;

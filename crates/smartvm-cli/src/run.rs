@@ -80,7 +80,15 @@ fn build_config(
     bundle: Option<&BaseImageBundle>,
 ) -> Result<VmConfig, CliError> {
     let mut cfg = match (&args.config, bundle) {
-        (Some(path), _) => VmConfig::from_file(path).map_err(SmartVmError::from)?,
+        (Some(path), _) => {
+            let mut cfg = VmConfig::from_file(path).map_err(SmartVmError::from)?;
+            // Paths in a config file are relative to the file, as in compose files.
+            let base = std::path::absolute(path).ok().and_then(|p| p.parent().map(std::path::Path::to_path_buf));
+            if let Some(base) = base {
+                resolve_relative(&mut cfg, &base);
+            }
+            cfg
+        }
         (None, Some(b)) => b.vm_config(),
         (None, None) => {
             let kernel = match &args.kernel {
@@ -116,7 +124,41 @@ fn build_config(
         cfg.drives.retain(|d| !d.is_root_device);
         cfg.drives.insert(0, DriveConfig::new("rootfs", rootfs).root());
     }
+    // Paths given as flags are relative to the current directory.
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Some(k) = &args.kernel {
+            cfg.boot_source.kernel_image_path = cwd.join(k);
+        }
+        if let Some(root) = cfg.drives.iter_mut().find(|d| args.rootfs.is_some() && d.drive_id == "rootfs") {
+            root.path_on_host = cwd.join(&root.path_on_host);
+        }
+    }
     Ok(cfg)
+}
+
+/// Makes every relative host path in `cfg` relative to `base`.
+fn resolve_relative(cfg: &mut VmConfig, base: &std::path::Path) {
+    let fix = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    fix(&mut cfg.boot_source.kernel_image_path);
+    if let Some(initrd) = cfg.boot_source.initrd_path.as_mut() {
+        fix(initrd);
+    }
+    for d in &mut cfg.drives {
+        fix(&mut d.path_on_host);
+    }
+    if let Some(l) = cfg.logger.as_mut() {
+        fix(&mut l.log_path);
+    }
+    if let Some(m) = cfg.metrics.as_mut() {
+        fix(&mut m.metrics_path);
+    }
+    if let Some(v) = cfg.vsock.as_mut() {
+        fix(&mut v.uds_path);
+    }
 }
 
 pub async fn run(args: RunArgs) -> Result<Exit, CliError> {
@@ -135,7 +177,8 @@ pub async fn run(args: RunArgs) -> Result<Exit, CliError> {
         return crate::vms::detach(&cfg).await;
     }
     install_probe_if_used(&cfg, &options)?;
-    let binary = smartvm.ensure_binary(crate::progress::for_terminal().as_ref()).await?;
+    // No silent download: a missing binary says where it looked and how to get one.
+    let binary = smartvm.find_binary()?;
     let mut runtime = smartvm.runtime_options(binary);
     runtime.console_file = args.console_file.clone();
     if cfg.network_interfaces.iter().any(|n| n.host_dev_name.is_none()) {
@@ -167,13 +210,17 @@ pub async fn supervise(
         _ = interrupt.recv() => return Ok(Exit::Interrupted),
         _ = terminate.recv() => return Ok(Exit::Interrupted),
     }
+    let started = std::time::Instant::now();
+    announce_start(vm).await;
     let console = vm.console().await.ok_or(SmartVmError::NoClient)?;
+    let (closed_tx, closed) = tokio::sync::oneshot::channel::<()>();
     let printer = tokio::spawn(async move {
         let (backlog, mut live) = console.follow();
         {
             let mut out = std::io::stdout().lock();
             for line in backlog {
                 if writeln!(out, "{line}").is_err() {
+                    let _ = closed_tx.send(());
                     return;
                 }
             }
@@ -185,6 +232,8 @@ pub async fn supervise(
                 Ok(line) => {
                     let mut out = std::io::stdout().lock();
                     if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                        // Nobody reads the console any more (`| head`): end the VM.
+                        let _ = closed_tx.send(());
                         return;
                     }
                 }
@@ -199,6 +248,7 @@ pub async fn supervise(
         Exited(smartvm::process::ExitInfo),
         TimedOut,
         Interrupted,
+        StdoutClosed,
     }
     let wait = async {
         match timeout {
@@ -214,9 +264,12 @@ pub async fn supervise(
         end = wait => end,
         _ = interrupt.recv() => End::Interrupted,
         _ = terminate.recv() => End::Interrupted,
+        Ok(()) = closed => End::StdoutClosed,
     };
+    let ran = started.elapsed();
     if let End::Exited(info) = end {
         let _ = printer.await;
+        eprintln!("smartvm: VM {} exited ({}) after {:.1} s", vm.id(), describe(info), ran.as_secs_f64());
         return if info.success() {
             Ok(Exit::Success)
         } else {
@@ -224,10 +277,45 @@ pub async fn supervise(
             Err(CliError::new(Exit::GuestFailed, ended))
         };
     }
-    // Interrupted or timed out: stop in order (the caller cleans up).
+    // Interrupted, timed out or unread: stop in order (the caller cleans up).
+    let how = match end {
+        End::TimedOut => format!("timed out after {} s", timeout.unwrap_or_default()),
+        End::StdoutClosed => "its console is no longer read (stdout closed)".into(),
+        _ => "interrupted".into(),
+    };
+    let mut stopped = String::new();
     if matches!(vm.state(), smartvm::VmState::Running | smartvm::VmState::Paused) {
-        vm.stop().await?;
+        stopped = format!("; stopped ({:?})", vm.stop().await?.step);
     }
     printer.abort();
-    Ok(if matches!(end, End::TimedOut) { Exit::Success } else { Exit::Interrupted })
+    eprintln!("smartvm: VM {} {how}{stopped} after {:.1} s", vm.id(), ran.as_secs_f64());
+    Ok(match end {
+        End::TimedOut => Exit::TimedOut,
+        End::StdoutClosed => Exit::BrokenPipe,
+        _ => Exit::Interrupted,
+    })
+}
+
+/// `code N` or `signal N`.
+fn describe(info: smartvm::process::ExitInfo) -> String {
+    match (info.code, info.signal) {
+        (Some(c), _) => format!("code {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => "unknown status".into(),
+    }
+}
+
+/// One line on stderr (stdout is the guest's console): what runs.
+async fn announce_start(vm: &smartvm::MicroVm) {
+    let c = vm.config();
+    let net =
+        vm.tap_devices().await.first().map(|t| format!(", net {} via {}", t.guest_ip, t.name)).unwrap_or_default();
+    eprintln!(
+        "smartvm: started VM {} (kernel {}, {} vCPU, {} MiB{net}; {:?} boot)",
+        vm.id(),
+        c.boot_source.kernel_image_path.display(),
+        c.machine_config.vcpu_count,
+        c.machine_config.mem_size_mib,
+        vm.boot_path()
+    );
 }

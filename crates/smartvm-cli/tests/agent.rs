@@ -149,7 +149,7 @@ fn without_an_agent_run_detach_says_how_to_start_one() {
 fn a_peer_of_another_user_is_refused() {
     let Some(mut env) = env() else { return };
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root to act as another user");
+        common::skipped("needs root to act as another user");
         return;
     }
     // The other user must reach the socket: its dirs searchable, the socket file itself open,

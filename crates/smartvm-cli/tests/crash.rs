@@ -109,7 +109,7 @@ fn run_until_killed(env: &Env, mode: Mode, id: &str, step: usize, ns: Option<&Na
 fn kill_at_every_step(mode: Mode, tag: &str) {
     let Some(env) = env() else { return };
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: crash tests need root");
+        common::skipped("crash tests need root");
         return;
     }
     let ns = (mode == Mode::Net).then(|| Namespace::create(tag));

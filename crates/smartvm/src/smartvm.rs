@@ -460,7 +460,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn missing_binary_names_the_script() {
+    fn missing_binary_says_how_to_get_one() {
         let vm = SmartVm::new(SmartVmOptions {
             data_dir: "/nonexistent-smartvm".into(),
             firecracker_binary_path: Some("/nonexistent-smartvm/fc".into()),
@@ -468,6 +468,6 @@ mod tests {
         });
         let e = vm.find_binary().unwrap_err();
         assert_eq!(e.code(), "BINARY_NOT_FOUND");
-        assert!(e.to_string().contains("install-firecracker.sh"));
+        assert!(e.to_string().contains("smartvm binary ensure"), "{e}");
     }
 }

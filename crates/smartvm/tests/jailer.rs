@@ -24,7 +24,7 @@ fn jailer(env: &common::TestEnv, base: &Path) -> Option<JailerConfig> {
     let binary = env.binary.with_file_name("jailer");
     if !binary.exists() {
         assert!(std::env::var("SMARTVM_REQUIRE_KVM").is_err(), "jailer missing beside {}", env.binary.display());
-        eprintln!("SKIPPED: no jailer beside {}", env.binary.display());
+        common::skipped(&format!("no jailer beside {}", env.binary.display()));
         return None;
     }
     let mut j = JailerConfig::new(binary, 65534, 65534);

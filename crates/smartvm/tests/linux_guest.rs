@@ -13,13 +13,13 @@ use smartvm::VmConfig;
 
 fn linux_images() -> Option<(PathBuf, PathBuf)> {
     if Path::new("/sys/module/kvm_pvm").exists() {
-        eprintln!("SKIPPED: /dev/kvm is served by kvm_pvm, where a stock Linux kernel cannot boot");
+        common::skipped("/dev/kvm is served by kvm_pvm, where a stock Linux kernel cannot boot");
         return None;
     }
     match (std::env::var_os("SMARTVM_LINUX_KERNEL"), std::env::var_os("SMARTVM_LINUX_ROOTFS")) {
         (Some(k), Some(r)) => Some((k.into(), r.into())),
         _ => {
-            eprintln!("SKIPPED: set SMARTVM_LINUX_KERNEL and SMARTVM_LINUX_ROOTFS to boot a Linux guest");
+            common::skipped("set SMARTVM_LINUX_KERNEL and SMARTVM_LINUX_ROOTFS to boot a Linux guest");
             None
         }
     }

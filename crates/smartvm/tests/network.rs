@@ -16,7 +16,7 @@ fn require_root_tools() -> bool {
         && std::path::Path::new("/dev/net/tun").exists();
     if !ok {
         assert!(std::env::var("SMARTVM_REQUIRE_KVM").is_err(), "nft or /dev/net/tun missing in CI");
-        eprintln!("SKIPPED: needs nft and /dev/net/tun");
+        common::skipped("needs nft and /dev/net/tun");
     }
     ok
 }

@@ -39,7 +39,7 @@ fn planted_binary(path: &Path, marker: &Path) {
 #[tokio::test]
 async fn untrusted_binaries_are_never_executed() {
     if !is_root() {
-        eprintln!("SKIPPED: needs root to plant files owned by another user");
+        common::skipped("needs root to plant files owned by another user");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

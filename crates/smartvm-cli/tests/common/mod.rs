@@ -17,7 +17,7 @@ pub fn env() -> Option<Env> {
     let have_fc = Path::new(&firecracker_bin()).exists();
     if !Path::new("/dev/kvm").exists() || !have_fc {
         assert!(!required, "SMARTVM_REQUIRE_KVM=1 but /dev/kvm or Firecracker is missing");
-        eprintln!("SKIPPED: needs /dev/kvm and Firecracker (set SMARTVM_REQUIRE_KVM=1 to make this a failure)");
+        skipped("needs /dev/kvm and Firecracker (set SMARTVM_REQUIRE_KVM=1 to make this a failure)");
         return None;
     }
     let dir = tempfile::Builder::new().prefix("svcli").tempdir_in("/dev/shm").unwrap();
@@ -106,5 +106,19 @@ impl Drop for Running {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
+    }
+}
+
+/// Reports a test that cannot run here: on stderr, and as one line (`<test>: <why>`) in the file
+/// `SMARTVM_SKIP_LOG` names, which `scripts/test.sh` prints as the summary of skipped tests.
+pub fn skipped(why: &str) {
+    eprintln!("SKIPPED: {why}");
+    if let Some(log) = std::env::var_os("SMARTVM_SKIP_LOG") {
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        let line = format!("{test}: {why}\n");
+        let _ = std::io::Write::write_all(
+            &mut std::fs::OpenOptions::new().create(true).append(true).open(log).expect("skip log"),
+            line.as_bytes(),
+        );
     }
 }

@@ -68,7 +68,10 @@ impl Problems {
         if path.as_os_str().is_empty() {
             self.push(field, "is required");
         } else if !path.is_absolute() {
-            self.push(field, format!("{} must be an absolute path", path.display()));
+            self.push(
+                field,
+                format!("{} must be an absolute path (the library resolves no relative paths)", path.display()),
+            );
         } else if must_exist && !path.exists() {
             self.push(field, format!("{} does not exist", path.display()));
         }

@@ -75,7 +75,7 @@ pub enum SmartVmError {
         fault_message: Option<String>,
     },
     /// `BINARY_NOT_FOUND`: no Firecracker binary in any searched place.
-    #[error("no Firecracker binary found (searched: {}); run scripts/install-firecracker.sh or set SMARTVM_FIRECRACKER_BIN", searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    #[error("no Firecracker binary found (searched: {}); run `smartvm binary ensure` to download it, or set SMARTVM_FIRECRACKER_BIN", searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     BinaryNotFound {
         /// Every place that was looked at.
         searched: Vec<PathBuf>,

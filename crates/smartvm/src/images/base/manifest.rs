@@ -83,6 +83,12 @@ fn last_segment(s: &str) -> &str {
 impl HostedManifest {
     /// Parses manifest JSON; a schema error names the field.
     pub fn parse(text: &str) -> Result<Self, ImageError> {
+        // The version first: a newer schema is named as such, not as its first unknown field.
+        let version =
+            serde_json::from_str::<serde_json::Value>(text).ok().and_then(|v| v.get("schemaVersion").cloned());
+        if let Some(v) = version.filter(|v| v.as_u64() != Some(1)) {
+            return Err(ImageError::manifest("schemaVersion", format!("unsupported schemaVersion {v} (supported: 1)")));
+        }
         let de = &mut serde_json::Deserializer::from_str(text);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();

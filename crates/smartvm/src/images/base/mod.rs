@@ -210,7 +210,10 @@ impl BaseImageManager {
         cached.write(&dir)?;
         drop(lock);
         let bundle = BaseImageBundle::from_cached(&dir, &cached);
-        self.prune(Some(&bundle.bundle_id))?;
+        // Evicting as a side effect of a pull is worth a warning; an explicit prune reports itself.
+        for id in self.prune(Some(&bundle.bundle_id))? {
+            tracing::warn!(bundle = %id, limit = self.max_stored, "evicted least recently used base image");
+        }
         Ok(bundle)
     }
 
@@ -475,7 +478,7 @@ impl BaseImageManager {
             let dir = self.cache_dir.join(&id);
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| ImageError::prepare(format!("cannot evict {}", dir.display()), e))?;
-            tracing::warn!(bundle = %id, limit = max, "evicted least recently used base image");
+            tracing::debug!(bundle = %id, limit = max, "evicted");
             evicted.push(id);
         }
         Ok(evicted)
