@@ -12,13 +12,20 @@ use crate::exit::{report, CliError, Exit};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More detail on stderr: -v the library's debug log (per-VM cost breakdown), -vv trace
+    /// (`SMARTVM_LOG` wins when set).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// No notices on stderr (what started, how it ended); errors and data are still printed.
+    #[arg(short, long, global = true)]
+    quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Boot a VM and stream its serial console to stdout (the built-in probe guest when no
     /// kernel is given). Ctrl-C stops it and cleans up.
-    Run(crate::run::RunArgs),
+    Run(Box<crate::run::RunArgs>),
     /// Check this host: KVM, Firecracker, runtime dir, cgroups, networking tools; boots the probe.
     Doctor {
         /// Machine-readable output.
@@ -59,6 +66,13 @@ enum Command {
     Gc,
     /// Print smartvm's and Firecracker's versions.
     Version,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, e.g. `smartvm man > /usr/local/share/man/man1/smartvm.1`.
+    Man,
 }
 
 pub fn main() -> ExitCode {
@@ -72,8 +86,14 @@ pub fn main() -> ExitCode {
     };
     // Colour only for a person at a terminal (and never with NO_COLOR).
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    crate::exit::set_quiet(cli.quiet);
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "smartvm=debug,warn",
+        _ => "trace",
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SMARTVM_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SMARTVM_LOG").unwrap_or_else(|_| level.into()))
         .with_writer(std::io::stderr)
         .with_ansi(colour)
         .init();
@@ -87,7 +107,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             // `run` stops its VM in order on a signal itself.
-            Command::Run(args) => crate::run::run(args).await,
+            Command::Run(args) => crate::run::run(*args).await,
             Command::Doctor { json } => interruptible(crate::doctor::doctor(json)).await,
             Command::Bench(args) => interruptible(crate::bench::bench(args)).await,
             Command::Binary(cmd) => interruptible(crate::images::binary(cmd)).await,
@@ -104,6 +124,14 @@ pub fn main() -> ExitCode {
             Command::Resume(args) => interruptible(crate::vms::resume(args)).await,
             Command::Gc => interruptible(gc()).await,
             Command::Version => version(),
+            Command::Completions { shell } => {
+                // Into a buffer first: the generator panics on a closed stdout (`| head`).
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "smartvm", &mut script);
+                let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+                Ok(Exit::Success)
+            }
+            Command::Man => man(),
         }
     });
     match result {
@@ -152,6 +180,15 @@ async fn gc() -> Result<Exit, CliError> {
     if report.is_empty() {
         eprintln!("nothing to reclaim");
     }
+    Ok(Exit::Success)
+}
+
+fn man() -> Result<Exit, CliError> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+        .render(&mut page)
+        .map_err(|e| CliError::new(Exit::Failure, e))?;
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), &page);
     Ok(Exit::Success)
 }
 

@@ -93,6 +93,20 @@ pub fn exit_for(code: ErrorCode) -> Exit {
     }
 }
 
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `-q`: no notices.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A notice on stderr (what started, how it ended), unless `-q`.
+pub fn notice(message: std::fmt::Arguments<'_>) {
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("{message}");
+    }
+}
+
 /// Prints `error[CODE]: message` and a numbered "Caused by:" chain to stderr.
 pub fn report(err: &CliError) {
     let smartvm = err.error.downcast_ref::<SmartVmError>();

@@ -7,6 +7,7 @@ mod exit;
 mod images;
 mod progress;
 mod run;
+mod run_flags;
 mod serve;
 mod snapshot;
 mod vms;

@@ -54,6 +54,8 @@ pub struct RunArgs {
     /// Boot a base-image bundle (see `smartvm image pull`).
     #[command(flatten)]
     image: crate::images::SourceArgs,
+    #[command(flatten)]
+    firectl: crate::run_flags::FirectlArgs,
 }
 
 /// Writes the probe kernel when the config boots it, but only after every other field has
@@ -126,6 +128,7 @@ fn build_config(
     }
     // Paths given as flags are relative to the current directory.
     if let Ok(cwd) = std::env::current_dir() {
+        args.firectl.apply(&mut cfg, &cwd)?;
         if let Some(k) = &args.kernel {
             cfg.boot_source.kernel_image_path = cwd.join(k);
         }
@@ -164,6 +167,10 @@ fn resolve_relative(cfg: &mut VmConfig, base: &std::path::Path) {
 pub async fn run(args: RunArgs) -> Result<Exit, CliError> {
     let mut options = SmartVmOptions::from_env();
     options.jailed_by_default |= args.jailed;
+    if let Some(binary) = std::env::current_dir().ok().and_then(|cwd| args.firectl.binary(&cwd)) {
+        options.firecracker_binary_path = Some(binary);
+    }
+    let metadata = args.firectl.metadata()?;
     let smartvm = SmartVm::new(options.clone());
     let bundle = match args.image.is_set() {
         true => Some(crate::images::pull(&smartvm, &args.image).await?),
@@ -186,7 +193,18 @@ pub async fn run(args: RunArgs) -> Result<Exit, CliError> {
         runtime.append_network_boot_args = args.net;
     }
     let vm = smartvm.create_vm_with(&cfg, runtime)?;
-    let outcome = supervise(&vm, args.timeout, vm.start()).await;
+    let start = async {
+        vm.start().await?;
+        match &metadata {
+            // A guest that already ended needs no metadata any more.
+            Some(doc) => match vm.set_metadata(doc).await {
+                Err(_) if vm.exit_info().is_some() => Ok(()),
+                other => other,
+            },
+            None => Ok(()),
+        }
+    };
+    let outcome = supervise(&vm, args.timeout, start).await;
     let cleaned = smartvm.cleanup().await;
     let exit = outcome?;
     cleaned?;
@@ -269,7 +287,12 @@ pub async fn supervise(
     let ran = started.elapsed();
     if let End::Exited(info) = end {
         let _ = printer.await;
-        eprintln!("smartvm: VM {} exited ({}) after {:.1} s", vm.id(), describe(info), ran.as_secs_f64());
+        crate::exit::notice(format_args!(
+            "smartvm: VM {} exited ({}) after {:.1} s",
+            vm.id(),
+            describe(info),
+            ran.as_secs_f64()
+        ));
         return if info.success() {
             Ok(Exit::Success)
         } else {
@@ -288,7 +311,7 @@ pub async fn supervise(
         stopped = format!("; stopped ({:?})", vm.stop().await?.step);
     }
     printer.abort();
-    eprintln!("smartvm: VM {} {how}{stopped} after {:.1} s", vm.id(), ran.as_secs_f64());
+    crate::exit::notice(format_args!("smartvm: VM {} {how}{stopped} after {:.1} s", vm.id(), ran.as_secs_f64()));
     Ok(match end {
         End::TimedOut => Exit::TimedOut,
         End::StdoutClosed => Exit::BrokenPipe,
@@ -310,12 +333,12 @@ async fn announce_start(vm: &smartvm::MicroVm) {
     let c = vm.config();
     let net =
         vm.tap_devices().await.first().map(|t| format!(", net {} via {}", t.guest_ip, t.name)).unwrap_or_default();
-    eprintln!(
+    crate::exit::notice(format_args!(
         "smartvm: started VM {} (kernel {}, {} vCPU, {} MiB{net}; {:?} boot)",
         vm.id(),
         c.boot_source.kernel_image_path.display(),
         c.machine_config.vcpu_count,
         c.machine_config.mem_size_mib,
         vm.boot_path()
-    );
+    ));
 }

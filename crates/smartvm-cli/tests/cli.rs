@@ -576,3 +576,36 @@ fn relative_paths_resolve_against_the_current_dir_or_the_config_file() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("status=ok data=relative"));
 }
+
+#[test]
+fn firectl_flags_completions_man_and_quiet() {
+    let Some(env) = env() else { return };
+    let mut data = vec![0u8; 4096];
+    data[..5].copy_from_slice(b"extra");
+    std::fs::write(env.dir.path().join("extra.img"), &data).unwrap();
+    std::fs::write(env.dir.path().join("meta.json"), r#"{"latest": {"meta-data": {"x": 1}}}"#).unwrap();
+    let args = [
+        "-q",
+        "run",
+        "--add-drive",
+        "extra.img:ro",
+        "--metadata",
+        "meta.json",
+        "--boot-args",
+        "console=ttyS0 probe.read=0:0 probe.write=0:1:nope",
+    ];
+    let out = env.cmd(&args).current_dir(env.dir.path()).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("read drive=0 sector=0 status=ok data=extra"), "{stdout}");
+    assert!(!stdout.contains("write drive=0 sector=1 status=ok"), "the added drive is read-only: {stdout}");
+    assert!(stderr.is_empty(), "-q: no notices: {stderr}");
+    let out = env.cmd(&["run", "--tap-device", "nomac"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "TAP/MAC is required");
+
+    let bash = env.cmd(&["completions", "bash"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&bash.stdout).contains("_smartvm()"));
+    let man = env.cmd(&["man"]).output().unwrap();
+    let man = String::from_utf8_lossy(&man.stdout);
+    assert!(man.contains(".TH smartvm 1") && man.contains("attach"), "{man}");
+}
