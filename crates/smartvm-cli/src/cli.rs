@@ -63,9 +63,17 @@ enum Command {
     /// Resume a paused VM held by the agent.
     Resume(crate::vms::IdArg),
     /// Remove runtime dirs left behind by crashed programs.
-    Gc,
+    Gc {
+        /// `{"reclaimed": [ids], "rejected": [{path, reason}], "failures": [..], "network": [..]}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print smartvm's and Firecracker's versions.
-    Version,
+    Version {
+        /// `{"smartvm": "x.y.z", "firecracker": {"version", "path"} | null}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions {
         /// The shell.
@@ -122,8 +130,8 @@ pub fn main() -> ExitCode {
             Command::Attach(args) => interruptible(crate::vms::attach(args)).await,
             Command::Pause(args) => interruptible(crate::vms::pause(args)).await,
             Command::Resume(args) => interruptible(crate::vms::resume(args)).await,
-            Command::Gc => interruptible(gc()).await,
-            Command::Version => version(),
+            Command::Gc { json } => interruptible(crate::maintenance::gc(json)).await,
+            Command::Version { json } => crate::maintenance::version(json),
             Command::Completions { shell } => {
                 // Into a buffer first: the generator panics on a closed stdout (`| head`).
                 let mut script = Vec::new();
@@ -159,49 +167,11 @@ async fn interruptible(command: impl std::future::Future<Output = Result<Exit, C
     }
 }
 
-async fn gc() -> Result<Exit, CliError> {
-    let smartvm = smartvm::SmartVm::new(smartvm::SmartVmOptions::from_env());
-    let report = smartvm.reclaim().await?;
-    for id in &report.reclaimed {
-        println!("{id}");
-    }
-    for rejected in &report.rejected {
-        eprintln!("warning: {rejected}: {}", rejected.reason);
-    }
-    for failure in &report.failures {
-        eprintln!("warning: {failure}: {}", failure.error);
-    }
-    for removed in &report.network {
-        eprintln!("removed {removed}");
-    }
-    for failure in &report.network_failures {
-        eprintln!("warning: {failure}");
-    }
-    if report.is_empty() {
-        eprintln!("nothing to reclaim");
-    }
-    Ok(Exit::Success)
-}
-
 fn man() -> Result<Exit, CliError> {
     let mut page = Vec::new();
     clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
         .render(&mut page)
         .map_err(|e| CliError::new(Exit::Failure, e))?;
     let _ = std::io::Write::write_all(&mut std::io::stdout(), &page);
-    Ok(Exit::Success)
-}
-
-fn version() -> Result<Exit, CliError> {
-    println!("smartvm {}", env!("CARGO_PKG_VERSION"));
-    let smartvm = smartvm::SmartVm::new(smartvm::SmartVmOptions::from_env());
-    match smartvm.find_binary() {
-        Ok(bin) => println!(
-            "firecracker {} ({})",
-            smartvm.binary_version(&bin).map_or_else(|| "unknown".into(), |v| v.to_string()),
-            bin.display()
-        ),
-        Err(_) => println!("firecracker not found (run `smartvm binary ensure`)"),
-    }
     Ok(Exit::Success)
 }

@@ -116,10 +116,13 @@ pub fn report(err: &CliError) {
         for p in &errors.problems {
             eprintln!("  - {}: {}", p.field, p.message);
         }
+        if errors.problems.iter().any(|p| p.message.contains("must be an absolute path")) {
+            eprintln!("help: on the command line, paths may be relative to the current directory");
+        }
         return;
     }
-    let code = smartvm.map(|e| e.code());
-    match code {
+    let code = smartvm.map(|e| e.root().code());
+    match smartvm.map(|e| e.code()) {
         Some(c) => eprintln!("error[{c}]: {}", err.error),
         None => eprintln!("error: {}", err.error),
     }
@@ -133,4 +136,21 @@ pub fn report(err: &CliError) {
         source = s.source();
         i += 1;
     }
+    if let Some(help) = code.and_then(help_for) {
+        eprintln!("help: {help}");
+    }
+}
+
+/// What usually fixes an error with this code, where one fix is known.
+fn help_for(code: ErrorCode) -> Option<&'static str> {
+    use ErrorCode::*;
+    Some(match code {
+        BinaryNotFound => "run `smartvm binary ensure` to download the pinned release, or set SMARTVM_FIRECRACKER_BIN",
+        AgentUnavailable => "start the agent with `smartvm serve` (or `systemctl start smartvm`)",
+        VmNotFound => "`smartvm ps -a` lists the agent's VMs",
+        InvalidState => "`smartvm inspect ID` shows the VM's state",
+        UntrustedPath => "see \"Safe on a shared host\" in the README",
+        SocketTimeout => "`smartvm doctor` checks this host; SMARTVM_LOG=debug shows each start step",
+        _ => return None,
+    })
 }

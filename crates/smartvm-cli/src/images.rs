@@ -20,8 +20,14 @@ pub enum BinaryCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// Resolve, download and cache a base-image bundle; prints it as JSON.
-    Pull(SourceArgs),
+    /// Resolve, download and cache a base-image bundle; prints a summary (`--json`: the bundle).
+    Pull {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// The bundle as JSON (bundleId, preset, paths, sizes, SHA-256s, bootArgs, …).
+        #[arg(long)]
+        json: bool,
+    },
     /// List cached bundles.
     Ls {
         /// JSON output.
@@ -33,6 +39,9 @@ pub enum ImageCommand {
         /// Bundles to keep (at least 1).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         keep: Option<u64>,
+        /// `{"evicted": [ids]}` instead of one id per line.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -101,15 +110,30 @@ pub async fn binary(cmd: BinaryCommand) -> Result<Exit, CliError> {
 pub async fn image(cmd: ImageCommand) -> Result<Exit, CliError> {
     let smartvm = SmartVm::new(SmartVmOptions::from_env());
     match cmd {
-        ImageCommand::Pull(source) => {
+        ImageCommand::Pull { source, json: as_json } => {
             let bundle = pull(&smartvm, &source).await?;
-            println!("{}", json(&bundle)?);
+            if as_json {
+                println!("{}", json(&bundle)?);
+            } else {
+                println!(
+                    "{} ({}, Firecracker {})\n  kernel {}\n  rootfs {}{}",
+                    bundle.bundle_id,
+                    bundle.preset,
+                    bundle.firecracker_version,
+                    bundle.kernel_image_path.display(),
+                    bundle.rootfs_path.display(),
+                    if bundle.rootfs_is_read_only { " (read-only)" } else { "" }
+                );
+            }
         }
         ImageCommand::Ls { json: as_json } => {
             let bundles = smartvm.base_image_manager()?.list().map_err(smartvm::SmartVmError::from)?;
             if as_json {
                 println!("{}", json(&bundles)?);
+            } else if bundles.is_empty() {
+                eprintln!("no base images (see `smartvm image pull`)");
             } else {
+                println!("{:<48} {:<7} {:<9} {:>13}  FIRECRACKER", "BUNDLE", "PRESET", "ROOTFS", "SIZE");
                 for b in bundles {
                     let size = (b.kernel_size_bytes + b.rootfs_size_bytes) as f64 / (1 << 20) as f64;
                     println!(
@@ -119,15 +143,21 @@ pub async fn image(cmd: ImageCommand) -> Result<Exit, CliError> {
                 }
             }
         }
-        ImageCommand::Prune { keep } => {
+        ImageCommand::Prune { keep, json: as_json } => {
             let manager = smartvm.base_image_manager()?;
             let evicted = match keep {
                 Some(n) => manager.prune_to(n as usize, None),
                 None => manager.prune(None),
             }
             .map_err(smartvm::SmartVmError::from)?;
-            for id in evicted {
-                println!("{id}");
+            if as_json {
+                println!("{}", json(&serde_json::json!({ "evicted": evicted }))?);
+            } else if evicted.is_empty() {
+                eprintln!("nothing to evict");
+            } else {
+                for id in evicted {
+                    println!("{id}");
+                }
             }
         }
     }

@@ -5,6 +5,7 @@ mod cli;
 mod doctor;
 mod exit;
 mod images;
+mod maintenance;
 mod progress;
 mod run;
 mod run_flags;

@@ -51,6 +51,9 @@ pub struct RunArgs {
     /// after this command ends (see `ps`, `logs`, `stop`, `rm`).
     #[arg(long, short = 'd')]
     detach: bool,
+    /// With --detach: print the agent's summary of the VM as JSON instead of its id.
+    #[arg(long, requires = "detach")]
+    json: bool,
     /// Boot a base-image bundle (see `smartvm image pull`).
     #[command(flatten)]
     image: crate::images::SourceArgs,
@@ -181,7 +184,7 @@ pub async fn run(args: RunArgs) -> Result<Exit, CliError> {
         // Nothing is written or started when no agent answers.
         crate::vms::client().info().await?;
         install_probe_if_used(&cfg, &options)?;
-        return crate::vms::detach(&cfg).await;
+        return crate::vms::detach(&cfg, args.json).await;
     }
     install_probe_if_used(&cfg, &options)?;
     // No silent download: a missing binary says where it looked and how to get one.
@@ -224,7 +227,7 @@ pub async fn supervise(
         .map_err(|e| CliError::new(Exit::Failure, e))?;
     // A start blocked on any step ends at Ctrl-C/SIGTERM: dropping it unwinds what it created.
     tokio::select! {
-        started = launch => started?,
+        started = launch => started.map_err(start_error)?,
         _ = interrupt.recv() => return Ok(Exit::Interrupted),
         _ = terminate.recv() => return Ok(Exit::Interrupted),
     }
@@ -317,6 +320,17 @@ pub async fn supervise(
         End::StdoutClosed => Exit::BrokenPipe,
         _ => Exit::Interrupted,
     })
+}
+
+/// A start Firecracker refused (e.g. a kernel that is not an ELF image) is Firecracker ending
+/// with an error: exit 5, as documented.
+fn start_error(e: SmartVmError) -> CliError {
+    let refused = e.root().code() == smartvm::error::ErrorCode::ApiError;
+    let mut error = CliError::from(e);
+    if refused {
+        error.exit = Exit::GuestFailed;
+    }
+    error
 }
 
 /// `code N` or `signal N`.

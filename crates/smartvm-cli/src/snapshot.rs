@@ -22,6 +22,9 @@ pub enum SnapshotCommand {
         /// Leave the VM paused afterwards.
         #[arg(long)]
         keep_paused: bool,
+        /// `{"bundle": "<dir>/snapshot.json"}` instead of the bare path.
+        #[arg(long)]
+        json: bool,
     },
     /// Start a new VM from a bundle and stream its console (Ctrl-C stops and cleans up).
     Restore {
@@ -50,14 +53,18 @@ fn absolute(path: &std::path::Path) -> Result<PathBuf, CliError> {
 pub async fn snapshot(cmd: SnapshotCommand) -> Result<Exit, CliError> {
     let smartvm = SmartVm::new(SmartVmOptions::from_env());
     match cmd {
-        SnapshotCommand::Take { id, out, keep_paused } => {
+        SnapshotCommand::Take { id, out, keep_paused, json } => {
             let agent = crate::vms::client();
-            if agent.get(&id).await.is_ok() {
-                println!("{}", agent.snapshot(&id, &absolute(&out)?, keep_paused).await?.display());
-                return Ok(Exit::Success);
+            let bundle = if agent.get(&id).await.is_ok() {
+                agent.snapshot(&id, &absolute(&out)?, keep_paused).await?
+            } else {
+                smartvm.snapshot_vm(&id, &out, keep_paused).await?;
+                out.join(smartvm::snapshot::SNAPSHOT_FILE)
+            };
+            match json {
+                true => println!("{}", serde_json::json!({ "bundle": bundle })),
+                false => println!("{}", bundle.display()),
             }
-            smartvm.snapshot_vm(&id, &out, keep_paused).await?;
-            println!("{}", out.join(smartvm::snapshot::SNAPSHOT_FILE).display());
             Ok(Exit::Success)
         }
         SnapshotCommand::Restore { dir, id, detach: true, count, .. } => {

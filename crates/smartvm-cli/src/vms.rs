@@ -63,10 +63,14 @@ pub struct RmArgs {
     id: String,
 }
 
-/// `run -d`: the agent creates and starts the VM; its id goes to stdout.
-pub async fn detach(cfg: &VmConfig) -> Result<Exit, CliError> {
+/// `run -d`: the agent creates and starts the VM; its id (or with `json` its summary) goes to
+/// stdout.
+pub async fn detach(cfg: &VmConfig, json: bool) -> Result<Exit, CliError> {
     let vm = client().create(cfg).await?;
-    println!("{}", vm.id);
+    match json {
+        true => println!("{}", serde_json::to_string_pretty(&vm).map_err(|e| CliError::new(Exit::Failure, e))?),
+        false => println!("{}", vm.id),
+    }
     Ok(Exit::Success)
 }
 

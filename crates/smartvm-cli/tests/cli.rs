@@ -169,7 +169,7 @@ fn image_pull_ls_prune_and_two_concurrent_pulls() {
     let first = probe_bundle(&env, "first", 64);
     let second = probe_bundle(&env, "second", 8);
     let spawn_pull = |m: &Path| {
-        env.cmd(&["image", "pull", "--manifest", m.to_str().unwrap()]).stdout(Stdio::piped()).spawn().unwrap()
+        env.cmd(&["image", "pull", "--json", "--manifest", m.to_str().unwrap()]).stdout(Stdio::piped()).spawn().unwrap()
     };
     let (a, b) = (spawn_pull(&first), spawn_pull(&first));
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
@@ -608,4 +608,36 @@ fn firectl_flags_completions_man_and_quiet() {
     let man = env.cmd(&["man"]).output().unwrap();
     let man = String::from_utf8_lossy(&man.stdout);
     assert!(man.contains(".TH smartvm 1") && man.contains("attach"), "{man}");
+}
+
+#[test]
+fn json_outputs_help_lines_and_a_refused_kernel() {
+    let Some(env) = env() else { return };
+    let out = env.cmd(&["version", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["smartvm"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["firecracker"]["version"], "v1.12.1");
+    let out = env.cmd(&["gc", "--json"]).output().unwrap();
+    let gc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(gc["reclaimed"].as_array().unwrap().is_empty() && gc["rejected"].is_array());
+    let out = env.cmd(&["image", "prune", "--keep", "1", "--json"]).output().unwrap();
+    let pruned: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pruned, serde_json::json!({"evicted": []}));
+    let out = env.cmd(&["image", "ls"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no base images"));
+    let out = env.cmd(&["run", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "--json needs --detach");
+
+    // help: lines where a fix is known.
+    let out = env.cmd(&["ps"]).env("SMARTVM_AGENT_SOCKET", env.dir.path().join("none.sock")).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).lines().last().unwrap().starts_with("help: start the agent"));
+
+    // A kernel Firecracker refuses: Firecracker ended with an error, exit 5.
+    let junk = env.dir.path().join("junk-kernel");
+    std::fs::write(&junk, b"not an elf").unwrap();
+    let out = env.cmd(&["run", "--kernel", junk.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("API_ERROR") || stderr.contains("START_FAILED"), "{stderr}");
+    assert!(env.runtime_is_empty());
 }
