@@ -170,7 +170,7 @@ async fn boot_check(smartvm: &SmartVm) -> Check {
     let result = async {
         let vm = smartvm.create_vm(&cfg)?;
         vm.start().await?;
-        let console = vm.console().await.ok_or(smartvm::SmartVmError::NoClient)?;
+        let console = vm.console();
         let done = console.wait_for_line(Duration::from_secs(10), |l| l == "smartvm-probe done").await;
         Ok::<_, smartvm::SmartVmError>(done.map(|_| started.elapsed()))
     }

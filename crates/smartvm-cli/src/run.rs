@@ -233,7 +233,7 @@ pub async fn supervise(
     }
     let started = std::time::Instant::now();
     announce_start(vm).await;
-    let console = vm.console().await.ok_or(SmartVmError::NoClient)?;
+    let console = vm.console();
     let (closed_tx, closed) = tokio::sync::oneshot::channel::<()>();
     let printer = tokio::spawn(async move {
         let (backlog, mut live) = console.follow();
@@ -248,8 +248,20 @@ pub async fn supervise(
             let _ = out.flush();
         }
         loop {
-            match live.recv().await {
-                Ok(line) if line.is_empty() && console.is_closed() => return,
+            let received = tokio::select! {
+                biased;
+                r = live.recv() => r,
+                () = console.ended() => {
+                    // Everything was sent before the end: print what is still queued.
+                    let mut out = std::io::stdout().lock();
+                    while let Ok(line) = live.try_recv() {
+                        let _ = writeln!(out, "{line}");
+                    }
+                    let _ = out.flush();
+                    return;
+                }
+            };
+            match received {
                 Ok(line) => {
                     let mut out = std::io::stdout().lock();
                     if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {

@@ -23,9 +23,7 @@ async fn main() -> Result<(), SmartVmError> {
         .with_boot_args(format!("console=ttyS0 {}", ProbeArgs::new().count(100).to_boot_args()));
     let vm = smartvm.create_vm(&config)?;
     vm.start().await?;
-    if let Some(console) = vm.console().await {
-        console.wait_for_line(Duration::from_secs(5), |l| l.contains("count n=1")).await;
-    }
+    vm.console().wait_for_line(Duration::from_secs(5), |l| l.contains("count n=1")).await;
     vm.pause().await?;
     let snapshot = Snapshot::full(dir.join("vm.state"), dir.join("vm.mem"));
     vm.create_snapshot(&snapshot.create_params()).await?;

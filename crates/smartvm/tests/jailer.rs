@@ -72,7 +72,7 @@ async fn jailed_probe_sees_its_drives_runs_unprivileged_and_is_cleaned_up() {
         assert!(tasks.lines().any(|t| t == pid.to_string()), "{} holds the VM", cg.display());
     }
     next_count(&vm, None, Duration::from_secs(5)).await.expect("jailed guest runs");
-    let lines = vm.console().await.unwrap().lines();
+    let lines = vm.console().lines();
     let r = smartvm::probe::ProbeReport::parse(lines.iter().map(String::as_str));
     assert_eq!(r.reads[0].data.as_deref(), Some("jail-source"));
     let statuses: Vec<&str> = r.writes.iter().map(|w| w.status.as_str()).collect();
@@ -149,7 +149,7 @@ async fn jailed_snapshots_restore_into_jailed_clones_with_their_own_drives() {
         |text: &'static str| move |l: &str| l == format!("smartvm-probe read drive=0 sector=1 status=ok data={text}");
     let vm = MicroVm::new(&cfg, opts.clone()).unwrap();
     vm.start().await.unwrap();
-    let console = vm.console().await.unwrap();
+    let console = vm.console();
     assert!(console.wait_for_line(Duration::from_secs(5), seen("before-snapshot")).await.is_some());
     vm.pause().await.unwrap();
     let bundle = env.dir.path().join("jsnap");
@@ -171,10 +171,10 @@ async fn jailed_snapshots_restore_into_jailed_clones_with_their_own_drives() {
     let copy = |id: &str| jail.chroot_root(&env.binary, id).join("drives").join(&snap.drives[0].file_name);
     for (vm, id, text) in [(&clones[0], "jclone0", "clone-zero"), (&clones[1], "jclone1", "clone-one!")] {
         write_sector(&copy(id), 1, text);
-        let console = vm.console().await.unwrap();
+        let console = vm.console();
         assert!(console.wait_for_line(Duration::from_secs(5), seen(text)).await.is_some(), "{:?}", console.lines());
     }
-    let c1 = clones[1].console().await.unwrap();
+    let c1 = clones[1].console();
     assert!(!c1.lines().iter().any(|l| l.contains("clone-zero")), "clones share no drive");
     for (vm, id) in clones.iter().zip(["jclone0", "jclone1"]) {
         vm.cleanup().await.unwrap();

@@ -36,14 +36,14 @@ async fn start_pause_resume_stop_cleanup() {
     vm.resume().await.unwrap();
     assert_eq!(vm.state(), VmState::Running);
     let after = next_count(&vm, Some(at_pause), Duration::from_secs(5)).await.expect("counting continues after resume");
-    let console = vm.console().await.unwrap().lines();
+    let console = vm.console().lines();
     assert_eq!(after, at_pause + 1, "counting continues where it stopped: {console:?}");
 
     let outcome = vm.stop().await.unwrap();
     // The probe answers Ctrl-Alt-Del like an OS shutting down: the graceful step ends it.
     assert_eq!(outcome.step, StopStep::CtrlAltDel);
     assert!(outcome.exit.success());
-    let lines = vm.console().await.unwrap().lines();
+    let lines = vm.console().lines();
     assert_eq!(lines.last().map(String::as_str), Some("smartvm-probe ctrl-alt-del"));
     assert_eq!(vm.state(), VmState::Stopped);
     assert!(!pid_alive(pid));
@@ -165,7 +165,7 @@ async fn dropping_a_vm_without_cleanup_kills_it_and_removes_its_dir() {
     let vm = smartvm::MicroVm::new(&env.probe_config("dropped", "probe.count=20"), env.runtime_options()).unwrap();
     vm.start().await.unwrap();
     let (pid, dir) = (vm.pid().await.unwrap(), vm.runtime_dir().to_path_buf());
-    let exit = vm.console().await.unwrap();
+    let exit = vm.console();
     drop(vm);
     // The console stream closes when the killed process's stdout does.
     assert_eq!(exit.wait_for_line(Duration::from_secs(5), |l| l == "never printed").await, None);

@@ -41,7 +41,7 @@ async fn linux_guest_boots_and_shuts_down_on_ctrl_alt_del() {
     let modified = std::fs::metadata(&rootfs).unwrap().modified().unwrap();
     let vm = env.smartvm.create_vm(&cfg).unwrap();
     vm.start().await.unwrap();
-    let console = vm.console().await.unwrap();
+    let console = vm.console();
     let booted =
         console.wait_for_line(Duration::from_secs(60), |l| l.contains("Run /sbin/init") || l.contains("login:")).await;
     assert!(booted.is_some(), "Linux did not reach init:\n{}", console.tail(40));

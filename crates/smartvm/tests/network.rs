@@ -150,7 +150,7 @@ fn probe_vm_gets_a_tap_and_sees_its_mac() {
         vm.start().await.unwrap();
         let taps = vm.tap_devices().await;
         common::next_count(&vm, None, Duration::from_secs(5)).await.expect("guest runs");
-        let lines = vm.console().await.unwrap().lines();
+        let lines = vm.console().lines();
         let r = smartvm::probe::ProbeReport::parse(lines.iter().map(String::as_str));
         let limiter = smartvm::config::RateLimiter {
             bandwidth: Some(smartvm::config::TokenBucket::new(1 << 20, 100)),

@@ -79,7 +79,7 @@ async fn update_drive_is_seen_by_the_guest() {
         .with_drive(DriveConfig::new("data", &first).read_only());
     let vm = env.smartvm.create_vm(&cfg).unwrap();
     vm.start().await.unwrap();
-    let console = vm.console().await.unwrap();
+    let console = vm.console();
     let seen = |text: &'static str| move |l: &str| l.ends_with(&format!("status=ok data={text}"));
     assert!(console.wait_for_line(Duration::from_secs(5), seen("first-file")).await.is_some());
     vm.update_drive("data", &second).await.unwrap();

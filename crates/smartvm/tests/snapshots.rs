@@ -34,7 +34,7 @@ async fn full_then_diff_snapshot_restore_and_continue_counting() {
     restored.restore_snapshot(&full, true, true).await.unwrap();
     assert_eq!(restored.state(), VmState::Running);
     let next = next_count(&restored, None, Duration::from_secs(5)).await.expect("restored guest counts");
-    let lines = restored.console().await.unwrap().lines();
+    let lines = restored.console().lines();
     let first = first_count(&lines).unwrap();
     assert!(first == at_full + 1 || first == at_full + 2, "continues from {at_full}, got {first}: {lines:?}");
     assert!(next >= first);
@@ -55,7 +55,7 @@ async fn full_then_diff_snapshot_restore_and_continue_counting() {
         .unwrap();
     assert!(from_diff.runtime_dir().join("memory.merged").exists());
     next_count(&from_diff, None, Duration::from_secs(5)).await.expect("diff-restored guest counts");
-    let lines = from_diff.console().await.unwrap().lines();
+    let lines = from_diff.console().lines();
     let first = first_count(&lines).unwrap();
     assert!(first == at_diff + 1 || first == at_diff + 2, "continues from {at_diff}, got {first}: {lines:?}");
     env.smartvm.cleanup().await.unwrap();
@@ -113,7 +113,7 @@ async fn snapshots_carry_ephemeral_drives_and_each_clone_gets_its_own_copy() {
     vm.start().await.unwrap();
     let seen =
         |text: &'static str| move |l: &str| l == format!("smartvm-probe read drive=0 sector=1 status=ok data={text}");
-    let console = vm.console().await.unwrap();
+    let console = vm.console();
     assert!(
         console.wait_for_line(Duration::from_secs(5), seen("before-snapshot")).await.is_some(),
         "{:?}",
@@ -129,10 +129,10 @@ async fn snapshots_carry_ephemeral_drives_and_each_clone_gets_its_own_copy() {
     let clones = env.smartvm.clone_vms(&cfg, &snap, 2, true).await.unwrap();
     let copy = |i: usize| clones[i].runtime_dir().join("drives").join(&snap.drives[0].file_name);
     write_sector(&copy(0), 1, "clone-zero");
-    let c0 = clones[0].console().await.unwrap();
+    let c0 = clones[0].console();
     assert!(c0.wait_for_line(Duration::from_secs(5), seen("clone-zero")).await.is_some(), "{:?}", c0.lines());
     write_sector(&copy(1), 1, "clone-one!");
-    let c1 = clones[1].console().await.unwrap();
+    let c1 = clones[1].console();
     assert!(c1.wait_for_line(Duration::from_secs(5), seen("clone-one!")).await.is_some(), "{:?}", c1.lines());
     assert!(!c1.lines().iter().any(|l| l.contains("clone-zero")), "clones share no drive");
     assert!(!c0.lines().iter().any(|l| l.contains("clone-one!")));

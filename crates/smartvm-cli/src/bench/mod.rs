@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use smartvm::config::SnapshotLoadParams;
 use smartvm::snapshot::Snapshot;
-use smartvm::{probe, FirecrackerVersion, SmartVm, SmartVmError, SmartVmOptions, VmConfig};
+use smartvm::{probe, FirecrackerVersion, SmartVm, SmartVmOptions, VmConfig};
 
 use crate::exit::{CliError, Exit};
 use report::{Report, Scenario};
@@ -72,7 +72,7 @@ fn scenario(
 async fn smartvm_boot(smartvm: &SmartVm, cfg: &VmConfig) -> Result<(Instant, Instant), CliError> {
     let vm = smartvm.create_vm(cfg)?;
     vm.start().await?;
-    let console = vm.console().await.ok_or(SmartVmError::NoClient)?;
+    let console = vm.console();
     let first = console.wait_for_line(Duration::from_secs(30), |l| l.starts_with(probe::LINE_PREFIX)).await;
     let first = first.map(|_| Instant::now());
     vm.wait_for_exit(Duration::from_secs(30)).await;
@@ -179,7 +179,7 @@ impl Rig {
         let cfg = self.cfg("snap-origin".into(), "probe.count=1");
         let vm = self.smartvm.create_vm(&cfg)?;
         vm.start().await?;
-        let console = vm.console().await.ok_or(SmartVmError::NoClient)?;
+        let console = vm.console();
         console.wait_for_line(Duration::from_secs(5), |l| l.contains("count n=")).await;
         vm.pause().await?;
         let snap = Snapshot::full(self.work.join("bench.state"), self.work.join("bench.mem"));
@@ -208,7 +208,7 @@ impl Rig {
             let start = Instant::now();
             let restored =
                 self.smartvm.restore_vm(&VmConfig { id: Some(format!("snap-{i}")), ..cfg.clone() }, snap, true).await?;
-            let console = restored.console().await.ok_or(SmartVmError::NoClient)?;
+            let console = restored.console();
             let seen = console.wait_for_line(Duration::from_secs(5), |l| l.starts_with("smartvm-probe count n=")).await;
             seen.ok_or_else(|| bench_error("snapshot restore", "restored guest printed nothing"))?;
             sv_all.push(ms(start.elapsed()));

@@ -337,7 +337,7 @@ pub(super) async fn logs(
     Query(q): Query<LogsQuery>,
 ) -> Answer<Response> {
     let vm = agent.vm(&id)?;
-    let console = vm.console().await.ok_or(SmartVmError::NoClient)?;
+    let console = vm.console();
     let (kept, live) = console.follow();
     let history = q.history.unwrap_or(true);
     let text: String = kept.iter().filter(|_| history).map(|l| format!("{l}\n")).collect();
@@ -349,12 +349,16 @@ pub(super) async fn logs(
     let tail = futures_util::stream::unfold(state, |(mut live, console, mut closing)| async move {
         loop {
             let received = tokio::select! {
+                biased;
                 r = live.recv() => r,
+                () = console.ended() => match live.try_recv() {
+                    // Lines sent before the end are still delivered.
+                    Ok(line) => Ok(line),
+                    Err(_) => return None,
+                },
                 _ = closing.wait_for(|c| *c) => return None,
             };
             match received {
-                // The end-of-stream wake-up (a real empty line is passed on).
-                Ok(line) if line.is_empty() && console.is_closed() => return None,
                 Ok(line) => return Some((Ok(format!("{line}\n")), (live, console, closing))),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(_) => return None,

@@ -23,6 +23,18 @@ struct Buffer {
 pub struct Console {
     buffer: Arc<Mutex<Buffer>>,
     live: broadcast::Sender<String>,
+    ended: tokio::sync::watch::Sender<bool>,
+}
+
+/// Why [`Console::wait_for`] found no line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WaitEnd {
+    /// The time ran out; the stream goes on.
+    #[error("no matching line within the time limit")]
+    TimedOut,
+    /// The stream ended (the process closed it) without a matching line.
+    #[error("the stream ended without a matching line")]
+    Ended,
 }
 
 impl Console {
@@ -31,6 +43,7 @@ impl Console {
         Self {
             buffer: Arc::new(Mutex::new(Buffer { lines: VecDeque::new(), capacity: capacity.max(1), closed: false })),
             live,
+            ended: tokio::sync::watch::channel(false).0,
         }
     }
 
@@ -119,10 +132,17 @@ impl Console {
         }
     }
 
-    /// Marks the end of the stream and wakes waiters so they notice it.
+    /// Marks the end of the stream and wakes waiters so they notice it (no line is sent).
     fn close(&self) {
         self.lock().closed = true;
-        let _ = self.live.send(String::new());
+        self.ended.send_replace(true);
+    }
+
+    /// Completes once the stream has ended (at once if it has). Every line was sent on the
+    /// live stream before, so a follower drains its receiver (`try_recv`) and stops.
+    pub async fn ended(&self) {
+        let mut rx = self.ended.subscribe();
+        let _ = rx.wait_for(|e| *e).await;
     }
 
     fn push(&self, line: String) {
@@ -140,7 +160,7 @@ impl Console {
         self.lock().lines.iter().cloned().collect()
     }
 
-    /// A live stream of lines from now on (an empty line may be sent at end of stream).
+    /// A live stream of lines from now on; [`ended`](Self::ended) says when no more will come.
     pub fn subscribe(&self) -> broadcast::Receiver<String> {
         self.live.subscribe()
     }
@@ -157,41 +177,48 @@ impl Console {
         self.lock().closed
     }
 
-    /// Waits until a line (buffered or new) satisfies `pred`, the stream ends, or `timeout`.
+    /// Waits until a line (buffered or new) satisfies `pred`, the stream ends, or `timeout`;
+    /// `None` in both of the latter cases (see [`wait_for`](Self::wait_for) to tell them apart).
     pub async fn wait_for_line(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        self.wait_for(timeout, pred).await.ok()
+    }
+
+    /// Waits until a line (buffered or new) satisfies `pred`; says whether the time ran out or
+    /// the stream ended without one.
+    pub async fn wait_for(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Result<String, WaitEnd> {
         let mut rx = {
             let b = self.lock();
             if let Some(l) = b.lines.iter().find(|l| pred(l)) {
-                return Some(l.clone());
+                return Ok(l.clone());
             }
             if b.closed {
-                return None;
+                return Err(WaitEnd::Ended);
             }
             self.live.subscribe()
         };
+        // At the end every line is in the buffer, which then has the final say.
+        let in_buffer = || self.lock().lines.iter().find(|l| pred(l)).cloned();
         let wait = async {
             loop {
-                match rx.recv().await {
-                    Ok(l) if pred(&l) => return Some(l),
-                    Ok(_) => {
-                        // Closed since: the lines still queued behind this one are all in the
-                        // buffer, so it has the final say (never drop a match at the end).
-                        let b = self.lock();
-                        if b.closed {
-                            return b.lines.iter().find(|l| pred(l)).cloned();
-                        }
-                    }
+                let received = tokio::select! {
+                    biased;
+                    r = rx.recv() => r,
+                    () = self.ended() => return in_buffer().ok_or(WaitEnd::Ended),
+                };
+                match received {
+                    Ok(l) if pred(&l) => return Ok(l),
+                    Ok(_) => {}
                     // Lagged: fall back to the buffer, which holds the latest lines.
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        if let Some(l) = self.lock().lines.iter().find(|l| pred(l)) {
-                            return Some(l.clone());
+                        if let Some(l) = in_buffer() {
+                            return Ok(l);
                         }
                     }
-                    Err(broadcast::error::RecvError::Closed) => return None,
+                    Err(broadcast::error::RecvError::Closed) => return in_buffer().ok_or(WaitEnd::Ended),
                 }
             }
         };
-        tokio::time::timeout(timeout, wait).await.ok().flatten()
+        tokio::time::timeout(timeout, wait).await.unwrap_or(Err(WaitEnd::TimedOut))
     }
 
     /// The last `n` lines joined, for error messages.
@@ -242,6 +269,19 @@ mod tests {
         assert_eq!(console.wait_for_line(Duration::from_secs(5), |l| l == "never").await, None);
         assert!(console.is_closed());
         assert_eq!(console.lines(), ["one", "two", "three", "last, unterminated"]);
+    }
+
+    #[tokio::test]
+    async fn a_timeout_and_the_end_are_told_apart_and_the_end_is_no_line() {
+        let console = Console::new(10);
+        let (_, mut live) = console.follow();
+        console.push("a".into());
+        assert_eq!(console.wait_for(Duration::from_millis(20), |l| l == "b").await, Err(WaitEnd::TimedOut));
+        console.close();
+        assert_eq!(console.wait_for(Duration::from_secs(5), |l| l == "b").await, Err(WaitEnd::Ended));
+        console.ended().await;
+        assert_eq!(live.try_recv().as_deref(), Ok("a"));
+        assert!(live.try_recv().is_err(), "no empty line marks the end");
     }
 
     #[tokio::test]

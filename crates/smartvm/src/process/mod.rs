@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use command::{instance_id, BindMount, FirecrackerCommand, Seccomp};
-pub use console::{Console, DEFAULT_CONSOLE_LINES};
+pub use console::{Console, WaitEnd, DEFAULT_CONSOLE_LINES};
 pub use jailer::JailerConfig;
 pub use stop::{StopOutcome, StopPlan, StopStep};
 
@@ -162,6 +162,8 @@ pub struct OutputOptions {
     pub buffer_lines: Option<usize>,
     /// Also append the serial console to this file.
     pub console_file: Option<PathBuf>,
+    /// The consoles to feed (a VM's own, which exist before its process); new ones without.
+    pub consoles: Option<(Console, Console)>,
     /// Let the process outlive this program: no parent-death signal, a session of its own, its
     /// stdout and stderr written to `console.log` and `firecracker.log` in this dir (followed
     /// from there), and never killed when dropped.
@@ -344,8 +346,7 @@ impl FirecrackerProcess {
         let pid = child.id() as i32;
         let pidfd = std::sync::Arc::new(spawner::pidfd(pid).map_err(spawn_err)?);
         let lines = output.buffer_lines.unwrap_or(DEFAULT_CONSOLE_LINES);
-        let console = Console::new(lines);
-        let stderr = Console::new(lines);
+        let (console, stderr) = output.consoles.clone().unwrap_or_else(|| (Console::new(lines), Console::new(lines)));
         if let Some(out) = child.stdout.take() {
             console.spawn_reader(tokio::process::ChildStdout::from_std(out).map_err(spawn_err)?, file);
         }
@@ -383,10 +384,10 @@ impl FirecrackerProcess {
     /// [`OutputOptions::detached`]): its console and log are followed from their start, its end
     /// is seen through a pidfd. It is not this program's child, so how it ended is read from
     /// Firecracker's log (`exit_code=N`) when it says.
-    pub fn adopt(pid: i32, dir: &Path, buffer_lines: usize) -> Result<Self, ProcessError> {
+    pub fn adopt(pid: i32, dir: &Path, consoles: (Console, Console)) -> Result<Self, ProcessError> {
         let fail = |source| ProcessError::Spawn { binary: dir.join("(adopted)"), source };
         let pidfd = std::sync::Arc::new(spawner::pidfd(pid).map_err(fail)?);
-        let (console, stderr) = (Console::new(buffer_lines), Console::new(buffer_lines));
+        let (console, stderr) = consoles;
         let (tx, exit) = watch::channel(None);
         let (ended, ended_rx) = watch::channel(false);
         let (console_path, log_path) = detached_files(dir);

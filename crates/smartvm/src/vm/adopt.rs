@@ -37,7 +37,7 @@ impl MicroVm {
         if vm.vm_dir != vm_dir {
             return Err(refuse(vm_dir, "its journal names another VM"));
         }
-        let process = FirecrackerProcess::adopt(pid, vm_dir, vm.options.console_lines)?;
+        let process = FirecrackerProcess::adopt(pid, vm_dir, (vm.console.clone(), vm.stderr.clone()))?;
         let api = Arc::new(ApiClient::new(&journal.socket).with_timeout(vm.options.request_timeout));
         let state = match api.send(&GetInstanceInfo).await?.state.as_str() {
             "Paused" => VmState::Paused,

@@ -136,6 +136,8 @@ pub struct MicroVm {
     vm_dir: PathBuf,
     executor: Box<dyn crate::executor::Executor>,
     state: StdMutex<VmState>,
+    console: Console,
+    stderr: Console,
     inner: tokio::sync::Mutex<VmResources>,
     exit: StdMutex<Option<tokio::sync::watch::Receiver<Option<ExitInfo>>>>,
 }
@@ -164,6 +166,7 @@ impl MicroVm {
         let id = config.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let vm_dir = options.runtime_dir.join(crate::staging::sanitize_path_part(&id));
         let executor = crate::executor::for_vm(&options, &id, &vm_dir);
+        let lines = options.console_lines;
         Self {
             id,
             config,
@@ -171,6 +174,8 @@ impl MicroVm {
             vm_dir,
             executor,
             state: StdMutex::new(VmState::Created),
+            console: Console::new(lines),
+            stderr: Console::new(lines),
             inner: tokio::sync::Mutex::new(VmResources::default()),
             exit: StdMutex::new(None),
         }
@@ -253,13 +258,15 @@ impl MicroVm {
         ended.or_else(|| self.exit_info())
     }
 
-    /// The guest serial console, once started.
-    pub async fn console(&self) -> Option<Console> {
-        self.inner.lock().await.process.as_ref().map(|p| p.console().clone())
+    /// The guest serial console: it exists from creation (empty until the VM starts) and keeps
+    /// what the VM printed after it ends.
+    pub fn console(&self) -> Console {
+        self.console.clone()
     }
-    /// Firecracker's stderr, once started.
-    pub async fn stderr(&self) -> Option<Console> {
-        self.inner.lock().await.process.as_ref().map(|p| p.stderr().clone())
+
+    /// Firecracker's own stderr (its log, when the config has no logger), like [`console`](Self::console).
+    pub fn stderr(&self) -> Console {
+        self.stderr.clone()
     }
     /// The Firecracker process id, while it exists.
     pub async fn pid(&self) -> Option<i32> {

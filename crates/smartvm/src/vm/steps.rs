@@ -372,6 +372,7 @@ impl MicroVm {
             buffer_lines: Some(opts.console_lines),
             console_file: opts.console_file.clone(),
             detached: opts.detached.then(|| self.vm_dir.clone()),
+            consoles: Some((self.console.clone(), self.stderr.clone())),
         };
         let process = FirecrackerProcess::spawn(&self.command(config_file), &output).await?;
         let forked = began.elapsed() - journaled;

@@ -87,7 +87,7 @@ impl TestEnv {
 
 /// Waits for the guest to report `done` (or end) and parses its console.
 pub async fn report(vm: &MicroVm) -> ProbeReport {
-    let console = vm.console().await.expect("started VM has a console");
+    let console = vm.console();
     let done = console.wait_for_line(Duration::from_secs(10), |l| l == "smartvm-probe done").await;
     let lines = console.lines();
     assert!(done.is_some(), "probe did not finish; console:\n{}", lines.join("\n"));
@@ -96,7 +96,7 @@ pub async fn report(vm: &MicroVm) -> ProbeReport {
 
 /// Waits until the console shows a `count n=` line with a value above `above`.
 pub async fn next_count(vm: &MicroVm, above: Option<u64>, timeout: Duration) -> Option<u64> {
-    let console = vm.console().await?;
+    let console = vm.console();
     let parse = |l: &str| l.strip_prefix("smartvm-probe count n=").and_then(|n| n.parse::<u64>().ok());
     let line = console.wait_for_line(timeout, |l| parse(l).is_some_and(|n| above.is_none_or(|a| n > a))).await?;
     parse(&line)
@@ -104,7 +104,7 @@ pub async fn next_count(vm: &MicroVm, above: Option<u64>, timeout: Duration) -> 
 
 /// The highest count seen so far.
 pub async fn last_count(vm: &MicroVm) -> Option<u64> {
-    let console = vm.console().await?;
+    let console = vm.console();
     console.lines().iter().filter_map(|l| l.strip_prefix("smartvm-probe count n=")?.parse().ok()).max()
 }
 
