@@ -27,6 +27,25 @@ const NETWORK_STATE_DIR: &str = ".network";
 const VERSION_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The orchestrator: creates, tracks and cleans up VMs.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> smartvm::Result<()> {
+/// use std::time::Duration;
+/// use smartvm::{SmartVm, SmartVmOptions, VmConfig};
+///
+/// let smartvm = SmartVm::new(SmartVmOptions::from_env());
+/// let vm = smartvm.create_vm(&VmConfig::new("/images/vmlinux").with_id("web").with_machine(1, 128))?;
+/// vm.start().await?;
+/// // Snapshot it into a bundle, then start three clones of it.
+/// let bundle = std::path::Path::new("/var/tmp/web-snapshot");
+/// smartvm.snapshot_vm("web", bundle, false).await?;
+/// let clones = smartvm.restore_bundle(bundle, Some("web-clone".into()), 3, true).await?;
+/// assert_eq!(clones.len(), 3);
+/// smartvm.cleanup().await?; // every VM, its process, TAPs and files: gone
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct SmartVm {
     options: SmartVmOptions,

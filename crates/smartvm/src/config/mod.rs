@@ -44,6 +44,29 @@ pub use vsock::{VsockConfig, VsockPayload};
 use problems::Problems;
 
 /// Everything needed to boot one microVM.
+///
+/// # Examples
+///
+/// ```
+/// use smartvm::config::{DriveConfig, NetworkInterfaceConfig};
+/// use smartvm::VmConfig;
+///
+/// let config = VmConfig::new("/images/vmlinux")
+///     .with_id("web")
+///     .with_machine(2, 256)
+///     .with_boot_args("console=ttyS0 reboot=k panic=1")
+///     .with_drive(DriveConfig::new("rootfs", "/images/rootfs.ext4").root())
+///     .with_network_interface(NetworkInterfaceConfig::managed("eth0"));
+/// // Every problem at once, each naming its field; the same from JSON (camelCase or
+/// // Firecracker's --config-file form).
+/// let json = r#"{"bootSource": {"kernelImagePath": "k"}, "machineConfig": {"vcpuCount": 99, "memSizeMib": 128}}"#;
+/// let bad = VmConfig::from_json(json)
+///     .unwrap()
+///     .validate()
+///     .unwrap_err();
+/// assert!(bad.has_field("machineConfig.vcpuCount"));
+/// # let _ = config;
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VmConfig {

@@ -35,6 +35,20 @@ pub use rootfs::{HostTool, HostToolError, HOST_TOOL_TIMEOUT};
 pub(crate) use crate::trust::confine::check_file_name;
 
 /// Firecracker binaries, kernels and rootfs images under one data dir.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> smartvm::Result<()> {
+/// use smartvm::images::NoProgress;
+/// use smartvm::{SmartVm, SmartVmOptions};
+///
+/// let smartvm = SmartVm::new(SmartVmOptions::from_env());
+/// let images = smartvm.image_manager();
+/// let binary = images.ensure_firecracker("v1.12.1", &NoProgress).await?; // verified, cached
+/// println!("firecracker at {}", binary.display());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ImageManager {
     data_dir: PathBuf,

@@ -155,6 +155,19 @@ impl State {
 /// Bridge, TAPs, forwarding and NAT for one subnet. Everything it creates it removes in
 /// [`cleanup`](Self::cleanup); a guest address comes back to the pool when its TAP goes and is
 /// handed out again after a short quarantine ([`LeasePool`]).
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), smartvm::network::NetworkError> {
+/// use smartvm::network::{NetworkManager, NetworkOptions};
+///
+/// let network = NetworkManager::new(NetworkOptions { subnet: "172.31.0.0/24".into(), ..Default::default() })?;
+/// let tap = network.create_tap("web", "eth0").await?; // bridge + NAT on first use
+/// println!("{} gets {} via {} (MAC {})", tap.name, tap.guest_ip, tap.gateway, tap.mac);
+/// network.cleanup().await?; // TAPs, bridge and the nftables table
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct NetworkManager {
     options: NetworkOptions,

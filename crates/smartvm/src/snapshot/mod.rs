@@ -57,6 +57,21 @@ fn confined(real_dir: &Path, p: &Path) -> std::io::Result<PathBuf> {
 
 /// A snapshot: VM state + guest memory, and for a Diff its base. In memory paths are absolute;
 /// on disk ([`save`](Self::save)/[`load`](Self::load)) they are relative to the bundle.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo(smartvm: smartvm::SmartVm, vm: std::sync::Arc<smartvm::MicroVm>) -> smartvm::Result<()> {
+/// use smartvm::snapshot::Snapshot;
+///
+/// vm.pause().await?;
+/// let bundle = std::path::Path::new("/var/tmp/bundle");
+/// vm.snapshot(bundle, None).await?; // state, memory, ephemeral drive copies, snapshot.json
+/// let snapshot = Snapshot::load(bundle)?; // relocatable: paths are relative to the bundle
+/// let config = snapshot.vm_config.as_deref().cloned().expect("the bundle carries its config");
+/// let clones = smartvm.clone_vms(&config, &snapshot, 10, true).await?; // each with its own drives
+/// # let _ = clones; Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {

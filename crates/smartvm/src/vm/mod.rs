@@ -128,6 +128,29 @@ struct VmResources {
 }
 
 /// One microVM. Methods take `&self`; operations on one VM are serialized internally.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo(smartvm: smartvm::SmartVm) -> smartvm::Result<()> {
+/// use std::time::Duration;
+/// use smartvm::VmConfig;
+///
+/// let vm = smartvm.create_vm(&VmConfig::new("/images/vmlinux").with_boot_args("console=ttyS0"))?;
+/// vm.start().await?;
+/// // The serial console: wait for a line, then read what is kept.
+/// let console = vm.console();
+/// match console.wait_for(Duration::from_secs(10), |l| l.contains("login:")).await {
+///     Ok(line) => println!("booted: {line}"),
+///     Err(why) => println!("no login prompt: {why}"),
+/// }
+/// vm.pause().await?;
+/// vm.resume().await?;
+/// let outcome = vm.stop().await?; // Ctrl-Alt-Del, then SIGTERM, then SIGKILL
+/// println!("stopped by {:?}; exit {:?}", outcome.step, vm.exited().await);
+/// vm.cleanup().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct MicroVm {
     id: String,

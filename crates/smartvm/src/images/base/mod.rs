@@ -166,6 +166,21 @@ fn sanitize_id(s: &str) -> String {
 }
 
 /// Bootable base-image bundles with a verified, bounded cache.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> smartvm::Result<()> {
+/// use smartvm::images::{BaseImageOptions, NoProgress, Preset};
+/// use smartvm::{SmartVm, SmartVmOptions};
+///
+/// let smartvm = SmartVm::new(SmartVmOptions::from_env());
+/// let options = BaseImageOptions { preset: Preset::Lts, ..Default::default() };
+/// let bundle = smartvm.ensure_base_image(&options, &NoProgress).await?; // kernel + rootfs, SHA-256 checked
+/// let vm = smartvm.create_vm(&bundle.vm_config().with_id("lts"))?;
+/// vm.start().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct BaseImageManager {
     images: ImageManager,
