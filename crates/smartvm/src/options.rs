@@ -128,7 +128,11 @@ impl Default for SmartVmOptions {
 
 impl SmartVmOptions {
     /// Defaults overridden by `SMARTVM_DATA_DIR`, `SMARTVM_RUNTIME_DIR`, `SMARTVM_FIRECRACKER_BIN`,
-    /// `SMARTVM_BASE_IMAGE_MANIFEST_URL`/`_PATH` and the mirror variables of [`Mirrors::from_env`].
+    /// `SMARTVM_FIRECRACKER_VERSION`, `SMARTVM_ARCH`, `SMARTVM_BASE_IMAGE_CACHE_DIR`,
+    /// `SMARTVM_MAX_STORED_BASE_IMAGES`, `SMARTVM_BASE_IMAGE_MANIFEST_URL`/`_PATH` (the seed's
+    /// variables too: `SMARTVM_INTEGRATION_DATA_DIR` stands for `SMARTVM_DATA_DIR` when that is
+    /// unset), `SMARTVM_JAILED`, `SMARTVM_BOOT_VIA_API` and the mirror variables of
+    /// [`Mirrors::from_env`]. A value that does not parse is ignored (the default stays).
     pub fn from_env() -> Self {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -140,7 +144,15 @@ impl SmartVmOptions {
         let (data_dir, runtime_dir) = default_dirs(nix::unistd::geteuid().as_raw(), &lookup);
         let d = Self { data_dir, runtime_dir, ..Self::default() };
         Self {
-            data_dir: get("SMARTVM_DATA_DIR").map_or(d.data_dir, PathBuf::from),
+            data_dir: get("SMARTVM_DATA_DIR")
+                .or_else(|| get("SMARTVM_INTEGRATION_DATA_DIR"))
+                .map_or(d.data_dir, PathBuf::from),
+            firecracker_version: get("SMARTVM_FIRECRACKER_VERSION").and_then(|v| v.parse().ok()),
+            arch: get("SMARTVM_ARCH").unwrap_or(d.arch.clone()),
+            base_image_cache_dir: get("SMARTVM_BASE_IMAGE_CACHE_DIR").map(PathBuf::from),
+            max_stored_base_images: get("SMARTVM_MAX_STORED_BASE_IMAGES")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d.max_stored_base_images),
             runtime_dir: get("SMARTVM_RUNTIME_DIR").map_or(d.runtime_dir, PathBuf::from),
             firecracker_binary_path: get("SMARTVM_FIRECRACKER_BIN").map(PathBuf::from),
             base_image_manifest_url: get("SMARTVM_BASE_IMAGE_MANIFEST_URL"),
@@ -231,6 +243,19 @@ mod tests {
         #[cfg(feature = "images")]
         assert_eq!(o.mirrors.ci_artifacts, "http://mirror/ci");
         assert_eq!(o.base_image_cache_dir(), Path::new("/data/base-images"));
+        let seed = |k: &str| match k {
+            "SMARTVM_INTEGRATION_DATA_DIR" => Some("/seed".to_string()),
+            "SMARTVM_FIRECRACKER_VERSION" => Some("v1.7.0".to_string()),
+            "SMARTVM_ARCH" => Some("aarch64".to_string()),
+            "SMARTVM_BASE_IMAGE_CACHE_DIR" => Some("/cache".to_string()),
+            "SMARTVM_MAX_STORED_BASE_IMAGES" => Some("5".to_string()),
+            _ => None,
+        };
+        let s = SmartVmOptions::from_lookup(seed);
+        assert_eq!(s.data_dir, Path::new("/seed"));
+        assert_eq!(s.firecracker_version, Some(FirecrackerVersion::new(1, 7, 0)));
+        assert_eq!((s.arch.as_str(), s.max_stored_base_images), ("aarch64", 5));
+        assert_eq!(s.base_image_cache_dir(), Path::new("/cache"));
         let d = SmartVmOptions::from_lookup(|_| None);
         assert_eq!(
             (d.data_dir.as_path(), d.bridge_name.as_str(), d.max_stored_base_images),

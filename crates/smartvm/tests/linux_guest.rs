@@ -1,7 +1,10 @@
 //! Opt-in: boots a real Linux guest. Needs a host with hardware KVM (a stock kernel dies early
-//! under the paravirtual `kvm_pvm`) and `SMARTVM_LINUX_KERNEL` + `SMARTVM_LINUX_ROOTFS` pointing at
-//! a vmlinux and a rootfs image (e.g. from `smartvm image pull --preset latest`). Skipped, with a
-//! message, everywhere else — `SMARTVM_REQUIRE_KVM` does not force it.
+//! under the paravirtual `kvm_pvm`) and either `SMARTVM_LINUX_KERNEL` + `SMARTVM_LINUX_ROOTFS`
+//! pointing at a vmlinux and a rootfs image, or, as in the seed's integration tests,
+//! `SMARTVM_RUN_INTEGRATION=1`: the base image of `SMARTVM_BASE_IMAGE_PRESET` (default `latest`,
+//! cached under `SMARTVM_BASE_IMAGE_CACHE_DIR`, see `SmartVmOptions::from_env`) is pulled and
+//! booted. Skipped, with a message in the test summary, everywhere else — `SMARTVM_REQUIRE_KVM`
+//! does not force it.
 
 mod common;
 
@@ -11,23 +14,44 @@ use std::time::Duration;
 use smartvm::config::DriveConfig;
 use smartvm::VmConfig;
 
-fn linux_images() -> Option<(PathBuf, PathBuf)> {
+async fn linux_images() -> Option<(PathBuf, PathBuf)> {
     if Path::new("/sys/module/kvm_pvm").exists() {
         common::skipped("/dev/kvm is served by kvm_pvm, where a stock Linux kernel cannot boot");
         return None;
     }
     match (std::env::var_os("SMARTVM_LINUX_KERNEL"), std::env::var_os("SMARTVM_LINUX_ROOTFS")) {
         (Some(k), Some(r)) => Some((k.into(), r.into())),
+        _ if std::env::var("SMARTVM_RUN_INTEGRATION").is_ok_and(|v| v == "1") => preset_images().await,
         _ => {
-            common::skipped("set SMARTVM_LINUX_KERNEL and SMARTVM_LINUX_ROOTFS to boot a Linux guest");
+            common::skipped(
+                "set SMARTVM_LINUX_KERNEL and SMARTVM_LINUX_ROOTFS, or SMARTVM_RUN_INTEGRATION=1, to boot a Linux guest",
+            );
             None
         }
     }
 }
 
+/// The kernel and rootfs of `SMARTVM_BASE_IMAGE_PRESET` (default `latest`), pulled or cached.
+#[cfg(not(feature = "images"))]
+async fn preset_images() -> Option<(PathBuf, PathBuf)> {
+    common::skipped("base images need the images feature");
+    None
+}
+
+/// The kernel and rootfs of `SMARTVM_BASE_IMAGE_PRESET` (default `latest`), pulled or cached.
+#[cfg(feature = "images")]
+async fn preset_images() -> Option<(PathBuf, PathBuf)> {
+    use smartvm::images::{BaseImageOptions, NoProgress, Preset};
+    let preset = std::env::var("SMARTVM_BASE_IMAGE_PRESET").ok().map_or(Preset::Latest, |p| p.parse().unwrap());
+    let smartvm = smartvm::SmartVm::new(smartvm::SmartVmOptions::from_env());
+    let bundle = smartvm.ensure_base_image(&BaseImageOptions { preset, ..Default::default() }, &NoProgress).await;
+    let bundle = bundle.expect("the preset's base image");
+    Some((bundle.kernel_image_path, bundle.rootfs_path))
+}
+
 #[tokio::test]
 async fn linux_guest_boots_and_shuts_down_on_ctrl_alt_del() {
-    let Some((kernel, rootfs)) = linux_images() else { return };
+    let Some((kernel, rootfs)) = linux_images().await else { return };
     let Some(env) = common::env() else { return };
     let squashfs = rootfs.extension().is_some_and(|e| e == "squashfs");
     let mut root = DriveConfig::new("rootfs", &rootfs).root();
