@@ -20,6 +20,7 @@ pub async fn gc(as_json: bool) -> Result<Exit, CliError> {
             "rejected": rejected,
             "failures": report.failures.iter().map(|f| format!("{f}: {}", f.error)).collect::<Vec<_>>(),
             "network": report.network,
+            "partialDownloads": report.partial_downloads,
             "networkFailures": report.network_failures.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
         }));
     }
@@ -34,6 +35,9 @@ pub async fn gc(as_json: bool) -> Result<Exit, CliError> {
     }
     for removed in &report.network {
         eprintln!("removed {removed}");
+    }
+    for removed in &report.partial_downloads {
+        eprintln!("removed the partial download {}", removed.display());
     }
     for failure in &report.network_failures {
         eprintln!("warning: {failure}");

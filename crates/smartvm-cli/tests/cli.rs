@@ -641,3 +641,26 @@ fn json_outputs_help_lines_and_a_refused_kernel() {
     assert!(stderr.contains("API_ERROR") || stderr.contains("START_FAILED"), "{stderr}");
     assert!(env.runtime_is_empty());
 }
+
+#[test]
+fn a_malformed_probe_argument_is_reported_not_guessed() {
+    let Some(env) = env() else { return };
+    let out = env.cmd(&["run", "--timeout", "1", "--boot-args", "console=ttyS0 probe.watch=x:1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(124));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("smartvm-probe read arg=x:1 status=bad-argument"), "{stdout}");
+    assert!(!stdout.contains("sector=0"), "{stdout}");
+}
+
+#[test]
+fn gc_removes_what_killed_pulls_left() {
+    let Some(env) = env() else { return };
+    let stale = env.dir.path().join("data/base-images/.tmp-somebundle-a1b2c3");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("vmlinux"), b"half a kernel").unwrap();
+    let out = env.cmd(&["gc"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("removed the partial download"), "{:?}", out);
+    assert!(!stale.exists());
+    assert!(!env.dir.path().join("data/base-images/.locks/somebundle.lock").exists(), "no lock file left either");
+}

@@ -208,10 +208,18 @@ fn block_action(devices: &[Device], arg: &[u8], write: bool) {
 /// its content changes (hot-swapped backing files are seen from inside the guest).
 fn watch_forever(devices: &[Device], arg: &[u8]) -> ! {
     let mut parts = arg.splitn(3, |&b| b == b':');
-    let drive = parts.next().and_then(parse_u64).unwrap_or(0);
-    let sector = parts.next().and_then(parse_u64).unwrap_or(0);
+    let (drive, sector) = (parts.next().and_then(parse_u64), parts.next().and_then(parse_u64));
+    let interval = match parts.next() {
+        None => Some(20),
+        Some(ms) => parse_u64(ms),
+    };
+    // A malformed argument is reported, never read as sector 0.
+    let (Some(drive), Some(sector), Some(interval)) = (drive, sector, interval) else {
+        report!("read arg={} status=bad-argument", Value(arg));
+        park();
+    };
     let khz = tsc_khz();
-    let ticks = khz * parts.next().and_then(parse_u64).unwrap_or(20).max(1);
+    let ticks = khz * interval.max(1);
     let Some(dev) = devices.iter().filter(|d| d.id == 2).nth(drive as usize) else {
         report!("read drive={} sector={} status=no-device", drive, sector);
         park();

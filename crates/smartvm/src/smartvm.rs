@@ -435,8 +435,12 @@ impl SmartVm {
             jail_base: self.options.jail_base(),
             owner: false,
         };
+        #[cfg(feature = "images")]
+        let partial_downloads = self.base_image_manager().map(|m| m.remove_partial_downloads()).unwrap_or_default();
+        #[cfg(not(feature = "images"))]
+        let partial_downloads = Vec::new();
         if !scope.runtime_dir.exists() {
-            return Ok(ReclaimReport::default());
+            return Ok(ReclaimReport { partial_downloads, ..ReclaimReport::default() });
         }
         crate::trust::check(&scope.runtime_dir, crate::trust::Expect::Directory)?;
         // On this thread: TAPs live in the network namespace of the caller.
@@ -455,6 +459,7 @@ impl SmartVm {
             report.network = removed;
             report.network_failures = failures;
         }
+        report.partial_downloads = partial_downloads;
         Ok(report)
     }
 

@@ -22,6 +22,8 @@ pub struct ReclaimReport {
     pub failures: Vec<UnwindFailure>,
     /// Bridges and NAT tables removed (their creator gone, no VM left to need them).
     pub network: Vec<String>,
+    /// Temporary dirs of base-image pulls that were killed, removed.
+    pub partial_downloads: Vec<PathBuf>,
     /// Bridges or NAT tables that could not be removed.
     #[cfg(feature = "network")]
     pub network_failures: Vec<crate::network::NetworkError>,
@@ -34,6 +36,7 @@ impl ReclaimReport {
             && self.rejected.is_empty()
             && self.failures.is_empty()
             && self.network.is_empty()
+            && self.partial_downloads.is_empty()
             && self.network_failures_is_empty()
     }
 

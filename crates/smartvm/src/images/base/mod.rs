@@ -202,6 +202,35 @@ impl BaseImageManager {
         &self.cache_dir
     }
 
+    /// Temporary dirs of downloads of `bundle` (any bundle without) that were cut short (a
+    /// killed pull), with their bundle ids.
+    fn partial_downloads(&self, bundle: Option<&str>) -> Vec<(String, PathBuf)> {
+        let Ok(entries) = std::fs::read_dir(&self.cache_dir) else { return Vec::new() };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let (id, _) = name.strip_prefix(".tmp-")?.rsplit_once('-')?;
+                (bundle.is_none_or(|b| b == id)).then(|| (id.to_string(), e.path()))
+            })
+            .collect()
+    }
+
+    /// Removes what killed pulls left (`.tmp-<bundle>-…` dirs) of every bundle nobody is pulling
+    /// now; returns the dirs removed.
+    pub fn remove_partial_downloads(&self) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        for (id, dir) in self.partial_downloads(None) {
+            let Ok(Some(_lock)) = BundleLock::try_acquire(&self.cache_dir, &id) else { continue };
+            if crate::trust::confine::remove_beneath(&self.cache_dir, &dir, crate::trust::confine::Removal::Tree)
+                .is_ok()
+            {
+                removed.push(dir);
+            }
+        }
+        removed
+    }
+
     /// Resolves, fetches (unless a verified copy is cached) and returns a bundle; then applies
     /// the retention limit, never evicting this bundle.
     pub async fn ensure_base_image(
@@ -216,6 +245,11 @@ impl BaseImageManager {
             .await
             .map_err(|e| ImageError::prepare("lock task failed", e))??;
         let dir = self.cache_dir.join(&resolved.bundle_id);
+        // Holding the lock: any temporary dir of this bundle is a pull that was killed.
+        for (_, stale) in self.partial_downloads(Some(&resolved.bundle_id)) {
+            let _ =
+                crate::trust::confine::remove_beneath(&self.cache_dir, &stale, crate::trust::confine::Removal::Tree);
+        }
         let reusable = if options.force_download { None } else { self.verified(&dir).await };
         let mut cached = match reusable {
             Some(c) => c,
