@@ -195,9 +195,16 @@ pub async fn run(args: RunArgs) -> Result<Exit, CliError> {
         runtime.network = Some(smartvm.network()?);
         runtime.append_network_boot_args = args.net;
     }
+    runtime.firecracker_log_level = args.firectl.log_level;
     let vm = smartvm.create_vm_with(&cfg, runtime)?;
+    let log = args.firectl.log_level.map(|_| crate::run_flags::mirror_log(vm.stderr()));
+    let socket_link = args.firectl.socket_path.clone();
     let start = async {
         vm.start().await?;
+        if let Some(link) = &socket_link {
+            std::os::unix::fs::symlink(vm.socket_path(), link)
+                .map_err(|e| SmartVmError::Io { context: format!("cannot link {}", link.display()), source: e })?;
+        }
         match &metadata {
             // A guest that already ended needs no metadata any more.
             Some(doc) => match vm.set_metadata(doc).await {
@@ -209,6 +216,15 @@ pub async fn run(args: RunArgs) -> Result<Exit, CliError> {
     };
     let outcome = supervise(&vm, args.timeout, start).await;
     let cleaned = smartvm.cleanup().await;
+    if let Some(link) = &socket_link {
+        // Only the link this run made: a symlink to the VM's socket.
+        if std::fs::read_link(link).is_ok_and(|target| target == vm.socket_path()) {
+            let _ = std::fs::remove_file(link);
+        }
+    }
+    if let Some(log) = log {
+        let _ = log.await;
+    }
     let exit = outcome?;
     cleaned?;
     Ok(exit)

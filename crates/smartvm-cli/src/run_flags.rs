@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use smartvm::config::{DriveConfig, NetworkInterfaceConfig, VsockConfig};
+use smartvm::config::{DriveConfig, LogLevel, NetworkInterfaceConfig, VsockConfig};
 use smartvm::VmConfig;
 
 use crate::exit::{CliError, Exit};
@@ -32,6 +32,44 @@ pub struct FirectlArgs {
     /// The Firecracker binary to run (default: found in the data dir, then PATH).
     #[arg(long)]
     firecracker_binary: Option<PathBuf>,
+    /// Also show Firecracker's own log on stderr, at this level (Error, Warning, Info, Debug,
+    /// Trace).
+    #[arg(long, value_parser = parse_level)]
+    pub log_level: Option<LogLevel>,
+    /// Make the VM's API socket reachable at this path too (a symlink, removed at the end).
+    #[arg(long)]
+    pub socket_path: Option<PathBuf>,
+}
+
+fn parse_level(s: &str) -> Result<LogLevel, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("{s:?} is not one of Error, Warning, Info, Debug, Trace"))
+}
+
+/// Copies Firecracker's log lines (`console`, its stderr) to our stderr until it ends.
+pub fn mirror_log(console: smartvm::process::Console) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let (kept, mut live) = console.follow();
+        for line in kept {
+            eprintln!("{line}");
+        }
+        loop {
+            tokio::select! {
+                biased;
+                line = live.recv() => match line {
+                    Ok(line) => eprintln!("{line}"),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                },
+                () = console.ended() => {
+                    while let Ok(line) = live.try_recv() {
+                        eprintln!("{line}");
+                    }
+                    return;
+                }
+            }
+        }
+    })
 }
 
 fn usage(message: String) -> CliError {

@@ -664,3 +664,40 @@ fn gc_removes_what_killed_pulls_left() {
     assert!(!stale.exists());
     assert!(!env.dir.path().join("data/base-images/.locks/somebundle.lock").exists(), "no lock file left either");
 }
+
+#[test]
+fn log_level_shows_firecrackers_log_and_socket_path_links_the_api_socket() {
+    let Some(env) = env() else { return };
+    let link = env.dir.path().join("api.sock");
+    let args = [
+        "run",
+        "--id",
+        "loud",
+        "--log-level",
+        "Info",
+        "--socket-path",
+        link.to_str().unwrap(),
+        "--timeout",
+        "1",
+        "--boot-args",
+        "console=ttyS0 probe.count=50",
+    ];
+    // Ends by itself (--timeout 1).
+    let run = env.cmd(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::symlink_metadata(&link).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the socket link appears");
+        std::thread::yield_now();
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let info = runtime.block_on(smartvm::api::ApiClient::new(&link).send(&smartvm::api::GetInstanceInfo)).unwrap();
+    assert_eq!(info.id, "loud", "the link reaches the VM's API");
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(124), "{stderr}");
+    assert!(stderr.contains("[loud:main]"), "Firecracker's log on stderr: {stderr}");
+    assert!(std::fs::symlink_metadata(&link).is_err(), "the link is removed at the end");
+    // A level quieter than Info takes the API boot path (a config-file boot reports at Info).
+    let out = env.cmd(&["run", "--log-level", "Warning"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Api boot"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -84,6 +84,10 @@ pub struct VmRuntimeOptions {
     /// Configure the VM with API requests before `InstanceStart` even when the version is
     /// known (by default such VMs boot from one `--config-file`: see [`BootPath`]).
     pub boot_via_api: bool,
+    /// The level of Firecracker's own log (on its stderr, [`MicroVm::stderr`]) when the config
+    /// has no logger (default: Warning, Info for a config-file boot, which reports its outcome
+    /// there; a level quieter than Info selects the API boot path).
+    pub firecracker_log_level: Option<crate::config::LogLevel>,
     /// The VM outlives this program (a host agent's VMs): Firecracker gets no parent-death
     /// signal and a session of its own, its console and log go to `console.log` and
     /// `firecracker.log` in the VM's runtime dir (the [`Console`] follows them), dropping the
@@ -106,6 +110,7 @@ impl VmRuntimeOptions {
             console_lines: crate::process::DEFAULT_CONSOLE_LINES,
             firecracker_version: None,
             boot_via_api: false,
+            firecracker_log_level: None,
             detached: false,
             #[cfg(feature = "network")]
             network: None,
@@ -219,7 +224,10 @@ impl MicroVm {
     /// How this VM is configured before its guest runs: from one `--config-file` when the
     /// Firecracker version is known in advance, else (or when asked) through API requests.
     pub fn boot_path(&self) -> BootPath {
-        let log_readable = self.config.logger.is_none() && self.executor.logs_to_stderr();
+        use crate::config::LogLevel;
+        let quiet =
+            matches!(self.options.firecracker_log_level, Some(LogLevel::Error | LogLevel::Warning | LogLevel::Off));
+        let log_readable = self.config.logger.is_none() && self.executor.logs_to_stderr() && !quiet;
         boot_file::boot_path(self.options.firecracker_version.is_some(), log_readable, self.options.boot_via_api)
     }
 

@@ -354,7 +354,8 @@ impl MicroVm {
         base.id = Some(instance_id(&self.id));
         base.seccomp = opts.seccomp.clone();
         // A config-file boot reports its outcome only in the log, at level Info.
-        let level = if config_file.is_some() { LogLevel::Info } else { LogLevel::Warning };
+        let default = if config_file.is_some() { LogLevel::Info } else { LogLevel::Warning };
+        let level = opts.firecracker_log_level.unwrap_or(default);
         base.config_file = config_file;
         self.executor.command(base, self.config.logger.is_none().then_some(level))
     }
