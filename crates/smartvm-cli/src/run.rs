@@ -249,50 +249,8 @@ pub async fn supervise(
     }
     let started = std::time::Instant::now();
     announce_start(vm).await;
-    let console = vm.console();
     let (closed_tx, closed) = tokio::sync::oneshot::channel::<()>();
-    let printer = tokio::spawn(async move {
-        let (backlog, mut live) = console.follow();
-        {
-            let mut out = std::io::stdout().lock();
-            for line in backlog {
-                if writeln!(out, "{line}").is_err() {
-                    let _ = closed_tx.send(());
-                    return;
-                }
-            }
-            let _ = out.flush();
-        }
-        loop {
-            let received = tokio::select! {
-                biased;
-                r = live.recv() => r,
-                () = console.ended() => {
-                    // Everything was sent before the end: print what is still queued.
-                    let mut out = std::io::stdout().lock();
-                    while let Ok(line) = live.try_recv() {
-                        let _ = writeln!(out, "{line}");
-                    }
-                    let _ = out.flush();
-                    return;
-                }
-            };
-            match received {
-                Ok(line) => {
-                    let mut out = std::io::stdout().lock();
-                    if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
-                        // Nobody reads the console any more (`| head`): end the VM.
-                        let _ = closed_tx.send(());
-                        return;
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(lines = n, "console output too fast; lines skipped");
-                }
-                Err(_) => return,
-            }
-        }
-    });
+    let printer = tokio::spawn(print_console(vm.console(), closed_tx));
     enum End {
         Exited(smartvm::process::ExitInfo),
         TimedOut,
@@ -359,6 +317,20 @@ fn start_error(e: SmartVmError) -> CliError {
         error.exit = Exit::GuestFailed;
     }
     error
+}
+
+/// Writes the console to stdout until it ends; says on `closed` when nobody reads it any more
+/// (`| head`), so that the VM is ended.
+async fn print_console(console: smartvm::process::Console, closed: tokio::sync::oneshot::Sender<()>) {
+    use futures_util::StreamExt;
+    let mut lines = std::pin::pin!(console.stream(true));
+    while let Some(line) = lines.next().await {
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+            let _ = closed.send(());
+            return;
+        }
+    }
 }
 
 /// `code N` or `signal N`.

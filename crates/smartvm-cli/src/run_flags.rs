@@ -34,40 +34,34 @@ pub struct FirectlArgs {
     firecracker_binary: Option<PathBuf>,
     /// Also show Firecracker's own log on stderr, at this level (Error, Warning, Info, Debug,
     /// Trace).
-    #[arg(long, value_parser = parse_level)]
+    #[arg(long, value_parser = level_parser())]
     pub log_level: Option<LogLevel>,
     /// Make the VM's API socket reachable at this path too (a symlink, removed at the end).
     #[arg(long)]
     pub socket_path: Option<PathBuf>,
 }
 
-fn parse_level(s: &str) -> Result<LogLevel, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|_| format!("{s:?} is not one of Error, Warning, Info, Debug, Trace"))
+/// Firecracker's log levels, by name.
+fn level_parser() -> impl clap::builder::TypedValueParser<Value = LogLevel> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["Error", "Warning", "Info", "Debug", "Trace"]).map(|name| {
+        match name.as_str() {
+            "Error" => LogLevel::Error,
+            "Warning" => LogLevel::Warning,
+            "Info" => LogLevel::Info,
+            "Debug" => LogLevel::Debug,
+            _ => LogLevel::Trace,
+        }
+    })
 }
 
 /// Copies Firecracker's log lines (`console`, its stderr) to our stderr until it ends.
 pub fn mirror_log(console: smartvm::process::Console) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let (kept, mut live) = console.follow();
-        for line in kept {
+        use futures_util::StreamExt;
+        let mut lines = std::pin::pin!(console.stream(true));
+        while let Some(line) = lines.next().await {
             eprintln!("{line}");
-        }
-        loop {
-            tokio::select! {
-                biased;
-                line = live.recv() => match line {
-                    Ok(line) => eprintln!("{line}"),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(_) => return,
-                },
-                () = console.ended() => {
-                    while let Ok(line) = live.try_recv() {
-                        eprintln!("{line}");
-                    }
-                    return;
-                }
-            }
         }
     })
 }

@@ -13,10 +13,27 @@ use std::time::{Duration, Instant};
 use common::{env, Env, Running};
 use smartvm::agent::AgentClient;
 
-/// An agent on a socket in the test's dir, and the environment its clients need.
+/// An agent on a socket in the test's dir, and the environment its clients need. Its VMs are
+/// detached (they outlive it): when the test ends, however it ends, they are killed too.
 struct Agent {
     process: Running,
     socket: PathBuf,
+    runtime: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let runtime = self.runtime.display().to_string();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let cmd =
+                String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).into_owned();
+            let pid = e.file_name().to_string_lossy().parse::<i32>();
+            if let (true, Ok(pid)) = (cmd.contains(&runtime) && cmd.contains("firecracker"), pid) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
 }
 
 impl Agent {
@@ -34,7 +51,7 @@ impl Agent {
             assert!(Instant::now() < deadline, "the agent answers within 10 s");
             std::thread::yield_now();
         }
-        Agent { process, socket }
+        Agent { process, socket, runtime: env.runtime() }
     }
 }
 

@@ -10,6 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures_util::StreamExt;
 use smartvm::agent::wire::{AgentInfo, ErrorBody, ExitSummary, ImageVmRequest, StopSummary, VmEvent, VmSummary};
 use smartvm::process::StopPlan;
 use smartvm::{MicroVm, SmartVm, SmartVmError, VmConfig, VmState};
@@ -337,33 +338,17 @@ pub(super) async fn logs(
     Query(q): Query<LogsQuery>,
 ) -> Answer<Response> {
     let vm = agent.vm(&id)?;
-    let console = vm.console();
-    let (kept, live) = console.follow();
     let history = q.history.unwrap_or(true);
-    let text: String = kept.iter().filter(|_| history).map(|l| format!("{l}\n")).collect();
     if !q.follow {
+        // Only what is kept: the lines buffered now.
+        let text: String = vm.console().lines().iter().filter(|_| history).map(|l| format!("{l}\n")).collect();
         return Ok(text.into_response());
     }
-    let head = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(text) });
-    let state = (live, console, agent.closing.clone());
-    let tail = futures_util::stream::unfold(state, |(mut live, console, mut closing)| async move {
-        loop {
-            let received = tokio::select! {
-                biased;
-                r = live.recv() => r,
-                () = console.ended() => match live.try_recv() {
-                    // Lines sent before the end are still delivered.
-                    Ok(line) => Ok(line),
-                    Err(_) => return None,
-                },
-                _ = closing.wait_for(|c| *c) => return None,
-            };
-            match received {
-                Ok(line) => return Some((Ok(format!("{line}\n")), (live, console, closing))),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(_) => return None,
-            }
-        }
-    });
-    Ok(Body::from_stream(futures_util::StreamExt::chain(head, tail)).into_response())
+    let lines = vm.console().stream(history).map(|line| Ok::<_, std::convert::Infallible>(format!("{line}\n")));
+    // Every stream ends when the agent shuts down.
+    let mut closing = agent.closing.clone();
+    let closed = async move {
+        let _ = closing.wait_for(|c| *c).await;
+    };
+    Ok(Body::from_stream(lines.take_until(closed)).into_response())
 }

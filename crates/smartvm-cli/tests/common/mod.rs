@@ -1,7 +1,12 @@
 //! Shared helpers of the CLI tests: a private runtime/data dir per test, the built binary.
 #![allow(dead_code)]
 
+#[path = "../../../smartvm/tests/common/skip.rs"]
+mod skip;
+
 use std::path::{Path, PathBuf};
+
+pub use skip::skipped;
 use std::process::{Command, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_smartvm");
@@ -106,19 +111,5 @@ impl Drop for Running {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
-    }
-}
-
-/// Reports a test that cannot run here: on stderr, and as one line (`<test>: <why>`) in the file
-/// `SMARTVM_SKIP_LOG` names, which `scripts/test.sh` prints as the summary of skipped tests.
-pub fn skipped(why: &str) {
-    eprintln!("SKIPPED: {why}");
-    if let Some(log) = std::env::var_os("SMARTVM_SKIP_LOG") {
-        let test = std::thread::current().name().unwrap_or("?").to_string();
-        let line = format!("{test}: {why}\n");
-        let _ = std::io::Write::write_all(
-            &mut std::fs::OpenOptions::new().create(true).append(true).open(log).expect("skip log"),
-            line.as_bytes(),
-        );
     }
 }

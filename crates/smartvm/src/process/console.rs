@@ -172,6 +172,34 @@ impl Console {
         (b.lines.iter().cloned().collect(), self.live.subscribe())
     }
 
+    /// Every line in order until the stream ends: with `history` the lines kept so far first,
+    /// then each new one (lines that lag behind are skipped). The one way to follow a console to
+    /// its end (the CLI's stdout, the agent's `logs -f`).
+    pub fn stream(&self, history: bool) -> impl futures_util::Stream<Item = String> + Send + 'static {
+        let (kept, live) = self.follow();
+        let head = futures_util::stream::iter(if history { kept } else { Vec::new() });
+        let state = (live, self.clone(), false);
+        let tail = futures_util::stream::unfold(state, |(mut live, console, ended)| async move {
+            loop {
+                if ended {
+                    // Every line was sent before the end: drain what is queued, then stop.
+                    return live.try_recv().ok().map(|l| (l, (live, console, true)));
+                }
+                let received = tokio::select! {
+                    biased;
+                    r = live.recv() => r,
+                    () = console.ended() => return live.try_recv().ok().map(|l| (l, (live, console, true))),
+                };
+                match received {
+                    Ok(line) => return Some((line, (live, console, false))),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        futures_util::StreamExt::chain(head, tail)
+    }
+
     /// True once the stream reached EOF (the process closed it).
     pub fn is_closed(&self) -> bool {
         self.lock().closed
@@ -282,6 +310,19 @@ mod tests {
         console.ended().await;
         assert_eq!(live.try_recv().as_deref(), Ok("a"));
         assert!(live.try_recv().is_err(), "no empty line marks the end");
+    }
+
+    #[tokio::test]
+    async fn a_stream_yields_history_and_new_lines_and_ends_with_the_console() {
+        use futures_util::StreamExt;
+        let console = Console::new(10);
+        console.push("old".into());
+        let all = console.stream(true);
+        let new = console.stream(false);
+        console.push("new".into());
+        console.close();
+        assert_eq!(all.collect::<Vec<_>>().await, ["old", "new"]);
+        assert_eq!(new.collect::<Vec<_>>().await, ["new"]);
     }
 
     #[tokio::test]

@@ -274,6 +274,66 @@ pub struct FirecrackerProcess {
     detached: bool,
 }
 
+/// The `std` command for `command`: its stdio (pipes, or a detached process's files) and what
+/// runs between fork and exec (parent-death signal or a session of its own, umask, the drive
+/// mount namespace).
+fn std_command(command: &FirecrackerCommand, output: &OutputOptions) -> std::io::Result<std::process::Command> {
+    let mut cmd = std::process::Command::new(&command.binary);
+    cmd.args(command.args()).stdin(Stdio::null());
+    match &output.detached {
+        Some(dir) => {
+            let (console, log) = detached_files(dir);
+            cmd.stdout(output_file(&console)?).stderr(output_file(&log)?).stdin(input_fifo(dir)?);
+        }
+        None => {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+    }
+    let detached = output.detached.is_some();
+    let parent = std::process::id() as i32;
+    let umask = command.umask;
+    let mount = command.bind_mount.as_ref().map(bind_mount_paths).transpose()?;
+    // SAFETY: only async-signal-safe calls (prctl, getppid, kill, setsid, umask, unshare, mount)
+    // run between fork and exec; the C strings were prepared before the fork.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if detached {
+                // Its own session: a Ctrl-C meant for this program's terminal is not its.
+                libc::setsid();
+            } else {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect.
+                if libc::getppid() != parent {
+                    libc::kill(libc::getpid(), libc::SIGKILL);
+                }
+            }
+            if let Some(mask) = umask {
+                libc::umask(mask as libc::mode_t);
+            }
+            if let Some((source, target)) = &mount {
+                private_bind_mount(source, target)?;
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+/// Follows a detached process's console and log files in `dir` into `console` and `stderr`
+/// until `exit` says it ended.
+fn follow_detached(dir: &Path, console: &Console, stderr: &Console, mut exit: watch::Receiver<Option<ExitInfo>>) {
+    let (console_path, log_path) = detached_files(dir);
+    let (ended, ended_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let _ = exit.wait_for(|e| e.is_some()).await;
+        let _ = ended.send(true);
+    });
+    console.spawn_file_follower(console_path, ended_rx.clone());
+    stderr.spawn_file_follower(log_path, ended_rx);
+}
+
 /// Opens `path` for appending (created `0600`), for a detached process's output.
 fn output_file(path: &Path) -> std::io::Result<std::fs::File> {
     std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().create(true).append(true), 0o600).open(path)
@@ -295,53 +355,9 @@ impl FirecrackerProcess {
             ),
             None => None,
         };
-        let mut cmd = std::process::Command::new(&command.binary);
-        cmd.args(command.args()).stdin(Stdio::null());
         let spawn_err = |source| ProcessError::Spawn { binary: command.binary.clone(), source };
-        match &output.detached {
-            Some(dir) => {
-                let (console, log) = detached_files(dir);
-                cmd.stdout(output_file(&console).map_err(spawn_err)?).stderr(output_file(&log).map_err(spawn_err)?);
-                cmd.stdin(input_fifo(dir).map_err(spawn_err)?);
-            }
-            None => {
-                cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-            }
-        }
+        let cmd = std_command(command, output).map_err(spawn_err)?;
         let detached = output.detached.is_some();
-        let parent = std::process::id() as i32;
-        let umask = command.umask;
-        let mount = command
-            .bind_mount
-            .as_ref()
-            .map(bind_mount_paths)
-            .transpose()
-            .map_err(|source| ProcessError::Spawn { binary: command.binary.clone(), source })?;
-        // SAFETY: only async-signal-safe calls (prctl, getppid, kill, umask, unshare, mount) run
-        // between fork and exec; the C strings were prepared before the fork.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                if detached {
-                    // Its own session: a Ctrl-C meant for this program's terminal is not its.
-                    libc::setsid();
-                } else {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    // The parent may have died before prctl took effect.
-                    if libc::getppid() != parent {
-                        libc::kill(libc::getpid(), libc::SIGKILL);
-                    }
-                }
-                if let Some(mask) = umask {
-                    libc::umask(mask as libc::mode_t);
-                }
-                if let Some((source, target)) = &mount {
-                    private_bind_mount(source, target)?;
-                }
-                Ok(())
-            });
-        }
         let mut child = spawner::spawn(cmd).await.map_err(spawn_err)?;
         let pid = child.id() as i32;
         let pidfd = std::sync::Arc::new(spawner::pidfd(pid).map_err(spawn_err)?);
@@ -355,15 +371,7 @@ impl FirecrackerProcess {
         }
         let (tx, exit) = watch::channel(None);
         if let Some(dir) = &output.detached {
-            let (console_path, log_path) = detached_files(dir);
-            let mut rx = exit.clone();
-            let (ended, ended_rx) = watch::channel(false);
-            tokio::spawn(async move {
-                let _ = rx.wait_for(|e| e.is_some()).await;
-                let _ = ended.send(true);
-            });
-            console.spawn_file_follower(console_path, ended_rx.clone());
-            stderr.spawn_file_follower(log_path, ended_rx);
+            follow_detached(dir, &console, &stderr, exit.clone());
         }
         let watched = pidfd.clone();
         tokio::spawn(async move {
@@ -389,14 +397,11 @@ impl FirecrackerProcess {
         let pidfd = std::sync::Arc::new(spawner::pidfd(pid).map_err(fail)?);
         let (console, stderr) = consoles;
         let (tx, exit) = watch::channel(None);
-        let (ended, ended_rx) = watch::channel(false);
-        let (console_path, log_path) = detached_files(dir);
-        console.spawn_file_follower(console_path, ended_rx.clone());
-        stderr.spawn_file_follower(log_path.clone(), ended_rx);
+        follow_detached(dir, &console, &stderr, exit.clone());
+        let log_path = detached_files(dir).1;
         let watched = pidfd.clone();
         tokio::spawn(async move {
             let _ = watched.readable().await;
-            let _ = ended.send(true);
             let _ = tx.send(Some(ExitInfo { code: logged_exit_code(&log_path), signal: None }));
         });
         Ok(Self { pid, pidfd, exit, console, stderr, detached: true })

@@ -5,6 +5,9 @@
 #![allow(dead_code)]
 
 pub mod netns;
+mod skip;
+
+pub use skip::skipped;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -111,18 +114,4 @@ pub async fn last_count(vm: &MicroVm) -> Option<u64> {
 /// A live, non-zombie process.
 pub fn pid_alive(pid: i32) -> bool {
     smartvm::vm::process_start_time(pid).is_some()
-}
-
-/// Reports a test that cannot run here: on stderr, and as one line (`<test>: <why>`) in the file
-/// `SMARTVM_SKIP_LOG` names, which `scripts/test.sh` prints as the summary of skipped tests.
-pub fn skipped(why: &str) {
-    eprintln!("SKIPPED: {why}");
-    if let Some(log) = std::env::var_os("SMARTVM_SKIP_LOG") {
-        let test = std::thread::current().name().unwrap_or("?").to_string();
-        let line = format!("{test}: {why}\n");
-        let _ = std::io::Write::write_all(
-            &mut std::fs::OpenOptions::new().create(true).append(true).open(log).expect("skip log"),
-            line.as_bytes(),
-        );
-    }
 }
