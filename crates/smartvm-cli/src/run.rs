@@ -241,6 +241,7 @@ pub async fn supervise(
         .map_err(|e| CliError::new(Exit::Failure, e))?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| CliError::new(Exit::Failure, e))?;
+    let launched = std::time::Instant::now();
     // A start blocked on any step ends at Ctrl-C/SIGTERM: dropping it unwinds what it created.
     tokio::select! {
         started = launch => started.map_err(start_error)?,
@@ -250,7 +251,8 @@ pub async fn supervise(
     let started = std::time::Instant::now();
     announce_start(vm).await;
     let (closed_tx, closed) = tokio::sync::oneshot::channel::<()>();
-    let printer = tokio::spawn(print_console(vm.console(), closed_tx));
+    let first_output = std::sync::Arc::new(std::sync::OnceLock::new());
+    let printer = tokio::spawn(print_console(vm.console(), closed_tx, first_output.clone()));
     enum End {
         Exited(smartvm::process::ExitInfo),
         TimedOut,
@@ -274,13 +276,17 @@ pub async fn supervise(
         Ok(()) = closed => End::StdoutClosed,
     };
     let ran = started.elapsed();
+    let boot = |first: Option<&std::time::Instant>| {
+        first.map_or(String::new(), |t| format!("; first output {} ms after the start", (*t - launched).as_millis()))
+    };
     if let End::Exited(info) = end {
         let _ = printer.await;
         crate::exit::notice(format_args!(
-            "smartvm: VM {} exited ({}) after {:.1} s",
+            "smartvm: VM {} exited ({}) after {:.1} s{}",
             vm.id(),
             describe(info),
-            ran.as_secs_f64()
+            ran.as_secs_f64(),
+            boot(first_output.get())
         ));
         return if info.success() {
             Ok(Exit::Success)
@@ -300,7 +306,8 @@ pub async fn supervise(
         stopped = format!("; stopped ({:?})", vm.stop().await?.step);
     }
     printer.abort();
-    crate::exit::notice(format_args!("smartvm: VM {} {how}{stopped} after {:.1} s", vm.id(), ran.as_secs_f64()));
+    let first = boot(first_output.get());
+    crate::exit::notice(format_args!("smartvm: VM {} {how}{stopped} after {:.1} s{first}", vm.id(), ran.as_secs_f64()));
     Ok(match end {
         End::TimedOut => Exit::TimedOut,
         End::StdoutClosed => Exit::BrokenPipe,
@@ -319,12 +326,17 @@ fn start_error(e: SmartVmError) -> CliError {
     error
 }
 
-/// Writes the console to stdout until it ends; says on `closed` when nobody reads it any more
-/// (`| head`), so that the VM is ended.
-async fn print_console(console: smartvm::process::Console, closed: tokio::sync::oneshot::Sender<()>) {
+/// Writes the console to stdout until it ends, noting when the first line came; says on
+/// `closed` when nobody reads it any more (`| head`), so that the VM is ended.
+async fn print_console(
+    console: smartvm::process::Console,
+    closed: tokio::sync::oneshot::Sender<()>,
+    first_output: std::sync::Arc<std::sync::OnceLock<std::time::Instant>>,
+) {
     use futures_util::StreamExt;
     let mut lines = std::pin::pin!(console.stream(true));
     while let Some(line) = lines.next().await {
+        first_output.get_or_init(std::time::Instant::now);
         let mut out = std::io::stdout().lock();
         if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
             let _ = closed.send(());

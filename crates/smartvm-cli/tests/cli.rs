@@ -496,6 +496,7 @@ fn run_says_what_happened_on_stderr_and_keeps_stdout_for_the_console() {
         "{stderr}"
     );
     assert!(lines[1].starts_with("smartvm: VM said exited (code 0) after "), "{stderr}");
+    assert!(lines[1].contains("; first output ") && lines[1].ends_with(" ms after the start"), "{stderr}");
 
     // Without any Firecracker: where it looked and how to get one, exit 4, nothing downloaded.
     let out = env
