@@ -253,12 +253,6 @@ pub async fn supervise(
     let (closed_tx, closed) = tokio::sync::oneshot::channel::<()>();
     let first_output = std::sync::Arc::new(std::sync::OnceLock::new());
     let printer = tokio::spawn(print_console(vm.console(), closed_tx, first_output.clone()));
-    enum End {
-        Exited(smartvm::process::ExitInfo),
-        TimedOut,
-        Interrupted,
-        StdoutClosed,
-    }
     let wait = async {
         match timeout {
             Some(secs) => vm.wait_for_exit(Duration::from_secs(secs)).await.map_or(End::TimedOut, End::Exited),
@@ -276,18 +270,32 @@ pub async fn supervise(
         Ok(()) = closed => End::StdoutClosed,
     };
     let ran = started.elapsed();
-    let boot = |first: Option<&std::time::Instant>| {
-        first.map_or(String::new(), |t| format!("; first output {} ms after the start", (*t - launched).as_millis()))
-    };
+    let boot = first_output
+        .get()
+        .map_or(String::new(), |t| format!("; first output {} ms after the start", (*t - launched).as_millis()));
+    conclude(vm, end, timeout, printer, format!("after {:.1} s{boot}", ran.as_secs_f64())).await
+}
+
+/// How a supervised run ended.
+enum End {
+    Exited(smartvm::process::ExitInfo),
+    TimedOut,
+    Interrupted,
+    StdoutClosed,
+}
+
+/// Stops the VM unless it ended by itself, says how it ended (`timing`: how long it ran, when
+/// its first output came) and picks the exit status.
+async fn conclude(
+    vm: &smartvm::MicroVm,
+    end: End,
+    timeout: Option<u64>,
+    printer: tokio::task::JoinHandle<()>,
+    timing: String,
+) -> Result<Exit, CliError> {
     if let End::Exited(info) = end {
         let _ = printer.await;
-        crate::exit::notice(format_args!(
-            "smartvm: VM {} exited ({}) after {:.1} s{}",
-            vm.id(),
-            describe(info),
-            ran.as_secs_f64(),
-            boot(first_output.get())
-        ));
+        crate::exit::notice(format_args!("smartvm: VM {} exited ({}) {timing}", vm.id(), describe(info)));
         return if info.success() {
             Ok(Exit::Success)
         } else {
@@ -306,8 +314,7 @@ pub async fn supervise(
         stopped = format!("; stopped ({:?})", vm.stop().await?.step);
     }
     printer.abort();
-    let first = boot(first_output.get());
-    crate::exit::notice(format_args!("smartvm: VM {} {how}{stopped} after {:.1} s{first}", vm.id(), ran.as_secs_f64()));
+    crate::exit::notice(format_args!("smartvm: VM {} {how}{stopped} {timing}", vm.id()));
     Ok(match end {
         End::TimedOut => Exit::TimedOut,
         End::StdoutClosed => Exit::BrokenPipe,

@@ -170,7 +170,7 @@ async fn jailed_snapshots_restore_into_jailed_clones_with_their_own_drives() {
     }
     let copy = |id: &str| jail.chroot_root(&env.binary, id).join("drives").join(&snap.drives[0].file_name);
     for (vm, id, text) in [(&clones[0], "jclone0", "clone-zero"), (&clones[1], "jclone1", "clone-one!")] {
-        write_sector(&copy(id), 1, text);
+        common::write_sector(&copy(id), 1, text);
         let console = vm.console();
         assert!(console.wait_for_line(Duration::from_secs(5), seen(text)).await.is_some(), "{:?}", console.lines());
     }
@@ -181,16 +181,6 @@ async fn jailed_snapshots_restore_into_jailed_clones_with_their_own_drives() {
         assert!(!jail.jail_dir(&env.binary, id).exists());
     }
     assert_eq!(&std::fs::read(&snap.drives[0].path).unwrap()[512..527], b"before-snapshot", "bundle untouched");
-}
-
-fn write_sector(path: &Path, sector: u64, text: &str) {
-    use std::io::{Seek, SeekFrom, Write};
-    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.seek(SeekFrom::Start(sector * 512)).unwrap();
-    let mut data = [0u8; 512];
-    data[..text.len()].copy_from_slice(text.as_bytes());
-    f.write_all(&data).unwrap();
-    f.sync_all().unwrap();
 }
 
 #[tokio::test]

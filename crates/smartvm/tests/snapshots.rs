@@ -93,16 +93,6 @@ async fn clones_from_one_snapshot_and_failed_restore_leaves_nothing() {
     assert!(left.is_empty(), "no runtime dir left: {left:?}");
 }
 
-fn write_sector(path: &std::path::Path, sector: u64, text: &str) {
-    use std::io::{Seek, SeekFrom, Write};
-    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.seek(SeekFrom::Start(sector * 512)).unwrap();
-    let mut sector_data = [0u8; 512];
-    sector_data[..text.len()].copy_from_slice(text.as_bytes());
-    f.write_all(&sector_data).unwrap();
-    f.sync_all().unwrap();
-}
-
 #[tokio::test]
 async fn snapshots_carry_ephemeral_drives_and_each_clone_gets_its_own_copy() {
     let Some(env) = env() else { return };
@@ -128,10 +118,10 @@ async fn snapshots_carry_ephemeral_drives_and_each_clone_gets_its_own_copy() {
 
     let clones = env.smartvm.clone_vms(&cfg, &snap, 2, true).await.unwrap();
     let copy = |i: usize| clones[i].runtime_dir().join("drives").join(&snap.drives[0].file_name);
-    write_sector(&copy(0), 1, "clone-zero");
+    common::write_sector(&copy(0), 1, "clone-zero");
     let c0 = clones[0].console();
     assert!(c0.wait_for_line(Duration::from_secs(5), seen("clone-zero")).await.is_some(), "{:?}", c0.lines());
-    write_sector(&copy(1), 1, "clone-one!");
+    common::write_sector(&copy(1), 1, "clone-one!");
     let c1 = clones[1].console();
     assert!(c1.wait_for_line(Duration::from_secs(5), seen("clone-one!")).await.is_some(), "{:?}", c1.lines());
     assert!(!c1.lines().iter().any(|l| l.contains("clone-zero")), "clones share no drive");

@@ -115,3 +115,15 @@ pub async fn last_count(vm: &MicroVm) -> Option<u64> {
 pub fn pid_alive(pid: i32) -> bool {
     smartvm::vm::process_start_time(pid).is_some()
 }
+
+/// Writes `text` at the start of 512-byte sector `sector` of the file at `path` (the rest of the
+/// sector zeroed), synced.
+pub fn write_sector(path: &Path, sector: u64, text: &str) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(sector * 512)).unwrap();
+    let mut data = [0u8; 512];
+    data[..text.len()].copy_from_slice(text.as_bytes());
+    f.write_all(&data).unwrap();
+    f.sync_all().unwrap();
+}
