@@ -44,13 +44,7 @@ impl Agent {
         let socket = dir.join("smartvm.sock");
         env.extra_env.push(("SMARTVM_AGENT_SOCKET".into(), socket.display().to_string()));
         let process = Running(env.cmd(&["serve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
-        let client = AgentClient::new(&socket);
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while runtime.block_on(client.info()).is_err() {
-            assert!(Instant::now() < deadline, "the agent answers within 10 s");
-            std::thread::yield_now();
-        }
+        wait_until_answers(&socket);
         Agent { process, socket, runtime: env.runtime() }
     }
 }
@@ -59,6 +53,31 @@ fn run(env: &Env, args: &[&str]) -> (Option<i32>, String, String) {
     let out = env.cmd(args).output().unwrap();
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// `run -d --id <id> --boot-args <args>`, which must succeed.
+fn detach(env: &Env, id: &str, boot_args: &str) {
+    let (code, _, err) = run(env, &["run", "-d", "--id", id, "--boot-args", boot_args]);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+/// `rm -f` of each of `ids`, which must succeed.
+fn remove_all<S: AsRef<str>>(env: &Env, ids: impl IntoIterator<Item = S>) {
+    for id in ids {
+        let (code, _, err) = run(env, &["rm", "-f", id.as_ref()]);
+        assert_eq!(code, Some(0), "{}: {err}", id.as_ref());
+    }
+}
+
+/// Waits (at most 10 s) until an agent answers at `socket`.
+fn wait_until_answers(socket: &std::path::Path) {
+    let client = AgentClient::new(socket);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runtime.block_on(client.info()).is_err() {
+        assert!(Instant::now() < deadline, "the agent answers within 10 s");
+        std::thread::yield_now();
+    }
 }
 
 #[test]
@@ -185,8 +204,7 @@ fn a_peer_of_another_user_is_refused() {
 fn vms_outlive_a_killed_agent_and_gc_spares_them_while_they_run() {
     let Some(mut env) = env() else { return };
     let mut agent = Agent::start(&mut env);
-    let (code, _, err) = run(&env, &["run", "-d", "--id", "keep1", "--boot-args", "console=ttyS0 probe.count=20"]);
-    assert_eq!(code, Some(0), "{err}");
+    detach(&env, "keep1", "console=ttyS0 probe.count=20");
     let (_, inspect, _) = run(&env, &["inspect", "keep1"]);
     let vm: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     let pid = vm["pid"].as_i64().unwrap() as i32;
@@ -233,8 +251,7 @@ fn a_restarted_agent_adopts_running_vms_and_reclaims_dead_ones() {
     let mut agent = Agent::start(&mut env);
     let ids: Vec<String> = (0..6).map(|i| format!("ad{i}")).collect();
     for id in &ids {
-        let (code, _, err) = run(&env, &["run", "-d", "--id", id, "--boot-args", "console=ttyS0 probe.count=20"]);
-        assert_eq!(code, Some(0), "{err}");
+        detach(&env, id, "console=ttyS0 probe.count=20");
     }
     let (_, inspect, _) = run(&env, &["inspect", "ad5"]);
     let doomed = serde_json::from_str::<serde_json::Value>(&inspect).unwrap()["pid"].as_i64().unwrap() as i32;
@@ -277,10 +294,7 @@ fn a_restarted_agent_adopts_running_vms_and_reclaims_dead_ones() {
         assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "{id}: no gaps or repeats: {seen:?}");
         assert_eq!(seen[0], 0, "{id}: from the start");
     }
-    for id in &ids[..5] {
-        let (code, _, err) = run(&env, &["rm", "-f", id]);
-        assert_eq!(code, Some(0), "{id}: {err}");
-    }
+    remove_all(&env, &ids[..5]);
     assert!(env.runtime_is_empty());
 }
 
@@ -289,8 +303,7 @@ fn attach_types_into_the_guest_and_detaching_leaves_it_running() {
     use std::io::Write;
     let Some(mut env) = env() else { return };
     let _agent = Agent::start(&mut env);
-    let (code, _, err) = run(&env, &["run", "-d", "--id", "echo1", "--boot-args", "console=ttyS0 probe.echo"]);
-    assert_eq!(code, Some(0), "{err}");
+    detach(&env, "echo1", "console=ttyS0 probe.echo");
     let mut attach = Running(
         env.cmd(&["attach", "echo1"])
             .stdin(Stdio::piped())
@@ -397,8 +410,7 @@ fn fifty_vms_created_through_the_api_at_once_all_run_and_all_go() {
 fn snapshots_go_through_the_agent_and_restore_into_detached_clones() {
     let Some(mut env) = env() else { return };
     let _agent = Agent::start(&mut env);
-    let (code, _, err) = run(&env, &["run", "-d", "--id", "snapsrc", "--boot-args", "console=ttyS0 probe.count=20"]);
-    assert_eq!(code, Some(0), "{err}");
+    detach(&env, "snapsrc", "console=ttyS0 probe.count=20");
     let deadline = Instant::now() + Duration::from_secs(10);
     while counts(&run(&env, &["logs", "snapsrc"]).1).len() < 3 {
         assert!(Instant::now() < deadline, "the source counts");
@@ -427,10 +439,7 @@ fn snapshots_go_through_the_agent_and_restore_into_detached_clones() {
             "{id} counts on from the snapshot: {seen:?}"
         );
     }
-    for id in ["snapsrc", "cl-0", "cl-1", "cl-2"] {
-        let (code, _, err) = run(&env, &["rm", "-f", id]);
-        assert_eq!(code, Some(0), "{id}: {err}");
-    }
+    remove_all(&env, ["snapsrc", "cl-0", "cl-1", "cl-2"]);
     assert!(env.runtime_is_empty());
 }
 
@@ -438,8 +447,7 @@ fn snapshots_go_through_the_agent_and_restore_into_detached_clones() {
 fn events_stream_state_changes_and_sigterm_leaves_vms_running() {
     let Some(mut env) = env() else { return };
     let mut agent = Agent::start(&mut env);
-    let (code, _, err) = run(&env, &["run", "-d", "--id", "ev0", "--boot-args", "console=ttyS0 probe.count=50"]);
-    assert_eq!(code, Some(0), "{err}");
+    detach(&env, "ev0", "console=ttyS0 probe.count=50");
     let (tx, events) = std::sync::mpsc::channel::<smartvm::agent::wire::VmEvent>();
     let socket = agent.socket.clone();
     std::thread::spawn(move || {
@@ -574,13 +582,9 @@ fn stop_vms_on_exit_stops_and_cleans_up_with_the_agent() {
             .spawn()
             .unwrap(),
     );
+    wait_until_answers(&socket);
     let client = AgentClient::new(&socket);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while runtime.block_on(client.info()).is_err() {
-        assert!(Instant::now() < deadline, "the agent answers");
-        std::thread::yield_now();
-    }
     let kernel = smartvm::probe::install_probe_kernel(&env.dir.path().join("k")).unwrap();
     let cfg = smartvm::VmConfig::new(&kernel)
         .with_id("bye")

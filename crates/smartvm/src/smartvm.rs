@@ -336,13 +336,18 @@ impl SmartVm {
     pub async fn adopt_detached(&self) -> Result<(Vec<String>, Vec<(PathBuf, SmartVmError)>)> {
         let (mut adopted, mut failed) = (Vec::new(), Vec::new());
         let Ok(entries) = std::fs::read_dir(&self.options.runtime_dir) else { return Ok((adopted, failed)) };
+        let mut binary = None;
         for dir in entries.flatten().map(|e| e.path()) {
             let hidden = dir.file_name().is_none_or(|n| n.to_string_lossy().starts_with('.'));
             let journal = match VmJournal::read(&dir) {
                 Ok(j) if !hidden && j.detached && j.process_alive() && self.vm(&j.vm_id).is_none() => j,
                 _ => continue,
             };
-            let options = self.runtime_options(self.find_binary()?);
+            let binary = match &binary {
+                Some(b) => b,
+                None => binary.insert(self.find_binary()?),
+            };
+            let options = self.runtime_options(binary.clone());
             match MicroVm::adopt(&dir, options).await {
                 Ok(vm) => {
                     adopted.push(journal.vm_id);

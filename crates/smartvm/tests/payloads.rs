@@ -37,6 +37,29 @@ impl Drop for Netns {
     }
 }
 
+/// Firecracker in `ns` with its API on `socket` (plus `extra` arguments), once it answers.
+async fn spawn_in(
+    ns: &Netns,
+    binary: &std::path::Path,
+    socket: &std::path::Path,
+    extra: &[&std::ffi::OsStr],
+) -> (tokio::process::Child, ApiClient) {
+    let child = tokio::process::Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .arg(binary)
+        .arg("--api-sock")
+        .arg(socket)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let api = ApiClient::new(socket);
+    api.wait_ready(Duration::from_secs(5)).await.unwrap();
+    (child, api)
+}
+
 #[tokio::test]
 async fn every_payload_kind_is_accepted_by_firecracker() {
     let Some(env) = env() else { return };
@@ -84,19 +107,7 @@ async fn every_payload_kind_is_accepted_by_firecracker() {
     std::fs::File::create(dir.join("fc.log")).unwrap();
     std::fs::File::create(dir.join("fc.metrics")).unwrap();
 
-    let socket = dir.join("payloads.sock");
-    let mut child = tokio::process::Command::new("ip")
-        .args(["netns", "exec", &ns.0])
-        .arg(&env.binary)
-        .arg("--api-sock")
-        .arg(&socket)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let api = ApiClient::new(&socket);
-    api.wait_ready(Duration::from_secs(5)).await.unwrap();
+    let (mut child, api) = spawn_in(&ns, &env.binary, &dir.join("payloads.sock"), &[]).await;
     let version: FirecrackerVersion = api.send(&GetVersion).await.unwrap().firecracker_version.parse().unwrap();
 
     let plan = boot_plan(&cfg, &ResolvedResources::default(), version).unwrap();
@@ -131,21 +142,8 @@ async fn every_payload_kind_is_accepted_by_firecracker() {
     let _ = std::fs::remove_file(dir.join("payload-v.sock"));
     let file = dir.join("vm-config.json");
     std::fs::write(&file, serde_json::to_vec(&BootConfigFile::from_plan(plan)).unwrap()).unwrap();
-    let socket = dir.join("payloads-file.sock");
-    let mut child = tokio::process::Command::new("ip")
-        .args(["netns", "exec", &ns.0])
-        .arg(&env.binary)
-        .arg("--api-sock")
-        .arg(&socket)
-        .arg("--config-file")
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let api = ApiClient::new(&socket);
-    api.wait_ready(Duration::from_secs(5)).await.unwrap();
+    let config_file = [std::ffi::OsStr::new("--config-file"), file.as_os_str()];
+    let (mut child, api) = spawn_in(&ns, &env.binary, &dir.join("payloads-file.sock"), &config_file).await;
     let via_file = api.send(&GetVmConfig).await.unwrap();
     assert_eq!(via_file, via_api, "the config file and the requests configure the same VM");
     let mut out = String::new();
