@@ -10,6 +10,7 @@ mod jailer;
 mod pidfd;
 pub(crate) mod spawner;
 mod stop;
+mod vfork;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -125,28 +126,6 @@ pub fn private_mounts_available() -> bool {
             Err(_) => false,
         }
     })
-}
-
-/// In the child between fork and exec: a private mount namespace with `source` bind-mounted
-/// on `target`. Only async-signal-safe calls.
-fn private_bind_mount(source: &std::ffi::CStr, target: &std::ffi::CStr) -> std::io::Result<()> {
-    // SAFETY: plain syscalls on NUL-terminated strings prepared before the fork.
-    let failed = unsafe {
-        libc::unshare(libc::CLONE_NEWNS) != 0
-            || libc::mount(
-                std::ptr::null(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ) != 0
-            || libc::mount(source.as_ptr(), target.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) != 0
-    };
-    if failed {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
 }
 
 fn bind_mount_paths(m: &BindMount) -> std::io::Result<(std::ffi::CString, std::ffi::CString)> {
@@ -274,51 +253,36 @@ pub struct FirecrackerProcess {
     detached: bool,
 }
 
-/// The `std` command for `command`: its stdio (pipes, or a detached process's files) and what
-/// runs between fork and exec (parent-death signal or a session of its own, umask, the drive
-/// mount namespace).
-fn std_command(command: &FirecrackerCommand, output: &OutputOptions) -> std::io::Result<std::process::Command> {
-    let mut cmd = std::process::Command::new(&command.binary);
-    cmd.args(command.args()).stdin(Stdio::null());
-    match &output.detached {
+/// The prepared spawn of `command`: its stdio (pipes, or a detached process's files) and what
+/// runs between clone and exec (parent-death signal or a session of its own, umask, the drive
+/// mount namespace); with this program's ends of the stdout and stderr pipes.
+fn prepare(command: &FirecrackerCommand, output: &OutputOptions) -> std::io::Result<(vfork::Prepared, Option<Pipes>)> {
+    let detached = output.detached.is_some();
+    let (stdio, pipes) = match &output.detached {
         Some(dir) => {
             let (console, log) = detached_files(dir);
-            cmd.stdout(output_file(&console)?).stderr(output_file(&log)?).stdin(input_fifo(dir)?);
+            ([input_fifo(dir)?.into(), output_file(&console)?.into(), output_file(&log)?.into()], None)
         }
         None => {
-            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            let (out, out_child) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            let (err, err_child) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            let null = std::fs::File::open("/dev/null")?;
+            ([null.into(), out_child, err_child], Some(Pipes { out, err }))
         }
-    }
-    let detached = output.detached.is_some();
-    let parent = std::process::id() as i32;
-    let umask = command.umask;
-    let mount = command.bind_mount.as_ref().map(bind_mount_paths).transpose()?;
-    // SAFETY: only async-signal-safe calls (prctl, getppid, kill, setsid, umask, unshare, mount)
-    // run between fork and exec; the C strings were prepared before the fork.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-            if detached {
-                // Its own session: a Ctrl-C meant for this program's terminal is not its.
-                libc::setsid();
-            } else {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The parent may have died before prctl took effect.
-                if libc::getppid() != parent {
-                    libc::kill(libc::getpid(), libc::SIGKILL);
-                }
-            }
-            if let Some(mask) = umask {
-                libc::umask(mask as libc::mode_t);
-            }
-            if let Some((source, target)) = &mount {
-                private_bind_mount(source, target)?;
-            }
-            Ok(())
-        });
-    }
-    Ok(cmd)
+    };
+    let setup = vfork::ChildSetup {
+        death_signal: (!detached).then(|| std::process::id() as libc::pid_t),
+        new_session: detached,
+        umask: command.umask.map(|m| m as libc::mode_t),
+        bind_mount: command.bind_mount.as_ref().map(bind_mount_paths).transpose()?,
+    };
+    Ok((vfork::Prepared::new(&command.binary, &command.args(), stdio, setup)?, pipes))
+}
+
+/// This program's (read) ends of a child's stdout and stderr.
+struct Pipes {
+    out: std::os::fd::OwnedFd,
+    err: std::os::fd::OwnedFd,
 }
 
 /// Follows a detached process's console and log files in `dir` into `console` and `stderr`
@@ -356,18 +320,24 @@ impl FirecrackerProcess {
             None => None,
         };
         let spawn_err = |source| ProcessError::Spawn { binary: command.binary.clone(), source };
-        let cmd = std_command(command, output).map_err(spawn_err)?;
+        let (prepared, pipes) = prepare(command, output).map_err(spawn_err)?;
+        let receiver = tokio::net::unix::pipe::Receiver::from_owned_fd;
+        let readers = pipes.map(|p| Ok::<_, std::io::Error>((receiver(p.out)?, receiver(p.err)?)));
+        let readers = readers.transpose().map_err(spawn_err)?;
         let detached = output.detached.is_some();
-        let mut child = spawner::spawn(cmd).await.map_err(spawn_err)?;
-        let pid = child.id() as i32;
-        let pidfd = std::sync::Arc::new(spawner::pidfd(pid).map_err(spawn_err)?);
+        let pid = spawner::spawn(prepared).await.map_err(spawn_err)?;
+        let pidfd = match spawner::pidfd(pid) {
+            Ok(fd) => std::sync::Arc::new(fd),
+            Err(e) => {
+                spawner::kill_and_reap(pid);
+                return Err(spawn_err(e));
+            }
+        };
         let lines = output.buffer_lines.unwrap_or(DEFAULT_CONSOLE_LINES);
         let (console, stderr) = output.consoles.clone().unwrap_or_else(|| (Console::new(lines), Console::new(lines)));
-        if let Some(out) = child.stdout.take() {
-            console.spawn_reader(tokio::process::ChildStdout::from_std(out).map_err(spawn_err)?, file);
-        }
-        if let Some(err) = child.stderr.take() {
-            stderr.spawn_reader(tokio::process::ChildStderr::from_std(err).map_err(spawn_err)?, None);
+        if let Some((out, err)) = readers {
+            console.spawn_reader(out, file);
+            stderr.spawn_reader(err, None);
         }
         let (tx, exit) = watch::channel(None);
         if let Some(dir) = &output.detached {
@@ -375,15 +345,10 @@ impl FirecrackerProcess {
         }
         let watched = pidfd.clone();
         tokio::spawn(async move {
-            use std::os::unix::process::ExitStatusExt;
             // The pidfd turns readable when the process has exited; only then is it reaped, so
             // its pid cannot be reused while anything here may still signal it.
             let _ = watched.readable().await;
-            let info = match child.wait() {
-                Ok(s) => ExitInfo { code: s.code(), signal: s.signal() },
-                Err(_) => ExitInfo { code: None, signal: None },
-            };
-            let _ = tx.send(Some(info));
+            let _ = tx.send(Some(spawner::reap(pid)));
         });
         Ok(Self { pid, pidfd, exit, console, stderr, detached })
     }

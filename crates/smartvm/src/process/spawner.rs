@@ -4,15 +4,17 @@
 //! tokio retires after 10 s idle, a short-lived `std::thread`) would kill VMs at random.
 
 use std::os::fd::OwnedFd;
-use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
+use super::vfork::{ChildStack, Prepared};
+use super::ExitInfo;
+
 enum Request {
-    Spawn(Command, oneshot::Sender<std::io::Result<Child>>),
+    Spawn(Prepared, oneshot::Sender<std::io::Result<libc::pid_t>>),
     /// Answered once every earlier request is done (see [`flush`]).
     Flush(mpsc::Sender<()>),
 }
@@ -35,14 +37,25 @@ fn spawners() -> std::io::Result<Vec<mpsc::Sender<Request>>> {
 fn start_spawner(index: usize) -> std::io::Result<mpsc::Sender<Request>> {
     let (tx, rx) = mpsc::channel::<Request>();
     std::thread::Builder::new().name(format!("smartvm-spawner-{index}")).spawn(move || {
+        let mut stack: Option<ChildStack> = None;
         for request in rx {
             match request {
-                Request::Spawn(mut cmd, reply) => {
+                Request::Spawn(prepared, reply) => {
+                    let reused = match stack.take() {
+                        Some(s) => Ok(s),
+                        None => ChildStack::new(),
+                    };
+                    let result = reused.and_then(|mut s| {
+                        let pid = super::vfork::spawn(&prepared, &mut s);
+                        stack = Some(s);
+                        pid
+                    });
+                    // Our copies of the child's stdio: its pipes end when the child's do.
+                    drop(prepared);
                     // If the caller was cancelled meanwhile, nobody will ever supervise this
                     // child: end it here rather than leak it.
-                    if let Err(Ok(mut orphan)) = reply.send(cmd.spawn()) {
-                        let _ = orphan.kill();
-                        let _ = orphan.wait();
+                    if let Err(Ok(orphan)) = reply.send(result) {
+                        kill_and_reap(orphan);
                     }
                 }
                 Request::Flush(done) => {
@@ -62,10 +75,12 @@ fn spawner() -> std::io::Result<mpsc::Sender<Request>> {
     Ok(all[i].clone())
 }
 
-/// Spawns `cmd` on a spawner thread.
-pub(crate) async fn spawn(cmd: Command) -> std::io::Result<Child> {
+/// Spawns `prepared` on a spawner thread; the child's pid.
+pub(crate) async fn spawn(prepared: Prepared) -> std::io::Result<libc::pid_t> {
     let (reply, answer) = oneshot::channel();
-    spawner()?.send(Request::Spawn(cmd, reply)).map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    spawner()?
+        .send(Request::Spawn(prepared, reply))
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
     answer.await.map_err(|_| std::io::Error::other("the spawner thread is gone"))?
 }
 
@@ -86,4 +101,24 @@ pub(crate) fn pidfd(pid: i32) -> std::io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: the OwnedFd keeps the descriptor open and unchanged for as long as the AsyncFd
     // that owns it lives.
     unsafe { AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE).map_err(|e| e.into()) }
+}
+
+/// Waits for our child `pid` and returns how it ended; at once when it has exited (its pidfd
+/// is readable).
+pub(crate) fn reap(pid: libc::pid_t) -> ExitInfo {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    loop {
+        return match waitpid(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => ExitInfo { code: Some(code), signal: None },
+            Ok(WaitStatus::Signaled(_, signal, _)) => ExitInfo { code: None, signal: Some(signal as i32) },
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => ExitInfo { code: None, signal: None },
+        };
+    }
+}
+
+/// Kills our child `pid` and reaps it.
+pub(crate) fn kill_and_reap(pid: libc::pid_t) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    reap(pid);
 }
