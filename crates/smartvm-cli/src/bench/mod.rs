@@ -23,7 +23,7 @@ use smartvm::{probe, FirecrackerVersion, SmartVm, SmartVmOptions, VmConfig};
 
 use crate::exit::{CliError, Exit};
 use report::{Report, Scenario};
-use stats::load_average;
+use stats::{load_average, resident_kib, CpuMeter};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -57,15 +57,17 @@ pub(crate) fn bench_error(what: &str, e: impl std::fmt::Display) -> CliError {
     CliError::new(Exit::Failure, format!("{what}: {e}"))
 }
 
-/// `samples` as a scenario measured between the load averages `load`.
+/// `samples` as a scenario measured between the load averages `load`, costing `cpu`.
 fn scenario(
     name: &str,
     title: String,
     raw: Option<&str>,
     samples: Vec<f64>,
     load: (Option<f64>, Option<f64>),
+    cpu: &CpuMeter,
 ) -> Scenario {
-    Scenario { name: name.into(), title, samples, raw: raw.map(Into::into), load }
+    let cpu_ms_per_vm = cpu.per_vm_ms();
+    Scenario { name: name.into(), title, samples, raw: raw.map(Into::into), load, cpu_ms_per_vm, rss_kib_per_vm: None }
 }
 
 /// One boot through smartvm: when the first probe line and the exit were seen.
@@ -90,6 +92,8 @@ struct Rig {
     kernel: PathBuf,
     smartvm: SmartVm,
     jailed: Option<SmartVm>,
+    /// Resident KiB before any VM.
+    rss_start: Option<u64>,
 }
 
 impl Rig {
@@ -102,31 +106,34 @@ impl Rig {
         let load = load_average();
         let (mut raw_first, mut raw_exit, mut sv_first, mut sv_exit, mut jailed) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut raw_cpu, mut sv_cpu, mut jailed_cpu) = (CpuMeter::default(), CpuMeter::default(), CpuMeter::default());
         for i in 0..runs {
             let start = Instant::now();
-            let (f, e) = raw::boot(&self.binary, &self.raw_config).await?;
+            let (f, e) = raw_cpu.measure(1, raw::boot(&self.binary, &self.raw_config)).await?;
             raw_first.push(ms(f - start));
             raw_exit.push(ms(e - start));
             let start = Instant::now();
-            let (f, e) = smartvm_boot(&self.smartvm, &self.cfg(format!("bench-{i}"), "")).await?;
+            let (f, e) = sv_cpu.measure(1, smartvm_boot(&self.smartvm, &self.cfg(format!("bench-{i}"), ""))).await?;
             sv_first.push(ms(f - start));
             sv_exit.push(ms(e - start));
             if let Some(j) = &self.jailed {
                 let start = Instant::now();
-                jailed.push(ms(smartvm_boot(j, &self.cfg(format!("jailed-{i}"), "")).await?.0 - start));
+                let boot = jailed_cpu.measure(1, smartvm_boot(j, &self.cfg(format!("jailed-{i}"), ""))).await?;
+                jailed.push(ms(boot.0 - start));
             }
         }
         let load = (load, load_average());
         let raw = "raw firecracker --no-api --config-file: spawn →";
         Ok(vec![
-            scenario("boot.first-line.raw", format!("{raw} first probe line"), None, raw_first, load),
-            scenario("boot.exit.raw", format!("{raw} exit"), None, raw_exit, load),
+            scenario("boot.first-line.raw", format!("{raw} first probe line"), None, raw_first, load, &raw_cpu),
+            scenario("boot.exit.raw", format!("{raw} exit"), None, raw_exit, load, &raw_cpu),
             scenario(
                 "boot.first-line.smartvm",
                 "smartvm create_vm+start → first probe line".into(),
                 Some("boot.first-line.raw"),
                 sv_first,
                 load,
+                &sv_cpu,
             ),
             scenario(
                 "boot.exit.smartvm",
@@ -134,6 +141,7 @@ impl Rig {
                 Some("boot.exit.raw"),
                 sv_exit,
                 load,
+                &sv_cpu,
             ),
             scenario(
                 "boot.first-line.jailed",
@@ -141,6 +149,7 @@ impl Rig {
                 Some("boot.first-line.raw"),
                 jailed,
                 load,
+                &jailed_cpu,
             ),
         ])
     }
@@ -149,27 +158,36 @@ impl Rig {
     async fn at_once(&self, n: u32, rounds: u32) -> Result<Vec<Scenario>, CliError> {
         let load = load_average();
         let (mut raw_all, mut sv_all) = (Vec::new(), Vec::new());
+        let (mut raw_cpu, mut sv_cpu) = (CpuMeter::default(), CpuMeter::default());
         for round in 0..rounds {
             let t0 = Instant::now();
-            let raws = join_all((0..n).map(|_| raw::boot(&self.binary, &self.raw_config))).await;
+            let raws = raw_cpu.measure(n, join_all((0..n).map(|_| raw::boot(&self.binary, &self.raw_config)))).await;
             let last = raws.into_iter().map(|r| r.map(|(first, _)| first)).collect::<Result<Vec<_>, _>>()?;
             raw_all.push(ms(last.into_iter().max().unwrap_or(t0) - t0));
             let configs: Vec<VmConfig> = (0..n).map(|i| self.cfg(format!("conc{n}-{round}-{i}"), "")).collect();
             let t0 = Instant::now();
-            let svs = join_all(configs.iter().map(|c| smartvm_boot(&self.smartvm, c))).await;
+            let svs = sv_cpu.measure(n, join_all(configs.iter().map(|c| smartvm_boot(&self.smartvm, c)))).await;
             let last = svs.into_iter().map(|r| r.map(|(first, _)| first)).collect::<Result<Vec<_>, _>>()?;
             sv_all.push(ms(last.into_iter().max().unwrap_or(t0) - t0));
         }
         let load = (load, load_average());
         let raw_name = format!("at-once.{n}.raw");
         Ok(vec![
-            scenario(&raw_name, format!("{n} raw firecrackers at once → all first lines"), None, raw_all, load),
+            scenario(
+                &raw_name,
+                format!("{n} raw firecrackers at once → all first lines"),
+                None,
+                raw_all,
+                load,
+                &raw_cpu,
+            ),
             scenario(
                 &format!("at-once.{n}.smartvm"),
                 format!("{n} smartvm VMs at once from one process → all first lines"),
                 Some(&raw_name),
                 sv_all,
                 load,
+                &sv_cpu,
             ),
         ])
     }
@@ -198,19 +216,18 @@ impl Rig {
     async fn restore(&self, runs: u32, cfg: &VmConfig, snap: &Snapshot) -> Result<Vec<Scenario>, CliError> {
         let load = load_average();
         let (mut raw_all, mut sv_all) = (Vec::new(), Vec::new());
+        let (mut raw_cpu, mut sv_cpu) = (CpuMeter::default(), CpuMeter::default());
         let params = self.raw_load(snap);
         for i in 0..runs {
             let socket = self.work.join(format!("raw-restore-{i}.sock"));
             let start = Instant::now();
-            let (seen, mut vm) = raw::restore(&self.binary, &socket, &params, self.version, true).await?;
+            let (seen, mut vm) =
+                raw_cpu.measure(1, raw::restore(&self.binary, &socket, &params, self.version, true)).await?;
             raw_all.push(ms(seen - start));
             let _ = vm.kill().await;
             let start = Instant::now();
-            let restored =
-                self.smartvm.restore_vm(&VmConfig { id: Some(format!("snap-{i}")), ..cfg.clone() }, snap, true).await?;
-            let console = restored.console();
-            let seen = console.wait_for_line(Duration::from_secs(5), |l| l.starts_with("smartvm-probe count n=")).await;
-            seen.ok_or_else(|| bench_error("snapshot restore", "restored guest printed nothing"))?;
+            let cfg = VmConfig { id: Some(format!("snap-{i}")), ..cfg.clone() };
+            let restored = sv_cpu.measure(1, self.restore_one(&cfg, snap)).await?;
             sv_all.push(ms(start.elapsed()));
             self.smartvm.remove_vm(restored.id()).await?;
         }
@@ -222,6 +239,7 @@ impl Rig {
                 None,
                 raw_all,
                 load,
+                &raw_cpu,
             ),
             scenario(
                 "restore.smartvm",
@@ -229,23 +247,37 @@ impl Rig {
                 Some("restore.raw"),
                 sv_all,
                 load,
+                &sv_cpu,
             ),
         ])
+    }
+
+    /// One `restore_vm` until the restored guest's first count line.
+    async fn restore_one(&self, cfg: &VmConfig, snap: &Snapshot) -> Result<std::sync::Arc<smartvm::MicroVm>, CliError> {
+        let restored = self.smartvm.restore_vm(cfg, snap, true).await?;
+        let console = restored.console();
+        let seen = console.wait_for_line(Duration::from_secs(5), |l| l.starts_with("smartvm-probe count n=")).await;
+        seen.ok_or_else(|| bench_error("snapshot restore", "restored guest printed nothing"))?;
+        Ok(restored)
     }
 
     /// `n` clones of one snapshot at once per round, raw loads then `clone_vms`.
     async fn clones(&self, n: u32, rounds: u32, cfg: &VmConfig, snap: &Snapshot) -> Result<Vec<Scenario>, CliError> {
         let load = load_average();
         let (mut raw_all, mut sv_all) = (Vec::new(), Vec::new());
+        let (mut raw_cpu, mut sv_cpu, mut rss_per_vm) = (CpuMeter::default(), CpuMeter::default(), None::<f64>);
         let params = self.raw_load(snap);
         for round in 0..rounds {
             let t0 = Instant::now();
-            let loads = join_all((0..n).map(|i| {
-                let socket = self.work.join(format!("raw-clone-{round}-{i}.sock"));
-                let params = &params;
-                async move { raw::restore(&self.binary, &socket, params, self.version, false).await }
-            }))
-            .await;
+            let loads = raw_cpu.measure(
+                n,
+                join_all((0..n).map(|i| {
+                    let socket = self.work.join(format!("raw-clone-{round}-{i}.sock"));
+                    let params = &params;
+                    async move { raw::restore(&self.binary, &socket, params, self.version, false).await }
+                })),
+            );
+            let loads = loads.await;
             let mut vms = loads.into_iter().collect::<Result<Vec<_>, _>>()?;
             raw_all.push(ms(vms.iter().map(|(seen, _)| *seen).max().unwrap_or(t0) - t0));
             for (_, vm) in &mut vms {
@@ -253,8 +285,13 @@ impl Rig {
             }
             let t0 = Instant::now();
             let base = VmConfig { id: Some(format!("clone{round}")), ..cfg.clone() };
-            let clones = self.smartvm.clone_vms(&base, snap, n as usize, true).await?;
+            let clones = sv_cpu.measure(n, self.smartvm.clone_vms(&base, snap, n as usize, true)).await?;
             sv_all.push(ms(t0.elapsed()));
+            // An upper bound: everything the program holds above its start, over the live clones.
+            let grown = resident_kib().zip(self.rss_start).map(|(now, start)| now.saturating_sub(start) as f64);
+            if let Some(g) = grown {
+                rss_per_vm = Some(rss_per_vm.unwrap_or(0.0).max(g / f64::from(n)));
+            }
             for c in &clones {
                 self.smartvm.remove_vm(c.id()).await?;
             }
@@ -268,14 +305,19 @@ impl Rig {
                 None,
                 raw_all,
                 load,
+                &raw_cpu,
             ),
-            scenario(
-                &format!("clones.{n}.smartvm"),
-                format!("smartvm clone_vms({n}) (resume) → all restored"),
-                Some(&raw_name),
-                sv_all,
-                load,
-            ),
+            Scenario {
+                rss_kib_per_vm: rss_per_vm,
+                ..scenario(
+                    &format!("clones.{n}.smartvm"),
+                    format!("smartvm clone_vms({n}) (resume) → all restored"),
+                    Some(&raw_name),
+                    sv_all,
+                    load,
+                    &sv_cpu,
+                )
+            },
         ])
     }
 }
@@ -294,7 +336,8 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
     let kernel = probe::install_probe_kernel(&work.path().join("kernels"))?;
     let raw_config = write_raw_config(work.path(), &kernel)?;
     let jailed = args.jailed.then(|| SmartVm::new(SmartVmOptions { jailed_by_default: true, ..options.clone() }));
-    let rig = Rig { work: work.path().to_path_buf(), binary, version, raw_config, kernel, smartvm, jailed };
+    let rss_start = resident_kib();
+    let rig = Rig { work: work.path().to_path_buf(), binary, version, raw_config, kernel, smartvm, jailed, rss_start };
 
     // Warm-up (page cache, first spawn), and the boot path the VMs take.
     raw::boot(&rig.binary, &rig.raw_config).await?;

@@ -1,7 +1,9 @@
 //! What `smartvm bench` prints: a table for people, or one JSON document (`--json`) whose
 //! schema is stable: `{firecrackerVersion, bootPath, runs, rounds, scenarios: [{name, title,
-//! n, mean, median, p95, min, max, ratioToRaw: {mean, median} | null, loadStart, loadEnd}]}`,
-//! times in milliseconds, load averages over one minute.
+//! n, mean, median, p95, min, max, ratioToRaw: {mean, median} | null, loadStart, loadEnd,
+//! ownCpuMsPerVm | null, rssKibPerLiveVm | null}]}`, times in milliseconds, load averages over
+//! one minute; `ownCpuMsPerVm` is the bench process's own CPU time (smartvm's, or the raw
+//! driver's) per VM, `rssKibPerLiveVm` its resident memory above the start per VM alive at once.
 
 use serde::Serialize;
 
@@ -20,6 +22,10 @@ pub struct Scenario {
     pub raw: Option<String>,
     /// Load average when the scenario began and ended.
     pub load: (Option<f64>, Option<f64>),
+    /// This program's CPU milliseconds per VM.
+    pub cpu_ms_per_vm: Option<f64>,
+    /// This program's resident KiB (above its start) per VM alive at once.
+    pub rss_kib_per_vm: Option<f64>,
 }
 
 /// Ratio of two summaries' means and medians.
@@ -39,6 +45,8 @@ struct ScenarioOut {
     ratio_to_raw: Option<Ratio>,
     load_start: Option<f64>,
     load_end: Option<f64>,
+    own_cpu_ms_per_vm: Option<f64>,
+    rss_kib_per_live_vm: Option<f64>,
 }
 
 /// The whole run.
@@ -79,6 +87,8 @@ impl Report {
                     ratio_to_raw,
                     load_start: s.load.0,
                     load_end: s.load.1,
+                    own_cpu_ms_per_vm: s.cpu_ms_per_vm,
+                    rss_kib_per_live_vm: s.rss_kib_per_vm,
                 })
             })
             .collect();
@@ -99,17 +109,20 @@ impl Report {
                 self.firecracker_version, self.boot_path, self.runs, self.rounds
             ),
             String::new(),
-            "| scenario | n | mean ms | median ms | p95 ms | min ms | max ms | /raw mean | /raw median | load start→end |"
+            "| scenario | n | mean ms | median ms | p95 ms | min ms | max ms | /raw mean | /raw median | load start→end \
+             | own CPU ms/VM | RSS KiB/live VM |"
                 .into(),
-            "|---|---|---|---|---|---|---|---|---|---|".into(),
+            "|---|---|---|---|---|---|---|---|---|---|---|---|".into(),
         ];
         for s in &self.out {
             let m = &s.summary;
             let (rm, rmed) = s
                 .ratio_to_raw
                 .map_or(("".into(), "".into()), |r| (format!("{:.3}", r.mean), format!("{:.3}", r.median)));
+            let cpu = s.own_cpu_ms_per_vm.map_or("".into(), |c| format!("{c:.3}"));
+            let rss = s.rss_kib_per_live_vm.map_or("".into(), |r| format!("{r:.0}"));
             out.push(format!(
-                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {rm} | {rmed} | {}→{} |",
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {rm} | {rmed} | {}→{} | {cpu} | {rss} |",
                 s.title,
                 m.n,
                 m.mean,
@@ -137,6 +150,8 @@ mod tests {
             samples,
             raw: raw.map(Into::into),
             load: (Some(1.0), Some(2.0)),
+            cpu_ms_per_vm: raw.map(|_| 0.25),
+            rss_kib_per_vm: None,
         };
         let r = Report::new(
             "v1".into(),
@@ -153,6 +168,10 @@ mod tests {
         assert_eq!(scenarios[1]["n"], 2);
         assert_eq!(scenarios[1]["loadStart"], 1.0);
         assert_eq!(doc["bootPath"], "ConfigFile");
+        assert_eq!(scenarios[1]["ownCpuMsPerVm"], 0.25);
+        assert_eq!(scenarios[0]["ownCpuMsPerVm"], serde_json::Value::Null);
+        assert_eq!(scenarios[1]["rssKibPerLiveVm"], serde_json::Value::Null);
         assert!(r.table().contains("| sv | 2 | 11.50 |"), "{}", r.table());
+        assert!(r.table().contains("| 1.00→2.00 | 0.250 |  |"), "{}", r.table());
     }
 }

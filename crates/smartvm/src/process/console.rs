@@ -1,12 +1,17 @@
 //! Capture of the guest serial console (Firecracker's stdout) and of Firecracker's stderr:
-//! a bounded line buffer, a live line stream, and optionally a file.
+//! a bounded line buffer that followers read with a cursor (line numbers), and optionally a
+//! file.
+//!
+//! Followers wait on one small `watch` per stream rather than a broadcast channel: a
+//! broadcast channel preallocates its whole queue (a thousand slots, ~56 KiB) per stream, and
+//! every VM has two streams; the buffer already holds the lines a follower has not read.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
 /// Lines kept in memory per stream unless configured otherwise.
 pub const DEFAULT_CONSOLE_LINES: usize = 2000;
@@ -16,14 +21,30 @@ struct Buffer {
     lines: VecDeque<String>,
     capacity: usize,
     closed: bool,
+    /// Lines pushed so far: the number the next line gets.
+    pushed: u64,
+}
+
+impl Buffer {
+    /// The number of the oldest kept line.
+    fn first(&self) -> u64 {
+        self.pushed - self.lines.len() as u64
+    }
+
+    /// The kept lines numbered `cursor` or later (a cursor behind the oldest kept line skips
+    /// to it).
+    fn since(&self, cursor: u64) -> impl Iterator<Item = &String> {
+        let skip = cursor.saturating_sub(self.first()).min(self.lines.len() as u64) as usize;
+        self.lines.iter().skip(skip)
+    }
 }
 
 /// One captured output stream. Cloning shares the same buffer.
 #[derive(Debug, Clone)]
 pub struct Console {
     buffer: Arc<Mutex<Buffer>>,
-    live: broadcast::Sender<String>,
-    ended: tokio::sync::watch::Sender<bool>,
+    /// Bumped on every line; holds whether the stream ended.
+    changes: watch::Sender<bool>,
 }
 
 /// Why [`Console::wait_for`] found no line.
@@ -39,12 +60,8 @@ pub enum WaitEnd {
 
 impl Console {
     pub(crate) fn new(capacity: usize) -> Self {
-        let (live, _) = broadcast::channel(1024);
-        Self {
-            buffer: Arc::new(Mutex::new(Buffer { lines: VecDeque::new(), capacity: capacity.max(1), closed: false })),
-            live,
-            ended: tokio::sync::watch::channel(false).0,
-        }
+        let buffer = Buffer { lines: VecDeque::new(), capacity: capacity.max(1), closed: false, pushed: 0 };
+        Self { buffer: Arc::new(Mutex::new(buffer)), changes: watch::channel(false).0 }
     }
 
     fn lock(&self) -> MutexGuard<'_, Buffer> {
@@ -52,7 +69,7 @@ impl Console {
         self.buffer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads `reader` line by line until EOF into the buffer, the live stream and `file`.
+    /// Reads `reader` line by line until EOF into the buffer (waking followers) and `file`.
     pub(crate) fn spawn_reader<R>(&self, reader: R, mut file: Option<tokio::fs::File>)
     where
         R: AsyncRead + Unpin + Send + 'static,
@@ -83,7 +100,7 @@ impl Console {
     }
 
     /// Follows the file at `path` (which a process appends to, e.g. a detached Firecracker's
-    /// stdout) from its start into the buffer and the live stream: read to its end, then wait
+    /// stdout) from its start into the buffer (waking followers): read to its end, then wait
     /// for inotify to report more, until `ended` says the writer is gone (then read what is
     /// left and end the stream). A last line without a newline is kept until it is complete.
     pub(crate) fn spawn_file_follower(&self, path: std::path::PathBuf, mut ended: tokio::sync::watch::Receiver<bool>) {
@@ -132,27 +149,30 @@ impl Console {
         }
     }
 
-    /// Marks the end of the stream and wakes waiters so they notice it (no line is sent).
+    /// Marks the end of the stream and wakes waiters so they notice it (no line is added).
     fn close(&self) {
         self.lock().closed = true;
-        self.ended.send_replace(true);
+        self.changes.send_replace(true);
     }
 
-    /// Completes once the stream has ended (at once if it has). Every line was sent on the
-    /// live stream before, so a follower drains its receiver (`try_recv`) and stops.
+    /// Completes once the stream has ended (at once if it has); every line is in the buffer by
+    /// then.
     pub async fn ended(&self) {
-        let mut rx = self.ended.subscribe();
-        let _ = rx.wait_for(|e| *e).await;
+        let mut rx = self.changes.subscribe();
+        let _ = rx.wait_for(|ended| *ended).await;
     }
 
     fn push(&self, line: String) {
-        let mut b = self.lock();
-        if b.lines.len() == b.capacity {
-            b.lines.pop_front();
+        {
+            let mut b = self.lock();
+            if b.lines.len() == b.capacity {
+                b.lines.pop_front();
+            }
+            b.lines.push_back(line);
+            b.pushed += 1;
         }
-        b.lines.push_back(line.clone());
-        // Sent under the lock so that `wait_for_line` never misses a line between scan and subscribe.
-        let _ = self.live.send(line);
+        // After the line is in: a follower that read the buffer before it is woken for it.
+        self.changes.send_modify(|_| {});
     }
 
     /// The buffered lines (the last `capacity` ones).
@@ -160,44 +180,42 @@ impl Console {
         self.lock().lines.iter().cloned().collect()
     }
 
-    /// A live stream of lines from now on; [`ended`](Self::ended) says when no more will come.
-    pub fn subscribe(&self) -> broadcast::Receiver<String> {
-        self.live.subscribe()
-    }
-
-    /// The buffered lines plus a live stream of everything after them, taken atomically so
-    /// that a follower neither misses nor repeats a line.
-    pub fn follow(&self) -> (Vec<String>, broadcast::Receiver<String>) {
-        let b = self.lock();
-        (b.lines.iter().cloned().collect(), self.live.subscribe())
-    }
-
     /// Every line in order until the stream ends: with `history` the lines kept so far first,
-    /// then each new one (lines that lag behind are skipped). The one way to follow a console to
-    /// its end (the CLI's stdout, the agent's `logs -f`).
+    /// then each new one (a follower that falls more than the buffer's capacity behind skips
+    /// to the oldest kept line). The one way to follow a console to its end (the CLI's stdout,
+    /// the agent's `logs -f`).
     pub fn stream(&self, history: bool) -> impl futures_util::Stream<Item = String> + Send + 'static {
-        let (kept, live) = self.follow();
-        let head = futures_util::stream::iter(if history { kept } else { Vec::new() });
-        let state = (live, self.clone(), false);
-        let tail = futures_util::stream::unfold(state, |(mut live, console, ended)| async move {
+        // Subscribed before the cursor is taken: a line pushed in between wakes the follower.
+        let changes = self.changes.subscribe();
+        let cursor = {
+            let b = self.lock();
+            if history {
+                b.first()
+            } else {
+                b.pushed
+            }
+        };
+        let state = (self.clone(), changes, cursor, VecDeque::new());
+        futures_util::stream::unfold(state, |(console, mut changes, mut cursor, mut pending)| async move {
             loop {
-                if ended {
-                    // Every line was sent before the end: drain what is queued, then stop.
-                    return live.try_recv().ok().map(|l| (l, (live, console, true)));
+                if let Some(line) = pending.pop_front() {
+                    return Some((line, (console, changes, cursor, pending)));
                 }
-                let received = tokio::select! {
-                    biased;
-                    r = live.recv() => r,
-                    () = console.ended() => return live.try_recv().ok().map(|l| (l, (live, console, true))),
+                let closed = {
+                    let b = console.lock();
+                    pending.extend(b.since(cursor).cloned());
+                    cursor = b.pushed;
+                    b.closed
                 };
-                match received {
-                    Ok(line) => return Some((line, (live, console, false))),
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return None,
+                if pending.is_empty() {
+                    if closed {
+                        return None;
+                    }
+                    // The sender lives in `console`: this only ends with a change.
+                    let _ = changes.changed().await;
                 }
             }
-        });
-        futures_util::StreamExt::chain(head, tail)
+        })
     }
 
     /// True once the stream reached EOF (the process closed it).
@@ -214,36 +232,21 @@ impl Console {
     /// Waits until a line (buffered or new) satisfies `pred`; says whether the time ran out or
     /// the stream ended without one.
     pub async fn wait_for(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Result<String, WaitEnd> {
-        let mut rx = {
-            let b = self.lock();
-            if let Some(l) = b.lines.iter().find(|l| pred(l)) {
-                return Ok(l.clone());
-            }
-            if b.closed {
-                return Err(WaitEnd::Ended);
-            }
-            self.live.subscribe()
-        };
-        // At the end every line is in the buffer, which then has the final say.
-        let in_buffer = || self.lock().lines.iter().find(|l| pred(l)).cloned();
+        let mut changes = self.changes.subscribe();
+        let mut cursor = 0;
         let wait = async {
             loop {
-                let received = tokio::select! {
-                    biased;
-                    r = rx.recv() => r,
-                    () = self.ended() => return in_buffer().ok_or(WaitEnd::Ended),
-                };
-                match received {
-                    Ok(l) if pred(&l) => return Ok(l),
-                    Ok(_) => {}
-                    // Lagged: fall back to the buffer, which holds the latest lines.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        if let Some(l) = in_buffer() {
-                            return Ok(l);
-                        }
+                {
+                    let b = self.lock();
+                    if let Some(line) = b.since(cursor).find(|l| pred(l)) {
+                        return Ok(line.clone());
                     }
-                    Err(broadcast::error::RecvError::Closed) => return in_buffer().ok_or(WaitEnd::Ended),
+                    if b.closed {
+                        return Err(WaitEnd::Ended);
+                    }
+                    cursor = b.pushed;
                 }
+                let _ = changes.changed().await;
             }
         };
         tokio::time::timeout(timeout, wait).await.unwrap_or(Err(WaitEnd::TimedOut))
@@ -301,15 +304,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_timeout_and_the_end_are_told_apart_and_the_end_is_no_line() {
+        use futures_util::StreamExt;
         let console = Console::new(10);
-        let (_, mut live) = console.follow();
+        let live = console.stream(false);
         console.push("a".into());
         assert_eq!(console.wait_for(Duration::from_millis(20), |l| l == "b").await, Err(WaitEnd::TimedOut));
         console.close();
         assert_eq!(console.wait_for(Duration::from_secs(5), |l| l == "b").await, Err(WaitEnd::Ended));
         console.ended().await;
-        assert_eq!(live.try_recv().as_deref(), Ok("a"));
-        assert!(live.try_recv().is_err(), "no empty line marks the end");
+        assert_eq!(live.collect::<Vec<_>>().await, ["a"], "no empty line marks the end");
     }
 
     #[tokio::test]
@@ -336,5 +339,46 @@ mod tests {
         console.push("match".into());
         console.close();
         assert_eq!(wait.await.as_deref(), Some("match"));
+    }
+
+    #[tokio::test]
+    async fn a_follower_that_falls_behind_skips_to_the_oldest_kept_line() {
+        use futures_util::StreamExt;
+        let console = Console::new(2);
+        let mut all = std::pin::pin!(console.stream(true));
+        console.push("0".into());
+        assert_eq!(all.next().await.as_deref(), Some("0"));
+        for n in 1..6 {
+            console.push(n.to_string());
+        }
+        console.close();
+        assert_eq!(all.collect::<Vec<_>>().await, ["4", "5"]);
+        // A waiter scans only what is kept, and tells the end from a timeout.
+        assert_eq!(console.wait_for(Duration::from_secs(5), |l| l == "5").await.as_deref(), Ok("5"));
+        assert_eq!(console.wait_for(Duration::from_secs(5), |l| l == "1").await, Err(WaitEnd::Ended));
+    }
+
+    #[tokio::test]
+    async fn many_followers_each_see_every_line_once() {
+        use futures_util::StreamExt;
+        let console = Console::new(1000);
+        let followers: Vec<_> = (0..8).map(|_| tokio::spawn(console.stream(false).collect::<Vec<_>>())).collect();
+        let writer = {
+            let console = console.clone();
+            tokio::spawn(async move {
+                for n in 0..500 {
+                    console.push(n.to_string());
+                    if n % 50 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                console.close();
+            })
+        };
+        writer.await.unwrap();
+        let expected: Vec<String> = (0..500).map(|n| n.to_string()).collect();
+        for f in followers {
+            assert_eq!(f.await.unwrap(), expected);
+        }
     }
 }
