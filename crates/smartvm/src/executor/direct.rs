@@ -7,7 +7,6 @@ use super::Executor;
 use crate::config::{LogLevel, VmConfig};
 use crate::error::{Result, SmartVmError};
 use crate::process::{instance_id, BindMount, FirecrackerCommand};
-use crate::vm::identity::canonical;
 use crate::vm::ledger::Ledger;
 use crate::vm::plan::ResolvedResources;
 use crate::vm::ProcessRecord;
@@ -81,7 +80,7 @@ impl Executor for Direct {
 
     fn process_record(&self) -> ProcessRecord {
         ProcessRecord::new(
-            vec![canonical(&self.binary)],
+            vec![self.binary.clone()],
             vec![self.socket_path().display().to_string(), self.id.clone()],
         )
     }

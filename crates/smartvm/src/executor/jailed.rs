@@ -13,7 +13,6 @@ use crate::config::{ConfigErrors, LogLevel, SnapshotLoadParams, VmConfig};
 use crate::error::{Result, SmartVmError};
 use crate::process::{instance_id, FirecrackerCommand, JailerConfig};
 use crate::snapshot::SnapshotOutput;
-use crate::vm::identity::canonical;
 use crate::vm::ledger::{Ledger, Resource};
 use crate::vm::plan::ResolvedResources;
 use crate::vm::{JailedImage, ProcessRecord};
@@ -244,7 +243,7 @@ impl Executor for Jailed {
     }
 
     fn process_record(&self) -> ProcessRecord {
-        let exe = vec![canonical(&self.firecracker), canonical(&self.jailer.binary)];
+        let exe = vec![self.firecracker.clone(), self.jailer.binary.clone()];
         let markers = vec![Path::new("/").join(JAILED_SOCKET).display().to_string(), self.id.clone()];
         let name = self.firecracker.file_name().map_or_else(|| "firecracker".into(), PathBuf::from);
         let jail = JailedImage::new(&self.root(), Path::new("/").join(name)).ok();

@@ -248,7 +248,7 @@ impl NetworkManager {
             bridge_created,
             nat_table,
             owner_pid: Some(pid),
-            owner_start_time: crate::vm::process_start_time(pid),
+            owner_start_time: crate::vm::identity::this_process_start_time(),
         };
         j.write(dir).map_err(|e| NetworkError::bridge("cannot journal the bridge", e))
     }

@@ -70,6 +70,13 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     }
 }
 
+/// This process's start time, read once: `/proc/self/stat` of a many-threaded program is
+/// costly to read (the kernel sums over every thread), and every VM records its owner.
+pub fn this_process_start_time() -> Option<u64> {
+    static START: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *START.get_or_init(|| process_start_time(std::process::id() as i32))
+}
+
 /// State letter and start time of `pid`, zombies included.
 fn stat_of(pid: i32) -> Option<(u8, u64)> {
     stat_fields(pid).map(|(state, _, start)| (state, start))
@@ -105,7 +112,8 @@ fn cmdline_of(pid: i32) -> Vec<Vec<u8>> {
 }
 
 impl ProcessRecord {
-    /// A record for a process about to run one of `exe` with `markers` on its command line.
+    /// A record for a process about to run one of `exe` with `markers` on its command line
+    /// (each resolved to the path `/proc/<pid>/exe` will show).
     pub fn new(exe: Vec<PathBuf>, markers: Vec<String>) -> Self {
         let exe = exe.into_iter().map(|p| std::fs::canonicalize(&p).unwrap_or(p)).collect();
         Self { pid: None, start_time: None, exe, markers, jail: None }
@@ -184,14 +192,17 @@ impl ProcessRecord {
     }
 }
 
-/// The executable path a process started from `binary` shows in `/proc/<pid>/exe`.
-pub(crate) fn canonical(binary: &Path) -> PathBuf {
-    std::fs::canonicalize(binary).unwrap_or_else(|_| binary.to_path_buf())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_process_start_time_is_read_once_and_right() {
+        let own = process_start_time(std::process::id() as i32);
+        assert!(own.is_some());
+        assert_eq!(this_process_start_time(), own);
+        assert_eq!(this_process_start_time(), own);
+    }
 
     #[test]
     fn a_foreign_process_with_the_right_start_time_is_not_killed() {

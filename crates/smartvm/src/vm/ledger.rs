@@ -172,7 +172,7 @@ impl VmJournal {
     pub fn owned_by_this_process(mut self) -> Self {
         let pid = std::process::id() as i32;
         self.owner_pid = Some(pid);
-        self.owner_start_time = process_start_time(pid);
+        self.owner_start_time = super::identity::this_process_start_time();
         self
     }
 
