@@ -79,10 +79,7 @@ impl Executor for Direct {
     }
 
     fn process_record(&self) -> ProcessRecord {
-        ProcessRecord::new(
-            vec![self.binary.clone()],
-            vec![self.socket_path().display().to_string(), self.id.clone()],
-        )
+        ProcessRecord::new(vec![self.binary.clone()], vec![self.socket_path().display().to_string(), self.id.clone()])
     }
 }
 

@@ -47,9 +47,9 @@ pub struct FirecrackerCommand {
     /// Anything else, appended verbatim.
     pub extra_args: Vec<OsString>,
     /// Run the process in a private mount namespace with `source` bind-mounted on `target`
-    /// (not an argument: applied between fork and exec; needs CAP_SYS_ADMIN).
+    /// (not an argument: applied between clone and exec; needs CAP_SYS_ADMIN).
     pub bind_mount: Option<BindMount>,
-    /// File-creation mask of the process (not an argument: applied between fork and exec), so
+    /// File-creation mask of the process (not an argument: applied between clone and exec), so
     /// the sockets, snapshot and memory files Firecracker creates are private.
     pub umask: Option<u32>,
 }

@@ -305,8 +305,8 @@ fn output_file(path: &Path) -> std::io::Result<std::fs::File> {
 
 impl FirecrackerProcess {
     /// Spawns `command`. The child dies with this process (PR_SET_PDEATHSIG = SIGKILL), however
-    /// short-lived the calling thread: the fork happens on smartvm's one long-lived spawner
-    /// thread, since the parent-death signal follows the thread that forked.
+    /// short-lived the calling thread: the clone happens on one of smartvm's long-lived spawner
+    /// threads, since the parent-death signal follows the thread that cloned.
     pub async fn spawn(command: &FirecrackerCommand, output: &OutputOptions) -> Result<Self, ProcessError> {
         let file = match &output.console_file {
             Some(path) => Some(

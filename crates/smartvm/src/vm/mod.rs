@@ -349,11 +349,13 @@ impl MicroVm {
             Some(s) => Operation::Restore { resume: s.resumes() },
         };
         let transition = self.begin(op)?;
+        // A restore always loads its snapshot through the API.
+        let path = if source.is_some() { BootPath::Api } else { self.boot_path() };
         let steps = match source {
             Some(_) => restore_steps(),
-            None => start_steps(self.boot_path()),
+            None => start_steps(path),
         };
-        tracing::debug!(vm = %self.id, path = ?self.boot_path(), restore = source.is_some(), executor = self.executor.kind(), "starting");
+        tracing::debug!(vm = %self.id, ?path, restore = source.is_some(), executor = self.executor.kind(), "starting");
         let mut cx = steps::StartContext::new(source);
         // Cancel-safe: if this future is dropped mid-start, the guard unwinds what was acquired.
         let mut guard = StartGuard { vm: self, inner, failed: Some(transition.on_failure) };

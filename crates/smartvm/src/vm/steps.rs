@@ -391,7 +391,7 @@ impl MicroVm {
         inner.process = Some(process);
         ledger(inner)?.process_spawned(pid).map_err(journal_err)?;
         let micros = |d: std::time::Duration| d.as_micros() as u64;
-        tracing::debug!(vm = %self.id, pid, journal_us = micros(journaled), fork_exec_us = micros(forked), "spawned");
+        tracing::debug!(vm = %self.id, pid, journal_us = micros(journaled), spawn_us = micros(forked), "spawned");
         Ok(())
     }
 
