@@ -6,6 +6,8 @@ use std::time::Duration;
 
 mod common;
 
+use smartvm::vm::ledger::VmJournal;
+
 use common::{env, firecracker_bin, in_netns, wait_for_exit, Env};
 
 #[test]
@@ -109,10 +111,7 @@ fn a_crashed_host_program_takes_its_vm_along_and_gc_reclaims_the_rest() {
     let (mut child, mut lines) = env.spawn_run(&["--boot-args", "console=ttyS0 probe.count=10", "--id", "cli-crash"]);
     assert!(lines.by_ref().map_while(Result::ok).any(|l| l.starts_with("smartvm-probe count")));
     let vm_dir = env.runtime().join("cli-crash");
-    let journal: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(vm_dir.join("smartvm-journal.json")).unwrap()).unwrap();
-    let process = journal["resources"].as_array().unwrap().iter().find(|r| r["kind"] == "process").unwrap();
-    let fc_pid = process["pid"].as_i64().unwrap() as i32;
+    let fc_pid = VmJournal::read(&vm_dir).unwrap().pid().unwrap();
     assert!(Path::new(&format!("/proc/{fc_pid}")).exists());
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     child.wait().unwrap();
@@ -338,10 +337,10 @@ fn ctrl_c_during_a_blocked_start_ends_within_a_second_and_leaves_nothing() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let journal = env.runtime().join("blocked/smartvm-journal.json");
+    let vm_dir = env.runtime().join("blocked");
     let socket = env.runtime().join("blocked/firecracker.sock").display().to_string();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"pid\":") && !j.contains("\"pid\":null")) {
+    while !VmJournal::read(&vm_dir).is_ok_and(|j| j.pid().is_some()) {
         assert!(std::time::Instant::now() < deadline, "start never reached spawn");
         std::thread::yield_now();
     }
@@ -381,10 +380,7 @@ fn a_firecracker_killed_under_run_is_reported_with_its_code() {
     let mut child = env.cmd(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     assert!(lines.by_ref().map_while(Result::ok).any(|l| l.starts_with("smartvm-probe count")));
-    let journal: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(env.runtime().join("killed/smartvm-journal.json")).unwrap()).unwrap();
-    let process = journal["resources"].as_array().unwrap().iter().find(|r| r["kind"] == "process").unwrap();
-    let fc_pid = process["pid"].as_i64().unwrap() as i32;
+    let fc_pid = VmJournal::read(&env.runtime().join("killed")).unwrap().pid().unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(fc_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     lines.for_each(drop);
     let mut stderr = String::new();

@@ -225,7 +225,6 @@ async fn a_cancelled_start_unwinds_everything() {
     let disk = env.disk("cancel.img", 8, "x");
     let cfg = env.probe_config("cancelled", "").with_drive(smartvm::config::DriveConfig::new("rw", &disk));
     let vm = smartvm::MicroVm::new(&cfg, opts).unwrap();
-    let journal = vm.runtime_dir().join(smartvm::vm::ledger::JOURNAL_FILE);
     let socket = vm.socket_path().display().to_string();
     {
         let start = vm.start();
@@ -237,8 +236,8 @@ async fn a_cancelled_start_unwinds_everything() {
                 r = &mut start => panic!("start ended: {r:?}"),
                 _ = tokio::time::sleep(Duration::from_millis(5)) => {}
             }
-            let spawned =
-                std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"pid\":") && !j.contains("\"pid\":null"));
+            let journal = smartvm::vm::ledger::VmJournal::read(vm.runtime_dir());
+            let spawned = journal.is_ok_and(|j| j.pid().is_some());
             if spawned && !processes_mentioning(&socket).is_empty() {
                 break;
             }

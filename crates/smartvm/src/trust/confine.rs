@@ -130,6 +130,11 @@ fn open_dir(at: Option<RawFd>, path: &Path) -> nix::Result<OwnedFd> {
 
 /// Removes `name` in `dir`: unlink for anything but a directory, else its contents first.
 fn remove_tree_at(dir: RawFd, name: &OsStr) -> nix::Result<()> {
+    // Anything but a directory (a symlink included, never followed) goes with one unlink.
+    match nix::unistd::unlinkat(Some(dir), name, UnlinkatFlags::NoRemoveDir) {
+        Err(nix::Error::EISDIR | nix::Error::EPERM) => {}
+        done => return done,
+    }
     let st = fstatat(Some(dir), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
         return nix::unistd::unlinkat(Some(dir), name, UnlinkatFlags::NoRemoveDir);

@@ -87,7 +87,12 @@ const PF_EXITING: u64 = 0x4;
 
 /// State letter, task flags and start time (fields 3, 9 and 22 of `/proc/<pid>/stat`).
 fn stat_fields(pid: i32) -> Option<(u8, u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // One read into a buffer: procfs reports no size, so `read_to_string` would probe with a
+    // series of small reads (each formatting the whole line again).
+    let mut buf = [0u8; 1024];
+    let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let n = std::io::Read::read(&mut file, &mut buf).ok()?;
+    let stat = std::str::from_utf8(&buf[..n]).ok()?;
     // The command name may contain spaces and parentheses: fields resume after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();

@@ -134,14 +134,38 @@ pub enum JournalError {
 }
 
 impl VmJournal {
-    /// Writes the journal durably into `vm_dir`: a `0600` temporary file, fsync, rename.
+    /// Writes the journal durably into `vm_dir` as its only version: a `0600` temporary file,
+    /// fsync, rename.
     pub fn write(&self, vm_dir: &Path) -> std::io::Result<()> {
         let tmp = vm_dir.join(format!("{JOURNAL_FILE}.tmp"));
-        let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
         let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(&bytes)?;
+        f.write_all(&self.line()?)?;
         f.sync_data()?;
         std::fs::rename(&tmp, vm_dir.join(JOURNAL_FILE))
+    }
+
+    /// Appends the journal durably to the one in `vm_dir` as its newest version (one line,
+    /// one `write`): on the start path this costs no new file and no rename. A line cut short
+    /// by a power loss is ignored by [`read`](Self::read), which then takes the version
+    /// before, written before the resource the cut line would have added was acquired.
+    pub fn append(&self, vm_dir: &Path) -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new().append(true).open(vm_dir.join(JOURNAL_FILE))?;
+        f.write_all(&self.line()?)?;
+        f.sync_data()
+    }
+
+    /// The journal as one line of JSON.
+    fn line(&self) -> std::io::Result<Vec<u8>> {
+        let mut bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+
+    /// The newest complete version in `bytes` (the last line that parses).
+    fn newest(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        let mut lines = bytes.split(|&b| b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)).rev();
+        let last = lines.next().unwrap_or_default();
+        serde_json::from_slice(last).or_else(|e| lines.next().map_or(Err(e), serde_json::from_slice))
     }
 
     /// Reads the journal of `vm_dir` after checking that neither it nor its dir could have
@@ -157,7 +181,7 @@ impl VmJournal {
         }
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_JOURNAL_BYTES), &mut bytes).map_err(read)?;
-        serde_json::from_slice(&bytes).map_err(|source| JournalError::Invalid { path, source })
+        Self::newest(&bytes).map_err(|source| JournalError::Invalid { path, source })
     }
 
     /// After an unwind with `failures`: keeps (and rewrites into `dir`) only the runtime dir and
@@ -369,7 +393,12 @@ fn release_socket(path: &Path, scope: &UnwindScope) -> Result<(), UnwindError> {
 pub struct Ledger {
     dir: PathBuf,
     journal: VmJournal,
+    /// Versions appended since the journal was last written whole.
+    appended: u32,
 }
+
+/// Appended versions after which the journal is written whole again, bounding its size.
+const APPENDS_PER_REWRITE: u32 = 32;
 
 impl Ledger {
     /// Creates `vm_dir` (`0700`) holding `journal` (to which the dir itself is added as the first
@@ -385,7 +414,7 @@ impl Ledger {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        Ok(Self { dir: vm_dir.to_path_buf(), journal })
+        Ok(Self { dir: vm_dir.to_path_buf(), journal, appended: 0 })
     }
 
     /// The ledger of an existing VM dir, taken over from its journal (a host agent adopting a
@@ -393,13 +422,25 @@ impl Ledger {
     pub(crate) fn adopt(vm_dir: &Path, journal: VmJournal) -> std::io::Result<Self> {
         let journal = journal.owned_by_this_process();
         journal.write(vm_dir)?;
-        Ok(Self { dir: vm_dir.to_path_buf(), journal })
+        Ok(Self { dir: vm_dir.to_path_buf(), journal, appended: 0 })
     }
 
     /// Journals `resource` durably; call before acquiring it.
     pub fn record(&mut self, resource: Resource) -> std::io::Result<()> {
         self.journal.resources.push(resource);
-        self.journal.write(&self.dir)
+        self.save()
+    }
+
+    /// The journal's newest version onto disk: appended, or rewritten whole now and then.
+    fn save(&mut self) -> std::io::Result<()> {
+        if self.appended >= APPENDS_PER_REWRITE {
+            self.journal.write(&self.dir)?;
+            self.appended = 0;
+        } else {
+            self.journal.append(&self.dir)?;
+            self.appended += 1;
+        }
+        Ok(())
     }
 
     /// Completes the process record with the spawned pid.
@@ -410,7 +451,7 @@ impl Ledger {
                 p.start_time = process_start_time(pid);
             }
         }
-        self.journal.write(&self.dir)
+        self.save()
     }
 
     /// The journal as written.
@@ -480,6 +521,34 @@ mod tests {
         assert!(ledger.unwind(&scope(root.path())).is_empty(), "unwinding twice is harmless");
         let leftovers: Vec<_> = std::fs::read_dir(root.path()).unwrap().collect();
         assert!(leftovers.is_empty(), "no temporary dir left");
+    }
+
+    #[test]
+    fn versions_are_appended_a_torn_last_line_is_ignored_and_the_file_stays_bounded() {
+        let root = tempfile::tempdir().unwrap();
+        let vm_dir = root.path().join("vm2");
+        let mut ledger = Ledger::create(&vm_dir, VmJournal { vm_id: "vm2".into(), ..Default::default() }).unwrap();
+        let journal = vm_dir.join(JOURNAL_FILE);
+        let sock = |n: u32| Resource::Socket { path: vm_dir.join(format!("s{n}.sock")) };
+        ledger.record(sock(0)).unwrap();
+        ledger.record(sock(1)).unwrap();
+        let text = std::fs::read_to_string(&journal).unwrap();
+        assert_eq!(text.lines().count(), 3, "one line per version: {text}");
+        assert_eq!(VmJournal::read(&vm_dir).unwrap().resources.len(), 3, "the newest version counts");
+        // A power loss in the middle of an append: the version before is what was acquired.
+        std::fs::OpenOptions::new().append(true).open(&journal).unwrap().write_all(b"{\"vmId\":\"vm2\",\"res").unwrap();
+        assert_eq!(VmJournal::read(&vm_dir).unwrap().resources.len(), 3);
+        std::fs::write(&journal, b"not json\n").unwrap();
+        assert!(matches!(VmJournal::read(&vm_dir), Err(JournalError::Invalid { .. })));
+        ledger.journal.write(&vm_dir).unwrap();
+        for n in 2..(2 * APPENDS_PER_REWRITE + 5) {
+            ledger.record(sock(n)).unwrap();
+        }
+        let lines = std::fs::read_to_string(&journal).unwrap().lines().count() as u32;
+        assert!(lines <= APPENDS_PER_REWRITE + 1, "rewritten whole now and then: {lines} lines");
+        let resources = VmJournal::read(&vm_dir).unwrap().resources.len() as u32;
+        assert_eq!(resources, 3 + (2 * APPENDS_PER_REWRITE + 3), "the dir, s0, s1, then s2 to the last");
+        assert_eq!(std::fs::metadata(&journal).unwrap().mode() & 0o777, 0o600);
     }
 
     #[test]
