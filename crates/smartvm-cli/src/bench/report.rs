@@ -1,7 +1,7 @@
 //! What `smartvm bench` prints: a table for people, or one JSON document (`--json`) whose
 //! schema is stable: `{firecrackerVersion, bootPath, runs, rounds, scenarios: [{name, title,
 //! n, mean, median, p95, min, max, ratioToRaw: {mean, median} | null, loadStart, loadEnd,
-//! ownCpuMsPerVm | null, rssKibPerLiveVm | null}]}`, times in milliseconds, load averages over
+//! ownCpuMsPerVm | null, rssKibPerLiveVm | null, samples: [ms, ...]}]}`, times in milliseconds, load averages over
 //! one minute; `ownCpuMsPerVm` is the bench process's own CPU time (smartvm's, or the raw
 //! driver's) per VM, `rssKibPerLiveVm` its resident memory above the start per VM alive at once.
 
@@ -47,6 +47,8 @@ struct ScenarioOut {
     load_end: Option<f64>,
     own_cpu_ms_per_vm: Option<f64>,
     rss_kib_per_live_vm: Option<f64>,
+    /// Every sample in the order taken, for analyses of one's own.
+    samples: Vec<f64>,
 }
 
 /// The whole run.
@@ -89,6 +91,7 @@ impl Report {
                     load_end: s.load.1,
                     own_cpu_ms_per_vm: s.cpu_ms_per_vm,
                     rss_kib_per_live_vm: s.rss_kib_per_vm,
+                    samples: s.samples.clone(),
                 })
             })
             .collect();
@@ -171,6 +174,7 @@ mod tests {
         assert_eq!(scenarios[1]["ownCpuMsPerVm"], 0.25);
         assert_eq!(scenarios[0]["ownCpuMsPerVm"], serde_json::Value::Null);
         assert_eq!(scenarios[1]["rssKibPerLiveVm"], serde_json::Value::Null);
+        assert_eq!(scenarios[1]["samples"], serde_json::json!([11.0, 12.0]));
         assert!(r.table().contains("| sv | 2 | 11.50 |"), "{}", r.table());
         assert!(r.table().contains("| 1.00→2.00 | 0.250 |  |"), "{}", r.table());
     }
