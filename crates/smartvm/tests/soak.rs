@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use common::env;
 
+/// The tests here measure this process's footprint: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn count(var: &str, default: usize) -> usize {
     std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -31,6 +34,7 @@ fn footprint() -> (usize, usize, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cycles_leave_the_process_flat_and_the_host_clean() {
     let Some(env) = env() else { return };
+    let _serial = SERIAL.lock().await;
     let cycles = count("SMARTVM_SOAK_CYCLES", 60);
     let rounds = count("SMARTVM_SOAK_ROUNDS", 6);
     let cfg = |id: String| env.probe_config(&id, "probe.count=1000");
@@ -76,4 +80,38 @@ async fn cycles_leave_the_process_flat_and_the_host_clean() {
         .filter(|n| !n.to_string_lossy().starts_with('.'))
         .collect();
     assert!(left.is_empty(), "runtime dirs left: {left:?}");
+}
+
+/// What the orchestrator holds per running VM (console buffers, tasks, process handle, ledger)
+/// stays within 256 KiB: this process's resident growth with 40 guests running and printing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_vm_costs_the_orchestrator_at_most_256_kib() {
+    let Some(env) = env() else { return };
+    let _serial = SERIAL.lock().await;
+    const VMS: usize = 40;
+    let boot = |id: String| {
+        let smartvm = &env.smartvm;
+        let cfg = env.probe_config(&id, "probe.count=20");
+        async move {
+            let vm = smartvm.create_vm(&cfg).unwrap();
+            vm.start().await.unwrap();
+            let counting = vm.console().wait_for_line(Duration::from_secs(10), |l| l.contains("count n=")).await;
+            assert!(counting.is_some(), "{id} never counted");
+            vm
+        }
+    };
+    // Warm up the runtime, the spawner threads and the allocator's arenas.
+    for vm in futures_util::future::join_all((0..10).map(|i| boot(format!("rss-warm-{i}")))).await {
+        env.smartvm.remove_vm(vm.id()).await.unwrap();
+    }
+    let before = footprint().2;
+    let vms = futures_util::future::join_all((0..VMS).map(|i| boot(format!("rss-{i}")))).await;
+    let after = footprint().2;
+    let per_vm = after.saturating_sub(before) / VMS as u64;
+    println!("resident: {before} KiB → {after} KiB with {VMS} VMs running: {per_vm} KiB each");
+    for vm in &vms {
+        assert_eq!(vm.state(), smartvm::VmState::Running, "{} still runs when measured", vm.id());
+        env.smartvm.remove_vm(vm.id()).await.unwrap();
+    }
+    assert!(per_vm <= 256, "{per_vm} KiB per running VM");
 }
