@@ -1,6 +1,6 @@
-//! The spawner threads: every Firecracker process is forked from one of a few threads that
-//! live as long as the program. `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not
-//! the process; forking from whatever thread called `start()` (a `spawn_blocking` worker that
+//! The spawner threads: every Firecracker process is cloned from one of a few threads that
+//! live as long as the program. `PR_SET_PDEATHSIG` fires when the *thread* that cloned the child exits, not
+//! the process; cloning from whatever thread called `start()` (a `spawn_blocking` worker that
 //! tokio retires after 10 s idle, a short-lived `std::thread`) would kill VMs at random.
 
 use std::os::fd::OwnedFd;
@@ -20,7 +20,7 @@ enum Request {
 }
 
 /// The spawner threads, started on first use: one per CPU (at least two), so that many VMs
-/// started at once are forked in parallel rather than queued behind one thread.
+/// started at once are cloned in parallel rather than queued behind one thread.
 fn spawners() -> std::io::Result<Vec<mpsc::Sender<Request>>> {
     static SPAWNERS: OnceLock<Mutex<Vec<mpsc::Sender<Request>>>> = OnceLock::new();
     let slot = SPAWNERS.get_or_init(|| Mutex::new(Vec::new()));
@@ -41,15 +41,7 @@ fn start_spawner(index: usize) -> std::io::Result<mpsc::Sender<Request>> {
         for request in rx {
             match request {
                 Request::Spawn(prepared, reply) => {
-                    let reused = match stack.take() {
-                        Some(s) => Ok(s),
-                        None => ChildStack::new(),
-                    };
-                    let result = reused.and_then(|mut s| {
-                        let pid = super::vfork::spawn(&prepared, &mut s);
-                        stack = Some(s);
-                        pid
-                    });
+                    let result = child_stack(&mut stack).and_then(|s| super::vfork::spawn(&prepared, s));
                     // Our copies of the child's stdio: its pipes end when the child's do.
                     drop(prepared);
                     // If the caller was cancelled meanwhile, nobody will ever supervise this
@@ -65,6 +57,14 @@ fn start_spawner(index: usize) -> std::io::Result<mpsc::Sender<Request>> {
         }
     })?;
     Ok(tx)
+}
+
+/// This spawner thread's stack for its children, made on first use.
+fn child_stack(slot: &mut Option<ChildStack>) -> std::io::Result<&mut ChildStack> {
+    match slot {
+        Some(stack) => Ok(stack),
+        None => Ok(slot.insert(ChildStack::new()?)),
+    }
 }
 
 /// The next spawner, round robin.

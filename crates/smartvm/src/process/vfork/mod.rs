@@ -307,7 +307,7 @@ unsafe fn default_signal_handlers(limit: c_int) {
 ///
 /// # Safety
 /// Two NUL-terminated strings; in a child about to exec.
-pub(super) unsafe fn private_bind_mount(source: *const c_char, target: *const c_char) -> bool {
+unsafe fn private_bind_mount(source: *const c_char, target: *const c_char) -> bool {
     let null = std::ptr::null();
     libc::unshare(libc::CLONE_NEWNS) == 0
         && libc::mount(null, c"/".as_ptr(), null, libc::MS_REC | libc::MS_PRIVATE, null.cast()) == 0
