@@ -23,9 +23,32 @@ struct Buffer {
     closed: bool,
     /// Lines pushed so far: the number the next line gets.
     pushed: u64,
+    /// Waiters for one marker line each (see [`Console::wait_for_marker`]).
+    awaited: Vec<AwaitedLine>,
+}
+
+/// A waiter woken only by the line it waits for, or by the end of the stream.
+#[derive(Debug)]
+struct AwaitedLine {
+    pred: fn(&str) -> bool,
+    tx: Option<tokio::sync::oneshot::Sender<String>>,
 }
 
 impl Buffer {
+    /// Hands `line` to the waiters it matches, and forgets waiters that gave up.
+    fn fire_awaited(&mut self, line: &str) {
+        self.awaited.retain_mut(|w| match &w.tx {
+            Some(tx) if !tx.is_closed() && !(w.pred)(line) => true,
+            Some(_) => {
+                if let Some(tx) = w.tx.take().filter(|_| (w.pred)(line)) {
+                    let _ = tx.send(line.to_string());
+                }
+                false
+            }
+            None => false,
+        });
+    }
+
     /// The number of the oldest kept line.
     fn first(&self) -> u64 {
         self.pushed - self.lines.len() as u64
@@ -60,7 +83,8 @@ pub enum WaitEnd {
 
 impl Console {
     pub(crate) fn new(capacity: usize) -> Self {
-        let buffer = Buffer { lines: VecDeque::new(), capacity: capacity.max(1), closed: false, pushed: 0 };
+        let buffer =
+            Buffer { lines: VecDeque::new(), capacity: capacity.max(1), closed: false, pushed: 0, awaited: Vec::new() };
         Self { buffer: Arc::new(Mutex::new(buffer)), changes: watch::channel(false).0 }
     }
 
@@ -151,7 +175,12 @@ impl Console {
 
     /// Marks the end of the stream and wakes waiters so they notice it (no line is added).
     fn close(&self) {
-        self.lock().closed = true;
+        {
+            let mut b = self.lock();
+            b.closed = true;
+            // Their senders dropped: marker waiters learn the stream ended.
+            b.awaited.clear();
+        }
         self.changes.send_replace(true);
     }
 
@@ -165,6 +194,9 @@ impl Console {
     fn push(&self, line: String) {
         {
             let mut b = self.lock();
+            if !b.awaited.is_empty() {
+                b.fire_awaited(&line);
+            }
             if b.lines.len() == b.capacity {
                 b.lines.pop_front();
             }
@@ -250,6 +282,29 @@ impl Console {
             }
         };
         tokio::time::timeout(timeout, wait).await.unwrap_or(Err(WaitEnd::TimedOut))
+    }
+
+    /// [`wait_for`](Self::wait_for) for a marker line (`pred` a plain function): the waiter is
+    /// woken only by that line or by the end of the stream, not by every line, which matters
+    /// when many VMs confirm their boot at once.
+    pub(crate) async fn wait_for_marker(&self, timeout: Duration, pred: fn(&str) -> bool) -> Result<String, WaitEnd> {
+        let answer = {
+            let mut b = self.lock();
+            if let Some(line) = b.lines.iter().find(|l| pred(l)) {
+                return Ok(line.clone());
+            }
+            if b.closed {
+                return Err(WaitEnd::Ended);
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            b.awaited.push(AwaitedLine { pred, tx: Some(tx) });
+            rx
+        };
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(line)) => Ok(line),
+            Ok(Err(_)) => Err(WaitEnd::Ended),
+            Err(_) => Err(WaitEnd::TimedOut),
+        }
     }
 
     /// The last `n` lines joined, for error messages.
@@ -380,5 +435,42 @@ mod tests {
         for f in followers {
             assert_eq!(f.await.unwrap(), expected);
         }
+    }
+
+    #[tokio::test]
+    async fn a_marker_waiter_sees_buffered_and_new_lines_the_end_and_the_time_limit() {
+        use std::future::Future;
+        fn marker(l: &str) -> bool {
+            l.starts_with("booted")
+        }
+        /// Counts how often the waiter is woken.
+        struct Wakes(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Wakes {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let wakes = Arc::new(Wakes(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(wakes.clone());
+        let woken = || wakes.0.load(std::sync::atomic::Ordering::SeqCst);
+        let console = Console::new(10);
+        let early = console.wait_for_marker(Duration::from_secs(5), marker);
+        tokio::pin!(early);
+        assert!(early.as_mut().poll(&mut std::task::Context::from_waker(&waker)).is_pending(), "registered");
+        for n in 0..5 {
+            console.push(format!("other {n}"));
+        }
+        assert_eq!(woken(), 0, "other lines wake nobody");
+        console.push("booted 1".into());
+        assert_eq!(woken(), 1, "the marker line wakes the waiter once");
+        assert_eq!(early.await.as_deref(), Ok("booted 1"));
+        assert_eq!(console.wait_for_marker(Duration::from_secs(5), marker).await.as_deref(), Ok("booted 1"));
+        let quiet = Console::new(10);
+        assert_eq!(quiet.wait_for_marker(Duration::from_millis(20), marker).await, Err(WaitEnd::TimedOut));
+        quiet.push("after a waiter gave up".into());
+        assert!(quiet.lock().awaited.is_empty(), "a waiter that gave up is forgotten");
+        let waiting = quiet.wait_for_marker(Duration::from_secs(5), marker);
+        quiet.close();
+        assert_eq!(waiting.await, Err(WaitEnd::Ended));
     }
 }

@@ -26,6 +26,11 @@ pub enum BootPath {
 /// What Firecracker logs (at level Info) once the VM it built from the file runs.
 pub const BOOTED_LINE: &str = "Successfully started microvm that was configured from one single json";
 
+/// Whether a line of Firecracker's log is [`BOOTED_LINE`]'s.
+pub(crate) fn is_booted_line(line: &str) -> bool {
+    line.contains(BOOTED_LINE)
+}
+
 /// The path for a VM: the config file whenever the Firecracker version is known before spawn
 /// (payload shapes depend on it), smartvm reads Firecracker's own log (the only place a
 /// config-file boot reports its outcome: not with a logger in the config, nor in a jail), and

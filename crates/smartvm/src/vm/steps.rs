@@ -449,10 +449,10 @@ impl MicroVm {
     ) -> Result<()> {
         if cx.config_file.is_some() {
             let stderr = process.stderr();
-            let outcome = |l: &str| l.contains(super::boot_file::BOOTED_LINE) || l.starts_with("Error: ");
+            let outcome = |l: &str| super::boot_file::is_booted_line(l) || l.starts_with("Error: ");
             // The process has ended: its stderr closes once drained (bounded for a stray holder of the pipe).
             let last = stderr.wait_for_line(self.options.socket_timeout, outcome).await;
-            if last.is_some_and(|l| l.contains(super::boot_file::BOOTED_LINE)) {
+            if last.is_some_and(|l| super::boot_file::is_booted_line(&l)) {
                 return Ok(());
             }
             if let Some(refused) = super::boot_file::rejection(&stderr.lines()) {
@@ -487,8 +487,8 @@ impl MicroVm {
     async fn confirm_boot(&self, inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
         let process = inner.process.as_ref().ok_or(SmartVmError::NoClient)?;
         let timeout = self.options.socket_timeout;
-        let started = process.stderr().wait_for_line(timeout, |l| l.contains(super::boot_file::BOOTED_LINE)).await;
-        if started.is_some() {
+        let started = process.stderr().wait_for_marker(timeout, super::boot_file::is_booted_line).await;
+        if started.is_ok() {
             cx.booted = true;
             return Ok(());
         }
