@@ -245,6 +245,8 @@ pub fn output_within_input(
 #[derive(Debug)]
 pub struct FirecrackerProcess {
     pid: i32,
+    /// Its start time in clock ticks (as `/proc/<pid>/stat` shows it), when known at spawn.
+    start_time: Option<u64>,
     /// Opened right after spawn; signals go through it, so they never reach a recycled pid.
     pidfd: std::sync::Arc<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
     exit: watch::Receiver<Option<ExitInfo>>,
@@ -325,7 +327,7 @@ impl FirecrackerProcess {
         let readers = pipes.map(|p| Ok::<_, std::io::Error>((receiver(p.out)?, receiver(p.err)?)));
         let readers = readers.transpose().map_err(spawn_err)?;
         let detached = output.detached.is_some();
-        let pid = spawner::spawn(prepared).await.map_err(spawn_err)?;
+        let vfork::Spawned { pid, start_time } = spawner::spawn(prepared).await.map_err(spawn_err)?;
         let pidfd = match spawner::pidfd(pid) {
             Ok(fd) => std::sync::Arc::new(fd),
             Err(e) => {
@@ -350,7 +352,7 @@ impl FirecrackerProcess {
             let _ = watched.readable().await;
             let _ = tx.send(Some(spawner::reap(pid)));
         });
-        Ok(Self { pid, pidfd, exit, console, stderr, detached })
+        Ok(Self { pid, start_time, pidfd, exit, console, stderr, detached })
     }
 
     /// Takes over the detached process `pid` whose files are in `dir` (see
@@ -369,12 +371,18 @@ impl FirecrackerProcess {
             let _ = watched.readable().await;
             let _ = tx.send(Some(ExitInfo { code: logged_exit_code(&log_path), signal: None }));
         });
-        Ok(Self { pid, pidfd, exit, console, stderr, detached: true })
+        Ok(Self { pid, start_time: None, pidfd, exit, console, stderr, detached: true })
     }
 
     /// The process id.
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// The start time `/proc/<pid>/stat` shows (clock ticks since boot), when it was known at
+    /// spawn without reading `/proc`.
+    pub fn start_time(&self) -> Option<u64> {
+        self.start_time
     }
 
     /// The guest serial console (Firecracker's stdout).

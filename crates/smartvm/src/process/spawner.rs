@@ -10,11 +10,11 @@ use std::sync::{Mutex, OnceLock};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
-use super::vfork::{ChildStack, Prepared};
+use super::vfork::{ChildStack, Prepared, Spawned};
 use super::ExitInfo;
 
 enum Request {
-    Spawn(Prepared, oneshot::Sender<std::io::Result<libc::pid_t>>),
+    Spawn(Prepared, oneshot::Sender<std::io::Result<Spawned>>),
     /// Answered once every earlier request is done (see [`flush`]).
     Flush(mpsc::Sender<()>),
 }
@@ -47,7 +47,7 @@ fn start_spawner(index: usize) -> std::io::Result<mpsc::Sender<Request>> {
                     // If the caller was cancelled meanwhile, nobody will ever supervise this
                     // child: end it here rather than leak it.
                     if let Err(Ok(orphan)) = reply.send(result) {
-                        kill_and_reap(orphan);
+                        kill_and_reap(orphan.pid);
                     }
                 }
                 Request::Flush(done) => {
@@ -75,8 +75,8 @@ fn spawner() -> std::io::Result<mpsc::Sender<Request>> {
     Ok(all[i].clone())
 }
 
-/// Spawns `prepared` on a spawner thread; the child's pid.
-pub(crate) async fn spawn(prepared: Prepared) -> std::io::Result<libc::pid_t> {
+/// Spawns `prepared` on a spawner thread.
+pub(crate) async fn spawn(prepared: Prepared) -> std::io::Result<Spawned> {
     let (reply, answer) = oneshot::channel();
     spawner()?
         .send(Request::Spawn(prepared, reply))

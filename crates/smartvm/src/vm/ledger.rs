@@ -443,12 +443,14 @@ impl Ledger {
         Ok(())
     }
 
-    /// Completes the process record with the spawned pid.
-    pub(crate) fn process_spawned(&mut self, pid: i32) -> std::io::Result<()> {
+    /// Completes the process record with the spawned pid and its start time (read from
+    /// `/proc` unless known).
+    pub(crate) fn process_spawned(&mut self, pid: i32, start_time: Option<u64>) -> std::io::Result<()> {
+        let start_time = start_time.or_else(|| process_start_time(pid));
         for r in &mut self.journal.resources {
             if let Resource::Process(p) = r {
                 p.pid = Some(pid);
-                p.start_time = process_start_time(pid);
+                p.start_time = start_time;
             }
         }
         self.save()

@@ -387,9 +387,9 @@ impl MicroVm {
             });
         }
         *self.exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(process.exit_watch());
-        let pid = process.pid();
+        let (pid, start_time) = (process.pid(), process.start_time());
         inner.process = Some(process);
-        ledger(inner)?.process_spawned(pid).map_err(journal_err)?;
+        ledger(inner)?.process_spawned(pid, start_time).map_err(journal_err)?;
         let micros = |d: std::time::Duration| d.as_micros() as u64;
         tracing::debug!(vm = %self.id, pid, journal_us = micros(journaled), spawn_us = micros(forked), "spawned");
         Ok(())

@@ -22,7 +22,7 @@ fn run(program: &str, args: &[&str], setup: ChildSetup) -> std::io::Result<(libc
     let (out, w) = pipe();
     let args: Vec<OsString> = args.iter().map(Into::into).collect();
     let prepared = Prepared::new(Path::new(program), &args, [null(), w, null()], setup)?;
-    let pid = spawn(&prepared, &mut ChildStack::new()?)?;
+    let pid = spawn(&prepared, &mut ChildStack::new()?)?.pid;
     drop(prepared); // our copy of the write end: the reader sees EOF when the child exits
     Ok((pid, out))
 }
@@ -109,9 +109,37 @@ fn one_stack_serves_many_spawns() {
         let (out, w) = pipe();
         let args = [OsString::from("-c"), OsString::from(format!("echo {i}"))];
         let prepared = Prepared::new(Path::new("/bin/sh"), &args, [null(), w, null()], ChildSetup::default()).unwrap();
-        let pid = spawn(&prepared, &mut stack).unwrap();
+        let pid = spawn(&prepared, &mut stack).unwrap().pid;
         drop(prepared);
         assert_eq!(output(out), format!("{i}\n"));
         reap(pid);
     }
+}
+
+#[test]
+fn the_start_time_known_at_spawn_is_the_one_proc_shows() {
+    let mut stack = ChildStack::new().unwrap();
+    let mut known = 0;
+    for _ in 0..20 {
+        let args = [OsString::from("5")];
+        let prepared = Prepared::new(Path::new("/bin/sleep"), &args, [null(), null(), null()], ChildSetup::default());
+        let spawned = spawn(&prepared.unwrap(), &mut stack).unwrap();
+        let shown = crate::vm::process_start_time(spawned.pid);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(spawned.pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+        reap(spawned.pid);
+        if let Some(t) = spawned.start_time {
+            assert_eq!(Some(t), shown, "pid {}", spawned.pid);
+            known += 1;
+        }
+    }
+    // Only a spawn that straddles a clock tick (10 ms) leaves it unknown.
+    assert!(known >= 15, "known for {known} of 20 spawns");
+}
+
+#[test]
+fn start_ticks_need_both_readings_in_one_tick() {
+    // SAFETY: sysconf has no preconditions.
+    let per_tick = 1_000_000_000 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    assert_eq!(start_ticks(5 * per_tick + 1, 5 * per_tick + 99), Some(5));
+    assert_eq!(start_ticks(6 * per_tick - 1, 6 * per_tick), None);
 }
