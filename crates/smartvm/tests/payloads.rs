@@ -123,13 +123,7 @@ async fn every_payload_kind_is_accepted_by_firecracker() {
     assert!(api.send(&PutAction::new(ActionType::InstanceStart)).await.is_err(), "second start is refused");
     let via_api = api.send(&GetVmConfig).await.unwrap();
 
-    let mut out = String::new();
-    let mut stdout = child.stdout.take().unwrap();
-    tokio::time::timeout(Duration::from_secs(10), stdout.read_to_string(&mut out))
-        .await
-        .expect("probe finishes")
-        .unwrap();
-    let _ = child.wait().await;
+    let out = probe_output(&mut child).await;
     let r = ProbeReport::parse(out.lines());
     assert!(r.done, "{out}");
     let kinds: Vec<&str> = r.devices.iter().map(|d| d.kind.as_str()).collect();
@@ -146,6 +140,14 @@ async fn every_payload_kind_is_accepted_by_firecracker() {
     let (mut child, api) = spawn_in(&ns, &env.binary, &dir.join("payloads-file.sock"), &config_file).await;
     let via_file = api.send(&GetVmConfig).await.unwrap();
     assert_eq!(via_file, via_api, "the config file and the requests configure the same VM");
+    let out = probe_output(&mut child).await;
+    let r = ProbeReport::parse(out.lines());
+    let file_kinds: Vec<&str> = r.devices.iter().map(|d| d.kind.as_str()).collect();
+    assert_eq!(file_kinds, kinds);
+}
+
+/// Everything the probe in `child` printed, once it has finished (bounded), and its exit.
+async fn probe_output(child: &mut tokio::process::Child) -> String {
     let mut out = String::new();
     let mut stdout = child.stdout.take().unwrap();
     tokio::time::timeout(Duration::from_secs(10), stdout.read_to_string(&mut out))
@@ -153,7 +155,5 @@ async fn every_payload_kind_is_accepted_by_firecracker() {
         .expect("probe finishes")
         .unwrap();
     let _ = child.wait().await;
-    let r = ProbeReport::parse(out.lines());
-    let file_kinds: Vec<&str> = r.devices.iter().map(|d| d.kind.as_str()).collect();
-    assert_eq!(file_kinds, kinds);
+    out
 }

@@ -37,15 +37,14 @@ struct AwaitedLine {
 impl Buffer {
     /// Hands `line` to the waiters it matches, and forgets waiters that gave up.
     fn fire_awaited(&mut self, line: &str) {
-        self.awaited.retain_mut(|w| match &w.tx {
-            Some(tx) if !tx.is_closed() && !(w.pred)(line) => true,
-            Some(_) => {
-                if let Some(tx) = w.tx.take().filter(|_| (w.pred)(line)) {
-                    let _ = tx.send(line.to_string());
-                }
-                false
+        self.awaited.retain_mut(|w| {
+            let Some(tx) = w.tx.take().filter(|tx| !tx.is_closed()) else { return false };
+            if (w.pred)(line) {
+                let _ = tx.send(line.to_string());
+                return false;
             }
-            None => false,
+            w.tx = Some(tx);
+            true
         });
     }
 

@@ -76,8 +76,8 @@ impl Prepared {
         }
         let pointers = |s: &[CString]| s.iter().map(|c| c.as_ptr()).chain([std::ptr::null()]).collect::<Vec<_>>();
         let (argv, envp) = (pointers(&strings[..argc]), pointers(&strings[argc..]));
-        let stdio = stdio.map(above_stdio).into_iter().collect::<std::io::Result<Vec<_>>>()?;
-        let stdio: [OwnedFd; 3] = stdio.try_into().map_err(|_| std::io::Error::other("three stdio fds"))?;
+        let [stdin, stdout, stderr] = stdio;
+        let stdio = [above_stdio(stdin)?, above_stdio(stdout)?, above_stdio(stderr)?];
         Ok(Self { program, _strings: strings, argv, envp, stdio, setup, signal_limit: libc::SIGRTMAX() })
     }
 }
