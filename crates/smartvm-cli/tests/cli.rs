@@ -424,6 +424,10 @@ fn bench_reports_every_scenario_as_json_and_refuses_zero_runs() {
     }
     let boot = scenarios.iter().find(|s| s["name"] == "boot.first-line.smartvm").unwrap();
     assert_eq!(boot["n"], 2);
+    // Firecracker's own CPU where the scenario waits for the exits, and only there.
+    let vmm = |name: &str| scenarios.iter().find(|s| s["name"] == name).unwrap()["vmmCpuMsPerVm"].as_f64();
+    assert!(vmm("boot.exit.smartvm").unwrap() > 0.0 && vmm("at-once.3.raw").unwrap() > 0.0);
+    assert_eq!(vmm("restore.smartvm"), None);
     assert!(env.runtime_is_empty());
 }
 

@@ -66,8 +66,16 @@ fn scenario(
     load: (Option<f64>, Option<f64>),
     cpu: &CpuMeter,
 ) -> Scenario {
-    let cpu_ms_per_vm = cpu.per_vm_ms();
-    Scenario { name: name.into(), title, samples, raw: raw.map(Into::into), load, cpu_ms_per_vm, rss_kib_per_vm: None }
+    Scenario {
+        name: name.into(),
+        title,
+        samples,
+        raw: raw.map(Into::into),
+        load,
+        cpu_ms_per_vm: cpu.per_vm_ms(),
+        vmm_cpu_ms_per_vm: cpu.vmm_per_vm_ms(),
+        rss_kib_per_vm: None,
+    }
 }
 
 /// One boot through smartvm: when the first probe line and the exit were seen.
@@ -106,7 +114,7 @@ impl Rig {
         let load = load_average();
         let (mut raw_first, mut raw_exit, mut sv_first, mut sv_exit, mut jailed) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut raw_cpu, mut sv_cpu, mut jailed_cpu) = (CpuMeter::default(), CpuMeter::default(), CpuMeter::default());
+        let (mut raw_cpu, mut sv_cpu, mut jailed_cpu) = (CpuMeter::reaping(), CpuMeter::reaping(), CpuMeter::reaping());
         for i in 0..runs {
             let start = Instant::now();
             let (f, e) = raw_cpu.measure(1, raw::boot(&self.binary, &self.raw_config)).await?;
@@ -158,7 +166,7 @@ impl Rig {
     async fn at_once(&self, n: u32, rounds: u32) -> Result<Vec<Scenario>, CliError> {
         let load = load_average();
         let (mut raw_all, mut sv_all) = (Vec::new(), Vec::new());
-        let (mut raw_cpu, mut sv_cpu) = (CpuMeter::default(), CpuMeter::default());
+        let (mut raw_cpu, mut sv_cpu) = (CpuMeter::reaping(), CpuMeter::reaping());
         for round in 0..rounds {
             let t0 = Instant::now();
             let raws = raw_cpu.measure(n, join_all((0..n).map(|_| raw::boot(&self.binary, &self.raw_config)))).await;

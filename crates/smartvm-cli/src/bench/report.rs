@@ -1,9 +1,11 @@
 //! What `smartvm bench` prints: a table for people, or one JSON document (`--json`) whose
 //! schema is stable: `{firecrackerVersion, bootPath, runs, rounds, scenarios: [{name, title,
 //! n, mean, median, p95, min, max, ratioToRaw: {mean, median} | null, loadStart, loadEnd,
-//! ownCpuMsPerVm | null, rssKibPerLiveVm | null, samples: [ms, ...]}]}`, times in milliseconds, load averages over
-//! one minute; `ownCpuMsPerVm` is the bench process's own CPU time (smartvm's, or the raw
-//! driver's) per VM, `rssKibPerLiveVm` its resident memory above the start per VM alive at once.
+//! ownCpuMsPerVm | null, vmmCpuMsPerVm | null, rssKibPerLiveVm | null, samples: [ms, ...]}]}`,
+//! times in milliseconds, load averages over one minute; `ownCpuMsPerVm` is the bench process's
+//! own CPU time (smartvm's, or the raw driver's) per VM, `vmmCpuMsPerVm` the Firecracker
+//! processes' (scenarios that wait for their exits), `rssKibPerLiveVm` the bench's resident
+//! memory above its start per VM alive at once.
 
 use serde::Serialize;
 
@@ -24,6 +26,8 @@ pub struct Scenario {
     pub load: (Option<f64>, Option<f64>),
     /// This program's CPU milliseconds per VM.
     pub cpu_ms_per_vm: Option<f64>,
+    /// The Firecracker processes' CPU milliseconds per VM (when they exit inside the scenario).
+    pub vmm_cpu_ms_per_vm: Option<f64>,
     /// This program's resident KiB (above its start) per VM alive at once.
     pub rss_kib_per_vm: Option<f64>,
 }
@@ -46,6 +50,7 @@ struct ScenarioOut {
     load_start: Option<f64>,
     load_end: Option<f64>,
     own_cpu_ms_per_vm: Option<f64>,
+    vmm_cpu_ms_per_vm: Option<f64>,
     rss_kib_per_live_vm: Option<f64>,
     /// Every sample in the order taken, for analyses of one's own.
     samples: Vec<f64>,
@@ -90,6 +95,7 @@ impl Report {
                     load_start: s.load.0,
                     load_end: s.load.1,
                     own_cpu_ms_per_vm: s.cpu_ms_per_vm,
+                    vmm_cpu_ms_per_vm: s.vmm_cpu_ms_per_vm,
                     rss_kib_per_live_vm: s.rss_kib_per_vm,
                     samples: s.samples.clone(),
                 })
@@ -113,9 +119,9 @@ impl Report {
             ),
             String::new(),
             "| scenario | n | mean ms | median ms | p95 ms | min ms | max ms | /raw mean | /raw median | load start→end \
-             | own CPU ms/VM | RSS KiB/live VM |"
+             | own CPU ms/VM | VMM CPU ms/VM | RSS KiB/live VM |"
                 .into(),
-            "|---|---|---|---|---|---|---|---|---|---|---|---|".into(),
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|".into(),
         ];
         for s in &self.out {
             let m = &s.summary;
@@ -123,9 +129,10 @@ impl Report {
                 .ratio_to_raw
                 .map_or(("".into(), "".into()), |r| (format!("{:.3}", r.mean), format!("{:.3}", r.median)));
             let cpu = s.own_cpu_ms_per_vm.map_or("".into(), |c| format!("{c:.3}"));
+            let vmm = s.vmm_cpu_ms_per_vm.map_or("".into(), |c| format!("{c:.3}"));
             let rss = s.rss_kib_per_live_vm.map_or("".into(), |r| format!("{r:.0}"));
             out.push(format!(
-                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {rm} | {rmed} | {}→{} | {cpu} | {rss} |",
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {rm} | {rmed} | {}→{} | {cpu} | {vmm} | {rss} |",
                 s.title,
                 m.n,
                 m.mean,
@@ -154,6 +161,7 @@ mod tests {
             raw: raw.map(Into::into),
             load: (Some(1.0), Some(2.0)),
             cpu_ms_per_vm: raw.map(|_| 0.25),
+            vmm_cpu_ms_per_vm: raw.map(|_| 4.5),
             rss_kib_per_vm: None,
         };
         let r = Report::new(
@@ -173,9 +181,10 @@ mod tests {
         assert_eq!(doc["bootPath"], "ConfigFile");
         assert_eq!(scenarios[1]["ownCpuMsPerVm"], 0.25);
         assert_eq!(scenarios[0]["ownCpuMsPerVm"], serde_json::Value::Null);
+        assert_eq!(scenarios[1]["vmmCpuMsPerVm"], 4.5);
         assert_eq!(scenarios[1]["rssKibPerLiveVm"], serde_json::Value::Null);
         assert_eq!(scenarios[1]["samples"], serde_json::json!([11.0, 12.0]));
         assert!(r.table().contains("| sv | 2 | 11.50 |"), "{}", r.table());
-        assert!(r.table().contains("| 1.00→2.00 | 0.250 |  |"), "{}", r.table());
+        assert!(r.table().contains("| 1.00→2.00 | 0.250 | 4.500 |  |"), "{}", r.table());
     }
 }

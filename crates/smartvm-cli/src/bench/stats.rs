@@ -30,35 +30,52 @@ pub fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
-/// CPU time (user + system, every thread) this process has used so far.
-fn own_cpu() -> std::time::Duration {
-    use nix::sys::resource::{getrusage, UsageWho};
-    let Ok(usage) = getrusage(UsageWho::RUSAGE_SELF) else { return std::time::Duration::ZERO };
+/// CPU time (user + system, every thread) used so far by `who`: this process, or its children
+/// that have been waited for.
+fn cpu_time(who: nix::sys::resource::UsageWho) -> std::time::Duration {
+    let Ok(usage) = nix::sys::resource::getrusage(who) else { return std::time::Duration::ZERO };
     let micros = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 * 1e6 + t.tv_usec() as f64;
     std::time::Duration::from_micros((micros(usage.user_time()) + micros(usage.system_time())) as u64)
 }
 
-/// This program's own CPU time spent on VMs, summed over the measured parts of a scenario:
-/// what the orchestrator itself costs per VM, beside the wall time.
+/// CPU time spent on VMs, summed over the measured parts of a scenario, beside the wall time:
+/// this program's own (what the orchestrator costs per VM) and its reaped children's (what
+/// the Firecracker processes cost, when the scenario waits for them to exit).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CpuMeter {
-    total: std::time::Duration,
+    own: std::time::Duration,
+    children: std::time::Duration,
     vms: u32,
+    /// Whether the measured work waits for its Firecracker processes to exit (only then is
+    /// their CPU time known inside the measurement).
+    reaps: bool,
 }
 
 impl CpuMeter {
+    /// A meter for work that waits for its VMs to exit.
+    pub fn reaping() -> Self {
+        Self { reaps: true, ..Self::default() }
+    }
+
     /// Runs `work` (which handles `vms` VMs) and adds the CPU it took.
     pub async fn measure<F: std::future::Future>(&mut self, vms: u32, work: F) -> F::Output {
-        let before = own_cpu();
+        use nix::sys::resource::UsageWho::{RUSAGE_CHILDREN, RUSAGE_SELF};
+        let (own, children) = (cpu_time(RUSAGE_SELF), cpu_time(RUSAGE_CHILDREN));
         let out = work.await;
-        self.total += own_cpu().saturating_sub(before);
+        self.own += cpu_time(RUSAGE_SELF).saturating_sub(own);
+        self.children += cpu_time(RUSAGE_CHILDREN).saturating_sub(children);
         self.vms += vms;
         out
     }
 
-    /// Milliseconds of CPU per VM.
+    /// Milliseconds of this program's CPU per VM.
     pub fn per_vm_ms(&self) -> Option<f64> {
-        (self.vms > 0).then(|| self.total.as_secs_f64() * 1e3 / f64::from(self.vms))
+        (self.vms > 0).then(|| self.own.as_secs_f64() * 1e3 / f64::from(self.vms))
+    }
+
+    /// Milliseconds of the reaped Firecracker processes' CPU per VM (for reaping meters).
+    pub fn vmm_per_vm_ms(&self) -> Option<f64> {
+        (self.reaps && self.vms > 0).then(|| self.children.as_secs_f64() * 1e3 / f64::from(self.vms))
     }
 }
 
@@ -94,6 +111,13 @@ mod tests {
         };
         meter.measure(4, spin).await;
         let per_vm = meter.per_vm_ms().unwrap();
+        assert_eq!(meter.vmm_per_vm_ms(), None, "a meter that does not wait for exits knows no VMM time");
+        // A child that counts for a while: its CPU shows up once it has been waited for.
+        let mut meter = CpuMeter::reaping();
+        let busy = ["-c", "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done"];
+        let ran = meter.measure(1, async { std::process::Command::new("sh").args(busy).status() }).await;
+        assert!(ran.unwrap().success());
+        assert!(meter.vmm_per_vm_ms().unwrap() > 5.0, "{:?}", meter.vmm_per_vm_ms());
         // 40 ms of spinning over 4 VMs: about 10 ms each (a busy host may deschedule us).
         assert!(per_vm > 2.0 && per_vm < 40.0, "{per_vm}");
         assert!(resident_kib().unwrap() > 0);
