@@ -82,6 +82,13 @@ impl Prepared {
     }
 }
 
+impl Prepared {
+    /// Whether the child gets a death signal tied to the thread that clones it.
+    pub(crate) fn dies_with_thread(&self) -> bool {
+        self.setup.death_signal.is_some()
+    }
+}
+
 fn c_string(s: &OsStr) -> std::io::Result<CString> {
     CString::new(s.as_bytes())
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL byte in an argument"))
