@@ -144,6 +144,15 @@ impl VmJournal {
         std::fs::rename(&tmp, vm_dir.join(JOURNAL_FILE))
     }
 
+    /// Writes the journal durably as the first version in `new_dir`, a private dir that is not
+    /// yet in place (no reader can see a partial file there).
+    fn write_first(&self, new_dir: &Path) -> std::io::Result<()> {
+        let path = new_dir.join(JOURNAL_FILE);
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        f.write_all(&self.line()?)?;
+        f.sync_data()
+    }
+
     /// Appends the journal durably to the one in `vm_dir` as its newest version (one line,
     /// one `write`): on the start path this costs no new file and no rename. A line cut short
     /// by a power loss is ignored by [`read`](Self::read), which then takes the version
@@ -409,7 +418,8 @@ impl Ledger {
         let tmp = parent.join(format!("{NEW_DIR_PREFIX}{}", uuid::Uuid::new_v4().simple()));
         std::fs::DirBuilder::new().mode(0o700).create(&tmp)?;
         journal.resources = vec![Resource::RuntimeDir { path: vm_dir.to_path_buf() }];
-        let placed = journal.write(&tmp).and_then(|()| rename_noreplace(&tmp, vm_dir));
+        // The dir is private and not yet in place: its journal needs no temporary of its own.
+        let placed = journal.write_first(&tmp).and_then(|()| rename_noreplace(&tmp, vm_dir));
         if let Err(e) = placed {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
