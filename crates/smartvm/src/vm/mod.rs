@@ -349,6 +349,7 @@ impl MicroVm {
             Some(s) => Operation::Restore { resume: s.resumes() },
         };
         let transition = self.begin(op)?;
+        let _starting = crate::process::spawner::StartInProgress::begin();
         // A restore always loads its snapshot through the API.
         let path = if source.is_some() { BootPath::Api } else { self.boot_path() };
         let steps = match source {
