@@ -398,11 +398,13 @@ fn bench_reports_every_scenario_as_json_and_refuses_zero_runs() {
         assert_eq!(out.status.code(), Some(2), "{bad:?} is a usage error");
         assert!(String::from_utf8_lossy(&out.stderr).contains(bad[0]), "{bad:?}");
     }
-    let args = ["bench", "--runs", "2", "--concurrency", "2,3", "--rounds", "1", "--clones", "2", "--json"];
+    let args =
+        ["bench", "--runs", "2", "--concurrency", "2,3", "--rounds", "1", "--clones", "2", "--shuffle", "--json"];
     let out = env.cmd(&args).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
     assert_eq!(doc["bootPath"], "ConfigFile", "the VMs boot from a config file");
+    assert_eq!(doc["order"], "shuffled");
     let scenarios = doc["scenarios"].as_array().unwrap();
     let names: Vec<&str> = scenarios.iter().map(|s| s["name"].as_str().unwrap()).collect();
     for name in [

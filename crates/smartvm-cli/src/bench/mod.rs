@@ -44,9 +44,20 @@ pub struct BenchArgs {
     /// interleaved with the direct path.
     #[arg(long)]
     jailed: bool,
+    /// Run each one-VM pair in a random order instead of raw first: with strict alternation
+    /// each side always follows the other, and on some hosts what ran just before a boot moves
+    /// its time.
+    #[arg(long)]
+    shuffle: bool,
     /// Print one JSON document (schema in the README) instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// A fair coin (from the standard library's randomly keyed hasher).
+fn coin() -> bool {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish() & 1 == 1
 }
 
 fn ms(d: Duration) -> f64 {
@@ -109,21 +120,27 @@ impl Rig {
         VmConfig::new(&self.kernel).with_id(id).with_machine(1, 16).with_boot_args(format!("console=ttyS0 {args}"))
     }
 
-    /// One VM at a time: raw, smartvm (and jailed) interleaved run by run.
-    async fn single(&self, runs: u32) -> Result<Vec<Scenario>, CliError> {
+    /// One VM at a time: raw, smartvm (and jailed) interleaved run by run; raw first, or in a
+    /// random order per run with `shuffle`.
+    async fn single(&self, runs: u32, shuffle: bool) -> Result<Vec<Scenario>, CliError> {
         let load = load_average();
         let (mut raw_first, mut raw_exit, mut sv_first, mut sv_exit, mut jailed) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut raw_cpu, mut sv_cpu, mut jailed_cpu) = (CpuMeter::reaping(), CpuMeter::reaping(), CpuMeter::reaping());
         for i in 0..runs {
-            let start = Instant::now();
-            let (f, e) = raw_cpu.measure(1, raw::boot(&self.binary, &self.raw_config)).await?;
-            raw_first.push(ms(f - start));
-            raw_exit.push(ms(e - start));
-            let start = Instant::now();
-            let (f, e) = sv_cpu.measure(1, smartvm_boot(&self.smartvm, &self.cfg(format!("bench-{i}"), ""))).await?;
-            sv_first.push(ms(f - start));
-            sv_exit.push(ms(e - start));
+            let smartvm_first = shuffle && coin();
+            for smartvm in [smartvm_first, !smartvm_first] {
+                let start = Instant::now();
+                let (f, e) = if smartvm {
+                    sv_cpu.measure(1, smartvm_boot(&self.smartvm, &self.cfg(format!("bench-{i}"), ""))).await?
+                } else {
+                    raw_cpu.measure(1, raw::boot(&self.binary, &self.raw_config)).await?
+                };
+                let (first, exit) =
+                    if smartvm { (&mut sv_first, &mut sv_exit) } else { (&mut raw_first, &mut raw_exit) };
+                first.push(ms(f - start));
+                exit.push(ms(e - start));
+            }
             if let Some(j) = &self.jailed {
                 let start = Instant::now();
                 let boot = jailed_cpu.measure(1, smartvm_boot(j, &self.cfg(format!("jailed-{i}"), ""))).await?;
@@ -354,7 +371,7 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
     rig.smartvm.remove_vm("warmup").await?;
     smartvm_boot(&rig.smartvm, &rig.cfg("warmup".into(), "")).await?;
 
-    let mut scenarios = rig.single(args.runs).await?;
+    let mut scenarios = rig.single(args.runs, args.shuffle).await?;
     for &n in &args.concurrency {
         scenarios.extend(rig.at_once(n, args.rounds).await?);
     }
@@ -363,7 +380,8 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
     if args.clones > 0 {
         scenarios.extend(rig.clones(args.clones, args.rounds, &cfg, &snap).await?);
     }
-    let report = Report::new(version.to_string(), boot_path, args.runs, args.rounds, scenarios);
+    let mut report = Report::new(version.to_string(), boot_path, args.runs, args.rounds, scenarios);
+    report.order = if args.shuffle { "shuffled" } else { "alternating" };
     println!("{}", if args.json { report.json() } else { report.table() });
     rig.smartvm.cleanup().await?;
     if let Some(j) = &rig.jailed {

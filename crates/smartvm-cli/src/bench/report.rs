@@ -1,5 +1,5 @@
 //! What `smartvm bench` prints: a table for people, or one JSON document (`--json`) whose
-//! schema is stable: `{firecrackerVersion, bootPath, runs, rounds, scenarios: [{name, title,
+//! schema is stable: `{firecrackerVersion, bootPath, runs, rounds, order, scenarios: [{name, title,
 //! n, mean, median, p95, min, max, ratioToRaw: {mean, median} | null, loadStart, loadEnd,
 //! ownCpuMsPerVm | null, vmmCpuMsPerVm | null, rssKibPerLiveVm | null, samples: [ms, ...]}]}`,
 //! times in milliseconds, load averages over one minute; `ownCpuMsPerVm` is the bench process's
@@ -64,6 +64,8 @@ pub struct Report {
     pub boot_path: String,
     pub runs: u32,
     pub rounds: u32,
+    /// The order of each one-VM pair: `alternating` (raw first) or `shuffled`.
+    pub order: &'static str,
     #[serde(rename = "scenarios")]
     out: Vec<ScenarioOut>,
 }
@@ -101,7 +103,7 @@ impl Report {
                 })
             })
             .collect();
-        Self { firecracker_version, boot_path, runs, rounds, out }
+        Self { firecracker_version, boot_path, runs, rounds, order: "alternating", out }
     }
 
     /// The JSON document.
@@ -114,8 +116,8 @@ impl Report {
         let load = |l: Option<f64>| l.map_or("-".into(), |l| format!("{l:.2}"));
         let mut out = vec![
             format!(
-                "smartvm bench: Firecracker {}, boot path {}, {} runs, {} rounds at once",
-                self.firecracker_version, self.boot_path, self.runs, self.rounds
+                "smartvm bench: Firecracker {}, boot path {}, {} runs ({}), {} rounds at once",
+                self.firecracker_version, self.boot_path, self.runs, self.order, self.rounds
             ),
             String::new(),
             "| scenario | n | mean ms | median ms | p95 ms | min ms | max ms | /raw mean | /raw median | load start→end \
@@ -179,6 +181,7 @@ mod tests {
         assert_eq!(scenarios[1]["n"], 2);
         assert_eq!(scenarios[1]["loadStart"], 1.0);
         assert_eq!(doc["bootPath"], "ConfigFile");
+        assert_eq!(doc["order"], "alternating");
         assert_eq!(scenarios[1]["ownCpuMsPerVm"], 0.25);
         assert_eq!(scenarios[0]["ownCpuMsPerVm"], serde_json::Value::Null);
         assert_eq!(scenarios[1]["vmmCpuMsPerVm"], 4.5);
