@@ -80,9 +80,7 @@ impl Prepared {
         let stdio = [above_stdio(stdin)?, above_stdio(stdout)?, above_stdio(stderr)?];
         Ok(Self { program, _strings: strings, argv, envp, stdio, setup, signal_limit: libc::SIGRTMAX() })
     }
-}
 
-impl Prepared {
     /// Whether the child gets a death signal tied to the thread that clones it.
     pub(crate) fn dies_with_thread(&self) -> bool {
         self.setup.death_signal.is_some()
