@@ -53,9 +53,7 @@ fn start_spawner(index: usize) -> std::io::Result<mpsc::Sender<Request>> {
         for request in rx {
             match request {
                 Request::Spawn(prepared, reply) => {
-                    let result = child_stack(&mut stack).and_then(|s| super::vfork::spawn(&prepared, s));
-                    // Our copies of the child's stdio: its pipes end when the child's do.
-                    drop(prepared);
+                    let result = clone_with(&mut stack, prepared);
                     // If the caller was cancelled meanwhile, nobody will ever supervise this
                     // child: end it here rather than leak it.
                     if let Err(Ok(orphan)) = reply.send(result) {
@@ -71,12 +69,14 @@ fn start_spawner(index: usize) -> std::io::Result<mpsc::Sender<Request>> {
     Ok(tx)
 }
 
-/// This spawner thread's stack for its children, made on first use.
-fn child_stack(slot: &mut Option<ChildStack>) -> std::io::Result<&mut ChildStack> {
-    match slot {
-        Some(stack) => Ok(stack),
-        None => Ok(slot.insert(ChildStack::new()?)),
-    }
+/// Clones `prepared` on this thread with its stack for children in `slot` (made on first use),
+/// then closes our copies of the child's stdio: its pipes end when the child's do.
+fn clone_with(slot: &mut Option<ChildStack>, prepared: Prepared) -> std::io::Result<Spawned> {
+    let stack = match slot {
+        Some(stack) => stack,
+        None => slot.insert(ChildStack::new()?),
+    };
+    super::vfork::spawn(&prepared, stack)
 }
 
 /// The next spawner, round robin.
@@ -136,13 +136,7 @@ fn spawn_here(prepared: Prepared) -> std::io::Result<Spawned> {
     thread_local! {
         static STACK: std::cell::RefCell<Option<ChildStack>> = const { std::cell::RefCell::new(None) };
     }
-    let spawned = STACK.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        child_stack(&mut slot).and_then(|stack| super::vfork::spawn(&prepared, stack))
-    });
-    // Our copies of the child's stdio: its pipes end when the child's do.
-    drop(prepared);
-    spawned
+    STACK.with(|slot| clone_with(&mut slot.borrow_mut(), prepared))
 }
 
 /// Spawns `prepared`: on this thread when that is safe (see the module docs), else on a

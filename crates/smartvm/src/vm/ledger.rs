@@ -138,17 +138,19 @@ impl VmJournal {
     /// fsync, rename.
     pub fn write(&self, vm_dir: &Path) -> std::io::Result<()> {
         let tmp = vm_dir.join(format!("{JOURNAL_FILE}.tmp"));
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(&self.line()?)?;
-        f.sync_data()?;
+        self.write_synced(std::fs::OpenOptions::new().write(true).create(true).truncate(true), &tmp)?;
         std::fs::rename(&tmp, vm_dir.join(JOURNAL_FILE))
     }
 
     /// Writes the journal durably as the first version in `new_dir`, a private dir that is not
     /// yet in place (no reader can see a partial file there).
     fn write_first(&self, new_dir: &Path) -> std::io::Result<()> {
-        let path = new_dir.join(JOURNAL_FILE);
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        self.write_synced(std::fs::OpenOptions::new().write(true).create_new(true), &new_dir.join(JOURNAL_FILE))
+    }
+
+    /// The journal as the whole content of a `0600` file opened at `path` with `how`, synced.
+    fn write_synced(&self, how: &mut std::fs::OpenOptions, path: &Path) -> std::io::Result<()> {
+        let mut f = how.mode(0o600).open(path)?;
         f.write_all(&self.line()?)?;
         f.sync_data()
     }
