@@ -399,7 +399,8 @@ fn bench_reports_every_scenario_as_json_and_refuses_zero_runs() {
         assert!(String::from_utf8_lossy(&out.stderr).contains(bad[0]), "{bad:?}");
     }
     let args =
-        ["bench", "--runs", "2", "--concurrency", "2,3", "--rounds", "1", "--clones", "2", "--shuffle", "--json"];
+        ["bench", "--runs", "2", "--concurrency", "2,3", "--rounds", "1", "--clones", "2", "--shuffle", "--api-floor"];
+    let args = [&args[..], &["--json"]].concat();
     let out = env.cmd(&args).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
@@ -413,14 +414,20 @@ fn bench_reports_every_scenario_as_json_and_refuses_zero_runs() {
         "boot.exit.smartvm",
         "at-once.2.smartvm",
         "at-once.3.raw",
+        "boot.exit.raw-api",
+        "at-once.3.raw-api",
         "restore.smartvm",
         "clones.2.smartvm",
     ] {
         assert!(names.contains(&name), "{name} in {names:?}");
     }
     for s in scenarios {
-        let smartvm = s["name"].as_str().unwrap().ends_with(".smartvm");
-        assert_eq!(s["ratioToRaw"].is_object(), smartvm, "{s}");
+        let name = s["name"].as_str().unwrap();
+        let (smartvm, api_floor) = (name.ends_with(".smartvm"), name.ends_with(".raw-api"));
+        assert_eq!(s["ratioToRaw"].is_object(), smartvm || api_floor, "{s}");
+        // Compared with the API floor: the boots that have one (not restores and clones).
+        let has_floor = smartvm && (name.starts_with("boot.") || name.starts_with("at-once."));
+        assert_eq!(s["ratioToApiFloor"].is_object(), has_floor, "{s}");
         assert!(s["median"].as_f64().unwrap() > 0.0 && s["min"].as_f64() <= s["max"].as_f64(), "{s}");
         assert!(s.get("loadStart").is_some() && s.get("p95").is_some(), "{s}");
     }

@@ -22,6 +22,7 @@ use smartvm::snapshot::Snapshot;
 use smartvm::{probe, FirecrackerVersion, SmartVm, SmartVmOptions, VmConfig};
 
 use crate::exit::{CliError, Exit};
+use raw::Flavor;
 use report::{Report, Scenario};
 use stats::{load_average, resident_kib, CpuMeter};
 
@@ -49,15 +50,47 @@ pub struct BenchArgs {
     /// its time.
     #[arg(long)]
     shuffle: bool,
+    /// Also measure raw Firecracker run the way smartvm runs it (`--api-sock --config-file`,
+    /// Info log): the floor for a VM whose API stays up after boot. Interleaved with the others;
+    /// smartvm's ratio to it is shown beside its ratio to `--no-api`.
+    #[arg(long)]
+    api_floor: bool,
     /// Print one JSON document (schema in the README) instead of a table.
     #[arg(long)]
     json: bool,
 }
 
-/// A fair coin (from the standard library's randomly keyed hasher).
-fn coin() -> bool {
+/// A random number below `n` (from the standard library's randomly keyed hasher).
+fn random_below(n: usize) -> usize {
     use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new().build_hasher().finish() & 1 == 1
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    (random % n.max(1) as u64) as usize
+}
+
+/// `items` in a random order (Fisher–Yates).
+fn shuffled<T: Copy>(items: &[T]) -> Vec<T> {
+    let mut out = items.to_vec();
+    for i in (1..out.len()).rev() {
+        out.swap(i, random_below(i + 1));
+    }
+    out
+}
+
+/// What boots a VM in the one-VM and at-once scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// `firecracker --no-api --config-file`.
+    Raw,
+    /// `create_vm` + `start`.
+    Smartvm,
+    /// `firecracker --api-sock --config-file`, Info log (`--api-floor`).
+    RawApi,
+}
+
+impl Side {
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -86,6 +119,7 @@ fn scenario(
         cpu_ms_per_vm: cpu.per_vm_ms(),
         vmm_cpu_ms_per_vm: cpu.vmm_per_vm_ms(),
         rss_kib_per_vm: None,
+        floor: None,
     }
 }
 
@@ -111,6 +145,8 @@ struct Rig {
     kernel: PathBuf,
     smartvm: SmartVm,
     jailed: Option<SmartVm>,
+    /// What boots in the one-VM and at-once scenarios, in their default order.
+    sides: Vec<Side>,
     /// Resident KiB before any VM.
     rss_start: Option<u64>,
 }
@@ -120,26 +156,30 @@ impl Rig {
         VmConfig::new(&self.kernel).with_id(id).with_machine(1, 16).with_boot_args(format!("console=ttyS0 {args}"))
     }
 
-    /// One VM at a time: raw, smartvm (and jailed) interleaved run by run; raw first, or in a
-    /// random order per run with `shuffle`.
+    /// One VM at a time: raw, smartvm (and the API floor, and jailed) interleaved run by run;
+    /// in that order, or in a random order per run with `shuffle`.
     async fn single(&self, runs: u32, shuffle: bool) -> Result<Vec<Scenario>, CliError> {
         let load = load_average();
-        let (mut raw_first, mut raw_exit, mut sv_first, mut sv_exit, mut jailed) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut raw_cpu, mut sv_cpu, mut jailed_cpu) = (CpuMeter::reaping(), CpuMeter::reaping(), CpuMeter::reaping());
+        let (mut first, mut exit) = (<[Vec<f64>; 3]>::default(), <[Vec<f64>; 3]>::default());
+        let mut cpu: [CpuMeter; 3] = std::array::from_fn(|_| CpuMeter::reaping());
+        let (mut jailed, mut jailed_cpu) = (Vec::new(), CpuMeter::reaping());
+        let socket = self.work.join("raw-api.sock");
         for i in 0..runs {
-            let smartvm_first = shuffle && coin();
-            for smartvm in [smartvm_first, !smartvm_first] {
+            let order = if shuffle { shuffled(&self.sides) } else { self.sides.clone() };
+            for side in order {
                 let start = Instant::now();
-                let (f, e) = if smartvm {
-                    sv_cpu.measure(1, smartvm_boot(&self.smartvm, &self.cfg(format!("bench-{i}"), ""))).await?
-                } else {
-                    raw_cpu.measure(1, raw::boot(&self.binary, &self.raw_config)).await?
+                let boot = async {
+                    match side {
+                        Side::Smartvm => smartvm_boot(&self.smartvm, &self.cfg(format!("bench-{i}"), "")).await,
+                        Side::Raw => raw::boot(&self.binary, &self.raw_config, Flavor::NoApi).await,
+                        Side::RawApi => {
+                            raw::boot(&self.binary, &self.raw_config, Flavor::Api { socket: &socket }).await
+                        }
+                    }
                 };
-                let (first, exit) =
-                    if smartvm { (&mut sv_first, &mut sv_exit) } else { (&mut raw_first, &mut raw_exit) };
-                first.push(ms(f - start));
-                exit.push(ms(e - start));
+                let (f, e) = cpu[side.index()].measure(1, boot).await?;
+                first[side.index()].push(ms(f - start));
+                exit[side.index()].push(ms(e - start));
             }
             if let Some(j) = &self.jailed {
                 let start = Instant::now();
@@ -148,26 +188,40 @@ impl Rig {
             }
         }
         let load = (load, load_average());
+        let [raw_first, sv_first, api_first] = first;
+        let [raw_exit, sv_exit, api_exit] = exit;
+        let [raw_cpu, sv_cpu, api_cpu] = &cpu;
         let raw = "raw firecracker --no-api --config-file: spawn →";
+        let api = "raw firecracker --api-sock --config-file (Info log): spawn →";
+        let floor = |s: Scenario, name: &str| Scenario { floor: Some(name.into()), ..s };
+        let sv = "smartvm create_vm+start →";
         Ok(vec![
-            scenario("boot.first-line.raw", format!("{raw} first probe line"), None, raw_first, load, &raw_cpu),
-            scenario("boot.exit.raw", format!("{raw} exit"), None, raw_exit, load, &raw_cpu),
+            scenario("boot.first-line.raw", format!("{raw} first probe line"), None, raw_first, load, raw_cpu),
+            scenario("boot.exit.raw", format!("{raw} exit"), None, raw_exit, load, raw_cpu),
+            floor(
+                scenario(
+                    "boot.first-line.smartvm",
+                    format!("{sv} first probe line"),
+                    Some("boot.first-line.raw"),
+                    sv_first,
+                    load,
+                    sv_cpu,
+                ),
+                "boot.first-line.raw-api",
+            ),
+            floor(
+                scenario("boot.exit.smartvm", format!("{sv} exit"), Some("boot.exit.raw"), sv_exit, load, sv_cpu),
+                "boot.exit.raw-api",
+            ),
             scenario(
-                "boot.first-line.smartvm",
-                "smartvm create_vm+start → first probe line".into(),
+                "boot.first-line.raw-api",
+                format!("{api} first probe line"),
                 Some("boot.first-line.raw"),
-                sv_first,
+                api_first,
                 load,
-                &sv_cpu,
+                api_cpu,
             ),
-            scenario(
-                "boot.exit.smartvm",
-                "smartvm create_vm+start → exit".into(),
-                Some("boot.exit.raw"),
-                sv_exit,
-                load,
-                &sv_cpu,
-            ),
+            scenario("boot.exit.raw-api", format!("{api} exit"), Some("boot.exit.raw"), api_exit, load, api_cpu),
             scenario(
                 "boot.first-line.jailed",
                 "smartvm jailed create_vm+start → first probe line".into(),
@@ -179,41 +233,47 @@ impl Rig {
         ])
     }
 
-    /// `n` VMs at once per round, raw then smartvm: until every first line was seen.
+    /// `n` VMs at once per round, raw then smartvm (then the API floor): until every first line
+    /// was seen.
     async fn at_once(&self, n: u32, rounds: u32) -> Result<Vec<Scenario>, CliError> {
         let load = load_average();
-        let (mut raw_all, mut sv_all) = (Vec::new(), Vec::new());
-        let (mut raw_cpu, mut sv_cpu) = (CpuMeter::reaping(), CpuMeter::reaping());
+        let mut all = <[Vec<f64>; 3]>::default();
+        let mut cpu: [CpuMeter; 3] = std::array::from_fn(|_| CpuMeter::reaping());
+        let sockets: Vec<PathBuf> = (0..n).map(|i| self.work.join(format!("raw-api-{i}.sock"))).collect();
         for round in 0..rounds {
-            let t0 = Instant::now();
-            let raws = raw_cpu.measure(n, join_all((0..n).map(|_| raw::boot(&self.binary, &self.raw_config)))).await;
-            let last = raws.into_iter().map(|r| r.map(|(first, _)| first)).collect::<Result<Vec<_>, _>>()?;
-            raw_all.push(ms(last.into_iter().max().unwrap_or(t0) - t0));
-            let configs: Vec<VmConfig> = (0..n).map(|i| self.cfg(format!("conc{n}-{round}-{i}"), "")).collect();
-            let t0 = Instant::now();
-            let svs = sv_cpu.measure(n, join_all(configs.iter().map(|c| smartvm_boot(&self.smartvm, c)))).await;
-            let last = svs.into_iter().map(|r| r.map(|(first, _)| first)).collect::<Result<Vec<_>, _>>()?;
-            sv_all.push(ms(last.into_iter().max().unwrap_or(t0) - t0));
+            for &side in &self.sides {
+                let configs: Vec<VmConfig> = (0..n).map(|i| self.cfg(format!("conc{n}-{round}-{i}"), "")).collect();
+                let t0 = Instant::now();
+                let boots = join_all(configs.iter().zip(&sockets).map(|(cfg, socket)| async move {
+                    match side {
+                        Side::Smartvm => smartvm_boot(&self.smartvm, cfg).await,
+                        Side::Raw => raw::boot(&self.binary, &self.raw_config, Flavor::NoApi).await,
+                        Side::RawApi => raw::boot(&self.binary, &self.raw_config, Flavor::Api { socket }).await,
+                    }
+                }));
+                let boots = cpu[side.index()].measure(n, boots).await;
+                let last = boots.into_iter().map(|r| r.map(|(first, _)| first)).collect::<Result<Vec<_>, _>>()?;
+                all[side.index()].push(ms(last.into_iter().max().unwrap_or(t0) - t0));
+            }
         }
         let load = (load, load_average());
-        let raw_name = format!("at-once.{n}.raw");
+        let [raw_all, sv_all, api_all] = all;
+        let (raw_name, api_name) = (format!("at-once.{n}.raw"), format!("at-once.{n}.raw-api"));
+        let title = |what: &str| format!("{n} {what} at once → all first lines");
         Ok(vec![
-            scenario(
-                &raw_name,
-                format!("{n} raw firecrackers at once → all first lines"),
-                None,
-                raw_all,
-                load,
-                &raw_cpu,
-            ),
-            scenario(
-                &format!("at-once.{n}.smartvm"),
-                format!("{n} smartvm VMs at once from one process → all first lines"),
-                Some(&raw_name),
-                sv_all,
-                load,
-                &sv_cpu,
-            ),
+            scenario(&raw_name, title("raw firecrackers"), None, raw_all, load, &cpu[0]),
+            Scenario {
+                floor: Some(api_name.clone()),
+                ..scenario(
+                    &format!("at-once.{n}.smartvm"),
+                    title("smartvm VMs from one process"),
+                    Some(&raw_name),
+                    sv_all,
+                    load,
+                    &cpu[1],
+                )
+            },
+            scenario(&api_name, title("raw firecrackers --api-sock"), Some(&raw_name), api_all, load, &cpu[2]),
         ])
     }
 
@@ -362,10 +422,13 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
     let raw_config = write_raw_config(work.path(), &kernel)?;
     let jailed = args.jailed.then(|| SmartVm::new(SmartVmOptions { jailed_by_default: true, ..options.clone() }));
     let rss_start = resident_kib();
-    let rig = Rig { work: work.path().to_path_buf(), binary, version, raw_config, kernel, smartvm, jailed, rss_start };
+    let sides =
+        if args.api_floor { vec![Side::Raw, Side::Smartvm, Side::RawApi] } else { vec![Side::Raw, Side::Smartvm] };
+    let work_dir = work.path().to_path_buf();
+    let rig = Rig { work: work_dir, binary, version, raw_config, kernel, smartvm, jailed, sides, rss_start };
 
     // Warm-up (page cache, first spawn), and the boot path the VMs take.
-    raw::boot(&rig.binary, &rig.raw_config).await?;
+    raw::boot(&rig.binary, &rig.raw_config, Flavor::NoApi).await?;
     let warm = rig.smartvm.create_vm(&rig.cfg("warmup".into(), ""))?;
     let boot_path = format!("{:?}", warm.boot_path());
     rig.smartvm.remove_vm("warmup").await?;

@@ -1,5 +1,6 @@
 //! The raw floor: Firecracker run by hand, as a user without smartvm would (`--no-api
-//! --config-file` boots; `--api-sock` + one `PUT /snapshot/load` restores).
+//! --config-file` boots, or with `--api-sock` as well for the floor of a VM whose API stays up;
+//! `--api-sock` + one `PUT /snapshot/load` restores).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -26,19 +27,46 @@ async fn first_line(child: &mut tokio::process::Child, prefix: &str) -> Option<I
     first
 }
 
+/// How a raw boot runs Firecracker.
+#[derive(Debug, Clone, Copy)]
+pub enum Flavor<'a> {
+    /// `--no-api --config-file`, log at Warning (nothing on success): the floor.
+    NoApi,
+    /// `--api-sock --config-file --id`, log at Info to a drained stderr pipe: Firecracker run the
+    /// way smartvm runs it, so that the API stays up after boot and the boot is confirmed.
+    Api { socket: &'a Path },
+}
+
 /// One raw boot: when the first probe line and the exit were seen.
-pub async fn boot(binary: &Path, config_file: &Path) -> Result<(Instant, Instant), CliError> {
-    let mut child = tokio::process::Command::new(binary)
-        .args(["--no-api", "--level", "Warning", "--log-path", "/dev/stderr", "--config-file"])
+pub async fn boot(binary: &Path, config_file: &Path, flavor: Flavor<'_>) -> Result<(Instant, Instant), CliError> {
+    let mut command = tokio::process::Command::new(binary);
+    match flavor {
+        Flavor::NoApi => command.args(["--no-api", "--level", "Warning"]).stderr(Stdio::null()),
+        Flavor::Api { socket } => {
+            let _ = std::fs::remove_file(socket);
+            command.arg("--api-sock").arg(socket).args(["--id", "raw", "--level", "Info"]).stderr(Stdio::piped())
+        }
+    };
+    let mut child = command
+        .args(["--log-path", "/dev/stderr", "--config-file"])
         .arg(config_file)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| bench_error("spawn firecracker", e))?;
+    let drain = child.stderr.take().map(|stderr| {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(_)) = lines.next_line().await {}
+        })
+    });
     let first = first_line(&mut child, probe::LINE_PREFIX).await;
     child.wait().await.map_err(|e| bench_error("wait firecracker", e))?;
     let exit = Instant::now();
+    if let (Some(drain), Flavor::Api { socket }) = (drain, flavor) {
+        let _ = drain.await;
+        let _ = std::fs::remove_file(socket);
+    }
     Ok((first.ok_or_else(|| bench_error("raw boot", "probe printed nothing"))?, exit))
 }
 

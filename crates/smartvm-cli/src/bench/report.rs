@@ -30,6 +30,8 @@ pub struct Scenario {
     pub vmm_cpu_ms_per_vm: Option<f64>,
     /// This program's resident KiB (above its start) per VM alive at once.
     pub rss_kib_per_vm: Option<f64>,
+    /// The key of the scenario with raw Firecracker run with its API up (`--api-floor`).
+    pub floor: Option<String>,
 }
 
 /// Ratio of two summaries' means and medians.
@@ -47,6 +49,7 @@ struct ScenarioOut {
     #[serde(flatten)]
     summary: Summary,
     ratio_to_raw: Option<Ratio>,
+    ratio_to_api_floor: Option<Ratio>,
     load_start: Option<f64>,
     load_end: Option<f64>,
     own_cpu_ms_per_vm: Option<f64>,
@@ -84,16 +87,17 @@ impl Report {
             .iter()
             .filter_map(|s| {
                 let summary = summarize(&s.samples)?;
-                let ratio_to_raw = s
-                    .raw
-                    .as_deref()
-                    .and_then(find)
-                    .map(|raw| Ratio { mean: summary.mean / raw.mean, median: summary.median / raw.median });
+                let ratio = |to: &Option<String>| {
+                    let to = to.as_deref().and_then(find)?;
+                    Some(Ratio { mean: summary.mean / to.mean, median: summary.median / to.median })
+                };
+                let (ratio_to_raw, ratio_to_api_floor) = (ratio(&s.raw), ratio(&s.floor));
                 Some(ScenarioOut {
                     name: s.name.clone(),
                     title: s.title.clone(),
                     summary,
                     ratio_to_raw,
+                    ratio_to_api_floor,
                     load_start: s.load.0,
                     load_end: s.load.1,
                     own_cpu_ms_per_vm: s.cpu_ms_per_vm,
@@ -111,30 +115,33 @@ impl Report {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }
 
-    /// A Markdown table.
+    /// A Markdown table (the columns of the ratio to the API floor only when it was measured).
     pub fn table(&self) -> String {
         let load = |l: Option<f64>| l.map_or("-".into(), |l| format!("{l:.2}"));
+        let ratio = |r: Option<Ratio>| r.map_or(" | ".into(), |r| format!("{:.3} | {:.3}", r.mean, r.median));
+        let floors = self.out.iter().any(|s| s.ratio_to_api_floor.is_some());
+        let (floor_head, floor_rule) =
+            if floors { (" /api floor mean | /api floor median |", "---|---|") } else { ("", "") };
         let mut out = vec![
             format!(
                 "smartvm bench: Firecracker {}, boot path {}, {} runs ({}), {} rounds at once",
                 self.firecracker_version, self.boot_path, self.runs, self.order, self.rounds
             ),
             String::new(),
-            "| scenario | n | mean ms | median ms | p95 ms | min ms | max ms | /raw mean | /raw median | load start→end \
-             | own CPU ms/VM | VMM CPU ms/VM | RSS KiB/live VM |"
-                .into(),
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|".into(),
+            format!(
+                "| scenario | n | mean ms | median ms | p95 ms | min ms | max ms | /raw mean | /raw median |{floor_head} \
+                 load start→end | own CPU ms/VM | VMM CPU ms/VM | RSS KiB/live VM |"
+            ),
+            format!("|---|---|---|---|---|---|---|---|---|{floor_rule}---|---|---|---|"),
         ];
         for s in &self.out {
             let m = &s.summary;
-            let (rm, rmed) = s
-                .ratio_to_raw
-                .map_or(("".into(), "".into()), |r| (format!("{:.3}", r.mean), format!("{:.3}", r.median)));
+            let to_floor = if floors { format!(" {} |", ratio(s.ratio_to_api_floor)) } else { String::new() };
             let cpu = s.own_cpu_ms_per_vm.map_or("".into(), |c| format!("{c:.3}"));
             let vmm = s.vmm_cpu_ms_per_vm.map_or("".into(), |c| format!("{c:.3}"));
             let rss = s.rss_kib_per_live_vm.map_or("".into(), |r| format!("{r:.0}"));
             out.push(format!(
-                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {rm} | {rmed} | {}→{} | {cpu} | {vmm} | {rss} |",
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |{to_floor} {}→{} | {cpu} | {vmm} | {rss} |",
                 s.title,
                 m.n,
                 m.mean,
@@ -142,6 +149,7 @@ impl Report {
                 m.p95,
                 m.min,
                 m.max,
+                ratio(s.ratio_to_raw),
                 load(s.load_start),
                 load(s.load_end)
             ));
@@ -165,6 +173,7 @@ mod tests {
             cpu_ms_per_vm: raw.map(|_| 0.25),
             vmm_cpu_ms_per_vm: raw.map(|_| 4.5),
             rss_kib_per_vm: None,
+            floor: None,
         };
         let r = Report::new(
             "v1".into(),
@@ -189,5 +198,45 @@ mod tests {
         assert_eq!(scenarios[1]["samples"], serde_json::json!([11.0, 12.0]));
         assert!(r.table().contains("| sv | 2 | 11.50 |"), "{}", r.table());
         assert!(r.table().contains("| 1.00→2.00 | 0.250 | 4.500 |  |"), "{}", r.table());
+        assert!(!r.table().contains("api floor"), "no floor columns unless a floor was measured");
+        assert_eq!(scenarios[1]["ratioToApiFloor"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn the_api_floor_gets_a_ratio_and_columns_of_its_own() {
+        let s = |name: &str, samples: Vec<f64>, raw: Option<&str>, floor: Option<&str>| Scenario {
+            name: name.into(),
+            title: name.into(),
+            samples,
+            raw: raw.map(Into::into),
+            load: (None, None),
+            cpu_ms_per_vm: None,
+            vmm_cpu_ms_per_vm: None,
+            rss_kib_per_vm: None,
+            floor: floor.map(Into::into),
+        };
+        let scenarios = vec![
+            s("raw", vec![10.0, 10.0], None, None),
+            s("sv", vec![11.0, 12.0], Some("raw"), Some("api")),
+            s("api", vec![11.0, 11.0], Some("raw"), None),
+        ];
+        let r = Report::new("v1".into(), "ConfigFile".into(), 2, 1, scenarios);
+        let doc: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        let sv = &doc["scenarios"][1];
+        assert_eq!(sv["ratioToRaw"]["mean"], 1.15);
+        let to_floor = sv["ratioToApiFloor"]["mean"].as_f64().unwrap();
+        assert!((to_floor - 11.5 / 11.0).abs() < 1e-9, "{to_floor}");
+        assert_eq!(doc["scenarios"][2]["ratioToRaw"]["mean"], 1.1);
+        assert_eq!(doc["scenarios"][2]["ratioToApiFloor"], serde_json::Value::Null);
+        let table = r.table();
+        assert!(table.contains("| /raw mean | /raw median | /api floor mean | /api floor median |"), "{table}");
+        assert!(
+            table.contains("| sv | 2 | 11.50 | 11.00 | 12.00 | 11.00 | 12.00 | 1.150 | 1.100 | 1.045 | 1.000 |"),
+            "{table}"
+        );
+        assert!(table.contains("| api | 2 | 11.00 | 11.00 | 11.00 | 11.00 | 11.00 | 1.100 | 1.100 |  |  |"), "{table}");
+        let columns = |line: &str| line.matches('|').count();
+        let lines: Vec<&str> = table.lines().skip(2).collect();
+        assert!(lines.iter().all(|l| columns(l) == columns(lines[0])), "every row has the header's columns:\n{table}");
     }
 }
