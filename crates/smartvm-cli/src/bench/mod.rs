@@ -45,9 +45,9 @@ pub struct BenchArgs {
     /// interleaved with the direct path.
     #[arg(long)]
     jailed: bool,
-    /// Run each one-VM pair in a random order instead of raw first: with strict alternation
-    /// each side always follows the other, and on some hosts what ran just before a boot moves
-    /// its time.
+    /// Run each one-VM pair (and each at-once round) in a random order instead of raw first
+    /// (at once: rotated each round): with a fixed order each side always follows the same one,
+    /// and on some hosts what ran just before a boot moves its time.
     #[arg(long)]
     shuffle: bool,
     /// Also measure raw Firecracker run the way smartvm runs it (`--api-sock --config-file`,
@@ -74,6 +74,18 @@ fn shuffled<T: Copy>(items: &[T]) -> Vec<T> {
         out.swap(i, random_below(i + 1));
     }
     out
+}
+
+/// The order of `sides` in at-once round `round`: rotated by one each round, or random with
+/// `shuffle`. What ran just before moves a boot's time on some hosts (BENCHMARKS.md), so a fixed
+/// order would always hand the same predecessor to the same side.
+fn round_order(sides: &[Side], round: usize, shuffle: bool) -> Vec<Side> {
+    if shuffle {
+        return shuffled(sides);
+    }
+    let mut order = sides.to_vec();
+    order.rotate_left(round % sides.len().max(1));
+    order
 }
 
 /// What boots a VM in the one-VM and at-once scenarios.
@@ -156,6 +168,16 @@ impl Rig {
         VmConfig::new(&self.kernel).with_id(id).with_machine(1, 16).with_boot_args(format!("console=ttyS0 {args}"))
     }
 
+    /// One boot by `side` (`cfg` for smartvm, `socket` for the API floor): when its first probe
+    /// line and its exit were seen.
+    async fn boot(&self, side: Side, cfg: &VmConfig, socket: &Path) -> Result<(Instant, Instant), CliError> {
+        match side {
+            Side::Smartvm => smartvm_boot(&self.smartvm, cfg).await,
+            Side::Raw => raw::boot(&self.binary, &self.raw_config, Flavor::NoApi).await,
+            Side::RawApi => raw::boot(&self.binary, &self.raw_config, Flavor::Api { socket }).await,
+        }
+    }
+
     /// One VM at a time: raw, smartvm (and the API floor, and jailed) interleaved run by run;
     /// in that order, or in a random order per run with `shuffle`.
     async fn single(&self, runs: u32, shuffle: bool) -> Result<Vec<Scenario>, CliError> {
@@ -167,17 +189,9 @@ impl Rig {
         for i in 0..runs {
             let order = if shuffle { shuffled(&self.sides) } else { self.sides.clone() };
             for side in order {
+                let cfg = self.cfg(format!("bench-{i}"), "");
                 let start = Instant::now();
-                let boot = async {
-                    match side {
-                        Side::Smartvm => smartvm_boot(&self.smartvm, &self.cfg(format!("bench-{i}"), "")).await,
-                        Side::Raw => raw::boot(&self.binary, &self.raw_config, Flavor::NoApi).await,
-                        Side::RawApi => {
-                            raw::boot(&self.binary, &self.raw_config, Flavor::Api { socket: &socket }).await
-                        }
-                    }
-                };
-                let (f, e) = cpu[side.index()].measure(1, boot).await?;
+                let (f, e) = cpu[side.index()].measure(1, self.boot(side, &cfg, &socket)).await?;
                 first[side.index()].push(ms(f - start));
                 exit[side.index()].push(ms(e - start));
             }
@@ -233,24 +247,18 @@ impl Rig {
         ])
     }
 
-    /// `n` VMs at once per round, raw then smartvm (then the API floor): until every first line
-    /// was seen.
-    async fn at_once(&self, n: u32, rounds: u32) -> Result<Vec<Scenario>, CliError> {
+    /// `n` VMs at once per round, each side in turn (see [`round_order`]):
+    /// until every first line was seen.
+    async fn at_once(&self, n: u32, rounds: u32, shuffle: bool) -> Result<Vec<Scenario>, CliError> {
         let load = load_average();
         let mut all = <[Vec<f64>; 3]>::default();
         let mut cpu: [CpuMeter; 3] = std::array::from_fn(|_| CpuMeter::reaping());
         let sockets: Vec<PathBuf> = (0..n).map(|i| self.work.join(format!("raw-api-{i}.sock"))).collect();
         for round in 0..rounds {
-            for &side in &self.sides {
+            for side in round_order(&self.sides, round as usize, shuffle) {
                 let configs: Vec<VmConfig> = (0..n).map(|i| self.cfg(format!("conc{n}-{round}-{i}"), "")).collect();
                 let t0 = Instant::now();
-                let boots = join_all(configs.iter().zip(&sockets).map(|(cfg, socket)| async move {
-                    match side {
-                        Side::Smartvm => smartvm_boot(&self.smartvm, cfg).await,
-                        Side::Raw => raw::boot(&self.binary, &self.raw_config, Flavor::NoApi).await,
-                        Side::RawApi => raw::boot(&self.binary, &self.raw_config, Flavor::Api { socket }).await,
-                    }
-                }));
+                let boots = join_all(configs.iter().zip(&sockets).map(|(cfg, socket)| self.boot(side, cfg, socket)));
                 let boots = cpu[side.index()].measure(n, boots).await;
                 let last = boots.into_iter().map(|r| r.map(|(first, _)| first)).collect::<Result<Vec<_>, _>>()?;
                 all[side.index()].push(ms(last.into_iter().max().unwrap_or(t0) - t0));
@@ -436,7 +444,7 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
 
     let mut scenarios = rig.single(args.runs, args.shuffle).await?;
     for &n in &args.concurrency {
-        scenarios.extend(rig.at_once(n, args.rounds).await?);
+        scenarios.extend(rig.at_once(n, args.rounds, args.shuffle).await?);
     }
     let (cfg, snap) = rig.snapshot().await?;
     scenarios.extend(rig.restore(args.runs, &cfg, &snap).await?);
@@ -462,4 +470,22 @@ fn write_raw_config(dir: &Path, kernel: &Path) -> Result<PathBuf, CliError> {
     let path = dir.join("raw-config.json");
     std::fs::write(&path, doc.to_string()).map_err(|e| bench_error("write raw config", e))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_once_rounds_rotate_which_side_goes_first_or_shuffle_them() {
+        let sides = [Side::Raw, Side::Smartvm, Side::RawApi];
+        let firsts: Vec<Side> = (0..3).map(|round| round_order(&sides, round, false)[0]).collect();
+        assert_eq!(firsts, sides, "each side goes first once in three rounds");
+        assert_eq!(round_order(&sides, 4, false), [Side::Smartvm, Side::RawApi, Side::Raw]);
+        for round in 0..20 {
+            let mut order = round_order(&sides, round, true);
+            order.sort_by_key(|s| s.index());
+            assert_eq!(order, sides, "a shuffled round runs every side once");
+        }
+    }
 }
