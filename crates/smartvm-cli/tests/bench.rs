@@ -12,8 +12,20 @@ fn bench_reports_every_scenario_as_json_and_refuses_zero_runs() {
         assert_eq!(out.status.code(), Some(2), "{bad:?} is a usage error");
         assert!(String::from_utf8_lossy(&out.stderr).contains(bad[0]), "{bad:?}");
     }
-    let args =
-        ["bench", "--runs", "2", "--concurrency", "2,3", "--rounds", "1", "--clones", "2", "--shuffle", "--api-floor"];
+    let args = [
+        "bench",
+        "--runs",
+        "2",
+        "--concurrency",
+        "2,3",
+        "--rounds",
+        "1",
+        "--clones",
+        "2",
+        "--shuffle",
+        "--api-floor",
+        "--no-api",
+    ];
     let args = [&args[..], &["--json"]].concat();
     let out = env.cmd(&args).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
@@ -30,6 +42,8 @@ fn bench_reports_every_scenario_as_json_and_refuses_zero_runs() {
         "at-once.3.raw",
         "boot.exit.raw-api",
         "at-once.3.raw-api",
+        "boot.first-line.smartvm-no-api",
+        "at-once.2.smartvm-no-api",
         "restore.smartvm",
         "clones.2.smartvm",
     ] {
@@ -38,7 +52,8 @@ fn bench_reports_every_scenario_as_json_and_refuses_zero_runs() {
     for s in scenarios {
         let name = s["name"].as_str().unwrap();
         let (smartvm, api_floor) = (name.ends_with(".smartvm"), name.ends_with(".raw-api"));
-        assert_eq!(s["ratioToRaw"].is_object(), smartvm || api_floor, "{s}");
+        let api_off = name.ends_with(".smartvm-no-api");
+        assert_eq!(s["ratioToRaw"].is_object(), smartvm || api_floor || api_off, "{s}");
         // Compared with the API floor: the boots that have one (not restores and clones).
         let has_floor = smartvm && (name.starts_with("boot.") || name.starts_with("at-once."));
         assert_eq!(s["ratioToApiFloor"].is_object(), has_floor, "{s}");

@@ -388,6 +388,24 @@ fn usage_errors_name_the_flag() {
 }
 
 #[test]
+fn run_no_api_boots_without_the_api_and_refuses_what_needs_it() {
+    let Some(env) = env() else { return };
+    let out = env.cmd(&["-v", "run", "--no-api", "--id", "cli-noapi"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().last(), Some("smartvm-probe done"));
+    assert!(stderr.contains("path=NoApi"), "the debug log says which boot path was taken: {stderr}");
+    assert!(env.runtime_is_empty());
+    let metadata = env.dir.path().join("md.json");
+    std::fs::write(&metadata, "{}").unwrap();
+    for flag in [vec!["-d"], vec!["--metadata", metadata.to_str().unwrap()], vec!["--socket-path", "/tmp/x.sock"]] {
+        let out = env.cmd(&[&["run", "--no-api"], &flag[..]].concat()).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "--no-api with {flag:?} is a usage error");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(flag[0]), "{flag:?}");
+    }
+}
+
+#[test]
 fn relative_paths_resolve_against_the_current_dir_or_the_config_file() {
     let Some(env) = env() else { return };
     let mut data = vec![0u8; 4096];

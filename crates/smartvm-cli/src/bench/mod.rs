@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// smartvm's ratio to it is shown beside its ratio to `--no-api`.
     #[arg(long)]
     api_floor: bool,
+    /// Also measure smartvm VMs with the API off (`smartvm run --no-api`,
+    /// `VmRuntimeOptions::api`), for the one-VM and at-once scenarios.
+    #[arg(long)]
+    no_api: bool,
     /// Print one JSON document (schema in the README) instead of a table.
     #[arg(long)]
     json: bool,
@@ -97,6 +101,8 @@ enum Side {
     Smartvm,
     /// `firecracker --api-sock --config-file`, Info log (`--api-floor`).
     RawApi,
+    /// `create_vm_with` (the API off) + `start` (`--no-api`).
+    SmartvmNoApi,
 }
 
 impl Side {
@@ -135,9 +141,15 @@ fn scenario(
     }
 }
 
-/// One boot through smartvm: when the first probe line and the exit were seen.
-async fn smartvm_boot(smartvm: &SmartVm, cfg: &VmConfig) -> Result<(Instant, Instant), CliError> {
-    let vm = smartvm.create_vm(cfg)?;
+/// One boot through smartvm (with the API off unless `api`): when the first probe line and the
+/// exit were seen.
+async fn smartvm_boot(smartvm: &SmartVm, cfg: &VmConfig, api: bool) -> Result<(Instant, Instant), CliError> {
+    let vm = if api {
+        smartvm.create_vm(cfg)?
+    } else {
+        let options = smartvm::vm::VmRuntimeOptions { api: false, ..smartvm.runtime_options(smartvm.find_binary()?) };
+        smartvm.create_vm_with(cfg, options)?
+    };
     vm.start().await?;
     let console = vm.console();
     let first = console.wait_for_line(Duration::from_secs(30), |l| l.starts_with(probe::LINE_PREFIX)).await;
@@ -172,7 +184,8 @@ impl Rig {
     /// line and its exit were seen.
     async fn boot(&self, side: Side, cfg: &VmConfig, socket: &Path) -> Result<(Instant, Instant), CliError> {
         match side {
-            Side::Smartvm => smartvm_boot(&self.smartvm, cfg).await,
+            Side::Smartvm => smartvm_boot(&self.smartvm, cfg, true).await,
+            Side::SmartvmNoApi => smartvm_boot(&self.smartvm, cfg, false).await,
             Side::Raw => raw::boot(&self.binary, &self.raw_config, Flavor::NoApi).await,
             Side::RawApi => raw::boot(&self.binary, &self.raw_config, Flavor::Api { socket }).await,
         }
@@ -182,8 +195,8 @@ impl Rig {
     /// in that order, or in a random order per run with `shuffle`.
     async fn single(&self, runs: u32, shuffle: bool) -> Result<Vec<Scenario>, CliError> {
         let load = load_average();
-        let (mut first, mut exit) = (<[Vec<f64>; 3]>::default(), <[Vec<f64>; 3]>::default());
-        let mut cpu: [CpuMeter; 3] = std::array::from_fn(|_| CpuMeter::reaping());
+        let (mut first, mut exit) = (<[Vec<f64>; 4]>::default(), <[Vec<f64>; 4]>::default());
+        let mut cpu: [CpuMeter; 4] = std::array::from_fn(|_| CpuMeter::reaping());
         let (mut jailed, mut jailed_cpu) = (Vec::new(), CpuMeter::reaping());
         let socket = self.work.join("raw-api.sock");
         for i in 0..runs {
@@ -197,18 +210,19 @@ impl Rig {
             }
             if let Some(j) = &self.jailed {
                 let start = Instant::now();
-                let boot = jailed_cpu.measure(1, smartvm_boot(j, &self.cfg(format!("jailed-{i}"), ""))).await?;
+                let boot = jailed_cpu.measure(1, smartvm_boot(j, &self.cfg(format!("jailed-{i}"), ""), true)).await?;
                 jailed.push(ms(boot.0 - start));
             }
         }
         let load = (load, load_average());
-        let [raw_first, sv_first, api_first] = first;
-        let [raw_exit, sv_exit, api_exit] = exit;
-        let [raw_cpu, sv_cpu, api_cpu] = &cpu;
+        let [raw_first, sv_first, api_first, off_first] = first;
+        let [raw_exit, sv_exit, api_exit, off_exit] = exit;
+        let [raw_cpu, sv_cpu, api_cpu, off_cpu] = &cpu;
         let raw = "raw firecracker --no-api --config-file: spawn →";
         let api = "raw firecracker --api-sock --config-file (Info log): spawn →";
         let floor = |s: Scenario, name: &str| Scenario { floor: Some(name.into()), ..s };
         let sv = "smartvm create_vm+start →";
+        let off = "smartvm, the API off (--no-api): create_vm_with+start →";
         Ok(vec![
             scenario("boot.first-line.raw", format!("{raw} first probe line"), None, raw_first, load, raw_cpu),
             scenario("boot.exit.raw", format!("{raw} exit"), None, raw_exit, load, raw_cpu),
@@ -237,6 +251,15 @@ impl Rig {
             ),
             scenario("boot.exit.raw-api", format!("{api} exit"), Some("boot.exit.raw"), api_exit, load, api_cpu),
             scenario(
+                "boot.first-line.smartvm-no-api",
+                format!("{off} first probe line"),
+                Some("boot.first-line.raw"),
+                off_first,
+                load,
+                off_cpu,
+            ),
+            scenario("boot.exit.smartvm-no-api", format!("{off} exit"), Some("boot.exit.raw"), off_exit, load, off_cpu),
+            scenario(
                 "boot.first-line.jailed",
                 "smartvm jailed create_vm+start → first probe line".into(),
                 Some("boot.first-line.raw"),
@@ -251,8 +274,8 @@ impl Rig {
     /// until every first line was seen.
     async fn at_once(&self, n: u32, rounds: u32, shuffle: bool) -> Result<Vec<Scenario>, CliError> {
         let load = load_average();
-        let mut all = <[Vec<f64>; 3]>::default();
-        let mut cpu: [CpuMeter; 3] = std::array::from_fn(|_| CpuMeter::reaping());
+        let mut all = <[Vec<f64>; 4]>::default();
+        let mut cpu: [CpuMeter; 4] = std::array::from_fn(|_| CpuMeter::reaping());
         let sockets: Vec<PathBuf> = (0..n).map(|i| self.work.join(format!("raw-api-{i}.sock"))).collect();
         for round in 0..rounds {
             for side in round_order(&self.sides, round as usize, shuffle) {
@@ -265,7 +288,7 @@ impl Rig {
             }
         }
         let load = (load, load_average());
-        let [raw_all, sv_all, api_all] = all;
+        let [raw_all, sv_all, api_all, off_all] = all;
         let (raw_name, api_name) = (format!("at-once.{n}.raw"), format!("at-once.{n}.raw-api"));
         let title = |what: &str| format!("{n} {what} at once → all first lines");
         Ok(vec![
@@ -282,6 +305,14 @@ impl Rig {
                 )
             },
             scenario(&api_name, title("raw firecrackers --api-sock"), Some(&raw_name), api_all, load, &cpu[2]),
+            scenario(
+                &format!("at-once.{n}.smartvm-no-api"),
+                title("smartvm VMs with the API off from one process"),
+                Some(&raw_name),
+                off_all,
+                load,
+                &cpu[3],
+            ),
         ])
     }
 
@@ -430,8 +461,8 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
     let raw_config = write_raw_config(work.path(), &kernel)?;
     let jailed = args.jailed.then(|| SmartVm::new(SmartVmOptions { jailed_by_default: true, ..options.clone() }));
     let rss_start = resident_kib();
-    let sides =
-        if args.api_floor { vec![Side::Raw, Side::Smartvm, Side::RawApi] } else { vec![Side::Raw, Side::Smartvm] };
+    let optional = [(args.api_floor, Side::RawApi), (args.no_api, Side::SmartvmNoApi)];
+    let sides = [Side::Raw, Side::Smartvm].into_iter().chain(optional.iter().filter(|o| o.0).map(|o| o.1)).collect();
     let work_dir = work.path().to_path_buf();
     let rig = Rig { work: work_dir, binary, version, raw_config, kernel, smartvm, jailed, sides, rss_start };
 
@@ -440,7 +471,7 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
     let warm = rig.smartvm.create_vm(&rig.cfg("warmup".into(), ""))?;
     let boot_path = format!("{:?}", warm.boot_path());
     rig.smartvm.remove_vm("warmup").await?;
-    smartvm_boot(&rig.smartvm, &rig.cfg("warmup".into(), "")).await?;
+    smartvm_boot(&rig.smartvm, &rig.cfg("warmup".into(), ""), true).await?;
 
     let mut scenarios = rig.single(args.runs, args.shuffle).await?;
     for &n in &args.concurrency {

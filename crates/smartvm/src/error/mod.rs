@@ -89,8 +89,9 @@ pub enum SmartVmError {
         #[source]
         source: Box<SmartVmError>,
     },
-    /// `NO_CLIENT`: the VM has no API client (it was never started or is already cleaned up).
-    #[error("VM has no API client (not started or already cleaned up)")]
+    /// `NO_CLIENT`: the VM has no API client (it was never started, is stopped or cleaned up,
+    /// or runs with the API off).
+    #[error("VM has no API client (not started, stopped, or started with the API off)")]
     NoClient,
     /// `PROCESS_FAILED`: spawning, watching or stopping the Firecracker process failed.
     #[error(transparent)]

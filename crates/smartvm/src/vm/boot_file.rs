@@ -21,6 +21,10 @@ pub enum BootPath {
     ConfigFile,
     /// `PUT` requests, then `InstanceStart` (needs no version known in advance; restores).
     Api,
+    /// Like [`ConfigFile`](Self::ConfigFile), with `--no-api`: no API socket at all, for VMs
+    /// that only run to completion ([`VmRuntimeOptions::api`](super::VmRuntimeOptions::api)
+    /// off). Firecracker starts no API thread and has none to stop at exit.
+    NoApi,
 }
 
 /// What Firecracker logs (at level Info) once the VM it built from the file runs.
@@ -34,12 +38,14 @@ pub(crate) fn is_booted_line(line: &str) -> bool {
 /// The path for a VM: the config file whenever the Firecracker version is known before spawn
 /// (payload shapes depend on it), smartvm reads Firecracker's own log (the only place a
 /// config-file boot reports its outcome: not with a logger in the config, nor in a jail), and
-/// the API path was not asked for.
-pub fn boot_path(version_known: bool, log_readable: bool, api_requested: bool) -> BootPath {
-    if version_known && log_readable && !api_requested {
-        BootPath::ConfigFile
-    } else {
-        BootPath::Api
+/// the API path was not asked for; without the API socket after boot when `api_after_boot` is
+/// off. (A VM whose API is off but that can only boot through the API is refused before this
+/// is asked: see `MicroVm::check_runtime_fit`.)
+pub fn boot_path(version_known: bool, log_readable: bool, api_requested: bool, api_after_boot: bool) -> BootPath {
+    match (version_known && log_readable && !api_requested, api_after_boot) {
+        (true, true) => BootPath::ConfigFile,
+        (true, false) => BootPath::NoApi,
+        (false, _) => BootPath::Api,
     }
 }
 
@@ -140,10 +146,12 @@ mod tests {
 
     #[test]
     fn the_config_file_only_where_the_outcome_can_be_seen() {
-        assert_eq!(boot_path(true, true, false), BootPath::ConfigFile);
-        assert_eq!(boot_path(false, true, false), BootPath::Api, "payloads need the version");
-        assert_eq!(boot_path(true, false, false), BootPath::Api, "a user logger or a jail hides the outcome");
-        assert_eq!(boot_path(true, true, true), BootPath::Api);
+        assert_eq!(boot_path(true, true, false, true), BootPath::ConfigFile);
+        assert_eq!(boot_path(false, true, false, true), BootPath::Api, "payloads need the version");
+        assert_eq!(boot_path(true, false, false, true), BootPath::Api, "a user logger or a jail hides the outcome");
+        assert_eq!(boot_path(true, true, true, true), BootPath::Api);
+        assert_eq!(boot_path(true, true, false, false), BootPath::NoApi, "the API off: the file, no socket");
+        assert_eq!(boot_path(false, true, false, false), BootPath::Api, "refused at create, never started");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::config::{
     BalloonStatsUpdatePayload, BalloonUpdatePayload, ConfigErrors, DriveUpdatePayload, NetworkInterfaceConfig,
     RateLimiter,
 };
-use crate::error::{Result, SmartVmError};
+use crate::error::Result;
 
 impl MicroVm {
     /// `GET /`.
@@ -34,7 +34,7 @@ impl MicroVm {
     async fn api_for_update(&self) -> Result<Arc<ApiClient>> {
         let inner = self.inner.lock().await;
         self.begin(Operation::Update)?;
-        inner.api.clone().ok_or(SmartVmError::NoClient)
+        super::client(&inner)
     }
 
     /// `PUT /mmds`: replaces the metadata document.

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use crate::api::{ApiClient, PatchVmState, PutSnapshotCreate, VmStateBody, VmStateRequest};
-use crate::config::{SnapshotCreateParams, SnapshotLoadParams, VmConfig};
+use crate::config::{ConfigErrors, SnapshotCreateParams, SnapshotLoadParams, VmConfig};
 use crate::error::{Result, SmartVmError};
 use crate::process::{Console, ExitInfo, FirecrackerProcess, Seccomp, StopOutcome, StopPlan};
 use crate::version::FirecrackerVersion;
@@ -88,6 +88,14 @@ pub struct VmRuntimeOptions {
     /// `firecracker.log` in the VM's runtime dir (the [`Console`] follows them), dropping the
     /// `MicroVm` leaves a running VM alone, and `smartvm gc` spares it while its process runs.
     pub detached: bool,
+    /// Firecracker serves its API on a socket after boot (the default). Off, it runs with
+    /// `--no-api`, for VMs that only run to completion: the boot is Firecracker's own floor (no
+    /// API thread to start, or to stop at exit; see BENCHMARKS.md), and everything that needs
+    /// the API (pause, resume, snapshots, metadata and hot updates, metrics, Ctrl-Alt-Del) answers
+    /// `NO_CLIENT`; [`stop`](MicroVm::stop) goes straight to SIGTERM. Needs a config-file boot
+    /// (the Firecracker version known, its log read by smartvm, not jailed); restores and
+    /// detached VMs need the API.
+    pub api: bool,
 }
 
 impl VmRuntimeOptions {
@@ -107,6 +115,7 @@ impl VmRuntimeOptions {
             boot_via_api: false,
             firecracker_log_level: None,
             detached: false,
+            api: true,
             #[cfg(feature = "network")]
             network: None,
             jailer: None,
@@ -180,6 +189,15 @@ impl MicroVm {
         if let Some(v) = self.options.firecracker_version {
             plan::check_for_version(&self.config, v)?;
         }
+        if !self.options.api && self.boot_path() != BootPath::NoApi {
+            let why = "the API can be off only for a config-file boot (Firecracker version known, \
+                       its log read by smartvm: no logger in the config, not jailed, not boot_via_api)";
+            return Err(ConfigErrors::single("api", why).into());
+        }
+        if !self.options.api && self.options.detached {
+            let why = "a detached VM is taken over again through its API: it cannot be off";
+            return Err(ConfigErrors::single("api", why).into());
+        }
         self.executor.check_config(&self.config)
     }
 
@@ -223,7 +241,8 @@ impl MicroVm {
         let quiet =
             matches!(self.options.firecracker_log_level, Some(LogLevel::Error | LogLevel::Warning | LogLevel::Off));
         let log_readable = self.config.logger.is_none() && self.executor.logs_to_stderr() && !quiet;
-        boot_file::boot_path(self.options.firecracker_version.is_some(), log_readable, self.options.boot_via_api)
+        let o = &self.options;
+        boot_file::boot_path(o.firecracker_version.is_some(), log_readable, o.boot_via_api, o.api)
     }
 
     /// The host path of the vsock socket, when the config has a vsock device (inside the
@@ -308,7 +327,7 @@ impl MicroVm {
     }
     /// The API client, while the process exists.
     pub async fn api(&self) -> Result<Arc<ApiClient>> {
-        self.inner.lock().await.api.clone().ok_or(SmartVmError::NoClient)
+        client(&*self.inner.lock().await)
     }
 
     /// Boots the VM (see the module docs). On failure nothing is left behind and the state is `Error`.
@@ -338,6 +357,10 @@ impl MicroVm {
 
     /// Start or restore: on any failure tear down what was created and end in `Error`.
     async fn launch(&self, source: Option<steps::RestoreSource>) -> Result<()> {
+        if source.is_some() && !self.options.api {
+            let why = "a restore loads its snapshot through the API: it cannot be off";
+            return Err(ConfigErrors::single("api", why).into());
+        }
         let inner = self.inner.lock().await;
         let op = match &source {
             None => Operation::Start,
@@ -397,7 +420,7 @@ impl MicroVm {
     async fn set_vm_state(&self, op: Operation, request: VmStateRequest) -> Result<()> {
         let inner = self.inner.lock().await;
         let t = self.begin(op)?;
-        let api = inner.api.clone().ok_or(SmartVmError::NoClient)?;
+        let api = client(&inner)?;
         let result = api.send(&PatchVmState(VmStateBody { state: request })).await;
         self.finish(t, &result);
         result
@@ -450,7 +473,7 @@ impl MicroVm {
     ) -> Result<crate::snapshot::Snapshot> {
         let inner = self.inner.lock().await;
         self.begin(Operation::Snapshot)?;
-        let api = inner.api.clone().ok_or(SmartVmError::NoClient)?;
+        let api = client(&inner)?;
         let staged = inner.ledger.as_ref().map(|l| l.journal().staged()).unwrap_or_default();
         let output = self.executor.snapshot_output();
         crate::snapshot::write_bundle(&api, &output, dir, base, &staged, Some(&self.config)).await
@@ -460,7 +483,7 @@ impl MicroVm {
     pub async fn create_snapshot(&self, params: &SnapshotCreateParams) -> Result<()> {
         let inner = self.inner.lock().await;
         self.begin(Operation::Snapshot)?;
-        let api = inner.api.clone().ok_or(SmartVmError::NoClient)?;
+        let api = client(&inner)?;
         api.send(&PutSnapshotCreate(params.payload())).await
     }
 }
@@ -505,6 +528,11 @@ impl MicroVm {
 
 /// Holds a VM's resources while it starts; dropped armed (the start future was cancelled), it
 /// kills the process and unwinds the ledger synchronously and leaves the VM in `Error`.
+/// The VM's API client: none before start, after stop, or with the API off (`NO_CLIENT`).
+fn client(inner: &VmResources) -> Result<Arc<ApiClient>> {
+    inner.api.clone().ok_or(SmartVmError::NoClient)
+}
+
 struct StartGuard<'a> {
     vm: &'a MicroVm,
     inner: tokio::sync::MutexGuard<'a, VmResources>,

@@ -63,6 +63,7 @@ pub fn start_steps(path: BootPath) -> Vec<Step> {
     let rest: &[Step] = match path {
         // The booted VM's socket was bound before the build: no polling for it afterwards.
         BootPath::ConfigFile => &[PrepareOutputFiles, WriteConfigFile, Spawn, ConfirmBoot, WaitForApi],
+        BootPath::NoApi => &[PrepareOutputFiles, WriteConfigFile, Spawn, ConfirmBoot],
         BootPath::Api => &[Spawn, WaitForApi, LearnVersion, PrepareOutputFiles, Configure, InstanceStart],
     };
     host.iter().chain(rest).copied().collect()
@@ -353,6 +354,7 @@ impl MicroVm {
         let mut base = FirecrackerCommand::new(&opts.firecracker_binary, self.socket_path());
         base.id = Some(instance_id(&self.id));
         base.seccomp = opts.seccomp.clone();
+        base.no_api = !opts.api;
         // A config-file boot reports its outcome only in the log, at level Info.
         let default = if config_file.is_some() { LogLevel::Info } else { LogLevel::Warning };
         let level = opts.firecracker_log_level.unwrap_or(default);
@@ -572,25 +574,4 @@ impl MicroVm {
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restore_is_start_with_steps_swapped() {
-        use Step::*;
-        let file = start_steps(BootPath::ConfigFile);
-        assert_eq!(file[file.len() - 2..], [ConfirmBoot, WaitForApi], "no polling for the socket of a booted VM");
-        let spawn = |s: &[Step]| s.iter().position(|s| *s == Spawn).unwrap();
-        assert!(file[..spawn(&file)].contains(&WriteConfigFile) && file[..spawn(&file)].contains(&PrepareOutputFiles));
-        assert!(!file.contains(&Configure) && !file.contains(&InstanceStart) && !file.contains(&LearnVersion));
-        let start = start_steps(BootPath::Api);
-        assert_eq!(start.first(), Some(&CheckHost));
-        assert_eq!(start.last(), Some(&InstanceStart));
-        let restore = restore_steps();
-        assert_eq!(restore[..3], [CheckHost, CreateRuntimeDir, MaterializeMemory]);
-        assert!(restore.contains(&LoadSnapshot) && !restore.contains(&Configure) && !restore.contains(&InstanceStart));
-        assert_eq!(restore.len(), start.len(), "one step added, one removed");
-        let host_steps = |s: &[Step]| s.iter().filter(|s| **s != MaterializeMemory && **s != LoadSnapshot).count();
-        assert_eq!(host_steps(&restore), host_steps(&start) - 2);
-    }
-}
+mod tests;
