@@ -89,8 +89,8 @@ pub struct VmRuntimeOptions {
     /// `MicroVm` leaves a running VM alone, and `smartvm gc` spares it while its process runs.
     pub detached: bool,
     /// Firecracker serves its API on a socket after boot (the default). Off, it runs with
-    /// `--no-api`, for VMs that only run to completion: the boot is Firecracker's own floor (no
-    /// API thread to start, or to stop at exit; see BENCHMARKS.md), and everything that needs
+    /// `--no-api`, for VMs that only run to completion: Firecracker starts no API thread and has
+    /// none to stop at exit (what that is worth: BENCHMARKS.md), and everything that needs
     /// the API (pause, resume, snapshots, metadata and hot updates, metrics, Ctrl-Alt-Del) answers
     /// `NO_CLIENT`; [`stop`](MicroVm::stop) goes straight to SIGTERM. Needs a config-file boot
     /// (the Firecracker version known, its log read by smartvm, not jailed); restores and
