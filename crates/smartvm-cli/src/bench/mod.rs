@@ -220,27 +220,22 @@ impl Rig {
         let [raw_cpu, sv_cpu, api_cpu, off_cpu] = &cpu;
         let raw = "raw firecracker --no-api --config-file: spawn →";
         let api = "raw firecracker --api-sock --config-file (Info log): spawn →";
-        let floor = |s: Scenario, name: &str| Scenario { floor: Some(name.into()), ..s };
         let sv = "smartvm create_vm+start →";
         let off = "smartvm, the API off (--no-api): create_vm_with+start →";
         Ok(vec![
             scenario("boot.first-line.raw", format!("{raw} first probe line"), None, raw_first, load, raw_cpu),
             scenario("boot.exit.raw", format!("{raw} exit"), None, raw_exit, load, raw_cpu),
-            floor(
-                scenario(
-                    "boot.first-line.smartvm",
-                    format!("{sv} first probe line"),
-                    Some("boot.first-line.raw"),
-                    sv_first,
-                    load,
-                    sv_cpu,
-                ),
-                "boot.first-line.raw-api",
-            ),
-            floor(
-                scenario("boot.exit.smartvm", format!("{sv} exit"), Some("boot.exit.raw"), sv_exit, load, sv_cpu),
-                "boot.exit.raw-api",
-            ),
+            scenario(
+                "boot.first-line.smartvm",
+                format!("{sv} first probe line"),
+                Some("boot.first-line.raw"),
+                sv_first,
+                load,
+                sv_cpu,
+            )
+            .with_floor("boot.first-line.raw-api"),
+            scenario("boot.exit.smartvm", format!("{sv} exit"), Some("boot.exit.raw"), sv_exit, load, sv_cpu)
+                .with_floor("boot.exit.raw-api"),
             scenario(
                 "boot.first-line.raw-api",
                 format!("{api} first probe line"),
@@ -278,8 +273,9 @@ impl Rig {
         let mut cpu: [CpuMeter; 4] = std::array::from_fn(|_| CpuMeter::reaping());
         let sockets: Vec<PathBuf> = (0..n).map(|i| self.work.join(format!("raw-api-{i}.sock"))).collect();
         for round in 0..rounds {
+            // One set of ids a round: each side's VMs are removed before the next side starts.
+            let configs: Vec<VmConfig> = (0..n).map(|i| self.cfg(format!("conc{n}-{round}-{i}"), "")).collect();
             for side in round_order(&self.sides, round as usize, shuffle) {
-                let configs: Vec<VmConfig> = (0..n).map(|i| self.cfg(format!("conc{n}-{round}-{i}"), "")).collect();
                 let t0 = Instant::now();
                 let boots = join_all(configs.iter().zip(&sockets).map(|(cfg, socket)| self.boot(side, cfg, socket)));
                 let boots = cpu[side.index()].measure(n, boots).await;
@@ -293,17 +289,15 @@ impl Rig {
         let title = |what: &str| format!("{n} {what} at once → all first lines");
         Ok(vec![
             scenario(&raw_name, title("raw firecrackers"), None, raw_all, load, &cpu[0]),
-            Scenario {
-                floor: Some(api_name.clone()),
-                ..scenario(
-                    &format!("at-once.{n}.smartvm"),
-                    title("smartvm VMs from one process"),
-                    Some(&raw_name),
-                    sv_all,
-                    load,
-                    &cpu[1],
-                )
-            },
+            scenario(
+                &format!("at-once.{n}.smartvm"),
+                title("smartvm VMs from one process"),
+                Some(&raw_name),
+                sv_all,
+                load,
+                &cpu[1],
+            )
+            .with_floor(&api_name),
             scenario(&api_name, title("raw firecrackers --api-sock"), Some(&raw_name), api_all, load, &cpu[2]),
             scenario(
                 &format!("at-once.{n}.smartvm-no-api"),

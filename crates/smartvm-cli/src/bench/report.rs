@@ -34,6 +34,13 @@ pub struct Scenario {
     pub floor: Option<String>,
 }
 
+impl Scenario {
+    /// This scenario, also compared with the API-floor scenario `floor`.
+    pub fn with_floor(self, floor: &str) -> Self {
+        Self { floor: Some(floor.into()), ..self }
+    }
+}
+
 /// Ratio of two summaries' means and medians.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Ratio {
