@@ -53,7 +53,7 @@ impl CliError {
 
 impl From<SmartVmError> for CliError {
     fn from(e: SmartVmError) -> Self {
-        let exit = exit_for(e.root().code());
+        let exit = exit_for(e.code());
         CliError { exit, error: Box::new(e) }
     }
 }
@@ -121,8 +121,8 @@ pub fn report(err: &CliError) {
         }
         return;
     }
-    let code = smartvm.map(|e| e.root().code());
-    match smartvm.map(|e| e.code()) {
+    let code = smartvm.map(|e| e.code());
+    match code {
         Some(c) => eprintln!("error[{c}]: {}", err.error),
         None => eprintln!("error: {}", err.error),
     }

@@ -51,7 +51,7 @@ pub struct SourceArgs {
     /// latest, lts or hosted.
     #[arg(long)]
     pub preset: Option<Preset>,
-    /// Hosted manifest (path or http(s) URL); implies --preset hosted.
+    /// Hosted manifest (path or http(s) URL); implies --preset hosted (as SMARTVM_BASE_IMAGE_MANIFEST_URL/_PATH do).
     #[arg(long)]
     pub manifest: Option<String>,
     /// Download again even if a verified copy is cached.
@@ -65,13 +65,8 @@ impl SourceArgs {
     }
 
     pub fn options(&self) -> BaseImageOptions {
-        let mut o = BaseImageOptions {
-            preset: self.preset.unwrap_or_default(),
-            force_download: self.force,
-            ..Default::default()
-        };
+        let mut o = BaseImageOptions { preset: self.preset, force_download: self.force, ..Default::default() };
         if let Some(m) = &self.manifest {
-            o.preset = Preset::Hosted;
             if m.starts_with("http://") || m.starts_with("https://") {
                 o.manifest_url = Some(m.clone());
             } else {
@@ -83,9 +78,6 @@ impl SourceArgs {
 }
 
 pub async fn pull(smartvm: &SmartVm, source: &SourceArgs) -> Result<BaseImageBundle, CliError> {
-    if source.preset == Some(Preset::Hosted) && source.manifest.is_none() {
-        return Err(CliError::new(Exit::Usage, "--preset hosted needs --manifest PATH|URL"));
-    }
     let progress = crate::progress::for_terminal();
     Ok(smartvm.ensure_base_image(&source.options(), progress.as_ref()).await?)
 }

@@ -331,7 +331,7 @@ async fn conclude(
 /// A start Firecracker refused (e.g. a kernel that is not an ELF image) is Firecracker ending
 /// with an error: exit 5, as documented.
 fn start_error(e: SmartVmError) -> CliError {
-    let refused = e.root().code() == smartvm::error::ErrorCode::ApiError;
+    let refused = e.code() == smartvm::error::ErrorCode::ApiError;
     let mut error = CliError::from(e);
     if refused {
         error.exit = Exit::GuestFailed;

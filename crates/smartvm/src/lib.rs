@@ -35,6 +35,7 @@ pub mod error;
 pub mod executor;
 #[cfg(feature = "images")]
 pub mod images;
+pub mod lifecycle;
 #[cfg(feature = "network")]
 pub mod network;
 mod options;

@@ -103,8 +103,10 @@ impl SmartVm {
         )?)
     }
 
-    /// Resolves and caches a base-image bundle. The hosted preset falls back to the options'
-    /// manifest URL/path.
+    /// Resolves and caches a base-image bundle. Without a manifest in `options`, the
+    /// orchestrator's (`base_image_manifest_url`/`_path`, from `SMARTVM_BASE_IMAGE_MANIFEST_URL`/
+    /// `_PATH`) applies; either way a manifest implies the hosted preset unless another preset is
+    /// named (then `INVALID_CONFIG`, see [`BaseImageOptions::effective_preset`]).
     #[cfg(feature = "images")]
     pub async fn ensure_base_image(
         &self,

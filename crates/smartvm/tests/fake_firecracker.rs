@@ -177,7 +177,8 @@ async fn every_call_can_fail_or_die_and_nothing_is_left() {
             let id = format!("{mode}{n}");
             let (_, result, vm) = fake.start(&id, &[(var, n.to_string())]).await;
             let err = result.expect_err("start must fail");
-            let root = err.root().code();
+            let root = err.code();
+            assert!(err.step().is_some(), "the failed step is named: {err:?}");
             let expected: &[&str] = if mode == "fail" {
                 &["API_ERROR"]
             } else {

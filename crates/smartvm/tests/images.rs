@@ -77,7 +77,7 @@ async fn lts_uses_the_pinned_train() {
     let s = server_with_trains().await;
     let dir = tempfile::tempdir().unwrap();
     let (_, base) = managers(&s, dir.path(), 2);
-    let opts = BaseImageOptions { preset: Preset::Lts, ..Default::default() };
+    let opts = BaseImageOptions { preset: Some(Preset::Lts), ..Default::default() };
     let b = base.ensure_base_image(&opts, &NoProgress).await.unwrap();
     assert_eq!(b.firecracker_version, "v1.7.0");
     assert_eq!(std::fs::read_to_string(&b.kernel_image_path).unwrap(), "k-5.10.210");
@@ -120,7 +120,7 @@ async fn firecracker_release_is_verified_and_installed_atomically() {
     let base = "/gh/firecracker-microvm/firecracker/releases/download/v1.14.0/firecracker-v1.14.0-x86_64.tgz";
     s.data(&format!("{base}.sha256.txt"), format!("{}  firecracker-v1.14.0-x86_64.tgz", "ab".repeat(32)));
     let err = images.download_firecracker("v1.14.0", &NoProgress).await.unwrap_err();
-    assert!(err.to_string().contains("SHA-256 mismatch"), "{err}");
+    assert!(format!("{err:?}").contains("SHA-256 mismatch"), "the cause is chained: {err:?}");
     assert!(!images.bin_dir("v1.14.0").exists());
 }
 
@@ -192,7 +192,7 @@ fn hosted_manifest(s: &FakeServer, id: &str, kernel: &str, rootfs: &str) -> Stri
 }
 
 fn hosted(url: &str) -> BaseImageOptions {
-    BaseImageOptions { preset: Preset::Hosted, manifest_url: Some(url.to_string()), ..Default::default() }
+    BaseImageOptions { preset: Some(Preset::Hosted), manifest_url: Some(url.to_string()), ..Default::default() }
 }
 
 #[tokio::test]
@@ -249,7 +249,8 @@ async fn corrupted_cache_is_fetched_again_and_bad_checksums_cache_nothing() {
     let bad = hosted_manifest(&s, "bad", "kernel", "rootfs");
     s.data("/hosted/bad/rootfs.ext4", "tampered");
     let err = base.ensure_base_image(&hosted(&bad), &NoProgress).await.unwrap_err();
-    assert_eq!(err.code(), "DOWNLOAD_FAILED");
+    assert_eq!(err.code(), "BASE_IMAGE_PREPARE_FAILED", "the seed's code for a base image: {err}");
+    assert!(format!("{err:?}").contains("SHA-256 mismatch"), "the cause is chained: {err:?}");
     assert!(!base.cache_dir().join("bad").exists());
     assert!(leftovers(base.cache_dir()).is_empty(), "no temp dirs: {:?}", leftovers(base.cache_dir()));
     let locks: Vec<_> =

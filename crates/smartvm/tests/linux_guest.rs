@@ -1,9 +1,10 @@
 //! Opt-in: boots a real Linux guest. Needs a host with hardware KVM (a stock kernel dies early
 //! under the paravirtual `kvm_pvm`) and either `SMARTVM_LINUX_KERNEL` + `SMARTVM_LINUX_ROOTFS`
 //! pointing at a vmlinux and a rootfs image, or, as in the seed's integration tests,
-//! `SMARTVM_RUN_INTEGRATION=1`: the base image of `SMARTVM_BASE_IMAGE_PRESET` (default `latest`,
-//! cached under `SMARTVM_BASE_IMAGE_CACHE_DIR`, see `SmartVmOptions::from_env`) is pulled and
-//! booted. Skipped, with a message in the test summary, everywhere else — `SMARTVM_REQUIRE_KVM`
+//! `SMARTVM_RUN_INTEGRATION=1` (or `true`, `yes`, as the seed accepts): the base image of
+//! `SMARTVM_BASE_IMAGE_PRESET` (default `latest`; `hosted` when `SMARTVM_BASE_IMAGE_MANIFEST_URL`
+//! or `_PATH` is set), cached under `SMARTVM_BASE_IMAGE_CACHE_DIR` (see
+//! `SmartVmOptions::from_env`), is pulled and booted. Skipped, with a message in the test summary, everywhere else — `SMARTVM_REQUIRE_KVM`
 //! does not force it.
 
 mod common;
@@ -14,6 +15,21 @@ use std::time::Duration;
 use smartvm::config::DriveConfig;
 use smartvm::VmConfig;
 
+/// The seed's truthy values of `SMARTVM_RUN_INTEGRATION`: `1`, `true`, `yes`.
+fn run_integration(value: &str) -> bool {
+    ["1", "true", "yes"].contains(&value.trim().to_ascii_lowercase().as_str())
+}
+
+#[test]
+fn run_integration_accepts_the_seeds_truthy_values() {
+    for yes in ["1", "true", "yes", "TRUE", "Yes"] {
+        assert!(run_integration(yes), "{yes}");
+    }
+    for no in ["", "0", "false", "no", "on", "2"] {
+        assert!(!run_integration(no), "{no}");
+    }
+}
+
 async fn linux_images() -> Option<(PathBuf, PathBuf)> {
     if Path::new("/sys/module/kvm_pvm").exists() {
         common::skipped("/dev/kvm is served by kvm_pvm, where a stock Linux kernel cannot boot");
@@ -21,10 +37,10 @@ async fn linux_images() -> Option<(PathBuf, PathBuf)> {
     }
     match (std::env::var_os("SMARTVM_LINUX_KERNEL"), std::env::var_os("SMARTVM_LINUX_ROOTFS")) {
         (Some(k), Some(r)) => Some((k.into(), r.into())),
-        _ if std::env::var("SMARTVM_RUN_INTEGRATION").is_ok_and(|v| v == "1") => preset_images().await,
+        _ if std::env::var("SMARTVM_RUN_INTEGRATION").is_ok_and(|v| run_integration(&v)) => preset_images().await,
         _ => {
             common::skipped(
-                "set SMARTVM_LINUX_KERNEL and SMARTVM_LINUX_ROOTFS, or SMARTVM_RUN_INTEGRATION=1, to boot a Linux guest",
+                "set SMARTVM_LINUX_KERNEL and SMARTVM_LINUX_ROOTFS, or SMARTVM_RUN_INTEGRATION=1|true|yes, to boot a Linux guest",
             );
             None
         }
@@ -42,7 +58,7 @@ async fn preset_images() -> Option<(PathBuf, PathBuf)> {
 #[cfg(feature = "images")]
 async fn preset_images() -> Option<(PathBuf, PathBuf)> {
     use smartvm::images::{BaseImageOptions, NoProgress, Preset};
-    let preset = std::env::var("SMARTVM_BASE_IMAGE_PRESET").ok().map_or(Preset::Latest, |p| p.parse().unwrap());
+    let preset = std::env::var("SMARTVM_BASE_IMAGE_PRESET").ok().map(|p| p.parse::<Preset>().unwrap());
     let smartvm = smartvm::SmartVm::new(smartvm::SmartVmOptions::from_env());
     let bundle = smartvm.ensure_base_image(&BaseImageOptions { preset, ..Default::default() }, &NoProgress).await;
     let bundle = bundle.expect("the preset's base image");

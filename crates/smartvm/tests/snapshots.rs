@@ -87,7 +87,8 @@ async fn clones_from_one_snapshot_and_failed_restore_leaves_nothing() {
 
     let missing = Snapshot::full(snaps.join("nope.state"), snaps.join("nope.mem"));
     let err = env.smartvm.restore_vm(&cfg, &missing, true).await.unwrap_err();
-    assert_eq!(err.code(), "START_FAILED");
+    assert_eq!(err.code(), "API_ERROR", "Firecracker refused the load: {err:?}");
+    assert_eq!(err.step(), Some(smartvm::vm::Step::LoadSnapshot));
     assert_eq!(env.smartvm.vm_count(), 0);
     let left: Vec<_> = std::fs::read_dir(env.smartvm.runtime_dir()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "no runtime dir left: {left:?}");

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{env, pid_alive};
 use smartvm::config::DriveConfig;
+use smartvm::vm::Step;
 use smartvm::{MicroVm, VmState};
 
 fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
@@ -55,8 +56,9 @@ async fn kernel_rejected_by_firecracker_cleans_up_staged_drives() {
         smartvm::VmConfig::new(&junk).with_id("junk").with_machine(1, 16).with_drive(DriveConfig::new("d", &disk));
     let vm = env.smartvm.create_vm(&cfg).unwrap();
     let err = vm.start().await.unwrap_err();
-    assert_eq!(err.code(), "START_FAILED");
-    assert_eq!(err.root().code(), "API_ERROR", "{err:?}");
+    // The seed's code of the cause, not a START_FAILED wrapper; the step is kept.
+    assert_eq!(err.code(), "API_ERROR", "{err:?}");
+    assert_eq!(err.step(), Some(Step::ConfirmBoot), "the config-file boot's check");
     assert_eq!(err.status(), Some(400));
     assert!(err.fault_message().is_some_and(|m| !m.is_empty()));
     assert_eq!(vm.state(), VmState::Error);
@@ -74,7 +76,7 @@ async fn bogus_binary_fails_and_leaves_nothing() {
     opts.firecracker_binary = fake;
     let vm = MicroVm::new(&env.probe_config("bogus", ""), opts).unwrap();
     let err = vm.start().await.unwrap_err();
-    assert_eq!(err.root().code(), "PROCESS_FAILED", "{err:?}");
+    assert_eq!(err.code(), "PROCESS_FAILED", "{err:?}");
     let text = format!("{:?}", err.root());
     assert!(text.contains("boom") && text.contains('3'), "{text}");
     assert_eq!(vm.state(), VmState::Error);
@@ -83,7 +85,8 @@ async fn bogus_binary_fails_and_leaves_nothing() {
     let mut opts = env.runtime_options();
     opts.firecracker_binary = env.dir.path().join("does-not-exist");
     let vm = MicroVm::new(&env.probe_config("nobin", ""), opts).unwrap();
-    assert_eq!(vm.start().await.unwrap_err().root().code(), "BINARY_NOT_FOUND");
+    let err = vm.start().await.unwrap_err();
+    assert_eq!((err.code(), err.step()), (smartvm::error::ErrorCode::BinaryNotFound, Some(Step::CheckHost)));
     assert!(!vm.runtime_dir().exists());
 }
 
@@ -97,9 +100,37 @@ async fn socket_that_never_appears_times_out_and_kills_the_process() {
     opts.socket_timeout = Duration::from_millis(300);
     let vm = MicroVm::new(&env.probe_config("hang", ""), opts).unwrap();
     let err = vm.start().await.unwrap_err();
-    assert_eq!(err.root().code(), "SOCKET_TIMEOUT");
+    assert_eq!(err.code(), "SOCKET_TIMEOUT", "{err:?}");
     let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     assert!(!pid_alive(pid), "the hung process must be killed");
     assert!(!vm.runtime_dir().exists());
     assert_eq!(vm.state(), VmState::Error);
+}
+
+/// A fake Firecracker that binds its API socket but never listens: the socket exists, the API
+/// never answers. The seed's `API_TIMEOUT` (not `SOCKET_TIMEOUT`), on both boot paths.
+#[tokio::test]
+async fn api_that_never_answers_is_an_api_timeout() {
+    let Some(env) = env() else { return };
+    let pidfile = env.dir.path().join("pid");
+    let bind = "import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); time.sleep(600)";
+    let body = format!(
+        "while [ $# -gt 0 ]; do [ \"$1\" = --api-sock ] && sock=$2; shift; done\necho $$ > {}\nexec python3 -c '{bind}' \"$sock\"",
+        pidfile.display()
+    );
+    let mute = script(env.dir.path(), "mute-fc", &body);
+    for (id, via_api, step) in [("mute-file", false, Step::ConfirmBoot), ("mute-api", true, Step::WaitForApi)] {
+        let mut opts = env.runtime_options();
+        opts.firecracker_binary = mute.clone();
+        opts.socket_timeout = Duration::from_millis(500);
+        opts.boot_via_api = via_api;
+        let vm = MicroVm::new(&env.probe_config(id, ""), opts).unwrap();
+        let err = vm.start().await.unwrap_err();
+        assert_eq!(err.code(), "API_TIMEOUT", "{id}: {err:?}");
+        assert_eq!(err.step(), Some(step), "{id}");
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        assert!(!pid_alive(pid), "{id}: the mute process must be killed");
+        assert!(!vm.runtime_dir().exists(), "{id}");
+        assert_eq!(vm.state(), VmState::Error);
+    }
 }

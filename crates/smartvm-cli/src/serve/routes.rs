@@ -171,13 +171,12 @@ async fn image_config(smartvm: &SmartVm, text: &str) -> Result<VmConfig, SmartVm
         serde_json::from_str(text).map_err(|e| ConfigErrors::single("<body>", e.to_string()))?;
     let mut options = BaseImageOptions::default();
     if let Some(p) = &request.image.preset {
-        options.preset = p.parse::<Preset>().map_err(|m| ConfigErrors::single("image.preset", m))?;
+        options.preset = Some(p.parse::<Preset>().map_err(|m| ConfigErrors::single("image.preset", m))?);
     }
     if let Some(m) = request.image.manifest {
         if !m.starts_with("https://") && !m.starts_with("http://") {
             return Err(ConfigErrors::single("image.manifest", "must be an http(s) URL").into());
         }
-        options.preset = Preset::Hosted;
         options.manifest_url = Some(m);
     }
     let bundle = smartvm.ensure_base_image(&options, &smartvm::images::NoProgress).await?;

@@ -208,8 +208,8 @@ pub struct ProblemBody {
 impl ErrorBody {
     /// The answer for `e`: its HTTP status and body (the message carries the cause chain).
     pub fn of(e: &SmartVmError) -> (u16, Self) {
-        let root = e.root();
-        let status = match root.code() {
+        let (root, code) = (e.root(), e.code());
+        let status = match code {
             ErrorCode::VmNotFound => 404,
             ErrorCode::InvalidState => 409,
             ErrorCode::InvalidConfig => 422,
@@ -229,7 +229,7 @@ impl ErrorBody {
             message = format!("{message}: {s}");
             source = s.source();
         }
-        (status, Self { code: root.code().as_str().into(), message, problems })
+        (status, Self { code: code.as_str().into(), message, problems })
     }
 
     /// Back into an error on the client side (an invalid config with its problems again).

@@ -199,13 +199,13 @@ impl ApiClient {
                 }
             }
             if !backoff.wait().await {
-                return Err(self.socket_timeout(timeout));
+                return Err(self.not_ready(timeout));
             }
         }
     }
 
-    fn socket_timeout(&self, timeout: Duration) -> SmartVmError {
-        SmartVmError::SocketTimeout { path: self.socket.clone(), timeout_ms: timeout.as_millis() as u64 }
+    fn not_ready(&self, timeout: Duration) -> SmartVmError {
+        not_ready(&self.socket, timeout)
     }
 
     /// True when the API answers `GET /` within `timeout`, polling with backoff until then.
@@ -227,9 +227,20 @@ impl ApiClient {
                 }
             }
             if !backoff.wait().await {
-                return Err(self.socket_timeout(timeout));
+                return Err(self.not_ready(timeout));
             }
         }
+    }
+}
+
+/// A readiness wait on `socket` ran out: `SOCKET_TIMEOUT` when the socket never appeared,
+/// `API_TIMEOUT` when it exists but the API behind it did not answer (the seed's two codes).
+pub(crate) fn not_ready(socket: &std::path::Path, timeout: Duration) -> SmartVmError {
+    let (path, timeout_ms) = (socket.to_path_buf(), timeout.as_millis() as u64);
+    if std::fs::symlink_metadata(&path).is_ok() {
+        SmartVmError::ApiNotReady { path, timeout_ms }
+    } else {
+        SmartVmError::SocketTimeout { path, timeout_ms }
     }
 }
 

@@ -13,9 +13,9 @@ pub use code::ErrorCode;
 
 use crate::api::ApiError;
 use crate::config::ConfigErrors;
+use crate::lifecycle::{Step, VmState};
 use crate::process::ProcessError;
 use crate::staging::StagingError;
-use crate::vm::VmState;
 
 /// Result alias used across the library.
 pub type Result<T, E = SmartVmError> = std::result::Result<T, E>;
@@ -38,6 +38,15 @@ pub enum SmartVmError {
     /// `SOCKET_TIMEOUT`: the API socket did not appear or answer in time.
     #[error("Firecracker API socket {} was not ready within {timeout_ms} ms", path.display())]
     SocketTimeout {
+        /// The socket path.
+        path: PathBuf,
+        /// How long smartvm waited.
+        timeout_ms: u64,
+    },
+    /// `API_TIMEOUT`: the API socket exists but Firecracker's API did not answer in time (the
+    /// seed's readiness check).
+    #[error("Firecracker API at {} did not answer within {timeout_ms} ms", path.display())]
+    ApiNotReady {
         /// The socket path.
         path: PathBuf,
         /// How long smartvm waited.
@@ -80,11 +89,16 @@ pub enum SmartVmError {
         /// Every place that was looked at.
         searched: Vec<PathBuf>,
     },
-    /// `START_FAILED`: the VM could not be started; everything it created was removed.
-    #[error("VM {vm_id} failed to start")]
+    /// A start or restore failed at `step`; everything it had created was removed. Its
+    /// [`code()`](SmartVmError::code) is the cause's (`SOCKET_TIMEOUT`, `API_ERROR`,
+    /// `TAP_CREATE_FAILED`, …), as the seed raises them from `start()`; `START_FAILED` only
+    /// for a cause without a code of its own (an OS error on smartvm's own files).
+    #[error("VM {vm_id} failed to start at step {step}")]
     StartFailed {
         /// The VM's id.
         vm_id: String,
+        /// The step that failed.
+        step: Step,
         /// Why.
         #[source]
         source: Box<SmartVmError>,
@@ -154,16 +168,20 @@ pub enum SmartVmError {
 impl SmartVmError {
     /// The stable error code (SPEC §1 plus smartvm's own: `PROCESS_FAILED`, `STAGING_FAILED`,
     /// `IO_ERROR`, `SNAPSHOT_FAILED`, `UNTRUSTED_PATH`). Compares equal to its string form.
+    /// A failed start has its cause's code (see [`StartFailed`](SmartVmError::StartFailed)).
     pub fn code(&self) -> ErrorCode {
         match self {
             SmartVmError::InvalidState { .. } => ErrorCode::InvalidState,
             SmartVmError::InvalidConfig(_) => ErrorCode::InvalidConfig,
             SmartVmError::SocketTimeout { .. } => ErrorCode::SocketTimeout,
-            SmartVmError::ApiTimeout { .. } => ErrorCode::ApiTimeout,
+            SmartVmError::ApiTimeout { .. } | SmartVmError::ApiNotReady { .. } => ErrorCode::ApiTimeout,
             SmartVmError::SocketRequestFailed { .. } => ErrorCode::SocketRequestFailed,
             SmartVmError::Api { .. } => ErrorCode::ApiError,
             SmartVmError::BinaryNotFound { .. } => ErrorCode::BinaryNotFound,
-            SmartVmError::StartFailed { .. } => ErrorCode::StartFailed,
+            SmartVmError::StartFailed { source, .. } => match source.code() {
+                ErrorCode::IoError => ErrorCode::StartFailed,
+                cause => cause,
+            },
             SmartVmError::NoClient => ErrorCode::NoClient,
             SmartVmError::Process(_) => ErrorCode::ProcessFailed,
             SmartVmError::Staging(_) => ErrorCode::StagingFailed,
@@ -198,7 +216,15 @@ impl SmartVmError {
         }
     }
 
-    /// The root cause when this is a `START_FAILED` wrapper, else `self`.
+    /// The start step that failed, for a failed start or restore.
+    pub fn step(&self) -> Option<Step> {
+        match self {
+            SmartVmError::StartFailed { step, .. } => Some(*step),
+            _ => None,
+        }
+    }
+
+    /// The cause when this is a failed start, else `self`.
     pub fn root(&self) -> &SmartVmError {
         match self {
             SmartVmError::StartFailed { source, .. } => source.root(),
@@ -244,8 +270,10 @@ mod tests {
         assert_eq!(api.code(), "API_ERROR");
         assert_eq!(api.status(), Some(400));
         assert!(api.to_string().contains("Invalid kernel path"));
-        let start = SmartVmError::StartFailed { vm_id: "a".into(), source: Box::new(api) };
-        assert_eq!(start.code(), "START_FAILED");
+        let start = SmartVmError::StartFailed { vm_id: "a".into(), step: Step::Configure, source: Box::new(api) };
+        assert_eq!(start.code(), "API_ERROR", "a failed start has its cause's code");
+        assert_eq!(start.step(), Some(Step::Configure));
+        assert_eq!(start.to_string(), "VM a failed to start at step configure");
         assert_eq!(start.status(), Some(400));
         assert_eq!(start.fault_message(), Some("Invalid kernel path"));
         assert_eq!(start.root().code(), "API_ERROR");
@@ -254,5 +282,11 @@ mod tests {
         assert_eq!(state.code(), "INVALID_STATE");
         assert_eq!(state.to_string(), "cannot pause a VM that is created");
         assert_eq!(SmartVmError::NoClient.code(), "NO_CLIENT");
+        let io = SmartVmError::io("cannot create drives dir", std::io::Error::other("disk full"));
+        let start = SmartVmError::StartFailed { vm_id: "a".into(), step: Step::StageDrives, source: Box::new(io) };
+        assert_eq!(start.code(), "START_FAILED", "an OS error has no code of its own");
+        assert_eq!(start.root().code(), "IO_ERROR");
+        let not_ready = SmartVmError::ApiNotReady { path: "/run/x.sock".into(), timeout_ms: 5 };
+        assert_eq!(not_ready.code(), "API_TIMEOUT");
     }
 }

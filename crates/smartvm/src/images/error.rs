@@ -55,6 +55,14 @@ pub enum ImageError {
         /// What is wrong.
         message: String,
     },
+    /// `INVALID_CONFIG`: a hosted manifest was given together with another named preset.
+    #[error("preset {} conflicts with the hosted manifest {manifest}: a manifest implies the hosted preset; name either the manifest or another preset", preset.as_str())]
+    PresetConflict {
+        /// The preset named.
+        preset: super::Preset,
+        /// The manifest URL or path given.
+        manifest: String,
+    },
     /// `INVALID_BASE_IMAGE_CACHE_LIMIT`: `max_stored_base_images` is below 1.
     #[error("max_stored_base_images must be at least 1 (got {0})")]
     InvalidCacheLimit(usize),
@@ -103,6 +111,7 @@ impl ImageError {
             ImageError::ManifestFetch { .. } => ErrorCode::BaseImageManifestFailed,
             ImageError::InvalidManifest { .. } => ErrorCode::InvalidBaseImageManifest,
             ImageError::InvalidCacheLimit(_) => ErrorCode::InvalidBaseImageCacheLimit,
+            ImageError::PresetConflict { .. } => ErrorCode::InvalidConfig,
             ImageError::Prepare { .. } => ErrorCode::BaseImagePrepareFailed,
             ImageError::RootfsCreate { .. } => ErrorCode::RootfsCreateFailed,
             ImageError::RootfsClone { .. } => ErrorCode::RootfsCloneFailed,

@@ -383,8 +383,10 @@ impl MicroVm {
         if result.is_err() {
             self.teardown(&mut guard.inner).await;
         }
+        let result =
+            result.map_err(|(step, e)| SmartVmError::StartFailed { vm_id: self.id.clone(), step, source: Box::new(e) });
         self.finish(transition, &result);
-        result.map_err(|e| SmartVmError::StartFailed { vm_id: self.id.clone(), source: Box::new(e) })
+        result
     }
 
     /// Checks `op` against the [state table](state) and enters its running state, if any.

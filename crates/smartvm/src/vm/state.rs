@@ -13,42 +13,8 @@
 //!
 //! Besides, a VM whose process ended by itself reads as Stopped (exit code 0) or Error.
 
-use std::fmt;
-
 use crate::error::{Result, SmartVmError};
-
-/// Lifecycle state of a [`MicroVm`](super::MicroVm).
-///
-/// `Created → Configuring → Running ⇄ Paused → Stopped`, and `Error` after a failed start or
-/// when the Firecracker process died on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum VmState {
-    /// Registered, nothing spawned yet.
-    Created,
-    /// Firecracker is running and receiving its pre-boot configuration.
-    Configuring,
-    /// The guest runs.
-    Running,
-    /// The guest's vCPUs are paused.
-    Paused,
-    /// The process has ended (stopped by smartvm or the guest shut down cleanly).
-    Stopped,
-    /// Start failed, or the process died with an error.
-    Error,
-}
-
-impl fmt::Display for VmState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            VmState::Created => "created",
-            VmState::Configuring => "configuring",
-            VmState::Running => "running",
-            VmState::Paused => "paused",
-            VmState::Stopped => "stopped",
-            VmState::Error => "error",
-        })
-    }
-}
+pub use crate::lifecycle::VmState;
 
 /// The operations whose validity depends on the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

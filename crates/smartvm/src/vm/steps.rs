@@ -14,45 +14,11 @@ use super::{MicroVm, VmResources};
 use crate::api::{ActionType, ApiClient, GetVersion, PutAction, PutSnapshotLoad};
 use crate::config::{LogLevel, SnapshotLoadParams};
 use crate::error::{Result, SmartVmError};
+pub use crate::lifecycle::Step;
 use crate::process::{instance_id, FirecrackerCommand, FirecrackerProcess, OutputOptions};
 use crate::snapshot::{Snapshot, SnapshotDrive};
 use crate::staging::{self, StagedDrive};
 use crate::version::FirecrackerVersion;
-
-/// One step of starting or restoring a VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// The binaries and the runtime dir can be trusted (nothing is created but the runtime dir).
-    CheckHost,
-    /// The VM's runtime dir, created together with its journal.
-    CreateRuntimeDir,
-    /// Restore only: merge a Diff snapshot's memory onto its base.
-    MaterializeMemory,
-    /// What the [executor](crate::executor) needs before spawn (a jail: chroot, kernel, initrd).
-    Prepare,
-    /// Private copies of drives (a snapshot's saved copies on restore).
-    StageDrives,
-    /// TAPs for interfaces that name no host device.
-    CreateTaps,
-    /// Spawn Firecracker (directly or under the jailer).
-    Spawn,
-    /// Wait until the API socket answers.
-    WaitForApi,
-    /// The Firecracker version payloads are generated for.
-    LearnVersion,
-    /// Log and metrics files that old Firecrackers require to exist.
-    PrepareOutputFiles,
-    /// Config-file boot: the pre-boot plan written as Firecracker's `--config-file`.
-    WriteConfigFile,
-    /// Config-file boot: Firecracker answers once the VM it built from the file runs.
-    ConfirmBoot,
-    /// The pre-boot requests ([`boot_plan`]).
-    Configure,
-    /// `InstanceStart`.
-    InstanceStart,
-    /// Restore only: logger/metrics, then `PUT /snapshot/load`.
-    LoadSnapshot,
-}
 
 /// The steps of a fresh boot along `path`, in order. From a config file, Firecracker boots the
 /// guest as it starts: its output files and the file itself come before the spawn, and no
@@ -164,11 +130,16 @@ fn journal_err(e: std::io::Error) -> SmartVmError {
 }
 
 impl MicroVm {
-    /// Runs `steps` in order; the first failure is returned (the caller unwinds).
-    pub(super) async fn run_steps(&self, steps: &[Step], inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
+    /// Runs `steps` in order; the first failure is returned with its step (the caller unwinds).
+    pub(super) async fn run_steps(
+        &self,
+        steps: &[Step],
+        inner: &mut VmResources,
+        cx: &mut StartContext,
+    ) -> Result<(), (Step, SmartVmError)> {
         for (index, &step) in steps.iter().enumerate() {
             let started = std::time::Instant::now();
-            self.run_step(step, inner, cx).await?;
+            self.run_step(step, inner, cx).await.map_err(|e| (step, e))?;
             tracing::debug!(vm = %self.id, ?step, micros = started.elapsed().as_micros() as u64, "step done");
             fault_injection::after_step(index);
         }
@@ -409,11 +380,9 @@ impl MicroVm {
             return Ok(());
         }
         let timeout = opts.socket_timeout;
-        let socket_timeout =
-            || SmartVmError::SocketTimeout { path: socket.clone(), timeout_ms: timeout.as_millis() as u64 };
         match process.wait_for_path(&socket, timeout).await {
             Ok(true) => {}
-            Ok(false) => return Err(socket_timeout()),
+            Ok(false) => return Err(crate::api::not_ready(&socket, timeout)),
             Err(crate::process::ProcessError::ExitedEarly { exit, .. }) => {
                 return self.ended_before_ready(process, exit, cx).await
             }
@@ -430,7 +399,7 @@ impl MicroVm {
             exit = process.wait(timeout) => {
                 return match exit {
                     Some(exit) => self.ended_before_ready(process, exit, cx).await,
-                    None => Err(socket_timeout()),
+                    None => Err(crate::api::not_ready(&socket, timeout)),
                 };
             }
         }
@@ -500,10 +469,8 @@ impl MicroVm {
                 cx.booted = true;
                 Ok(())
             }
-            // Neither booted nor ended: not ready in time, like a socket that never answers.
-            None => {
-                Err(SmartVmError::SocketTimeout { path: self.socket_path(), timeout_ms: timeout.as_millis() as u64 })
-            }
+            // Neither booted nor ended: not ready in time, like an API that never answers.
+            None => Err(crate::api::not_ready(&self.socket_path(), timeout)),
         }
     }
 

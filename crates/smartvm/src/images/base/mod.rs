@@ -67,14 +67,32 @@ impl FromStr for Preset {
 /// Options of one `ensure_base_image` call.
 #[derive(Debug, Clone, Default)]
 pub struct BaseImageOptions {
-    /// The preset.
-    pub preset: Preset,
+    /// The preset. `None`: `hosted` when a manifest URL or path is given (here, or at the
+    /// orchestrator: [`SmartVmOptions`](crate::SmartVmOptions) and its environment), else
+    /// `latest` (see [`effective_preset`](Self::effective_preset)).
+    pub preset: Option<Preset>,
     /// Hosted manifest URL.
     pub manifest_url: Option<String>,
     /// Hosted manifest path.
     pub manifest_path: Option<PathBuf>,
     /// Re-download even when a valid copy is cached.
     pub force_download: bool,
+}
+
+impl BaseImageOptions {
+    /// The preset these options resolve: a named one, else `hosted` when a manifest is given,
+    /// else `latest`. A manifest beside another named preset is `INVALID_CONFIG`, naming both
+    /// (a manifest implies `hosted`; which of the two was meant cannot be guessed).
+    pub fn effective_preset(&self) -> Result<Preset, ImageError> {
+        let manifest =
+            self.manifest_url.clone().or_else(|| self.manifest_path.as_ref().map(|p| p.display().to_string()));
+        match (self.preset, manifest) {
+            (None, None) => Ok(Preset::Latest),
+            (None, Some(_)) | (Some(Preset::Hosted), _) => Ok(Preset::Hosted),
+            (Some(preset), None) => Ok(preset),
+            (Some(preset), Some(manifest)) => Err(ImageError::PresetConflict { preset, manifest }),
+        }
+    }
 }
 
 /// A ready bundle.
@@ -175,7 +193,7 @@ fn sanitize_id(s: &str) -> String {
 /// use smartvm::{SmartVm, SmartVmOptions};
 ///
 /// let smartvm = SmartVm::new(SmartVmOptions::from_env());
-/// let options = BaseImageOptions { preset: Preset::Lts, ..Default::default() };
+/// let options = BaseImageOptions { preset: Some(Preset::Lts), ..Default::default() };
 /// let bundle = smartvm.ensure_base_image(&options, &NoProgress).await?; // kernel + rootfs, SHA-256 checked
 /// let vm = smartvm.create_vm(&bundle.vm_config().with_id("lts"))?;
 /// vm.start().await?;
@@ -328,7 +346,9 @@ impl BaseImageManager {
         let expect = Expect { sha256: a.sha256.clone(), size: a.size };
         let (sha256, size) = match &a.location {
             ArtifactLocation::Url(url) => {
-                let d = self.images.downloader().file(url, &dest, &expect, progress).await?;
+                // The seed's code for a base image: the download failure is the cause.
+                let download = self.images.downloader().file(url, &dest, &expect, progress).await;
+                let d = download.map_err(|e| ImageError::prepare(format!("cannot fetch {}", a.file_name), e))?;
                 (d.sha256, d.size)
             }
             ArtifactLocation::Path(path) => {
@@ -346,17 +366,18 @@ impl BaseImageManager {
             ArtifactLocation::Url(u) => u.clone(),
             ArtifactLocation::Path(p) => p.display().to_string(),
         };
+        let mismatch = |what: String| ImageError::Prepare { message: format!("{location}: {what}"), source: None };
         if let Some(want) = expect.sha256.filter(|w| *w != sha256) {
-            return Err(ImageError::download(&location, format!("SHA-256 mismatch: got {sha256}, expected {want}")));
+            return Err(mismatch(format!("SHA-256 mismatch: got {sha256}, expected {want}")));
         }
         if let Some(want) = expect.size.filter(|w| *w != size) {
-            return Err(ImageError::download(&location, format!("size {size} bytes, expected {want}")));
+            return Err(mismatch(format!("size {size} bytes, expected {want}")));
         }
         Ok(CachedFile { file_name: a.file_name.clone(), sha256, size_bytes: size })
     }
 
     async fn resolve(&self, options: &BaseImageOptions) -> Result<Resolved, ImageError> {
-        match options.preset {
+        match options.effective_preset()? {
             Preset::Latest => {
                 let version = self.images.latest_version().await?;
                 let train = train_of(&version)
