@@ -319,3 +319,68 @@ async fn smartvm_ensure_binary_downloads_when_nothing_is_local() {
     assert_eq!(std::fs::read(&path).unwrap(), b"#!downloaded-fc");
     assert_eq!(sv.find_binary().unwrap(), path, "found locally from now on");
 }
+
+/// A hosted manifest named any of the seed's four ways (URL or path, in the call's options or
+/// through the orchestrator's environment) selects the hosted preset without naming it; a
+/// manifest beside another named preset is refused before anything is fetched.
+#[tokio::test]
+async fn a_manifest_implies_the_hosted_preset_all_four_ways() {
+    let s = FakeServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = hosted_manifest(&s, "four", "kernel-4", "rootfs-4");
+    let local = dir.path().join("four.manifest.json");
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    std::fs::write(&local, text).unwrap();
+    let orchestrator = |env: &[(&str, String)]| {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let mut options =
+            smartvm::SmartVmOptions::from_lookup(|k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()));
+        options.data_dir = dir.path().join("data");
+        options.base_image_cache_dir = Some(dir.path().join("cache"));
+        options.mirrors = s.mirrors();
+        smartvm::SmartVm::new(options)
+    };
+    let path_str = local.display().to_string();
+    let ways = [
+        ("options.manifest_url", BaseImageOptions { manifest_url: Some(url.clone()), ..Default::default() }, vec![]),
+        (
+            "options.manifest_path",
+            BaseImageOptions { manifest_path: Some(local.clone()), ..Default::default() },
+            vec![],
+        ),
+        (
+            "SMARTVM_BASE_IMAGE_MANIFEST_URL",
+            BaseImageOptions::default(),
+            vec![("SMARTVM_BASE_IMAGE_MANIFEST_URL", url.clone())],
+        ),
+        (
+            "SMARTVM_BASE_IMAGE_MANIFEST_PATH",
+            BaseImageOptions::default(),
+            vec![("SMARTVM_BASE_IMAGE_MANIFEST_PATH", path_str.clone())],
+        ),
+    ];
+    for (way, options, env) in ways {
+        let sv = orchestrator(&env);
+        let force = BaseImageOptions { force_download: true, ..options.clone() };
+        let b = sv.ensure_base_image(&force, &NoProgress).await.unwrap_or_else(|e| panic!("{way}: {e}"));
+        assert_eq!((b.preset.as_str(), b.bundle_id.as_str()), ("hosted", "four"), "{way}");
+        assert_eq!(std::fs::read_to_string(&b.kernel_image_path).unwrap(), "kernel-4", "{way}");
+        // Naming the hosted preset as well is the same request.
+        let named = BaseImageOptions { preset: Some(Preset::Hosted), ..options.clone() };
+        assert_eq!(sv.ensure_base_image(&named, &NoProgress).await.unwrap().bundle_id, "four", "{way}");
+        // Another named preset beside the manifest: INVALID_CONFIG naming both, nothing fetched.
+        let hits = s.hits("/hosted/four/vmlinux");
+        let lts = BaseImageOptions { preset: Some(Preset::Lts), ..options };
+        let err = sv.ensure_base_image(&lts, &NoProgress).await.unwrap_err();
+        assert_eq!(err.code(), "INVALID_CONFIG", "{way}: {err}");
+        let text = err.to_string();
+        assert!(text.contains("lts") && (text.contains(&url) || text.contains(&path_str)), "{way}: {text}");
+        assert_eq!(s.hits("/hosted/four/vmlinux"), hits, "{way}: nothing fetched");
+    }
+    assert_eq!(s.hits("/api/repos/firecracker-microvm/firecracker/releases/latest"), 0, "`latest` never asked");
+    let err = orchestrator(&[])
+        .ensure_base_image(&BaseImageOptions { preset: Some(Preset::Hosted), ..Default::default() }, &NoProgress)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "BASE_IMAGE_MANIFEST_FAILED", "hosted without any manifest: {err}");
+}

@@ -3,12 +3,13 @@
 
 mod cache;
 mod manifest;
+mod options;
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 pub use cache::{eviction_plan, BundleSource, CachedBundle, CachedFile};
 pub use manifest::{ArtifactLocation, HostedArtifact, HostedManifest, ResolvedArtifact};
+pub use options::{BaseImageOptions, Preset};
 
 use super::ci_artifacts::{parse_list, select, train_of, train_prefix};
 use super::download::{hash_file, Expect, Progress};
@@ -26,72 +27,6 @@ fn check_resolved_below(dir: &Path, field: &str, a: &ResolvedArtifact) -> Result
         Ok(())
     } else {
         Err(ImageError::manifest(field, format!("{} resolves outside {}", p.display(), dir.display())))
-    }
-}
-
-/// Which bundle to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Preset {
-    /// Newest release → its CI train, newest kernel, squashfs rootfs preferred.
-    #[default]
-    Latest,
-    /// CI train v1.7 with Firecracker v1.7.0.
-    Lts,
-    /// A project-owned manifest (URL or path).
-    Hosted,
-}
-
-impl Preset {
-    /// `latest`, `lts` or `hosted`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Preset::Latest => "latest",
-            Preset::Lts => "lts",
-            Preset::Hosted => "hosted",
-        }
-    }
-}
-
-impl FromStr for Preset {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "latest" => Ok(Preset::Latest),
-            "lts" => Ok(Preset::Lts),
-            "hosted" => Ok(Preset::Hosted),
-            other => Err(format!("unknown preset {other:?} (latest, lts, hosted)")),
-        }
-    }
-}
-
-/// Options of one `ensure_base_image` call.
-#[derive(Debug, Clone, Default)]
-pub struct BaseImageOptions {
-    /// The preset. `None`: `hosted` when a manifest URL or path is given (here, or at the
-    /// orchestrator: [`SmartVmOptions`](crate::SmartVmOptions) and its environment), else
-    /// `latest` (see [`effective_preset`](Self::effective_preset)).
-    pub preset: Option<Preset>,
-    /// Hosted manifest URL.
-    pub manifest_url: Option<String>,
-    /// Hosted manifest path.
-    pub manifest_path: Option<PathBuf>,
-    /// Re-download even when a valid copy is cached.
-    pub force_download: bool,
-}
-
-impl BaseImageOptions {
-    /// The preset these options resolve: a named one, else `hosted` when a manifest is given,
-    /// else `latest`. A manifest beside another named preset is `INVALID_CONFIG`, naming both
-    /// (a manifest implies `hosted`; which of the two was meant cannot be guessed).
-    pub fn effective_preset(&self) -> Result<Preset, ImageError> {
-        let manifest =
-            self.manifest_url.clone().or_else(|| self.manifest_path.as_ref().map(|p| p.display().to_string()));
-        match (self.preset, manifest) {
-            (None, None) => Ok(Preset::Latest),
-            (None, Some(_)) | (Some(Preset::Hosted), _) => Ok(Preset::Hosted),
-            (Some(preset), None) => Ok(preset),
-            (Some(preset), Some(manifest)) => Err(ImageError::PresetConflict { preset, manifest }),
-        }
     }
 }
 
