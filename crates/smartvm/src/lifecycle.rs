@@ -40,7 +40,8 @@ impl fmt::Display for VmState {
 /// One step of starting or restoring a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// The binaries and the runtime dir can be trusted (nothing is created but the runtime dir).
+    /// The binaries (fetched first where the orchestrator downloads them) and the runtime dir
+    /// can be trusted (nothing is created but the runtime dir).
     CheckHost,
     /// The VM's runtime dir, created together with its journal.
     CreateRuntimeDir,

@@ -52,6 +52,15 @@ pub struct SmartVmOptions {
     pub socket_timeout: Duration,
     /// How long `stop()` waits after Ctrl-Alt-Del before SIGTERM.
     pub stop_grace: Duration,
+    /// When no Firecracker binary is found, [`create_vm`](crate::SmartVm::create_vm) still
+    /// succeeds and `start()` downloads the release of
+    /// [`firecracker_version`](Self::firecracker_version) (default v1.12.1) into
+    /// `<data_dir>/bin/<version>/`, verified against its published SHA-256s, as the seed's
+    /// quick start does (default true; `SMARTVM_AUTO_DOWNLOAD=0` turns it off). Never with an
+    /// explicit [`firecracker_binary_path`](Self::firecracker_binary_path), and only into a
+    /// data dir that passes the [trust check](crate::trust) (`UNTRUSTED_PATH` otherwise).
+    #[cfg(feature = "images")]
+    pub auto_download_binary: bool,
     /// Remote base URLs (GitHub API, GitHub, CI artifact bucket).
     #[cfg(feature = "images")]
     pub mirrors: Mirrors,
@@ -117,6 +126,8 @@ impl Default for SmartVmOptions {
             socket_timeout: Duration::from_secs(5),
             stop_grace: Duration::from_secs(2),
             #[cfg(feature = "images")]
+            auto_download_binary: true,
+            #[cfg(feature = "images")]
             mirrors: Mirrors::default(),
             jailer: None,
             jailed_by_default: false,
@@ -129,7 +140,8 @@ impl Default for SmartVmOptions {
 impl SmartVmOptions {
     /// Defaults overridden by `SMARTVM_DATA_DIR`, `SMARTVM_RUNTIME_DIR`, `SMARTVM_FIRECRACKER_BIN`,
     /// `SMARTVM_FIRECRACKER_VERSION`, `SMARTVM_ARCH`, `SMARTVM_BASE_IMAGE_CACHE_DIR`,
-    /// `SMARTVM_MAX_STORED_BASE_IMAGES`, `SMARTVM_BASE_IMAGE_MANIFEST_URL`/`_PATH` (the seed's
+    /// `SMARTVM_MAX_STORED_BASE_IMAGES`, `SMARTVM_BASE_IMAGE_MANIFEST_URL`/`_PATH`,
+    /// `SMARTVM_AUTO_DOWNLOAD` (`0`, `false`, `no`: off) (the seed's
     /// variables too: `SMARTVM_INTEGRATION_DATA_DIR` stands for `SMARTVM_DATA_DIR` when that is
     /// unset), `SMARTVM_JAILED`, `SMARTVM_BOOT_VIA_API` and the mirror variables of
     /// [`Mirrors::from_env`]. A value that does not parse is ignored (the default stays).
@@ -157,6 +169,8 @@ impl SmartVmOptions {
             firecracker_binary_path: get("SMARTVM_FIRECRACKER_BIN").map(PathBuf::from),
             base_image_manifest_url: get("SMARTVM_BASE_IMAGE_MANIFEST_URL"),
             base_image_manifest_path: get("SMARTVM_BASE_IMAGE_MANIFEST_PATH").map(PathBuf::from),
+            #[cfg(feature = "images")]
+            auto_download_binary: get("SMARTVM_AUTO_DOWNLOAD").is_none_or(|v| !is_off(&v)),
             #[cfg(feature = "images")]
             mirrors: Mirrors::from_lookup(&lookup),
             jailed_by_default: get("SMARTVM_JAILED").is_some_and(|v| v == "1"),
@@ -187,6 +201,12 @@ impl SmartVmOptions {
             })
         })
     }
+}
+
+/// `0`, `false`, `no` or `off` (any case): an environment switch turned off.
+#[cfg(feature = "images")]
+fn is_off(value: &str) -> bool {
+    ["0", "false", "no", "off"].contains(&value.trim().to_ascii_lowercase().as_str())
 }
 
 /// Where `ensure_binary` looks, in order: explicit path, `<data_dir>/bin/<version>/firecracker`,
@@ -256,6 +276,14 @@ mod tests {
         assert_eq!(s.firecracker_version, Some(FirecrackerVersion::new(1, 7, 0)));
         assert_eq!((s.arch.as_str(), s.max_stored_base_images), ("aarch64", 5));
         assert_eq!(s.base_image_cache_dir(), Path::new("/cache"));
+        #[cfg(feature = "images")]
+        {
+            assert!(s.auto_download_binary, "on by default");
+            for off in ["0", "false", "No"] {
+                let o = SmartVmOptions::from_lookup(|k| (k == "SMARTVM_AUTO_DOWNLOAD").then(|| off.to_string()));
+                assert!(!o.auto_download_binary, "{off}");
+            }
+        }
         let d = SmartVmOptions::from_lookup(|_| None);
         assert_eq!(
             (d.data_dir.as_path(), d.bridge_name.as_str(), d.max_stored_base_images),

@@ -53,6 +53,9 @@ pub struct SmartVm {
     versions: Mutex<HashMap<PathBuf, FirecrackerVersion>>,
     #[cfg(feature = "network")]
     network: std::sync::OnceLock<Arc<NetworkManager>>,
+    /// The auto-download shared by this orchestrator's VMs (made on first need).
+    #[cfg(feature = "images")]
+    release_fetch: std::sync::OnceLock<Arc<crate::images::ReleaseFetch>>,
 }
 
 impl Default for SmartVm {
@@ -70,6 +73,8 @@ impl SmartVm {
             versions: Mutex::new(HashMap::new()),
             #[cfg(feature = "network")]
             network: std::sync::OnceLock::new(),
+            #[cfg(feature = "images")]
+            release_fetch: std::sync::OnceLock::new(),
         }
     }
 
@@ -169,6 +174,34 @@ impl SmartVm {
         Some(v)
     }
 
+    /// Runtime options for a new VM: with the binary found, or, where auto-download applies,
+    /// with the path the pinned release will be installed at and the fetcher that installs it.
+    fn runtime_options_for_new_vm(&self) -> Result<VmRuntimeOptions> {
+        match self.find_binary() {
+            Ok(binary) => Ok(self.runtime_options(binary)),
+            #[cfg(feature = "images")]
+            Err(SmartVmError::BinaryNotFound { .. })
+                if self.options.auto_download_binary && self.options.firecracker_binary_path.is_none() =>
+            {
+                let fetch = self.release_fetch();
+                let mut options = self.runtime_options(fetch.binary());
+                options.firecracker_version =
+                    Some(self.options.firecracker_version.unwrap_or(FirecrackerVersion::DEFAULT));
+                options.fetch_binary = Some(fetch);
+                Ok(options)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    #[cfg(feature = "images")]
+    fn release_fetch(&self) -> Arc<crate::images::ReleaseFetch> {
+        let version = self.options.firecracker_version.unwrap_or(FirecrackerVersion::DEFAULT).to_string();
+        self.release_fetch
+            .get_or_init(|| Arc::new(crate::images::ReleaseFetch::new(self.image_manager(), version)))
+            .clone()
+    }
+
     /// Per-VM runtime options derived from these options and `binary`.
     pub fn runtime_options(&self, binary: PathBuf) -> VmRuntimeOptions {
         let mut o = VmRuntimeOptions::new(binary, &self.options.runtime_dir);
@@ -183,11 +216,13 @@ impl SmartVm {
     }
 
     /// Validates `config` (cloned) and registers a VM in `Created` state; does not boot it.
+    /// Without a Firecracker binary on this host, the VM downloads one as it starts where
+    /// [`auto_download_binary`](SmartVmOptions::auto_download_binary) allows, else this is
+    /// `BINARY_NOT_FOUND`.
     pub fn create_vm(&self, config: &VmConfig) -> Result<Arc<MicroVm>> {
         config.validate()?;
-        let binary = self.find_binary()?;
         #[cfg_attr(not(feature = "network"), allow(unused_mut))]
-        let mut options = self.runtime_options(binary);
+        let mut options = self.runtime_options_for_new_vm()?;
         #[cfg(feature = "network")]
         if config.network_interfaces.iter().any(|n| n.host_dev_name.is_none()) {
             options.network = Some(self.network()?);

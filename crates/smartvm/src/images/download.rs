@@ -29,6 +29,30 @@ impl Progress for NoProgress {
     fn finish(&self) {}
 }
 
+/// Progress as `tracing` events, the library's one channel for what it does: `info` when a
+/// transfer starts and ends (bytes moved), nothing per chunk.
+#[derive(Debug, Default)]
+pub struct TracingProgress {
+    label: std::sync::Mutex<String>,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl Progress for TracingProgress {
+    fn start(&self, label: &str, total: Option<u64>) {
+        *self.label.lock().unwrap_or_else(|p| p.into_inner()) = label.to_string();
+        self.bytes.store(0, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(label, total, "download started");
+    }
+    fn advance(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn finish(&self) {
+        let label = self.label.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let bytes = self.bytes.load(std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(label, bytes, "download ended");
+    }
+}
+
 /// What a finished download must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expect {

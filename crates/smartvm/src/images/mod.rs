@@ -11,6 +11,7 @@ mod download;
 mod error;
 mod mirrors;
 mod release;
+mod release_fetch;
 mod rootfs;
 
 use std::io::Read;
@@ -24,12 +25,13 @@ pub use base::{
 pub use ci_artifacts::{
     parse_list, select as select_train_artifacts, train_of, train_prefix, ListPage, ListingError, TrainArtifacts,
 };
-pub use download::{hash_file, Downloaded, Downloader, Expect, NoProgress, Progress};
+pub use download::{hash_file, Downloaded, Downloader, Expect, NoProgress, Progress, TracingProgress};
 pub use error::ImageError;
 pub use mirrors::Mirrors;
 pub use release::{
     checksum_for, is_sha256_hex, normalize_version, parse_checksum_lines, parse_latest_tag, ReleaseJsonError,
 };
+pub use release_fetch::ReleaseFetch;
 pub use rootfs::{HostTool, HostToolError, HOST_TOOL_TIMEOUT};
 
 pub(crate) use crate::trust::confine::check_file_name;

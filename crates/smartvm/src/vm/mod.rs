@@ -15,6 +15,7 @@
 
 mod adopt;
 pub mod boot_file;
+mod fetch;
 mod hot_api;
 pub(crate) mod identity;
 pub mod ledger;
@@ -34,6 +35,7 @@ use crate::process::{Console, ExitInfo, FirecrackerProcess, Seccomp, StopOutcome
 use crate::version::FirecrackerVersion;
 
 pub use boot_file::{BootConfigFile, BootPath};
+pub use fetch::{FetchBinary, FetchFuture};
 pub use identity::{process_start_time, JailedImage, ProcessRecord};
 pub use ledger::{Resource, UnwindScope, VmJournal};
 pub use plan::{boot_plan, check_for_version, PreBootCall, ResolvedResources};
@@ -96,6 +98,10 @@ pub struct VmRuntimeOptions {
     /// (the Firecracker version known, its log read by smartvm, not jailed); restores and
     /// detached VMs need the API.
     pub api: bool,
+    /// Obtains [`firecracker_binary`](Self::firecracker_binary) at start when it does not
+    /// exist yet (the orchestrator's `auto_download_binary`); `None`: a missing binary is
+    /// `BINARY_NOT_FOUND`.
+    pub fetch_binary: Option<Arc<dyn FetchBinary>>,
 }
 
 impl VmRuntimeOptions {
@@ -116,6 +122,7 @@ impl VmRuntimeOptions {
             firecracker_log_level: None,
             detached: false,
             api: true,
+            fetch_binary: None,
             #[cfg(feature = "network")]
             network: None,
             jailer: None,

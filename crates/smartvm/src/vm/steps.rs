@@ -148,7 +148,7 @@ impl MicroVm {
 
     async fn run_step(&self, step: Step, inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
         match step {
-            Step::CheckHost => self.check_host(cx.restoring()),
+            Step::CheckHost => self.check_host(cx.restoring()).await,
             Step::CreateRuntimeDir => self.create_runtime_dir(inner),
             Step::MaterializeMemory => self.materialize_memory(cx).await,
             Step::Prepare => {
@@ -173,7 +173,12 @@ impl MicroVm {
         }
     }
 
-    fn check_host(&self, restoring: bool) -> Result<()> {
+    async fn check_host(&self, restoring: bool) -> Result<()> {
+        if let Some(fetch) = &self.options.fetch_binary {
+            if std::fs::symlink_metadata(&self.options.firecracker_binary).is_err() {
+                fetch.fetch().await?;
+            }
+        }
         self.executor.check(&self.config, restoring)?;
         crate::trust::ensure_private_dir(&self.options.runtime_dir)?;
         Ok(())

@@ -1,0 +1,94 @@
+#![cfg(feature = "images")]
+//! The seed's quick start on a fresh host: `create_vm` + `start` get Firecracker themselves,
+//! here from a local server with GitHub's release shapes serving the real v1.12.1 binaries.
+
+mod common;
+#[allow(dead_code)]
+mod logs {
+    include!("common/logs.rs");
+}
+mod fake;
+
+use std::path::Path;
+use std::time::Duration;
+
+use fake::FakeServer;
+use smartvm::{SmartVm, SmartVmOptions, VmConfig};
+
+const TARBALL: &str = "/gh/firecracker-microvm/firecracker/releases/download/v1.12.1/firecracker-v1.12.1-x86_64.tgz";
+
+/// An orchestrator on a fresh data dir (no binary in it), downloading from `server`.
+fn fresh(dir: &Path, server: &FakeServer) -> SmartVm {
+    SmartVm::new(SmartVmOptions {
+        data_dir: dir.join("data"),
+        runtime_dir: dir.join("run"),
+        mirrors: server.mirrors(),
+        stop_grace: Duration::from_millis(300),
+        ..SmartVmOptions::from_lookup(|_| None)
+    })
+}
+
+fn runtime_entries(sv: &SmartVm) -> Vec<String> {
+    std::fs::read_dir(sv.runtime_dir()).map_or(vec![], |rd| {
+        rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect()
+    })
+}
+
+#[tokio::test]
+async fn the_quick_start_downloads_firecracker_as_the_vm_starts() {
+    let Some(env) = common::env() else { return };
+    let real = |name: &str| std::fs::read(env.binary.with_file_name(name)).unwrap();
+    let server = FakeServer::start().await;
+    server.release("v1.12.1", &real("firecracker"), &real("jailer"), false);
+    let sv = fresh(env.dir.path(), &server);
+    assert_eq!(sv.find_binary().unwrap_err().code(), "BINARY_NOT_FOUND", "a fresh host (nothing on PATH either)");
+    let config = |id: &str| VmConfig::new(&env.kernel).with_id(id).with_machine(1, 16).with_boot_args("console=ttyS0");
+
+    let vm = sv.create_vm(&config("first")).expect("create_vm needs no binary yet");
+    assert_eq!(server.hits(TARBALL), 0, "nothing downloaded before start");
+    let (logs, guard) = logs::capture();
+    vm.start().await.unwrap();
+    drop(guard);
+    assert!(logs.text().contains("download started") && logs.text().contains("download ended"), "{}", logs.text());
+    let booted = vm.console().wait_for_line(Duration::from_secs(10), |l| l.starts_with("smartvm-probe")).await;
+    assert!(booted.is_some(), "the probe booted on the downloaded Firecracker");
+    let installed = env.dir.path().join("data/bin/v1.12.1/firecracker");
+    assert_eq!(sv.find_binary().unwrap(), installed);
+    assert_eq!(std::fs::read(&installed).unwrap(), real("firecracker"));
+
+    // A second VM uses the installed binary: one download in all.
+    let second = sv.create_vm(&config("second")).unwrap();
+    second.start().await.unwrap();
+    assert_eq!(server.hits(TARBALL), 1);
+    sv.cleanup().await.unwrap();
+    assert!(runtime_entries(&sv).is_empty(), "{:?}", runtime_entries(&sv));
+}
+
+#[tokio::test]
+async fn a_failed_auto_download_fails_the_start_with_its_code_and_leaves_nothing() {
+    let Some(env) = common::env() else { return };
+    let server = FakeServer::start().await; // serves no release: 404
+    let sv = fresh(env.dir.path(), &server);
+    let vm = sv.create_vm(&VmConfig::new(&env.kernel).with_id("nofc").with_machine(1, 16)).unwrap();
+    let err = vm.start().await.unwrap_err();
+    assert_eq!(err.code(), "DOWNLOAD_FAILED", "{err:?}");
+    assert_eq!(err.step(), Some(smartvm::vm::Step::CheckHost));
+    assert_eq!(vm.state(), smartvm::VmState::Error);
+    assert!(runtime_entries(&sv).is_empty() && !env.dir.path().join("data/bin/v1.12.1").exists());
+
+    // Turned off (or with an explicit binary path): the seed's BINARY_NOT_FOUND at create_vm.
+    let off = SmartVm::new(SmartVmOptions {
+        data_dir: env.dir.path().join("data"),
+        runtime_dir: env.dir.path().join("run"),
+        auto_download_binary: false,
+        ..SmartVmOptions::from_lookup(|_| None)
+    });
+    let err = off.create_vm(&VmConfig::new(&env.kernel).with_machine(1, 16)).unwrap_err();
+    assert_eq!(err.code(), "BINARY_NOT_FOUND");
+    let explicit = SmartVm::new(SmartVmOptions {
+        firecracker_binary_path: Some(env.dir.path().join("no-such-firecracker")),
+        ..SmartVmOptions::from_lookup(|_| None)
+    });
+    assert_eq!(explicit.create_vm(&VmConfig::new(&env.kernel)).unwrap_err().code(), "BINARY_NOT_FOUND");
+    assert_eq!(server.hits(&format!("{TARBALL}.sha256.txt")), 1, "only the first orchestrator tried");
+}
