@@ -92,3 +92,52 @@ async fn a_failed_auto_download_fails_the_start_with_its_code_and_leaves_nothing
     assert_eq!(explicit.create_vm(&VmConfig::new(&env.kernel)).unwrap_err().code(), "BINARY_NOT_FOUND");
     assert_eq!(server.hits(&format!("{TARBALL}.sha256.txt")), 1, "only the first orchestrator tried");
 }
+
+/// The seed's path helpers and cache accessor.
+#[test]
+fn the_seeds_helpers_exist_and_sanitize() {
+    use smartvm::images::{BaseImageManager, ImageManager, Mirrors};
+    let images = ImageManager::new("/var/lib/sv", "x86_64", Mirrors::default());
+    assert_eq!(images.sockets_dir(), Path::new("/var/lib/sv/sockets"));
+    assert_eq!(images.socket_path("api-worker-1"), Path::new("/var/lib/sv/sockets/api-worker-1.sock"));
+    assert_eq!(images.socket_path("../etc/x"), Path::new("/var/lib/sv/sockets/.._etc_x.sock"), "no separator survives");
+    let base = BaseImageManager::new(images, "/var/lib/sv/base-images", 4).unwrap();
+    assert_eq!(base.max_stored_base_images(), 4);
+    let dir = tempfile::tempdir().unwrap();
+    let images = ImageManager::new(dir.path().join("data"), "x86_64", Mirrors::default());
+    images.ensure_directories().unwrap();
+    assert!(images.sockets_dir().is_dir());
+}
+
+/// The example hosted manifest the repository ships is valid against the schema.
+#[test]
+fn the_example_hosted_manifest_is_valid() {
+    use smartvm::images::{ArtifactLocation, HostedManifest};
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/base-images/smartvm-minimal.manifest.example.json");
+    let manifest = HostedManifest::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(manifest.bundle_id, "smartvm-minimal-v1-x86_64");
+    let (kernel, rootfs) = manifest.validate("x86_64", None).unwrap();
+    assert!(matches!(kernel.location, ArtifactLocation::Url(ref u) if u.ends_with("/vmlinux")));
+    assert_eq!((rootfs.file_name.as_str(), rootfs.size), ("rootfs.squashfs", Some(12345678)));
+    assert_eq!(manifest.validate("aarch64", None).unwrap_err().code(), "INVALID_BASE_IMAGE_MANIFEST");
+}
+
+/// A TAP's JSON form has the seed's field names; smartvm's earlier names still parse.
+#[cfg(feature = "network")]
+#[test]
+fn tap_devices_serialize_with_the_seeds_names() {
+    use smartvm::network::TapDevice;
+    let seed = serde_json::json!({
+        "tapName": "svvmideth0", "guestIp": "172.30.0.2", "gatewayIp": "172.30.0.1",
+        "subnetMask": "255.255.255.0", "mac": "02:a3:b1:c4:d2:e5", "vmId": "vmid", "ifaceId": "eth0"
+    });
+    let tap: TapDevice = serde_json::from_value(seed.clone()).unwrap();
+    assert_eq!((tap.name.as_str(), tap.gateway.to_string()), ("svvmideth0", "172.30.0.1".to_string()));
+    assert_eq!(tap.guest_boot_args(), "ip=172.30.0.2::172.30.0.1:255.255.255.0::eth0:off");
+    assert_eq!(serde_json::to_value(&tap).unwrap(), seed, "written with the seed's names");
+    let older = serde_json::json!({
+        "name": "svvmideth0", "guestIp": "172.30.0.2", "gateway": "172.30.0.1",
+        "netmask": "255.255.255.0", "mac": "02:a3:b1:c4:d2:e5", "vmId": "vmid", "ifaceId": "eth0"
+    });
+    assert_eq!(serde_json::from_value::<TapDevice>(older).unwrap(), tap);
+}

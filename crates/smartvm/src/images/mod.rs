@@ -93,6 +93,16 @@ impl ImageManager {
     pub fn jailer_path(&self, version: &str) -> PathBuf {
         self.bin_dir(version).join("jailer")
     }
+    /// `sockets/`: the seed's place for API sockets of lower-level, custom flows. VMs made by
+    /// [`SmartVm::create_vm`](crate::SmartVm::create_vm) keep theirs in their runtime dir
+    /// (`<runtime_dir>/<vm>/firecracker.sock`), as the seed's `createVM` does.
+    pub fn sockets_dir(&self) -> PathBuf {
+        self.data_dir.join("sockets")
+    }
+    /// `sockets/<vm_id>.sock`, the id sanitized to `[A-Za-z0-9._-]` (never `.` or `..`).
+    pub fn socket_path(&self, vm_id: &str) -> PathBuf {
+        self.sockets_dir().join(format!("{}.sock", crate::staging::sanitize_path_part(vm_id)))
+    }
     /// `kernels/`.
     pub fn kernels_dir(&self) -> PathBuf {
         self.data_dir.join("kernels")
@@ -102,9 +112,9 @@ impl ImageManager {
         self.data_dir.join("rootfs")
     }
 
-    /// Creates `bin/`, `kernels/` and `rootfs/` (private, `0700`, in a trusted data dir).
+    /// Creates `bin/`, `kernels/`, `rootfs/` and `sockets/` (private, `0700`, in a trusted data dir).
     pub fn ensure_directories(&self) -> Result<(), ImageError> {
-        for d in [self.data_dir.join("bin"), self.kernels_dir(), self.rootfs_dir()] {
+        for d in [self.data_dir.join("bin"), self.kernels_dir(), self.rootfs_dir(), self.sockets_dir()] {
             self.ensure_private(&d)?;
         }
         Ok(())

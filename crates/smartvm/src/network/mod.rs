@@ -82,24 +82,45 @@ impl NetworkError {
     }
 }
 
-/// A TAP created for one interface of one VM.
+/// A TAP created for one interface of one VM. Its JSON form has the seed's names
+/// (`tapName`, `guestIp`, `gatewayIp`, `subnetMask`, `mac`); `name`, `gateway` and `netmask`
+/// are read too.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TapDevice {
     /// Device name.
+    #[serde(rename = "tapName", alias = "name")]
     pub name: String,
-    /// Guest MAC assigned.
+    /// Guest MAC assigned (in JSON as text, `02:a3:b1:c4:d2:e5`).
+    #[serde(with = "mac_text")]
     pub mac: macaddr::MacAddr6,
     /// Guest IPv4 address.
     pub guest_ip: Ipv4Addr,
     /// Gateway (bridge) address.
+    #[serde(rename = "gatewayIp", alias = "gateway")]
     pub gateway: Ipv4Addr,
     /// Netmask.
+    #[serde(rename = "subnetMask", alias = "netmask")]
     pub netmask: Ipv4Addr,
     /// Owning VM.
     pub vm_id: String,
     /// Interface id in the VM config.
     pub iface_id: String,
+}
+
+/// A MAC address as the text the seed and Firecracker write (`macaddr` alone writes bytes).
+mod mac_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mac: &macaddr::MacAddr6, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::config::mac_text(*mac))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<macaddr::MacAddr6, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::config::parse_mac(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not a MAC address xx:xx:xx:xx:xx:xx")))
+    }
 }
 
 impl TapDevice {

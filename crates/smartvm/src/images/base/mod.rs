@@ -155,6 +155,11 @@ impl BaseImageManager {
         &self.cache_dir
     }
 
+    /// How many bundles the cache keeps (at least 1).
+    pub fn max_stored_base_images(&self) -> usize {
+        self.max_stored
+    }
+
     /// Temporary dirs of downloads of `bundle` (any bundle without) that were cut short (a
     /// killed pull), with their bundle ids.
     fn partial_downloads(&self, bundle: Option<&str>) -> Vec<(String, PathBuf)> {
