@@ -431,7 +431,15 @@ impl SmartVm {
         self.registry().len()
     }
 
-    /// Cleans up and unregisters one VM.
+    /// Unregisters one VM and hands it back without touching it: the seed's `removeVM`. Its
+    /// process, runtime dir and TAPs are then the caller's to [`cleanup`](MicroVm::cleanup)
+    /// (or to leave for `smartvm gc` once this program ends); `None` for an unknown id.
+    pub fn forget_vm(&self, id: &str) -> Option<Arc<MicroVm>> {
+        self.registry().remove(id)
+    }
+
+    /// Cleans up and unregisters one VM (the seed's `removeVM` only forgets it: that is
+    /// [`forget_vm`](Self::forget_vm)).
     pub async fn remove_vm(&self, id: &str) -> Result<bool> {
         let vm = self.registry().remove(id);
         match vm {

@@ -141,3 +141,19 @@ fn tap_devices_serialize_with_the_seeds_names() {
     });
     assert_eq!(serde_json::from_value::<TapDevice>(older).unwrap(), tap);
 }
+
+/// `forget_vm` is the seed's `removeVM`: unregistered, untouched; `remove_vm` also tears down.
+#[tokio::test]
+async fn forget_vm_unregisters_without_tearing_down() {
+    let Some(env) = common::env() else { return };
+    let vm = env.smartvm.create_vm(&env.probe_config("kept", "probe.count=100")).unwrap();
+    vm.start().await.unwrap();
+    let forgotten = env.smartvm.forget_vm("kept").expect("registered");
+    assert_eq!(env.smartvm.vm_count(), 0);
+    assert!(env.smartvm.forget_vm("kept").is_none());
+    env.smartvm.cleanup().await.unwrap();
+    assert_eq!(forgotten.state(), smartvm::VmState::Running, "the orchestrator's cleanup no longer reaches it");
+    assert!(forgotten.runtime_dir().exists());
+    forgotten.cleanup().await.unwrap();
+    assert!(!forgotten.runtime_dir().exists());
+}
