@@ -101,11 +101,9 @@ impl SmartVm {
     /// The base-image manager (`INVALID_BASE_IMAGE_CACHE_LIMIT` when `max_stored_base_images` is 0).
     #[cfg(feature = "images")]
     pub fn base_image_manager(&self) -> Result<BaseImageManager> {
-        Ok(BaseImageManager::new(
-            self.image_manager(),
-            self.options.base_image_cache_dir(),
-            self.options.max_stored_base_images,
-        )?)
+        let o = &self.options;
+        let manager = BaseImageManager::new(self.image_manager(), o.base_image_cache_dir(), o.max_stored_base_images)?;
+        Ok(manager.with_hosted_manifest(o.base_image_manifest_url.clone(), o.base_image_manifest_path.clone()))
     }
 
     /// Resolves and caches a base-image bundle. Without a manifest in `options`, the
@@ -118,12 +116,7 @@ impl SmartVm {
         options: &BaseImageOptions,
         progress: &dyn Progress,
     ) -> Result<BaseImageBundle> {
-        let mut options = options.clone();
-        if options.manifest_url.is_none() && options.manifest_path.is_none() {
-            options.manifest_url = self.options.base_image_manifest_url.clone();
-            options.manifest_path = self.options.base_image_manifest_path.clone();
-        }
-        Ok(self.base_image_manager()?.ensure_base_image(&options, progress).await?)
+        Ok(self.base_image_manager()?.ensure_base_image(options, progress).await?)
     }
 
     /// Finds the binary locally, else downloads the configured version (default: the latest

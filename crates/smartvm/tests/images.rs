@@ -384,3 +384,21 @@ async fn a_manifest_implies_the_hosted_preset_all_four_ways() {
         .unwrap_err();
     assert_eq!(err.code(), "BASE_IMAGE_MANIFEST_FAILED", "hosted without any manifest: {err}");
 }
+
+/// The seed's manager-level hosted manifest: calls that name none use it, as `hosted`.
+#[tokio::test]
+async fn a_managers_hosted_manifest_serves_calls_that_name_none() {
+    let s = FakeServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = hosted_manifest(&s, "managed", "km", "rm");
+    let (_, base) = managers(&s, dir.path(), 2);
+    let base = base.with_hosted_manifest(Some(url), None);
+    for options in
+        [BaseImageOptions::default(), BaseImageOptions { preset: Some(Preset::Hosted), ..Default::default() }]
+    {
+        let b = base.ensure_base_image(&options, &NoProgress).await.unwrap();
+        assert_eq!((b.bundle_id.as_str(), b.preset.as_str()), ("managed", "hosted"));
+    }
+    let lts = BaseImageOptions { preset: Some(Preset::Lts), ..Default::default() };
+    assert_eq!(base.ensure_base_image(&lts, &NoProgress).await.unwrap_err().code(), "INVALID_CONFIG");
+}

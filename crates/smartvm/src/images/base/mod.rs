@@ -139,6 +139,8 @@ pub struct BaseImageManager {
     images: ImageManager,
     cache_dir: PathBuf,
     max_stored: usize,
+    /// The manifest used when a call names none (`with_hosted_manifest`).
+    hosted_manifest: BaseImageOptions,
 }
 
 impl BaseImageManager {
@@ -147,7 +149,26 @@ impl BaseImageManager {
         if max_stored < 1 {
             return Err(ImageError::InvalidCacheLimit(max_stored));
         }
-        Ok(Self { images, cache_dir: cache_dir.into(), max_stored })
+        Ok(Self { images, cache_dir: cache_dir.into(), max_stored, hosted_manifest: BaseImageOptions::default() })
+    }
+
+    /// The manifest (URL, else path) for calls that name none, as the seed's manager-level
+    /// `hostedManifestUrl`/`hostedManifestPath`: such calls resolve `hosted` unless they name
+    /// another preset (see [`BaseImageOptions::effective_preset`]).
+    pub fn with_hosted_manifest(mut self, url: Option<String>, path: Option<PathBuf>) -> Self {
+        self.hosted_manifest.manifest_url = url;
+        self.hosted_manifest.manifest_path = path;
+        self
+    }
+
+    /// `options` with this manager's manifest where they name none.
+    fn with_defaults(&self, options: &BaseImageOptions) -> BaseImageOptions {
+        let mut options = options.clone();
+        if options.manifest_url.is_none() && options.manifest_path.is_none() {
+            options.manifest_url.clone_from(&self.hosted_manifest.manifest_url);
+            options.manifest_path.clone_from(&self.hosted_manifest.manifest_path);
+        }
+        options
     }
 
     /// The cache dir.
@@ -196,6 +217,7 @@ impl BaseImageManager {
         options: &BaseImageOptions,
         progress: &dyn Progress,
     ) -> Result<BaseImageBundle, ImageError> {
+        let options = &self.with_defaults(options);
         let resolved = self.resolve(options).await?;
         crate::trust::ensure_private_dir(&self.cache_dir)?;
         let (cache_dir, id) = (self.cache_dir.clone(), resolved.bundle_id.clone());
