@@ -78,6 +78,12 @@ impl SourceArgs {
 }
 
 pub async fn pull(smartvm: &SmartVm, source: &SourceArgs) -> Result<BaseImageBundle, CliError> {
+    let o = smartvm.options();
+    let env_manifest = o.base_image_manifest_url.is_some() || o.base_image_manifest_path.is_some();
+    if source.preset == Some(Preset::Hosted) && source.manifest.is_none() && !env_manifest {
+        let why = "--preset hosted needs --manifest PATH|URL (or SMARTVM_BASE_IMAGE_MANIFEST_URL/_PATH)";
+        return Err(CliError::new(Exit::Usage, why));
+    }
     let progress = crate::progress::for_terminal();
     Ok(smartvm.ensure_base_image(&source.options(), progress.as_ref()).await?)
 }
