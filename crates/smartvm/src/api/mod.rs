@@ -16,8 +16,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+pub use crate::error::ApiError;
 pub use endpoints::*;
-pub use transport::ApiError;
 
 use crate::backoff::Backoff;
 use crate::error::{Result, SmartVmError};

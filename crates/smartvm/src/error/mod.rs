@@ -1,17 +1,30 @@
 //! The one public error type, [`SmartVmError`], with stable codes.
 //!
 //! Each layer has its own error type ([`ConfigErrors`], [`ApiError`], [`ProcessError`],
-//! [`StagingError`], [`ImageError`](crate::images::ImageError),
-//! [`NetworkError`](crate::network::NetworkError)); they fold into `SmartVmError`, which keeps them
-//! as its `source()` so the whole cause chain is available to callers and the CLI.
+//! [`StagingError`], `ImageError`, `NetworkError`); they fold into `SmartVmError`, which keeps them
+//! as its `source()` so the whole cause chain is available to callers and the CLI. The wire,
+//! image and network error enums are defined here (their layers re-export them), so this module
+//! imports no layer above it: every layer can use `SmartVmError` without a circle.
 
+mod api;
 mod code;
+#[cfg(feature = "images")]
+mod image;
+#[cfg(feature = "network")]
+mod network;
 
 use std::path::PathBuf;
 
+pub use api::ApiError;
 pub use code::ErrorCode;
+#[cfg(feature = "images")]
+pub use image::ImageError;
+#[cfg(feature = "network")]
+pub use network::NetworkError;
 
-use crate::api::ApiError;
+/// The boxed cause a layer error keeps.
+#[cfg(any(feature = "images", feature = "network"))]
+type Cause = Box<dyn std::error::Error + Send + Sync>;
 use crate::config::ConfigErrors;
 use crate::lifecycle::{Step, VmState};
 use crate::process::ProcessError;
@@ -125,12 +138,12 @@ pub enum SmartVmError {
     /// Images layer (`DOWNLOAD_FAILED`, `VERSION_FETCH_FAILED`, `BASE_IMAGE_*`, `ROOTFS_*`).
     #[error(transparent)]
     #[cfg(feature = "images")]
-    Image(#[from] crate::images::ImageError),
+    Image(#[from] ImageError),
     /// Network layer (`INVALID_SUBNET`, `INVALID_INTERFACE_NAME`, `IP_EXHAUSTED`,
     /// `BRIDGE_SETUP_FAILED`, `TAP_CREATE_FAILED`).
     #[error(transparent)]
     #[cfg(feature = "network")]
-    Network(#[from] crate::network::NetworkError),
+    Network(#[from] NetworkError),
     /// `SNAPSHOT_FAILED`: a snapshot could not be created, merged or restored.
     #[error("snapshot operation failed: {0}")]
     Snapshot(String),

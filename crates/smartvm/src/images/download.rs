@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::error::ImageError;
+use super::ImageError;
 
 /// Receives download progress; the library never prints. The CLI renders a progress bar.
 pub trait Progress: Send + Sync {

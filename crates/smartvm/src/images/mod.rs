@@ -8,7 +8,6 @@
 mod base;
 mod ci_artifacts;
 mod download;
-mod error;
 mod mirrors;
 mod release;
 mod release_fetch;
@@ -18,6 +17,7 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+pub use crate::error::ImageError;
 pub use base::{
     eviction_plan, ArtifactLocation, BaseImageBundle, BaseImageManager, BaseImageOptions, BundleSource, CachedBundle,
     CachedFile, HostedArtifact, HostedManifest, Preset, ResolvedArtifact,
@@ -26,7 +26,6 @@ pub use ci_artifacts::{
     parse_list, select as select_train_artifacts, train_of, train_prefix, ListPage, ListingError, TrainArtifacts,
 };
 pub use download::{hash_file, Downloaded, Downloader, Expect, NoProgress, Progress, TracingProgress};
-pub use error::ImageError;
 pub use mirrors::Mirrors;
 pub use release::{
     checksum_for, is_sha256_hex, normalize_version, parse_checksum_lines, parse_latest_tag, ReleaseJsonError,

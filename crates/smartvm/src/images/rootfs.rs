@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::error::ImageError;
+use super::ImageError;
 
 /// A host command smartvm runs, with its arguments built in one place.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use super::super::{download::hash_file, error::ImageError};
+use super::super::{download::hash_file, ImageError};
 
 /// Name of the local manifest inside a bundle dir.
 pub const LOCAL_MANIFEST: &str = "manifest.json";

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::super::{check_file_name, error::ImageError, is_sha256_hex};
+use super::super::{check_file_name, is_sha256_hex, ImageError};
 
 /// A kernel or rootfs artifact of a hosted manifest: a URL (sha256 required) or a local path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

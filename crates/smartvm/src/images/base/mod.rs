@@ -13,7 +13,7 @@ pub use options::{BaseImageOptions, Preset};
 
 use super::ci_artifacts::{parse_list, select, train_of, train_prefix};
 use super::download::{hash_file, Expect, Progress};
-use super::error::ImageError;
+use super::ImageError;
 use super::ImageManager;
 use cache::{now_ms, BundleLock};
 

@@ -66,7 +66,7 @@ impl BaseImageOptions {
             (None, None) => Ok(Preset::Latest),
             (None, Some(_)) | (Some(Preset::Hosted), _) => Ok(Preset::Hosted),
             (Some(preset), None) => Ok(preset),
-            (Some(preset), Some(manifest)) => Err(ImageError::PresetConflict { preset, manifest }),
+            (Some(preset), Some(manifest)) => Err(ImageError::PresetConflict { preset: preset.as_str(), manifest }),
         }
     }
 }

@@ -1,8 +1,8 @@
-//! Errors of the images layer, each with its stable code.
+//! [`ImageError`]: failures of the [`images`](crate::images) layer, with their codes.
 
 use std::path::PathBuf;
 
-type Cause = Box<dyn std::error::Error + Send + Sync>;
+use super::{Cause, ErrorCode};
 
 /// Failures while obtaining binaries, kernels, rootfs images and base-image bundles.
 #[derive(Debug, thiserror::Error)]
@@ -56,10 +56,10 @@ pub enum ImageError {
         message: String,
     },
     /// `INVALID_CONFIG`: a hosted manifest was given together with another named preset.
-    #[error("preset {} conflicts with the hosted manifest {manifest}: a manifest implies the hosted preset; name either the manifest or another preset", preset.as_str())]
+    #[error("preset {preset} conflicts with the hosted manifest {manifest}: a manifest implies the hosted preset; name either the manifest or another preset")]
     PresetConflict {
         /// The preset named.
-        preset: super::Preset,
+        preset: &'static str,
         /// The manifest URL or path given.
         manifest: String,
     },
@@ -101,8 +101,7 @@ pub enum ImageError {
 
 impl ImageError {
     /// The stable code.
-    pub fn code(&self) -> crate::error::ErrorCode {
-        use crate::error::ErrorCode;
+    pub fn code(&self) -> ErrorCode {
         match self {
             ImageError::Untrusted(_) => ErrorCode::UntrustedPath,
             ImageError::Download { .. } => ErrorCode::DownloadFailed,
