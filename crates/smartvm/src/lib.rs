@@ -33,6 +33,7 @@ mod backoff;
 pub mod config;
 pub mod error;
 pub mod executor;
+pub mod host;
 #[cfg(feature = "images")]
 pub mod images;
 pub mod lifecycle;

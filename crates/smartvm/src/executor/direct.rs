@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use super::Executor;
 use crate::config::{LogLevel, VmConfig};
 use crate::error::{Result, SmartVmError};
+use crate::host::ledger::Ledger;
+use crate::host::ProcessRecord;
+use crate::host::ResolvedResources;
 use crate::process::{instance_id, BindMount, FirecrackerCommand};
-use crate::vm::ledger::Ledger;
-use crate::vm::plan::ResolvedResources;
-use crate::vm::ProcessRecord;
 
 /// The config file of a config-file boot, in the VM's dir.
 const CONFIG_FILE: &str = "vm-config.json";
@@ -23,9 +23,9 @@ pub struct Direct {
 }
 
 impl Direct {
-    /// For VM `vm_id` whose runtime dir is `vm_dir`.
-    pub fn new(options: &crate::vm::VmRuntimeOptions, vm_id: &str, vm_dir: &Path) -> Self {
-        Self { binary: options.firecracker_binary.clone(), vm_dir: vm_dir.to_path_buf(), id: instance_id(vm_id) }
+    /// `binary` for VM `vm_id` whose runtime dir is `vm_dir`.
+    pub fn new(binary: &Path, vm_id: &str, vm_dir: &Path) -> Self {
+        Self { binary: binary.to_path_buf(), vm_dir: vm_dir.to_path_buf(), id: instance_id(vm_id) }
     }
 }
 
@@ -93,9 +93,10 @@ pub struct DriveNamespace {
 }
 
 impl DriveNamespace {
-    /// For VM `vm_id` whose runtime dir is `vm_dir`.
-    pub fn new(options: &crate::vm::VmRuntimeOptions, vm_id: &str, vm_dir: &Path) -> Self {
-        Self { direct: Direct::new(options, vm_id, vm_dir), mountpoint: options.runtime_dir.join(".drives") }
+    /// `direct`, with the staged drives shown at `<runtime_dir>/.drives` (`runtime_dir` is the
+    /// parent of all VM dirs, so every VM's drives appear at the same path).
+    pub fn new(direct: Direct, runtime_dir: &Path) -> Self {
+        Self { direct, mountpoint: runtime_dir.join(".drives") }
     }
 }
 

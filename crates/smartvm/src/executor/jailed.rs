@@ -7,15 +7,15 @@
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::export::{self, Existing};
 use super::Executor;
 use crate::config::{ConfigErrors, LogLevel, SnapshotLoadParams, VmConfig};
 use crate::error::{Result, SmartVmError};
+use crate::host::export::{self, Existing};
+use crate::host::ledger::{Ledger, Resource};
+use crate::host::ResolvedResources;
+use crate::host::{JailedImage, ProcessRecord};
 use crate::process::{instance_id, FirecrackerCommand, JailerConfig};
 use crate::snapshot::SnapshotOutput;
-use crate::vm::ledger::{Ledger, Resource};
-use crate::vm::plan::ResolvedResources;
-use crate::vm::{JailedImage, ProcessRecord};
 
 /// API socket path inside the jail.
 const JAILED_SOCKET: &str = "run/firecracker.socket";

@@ -12,7 +12,6 @@
 //! The start steps ask the executor; nothing outside this module branches on the jailer.
 
 mod direct;
-pub(crate) mod export;
 mod jailed;
 
 use std::path::{Path, PathBuf};
@@ -22,10 +21,10 @@ pub use jailed::Jailed;
 
 use crate::config::{LogLevel, VmConfig};
 use crate::error::Result;
+use crate::host::ledger::{Ledger, Resource};
+use crate::host::ProcessRecord;
+use crate::host::ResolvedResources;
 use crate::process::FirecrackerCommand;
-use crate::vm::ledger::{Ledger, Resource};
-use crate::vm::plan::ResolvedResources;
-use crate::vm::ProcessRecord;
 
 /// How Firecracker runs for one VM.
 pub trait Executor: std::fmt::Debug + Send + Sync {
@@ -124,11 +123,26 @@ pub trait Executor: std::fmt::Debug + Send + Sync {
     }
 }
 
-/// The executor for a VM with id `vm_id` whose runtime dir is `vm_dir`.
-pub fn for_vm(options: &crate::vm::VmRuntimeOptions, vm_id: &str, vm_dir: &Path) -> Box<dyn Executor> {
-    match &options.jailer {
-        Some(jailer) => Box::new(Jailed::new(jailer.clone(), &options.firecracker_binary, vm_id)),
-        None if options.drive_namespace => Box::new(DriveNamespace::new(options, vm_id, vm_dir)),
-        None => Box::new(Direct::new(options, vm_id, vm_dir)),
+/// How a VM's Firecracker is run: under `jailer` when given, else directly, in a private
+/// mount namespace for its drives when `drive_namespace` (see [`DriveNamespace`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Placement<'a> {
+    /// The Firecracker binary.
+    pub binary: &'a Path,
+    /// The jailer to run it under.
+    pub jailer: Option<&'a crate::process::JailerConfig>,
+    /// Show staged drives at one fixed path (`<runtime_dir>/.drives`).
+    pub drive_namespace: bool,
+    /// The parent of all VM runtime dirs.
+    pub runtime_dir: &'a Path,
+}
+
+/// The executor for VM `vm_id` whose runtime dir is `vm_dir`, placed as `placement` says.
+pub fn for_vm(placement: Placement<'_>, vm_id: &str, vm_dir: &Path) -> Box<dyn Executor> {
+    let direct = || Direct::new(placement.binary, vm_id, vm_dir);
+    match placement.jailer {
+        Some(jailer) => Box::new(Jailed::new(jailer.clone(), placement.binary, vm_id)),
+        None if placement.drive_namespace => Box::new(DriveNamespace::new(direct(), placement.runtime_dir)),
+        None => Box::new(direct()),
     }
 }

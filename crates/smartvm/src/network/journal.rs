@@ -51,7 +51,7 @@ impl NetworkJournal {
     /// True while the creating program runs.
     pub fn owner_alive(&self) -> bool {
         match self.owner_pid {
-            Some(pid) => crate::vm::process_start_time(pid).is_some_and(|t| Some(t) == self.owner_start_time),
+            Some(pid) => crate::host::process_start_time(pid).is_some_and(|t| Some(t) == self.owner_start_time),
             None => false,
         }
     }

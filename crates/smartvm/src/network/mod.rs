@@ -219,7 +219,7 @@ impl NetworkManager {
             bridge_created,
             nat_table,
             owner_pid: Some(pid),
-            owner_start_time: crate::vm::identity::this_process_start_time(),
+            owner_start_time: crate::host::identity::this_process_start_time(),
         };
         j.write(dir).map_err(|e| NetworkError::bridge("cannot journal the bridge", e))
     }
@@ -427,7 +427,7 @@ pub async fn reclaim_journaled(dir: &std::path::Path, in_use: bool) -> (Vec<Stri
     (removed, failures)
 }
 
-pub use crate::vm::ledger::is_smartvm_tap_name;
+pub use crate::host::ledger::is_smartvm_tap_name;
 
 /// Forgets a TAP another path (the ledger's unwind) already removed.
 impl NetworkManager {

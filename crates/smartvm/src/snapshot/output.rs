@@ -42,7 +42,7 @@ pub(crate) struct OutputPaths {
 impl SnapshotOutput {
     /// The output of a VM known from its journal (another process runs it): a jailed VM's
     /// chroot is `<jail dir>/root` and its user owns the API socket the jailer made for it.
-    pub(crate) fn for_journal(journal: &crate::vm::VmJournal) -> io::Result<Self> {
+    pub(crate) fn for_journal(journal: &crate::host::VmJournal) -> io::Result<Self> {
         use std::os::unix::fs::MetadataExt;
         let Some(jail_dir) = journal.jail_dir() else { return Ok(Self::Direct) };
         let socket = std::fs::symlink_metadata(&journal.socket)?;

@@ -17,8 +17,6 @@ mod adopt;
 pub mod boot_file;
 mod fetch;
 mod hot_api;
-pub(crate) mod identity;
-pub mod ledger;
 pub mod plan;
 pub mod reclaim;
 mod state;
@@ -34,10 +32,10 @@ use crate::error::{Result, SmartVmError};
 use crate::process::{Console, ExitInfo, FirecrackerProcess, Seccomp, StopOutcome, StopPlan};
 use crate::version::FirecrackerVersion;
 
+pub use crate::host::ledger;
+pub use crate::host::{process_start_time, JailedImage, ProcessRecord, Resource, UnwindScope, VmJournal};
 pub use boot_file::{BootConfigFile, BootPath};
 pub use fetch::{FetchBinary, FetchFuture};
-pub use identity::{process_start_time, JailedImage, ProcessRecord};
-pub use ledger::{Resource, UnwindScope, VmJournal};
 pub use plan::{boot_plan, check_for_version, PreBootCall, ResolvedResources};
 pub use state::{Operation, Transition, VmState};
 pub use steps::{restore_steps, start_steps, Step};
@@ -213,7 +211,13 @@ impl MicroVm {
         let config = config.clone();
         let id = config.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let vm_dir = options.runtime_dir.join(crate::staging::sanitize_path_part(&id));
-        let executor = crate::executor::for_vm(&options, &id, &vm_dir);
+        let placement = crate::executor::Placement {
+            binary: &options.firecracker_binary,
+            jailer: options.jailer.as_ref(),
+            drive_namespace: options.drive_namespace,
+            runtime_dir: &options.runtime_dir,
+        };
+        let executor = crate::executor::for_vm(placement, &id, &vm_dir);
         let lines = options.console_lines;
         Self {
             id,

@@ -1,8 +1,5 @@
 //! The pre-boot request sequence, planned as data before anything is sent.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-
 use crate::api::{
     ApiClient, PutBalloon, PutBootSource, PutDrive, PutEntropy, PutLogger, PutMachineConfig, PutMetrics, PutMmdsConfig,
     PutNetworkInterface, PutVsock,
@@ -10,6 +7,8 @@ use crate::api::{
 use crate::config::{ConfigErrors, VmConfig};
 use crate::error::Result;
 use crate::version::FirecrackerVersion;
+
+pub use crate::host::ResolvedResources;
 
 /// One pre-boot request.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,47 +58,6 @@ impl PreBootCall {
             PreBootCall::Entropy(e) => api.send(e).await,
             PreBootCall::MmdsConfig(e) => api.send(e).await,
         }
-    }
-}
-
-/// Host-side names resolved at start: staged drive paths and TAP names per interface id.
-#[derive(Debug, Clone, Default)]
-pub struct ResolvedResources {
-    /// Drive id → path Firecracker should open (staged copy); others use their `pathOnHost`.
-    pub drive_paths: HashMap<String, PathBuf>,
-    /// Interface id → TAP device name (created ones); others use their `hostDevName`.
-    pub tap_names: HashMap<String, String>,
-    /// Interface id → MAC assigned by the network manager (when the config gives none).
-    pub guest_macs: HashMap<String, macaddr::MacAddr6>,
-    /// Appended to the kernel command line (the guest's `ip=` argument).
-    pub extra_boot_args: Option<String>,
-    /// Kernel and initrd paths as Firecracker sees them (inside a jail), when not the config's.
-    pub kernel_path: Option<PathBuf>,
-    /// See `kernel_path`.
-    pub initrd_path: Option<PathBuf>,
-    /// Logger, metrics and vsock socket paths as Firecracker sees them, when not the config's.
-    pub logger_path: Option<PathBuf>,
-    /// See `logger_path`.
-    pub metrics_path: Option<PathBuf>,
-    /// See `logger_path`.
-    pub vsock_path: Option<PathBuf>,
-}
-
-impl ResolvedResources {
-    /// The logger request, with the path Firecracker sees.
-    pub fn logger(&self, config: &VmConfig) -> Option<PutLogger> {
-        config.logger.as_ref().map(|l| {
-            let path = self.logger_path.clone().unwrap_or_else(|| l.log_path.clone());
-            PutLogger(crate::config::LoggerConfig { log_path: path, ..l.clone() }.payload())
-        })
-    }
-
-    /// The metrics request, with the path Firecracker sees.
-    pub fn metrics(&self, config: &VmConfig) -> Option<PutMetrics> {
-        config.metrics.as_ref().map(|m| {
-            let path = self.metrics_path.clone().unwrap_or_else(|| m.metrics_path.clone());
-            PutMetrics(crate::config::MetricsConfig { metrics_path: path }.payload())
-        })
     }
 }
 

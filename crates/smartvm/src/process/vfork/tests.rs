@@ -124,7 +124,7 @@ fn the_start_time_known_at_spawn_is_the_one_proc_shows() {
         let args = [OsString::from("5")];
         let prepared = Prepared::new(Path::new("/bin/sleep"), &args, [null(), null(), null()], ChildSetup::default());
         let spawned = spawn(&prepared.unwrap(), &mut stack).unwrap();
-        let shown = crate::vm::process_start_time(spawned.pid);
+        let shown = crate::host::process_start_time(spawned.pid);
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(spawned.pid), nix::sys::signal::Signal::SIGKILL).unwrap();
         reap(spawned.pid);
         if let Some(t) = spawned.start_time {

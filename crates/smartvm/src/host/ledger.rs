@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::identity::{process_start_time, ProcessRecord};
-use crate::trust::confine::{remove_beneath, ConfineError, Removal};
+pub use super::resource::{is_smartvm_tap_name, unwind, Resource, UnwindFailure, UnwindScope};
+pub use super::unwind_error::UnwindError;
 
 /// File name of the journal inside a VM's runtime dir.
 pub const JOURNAL_FILE: &str = "smartvm-journal.json";
@@ -26,55 +27,6 @@ pub const JOURNAL_FILE: &str = "smartvm-journal.json";
 const MAX_JOURNAL_BYTES: u64 = 4 << 20;
 /// Prefix of the private dirs a VM dir is prepared in before it is renamed into place.
 pub(crate) const NEW_DIR_PREFIX: &str = ".new-";
-/// Root of the cgroup hierarchy: the only place cgroup dirs are removed from.
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
-/// One thing a VM acquired on the host, in acquisition order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
-pub enum Resource {
-    /// The VM's runtime dir (holds the journal; always the first entry, removed last).
-    RuntimeDir {
-        /// `<runtime_dir>/<sanitized id>`.
-        path: PathBuf,
-    },
-    /// The jail (chroot) dir of a jailed VM.
-    JailDir {
-        /// `<chroot base>/<exec name>/<instance id>`.
-        path: PathBuf,
-    },
-    /// A private copy of a drive.
-    StagedDrive(crate::staging::StagedDrive),
-    /// A TAP device.
-    Tap {
-        /// Interface name (`sv…`).
-        name: String,
-    },
-    /// A Unix socket Firecracker creates outside the runtime dir (vsock).
-    Socket {
-        /// Its path.
-        path: PathBuf,
-    },
-    /// A file a jailed Firecracker makes in its chroot (log, metrics, vsock socket), shown by a
-    /// symlink at the path the config names; on unwind a kept file replaces the link with its
-    /// contents, otherwise the link goes.
-    Exported {
-        /// The configured path (the symlink).
-        link: PathBuf,
-        /// The file inside the jail.
-        target: PathBuf,
-        /// Keep the contents at `link` (log, metrics) rather than just removing the link.
-        keep: bool,
-    },
-    /// A cgroup dir the jailer creates.
-    Cgroup {
-        /// Its path under `/sys/fs/cgroup`.
-        path: PathBuf,
-    },
-    /// The Firecracker (or jailer) process; journaled before spawn, completed with pid and
-    /// start time right after.
-    Process(ProcessRecord),
-}
 
 /// A VM's journal: who owns it and what it acquired.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -267,134 +219,6 @@ impl VmJournal {
             (Some(pid), None) => process_start_time(pid).is_some(),
             _ => true,
         }
-    }
-}
-
-/// Where an unwind may act.
-#[derive(Debug, Clone)]
-pub struct UnwindScope {
-    /// Parent of all VM runtime dirs.
-    pub runtime_dir: PathBuf,
-    /// Base of the jails.
-    pub jail_base: PathBuf,
-    /// The unwinding process owns the VM (it spawned the process itself): the process is
-    /// identified by pid and start time, and sockets it created outside the runtime dir may go.
-    pub owner: bool,
-}
-
-/// One resource the unwind could not remove.
-#[derive(Debug, thiserror::Error)]
-#[error("could not release {resource:?}")]
-pub struct UnwindFailure {
-    /// The resource.
-    pub resource: Resource,
-    /// Why.
-    #[source]
-    pub error: UnwindError,
-}
-
-/// Why a resource was left.
-#[derive(Debug, thiserror::Error)]
-pub enum UnwindError {
-    /// A path outside smartvm's dirs, or reached through a symlink.
-    #[error(transparent)]
-    Confine(#[from] ConfineError),
-    /// The resource does not look like what smartvm created (a foreign process, a non-TAP).
-    #[error("not acted on: {0}")]
-    NotOurs(&'static str),
-    /// The process survived SIGKILL.
-    #[error("process {0} did not exit after SIGKILL")]
-    Unkillable(i32),
-    /// An OS call failed.
-    #[error(transparent)]
-    Os(#[from] std::io::Error),
-    /// A TAP could not be deleted.
-    #[cfg(feature = "network")]
-    #[error(transparent)]
-    Tap(crate::network::tap_removal::TapRemovalError),
-}
-
-/// Releases `resources` in reverse order with one policy: best effort, every failure reported,
-/// nothing skipped, and idempotent (what is already gone counts as released). The runtime dir
-/// (and with it the journal) is kept when something before it could not be released, so that
-/// a later reclaim can try again.
-pub fn unwind(resources: &[Resource], scope: &UnwindScope) -> Vec<UnwindFailure> {
-    let mut failures = Vec::new();
-    for resource in resources.iter().rev() {
-        if matches!(resource, Resource::RuntimeDir { .. }) && !failures.is_empty() {
-            continue;
-        }
-        if let Err(error) = release(resource, scope) {
-            failures.push(UnwindFailure { resource: resource.clone(), error });
-        }
-    }
-    failures
-}
-
-fn release(resource: &Resource, scope: &UnwindScope) -> Result<(), UnwindError> {
-    match resource {
-        Resource::Process(p) => p.kill(scope.owner),
-        Resource::Tap { name } => release_tap(name),
-        Resource::Cgroup { path } => {
-            remove_beneath(Path::new(CGROUP_ROOT), path, Removal::EmptyDir).map(drop).map_err(Into::into)
-        }
-        Resource::JailDir { path } => {
-            remove_beneath(&scope.jail_base, path, Removal::Tree).map(drop).map_err(Into::into)
-        }
-        Resource::StagedDrive(s) => {
-            let root = if s.staged.starts_with(&scope.jail_base) { &scope.jail_base } else { &scope.runtime_dir };
-            remove_beneath(root, &s.staged, Removal::Tree).map(drop).map_err(Into::into)
-        }
-        Resource::Socket { path } => release_socket(path, scope),
-        Resource::Exported { link, target, keep } => {
-            crate::executor::export::release(link, target, *keep, &scope.jail_base)
-        }
-        Resource::RuntimeDir { path } => {
-            if path.parent() != Some(scope.runtime_dir.as_path()) {
-                return Err(ConfineError::Outside { path: path.clone(), root: scope.runtime_dir.clone() }.into());
-            }
-            remove_beneath(&scope.runtime_dir, path, Removal::Tree).map(drop).map_err(Into::into)
-        }
-    }
-}
-
-/// True for names smartvm gives its TAPs (`sv` + 10 hex digits); an unwind removes no other.
-pub fn is_smartvm_tap_name(name: &str) -> bool {
-    name.len() == 12 && name.starts_with("sv") && name[2..].bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-fn release_tap(name: &str) -> Result<(), UnwindError> {
-    if !is_smartvm_tap_name(name) {
-        return Err(UnwindError::NotOurs("not a smartvm TAP name"));
-    }
-    delete_tap(name)
-}
-
-#[cfg(not(feature = "network"))]
-fn delete_tap(_name: &str) -> Result<(), UnwindError> {
-    Err(UnwindError::NotOurs("TAPs are removed by builds with the network feature"))
-}
-
-#[cfg(feature = "network")]
-fn delete_tap(name: &str) -> Result<(), UnwindError> {
-    match crate::network::remove_tap_blocking(name) {
-        Ok(_) => Ok(()),
-        Err(crate::network::tap_removal::TapRemovalError::NotATap(_)) => {
-            Err(UnwindError::NotOurs("the link is not a TAP"))
-        }
-        Err(e) => Err(UnwindError::Tap(e)),
-    }
-}
-
-fn release_socket(path: &Path, scope: &UnwindScope) -> Result<(), UnwindError> {
-    if !scope.owner && crate::trust::confine::relative_beneath(&scope.runtime_dir, path).is_none() {
-        return Err(UnwindError::NotOurs("a socket outside the runtime dir is removed only by its owner"));
-    }
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e.into()),
-        Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => Ok(std::fs::remove_file(path)?),
-        Ok(_) => Err(UnwindError::NotOurs("not a socket")),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::ledger::UnwindError;
+use super::unwind_error::UnwindError;
 
 /// How long an unwind waits for a killed process to exit.
 const KILL_WAIT: Duration = Duration::from_secs(2);

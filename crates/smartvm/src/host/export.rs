@@ -11,8 +11,8 @@ use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use super::unwind_error::UnwindError;
 use crate::trust::confine::{open_file_beneath, relative_beneath, ConfineError};
-use crate::vm::ledger::UnwindError;
 
 /// What is at a configured path before the VM's link is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
