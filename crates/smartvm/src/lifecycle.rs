@@ -1,5 +1,5 @@
-//! The lifecycle vocabulary shared by every layer: a VM's [`VmState`] and the [`Step`]s of its
-//! start. Plain data with no dependencies, so errors, the agent's wire types and the VM layer
+//! The lifecycle vocabulary shared by every layer: a VM's [`VmState`], the [`Step`]s of its
+//! start and how its process ended ([`ExitInfo`]). Plain data with no dependencies, so errors, the agent's wire types and the VM layer
 //! all name them without importing each other.
 
 use std::fmt;
@@ -99,5 +99,31 @@ impl Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// Exit code, when it exited normally.
+    pub code: Option<i32>,
+    /// Signal number, when a signal killed it.
+    pub signal: Option<i32>,
+}
+
+impl ExitInfo {
+    /// True for exit code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl std::fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (Some(c), _) => write!(f, "exit code {c}"),
+            (None, Some(s)) => write!(f, "signal {s}"),
+            _ => f.write_str("unknown status"),
+        }
     }
 }

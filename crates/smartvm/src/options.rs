@@ -80,8 +80,7 @@ pub struct SmartVmOptions {
     pub detached_vms: bool,
 }
 
-/// The jailer's default chroot base.
-pub const DEFAULT_JAIL_BASE: &str = "/srv/jailer";
+pub use crate::process::DEFAULT_JAIL_BASE;
 
 /// The default data and runtime dirs for user `uid` (see the module docs); `lookup` reads
 /// `XDG_DATA_HOME`, `HOME` and `XDG_RUNTIME_DIR`. Pure.

@@ -12,6 +12,7 @@ mod code;
 mod image;
 #[cfg(feature = "network")]
 mod network;
+mod process;
 
 use std::path::PathBuf;
 
@@ -21,13 +22,13 @@ pub use code::ErrorCode;
 pub use image::ImageError;
 #[cfg(feature = "network")]
 pub use network::NetworkError;
+pub use process::ProcessError;
 
 /// The boxed cause a layer error keeps.
 #[cfg(any(feature = "images", feature = "network"))]
 type Cause = Box<dyn std::error::Error + Send + Sync>;
 use crate::config::ConfigErrors;
 use crate::lifecycle::{Step, VmState};
-use crate::process::ProcessError;
 use crate::staging::StagingError;
 
 /// Result alias used across the library.

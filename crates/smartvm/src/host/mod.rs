@@ -9,6 +9,8 @@ pub(crate) mod identity;
 pub mod ledger;
 mod resolved;
 mod resource;
+#[cfg(feature = "network")]
+pub mod tap_removal;
 mod unwind_error;
 
 pub use identity::{process_start_time, JailedImage, ProcessRecord};

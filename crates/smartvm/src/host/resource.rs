@@ -144,11 +144,9 @@ fn delete_tap(_name: &str) -> Result<(), UnwindError> {
 
 #[cfg(feature = "network")]
 fn delete_tap(name: &str) -> Result<(), UnwindError> {
-    match crate::network::tap_removal::remove_tap(name) {
+    match super::tap_removal::remove_tap(name) {
         Ok(_) => Ok(()),
-        Err(crate::network::tap_removal::TapRemovalError::NotATap(_)) => {
-            Err(UnwindError::NotOurs("the link is not a TAP"))
-        }
+        Err(super::tap_removal::TapRemovalError::NotATap(_)) => Err(UnwindError::NotOurs("the link is not a TAP")),
         Err(e) => Err(UnwindError::Tap(e)),
     }
 }

@@ -20,5 +20,5 @@ pub enum UnwindError {
     /// A TAP could not be deleted.
     #[cfg(feature = "network")]
     #[error(transparent)]
-    Tap(crate::network::tap_removal::TapRemovalError),
+    Tap(super::tap_removal::TapRemovalError),
 }

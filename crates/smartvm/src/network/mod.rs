@@ -9,7 +9,7 @@ mod nat;
 mod netlink;
 pub mod plan;
 mod tap;
-pub mod tap_removal;
+pub use crate::host::tap_removal;
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;

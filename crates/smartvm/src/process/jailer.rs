@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use super::FirecrackerCommand;
 
+/// The jailer's default chroot base.
+pub const DEFAULT_JAIL_BASE: &str = "/srv/jailer";
+
 /// How to jail a VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JailerConfig {
@@ -38,7 +41,7 @@ impl JailerConfig {
             binary: binary.into(),
             uid,
             gid,
-            chroot_base_dir: PathBuf::from("/srv/jailer"),
+            chroot_base_dir: PathBuf::from(DEFAULT_JAIL_BASE),
             cgroup_version: None,
             cgroups: Vec::new(),
             parent_cgroup: None,

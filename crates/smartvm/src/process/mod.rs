@@ -20,87 +20,11 @@ use tokio::sync::watch;
 
 pub use command::{instance_id, BindMount, FirecrackerCommand, Seccomp};
 pub use console::{Console, WaitEnd, DEFAULT_CONSOLE_LINES};
-pub use jailer::JailerConfig;
+pub use jailer::{JailerConfig, DEFAULT_JAIL_BASE};
 pub use stop::{StopOutcome, StopPlan, StopStep};
 
-/// How a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExitInfo {
-    /// Exit code, when it exited normally.
-    pub code: Option<i32>,
-    /// Signal number, when a signal killed it.
-    pub signal: Option<i32>,
-}
-
-impl ExitInfo {
-    /// True for exit code 0.
-    pub fn success(&self) -> bool {
-        self.code == Some(0)
-    }
-}
-
-impl std::fmt::Display for ExitInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.code, self.signal) {
-            (Some(c), _) => write!(f, "exit code {c}"),
-            (None, Some(s)) => write!(f, "signal {s}"),
-            _ => f.write_str("unknown status"),
-        }
-    }
-}
-
-/// Process-level failures.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ProcessError {
-    /// The binary could not be executed.
-    #[error("cannot spawn {}", binary.display())]
-    Spawn {
-        /// Binary path.
-        binary: PathBuf,
-        /// OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Firecracker exited before it was ready.
-    #[error("Firecracker exited early ({exit}); stderr: {stderr}")]
-    ExitedEarly {
-        /// How it ended.
-        exit: ExitInfo,
-        /// Last lines of its stderr and stdout.
-        stderr: String,
-    },
-    /// Firecracker ended unsuccessfully while the VM ran (the guest crashed, or it was killed).
-    #[error("Firecracker ended with {exit}")]
-    Ended {
-        /// How it ended.
-        exit: ExitInfo,
-    },
-    /// A signal could not be delivered.
-    #[error("cannot signal process {pid}")]
-    Signal {
-        /// The pid.
-        pid: i32,
-        /// OS error.
-        #[source]
-        source: nix::Error,
-    },
-    /// The process survived every stop step.
-    #[error("process {pid} did not exit after SIGKILL")]
-    Unkillable {
-        /// The pid.
-        pid: i32,
-    },
-    /// The console file could not be created.
-    #[error("cannot create console file {}", path.display())]
-    ConsoleFile {
-        /// The path.
-        path: PathBuf,
-        /// OS error.
-        #[source]
-        source: std::io::Error,
-    },
-}
+pub use crate::error::ProcessError;
+pub use crate::lifecycle::ExitInfo;
 
 /// Whether this process may give children a private mount namespace (root with
 /// CAP_SYS_ADMIN; not in most unprivileged containers). Probed once in a forked child.

@@ -506,7 +506,7 @@ impl MicroVm {
     fn unwind_scope(&self) -> UnwindScope {
         UnwindScope {
             runtime_dir: self.options.runtime_dir.clone(),
-            jail_base: self.executor.jail_base().unwrap_or_else(|| crate::options::DEFAULT_JAIL_BASE.into()),
+            jail_base: self.executor.jail_base().unwrap_or_else(|| crate::process::DEFAULT_JAIL_BASE.into()),
             owner: true,
         }
     }
