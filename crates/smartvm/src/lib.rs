@@ -4,16 +4,21 @@
 //! configuration turned into API calls in the right order, process supervision, ephemeral
 //! drives on tmpfs, snapshots, metadata, and nothing left behind.
 //!
-//! Layers, bottom up:
+//! Layers, bottom up (each imports only those below it; see ARCHITECTURE.md):
+//! - [`lifecycle`], [`version`], [`trust`]: states, start steps and exit info; versions; trust checks;
 //! - [`config`]: one module per Firecracker resource (type, validation, payload);
-//! - [`api`]: the HTTP-over-Unix-socket client with typed endpoints;
-//! - [`process`]: spawning, console capture and stopping of `firecracker`;
 //! - [`staging`]: hole-preserving private copies of writable drives;
-//! - [`vm`]: [`MicroVm`], one VM's lifecycle;
-//! - [`images`]: Firecracker binaries, kernels/rootfs, base-image bundles and their cache;
-//! - [`network`]: bridge, TAPs, forwarding and NAT for guests;
-//! - [`SmartVm`]: the orchestrator (binary, registry, cleanup, reclaim);
-//! - [`probe`]: the embedded bare-metal probe guest and its report parser.
+//! - [`error`]: [`SmartVmError`], its codes and every layer's error enum;
+//! - [`api`]: the HTTP-over-Unix-socket client with typed endpoints; [`probe`]: the embedded
+//!   bare-metal probe guest and its report parser;
+//! - [`process`]: spawning, console capture and stopping of `firecracker`;
+//! - [`host`]: what a VM holds on the host (resource ledger, journal, unwind, process identity);
+//! - `network`: bridge, TAPs, forwarding and NAT for guests; [`snapshot`]: bundles and Diff merging;
+//! - [`executor`]: how Firecracker runs (directly, in a drive namespace, jailed);
+//! - [`vm`]: [`MicroVm`], one VM's lifecycle as named step lists;
+//! - `images`: Firecracker binaries, kernels/rootfs, base-image bundles and their cache;
+//! - [`SmartVm`]: the orchestrator (options, binary, registry, cleanup, reclaim); [`agent`]: the
+//!   host agent's wire types and client.
 //!
 //! ```no_run
 //! # async fn demo() -> smartvm::Result<()> {
