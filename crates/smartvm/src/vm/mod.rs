@@ -15,10 +15,12 @@
 
 mod adopt;
 pub mod boot_file;
+mod events;
 mod fetch;
 mod hot_api;
 pub mod plan;
 pub mod reclaim;
+mod runtime_options;
 mod state;
 pub mod steps;
 
@@ -29,106 +31,18 @@ use std::time::Duration;
 use crate::api::{ApiClient, PatchVmState, PutSnapshotCreate, VmStateBody, VmStateRequest};
 use crate::config::{ConfigErrors, SnapshotCreateParams, SnapshotLoadParams, VmConfig};
 use crate::error::{Result, SmartVmError};
-use crate::process::{Console, ExitInfo, FirecrackerProcess, Seccomp, StopOutcome, StopPlan};
+use crate::process::{Console, ExitInfo, FirecrackerProcess, StopOutcome};
 use crate::version::FirecrackerVersion;
 
 pub use crate::host::ledger;
 pub use crate::host::{process_start_time, JailedImage, ProcessRecord, Resource, UnwindScope, VmJournal};
 pub use boot_file::{BootConfigFile, BootPath};
+pub use events::{VmEvent, EVENT_BUFFER};
 pub use fetch::{FetchBinary, FetchFuture};
 pub use plan::{boot_plan, check_for_version, PreBootCall, ResolvedResources};
+pub use runtime_options::VmRuntimeOptions;
 pub use state::{Operation, Transition, VmState};
 pub use steps::{restore_steps, start_steps, Step};
-
-/// How a VM runs on this host (set by [`SmartVm`](crate::SmartVm), or directly).
-#[derive(Debug, Clone)]
-pub struct VmRuntimeOptions {
-    /// The Firecracker binary.
-    pub firecracker_binary: PathBuf,
-    /// Parent of the per-VM runtime dirs (the VM's is `<runtime_dir>/<sanitized id>/`).
-    pub runtime_dir: PathBuf,
-    /// Stage writable drives (default true).
-    pub ephemeral_writable_drives: bool,
-    /// How long to wait for the API socket.
-    pub socket_timeout: Duration,
-    /// Per-request API timeout.
-    pub request_timeout: Duration,
-    /// How `stop()` ends the process.
-    pub stop_plan: StopPlan,
-    /// Seccomp mode.
-    pub seccomp: Seccomp,
-    /// Also write the serial console to this file.
-    pub console_file: Option<PathBuf>,
-    /// Lines of console kept in memory.
-    pub console_lines: usize,
-    /// Run Firecracker in a private mount namespace that shows the VM's staged drives at one
-    /// fixed path, so snapshots with ephemeral drives restore into other VMs (default: when
-    /// this process may create mount namespaces, see
-    /// [`private_mounts_available`](crate::process::private_mounts_available)).
-    pub drive_namespace: bool,
-    /// Run Firecracker under its jailer (chroot, uid/gid, cgroups, netns) instead of directly.
-    pub jailer: Option<crate::process::JailerConfig>,
-    /// Creates TAPs for interfaces without `hostDevName` (required when a config has such).
-    #[cfg(feature = "network")]
-    pub network: Option<Arc<crate::network::NetworkManager>>,
-    /// Append the guest `ip=` argument of the first created TAP to the kernel command line.
-    pub append_network_boot_args: bool,
-    /// The binary's version when already known (saves a `GET /version` per VM); payloads are
-    /// generated for it.
-    pub firecracker_version: Option<FirecrackerVersion>,
-    /// Configure the VM with API requests before `InstanceStart` even when the version is
-    /// known (by default such VMs boot from one `--config-file`: see [`BootPath`]).
-    pub boot_via_api: bool,
-    /// The level of Firecracker's own log (on its stderr, [`MicroVm::stderr`]) when the config
-    /// has no logger (default: Warning, Info for a config-file boot, which reports its outcome
-    /// there; a level quieter than Info selects the API boot path).
-    pub firecracker_log_level: Option<crate::config::LogLevel>,
-    /// The VM outlives this program (a host agent's VMs): Firecracker gets no parent-death
-    /// signal and a session of its own, its console and log go to `console.log` and
-    /// `firecracker.log` in the VM's runtime dir (the [`Console`] follows them), dropping the
-    /// `MicroVm` leaves a running VM alone, and `smartvm gc` spares it while its process runs.
-    pub detached: bool,
-    /// Firecracker serves its API on a socket after boot (the default). Off, it runs with
-    /// `--no-api`, for VMs that only run to completion: Firecracker starts no API thread and has
-    /// none to stop at exit (what that is worth: BENCHMARKS.md), and everything that needs
-    /// the API (pause, resume, snapshots, metadata and hot updates, metrics, Ctrl-Alt-Del) answers
-    /// `NO_CLIENT`; [`stop`](MicroVm::stop) goes straight to SIGTERM. Needs a config-file boot
-    /// (the Firecracker version known, its log read by smartvm, not jailed); restores and
-    /// detached VMs need the API.
-    pub api: bool,
-    /// Obtains [`firecracker_binary`](Self::firecracker_binary) at start when it does not
-    /// exist yet (the orchestrator's `auto_download_binary`); `None`: a missing binary is
-    /// `BINARY_NOT_FOUND`.
-    pub fetch_binary: Option<Arc<dyn FetchBinary>>,
-}
-
-impl VmRuntimeOptions {
-    /// Defaults for `binary` with per-VM dirs under `runtime_dir`.
-    pub fn new(binary: impl Into<PathBuf>, runtime_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            firecracker_binary: binary.into(),
-            runtime_dir: runtime_dir.into(),
-            ephemeral_writable_drives: true,
-            socket_timeout: Duration::from_secs(5),
-            request_timeout: crate::api::DEFAULT_REQUEST_TIMEOUT,
-            stop_plan: StopPlan::default(),
-            seccomp: Seccomp::Default,
-            console_file: None,
-            console_lines: crate::process::DEFAULT_CONSOLE_LINES,
-            firecracker_version: None,
-            boot_via_api: false,
-            firecracker_log_level: None,
-            detached: false,
-            api: true,
-            fetch_binary: None,
-            #[cfg(feature = "network")]
-            network: None,
-            jailer: None,
-            append_network_boot_args: false,
-            drive_namespace: crate::process::private_mounts_available(),
-        }
-    }
-}
 
 #[derive(Debug, Default)]
 struct VmResources {
@@ -173,6 +87,7 @@ pub struct MicroVm {
     vm_dir: PathBuf,
     executor: Box<dyn crate::executor::Executor>,
     state: StdMutex<VmState>,
+    events: Arc<events::Events>,
     console: Console,
     stderr: Console,
     inner: tokio::sync::Mutex<VmResources>,
@@ -226,6 +141,7 @@ impl MicroVm {
             vm_dir,
             executor,
             state: StdMutex::new(VmState::Created),
+            events: Arc::new(events::Events::new()),
             console: Console::new(lines),
             stderr: Console::new(lines),
             inner: tokio::sync::Mutex::new(VmResources::default()),
@@ -287,6 +203,21 @@ impl MicroVm {
 
     fn set_state(&self, s: VmState) {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        let exit = if matches!(s, VmState::Stopped | VmState::Error) { self.exit_info() } else { None };
+        self.events.publish(VmEvent { state: s, step: None, exit });
+        if matches!(s, VmState::Running | VmState::Paused) {
+            // A short guest may have ended before its start finished: that end follows at once.
+            if let Some(ended) = self.exit_info() {
+                self.events.process_ended(ended);
+            }
+        }
+    }
+
+    /// Every state change from now on, and each start step, as it happens (see [`VmEvent`]).
+    /// Any number of subscribers; one that falls [`EVENT_BUFFER`] events behind is told how
+    /// many it missed.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<VmEvent> {
+        self.events.subscribe()
     }
 
     /// How the Firecracker process ended, if it has.
@@ -439,7 +370,7 @@ impl MicroVm {
         result
     }
 
-    /// Ends the process with the configured [`StopPlan`] (Ctrl-Alt-Del is skipped when paused,
+    /// Ends the process with the configured [`StopPlan`](crate::process::StopPlan) (Ctrl-Alt-Del is skipped when paused,
     /// since a paused guest cannot react). The runtime dir stays until [`cleanup`](Self::cleanup).
     pub async fn stop(&self) -> Result<StopOutcome> {
         self.stop_with(&self.options.stop_plan).await
@@ -456,7 +387,9 @@ impl MicroVm {
             plan.steps.retain(|(s, _)| *s != crate::process::StopStep::CtrlAltDel);
         }
         let process = inner.process.as_ref().ok_or(SmartVmError::NoClient)?;
+        self.events.expect_exit(true);
         let result = process.stop(inner.api.as_deref(), &plan).await.map_err(SmartVmError::from);
+        self.events.expect_exit(result.is_ok());
         self.finish(t, &result);
         let outcome = result?;
         inner.last_stop = Some(outcome);
@@ -469,6 +402,7 @@ impl MicroVm {
     pub async fn cleanup(&self) -> Result<()> {
         let mut inner = self.inner.lock().await;
         let t = self.begin(Operation::Cleanup)?;
+        self.events.expect_exit(true);
         self.teardown(&mut inner).await;
         self.finish(t, &Ok(()));
         Ok(())

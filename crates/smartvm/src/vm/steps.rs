@@ -138,6 +138,7 @@ impl MicroVm {
         cx: &mut StartContext,
     ) -> Result<(), (Step, SmartVmError)> {
         for (index, &step) in steps.iter().enumerate() {
+            self.events.publish(super::VmEvent { state: crate::VmState::Configuring, step: Some(step), exit: None });
             let started = std::time::Instant::now();
             self.run_step(step, inner, cx).await.map_err(|e| (step, e))?;
             tracing::debug!(vm = %self.id, ?step, micros = started.elapsed().as_micros() as u64, "step done");
@@ -365,6 +366,14 @@ impl MicroVm {
             });
         }
         *self.exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(process.exit_watch());
+        // An end nobody asked for (the guest powered off, a crash) is published when it happens.
+        let (events, mut exit) = (self.events.clone(), process.exit_watch());
+        tokio::spawn(async move {
+            let ended = exit.wait_for(Option::is_some).await.ok().and_then(|e| *e);
+            if let Some(ended) = ended {
+                events.process_ended(ended);
+            }
+        });
         let (pid, start_time) = (process.pid(), process.start_time());
         inner.process = Some(process);
         ledger(inner)?.process_spawned(pid, start_time).map_err(journal_err)?;
