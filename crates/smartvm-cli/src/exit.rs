@@ -6,7 +6,7 @@
 //! | 1 | failure (a VM could not be started, an API call failed, …) |
 //! | 2 | bad command-line usage |
 //! | 3 | invalid input (`INVALID_CONFIG`, `INVALID_BASE_IMAGE_MANIFEST`, `INVALID_SUBNET`, …) |
-//! | 4 | this host cannot run VMs (no /dev/kvm, no Firecracker binary, an untrusted binary or dir, `doctor` found a blocker) |
+//! | 4 | this host cannot run VMs (no /dev/kvm, no Firecracker binary, an untrusted binary or dir, `doctor` found a blocker), or its agent refuses this user (`PERMISSION_DENIED`) |
 //! | 5 | the guest or Firecracker exited with an error |
 //! | 124 | `run --timeout` expired; the VM was stopped and cleaned up |
 //! | 130 | interrupted (Ctrl-C / SIGTERM); the VM was stopped and cleaned up |
@@ -67,7 +67,7 @@ pub fn exit_for(code: ErrorCode) -> Exit {
         | InvalidBaseImageCacheLimit
         | InvalidSubnet
         | InvalidInterfaceName => Exit::InvalidConfig,
-        BinaryNotFound | UntrustedPath | AgentUnavailable => Exit::HostUnfit,
+        BinaryNotFound | UntrustedPath | AgentUnavailable | PermissionDenied => Exit::HostUnfit,
         InvalidState
         | VmNotFound
         | SocketTimeout

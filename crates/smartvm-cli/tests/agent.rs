@@ -195,9 +195,12 @@ fn a_peer_of_another_user_is_refused() {
     // Open the socket file itself, so that only the agent's own check stands in the way.
     std::fs::set_permissions(&agent.socket, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
     let out = env.cmd(&["ps"]).env("HOME", "/").uid(65534).gid(65534).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("PERMISSION_DENIED") || err.contains("may not use"), "{err}");
+    assert_eq!(out.status.code(), Some(4), "PERMISSION_DENIED has its own exit status: {err}");
+    assert!(
+        err.contains("error[PERMISSION_DENIED]") && err.contains("may not use"),
+        "a real code, not IO_ERROR: {err}"
+    );
 }
 
 #[test]

@@ -75,7 +75,7 @@ async fn check_peer(
         _ => (
             StatusCode::FORBIDDEN,
             Json(ErrorBody {
-                code: "PERMISSION_DENIED".into(),
+                code: smartvm::error::ErrorCode::PermissionDenied.as_str().into(),
                 message: "this user may not use the smartvm agent (root, its owner or the smartvm group only)".into(),
                 problems: Vec::new(),
             }),

@@ -48,7 +48,8 @@ impl IntoResponse for Failure {
         let (status, body) = match &self {
             Failure::Error(e) => ErrorBody::of(e),
             Failure::Forbidden(message) => {
-                (403, ErrorBody { code: "PERMISSION_DENIED".into(), message: (*message).into(), problems: Vec::new() })
+                let code = smartvm::error::ErrorCode::PermissionDenied.as_str().into();
+                (403, ErrorBody { code, message: (*message).into(), problems: Vec::new() })
             }
         };
         (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(body)).into_response()

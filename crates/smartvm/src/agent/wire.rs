@@ -211,6 +211,7 @@ impl ErrorBody {
         let (root, code) = (e.root(), e.code());
         let status = match code {
             ErrorCode::VmNotFound => 404,
+            ErrorCode::PermissionDenied => 403,
             ErrorCode::InvalidState => 409,
             ErrorCode::InvalidConfig => 422,
             _ => 500,

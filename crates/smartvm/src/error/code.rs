@@ -66,11 +66,13 @@ pub enum ErrorCode {
     VmNotFound,
     /// `AGENT_UNAVAILABLE`: no host agent answers on its socket.
     AgentUnavailable,
+    /// `PERMISSION_DENIED`: the host agent refuses this caller (or this use of a path).
+    PermissionDenied,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 31] = [
         ErrorCode::InvalidState,
         ErrorCode::InvalidConfig,
         ErrorCode::SocketTimeout,
@@ -101,6 +103,7 @@ impl ErrorCode {
         ErrorCode::UntrustedPath,
         ErrorCode::VmNotFound,
         ErrorCode::AgentUnavailable,
+        ErrorCode::PermissionDenied,
     ];
 
     /// The code as written in docs, logs and JSON (`SCREAMING_SNAKE_CASE`).
@@ -136,6 +139,7 @@ impl ErrorCode {
             ErrorCode::UntrustedPath => "UNTRUSTED_PATH",
             ErrorCode::VmNotFound => "VM_NOT_FOUND",
             ErrorCode::AgentUnavailable => "AGENT_UNAVAILABLE",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
         }
     }
 
