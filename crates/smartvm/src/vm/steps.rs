@@ -52,7 +52,10 @@ pub fn restore_steps() -> Vec<Step> {
 
 /// Crash testing: with `SMARTVM_FAULT_KILL_AFTER_STEP=<n>` in its environment, the program
 /// SIGKILLs itself right after step `n` (0-based) of a start or restore, so tests can prove that
-/// `smartvm gc` reclaims whatever a crash at any step boundary leaves.
+/// `smartvm gc` reclaims whatever a crash at any step boundary leaves. Only in builds with the
+/// test feature `fault-injection`.
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
 pub mod fault_injection {
     /// The variable that arms the hook.
     pub const ENV: &str = "SMARTVM_FAULT_KILL_AFTER_STEP";
@@ -65,6 +68,13 @@ pub mod fault_injection {
             unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
         }
     }
+}
+
+/// The crash-test hook after step `index`; nothing in builds without `fault-injection`.
+#[cfg_attr(not(feature = "fault-injection"), allow(unused_variables))]
+fn fault_point(index: usize) {
+    #[cfg(feature = "fault-injection")]
+    fault_injection::after_step(index);
 }
 
 /// Where a restored VM's state comes from.
@@ -142,7 +152,7 @@ impl MicroVm {
             let started = std::time::Instant::now();
             self.run_step(step, inner, cx).await.map_err(|e| (step, e))?;
             tracing::debug!(vm = %self.id, ?step, micros = started.elapsed().as_micros() as u64, "step done");
-            fault_injection::after_step(index);
+            fault_point(index);
         }
         Ok(())
     }
