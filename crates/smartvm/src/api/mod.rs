@@ -199,13 +199,9 @@ impl ApiClient {
                 }
             }
             if !backoff.wait().await {
-                return Err(self.not_ready(timeout));
+                return Err(not_ready(&self.socket, timeout));
             }
         }
-    }
-
-    fn not_ready(&self, timeout: Duration) -> SmartVmError {
-        not_ready(&self.socket, timeout)
     }
 
     /// True when the API answers `GET /` within `timeout`, polling with backoff until then.
@@ -227,7 +223,7 @@ impl ApiClient {
                 }
             }
             if !backoff.wait().await {
-                return Err(self.not_ready(timeout));
+                return Err(not_ready(&self.socket, timeout));
             }
         }
     }

@@ -136,3 +136,13 @@ fn fault_message_shapes() {
     assert_eq!(r("").fault_message(), None);
     assert_eq!(r("plain text").fault_message().as_deref(), Some("plain text"));
 }
+
+#[tokio::test]
+async fn a_socket_nobody_answers_on_is_an_api_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fc.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // the file stays, nobody listens
+    let client = ApiClient::new(&path);
+    assert_eq!(client.wait_ready(Duration::from_millis(20)).await.unwrap_err().code(), "API_TIMEOUT");
+    assert_eq!(client.connect(Duration::from_millis(20)).await.unwrap_err().code(), "API_TIMEOUT");
+}
