@@ -55,6 +55,10 @@ impl BootSourceConfig {
             if args.len() >= MAX_BOOT_ARGS {
                 p.push("bootSource.bootArgs", format!("is {} bytes; the limit is {MAX_BOOT_ARGS}", args.len()));
             }
+            // Firecracker aborts (it cannot make a C string of it) instead of refusing the config.
+            if args.contains('\0') {
+                p.push("bootSource.bootArgs", "contains a NUL byte");
+            }
         }
     }
 
@@ -99,5 +103,8 @@ mod tests {
         .validate(&mut p);
         let fields: Vec<_> = p.0.iter().map(|x| x.field.as_str()).collect();
         assert_eq!(fields, ["bootSource.kernelImagePath", "bootSource.initrdPath", "bootSource.bootArgs"]);
+        let mut p = Problems::default();
+        BootSourceConfig::new("/").with_boot_args("console=ttyS0\0 panic=1").validate(&mut p);
+        assert!(p.0.iter().any(|x| x.field == "bootSource.bootArgs" && x.message.contains("NUL")), "{:?}", p.0);
     }
 }
