@@ -176,10 +176,10 @@ impl SmartVm {
             Err(SmartVmError::BinaryNotFound { .. })
                 if self.options.auto_download_binary && self.options.firecracker_binary_path.is_none() =>
             {
-                let fetch = self.release_fetch();
+                let version = self.options.firecracker_version.unwrap_or(FirecrackerVersion::DEFAULT);
+                let fetch = self.release_fetch(version);
                 let mut options = self.runtime_options(fetch.binary());
-                options.firecracker_version =
-                    Some(self.options.firecracker_version.unwrap_or(FirecrackerVersion::DEFAULT));
+                options.firecracker_version = Some(version);
                 options.fetch_binary = Some(fetch);
                 Ok(options)
             }
@@ -188,11 +188,9 @@ impl SmartVm {
     }
 
     #[cfg(feature = "images")]
-    fn release_fetch(&self) -> Arc<crate::images::ReleaseFetch> {
-        let version = self.options.firecracker_version.unwrap_or(FirecrackerVersion::DEFAULT).to_string();
-        self.release_fetch
-            .get_or_init(|| Arc::new(crate::images::ReleaseFetch::new(self.image_manager(), version)))
-            .clone()
+    fn release_fetch(&self, version: FirecrackerVersion) -> Arc<crate::images::ReleaseFetch> {
+        let make = || Arc::new(crate::images::ReleaseFetch::new(self.image_manager(), version.to_string()));
+        self.release_fetch.get_or_init(make).clone()
     }
 
     /// Per-VM runtime options derived from these options and `binary`.

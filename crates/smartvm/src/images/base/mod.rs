@@ -139,8 +139,8 @@ pub struct BaseImageManager {
     images: ImageManager,
     cache_dir: PathBuf,
     max_stored: usize,
-    /// The manifest used when a call names none (`with_hosted_manifest`).
-    hosted_manifest: BaseImageOptions,
+    /// The manifest URL and path used when a call names none (`with_hosted_manifest`).
+    hosted_manifest: (Option<String>, Option<PathBuf>),
 }
 
 impl BaseImageManager {
@@ -149,15 +149,14 @@ impl BaseImageManager {
         if max_stored < 1 {
             return Err(ImageError::InvalidCacheLimit(max_stored));
         }
-        Ok(Self { images, cache_dir: cache_dir.into(), max_stored, hosted_manifest: BaseImageOptions::default() })
+        Ok(Self { images, cache_dir: cache_dir.into(), max_stored, hosted_manifest: (None, None) })
     }
 
     /// The manifest (URL, else path) for calls that name none, as the seed's manager-level
     /// `hostedManifestUrl`/`hostedManifestPath`: such calls resolve `hosted` unless they name
     /// another preset (see [`BaseImageOptions::effective_preset`]).
     pub fn with_hosted_manifest(mut self, url: Option<String>, path: Option<PathBuf>) -> Self {
-        self.hosted_manifest.manifest_url = url;
-        self.hosted_manifest.manifest_path = path;
+        self.hosted_manifest = (url, path);
         self
     }
 
@@ -165,8 +164,7 @@ impl BaseImageManager {
     fn with_defaults(&self, options: &BaseImageOptions) -> BaseImageOptions {
         let mut options = options.clone();
         if options.manifest_url.is_none() && options.manifest_path.is_none() {
-            options.manifest_url.clone_from(&self.hosted_manifest.manifest_url);
-            options.manifest_path.clone_from(&self.hosted_manifest.manifest_path);
+            (options.manifest_url, options.manifest_path) = self.hosted_manifest.clone();
         }
         options
     }
