@@ -59,7 +59,9 @@ fn bad_input_gets_a_typed_error_chain_and_exit_code() {
     // One problem per line, each naming its field.
     let problems: Vec<&str> = stderr.lines().filter(|l| l.starts_with("  - ")).collect();
     assert_eq!(problems.len(), 2, "{stderr}");
-    assert!(problems[0].contains("bootSource.kernelImagePath") && problems[1].contains("machineConfig.vcpuCount"));
+    for field in ["bootSource.kernelImagePath", "machineConfig.vcpuCount"] {
+        assert!(problems.iter().any(|p| p.contains(field)), "{field}: {stderr}");
+    }
     assert!(out.stdout.is_empty());
     assert!(env.runtime_is_empty());
 

@@ -8,10 +8,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::env;
+use smartvm::api::Endpoint;
 use smartvm::api::{ActionType, ApiClient, GetVersion, GetVmConfig, PutAction, PutMmds};
 use smartvm::config::*;
 use smartvm::probe::ProbeReport;
-use smartvm::vm::{boot_plan, BootConfigFile, ResolvedResources};
+use smartvm::vm::{boot_plan, ResolvedResources};
 use smartvm::FirecrackerVersion;
 use tokio::io::AsyncReadExt;
 
@@ -111,10 +112,11 @@ async fn every_payload_kind_is_accepted_by_firecracker() {
     let version: FirecrackerVersion = api.send(&GetVersion).await.unwrap().firecracker_version.parse().unwrap();
 
     let plan = boot_plan(&cfg, &ResolvedResources::default(), version).unwrap();
-    assert_eq!(plan.len(), 11, "logger, metrics, machine, boot, 2 drives, nic, vsock, balloon, entropy, mmds");
-    for call in &plan {
-        if let Err(e) = call.send(&api).await {
-            panic!("{} rejected: {e} ({:?})", call.path(), e.fault_message());
+    let requests = plan.requests().unwrap();
+    assert_eq!(requests.len(), 11, "logger, metrics, machine, boot, 2 drives, nic, vsock, balloon, entropy, mmds");
+    for request in &requests {
+        if let Err(e) = api.send(request).await {
+            panic!("{} rejected: {e} ({:?})", request.path(), e.fault_message());
         }
     }
     api.send(&PutMmds(serde_json::json!({"k": "v"}))).await.unwrap();
@@ -135,7 +137,7 @@ async fn every_payload_kind_is_accepted_by_firecracker() {
     // The same plan as one --config-file builds the same VM.
     let _ = std::fs::remove_file(dir.join("payload-v.sock"));
     let file = dir.join("vm-config.json");
-    std::fs::write(&file, serde_json::to_vec(&BootConfigFile::from_plan(plan)).unwrap()).unwrap();
+    std::fs::write(&file, plan.config_file().unwrap()).unwrap();
     let config_file = [std::ffi::OsStr::new("--config-file"), file.as_os_str()];
     let (mut child, api) = spawn_in(&ns, &env.binary, &dir.join("payloads-file.sock"), &config_file).await;
     let via_file = api.send(&GetVmConfig).await.unwrap();

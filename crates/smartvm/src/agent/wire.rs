@@ -65,7 +65,8 @@ pub struct VmSummary {
     /// The file its serial console is written to (it outlives the agent).
     #[serde(default)]
     pub console_file: Option<PathBuf>,
-    /// The configuration it was created from.
+    /// The configuration it was created from (camelCase, as it is accepted).
+    #[serde(serialize_with = "crate::config::serialize_camel_case")]
     pub config: crate::VmConfig,
 }
 

@@ -6,9 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Endpoint, Method};
 use crate::config::{
-    BalloonPayload, BalloonStatsUpdatePayload, BalloonUpdatePayload, BootSourcePayload, DrivePayload,
-    DriveUpdatePayload, EntropyPayload, LoggerPayload, MachineConfigPayload, MetricsPayload, MmdsConfigPayload,
-    NetworkInterfacePayload, NetworkInterfaceUpdatePayload, SnapshotCreatePayload, SnapshotLoadPayload, VsockPayload,
+    BalloonStatsUpdate, BalloonUpdate, DriveUpdate, FirecrackerResource, NetworkInterfaceUpdate, SnapshotCreateParams,
+    SnapshotLoadPayload,
 };
 
 macro_rules! endpoint {
@@ -45,44 +44,24 @@ macro_rules! endpoint {
     };
 }
 
-endpoint!(/// `PUT /machine-config`
-    PutMachineConfig(MachineConfigPayload) => PUT, |_b| "/machine-config".into(), ());
-endpoint!(/// `PUT /boot-source`
-    PutBootSource(BootSourcePayload) => PUT, |_b| "/boot-source".into(), ());
-endpoint!(/// `PUT /drives/{id}`
-    PutDrive(DrivePayload) => PUT, |b| format!("/drives/{}", b.drive_id), ());
 endpoint!(/// `PATCH /drives/{id}`
-    PatchDrive(DriveUpdatePayload) => PATCH, |b| format!("/drives/{}", b.drive_id), ());
-endpoint!(/// `PUT /network-interfaces/{id}`
-    PutNetworkInterface(NetworkInterfacePayload) => PUT, |b| format!("/network-interfaces/{}", b.iface_id), ());
+    PatchDrive(DriveUpdate) => PATCH, |b| format!("/drives/{}", b.drive_id), ());
 endpoint!(/// `PATCH /network-interfaces/{id}`
-    PatchNetworkInterface(NetworkInterfaceUpdatePayload) => PATCH, |b| format!("/network-interfaces/{}", b.iface_id), ());
-endpoint!(/// `PUT /vsock`
-    PutVsock(VsockPayload) => PUT, |_b| "/vsock".into(), ());
-endpoint!(/// `PUT /balloon`
-    PutBalloon(BalloonPayload) => PUT, |_b| "/balloon".into(), ());
+    PatchNetworkInterface(NetworkInterfaceUpdate) => PATCH, |b| format!("/network-interfaces/{}", b.iface_id), ());
 endpoint!(/// `PATCH /balloon`
-    PatchBalloon(BalloonUpdatePayload) => PATCH, |_b| "/balloon".into(), ());
+    PatchBalloon(BalloonUpdate) => PATCH, |_b| "/balloon".into(), ());
 endpoint!(/// `PATCH /balloon/statistics`
-    PatchBalloonStatistics(BalloonStatsUpdatePayload) => PATCH, |_b| "/balloon/statistics".into(), ());
-endpoint!(/// `PUT /entropy`
-    PutEntropy(EntropyPayload) => PUT, |_b| "/entropy".into(), ());
-endpoint!(/// `PUT /mmds/config`
-    PutMmdsConfig(MmdsConfigPayload) => PUT, |_b| "/mmds/config".into(), ());
+    PatchBalloonStatistics(BalloonStatsUpdate) => PATCH, |_b| "/balloon/statistics".into(), ());
 endpoint!(/// `PUT /mmds`: replace the metadata document (any JSON the caller chooses).
     PutMmds(serde_json::Value) => PUT, |_b| "/mmds".into(), ());
 endpoint!(/// `PATCH /mmds`: JSON merge-patch of the metadata document.
     PatchMmds(serde_json::Value) => PATCH, |_b| "/mmds".into(), ());
-endpoint!(/// `PUT /logger`
-    PutLogger(LoggerPayload) => PUT, |_b| "/logger".into(), ());
-endpoint!(/// `PUT /metrics`
-    PutMetrics(MetricsPayload) => PUT, |_b| "/metrics".into(), ());
 endpoint!(/// `PUT /actions`
     PutAction(ActionBody) => PUT, |_b| "/actions".into(), ());
 endpoint!(/// `PATCH /vm`: pause or resume.
     PatchVmState(VmStateBody) => PATCH, |_b| "/vm".into(), ());
 endpoint!(/// `PUT /snapshot/create`
-    PutSnapshotCreate(SnapshotCreatePayload) => PUT, |_b| "/snapshot/create".into(), ());
+    PutSnapshotCreate(SnapshotCreateParams) => PUT, |_b| "/snapshot/create".into(), ());
 endpoint!(/// `PUT /snapshot/load`
     PutSnapshotLoad(SnapshotLoadPayload) => PUT, |_b| "/snapshot/load".into(), ());
 endpoint!(/// `GET /`
@@ -95,6 +74,37 @@ endpoint!(/// `GET /mmds`
     GetMmds => GET, "/mmds", serde_json::Value);
 endpoint!(/// `GET /balloon/statistics`
     GetBalloonStatistics => GET, "/balloon/statistics", BalloonStatistics);
+
+/// `PUT` of one pre-boot resource (its path and body, encoded once when the plan is made), so a
+/// plan of requests of different kinds is one list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutResource {
+    path: String,
+    body: Vec<u8>,
+}
+
+impl PutResource {
+    /// The `PUT` that configures `resource`.
+    pub fn of<R: FirecrackerResource>(resource: &R) -> Result<Self, serde_json::Error> {
+        Ok(Self { path: resource.api_path(), body: serde_json::to_vec(resource)? })
+    }
+
+    /// The body as JSON (for logs and tests).
+    pub fn body_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Endpoint for PutResource {
+    type Response = ();
+    const METHOD: Method = Method::PUT;
+    fn path(&self) -> String {
+        self.path.clone()
+    }
+    fn body(&self) -> Result<Option<Vec<u8>>, serde_json::Error> {
+        Ok(Some(self.body.clone()))
+    }
+}
 
 /// `PUT /actions` action types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -4,11 +4,12 @@ use super::problems::NeedsNewerFirecracker;
 use serde::{Deserialize, Serialize};
 
 use super::problems::Problems;
+use super::resource::{FirecrackerResource, Validate};
 use crate::version::FirecrackerVersion;
 
-/// The memory balloon device.
+/// The memory balloon device: smartvm's input and Firecracker's `PUT /balloon` body in one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all(serialize = "snake_case", deserialize = "camelCase"), deny_unknown_fields)]
 pub struct BalloonConfig {
     /// Target balloon size in MiB.
     #[serde(alias = "amount_mib")]
@@ -27,31 +28,33 @@ pub struct BalloonConfig {
     pub free_page_reporting: Option<bool>,
 }
 
-/// Firecracker's `PUT /balloon` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BalloonPayload {
-    amount_mib: u64,
-    deflate_on_oom: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stats_polling_interval_s: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    free_page_hinting: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    free_page_reporting: Option<bool>,
-}
-
 /// Firecracker's `PATCH /balloon` body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct BalloonUpdatePayload {
+pub struct BalloonUpdate {
     /// New target size in MiB.
     pub amount_mib: u64,
 }
 
 /// Firecracker's `PATCH /balloon/statistics` body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct BalloonStatsUpdatePayload {
+pub struct BalloonStatsUpdate {
     /// New polling interval in seconds.
     pub stats_polling_interval_s: u32,
+}
+
+impl FirecrackerResource for BalloonConfig {
+    const API_PATH: &'static str = "/balloon";
+    const REFUSED_AS: &'static str = "BalloonDevice";
+    fn check_version(&self, version: FirecrackerVersion) -> Result<(), NeedsNewerFirecracker> {
+        NeedsNewerFirecracker::gate(self.free_page_hinting.is_some(), "freePageHinting", (1, 14), version)?;
+        NeedsNewerFirecracker::gate(self.free_page_reporting.is_some(), "freePageReporting", (1, 14), version)
+    }
+}
+
+/// Alone a balloon has nothing to check: its size is checked against guest memory by
+/// [`VmConfig::validate`](super::VmConfig::validate).
+impl Validate for BalloonConfig {
+    fn validate(&self, _at: &str, _p: &mut Problems) {}
 }
 
 impl BalloonConfig {
@@ -65,25 +68,6 @@ impl BalloonConfig {
             free_page_reporting: None,
         }
     }
-
-    pub(crate) fn validate(&self, mem_size_mib: u64, p: &mut Problems) {
-        if self.amount_mib > mem_size_mib {
-            p.push("balloon.amountMib", format!("{} MiB exceeds guest memory of {mem_size_mib} MiB", self.amount_mib));
-        }
-    }
-
-    /// Firecracker's payload for `version`.
-    pub fn payload(&self, version: FirecrackerVersion) -> Result<BalloonPayload, NeedsNewerFirecracker> {
-        NeedsNewerFirecracker::gate(self.free_page_hinting.is_some(), "freePageHinting", (1, 14), version)?;
-        NeedsNewerFirecracker::gate(self.free_page_reporting.is_some(), "freePageReporting", (1, 14), version)?;
-        Ok(BalloonPayload {
-            amount_mib: self.amount_mib,
-            deflate_on_oom: self.deflate_on_oom,
-            stats_polling_interval_s: self.stats_polling_interval_s,
-            free_page_hinting: self.free_page_hinting,
-            free_page_reporting: self.free_page_reporting,
-        })
-    }
 }
 
 #[cfg(test)]
@@ -96,15 +80,14 @@ mod tests {
         let mut b = BalloonConfig::new(16, true);
         b.stats_polling_interval_s = Some(1);
         let v12 = FirecrackerVersion::new(1, 12, 1);
+        b.check_version(v12).unwrap();
         assert_eq!(
-            serde_json::to_value(b.payload(v12).unwrap()).unwrap(),
+            serde_json::to_value(&b).unwrap(),
             json!({"amount_mib": 16, "deflate_on_oom": true, "stats_polling_interval_s": 1})
         );
         b.free_page_reporting = Some(true);
-        assert!(b.payload(v12).is_err());
-        assert_eq!(
-            serde_json::to_value(b.payload(FirecrackerVersion::new(1, 14, 0)).unwrap()).unwrap()["free_page_reporting"],
-            true
-        );
+        assert!(b.check_version(v12).is_err());
+        b.check_version(FirecrackerVersion::new(1, 14, 0)).unwrap();
+        assert_eq!(serde_json::to_value(&b).unwrap()["free_page_reporting"], true);
     }
 }

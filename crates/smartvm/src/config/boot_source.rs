@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::problems::Problems;
+use super::resource::{FirecrackerResource, Validate};
 
 /// The guest kernel and how to boot it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all(serialize = "snake_case", deserialize = "camelCase"), deny_unknown_fields)]
 pub struct BootSourceConfig {
     /// Uncompressed kernel (ELF vmlinux on x86_64).
     #[serde(alias = "kernel_image_path")]
@@ -19,16 +20,6 @@ pub struct BootSourceConfig {
     /// Optional initial ramdisk.
     #[serde(default, skip_serializing_if = "Option::is_none", alias = "initrd_path")]
     pub initrd_path: Option<PathBuf>,
-}
-
-/// Firecracker's `/boot-source` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BootSourcePayload {
-    kernel_image_path: PathBuf,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    boot_args: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    initrd_path: Option<PathBuf>,
 }
 
 /// Firecracker limits the command line to 2048 bytes including what it appends itself.
@@ -45,29 +36,27 @@ impl BootSourceConfig {
         self.boot_args = Some(args.into());
         self
     }
+}
 
-    pub(crate) fn validate(&self, p: &mut Problems) {
-        p.check_path("bootSource.kernelImagePath", &self.kernel_image_path, true);
+impl FirecrackerResource for BootSourceConfig {
+    const API_PATH: &'static str = "/boot-source";
+    const REFUSED_AS: &'static str = "BootSource";
+}
+
+impl Validate for BootSourceConfig {
+    fn validate(&self, at: &str, p: &mut Problems) {
+        p.check_path(&format!("{at}.kernelImagePath"), &self.kernel_image_path, true);
         if let Some(initrd) = &self.initrd_path {
-            p.check_path("bootSource.initrdPath", initrd, true);
+            p.check_path(&format!("{at}.initrdPath"), initrd, true);
         }
         if let Some(args) = &self.boot_args {
             if args.len() >= MAX_BOOT_ARGS {
-                p.push("bootSource.bootArgs", format!("is {} bytes; the limit is {MAX_BOOT_ARGS}", args.len()));
+                p.push(format!("{at}.bootArgs"), format!("is {} bytes; the limit is {MAX_BOOT_ARGS}", args.len()));
             }
             // Firecracker aborts (it cannot make a C string of it) instead of refusing the config.
             if args.contains('\0') {
-                p.push("bootSource.bootArgs", "contains a NUL byte");
+                p.push(format!("{at}.bootArgs"), "contains a NUL byte");
             }
-        }
-    }
-
-    /// Firecracker's payload shape.
-    pub fn payload(&self) -> BootSourcePayload {
-        BootSourcePayload {
-            kernel_image_path: self.kernel_image_path.clone(),
-            boot_args: self.boot_args.clone(),
-            initrd_path: self.initrd_path.clone(),
         }
     }
 }
@@ -80,16 +69,10 @@ mod tests {
     #[test]
     fn golden_payload() {
         let b = BootSourceConfig::new("/k").with_boot_args("console=ttyS0");
-        assert_eq!(
-            serde_json::to_value(b.payload()).unwrap(),
-            json!({"kernel_image_path": "/k", "boot_args": "console=ttyS0"})
-        );
+        assert_eq!(serde_json::to_value(&b).unwrap(), json!({"kernel_image_path": "/k", "boot_args": "console=ttyS0"}));
         let full: BootSourceConfig =
             serde_json::from_value(json!({"kernelImagePath": "/k", "initrdPath": "/i"})).unwrap();
-        assert_eq!(
-            serde_json::to_value(full.payload()).unwrap(),
-            json!({"kernel_image_path": "/k", "initrd_path": "/i"})
-        );
+        assert_eq!(serde_json::to_value(&full).unwrap(), json!({"kernel_image_path": "/k", "initrd_path": "/i"}));
     }
 
     #[test]
@@ -100,11 +83,11 @@ mod tests {
             boot_args: Some("x".repeat(3000)),
             initrd_path: Some("/nope/i".into()),
         }
-        .validate(&mut p);
+        .validate("bootSource", &mut p);
         let fields: Vec<_> = p.0.iter().map(|x| x.field.as_str()).collect();
         assert_eq!(fields, ["bootSource.kernelImagePath", "bootSource.initrdPath", "bootSource.bootArgs"]);
         let mut p = Problems::default();
-        BootSourceConfig::new("/").with_boot_args("console=ttyS0\0 panic=1").validate(&mut p);
+        BootSourceConfig::new("/").with_boot_args("console=ttyS0\0 panic=1").validate("bootSource", &mut p);
         assert!(p.0.iter().any(|x| x.field == "bootSource.bootArgs" && x.message.contains("NUL")), "{:?}", p.0);
     }
 }

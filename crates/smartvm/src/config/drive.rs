@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::problems::Problems;
-use super::rate_limiter::{RateLimiter, RateLimiterPayload};
+use super::rate_limiter::RateLimiter;
+use super::resource::{FirecrackerResource, Validate};
 
 /// Host page-cache behaviour of a drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,15 +24,15 @@ pub enum IoEngine {
     Async,
 }
 
-/// A block device.
+/// A block device: smartvm's input and Firecracker's `PUT /drives/{id}` body in one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all(serialize = "snake_case", deserialize = "camelCase"), deny_unknown_fields)]
 pub struct DriveConfig {
     /// Id, `[A-Za-z0-9_]`, unique within the VM.
     #[serde(alias = "drive_id")]
     pub drive_id: String,
     /// Backing file on the host (absent only for vhost-user drives).
-    #[serde(default, alias = "path_on_host")]
+    #[serde(default, skip_serializing_if = "is_empty_path", alias = "path_on_host")]
     pub path_on_host: PathBuf,
     /// Whether this is the root device (`root=/dev/vda`).
     #[serde(default, alias = "is_root_device")]
@@ -55,38 +56,58 @@ pub struct DriveConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket: Option<PathBuf>,
     /// smartvm: stage a private copy in the VM's runtime dir (default: writable drives only).
+    /// Never sent to Firecracker: the resolved drive Firecracker gets has it consumed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ephemeral: Option<bool>,
 }
 
-/// Firecracker's `PUT /drives/{id}` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DrivePayload {
-    pub(crate) drive_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    path_on_host: Option<PathBuf>,
-    is_root_device: bool,
-    is_read_only: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    partuuid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cache_type: Option<CacheType>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    io_engine: Option<IoEngine>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rate_limiter: Option<RateLimiterPayload>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    socket: Option<PathBuf>,
+fn is_empty_path(path: &Path) -> bool {
+    path.as_os_str().is_empty()
 }
 
-/// Firecracker's `PATCH /drives/{id}` body.
+/// Firecracker's `PATCH /drives/{id}` body: a new backing file or rate limiter after boot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DriveUpdatePayload {
-    pub(crate) drive_id: String,
+pub struct DriveUpdate {
+    /// The drive.
+    pub drive_id: String,
+    /// New backing file.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) path_on_host: Option<PathBuf>,
+    pub path_on_host: Option<PathBuf>,
+    /// New rate limiter.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) rate_limiter: Option<RateLimiterPayload>,
+    pub rate_limiter: Option<RateLimiter>,
+}
+
+impl FirecrackerResource for DriveConfig {
+    const API_PATH: &'static str = "/drives";
+    const REFUSED_AS: &'static str = "BlockDevice";
+    fn api_path(&self) -> String {
+        format!("{}/{}", Self::API_PATH, self.drive_id)
+    }
+}
+
+impl Validate for DriveConfig {
+    fn validate(&self, at: &str, p: &mut Problems) {
+        let field = |f: &str| format!("{at}.{f}");
+        p.check_id(&field("driveId"), &self.drive_id);
+        match &self.socket {
+            Some(sock) => p.check_path(&field("socket"), sock, true),
+            None => {
+                p.check_path(&field("pathOnHost"), &self.path_on_host, true);
+                check_drive_file(&field("pathOnHost"), &self.path_on_host, p);
+            }
+        }
+        if let Some(rl) = &self.rate_limiter {
+            rl.validate(&field("rateLimiter"), p);
+        }
+        if let Some(uuid) = &self.partuuid {
+            if !self.is_root_device {
+                p.push(field("partuuid"), "only applies to the root device");
+            } else if uuid.is_empty() || !uuid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+                p.push(field("partuuid"), format!("{uuid:?} is not a partition UUID"));
+            }
+        }
+    }
 }
 
 impl DriveConfig {
@@ -133,41 +154,11 @@ impl DriveConfig {
         }
     }
 
-    pub(crate) fn validate(&self, index: usize, p: &mut Problems) {
-        let field = |f: &str| format!("drives[{index}].{f}");
-        p.check_id(&field("driveId"), &self.drive_id);
-        match &self.socket {
-            Some(sock) => p.check_path(&field("socket"), sock, true),
-            None => {
-                p.check_path(&field("pathOnHost"), &self.path_on_host, true);
-                check_drive_file(&field("pathOnHost"), &self.path_on_host, p);
-            }
-        }
-        if let Some(rl) = &self.rate_limiter {
-            rl.validate(&field("rateLimiter"), p);
-        }
-        if let Some(uuid) = &self.partuuid {
-            if !self.is_root_device {
-                p.push(field("partuuid"), "only applies to the root device");
-            } else if uuid.is_empty() || !uuid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
-                p.push(field("partuuid"), format!("{uuid:?} is not a partition UUID"));
-            }
-        }
-    }
-
-    /// Firecracker's payload, pointing at `path_on_host` (the staged copy, or the source).
-    pub fn payload(&self, path_on_host: &Path) -> DrivePayload {
-        DrivePayload {
-            drive_id: self.drive_id.clone(),
-            path_on_host: self.socket.is_none().then(|| path_on_host.to_path_buf()),
-            is_root_device: self.is_root_device,
-            is_read_only: self.is_read_only,
-            partuuid: self.partuuid.clone(),
-            cache_type: self.cache_type,
-            io_engine: self.io_engine,
-            rate_limiter: self.rate_limiter.as_ref().map(RateLimiter::payload),
-            socket: self.socket.clone(),
-        }
+    /// The drive as Firecracker gets it: backed by `path_on_host` (the staged copy, or the
+    /// source), smartvm's own `ephemeral` consumed.
+    pub fn resolved(&self, path_on_host: &Path) -> Self {
+        let path_on_host = if self.socket.is_some() { PathBuf::new() } else { path_on_host.to_path_buf() };
+        Self { path_on_host, ephemeral: None, ..self.clone() }
     }
 }
 
@@ -202,7 +193,7 @@ mod tests {
     fn golden_payloads() {
         let d = DriveConfig::new("rootfs", "/src.ext4").root().read_only();
         assert_eq!(
-            serde_json::to_value(d.payload(Path::new("/staged.ext4"))).unwrap(),
+            serde_json::to_value(d.resolved(Path::new("/staged.ext4"))).unwrap(),
             json!({"drive_id": "rootfs", "path_on_host": "/staged.ext4", "is_root_device": true, "is_read_only": true})
         );
         let mut full = DriveConfig::new("data", "/d").root();
@@ -212,12 +203,13 @@ mod tests {
         full.rate_limiter = Some(RateLimiter { bandwidth: None, ops: Some(TokenBucket::new(100, 1000)) });
         full.ephemeral = Some(false);
         assert_eq!(
-            serde_json::to_value(full.payload(Path::new("/d"))).unwrap(),
+            serde_json::to_value(full.resolved(Path::new("/d"))).unwrap(),
             json!({"drive_id": "data", "path_on_host": "/d", "is_root_device": true, "is_read_only": false,
                    "partuuid": "abcd-01", "cache_type": "Writeback", "io_engine": "Async",
                    "rate_limiter": {"ops": {"size": 100, "refill_time": 1000}}})
         );
-        let upd = DriveUpdatePayload { drive_id: "data".into(), path_on_host: Some("/new".into()), rate_limiter: None };
+        assert_eq!(full.api_path(), "/drives/data");
+        let upd = DriveUpdate { drive_id: "data".into(), path_on_host: Some("/new".into()), rate_limiter: None };
         assert_eq!(serde_json::to_value(upd).unwrap(), json!({"drive_id": "data", "path_on_host": "/new"}));
     }
 

@@ -3,34 +3,28 @@
 use serde::{Deserialize, Serialize};
 
 use super::problems::Problems;
-use super::rate_limiter::{RateLimiter, RateLimiterPayload};
+use super::rate_limiter::RateLimiter;
+use super::resource::{FirecrackerResource, Validate};
 
-/// The entropy device.
+/// The entropy device: smartvm's input and Firecracker's `PUT /entropy` body in one.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all(serialize = "snake_case", deserialize = "camelCase"), deny_unknown_fields)]
 pub struct EntropyConfig {
     /// Rate limiter for bytes handed to the guest.
     #[serde(default, skip_serializing_if = "Option::is_none", alias = "rate_limiter")]
     pub rate_limiter: Option<RateLimiter>,
 }
 
-/// Firecracker's `/entropy` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EntropyPayload {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rate_limiter: Option<RateLimiterPayload>,
+impl FirecrackerResource for EntropyConfig {
+    const API_PATH: &'static str = "/entropy";
+    const REFUSED_AS: &'static str = "EntropyDevice";
 }
 
-impl EntropyConfig {
-    pub(crate) fn validate(&self, p: &mut Problems) {
+impl Validate for EntropyConfig {
+    fn validate(&self, at: &str, p: &mut Problems) {
         if let Some(rl) = &self.rate_limiter {
-            rl.validate("entropy.rateLimiter", p);
+            rl.validate(&format!("{at}.rateLimiter"), p);
         }
-    }
-
-    /// Firecracker's payload shape.
-    pub fn payload(&self) -> EntropyPayload {
-        EntropyPayload { rate_limiter: self.rate_limiter.as_ref().map(RateLimiter::payload) }
     }
 }
 
@@ -41,6 +35,6 @@ mod tests {
 
     #[test]
     fn golden() {
-        assert_eq!(serde_json::to_value(EntropyConfig::default().payload()).unwrap(), json!({}));
+        assert_eq!(serde_json::to_value(EntropyConfig::default()).unwrap(), json!({}));
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::problems::Problems;
+use super::resource::{FirecrackerResource, Validate};
 
 /// Firecracker log level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,7 +22,7 @@ pub enum LogLevel {
 /// Where and how Firecracker logs. smartvm creates the file before sending the config (versions
 /// before v1.14 require it to exist).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all(serialize = "snake_case", deserialize = "camelCase"), deny_unknown_fields)]
 pub struct LoggerConfig {
     /// Log file (or FIFO).
     #[serde(alias = "log_path")]
@@ -40,33 +41,13 @@ pub struct LoggerConfig {
     pub module: Option<String>,
 }
 
-/// Firecracker's `/logger` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LoggerPayload {
-    log_path: PathBuf,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    level: Option<LogLevel>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    show_level: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    show_log_origin: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    module: Option<String>,
-}
-
 /// Where Firecracker writes metrics (flushed every 60 s and on `FlushMetrics`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all(serialize = "snake_case", deserialize = "camelCase"), deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Metrics file (or FIFO).
     #[serde(alias = "metrics_path")]
     pub metrics_path: PathBuf,
-}
-
-/// Firecracker's `/metrics` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MetricsPayload {
-    metrics_path: PathBuf,
 }
 
 fn check_output_path(field: &str, path: &std::path::Path, p: &mut Problems) {
@@ -81,31 +62,27 @@ impl LoggerConfig {
     pub fn new(path: impl Into<PathBuf>, level: LogLevel) -> Self {
         Self { log_path: path.into(), level: Some(level), show_level: None, show_log_origin: None, module: None }
     }
+}
 
-    pub(crate) fn validate(&self, p: &mut Problems) {
-        check_output_path("logger.logPath", &self.log_path, p);
-    }
+impl FirecrackerResource for LoggerConfig {
+    const API_PATH: &'static str = "/logger";
+    const REFUSED_AS: &'static str = "Logger";
+}
 
-    /// Firecracker's payload shape.
-    pub fn payload(&self) -> LoggerPayload {
-        LoggerPayload {
-            log_path: self.log_path.clone(),
-            level: self.level,
-            show_level: self.show_level,
-            show_log_origin: self.show_log_origin,
-            module: self.module.clone(),
-        }
+impl Validate for LoggerConfig {
+    fn validate(&self, at: &str, p: &mut Problems) {
+        check_output_path(&format!("{at}.logPath"), &self.log_path, p);
     }
 }
 
-impl MetricsConfig {
-    pub(crate) fn validate(&self, p: &mut Problems) {
-        check_output_path("metrics.metricsPath", &self.metrics_path, p);
-    }
+impl FirecrackerResource for MetricsConfig {
+    const API_PATH: &'static str = "/metrics";
+    const REFUSED_AS: &'static str = "Metrics";
+}
 
-    /// Firecracker's payload shape.
-    pub fn payload(&self) -> MetricsPayload {
-        MetricsPayload { metrics_path: self.metrics_path.clone() }
+impl Validate for MetricsConfig {
+    fn validate(&self, at: &str, p: &mut Problems) {
+        check_output_path(&format!("{at}.metricsPath"), &self.metrics_path, p);
     }
 }
 
@@ -119,10 +96,10 @@ mod tests {
         let mut l = LoggerConfig::new("/tmp/fc.log", LogLevel::Warning);
         l.show_level = Some(true);
         assert_eq!(
-            serde_json::to_value(l.payload()).unwrap(),
+            serde_json::to_value(&l).unwrap(),
             json!({"log_path": "/tmp/fc.log", "level": "Warning", "show_level": true})
         );
         let m = MetricsConfig { metrics_path: "/tmp/m".into() };
-        assert_eq!(serde_json::to_value(m.payload()).unwrap(), json!({"metrics_path": "/tmp/m"}));
+        assert_eq!(serde_json::to_value(&m).unwrap(), json!({"metrics_path": "/tmp/m"}));
     }
 }

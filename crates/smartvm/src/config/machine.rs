@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::problems::Problems;
+use super::resource::{FirecrackerResource, Validate};
 
 /// Static CPU templates Firecracker knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,9 +28,9 @@ pub enum HugePages {
     TwoMiB,
 }
 
-/// The machine's shape.
+/// The machine's shape: smartvm's input and Firecracker's `PUT /machine-config` body in one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all(serialize = "snake_case", deserialize = "camelCase"), deny_unknown_fields)]
 pub struct MachineConfig {
     /// Number of vCPUs, 1-32.
     #[serde(alias = "vcpu_count")]
@@ -51,19 +52,16 @@ pub struct MachineConfig {
     pub huge_pages: Option<HugePages>,
 }
 
-/// Firecracker's `/machine-config` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MachineConfigPayload {
-    vcpu_count: u32,
-    mem_size_mib: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    smt: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cpu_template: Option<CpuTemplate>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    track_dirty_pages: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    huge_pages: Option<HugePages>,
+impl FirecrackerResource for MachineConfig {
+    const API_PATH: &'static str = "/machine-config";
+    const REFUSED_AS: &'static str = "MachineConfig";
+}
+
+impl Validate for MachineConfig {
+    fn validate(&self, at: &str, p: &mut Problems) {
+        self.validate_cpus(at, p);
+        self.validate_memory(at, p);
+    }
 }
 
 impl Default for MachineConfig {
@@ -85,43 +83,26 @@ impl MachineConfig {
         }
     }
 
-    pub(crate) fn validate(&self, p: &mut Problems) {
-        self.validate_cpus(p);
-        self.validate_memory(p);
-    }
-
-    fn validate_cpus(&self, p: &mut Problems) {
+    fn validate_cpus(&self, at: &str, p: &mut Problems) {
         if !(1..=32).contains(&self.vcpu_count) {
-            p.push("machineConfig.vcpuCount", format!("{} is outside 1-32", self.vcpu_count));
+            p.push(format!("{at}.vcpuCount"), format!("{} is outside 1-32", self.vcpu_count));
         }
         if self.vcpu_count > 1 && self.vcpu_count % 2 == 1 && self.smt == Some(true) {
-            p.push("machineConfig.vcpuCount", "must be 1 or even when smt is enabled");
+            p.push(format!("{at}.vcpuCount"), "must be 1 or even when smt is enabled");
         }
     }
 
-    fn validate_memory(&self, p: &mut Problems) {
+    fn validate_memory(&self, at: &str, p: &mut Problems) {
         if self.mem_size_mib == 0 {
-            p.push("machineConfig.memSizeMib", "must be greater than 0");
+            p.push(format!("{at}.memSizeMib"), "must be greater than 0");
         } else if let Some(host) = host_memory_mib().filter(|host| self.mem_size_mib > *host) {
             p.push(
-                "machineConfig.memSizeMib",
+                format!("{at}.memSizeMib"),
                 format!("{} MiB is more than this host's {host} MiB", self.mem_size_mib),
             );
         }
         if self.huge_pages == Some(HugePages::TwoMiB) && self.mem_size_mib % 2 != 0 {
-            p.push("machineConfig.memSizeMib", "must be a multiple of 2 with 2M huge pages");
-        }
-    }
-
-    /// Firecracker's payload shape.
-    pub fn payload(&self) -> MachineConfigPayload {
-        MachineConfigPayload {
-            vcpu_count: self.vcpu_count,
-            mem_size_mib: self.mem_size_mib,
-            smt: self.smt,
-            cpu_template: self.cpu_template,
-            track_dirty_pages: self.track_dirty_pages,
-            huge_pages: self.huge_pages,
+            p.push(format!("{at}.memSizeMib"), "must be a multiple of 2 with 2M huge pages");
         }
     }
 }
@@ -144,7 +125,7 @@ mod tests {
     #[test]
     fn golden_payload() {
         assert_eq!(
-            serde_json::to_value(MachineConfig::new(2, 256).payload()).unwrap(),
+            serde_json::to_value(MachineConfig::new(2, 256)).unwrap(),
             json!({"vcpu_count": 2, "mem_size_mib": 256})
         );
         let all: MachineConfig = serde_json::from_value(json!({
@@ -152,7 +133,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            serde_json::to_value(all.payload()).unwrap(),
+            serde_json::to_value(&all).unwrap(),
             json!({"vcpu_count": 2, "mem_size_mib": 256, "smt": false, "cpu_template": "T2", "track_dirty_pages": true, "huge_pages": "2M"})
         );
     }
@@ -161,7 +142,7 @@ mod tests {
     fn validation() {
         for (v, m, ok) in [(0, 128, false), (33, 128, false), (1, 0, false), (32, 1, true), (1, 1, true)] {
             let mut p = Problems::default();
-            MachineConfig::new(v, m).validate(&mut p);
+            MachineConfig::new(v, m).validate("machineConfig", &mut p);
             assert_eq!(p.0.is_empty(), ok, "vcpus={v} mem={m}: {:?}", p.0);
         }
     }

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use super::problems::Problems;
+use super::resource::{FirecrackerResource, Validate};
 use crate::version::FirecrackerVersion;
 
 /// MMDS protocol version.
@@ -18,7 +19,7 @@ pub enum MmdsVersion {
 
 /// Which interfaces may reach MMDS, and how.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all(serialize = "snake_case", deserialize = "camelCase"), deny_unknown_fields)]
 pub struct MmdsConfig {
     /// Interface ids (must exist in `networkInterfaces`).
     #[serde(alias = "network_interfaces")]
@@ -34,44 +35,25 @@ pub struct MmdsConfig {
     pub imds_compat: Option<bool>,
 }
 
-/// Firecracker's `/mmds/config` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MmdsConfigPayload {
-    network_interfaces: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    version: Option<MmdsVersion>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ipv4_address: Option<Ipv4Addr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    imds_compat: Option<bool>,
+impl FirecrackerResource for MmdsConfig {
+    const API_PATH: &'static str = "/mmds/config";
+    const REFUSED_AS: &'static str = "MmdsConfig";
+    fn check_version(&self, version: FirecrackerVersion) -> Result<(), NeedsNewerFirecracker> {
+        NeedsNewerFirecracker::gate(self.imds_compat.is_some(), "imdsCompat", (1, 13), version)
+    }
 }
 
-impl MmdsConfig {
-    pub(crate) fn validate(&self, iface_ids: &[&str], p: &mut Problems) {
+/// That the named interfaces exist is checked by [`VmConfig::validate`](super::VmConfig::validate).
+impl Validate for MmdsConfig {
+    fn validate(&self, at: &str, p: &mut Problems) {
         if self.network_interfaces.is_empty() {
-            p.push("mmdsConfig.networkInterfaces", "must name at least one interface");
-        }
-        for (i, id) in self.network_interfaces.iter().enumerate() {
-            if !iface_ids.contains(&id.as_str()) {
-                p.push(format!("mmdsConfig.networkInterfaces[{i}]"), format!("no network interface {id:?}"));
-            }
+            p.push(format!("{at}.networkInterfaces"), "must name at least one interface");
         }
         if let Some(ip) = self.ipv4_address {
             if !ip.is_link_local() {
-                p.push("mmdsConfig.ipv4Address", format!("{ip} must be link-local (169.254.0.0/16)"));
+                p.push(format!("{at}.ipv4Address"), format!("{ip} must be link-local (169.254.0.0/16)"));
             }
         }
-    }
-
-    /// Firecracker's payload for `version`.
-    pub fn payload(&self, version: FirecrackerVersion) -> Result<MmdsConfigPayload, NeedsNewerFirecracker> {
-        NeedsNewerFirecracker::gate(self.imds_compat.is_some(), "imdsCompat", (1, 13), version)?;
-        Ok(MmdsConfigPayload {
-            network_interfaces: self.network_interfaces.clone(),
-            version: self.version,
-            ipv4_address: self.ipv4_address,
-            imds_compat: self.imds_compat,
-        })
     }
 }
 
@@ -86,15 +68,19 @@ mod tests {
             json!({"networkInterfaces": ["eth0"], "version": "V2", "ipv4Address": "169.254.170.2"}),
         )
         .unwrap();
+        m.check_version(FirecrackerVersion::new(1, 12, 1)).unwrap();
         assert_eq!(
-            serde_json::to_value(m.payload(FirecrackerVersion::new(1, 12, 1)).unwrap()).unwrap(),
+            serde_json::to_value(&m).unwrap(),
             json!({"network_interfaces": ["eth0"], "version": "V2", "ipv4_address": "169.254.170.2"})
         );
         let mut p = Problems::default();
-        MmdsConfig { ipv4_address: Some(Ipv4Addr::new(10, 0, 0, 1)), ..m.clone() }.validate(&["eth1"], &mut p);
-        assert_eq!(p.0.len(), 2);
+        let unnamed =
+            MmdsConfig { ipv4_address: Some(Ipv4Addr::new(10, 0, 0, 1)), network_interfaces: vec![], ..m.clone() };
+        unnamed.validate("mmdsConfig", &mut p);
+        let fields: Vec<_> = p.0.iter().map(|x| x.field.as_str()).collect();
+        assert_eq!(fields, ["mmdsConfig.networkInterfaces", "mmdsConfig.ipv4Address"]);
         let compat = MmdsConfig { imds_compat: Some(true), ..m };
-        assert!(compat.payload(FirecrackerVersion::new(1, 12, 1)).is_err());
-        assert!(compat.payload(FirecrackerVersion::new(1, 13, 0)).is_ok());
+        assert!(compat.check_version(FirecrackerVersion::new(1, 12, 1)).is_err());
+        assert!(compat.check_version(FirecrackerVersion::new(1, 13, 0)).is_ok());
     }
 }

@@ -1,10 +1,17 @@
-//! The VM configuration: one module per Firecracker resource, each holding its config type, its
-//! validation and its payload (the exact JSON Firecracker expects).
+//! The VM configuration: one module per Firecracker resource, each holding its one struct (smartvm's
+//! input and Firecracker's wire body at once) and its validation.
 //!
 //! Input comes three ways: Rust values (constructors and `with_*` helpers), smartvm's camelCase
 //! JSON (the TypeScript library's shape; snake_case keys are accepted too), and Firecracker's own
 //! `--config-file` JSON (`boot-source`, `drives`, `machine-config`, …). [`VmConfig::validate`]
-//! reports every problem at once, before anything is created on disk or spawned.
+//! reports every problem at once, before anything is created on disk or spawned. Serialised, a
+//! `VmConfig` is in Firecracker's `--config-file` form (plus smartvm's `id` and per-drive
+//! `ephemeral`, which the resolved config Firecracker gets has consumed);
+//! [`VmConfig::to_camel_case`] gives smartvm's camelCase form for APIs that show it.
+//!
+//! Adding a Firecracker resource: a module here with its struct, `impl FirecrackerResource`
+//! (API path, refusal name, version gate) and `impl Validate`, then its field in [`VmConfig`]
+//! and one line in the `resource_table!` below.
 
 mod balloon;
 mod boot_source;
@@ -16,6 +23,7 @@ mod mmds;
 mod network;
 mod problems;
 mod rate_limiter;
+mod resource;
 mod snapshot;
 mod vsock;
 
@@ -24,23 +32,21 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use balloon::{BalloonConfig, BalloonPayload, BalloonStatsUpdatePayload, BalloonUpdatePayload};
-pub use boot_source::{BootSourceConfig, BootSourcePayload, MAX_BOOT_ARGS};
-pub use drive::{CacheType, DriveConfig, DrivePayload, DriveUpdatePayload, IoEngine};
-pub use entropy::{EntropyConfig, EntropyPayload};
-pub use logger::{LogLevel, LoggerConfig, LoggerPayload, MetricsConfig, MetricsPayload};
-pub use machine::{CpuTemplate, HugePages, MachineConfig, MachineConfigPayload};
-pub use mmds::{MmdsConfig, MmdsConfigPayload, MmdsVersion};
-pub use network::{
-    is_valid_mac, mac_text, parse_mac, NetworkInterfaceConfig, NetworkInterfacePayload, NetworkInterfaceUpdatePayload,
-};
+pub use balloon::{BalloonConfig, BalloonStatsUpdate, BalloonUpdate};
+pub use boot_source::{BootSourceConfig, MAX_BOOT_ARGS};
+pub use drive::{CacheType, DriveConfig, DriveUpdate, IoEngine};
+pub use entropy::EntropyConfig;
+pub use logger::{LogLevel, LoggerConfig, MetricsConfig};
+pub use machine::{CpuTemplate, HugePages, MachineConfig};
+pub use mmds::{MmdsConfig, MmdsVersion};
+pub use network::{is_valid_mac, mac_text, parse_mac, NetworkInterfaceConfig, NetworkInterfaceUpdate};
 pub use problems::{ConfigErrors, ConfigProblem, NeedsNewerFirecracker};
-pub use rate_limiter::{RateLimiter, RateLimiterPayload, TokenBucket, TokenBucketPayload};
-pub use snapshot::{
-    NetworkOverride, SnapshotCreateParams, SnapshotCreatePayload, SnapshotLoadParams, SnapshotLoadPayload, SnapshotType,
-};
-pub use vsock::{VsockConfig, VsockPayload};
+pub use rate_limiter::{RateLimiter, TokenBucket};
+pub use resource::{FirecrackerResource, ResourceVisitor};
+pub use snapshot::{NetworkOverride, SnapshotCreateParams, SnapshotLoadParams, SnapshotLoadPayload, SnapshotType};
+pub use vsock::VsockConfig;
 
+use crate::version::FirecrackerVersion;
 use problems::Problems;
 
 /// Everything needed to boot one microVM.
@@ -67,23 +73,23 @@ use problems::Problems;
 /// assert!(bad.has_field("machineConfig.vcpuCount"));
 /// # let _ = config;
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all(serialize = "kebab-case", deserialize = "camelCase"), deny_unknown_fields)]
 pub struct VmConfig {
     /// VM id (default: a UUID v4). Used for the runtime dir name and Firecracker's `--id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// Kernel and command line.
-    #[serde(alias = "boot_source")]
+    #[serde(alias = "boot_source", alias = "boot-source")]
     pub boot_source: BootSourceConfig,
     /// vCPUs and memory (default 1 vCPU, 128 MiB).
-    #[serde(default, alias = "machine_config")]
+    #[serde(default, alias = "machine_config", alias = "machine-config")]
     pub machine_config: MachineConfig,
     /// Block devices, in guest order.
     #[serde(default)]
     pub drives: Vec<DriveConfig>,
     /// Network interfaces, in guest order.
-    #[serde(default, alias = "network_interfaces")]
+    #[serde(default, alias = "network_interfaces", alias = "network-interfaces")]
     pub network_interfaces: Vec<NetworkInterfaceConfig>,
     /// vsock device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,7 +101,13 @@ pub struct VmConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entropy: Option<EntropyConfig>,
     /// MMDS configuration.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "mmds", alias = "mmds_config")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "mmds",
+        alias = "mmds_config",
+        alias = "mmds-config"
+    )]
     pub mmds_config: Option<MmdsConfig>,
     /// Firecracker's log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,32 +117,24 @@ pub struct VmConfig {
     pub metrics: Option<MetricsConfig>,
 }
 
-/// Firecracker's own `--config-file` format.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FirecrackerConfigFile {
-    #[serde(rename = "boot-source")]
-    boot_source: BootSourceConfig,
-    drives: Vec<DriveConfig>,
-    #[serde(rename = "machine-config", default)]
-    machine_config: Option<MachineConfig>,
-    #[serde(rename = "network-interfaces", default)]
-    network_interfaces: Vec<NetworkInterfaceConfig>,
-    #[serde(default)]
-    vsock: Option<VsockConfig>,
-    #[serde(default)]
-    balloon: Option<BalloonConfig>,
-    #[serde(default)]
-    entropy: Option<EntropyConfig>,
-    #[serde(rename = "mmds-config", default)]
-    mmds_config: Option<MmdsConfig>,
-    #[serde(default)]
-    logger: Option<LoggerConfig>,
-    #[serde(default)]
-    metrics: Option<MetricsConfig>,
+resource::resource_table! {
+    logger ("logger"): LoggerConfig,
+    metrics ("metrics"): MetricsConfig,
+    machine_config ("machineConfig"): MachineConfig,
+    boot_source ("bootSource"): BootSourceConfig,
+    drives ("drives"): DriveConfig,
+    network_interfaces ("networkInterfaces"): NetworkInterfaceConfig,
+    vsock ("vsock"): VsockConfig,
+    balloon ("balloon"): BalloonConfig,
+    entropy ("entropy"): EntropyConfig,
+    mmds_config ("mmdsConfig"): MmdsConfig,
 }
 
-const FIRECRACKER_FILE_KEYS: [&str; 4] = ["boot-source", "machine-config", "network-interfaces", "mmds-config"];
+/// `#[serde(serialize_with = "…")]` for a [`VmConfig`] shown in camelCase
+/// ([`VmConfig::to_camel_case`]).
+pub fn serialize_camel_case<S: serde::Serializer>(config: &VmConfig, serializer: S) -> Result<S::Ok, S::Error> {
+    config.to_camel_case().serialize(serializer)
+}
 
 /// Largest config file [`VmConfig::from_file`] reads.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -142,19 +146,7 @@ pub const MAX_NETWORK_INTERFACES: usize = 32;
 impl VmConfig {
     /// A VM booting `kernel` with the default machine (1 vCPU, 128 MiB) and no devices.
     pub fn new(kernel: impl Into<std::path::PathBuf>) -> Self {
-        Self {
-            id: None,
-            boot_source: BootSourceConfig::new(kernel),
-            machine_config: MachineConfig::default(),
-            drives: Vec::new(),
-            network_interfaces: Vec::new(),
-            vsock: None,
-            balloon: None,
-            entropy: None,
-            mmds_config: None,
-            logger: None,
-            metrics: None,
-        }
+        Self { boot_source: BootSourceConfig::new(kernel), ..Self::default() }
     }
 
     /// Sets the VM id.
@@ -194,23 +186,15 @@ impl VmConfig {
         self
     }
 
-    /// Parses smartvm's camelCase JSON or Firecracker's `--config-file` JSON (detected by its
-    /// kebab-case keys). Errors name the offending field.
+    /// Parses smartvm's camelCase JSON or Firecracker's `--config-file` JSON (kebab-case
+    /// sections, snake_case fields); the forms may be mixed. Errors name the offending field.
     pub fn from_json(text: &str) -> Result<Self, ConfigErrors> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| ConfigErrors::single("<file>", format!("not valid JSON: {e}")))?;
-        let is_firecracker_file =
-            value.as_object().is_some_and(|o| FIRECRACKER_FILE_KEYS.iter().any(|k| o.contains_key(*k)));
-        let path_error = |e: serde_path_to_error::Error<serde_json::Error>| {
+        serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             ConfigErrors::single(if path == "." { "<root>".into() } else { path }, e.into_inner().to_string())
-        };
-        if is_firecracker_file {
-            let f: FirecrackerConfigFile = serde_path_to_error::deserialize(value).map_err(path_error)?;
-            Ok(f.into())
-        } else {
-            serde_path_to_error::deserialize(value).map_err(path_error)
-        }
+        })
     }
 
     /// Reads and parses a config file (see [`from_json`](Self::from_json)).
@@ -231,6 +215,34 @@ impl VmConfig {
         Self::from_json(&text)
     }
 
+    /// The config in smartvm's camelCase input form (the TypeScript library's shape, what the
+    /// host agent's API shows): the serialised keys, each made camelCase.
+    pub fn to_camel_case(&self) -> serde_json::Value {
+        fn camel(key: &str) -> String {
+            let mut out = String::with_capacity(key.len());
+            let mut upper = false;
+            for c in key.chars() {
+                match c {
+                    '_' | '-' => upper = true,
+                    c if upper => {
+                        out.push(c.to_ascii_uppercase());
+                        upper = false;
+                    }
+                    c => out.push(c),
+                }
+            }
+            out
+        }
+        fn rekey(value: serde_json::Value) -> serde_json::Value {
+            match value {
+                serde_json::Value::Object(map) => map.into_iter().map(|(k, v)| (camel(&k), rekey(v))).collect(),
+                serde_json::Value::Array(items) => items.into_iter().map(rekey).collect(),
+                other => other,
+            }
+        }
+        rekey(serde_json::to_value(self).unwrap_or_default())
+    }
+
     /// Checks the whole config and returns every problem found.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         let mut p = Problems::default();
@@ -241,9 +253,7 @@ impl VmConfig {
                 p.push("id", "must not be . or ..");
             }
         }
-        self.boot_source.validate(&mut p);
-        self.machine_config.validate(&mut p);
-
+        self.validate_each(&mut p);
         if self.drives.len() > MAX_DRIVES {
             p.push("drives", format!("{} drives; at most {MAX_DRIVES}", self.drives.len()));
         }
@@ -251,11 +261,30 @@ impl VmConfig {
             let n = self.network_interfaces.len();
             p.push("networkInterfaces", format!("{n} interfaces; at most {MAX_NETWORK_INTERFACES}"));
         }
-        let mut drive_ids = HashSet::new();
+        self.validate_drives_together(&mut p);
+        self.validate_interfaces_together(&mut p);
+        if let Some(b) = &self.balloon {
+            let mem = self.machine_config.mem_size_mib;
+            if b.amount_mib > mem {
+                p.push("balloon.amountMib", format!("{} MiB exceeds guest memory of {mem} MiB", b.amount_mib));
+            }
+        }
+        if let Some(m) = &self.mmds_config {
+            for (i, id) in m.network_interfaces.iter().enumerate() {
+                if !self.network_interfaces.iter().any(|n| &n.iface_id == id) {
+                    p.push(format!("mmdsConfig.networkInterfaces[{i}]"), format!("no network interface {id:?}"));
+                }
+            }
+        }
+        p.into_result()
+    }
+
+    /// Drive ids are unique and at most one drive is the root device.
+    fn validate_drives_together(&self, p: &mut Problems) {
+        let mut ids = HashSet::new();
         let mut roots = 0;
         for (i, d) in self.drives.iter().enumerate() {
-            d.validate(i, &mut p);
-            if !drive_ids.insert(d.drive_id.as_str()) {
+            if !ids.insert(d.drive_id.as_str()) {
                 p.push(format!("drives[{i}].driveId"), format!("duplicate id {:?}", d.drive_id));
             }
             if d.is_root_device {
@@ -265,13 +294,13 @@ impl VmConfig {
                 }
             }
         }
+    }
 
-        let mut iface_ids = HashSet::new();
-        let mut macs = HashSet::new();
-        let mut taps = HashSet::new();
+    /// Interface ids, MACs and TAPs are unique.
+    fn validate_interfaces_together(&self, p: &mut Problems) {
+        let (mut ids, mut macs, mut taps) = (HashSet::new(), HashSet::new(), HashSet::new());
         for (i, n) in self.network_interfaces.iter().enumerate() {
-            n.validate(i, &mut p);
-            if !iface_ids.insert(n.iface_id.as_str()) {
+            if !ids.insert(n.iface_id.as_str()) {
                 p.push(format!("networkInterfaces[{i}].ifaceId"), format!("duplicate id {:?}", n.iface_id));
             }
             if let Some(mac) = n.guest_mac.as_deref().and_then(network::parse_mac) {
@@ -284,44 +313,6 @@ impl VmConfig {
                     p.push(format!("networkInterfaces[{i}].hostDevName"), format!("duplicate TAP {tap}"));
                 }
             }
-        }
-        if let Some(v) = &self.vsock {
-            v.validate(&mut p);
-        }
-        if let Some(b) = &self.balloon {
-            b.validate(self.machine_config.mem_size_mib, &mut p);
-        }
-        if let Some(e) = &self.entropy {
-            e.validate(&mut p);
-        }
-        if let Some(m) = &self.mmds_config {
-            let ids: Vec<&str> = self.network_interfaces.iter().map(|n| n.iface_id.as_str()).collect();
-            m.validate(&ids, &mut p);
-        }
-        if let Some(l) = &self.logger {
-            l.validate(&mut p);
-        }
-        if let Some(m) = &self.metrics {
-            m.validate(&mut p);
-        }
-        p.into_result()
-    }
-}
-
-impl From<FirecrackerConfigFile> for VmConfig {
-    fn from(f: FirecrackerConfigFile) -> Self {
-        VmConfig {
-            id: None,
-            boot_source: f.boot_source,
-            machine_config: f.machine_config.unwrap_or_default(),
-            drives: f.drives,
-            network_interfaces: f.network_interfaces,
-            vsock: f.vsock,
-            balloon: f.balloon,
-            entropy: f.entropy,
-            mmds_config: f.mmds_config,
-            logger: f.logger,
-            metrics: f.metrics,
         }
     }
 }

@@ -4,12 +4,14 @@ use super::problems::NeedsNewerFirecracker;
 use serde::{Deserialize, Serialize};
 
 use super::problems::Problems;
-use super::rate_limiter::{RateLimiter, RateLimiterPayload};
+use super::rate_limiter::RateLimiter;
+use super::resource::{FirecrackerResource, Validate};
 use crate::version::FirecrackerVersion;
 
-/// A virtio-net interface backed by a host TAP device.
+/// A virtio-net interface backed by a host TAP device: smartvm's input and Firecracker's
+/// `PUT /network-interfaces/{id}` body in one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all(serialize = "snake_case", deserialize = "camelCase"), deny_unknown_fields)]
 pub struct NetworkInterfaceConfig {
     /// Id, `[A-Za-z0-9_]`, unique within the VM.
     #[serde(alias = "iface_id")]
@@ -31,29 +33,53 @@ pub struct NetworkInterfaceConfig {
     pub mtu: Option<u16>,
 }
 
-/// Firecracker's `PUT /network-interfaces/{id}` body.
+/// Firecracker's `PATCH /network-interfaces/{id}` body: new rate limiters after boot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NetworkInterfacePayload {
-    pub(crate) iface_id: String,
-    host_dev_name: String,
+pub struct NetworkInterfaceUpdate {
+    /// The interface.
+    pub iface_id: String,
+    /// New receive rate limiter.
     #[serde(skip_serializing_if = "Option::is_none")]
-    guest_mac: Option<String>,
+    pub rx_rate_limiter: Option<RateLimiter>,
+    /// New transmit rate limiter.
     #[serde(skip_serializing_if = "Option::is_none")]
-    rx_rate_limiter: Option<RateLimiterPayload>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tx_rate_limiter: Option<RateLimiterPayload>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mtu: Option<u16>,
+    pub tx_rate_limiter: Option<RateLimiter>,
 }
 
-/// Firecracker's `PATCH /network-interfaces/{id}` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NetworkInterfaceUpdatePayload {
-    pub(crate) iface_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rx_rate_limiter: Option<RateLimiterPayload>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tx_rate_limiter: Option<RateLimiterPayload>,
+impl FirecrackerResource for NetworkInterfaceConfig {
+    const API_PATH: &'static str = "/network-interfaces";
+    const REFUSED_AS: &'static str = "NetDevice";
+    fn api_path(&self) -> String {
+        format!("{}/{}", Self::API_PATH, self.iface_id)
+    }
+    fn check_version(&self, version: FirecrackerVersion) -> Result<(), NeedsNewerFirecracker> {
+        NeedsNewerFirecracker::gate(self.mtu.is_some(), "mtu", (1, 16), version)
+    }
+}
+
+impl Validate for NetworkInterfaceConfig {
+    fn validate(&self, at: &str, p: &mut Problems) {
+        let field = |f: &str| format!("{at}.{f}");
+        p.check_id(&field("ifaceId"), &self.iface_id);
+        if let Some(dev) = &self.host_dev_name {
+            if dev.is_empty() || dev.len() > 15 || dev.bytes().any(|b| b == b'/' || b.is_ascii_whitespace() || b == 0) {
+                p.push(
+                    field("hostDevName"),
+                    format!("{dev:?} is not a valid interface name (1-15 bytes, no '/' or spaces)"),
+                );
+            }
+        }
+        if let Some(mac) = &self.guest_mac {
+            if !is_valid_mac(mac) {
+                p.push(field("guestMac"), format!("{mac:?} is not a MAC address xx:xx:xx:xx:xx:xx"));
+            }
+        }
+        for (name, rl) in [("rxRateLimiter", &self.rx_rate_limiter), ("txRateLimiter", &self.tx_rate_limiter)] {
+            if let Some(rl) = rl {
+                rl.validate(&field(name), p);
+            }
+        }
+    }
 }
 
 /// `mac` as a MAC address when it is in the form Firecracker accepts, `xx:xx:xx:xx:xx:xx`.
@@ -97,56 +123,19 @@ impl NetworkInterfaceConfig {
         self
     }
 
-    pub(crate) fn validate(&self, index: usize, p: &mut Problems) {
-        let field = |f: &str| format!("networkInterfaces[{index}].{f}");
-        p.check_id(&field("ifaceId"), &self.iface_id);
-        if let Some(dev) = &self.host_dev_name {
-            if dev.is_empty() || dev.len() > 15 || dev.bytes().any(|b| b == b'/' || b.is_ascii_whitespace() || b == 0) {
-                p.push(
-                    field("hostDevName"),
-                    format!("{dev:?} is not a valid interface name (1-15 bytes, no '/' or spaces)"),
-                );
-            }
-        }
-        if let Some(mac) = &self.guest_mac {
-            if !is_valid_mac(mac) {
-                p.push(field("guestMac"), format!("{mac:?} is not a MAC address xx:xx:xx:xx:xx:xx"));
-            }
-        }
-        for (name, rl) in [("rxRateLimiter", &self.rx_rate_limiter), ("txRateLimiter", &self.tx_rate_limiter)] {
-            if let Some(rl) = rl {
-                rl.validate(&field(name), p);
-            }
-        }
+    /// The interface as Firecracker gets it: on TAP `host_dev_name` (given or created), with
+    /// the MAC smartvm chose when none was given.
+    pub fn resolved(&self, host_dev_name: &str, mac: Option<macaddr::MacAddr6>) -> Self {
+        let guest_mac = self.guest_mac.clone().or_else(|| mac.map(mac_text));
+        Self { host_dev_name: Some(host_dev_name.to_string()), guest_mac, ..self.clone() }
     }
 
-    /// Firecracker's payload for `version`, with the TAP name resolved (given or created).
-    pub fn payload(
-        &self,
-        host_dev_name: &str,
-        version: FirecrackerVersion,
-    ) -> Result<NetworkInterfacePayload, NeedsNewerFirecracker> {
-        NeedsNewerFirecracker::gate(self.mtu.is_some(), "mtu", (1, 16), version)?;
-        Ok(NetworkInterfacePayload {
-            iface_id: self.iface_id.clone(),
-            host_dev_name: host_dev_name.to_string(),
-            guest_mac: self.guest_mac.clone(),
-            rx_rate_limiter: self.rx_rate_limiter.as_ref().map(RateLimiter::payload),
-            tx_rate_limiter: self.tx_rate_limiter.as_ref().map(RateLimiter::payload),
-            mtu: self.mtu,
-        })
-    }
-
-    /// The hot-update payload with new rate limiters.
-    pub fn update_payload(
-        iface_id: &str,
-        rx: Option<&RateLimiter>,
-        tx: Option<&RateLimiter>,
-    ) -> NetworkInterfaceUpdatePayload {
-        NetworkInterfaceUpdatePayload {
+    /// The hot-update body with new rate limiters.
+    pub fn update(iface_id: &str, rx: Option<&RateLimiter>, tx: Option<&RateLimiter>) -> NetworkInterfaceUpdate {
+        NetworkInterfaceUpdate {
             iface_id: iface_id.to_string(),
-            rx_rate_limiter: rx.map(RateLimiter::payload),
-            tx_rate_limiter: tx.map(RateLimiter::payload),
+            rx_rate_limiter: rx.cloned(),
+            tx_rate_limiter: tx.cloned(),
         }
     }
 }
@@ -162,16 +151,24 @@ mod tests {
         let mut n = NetworkInterfaceConfig::new("eth0", "tap0").with_mac("02:00:00:00:00:01");
         n.rx_rate_limiter = Some(RateLimiter { bandwidth: Some(TokenBucket::new(10, 20)), ops: None });
         let v12 = FirecrackerVersion::new(1, 12, 1);
+        n.check_version(v12).unwrap();
         assert_eq!(
-            serde_json::to_value(n.payload("tap0", v12).unwrap()).unwrap(),
+            serde_json::to_value(n.resolved("tap0", None)).unwrap(),
             json!({"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "02:00:00:00:00:01",
                    "rx_rate_limiter": {"bandwidth": {"size": 10, "refill_time": 20}}})
         );
         n.mtu = Some(1400);
-        assert!(n.payload("tap0", v12).unwrap_err().to_string().contains("v1.16"));
-        let v16 = serde_json::to_value(n.payload("tap0", FirecrackerVersion::new(1, 16, 0)).unwrap()).unwrap();
-        assert_eq!(v16["mtu"], 1400);
-        let upd = NetworkInterfaceConfig::update_payload("eth0", None, Some(&RateLimiter::default()));
+        assert!(n.check_version(v12).unwrap_err().to_string().contains("v1.16"));
+        n.check_version(FirecrackerVersion::new(1, 16, 0)).unwrap();
+        assert_eq!(serde_json::to_value(&n).unwrap()["mtu"], 1400);
+        let managed =
+            NetworkInterfaceConfig::managed("eth1").resolved("sv01", Some(macaddr::MacAddr6::new(2, 0, 0, 0, 0, 0xAB)));
+        assert_eq!(
+            serde_json::to_value(&managed).unwrap(),
+            json!({"iface_id": "eth1", "host_dev_name": "sv01", "guest_mac": "02:00:00:00:00:ab"})
+        );
+        assert_eq!(managed.api_path(), "/network-interfaces/eth1");
+        let upd = NetworkInterfaceConfig::update("eth0", None, Some(&RateLimiter::default()));
         assert_eq!(serde_json::to_value(upd).unwrap(), json!({"iface_id": "eth0", "tx_rate_limiter": {}}));
     }
 

@@ -1,4 +1,5 @@
 //! Token-bucket rate limiters, shared by drives, network interfaces and the entropy device.
+//! Input in camelCase (or snake_case); serialised in Firecracker's snake_case.
 
 use serde::{Deserialize, Serialize};
 
@@ -6,7 +7,7 @@ use super::problems::Problems;
 
 /// A token bucket: `size` tokens refilled every `refill_time` ms, plus an optional initial burst.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all(serialize = "snake_case", deserialize = "camelCase"), deny_unknown_fields)]
 pub struct TokenBucket {
     /// Bucket size in tokens (bytes or operations).
     pub size: u64,
@@ -20,7 +21,7 @@ pub struct TokenBucket {
 
 /// A rate limiter with optional bandwidth (bytes) and ops buckets.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all(serialize = "snake_case", deserialize = "camelCase"), deny_unknown_fields)]
 pub struct RateLimiter {
     /// Bytes per refill period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -30,32 +31,10 @@ pub struct RateLimiter {
     pub ops: Option<TokenBucket>,
 }
 
-/// Firecracker's token bucket payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TokenBucketPayload {
-    size: u64,
-    refill_time: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    one_time_burst: Option<u64>,
-}
-
-/// Firecracker's rate limiter payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RateLimiterPayload {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bandwidth: Option<TokenBucketPayload>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ops: Option<TokenBucketPayload>,
-}
-
 impl TokenBucket {
     /// A bucket of `size` tokens refilled every `refill_time_ms`.
     pub fn new(size: u64, refill_time_ms: u64) -> Self {
         Self { size, refill_time: refill_time_ms, one_time_burst: None }
-    }
-
-    fn payload(&self) -> TokenBucketPayload {
-        TokenBucketPayload { size: self.size, refill_time: self.refill_time, one_time_burst: self.one_time_burst }
     }
 }
 
@@ -72,14 +51,6 @@ impl RateLimiter {
             }
         }
     }
-
-    /// Firecracker's payload shape.
-    pub fn payload(&self) -> RateLimiterPayload {
-        RateLimiterPayload {
-            bandwidth: self.bandwidth.as_ref().map(TokenBucket::payload),
-            ops: self.ops.as_ref().map(TokenBucket::payload),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -92,11 +63,11 @@ mod tests {
         let rl: RateLimiter =
             serde_json::from_value(json!({"bandwidth": {"size": 1000, "refillTime": 100, "oneTimeBurst": 5}})).unwrap();
         assert_eq!(
-            serde_json::to_value(rl.payload()).unwrap(),
+            serde_json::to_value(&rl).unwrap(),
             json!({"bandwidth": {"size": 1000, "refill_time": 100, "one_time_burst": 5}})
         );
         let snake: RateLimiter = serde_json::from_value(json!({"ops": {"size": 10, "refill_time": 1}})).unwrap();
-        assert_eq!(serde_json::to_value(snake.payload()).unwrap(), json!({"ops": {"size": 10, "refill_time": 1}}));
+        assert_eq!(serde_json::to_value(&snake).unwrap(), json!({"ops": {"size": 10, "refill_time": 1}}));
         assert!(serde_json::from_value::<RateLimiter>(json!({"bandwith": {}})).is_err());
     }
 

@@ -16,49 +16,35 @@ pub enum SnapshotType {
     Diff,
 }
 
-/// Parameters of `create_snapshot`.
+/// Parameters of `create_snapshot`, and Firecracker's `PUT /snapshot/create` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all(serialize = "snake_case", deserialize = "camelCase"))]
 pub struct SnapshotCreateParams {
     /// Where the VM state file goes.
+    #[serde(alias = "snapshot_path")]
     pub snapshot_path: PathBuf,
     /// Where the guest memory file goes.
+    #[serde(alias = "mem_file_path")]
     pub mem_file_path: PathBuf,
     /// Full or Diff.
-    #[serde(default)]
+    #[serde(default, alias = "snapshot_type")]
     pub snapshot_type: SnapshotType,
-}
-
-/// Firecracker's `/snapshot/create` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SnapshotCreatePayload {
-    snapshot_path: PathBuf,
-    mem_file_path: PathBuf,
-    snapshot_type: SnapshotType,
-}
-
-impl SnapshotCreateParams {
-    /// Firecracker's payload shape.
-    pub fn payload(&self) -> SnapshotCreatePayload {
-        SnapshotCreatePayload {
-            snapshot_path: self.snapshot_path.clone(),
-            mem_file_path: self.mem_file_path.clone(),
-            snapshot_type: self.snapshot_type,
-        }
-    }
 }
 
 /// A TAP to use for an interface of the restored VM (Firecracker v1.12+).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all(serialize = "snake_case", deserialize = "camelCase"))]
 pub struct NetworkOverride {
     /// Interface id as it was in the snapshotted VM.
+    #[serde(alias = "iface_id")]
     pub iface_id: String,
     /// TAP device on this host.
+    #[serde(alias = "host_dev_name")]
     pub host_dev_name: String,
 }
 
-/// Parameters of `load_snapshot`.
+/// Parameters of `load_snapshot`. Unlike the other resources, Firecracker's body for it changed
+/// shape across versions, so it is built for one version by [`payload`](Self::payload).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotLoadParams {
@@ -83,12 +69,6 @@ struct MemBackend {
     backend_path: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-struct NetworkOverridePayload {
-    iface_id: String,
-    host_dev_name: String,
-}
-
 /// Firecracker's `/snapshot/load` body, in the shape of one version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SnapshotLoadPayload {
@@ -103,7 +83,7 @@ pub struct SnapshotLoadPayload {
     track_dirty_pages: Option<bool>,
     resume_vm: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    network_overrides: Vec<NetworkOverridePayload>,
+    network_overrides: Vec<NetworkOverride>,
 }
 
 impl SnapshotLoadParams {
@@ -137,14 +117,7 @@ impl SnapshotLoadParams {
             enable_diff_snapshots: if new_dirty_name { None } else { dirty },
             track_dirty_pages: if new_dirty_name { dirty } else { None },
             resume_vm: self.resume_vm,
-            network_overrides: self
-                .network_overrides
-                .iter()
-                .map(|o| NetworkOverridePayload {
-                    iface_id: o.iface_id.clone(),
-                    host_dev_name: o.host_dev_name.clone(),
-                })
-                .collect(),
+            network_overrides: self.network_overrides.clone(),
         })
     }
 }
@@ -186,7 +159,7 @@ mod tests {
             snapshot_type: SnapshotType::Diff,
         };
         assert_eq!(
-            serde_json::to_value(c.payload()).unwrap(),
+            serde_json::to_value(&c).unwrap(),
             json!({"snapshot_path": "/a", "mem_file_path": "/b", "snapshot_type": "Diff"})
         );
     }

@@ -4,8 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use crate::api::{PutLogger, PutMetrics};
-use crate::config::VmConfig;
+use crate::config::{LoggerConfig, MetricsConfig, VmConfig};
 
 /// Host-side names resolved at start: staged drive paths and TAP names per interface id.
 #[derive(Debug, Clone, Default)]
@@ -31,19 +30,19 @@ pub struct ResolvedResources {
 }
 
 impl ResolvedResources {
-    /// The logger request, with the path Firecracker sees.
-    pub fn logger(&self, config: &VmConfig) -> Option<PutLogger> {
+    /// The config's logger, at the path Firecracker sees.
+    pub fn logger(&self, config: &VmConfig) -> Option<LoggerConfig> {
         config.logger.as_ref().map(|l| {
             let path = self.logger_path.clone().unwrap_or_else(|| l.log_path.clone());
-            PutLogger(crate::config::LoggerConfig { log_path: path, ..l.clone() }.payload())
+            LoggerConfig { log_path: path, ..l.clone() }
         })
     }
 
-    /// The metrics request, with the path Firecracker sees.
-    pub fn metrics(&self, config: &VmConfig) -> Option<PutMetrics> {
+    /// The config's metrics, at the path Firecracker sees.
+    pub fn metrics(&self, config: &VmConfig) -> Option<MetricsConfig> {
         config.metrics.as_ref().map(|m| {
             let path = self.metrics_path.clone().unwrap_or_else(|| m.metrics_path.clone());
-            PutMetrics(crate::config::MetricsConfig { metrics_path: path }.payload())
+            MetricsConfig { metrics_path: path }
         })
     }
 }

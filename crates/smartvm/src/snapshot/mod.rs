@@ -284,7 +284,7 @@ pub async fn write_bundle(
         let paths = output.prepare(&state, &mem).map_err(fail)?;
         let mut params = snapshot.create_params();
         (params.snapshot_path, params.mem_file_path) = paths.seen.clone();
-        api.send(&crate::api::PutSnapshotCreate(params.payload())).await?;
+        api.send(&crate::api::PutSnapshotCreate(params)).await?;
         output.collect(&paths, &state, &mem).map_err(fail)?;
         let drives_dir = dir.join("drives");
         for s in staged {

@@ -1,17 +1,10 @@
 //! Booting from Firecracker's `--config-file`: the [pre-boot plan](super::plan::boot_plan) as one
 //! document Firecracker reads as it starts, so the guest boots with no API round trip while
-//! the API socket stays up for everything after boot. The same payloads, the same order.
+//! the API socket stays up for everything after boot. The same resources as the requests.
 //!
 //! A config Firecracker refuses ends the process early; [`rejection`] reads what it printed and
 //! names the resource as the refused pre-boot request would have (`API_ERROR`, `PUT /drives`).
 
-use serde::Serialize;
-
-use super::plan::PreBootCall;
-use crate::config::{
-    BalloonPayload, BootSourcePayload, DrivePayload, EntropyPayload, LoggerPayload, MachineConfigPayload,
-    MetricsPayload, MmdsConfigPayload, NetworkInterfacePayload, VsockPayload,
-};
 use crate::error::SmartVmError;
 
 /// How a VM is configured before its guest runs.
@@ -49,70 +42,10 @@ pub fn boot_path(version_known: bool, log_readable: bool, api_requested: bool, a
     }
 }
 
-/// Firecracker's `--config-file` document (its `VmmConfig`, keys in kebab-case).
-#[derive(Debug, Default, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct BootConfigFile {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    logger: Option<LoggerPayload>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metrics: Option<MetricsPayload>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    machine_config: Option<MachineConfigPayload>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    boot_source: Option<BootSourcePayload>,
-    drives: Vec<DrivePayload>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    network_interfaces: Vec<NetworkInterfacePayload>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    vsock: Option<VsockPayload>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    balloon: Option<BalloonPayload>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    entropy: Option<EntropyPayload>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mmds_config: Option<MmdsConfigPayload>,
-}
-
-impl BootConfigFile {
-    /// The document carrying exactly the requests of `plan`.
-    pub fn from_plan(plan: Vec<PreBootCall>) -> Self {
-        let mut file = Self::default();
-        for call in plan {
-            match call {
-                PreBootCall::Logger(e) => file.logger = Some(e.0),
-                PreBootCall::Metrics(e) => file.metrics = Some(e.0),
-                PreBootCall::MachineConfig(e) => file.machine_config = Some(e.0),
-                PreBootCall::BootSource(e) => file.boot_source = Some(e.0),
-                PreBootCall::Drive(e) => file.drives.push(e.0),
-                PreBootCall::NetworkInterface(e) => file.network_interfaces.push(e.0),
-                PreBootCall::Vsock(e) => file.vsock = Some(e.0),
-                PreBootCall::Balloon(e) => file.balloon = Some(e.0),
-                PreBootCall::Entropy(e) => file.entropy = Some(e.0),
-                PreBootCall::MmdsConfig(e) => file.mmds_config = Some(e.0),
-            }
-        }
-        file
-    }
-}
-
-/// Firecracker's `ResourcesError` variants (as its `Error: …` line prints them) and the API
-/// path of the request that configures the same resource.
-const RESOURCES: [(&str, &str); 13] = [
-    ("BalloonDevice", "/balloon"),
-    ("BlockDevice", "/drives"),
-    ("BootSource", "/boot-source"),
-    ("File", "/machine-config"),
-    ("InvalidJson", "(config file)"),
-    ("Logger", "/logger"),
-    ("Metrics", "/metrics"),
-    ("MmdsConfig", "/mmds/config"),
-    ("Mmds", "/mmds"),
-    ("NetDevice", "/network-interfaces"),
-    ("MachineConfig", "/machine-config"),
-    ("VsockDevice", "/vsock"),
-    ("EntropyDevice", "/entropy"),
-];
+/// Firecracker's `ResourcesError` variants that are not one resource's, and the path named
+/// for them (the resources' own come from [`crate::config`]'s table).
+const OTHER_REFUSALS: [(&str, &str); 3] =
+    [("File", "/machine-config"), ("InvalidJson", "(config file)"), ("Mmds", "/mmds")];
 
 /// The error a refused config file stands for, from Firecracker's stderr `lines`: which
 /// resource it refused (as the API path that configures it) and Firecracker's own message.
@@ -121,7 +54,8 @@ pub fn rejection(lines: &[String]) -> Option<SmartVmError> {
     let debug = lines.iter().rev().find_map(|l| l.strip_prefix("Error: "))?;
     let path = if let Some(rest) = debug.split("ParseFromJson(").nth(1) {
         let variant = rest.split(['(', ')']).next().unwrap_or_default();
-        RESOURCES.iter().find(|(v, _)| *v == variant).map_or("(config file)", |(_, p)| p)
+        let mut known = crate::config::REFUSALS.iter().chain(OTHER_REFUSALS.iter());
+        known.find(|(v, _)| *v == variant).map_or("(config file)", |(_, p)| p)
     } else if debug.contains("StartMicroVM(") {
         "/actions"
     } else {
@@ -140,9 +74,6 @@ pub fn rejection(lines: &[String]) -> Option<SmartVmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DriveConfig, NetworkInterfaceConfig, VmConfig};
-    use crate::version::FirecrackerVersion;
-    use crate::vm::plan::{boot_plan, ResolvedResources};
 
     #[test]
     fn the_config_file_only_where_the_outcome_can_be_seen() {
@@ -152,23 +83,6 @@ mod tests {
         assert_eq!(boot_path(true, true, true, true), BootPath::Api);
         assert_eq!(boot_path(true, true, false, false), BootPath::NoApi, "the API off: the file, no socket");
         assert_eq!(boot_path(false, true, false, false), BootPath::Api, "refused at create, never started");
-    }
-
-    #[test]
-    fn the_file_carries_the_plan_in_firecrackers_keys() {
-        let cfg = VmConfig::new("/k")
-            .with_machine(2, 64)
-            .with_drive(DriveConfig::new("root", "/r.ext4").root())
-            .with_network_interface(NetworkInterfaceConfig::new("eth0", "tap0"));
-        let plan = boot_plan(&cfg, &ResolvedResources::default(), FirecrackerVersion::DEFAULT).unwrap();
-        let doc = serde_json::to_value(BootConfigFile::from_plan(plan)).unwrap();
-        assert_eq!(doc["machine-config"]["vcpu_count"], 2);
-        assert_eq!(doc["boot-source"]["kernel_image_path"], "/k");
-        assert_eq!(doc["drives"][0]["drive_id"], "root");
-        assert_eq!(doc["network-interfaces"][0]["host_dev_name"], "tap0");
-        assert!(doc.get("vsock").is_none() && doc.get("logger").is_none());
-        let bare = serde_json::to_value(BootConfigFile::from_plan(Vec::new())).unwrap();
-        assert_eq!(bare["drives"], serde_json::json!([]), "Firecracker requires the drives key");
     }
 
     #[test]

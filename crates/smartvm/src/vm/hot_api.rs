@@ -12,8 +12,7 @@ use crate::api::{
     PutMmds, VersionInfo,
 };
 use crate::config::{
-    BalloonStatsUpdatePayload, BalloonUpdatePayload, ConfigErrors, DriveUpdatePayload, NetworkInterfaceConfig,
-    RateLimiter,
+    BalloonStatsUpdate, BalloonUpdate, ConfigErrors, DriveUpdate, NetworkInterfaceConfig, RateLimiter,
 };
 use crate::error::Result;
 
@@ -63,8 +62,7 @@ impl MicroVm {
             )
             .into());
         }
-        let payload =
-            DriveUpdatePayload { drive_id: drive_id.into(), path_on_host: Some(path.into()), rate_limiter: None };
+        let payload = DriveUpdate { drive_id: drive_id.into(), path_on_host: Some(path.into()), rate_limiter: None };
         api.send(&PatchDrive(payload)).await
     }
 
@@ -79,12 +77,12 @@ impl MicroVm {
         if !self.config.network_interfaces.iter().any(|n| n.iface_id == iface_id) {
             return Err(ConfigErrors::single("ifaceId", format!("no network interface {iface_id:?}")).into());
         }
-        api.send(&PatchNetworkInterface(NetworkInterfaceConfig::update_payload(iface_id, rx, tx))).await
+        api.send(&PatchNetworkInterface(NetworkInterfaceConfig::update(iface_id, rx, tx))).await
     }
 
     /// New balloon target (`PATCH /balloon`).
     pub async fn update_balloon(&self, amount_mib: u64) -> Result<()> {
-        self.api_for_update().await?.send(&PatchBalloon(BalloonUpdatePayload { amount_mib })).await
+        self.api_for_update().await?.send(&PatchBalloon(BalloonUpdate { amount_mib })).await
     }
     /// `GET /balloon/statistics`.
     pub async fn balloon_statistics(&self) -> Result<BalloonStatistics> {
@@ -92,7 +90,7 @@ impl MicroVm {
     }
     /// `PATCH /balloon/statistics`.
     pub async fn update_balloon_statistics(&self, interval_s: u32) -> Result<()> {
-        let body = BalloonStatsUpdatePayload { stats_polling_interval_s: interval_s };
+        let body = BalloonStatsUpdate { stats_polling_interval_s: interval_s };
         self.api_for_update().await?.send(&PatchBalloonStatistics(body)).await
     }
     /// `PUT /actions FlushMetrics`.

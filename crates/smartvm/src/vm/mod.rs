@@ -36,10 +36,10 @@ use crate::version::FirecrackerVersion;
 
 pub use crate::host::ledger;
 pub use crate::host::{process_start_time, JailedImage, ProcessRecord, Resource, UnwindScope, VmJournal};
-pub use boot_file::{BootConfigFile, BootPath};
+pub use boot_file::BootPath;
 pub use events::{VmEvent, EVENT_BUFFER};
 pub use fetch::{FetchBinary, FetchFuture};
-pub use plan::{boot_plan, check_for_version, PreBootCall, ResolvedResources};
+pub use plan::{boot_plan, check_for_version, BootPlan, ResolvedResources};
 pub use runtime_options::VmRuntimeOptions;
 pub use state::{Operation, Transition, VmState};
 pub use steps::{restore_steps, start_steps, Step};
@@ -431,7 +431,7 @@ impl MicroVm {
         let inner = self.inner.lock().await;
         self.begin(Operation::Snapshot)?;
         let api = client(&inner)?;
-        api.send(&PutSnapshotCreate(params.payload())).await
+        api.send(&PutSnapshotCreate(params.clone())).await
     }
 }
 

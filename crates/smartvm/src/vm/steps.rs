@@ -7,11 +7,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::boot_file::{BootConfigFile, BootPath};
+use super::boot_file::BootPath;
 use super::ledger::{Ledger, Resource, VmJournal};
-use super::plan::{boot_plan, PreBootCall, ResolvedResources};
+use super::plan::{boot_plan, ResolvedResources};
 use super::{MicroVm, VmResources};
-use crate::api::{ActionType, ApiClient, GetVersion, PutAction, PutSnapshotLoad};
+use crate::api::{ActionType, ApiClient, GetVersion, PutAction, PutResource, PutSnapshotLoad};
 use crate::config::{LogLevel, SnapshotLoadParams};
 use crate::error::{Result, SmartVmError};
 pub use crate::lifecycle::Step;
@@ -462,9 +462,7 @@ impl MicroVm {
         let version = self.options.firecracker_version.unwrap_or(FirecrackerVersion::DEFAULT);
         inner.version = Some(version);
         cx.version = Some(version);
-        let plan = boot_plan(&self.config, &cx.resolved, version)?;
-        let bytes = serde_json::to_vec(&BootConfigFile::from_plan(plan))
-            .map_err(|e| SmartVmError::io("cannot encode the config file", std::io::Error::other(e)))?;
+        let bytes = boot_plan(&self.config, &cx.resolved, version)?.config_file()?;
         let (host, seen) = self.executor.config_file();
         let write = || {
             let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&host)?;
@@ -531,9 +529,8 @@ impl MicroVm {
     async fn configure(&self, cx: &mut StartContext) -> Result<()> {
         let version = cx.version.unwrap_or(FirecrackerVersion::DEFAULT);
         let api = cx.api()?;
-        let calls: Vec<PreBootCall> = boot_plan(&self.config, &cx.resolved, version)?;
-        for call in &calls {
-            call.send(&api).await?;
+        for request in boot_plan(&self.config, &cx.resolved, version)?.requests()? {
+            api.send(&request).await?;
         }
         Ok(())
     }
@@ -541,11 +538,12 @@ impl MicroVm {
     async fn load_snapshot_step(&self, cx: &mut StartContext) -> Result<()> {
         let api = cx.api()?;
         let version = cx.version.unwrap_or(FirecrackerVersion::DEFAULT);
+        let encode = |e| SmartVmError::io("cannot encode the logger config", std::io::Error::other(e));
         if let Some(logger) = cx.resolved.logger(&self.config) {
-            api.send(&logger).await?;
+            api.send(&PutResource::of(&logger).map_err(encode)?).await?;
         }
         if let Some(metrics) = cx.resolved.metrics(&self.config) {
-            api.send(&metrics).await?;
+            api.send(&PutResource::of(&metrics).map_err(encode)?).await?;
         }
         let mut params = cx.load.clone().ok_or_else(|| SmartVmError::Snapshot("nothing to restore from".into()))?;
         // Interfaces whose TAP smartvm created for this VM get it through network_overrides.
