@@ -75,7 +75,7 @@ pub async fn detach(cfg: &VmConfig, json: bool) -> Result<Exit, CliError> {
 }
 
 fn running(vm: &VmSummary) -> bool {
-    vm.state == "running" || vm.state == "paused"
+    matches!(vm.state, smartvm::VmState::Running | smartvm::VmState::Paused)
 }
 
 pub async fn ps(args: PsArgs) -> Result<Exit, CliError> {

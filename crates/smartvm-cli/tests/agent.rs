@@ -157,10 +157,8 @@ fn refused_requests_create_nothing_and_say_why() {
 
     // Every route is served (an unknown id answers with an error body, not a missing route; the
     // event stream has its own test) and the served document is the checked-in one.
-    for route in smartvm::agent::wire::ROUTES.iter().filter(|r| r.path != "/v1/events") {
-        let method: smartvm::api::Method = route.method.to_uppercase().parse().unwrap();
-        let path = route.path.replace("{id}", "nope");
-        let answer = runtime.block_on(raw.request(method, &path, None)).unwrap();
+    for route in smartvm::agent::Route::ALL.into_iter().filter(|r| *r != smartvm::agent::Route::Events) {
+        let answer = runtime.block_on(raw.request(route.method(), &route.path("nope"), None)).unwrap();
         assert_ne!(answer.status_code, 405, "{route:?}");
         if answer.status_code == 404 {
             assert!(answer.body.contains("VM_NOT_FOUND"), "{route:?} is routed: {}", answer.body);
@@ -402,7 +400,7 @@ fn fifty_vms_created_through_the_api_at_once_all_run_and_all_go() {
     assert!(failed.is_empty(), "{failed:?}");
     let listed = runtime.block_on(client.list()).unwrap();
     assert_eq!(listed.len(), 50);
-    assert!(listed.iter().all(|vm| vm.state == "running" && vm.pid.is_some()), "all run");
+    assert!(listed.iter().all(|vm| vm.state == smartvm::VmState::Running && vm.pid.is_some()), "all run");
     let removed = runtime.block_on(futures_util::future::join_all(listed.iter().map(|vm| client.remove(&vm.id, true))));
     assert!(removed.iter().all(Result::is_ok), "{removed:?}");
     assert!(runtime.block_on(client.list()).unwrap().is_empty());
@@ -451,7 +449,9 @@ fn events_stream_state_changes_and_sigterm_leaves_vms_running() {
     let Some(mut env) = env() else { return };
     let mut agent = Agent::start(&mut env);
     detach(&env, "ev0", "console=ttyS0 probe.count=50");
-    let (tx, events) = std::sync::mpsc::channel::<smartvm::agent::wire::VmEvent>();
+    use smartvm::agent::wire::{EventState, VmEvent};
+    use smartvm::lifecycle::Step;
+    let (tx, events) = std::sync::mpsc::channel::<VmEvent>();
     let socket = agent.socket.clone();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -459,26 +459,32 @@ fn events_stream_state_changes_and_sigterm_leaves_vms_running() {
     });
     let next = |what: &str| events.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("event: {what}"));
     let first = next("ev0's current state");
-    assert_eq!((first.id.as_str(), first.state.as_str()), ("ev0", "running"));
-    // A guest that ends by itself: running, then stopped with its exit code.
+    assert_eq!((first.id.as_str(), first.state), ("ev0", EventState::Running));
+    // A guest that ends by itself, as the VM published it: created, each start step while
+    // configuring, running, then stopped with its exit code.
     let (code, _, err) = run(&env, &["run", "-d", "--id", "ev1"]);
     assert_eq!(code, Some(0), "{err}");
-    let mut ev1 = Vec::new();
-    while ev1.len() < 2 {
+    let mut ev1: Vec<VmEvent> = Vec::new();
+    while ev1.last().is_none_or(|e| e.state != EventState::Stopped) {
         let e = next("ev1");
         if e.id == "ev1" {
             ev1.push(e);
         }
     }
-    assert_eq!(ev1[0].state, "running");
-    assert_eq!(ev1[1].state, "stopped");
-    assert_eq!(ev1[1].exit.and_then(|e| e.code), Some(0));
+    let mut states: Vec<EventState> = ev1.iter().map(|e| e.state).collect();
+    states.dedup();
+    assert_eq!(states, [EventState::Created, EventState::Configuring, EventState::Running, EventState::Stopped]);
+    let steps: Vec<Step> = ev1.iter().filter_map(|e| e.step).collect();
+    assert_eq!(steps.first(), Some(&Step::CheckHost), "{steps:?}");
+    assert!(steps.contains(&Step::Spawn), "{steps:?}");
+    assert_eq!(steps.iter().collect::<std::collections::HashSet<_>>().len(), steps.len(), "each step once");
+    assert_eq!(ev1.last().unwrap().exit.and_then(|e| e.code), Some(0));
     run(&env, &["pause", "ev0"]);
     run(&env, &["resume", "ev0"]);
     run(&env, &["rm", "ev1"]);
-    let seen: Vec<(String, String)> = (0..3).map(|_| next("pause, resume, rm")).map(|e| (e.id, e.state)).collect();
-    let expected =
-        [("ev0", "paused"), ("ev0", "running"), ("ev1", "removed")].map(|(a, b)| (a.to_string(), b.to_string()));
+    let seen: Vec<(String, EventState)> = (0..3).map(|_| next("pause, resume, rm")).map(|e| (e.id, e.state)).collect();
+    let expected = [("ev0", EventState::Paused), ("ev0", EventState::Running), ("ev1", EventState::Removed)]
+        .map(|(a, b)| (a.to_string(), b));
     assert_eq!(seen, expected);
 
     // SIGTERM: open streams end, the agent exits, the VM keeps running for the next agent.

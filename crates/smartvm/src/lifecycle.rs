@@ -1,14 +1,18 @@
 //! The lifecycle vocabulary shared by every layer: a VM's [`VmState`], the [`Step`]s of its
-//! start and how its process ended ([`ExitInfo`]). Plain data with no dependencies, so errors, the agent's wire types and the VM layer
-//! all name them without importing each other.
+//! start and how its process ended ([`ExitInfo`]). Plain data with no dependencies, so errors,
+//! the agent's wire types and the VM layer all name them without importing each other. In JSON
+//! each is written as its `Display` form (`running`, `wait_for_api`).
 
 use std::fmt;
+
+use serde::{Deserialize, Serialize};
 
 /// Lifecycle state of a [`MicroVm`](crate::MicroVm).
 ///
 /// `Created → Configuring → Running ⇄ Paused → Stopped`, and `Error` after a failed start or
 /// when the Firecracker process died on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum VmState {
     /// Registered, nothing spawned yet.
     Created,
@@ -22,6 +26,12 @@ pub enum VmState {
     Stopped,
     /// Start failed, or the process died with an error.
     Error,
+}
+
+impl VmState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [VmState; 6] =
+        [VmState::Created, VmState::Configuring, VmState::Running, VmState::Paused, VmState::Stopped, VmState::Error];
 }
 
 impl fmt::Display for VmState {
@@ -38,7 +48,8 @@ impl fmt::Display for VmState {
 }
 
 /// One step of starting or restoring a VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Step {
     /// The binaries (fetched first where the orchestrator downloads them) and the runtime dir
     /// can be trusted (nothing is created but the runtime dir).
@@ -74,6 +85,26 @@ pub enum Step {
 }
 
 impl Step {
+    /// Every step, in declaration order (the order of a start and a restore is
+    /// [`start_steps`](crate::vm::start_steps)'s and [`restore_steps`](crate::vm::restore_steps)').
+    pub const ALL: [Step; 15] = [
+        Step::CheckHost,
+        Step::CreateRuntimeDir,
+        Step::MaterializeMemory,
+        Step::Prepare,
+        Step::StageDrives,
+        Step::CreateTaps,
+        Step::Spawn,
+        Step::WaitForApi,
+        Step::LearnVersion,
+        Step::PrepareOutputFiles,
+        Step::WriteConfigFile,
+        Step::ConfirmBoot,
+        Step::Configure,
+        Step::InstanceStart,
+        Step::LoadSnapshot,
+    ];
+
     /// The step's name in errors, logs and JSON (`wait_for_api`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -103,11 +134,13 @@ impl fmt::Display for Step {
 }
 
 /// How a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitInfo {
     /// Exit code, when it exited normally.
+    #[serde(default)]
     pub code: Option<i32>,
     /// Signal number, when a signal killed it.
+    #[serde(default)]
     pub signal: Option<i32>,
 }
 
@@ -124,6 +157,31 @@ impl std::fmt::Display for ExitInfo {
             (Some(c), _) => write!(f, "exit code {c}"),
             (None, Some(s)) => write!(f, "signal {s}"),
             _ => f.write_str("unknown status"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_names_are_the_display_names() {
+        for state in [
+            VmState::Created,
+            VmState::Configuring,
+            VmState::Running,
+            VmState::Paused,
+            VmState::Stopped,
+            VmState::Error,
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.to_string());
+            assert_eq!(serde_json::from_value::<VmState>(state.to_string().into()).unwrap(), state);
+        }
+        for step in
+            [Step::CheckHost, Step::WaitForApi, Step::MaterializeMemory, Step::LoadSnapshot, Step::InstanceStart]
+        {
+            assert_eq!(serde_json::to_value(step).unwrap(), step.as_str());
         }
     }
 }

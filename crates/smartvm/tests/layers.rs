@@ -20,7 +20,8 @@ const FLOORS: &[&[&str]] = &[
     &["vm"],
     &["images"],
     &["options"],
-    &["smartvm", "agent"],
+    &["smartvm"],
+    &["agent"],
 ];
 
 fn src() -> PathBuf {

@@ -8,15 +8,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
+use super::route::Route;
 use super::wire::{AgentInfo, ErrorBody, RestoreRequest, SnapshotRequest, SnapshotSummary, StopSummary, VmSummary};
-use crate::api::{ApiClient, ApiError, Method};
+use crate::api::{ApiClient, ApiError};
 use crate::error::Result;
 use crate::{SmartVmError, SmartVmOptions, VmConfig};
-
-/// A VM id as one path segment.
-fn segment(id: &str) -> String {
-    percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
 
 /// Talks to a host agent (`smartvm serve`) over its Unix socket.
 #[derive(Debug)]
@@ -53,7 +49,10 @@ impl AgentClient {
         }
     }
 
-    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<T> {
+    /// `route` (for VM `id`, with `query` appended), decoded.
+    async fn call<T: DeserializeOwned>(&self, route: Route, id: &str, query: &str, body: Option<Vec<u8>>) -> Result<T> {
+        let (method, path) = (route.method(), route.path(id) + query);
+        let path = path.as_str();
         let response = self.api.request(method.clone(), path, body).await.map_err(|e| self.unavailable(e))?;
         let text = if response.body.trim().is_empty() { "null" } else { response.body.as_str() };
         if !response.ok {
@@ -76,47 +75,46 @@ impl AgentClient {
 
     /// About the agent (also a liveness check).
     pub async fn info(&self) -> Result<AgentInfo> {
-        self.call(Method::GET, "/v1/info", None).await
+        self.call(Route::Info, "", "", None).await
     }
 
     /// Creates and starts a VM from `config` (a 422 lists every problem; nothing is created).
     pub async fn create(&self, config: &VmConfig) -> Result<VmSummary> {
         let body = serde_json::to_vec(config).map_err(|e| SmartVmError::io("cannot encode the config", e.into()))?;
-        self.call(Method::POST, "/v1/vms", Some(body)).await
+        self.call(Route::CreateVm, "", "", Some(body)).await
     }
 
     /// Every VM the agent holds.
     pub async fn list(&self) -> Result<Vec<VmSummary>> {
-        self.call(Method::GET, "/v1/vms", None).await
+        self.call(Route::ListVms, "", "", None).await
     }
 
     /// One VM (`VM_NOT_FOUND` for an unknown id).
     pub async fn get(&self, id: &str) -> Result<VmSummary> {
-        self.call(Method::GET, &format!("/v1/vms/{}", segment(id)), None).await
+        self.call(Route::GetVm, id, "", None).await
     }
 
     /// Pauses a running VM.
     pub async fn pause(&self, id: &str) -> Result<VmSummary> {
-        self.call(Method::POST, &format!("/v1/vms/{}/pause", segment(id)), None).await
+        self.call(Route::PauseVm, id, "", None).await
     }
 
     /// Resumes a paused VM.
     pub async fn resume(&self, id: &str) -> Result<VmSummary> {
-        self.call(Method::POST, &format!("/v1/vms/{}/resume", segment(id)), None).await
+        self.call(Route::ResumeVm, id, "", None).await
     }
 
     /// Stops a VM in order (Ctrl-Alt-Del, then signals), the graceful step waiting up to
     /// `timeout` (the agent's default without).
     pub async fn stop(&self, id: &str, timeout: Option<Duration>) -> Result<StopSummary> {
         let query = timeout.map_or(String::new(), |t| format!("?timeout_ms={}", t.as_millis()));
-        self.call(Method::POST, &format!("/v1/vms/{}/stop{query}", segment(id)), None).await
+        self.call(Route::StopVm, id, &query, None).await
     }
 
     /// Removes a VM and everything it holds on the host; a running VM only with `force`
     /// (else `INVALID_STATE`).
     pub async fn remove(&self, id: &str, force: bool) -> Result<()> {
-        let path = format!("/v1/vms/{}?force={force}", segment(id));
-        self.call::<Option<()>>(Method::DELETE, &path, None).await.map(drop)
+        self.call::<Option<()>>(Route::RemoveVm, id, &format!("?force={force}"), None).await.map(drop)
     }
 
     /// The console output kept so far.
@@ -142,15 +140,14 @@ impl AgentClient {
     pub async fn snapshot(&self, id: &str, dir: &Path, keep_paused: bool) -> Result<PathBuf> {
         let body = SnapshotRequest { dir: dir.to_path_buf(), keep_paused };
         let body = serde_json::to_vec(&body).map_err(|e| SmartVmError::io("cannot encode the request", e.into()))?;
-        let answer: SnapshotSummary =
-            self.call(Method::POST, &format!("/v1/vms/{}/snapshot", segment(id)), Some(body)).await?;
+        let answer: SnapshotSummary = self.call(Route::SnapshotVm, id, "", Some(body)).await?;
         Ok(answer.bundle)
     }
 
     /// Starts new VMs of the agent from the bundle in `request.dir`.
     pub async fn restore(&self, request: &RestoreRequest) -> Result<Vec<VmSummary>> {
         let body = serde_json::to_vec(request).map_err(|e| SmartVmError::io("cannot encode the request", e.into()))?;
-        self.call(Method::POST, "/v1/snapshots/restore", Some(body)).await
+        self.call(Route::RestoreSnapshot, "", "", Some(body)).await
     }
 
     /// Streams the agent's VM events from now on into `sink` until the agent closes the stream
@@ -169,17 +166,16 @@ impl AgentClient {
                 }
             }
         };
-        self.stream("/v1/events", feed, || !open.get()).await
+        self.stream(&Route::Events.path(""), feed, || !open.get()).await
     }
 
     /// Types `input` into the VM's serial console (detached VMs of the agent).
     pub async fn send_input(&self, id: &str, input: &[u8]) -> Result<()> {
-        let path = format!("/v1/vms/{}/console", segment(id));
-        self.call::<Option<()>>(Method::POST, &path, Some(input.to_vec())).await.map(drop)
+        self.call::<Option<()>>(Route::VmConsole, id, "", Some(input.to_vec())).await.map(drop)
     }
 
     async fn stream_logs(&self, id: &str, query: &str, sink: impl FnMut(&[u8])) -> Result<()> {
-        self.stream(&format!("/v1/vms/{}/logs?{query}", segment(id)), sink, || false).await
+        self.stream(&format!("{}?{query}", Route::VmLogs.path(id)), sink, || false).await
     }
 
     /// GETs `path` and hands each chunk of the streamed answer to `sink`, until the stream ends

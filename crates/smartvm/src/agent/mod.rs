@@ -1,9 +1,10 @@
 //! The host agent's API (`smartvm serve`): VMs that outlive the command that started them.
 //!
 //! The agent serves HTTP/1.1 + JSON on a Unix socket (default `<runtime_dir>/smartvm.sock`,
-//! mode `0600`; peers are checked with `SO_PEERCRED`). [`wire`] holds the request and answer
-//! types and the route table (also checked against the OpenAPI document the agent serves);
-//! [`AgentClient`] is the typed client the CLI uses.
+//! mode `0600`; peers are checked with `SO_PEERCRED`). [`Route`] lists the routes once: the
+//! server's router, the client and the OpenAPI document follow it. [`wire`] holds the typed
+//! requests and answers; [`AgentClient`] is the typed client the CLI uses; [`server`] (feature
+//! `agent`) is the server itself, embeddable in any tokio program.
 //!
 //! ```no_run
 //! # async fn demo() -> smartvm::Result<()> {
@@ -21,6 +22,10 @@
 //! ```
 
 mod client;
+mod route;
+#[cfg(feature = "agent")]
+pub mod server;
 pub mod wire;
 
 pub use client::AgentClient;
+pub use route::Route;

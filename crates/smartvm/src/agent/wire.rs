@@ -1,4 +1,5 @@
-//! What travels between the agent and its clients, and the agent's routes.
+//! What travels between the agent and its clients: typed requests and answers (states, steps
+//! and error codes are enums, written as their stable names).
 
 use std::path::PathBuf;
 
@@ -6,37 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigProblem;
 use crate::error::ErrorCode;
+use crate::lifecycle::{ExitInfo, Step, VmState};
+use crate::process::StopStep;
 use crate::SmartVmError;
-
-/// One route of the agent: method and path (`{id}` for a VM id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Route {
-    /// HTTP method.
-    pub method: &'static str,
-    /// Path template.
-    pub path: &'static str,
-}
 
 /// The agent's OpenAPI 3 document (served at `GET /openapi.json`).
 pub const OPENAPI: &str = include_str!("openapi.json");
-
-/// Every route the agent serves (the OpenAPI document lists exactly these).
-pub const ROUTES: [Route; 14] = [
-    Route { method: "get", path: "/openapi.json" },
-    Route { method: "get", path: "/v1/vms" },
-    Route { method: "post", path: "/v1/vms" },
-    Route { method: "get", path: "/v1/vms/{id}" },
-    Route { method: "delete", path: "/v1/vms/{id}" },
-    Route { method: "post", path: "/v1/vms/{id}/pause" },
-    Route { method: "post", path: "/v1/vms/{id}/resume" },
-    Route { method: "post", path: "/v1/vms/{id}/stop" },
-    Route { method: "get", path: "/v1/vms/{id}/logs" },
-    Route { method: "post", path: "/v1/vms/{id}/console" },
-    Route { method: "post", path: "/v1/vms/{id}/snapshot" },
-    Route { method: "post", path: "/v1/snapshots/restore" },
-    Route { method: "get", path: "/v1/info" },
-    Route { method: "get", path: "/v1/events" },
-];
 
 /// A VM as the agent reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,8 +20,8 @@ pub const ROUTES: [Route; 14] = [
 pub struct VmSummary {
     /// Its id.
     pub id: String,
-    /// `Created`, `Running`, `Paused`, `Stopped`, `Error`, …
-    pub state: String,
+    /// `created`, `running`, `paused`, `stopped`, `error`, …
+    pub state: VmState,
     /// Firecracker's pid while it runs.
     pub pid: Option<i32>,
     /// The API socket.
@@ -61,7 +37,7 @@ pub struct VmSummary {
     /// Seconds since it started (None before).
     pub uptime_s: Option<u64>,
     /// How its process ended, once it has (`code`/`signal`).
-    pub exit: Option<ExitSummary>,
+    pub exit: Option<ExitInfo>,
     /// The file its serial console is written to (it outlives the agent).
     #[serde(default)]
     pub console_file: Option<PathBuf>,
@@ -70,23 +46,14 @@ pub struct VmSummary {
     pub config: crate::VmConfig,
 }
 
-/// How a VM's process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExitSummary {
-    /// Exit code, if it exited.
-    pub code: Option<i32>,
-    /// Signal, if one ended it.
-    pub signal: Option<i32>,
-}
-
 /// How a stop went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StopSummary {
     /// The VM.
     pub id: String,
-    /// The step of the stop sequence that ended it (`CtrlAltDel`, `Sigterm`, `Sigkill`, …).
-    pub step: String,
+    /// The step of the stop sequence that ended it (`ctrl_alt_del`, `sigterm`, `sigkill`, …).
+    pub step: StopStep,
 }
 
 /// `POST /v1/vms` with a base image instead of a full config: the agent fetches (or reuses
@@ -156,19 +123,50 @@ pub struct RestoreRequest {
     pub resume: Option<bool>,
 }
 
-/// One change of a VM's state, as `GET /v1/events` streams it (one JSON object per line).
+/// What a VM became, as `GET /v1/events` reports it: one of its states, or removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum EventState {
+    Created,
+    Configuring,
+    Running,
+    Paused,
+    Stopped,
+    Error,
+    /// Removed from the agent (nothing of it is left on the host).
+    Removed,
+}
+
+impl From<VmState> for EventState {
+    fn from(state: VmState) -> Self {
+        match state {
+            VmState::Created => EventState::Created,
+            VmState::Configuring => EventState::Configuring,
+            VmState::Running => EventState::Running,
+            VmState::Paused => EventState::Paused,
+            VmState::Stopped => EventState::Stopped,
+            VmState::Error => EventState::Error,
+        }
+    }
+}
+
+/// One change of a VM, as `GET /v1/events` streams it (one JSON object per line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VmEvent {
     /// The VM.
     pub id: String,
-    /// Its new state (`running`, `paused`, `stopped`, `error`), or `removed`.
-    pub state: String,
+    /// What it became.
+    pub state: EventState,
+    /// While `configuring`: the start or restore step that begins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<Step>,
     /// When, in milliseconds since the Unix epoch.
     pub at_ms: u64,
     /// How its process ended, for `stopped`/`error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exit: Option<ExitSummary>,
+    pub exit: Option<ExitInfo>,
 }
 
 /// About the agent itself.
@@ -189,7 +187,7 @@ pub struct AgentInfo {
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     /// The smartvm error code (`VM_NOT_FOUND`, `INVALID_STATE`, `INVALID_CONFIG`, …).
-    pub code: String,
+    pub code: ErrorCode,
     /// What went wrong, with its causes.
     pub message: String,
     /// For `INVALID_CONFIG`: each problem with its field.
@@ -231,12 +229,12 @@ impl ErrorBody {
             message = format!("{message}: {s}");
             source = s.source();
         }
-        (status, Self { code: code.as_str().into(), message, problems })
+        (status, Self { code, message, problems })
     }
 
     /// Back into an error on the client side (an invalid config with its problems again).
     pub fn into_error(self, status: u16) -> SmartVmError {
-        let code = ErrorCode::parse(&self.code).unwrap_or(ErrorCode::IoError);
+        let code = self.code;
         if code == ErrorCode::InvalidConfig && !self.problems.is_empty() {
             let problems =
                 self.problems.into_iter().map(|p| ConfigProblem { field: p.field, message: p.message }).collect();
@@ -251,30 +249,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_openapi_document_lists_exactly_the_routes() {
-        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
-        let mut documented: Vec<(String, String)> = Vec::new();
-        for (path, item) in doc["paths"].as_object().unwrap() {
-            for method in item.as_object().unwrap().keys().filter(|k| *k != "parameters") {
-                documented.push((method.clone(), path.clone()));
-            }
-        }
-        let mut routes: Vec<(String, String)> = ROUTES.iter().map(|r| (r.method.into(), r.path.into())).collect();
-        documented.sort();
-        routes.sort();
-        assert_eq!(documented, routes);
-    }
-
-    #[test]
     fn errors_carry_their_code_status_and_problems_both_ways() {
         let invalid: SmartVmError =
             crate::config::ConfigErrors::single("machineConfig.vcpuCount", "99 is outside 1-32").into();
         let (status, body) = ErrorBody::of(&invalid);
-        assert_eq!((status, body.code.as_str(), body.problems.len()), (422, "INVALID_CONFIG", 1));
+        assert_eq!((status, body.code, body.problems.len()), (422, ErrorCode::InvalidConfig, 1));
+        let json = serde_json::to_value(&body).unwrap();
+        assert_eq!(json["code"], "INVALID_CONFIG");
+        assert_eq!(serde_json::from_value::<ErrorBody>(json).unwrap(), body);
         let back = body.into_error(status);
         assert!(matches!(&back, SmartVmError::InvalidConfig(e) if e.has_field("machineConfig.vcpuCount")));
         let (status, body) = ErrorBody::of(&SmartVmError::VmNotFound { id: "x".into() });
-        assert_eq!((status, body.code.as_str()), (404, "VM_NOT_FOUND"));
+        assert_eq!((status, body.code), (404, ErrorCode::VmNotFound));
         assert_eq!(body.into_error(404).code(), ErrorCode::VmNotFound);
         let state = SmartVmError::InvalidState { operation: "pause", state: crate::VmState::Stopped };
         assert_eq!(ErrorBody::of(&state).0, 409);

@@ -70,6 +70,17 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     }
 }
 
+/// When a live process started, as wall-clock time: the boot time (`btime` of `/proc/stat`)
+/// plus its start time in clock ticks. Whole seconds of boot time: good for an uptime.
+pub fn process_started_at(pid: i32) -> Option<std::time::SystemTime> {
+    let ticks = process_start_time(pid)?;
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let btime: u64 = stat.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??.max(1) as u64;
+    let since_boot = std::time::Duration::from_millis(ticks.saturating_mul(1000) / hz);
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(btime) + since_boot)
+}
+
 /// This process's start time, read once: `/proc/self/stat` of a many-threaded program is
 /// costly to read (the kernel sums over every thread), and every VM records its owner.
 pub fn this_process_start_time() -> Option<u64> {
@@ -200,6 +211,18 @@ impl ProcessRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_started_at_is_now_for_a_new_child() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let started = process_started_at(child.id() as i32).unwrap();
+        let off = std::time::SystemTime::now().duration_since(started).unwrap_or_default();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // btime is whole seconds and ticks are 10 ms: within a few seconds of now.
+        assert!(off < std::time::Duration::from_secs(3), "{off:?}");
+        assert!(process_started_at(i32::MAX).is_none());
+    }
 
     #[test]
     fn this_process_start_time_is_read_once_and_right() {

@@ -13,6 +13,6 @@ mod resource;
 pub mod tap_removal;
 mod unwind_error;
 
-pub use identity::{process_start_time, JailedImage, ProcessRecord};
+pub use identity::{process_start_time, process_started_at, JailedImage, ProcessRecord};
 pub use ledger::{Resource, UnwindScope, VmJournal};
 pub use resolved::ResolvedResources;

@@ -7,8 +7,9 @@ use nix::sys::signal::Signal;
 use super::{ExitInfo, FirecrackerProcess, ProcessError};
 use crate::api::{ActionType, ApiClient, PutAction};
 
-/// One way of ending the process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One way of ending the process (in JSON: `already_exited`, `ctrl_alt_del`, `sigterm`, `sigkill`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StopStep {
     /// The process had already ended.
     AlreadyExited,
@@ -18,6 +19,23 @@ pub enum StopStep {
     Sigterm,
     /// SIGKILL.
     Sigkill,
+}
+
+impl StopStep {
+    /// Every step, in the order a stop tries them.
+    pub const ALL: [StopStep; 4] =
+        [StopStep::AlreadyExited, StopStep::CtrlAltDel, StopStep::Sigterm, StopStep::Sigkill];
+}
+
+impl std::fmt::Display for StopStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopStep::AlreadyExited => "already_exited",
+            StopStep::CtrlAltDel => "ctrl_alt_del",
+            StopStep::Sigterm => "sigterm",
+            StopStep::Sigkill => "sigkill",
+        })
+    }
 }
 
 /// The steps to try, each with how long to wait for the exit afterwards.

@@ -53,6 +53,7 @@ impl MicroVm {
                 Ledger::adopt(vm_dir, journal).map_err(|e| SmartVmError::io("cannot write the VM journal", e))?;
             inner.ledger = Some(ledger);
         }
+        *vm.running_since.lock().unwrap_or_else(|p| p.into_inner()) = crate::host::process_started_at(pid);
         vm.set_state(state);
         tracing::debug!(vm = %vm.id, pid, ?state, "adopted");
         Ok(vm)

@@ -92,6 +92,8 @@ pub struct MicroVm {
     stderr: Console,
     inner: tokio::sync::Mutex<VmResources>,
     exit: StdMutex<Option<tokio::sync::watch::Receiver<Option<ExitInfo>>>>,
+    /// When the guest first ran (for an adopted VM: when its process started).
+    running_since: StdMutex<Option<std::time::SystemTime>>,
 }
 
 impl MicroVm {
@@ -146,6 +148,7 @@ impl MicroVm {
             stderr: Console::new(lines),
             inner: tokio::sync::Mutex::new(VmResources::default()),
             exit: StdMutex::new(None),
+            running_since: StdMutex::new(None),
         }
     }
 
@@ -203,6 +206,9 @@ impl MicroVm {
 
     fn set_state(&self, s: VmState) {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        if s == VmState::Running {
+            self.running_since.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(std::time::SystemTime::now);
+        }
         let exit = if matches!(s, VmState::Stopped | VmState::Error) { self.exit_info() } else { None };
         self.events.publish(VmEvent { state: s, step: None, exit });
         if matches!(s, VmState::Running | VmState::Paused) {
@@ -218,6 +224,12 @@ impl MicroVm {
     /// many it missed.
     pub fn events(&self) -> tokio::sync::broadcast::Receiver<VmEvent> {
         self.events.subscribe()
+    }
+
+    /// When the guest first ran (resumed or not since); for an adopted VM, when its process
+    /// started. `None` before it ran.
+    pub fn running_since(&self) -> Option<std::time::SystemTime> {
+        *self.running_since.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// How the Firecracker process ended, if it has.

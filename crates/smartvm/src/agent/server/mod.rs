@@ -1,0 +1,190 @@
+//! The host agent's server, embeddable: [`AgentServer`] serves the [routes](super::Route) over
+//! a Unix socket for a [`SmartVm`] whose VMs are detached (they outlive the server; the next
+//! server adopts the live ones and reclaims what dead ones left). `smartvm serve` is a thin
+//! wrapper around it; a containerd shim or a user's own daemon can run it the same way.
+//!
+//! Laid out like a daemon: the router (here, built from [`Route::ALL`](super::Route::ALL)),
+//! the handlers by topic (`vms`, `streams`, `snapshots`), one store of VMs (`store`) and
+//! who may call (`peer`).
+//!
+//! ```no_run
+//! # async fn demo() -> smartvm::Result<()> {
+//! use smartvm::agent::server::{bind, AgentServer};
+//! let options = smartvm::SmartVmOptions::from_env();
+//! let listener = bind(&options.runtime_dir.join("my-agent.sock")).await?;
+//! let server = AgentServer::new(options);
+//! let report = server.adopt().await?;
+//! println!("adopted {:?}", report.adopted);
+//! server.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+
+mod answer;
+mod peer;
+mod snapshots;
+mod store;
+mod streams;
+mod vms;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::routing::MethodRouter;
+use axum::Router;
+use tokio::net::UnixListener;
+
+pub use peer::{Peer, AGENT_GROUP};
+
+use super::route::Route;
+use crate::agent::wire::VmSummary;
+use crate::error::{Result, SmartVmError};
+use crate::{SmartVm, SmartVmOptions};
+
+/// What the server shares with its handlers: the store of VMs, and whether it is closing.
+struct Agent {
+    store: store::VmStore,
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+impl std::ops::Deref for Agent {
+    type Target = store::VmStore;
+    fn deref(&self) -> &store::VmStore {
+        &self.store
+    }
+}
+
+impl Agent {
+    /// Resolves when the server shuts down: every open stream ends with it.
+    fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut closing = self.closing.subscribe();
+        async move {
+            let _ = closing.wait_for(|c| *c).await;
+        }
+    }
+}
+
+type Shared = Arc<Agent>;
+
+/// The host agent's server.
+pub struct AgentServer {
+    agent: Shared,
+}
+
+/// What [`AgentServer::adopt`] found.
+#[derive(Debug, Default)]
+pub struct AdoptReport {
+    /// Live VMs taken over.
+    pub adopted: Vec<String>,
+    /// Runtime dirs whose VM could not be taken over, and why.
+    pub failed: Vec<(PathBuf, SmartVmError)>,
+    /// VMs that ended while no agent ran (reported `error` until removed).
+    pub ended: Vec<VmSummary>,
+    /// VMs whose leftovers were reclaimed.
+    pub reclaimed: Vec<String>,
+}
+
+impl AgentServer {
+    /// A server over a new [`SmartVm`] with `options`, its VMs detached.
+    pub fn new(options: SmartVmOptions) -> Self {
+        let smartvm = SmartVm::new(SmartVmOptions { detached_vms: true, ..options });
+        let agent = Agent { store: store::VmStore::new(smartvm), closing: tokio::sync::watch::channel(false).0 };
+        Self { agent: Arc::new(agent) }
+    }
+
+    /// The orchestrator behind it.
+    pub fn smartvm(&self) -> &SmartVm {
+        self.agent.smartvm()
+    }
+
+    /// Takes over the VMs a previous agent left running, records those that died meanwhile,
+    /// then reclaims what dead ones left.
+    pub async fn adopt(&self) -> Result<AdoptReport> {
+        let smartvm = self.agent.smartvm();
+        let (adopted, failed) = smartvm.adopt_detached().await?;
+        for vm in adopted.iter().filter_map(|id| smartvm.vm(id)) {
+            self.agent.watch(&vm);
+        }
+        let ended: Vec<VmSummary> = smartvm.ended_detached().into_iter().filter_map(store::ended_summary).collect();
+        self.agent.add_ended(ended.clone());
+        let reclaimed = smartvm.reclaim().await?.reclaimed;
+        Ok(AdoptReport { adopted, failed, ended, reclaimed })
+    }
+
+    /// The routes, each behind the peer check (answers need the peer's credentials: serve the
+    /// router with `into_make_service_with_connect_info::<Peer>()`, as [`serve`](Self::serve) does).
+    pub fn router(&self) -> Router {
+        // One method router per path, holding the handlers of each method on it.
+        let mut paths: Vec<(&str, MethodRouter<Shared>)> = Vec::new();
+        for route in Route::ALL {
+            match paths.iter().position(|(p, _)| *p == route.template()) {
+                Some(i) => paths[i].1 = std::mem::take(&mut paths[i].1).merge(handler(route)),
+                None => paths.push((route.template(), handler(route))),
+            }
+        }
+        let routes = paths.into_iter().fold(Router::new(), |router, (path, methods)| router.route(path, methods));
+        routes.layer(axum::middleware::from_fn(peer::check_peer)).with_state(self.agent.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves; open streams (events, followed logs)
+    /// end then, and the VMs keep running.
+    pub async fn serve(
+        &self,
+        listener: UnixListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let app = self.router().into_make_service_with_connect_info::<Peer>();
+        let closing = self.agent.closing.clone();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = closing.send(true);
+        };
+        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        served.map_err(|e| SmartVmError::io("the agent server failed", e))
+    }
+}
+
+/// The handler of each route: a new route does not compile until it has one.
+fn handler(route: Route) -> MethodRouter<Shared> {
+    use axum::routing::{delete, get, post};
+    match route {
+        Route::OpenApi => get(openapi),
+        Route::Info => get(vms::info),
+        Route::Events => get(streams::events),
+        Route::ListVms => get(vms::list),
+        Route::CreateVm => post(vms::create),
+        Route::GetVm => get(vms::inspect),
+        Route::RemoveVm => delete(vms::remove),
+        Route::PauseVm => post(vms::pause),
+        Route::ResumeVm => post(vms::resume),
+        Route::StopVm => post(vms::stop),
+        Route::VmLogs => get(streams::logs),
+        Route::VmConsole => post(streams::console_input),
+        Route::SnapshotVm => post(snapshots::snapshot),
+        Route::RestoreSnapshot => post(snapshots::restore),
+    }
+}
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], super::wire::OPENAPI)
+}
+
+/// Binds the agent socket at `socket`: `0600`, or `0660` for the [`AGENT_GROUP`] when that
+/// group exists; a stale socket no agent answers on is replaced, a live one is refused.
+pub async fn bind(socket: &Path) -> Result<UnixListener> {
+    let failed = |e: std::io::Error| SmartVmError::io(format!("cannot bind {}", socket.display()), e);
+    if socket.exists() {
+        if super::AgentClient::new(socket).info().await.is_ok() {
+            return Err(failed(std::io::Error::new(std::io::ErrorKind::AddrInUse, "an agent already listens there")));
+        }
+        let _ = std::fs::remove_file(socket);
+    }
+    let listener = UnixListener::bind(socket).map_err(failed)?;
+    let group = nix::unistd::Group::from_name(AGENT_GROUP).ok().flatten();
+    if let Some(g) = &group {
+        nix::unistd::chown(socket, None, Some(g.gid)).map_err(|e| failed(e.into()))?;
+    }
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(mode)).map_err(failed)?;
+    Ok(listener)
+}
