@@ -84,7 +84,7 @@ pub async fn snapshot(cmd: SnapshotCommand) -> Result<Exit, CliError> {
             let mut config = *snapshot
                 .vm_config
                 .clone()
-                .ok_or_else(|| SmartVmError::Snapshot(format!("{} records no VM configuration", dir.display())))?;
+                .ok_or_else(|| SmartVmError::from(smartvm::error::SnapshotError::NoConfig(dir.to_path_buf())))?;
             config.id = id;
             let vm = smartvm.create_vm(&config)?;
             let outcome = crate::run::supervise(&vm, timeout, vm.restore_snapshot(&snapshot, true, false)).await;

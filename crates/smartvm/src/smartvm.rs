@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::api::{ApiClient, GetInstanceInfo, PatchVmState, VmStateBody, VmStateRequest};
 use crate::config::{ConfigErrors, VmConfig};
-use crate::error::{Result, SmartVmError};
+use crate::error::{Result, SmartVmError, SnapshotError};
 #[cfg(feature = "images")]
 use crate::images::{BaseImageBundle, BaseImageManager, BaseImageOptions, ImageManager, Progress};
 #[cfg(feature = "network")]
@@ -285,13 +285,17 @@ impl SmartVm {
         let vm_dir = self.options.runtime_dir.join(crate::staging::sanitize_path_part(id));
         let journal = VmJournal::read(&vm_dir).map_err(|e| match e {
             crate::vm::ledger::JournalError::Untrusted { source, .. } => SmartVmError::Untrusted(source),
-            other => SmartVmError::Snapshot(format!("no VM {id:?} in {}: {other}", self.options.runtime_dir.display())),
+            other => SnapshotError::NoSuchVm {
+                id: id.into(),
+                runtime_dir: self.options.runtime_dir.clone(),
+                why: other.to_string(),
+            }
+            .into(),
         })?;
         if !journal.process_alive() {
-            return Err(SmartVmError::Snapshot(format!("VM {id:?} is not running")));
+            return Err(SnapshotError::NotRunning(id.into()).into());
         }
-        let output = crate::snapshot::SnapshotOutput::for_journal(&journal)
-            .map_err(|e| SmartVmError::Snapshot(format!("cannot find where VM {id:?} writes snapshots: {e}")))?;
+        let output = crate::snapshot::SnapshotOutput::for_journal(&journal).map_err(SnapshotError::Jail)?;
         let api = ApiClient::new(&journal.socket);
         let was_running = api.send(&GetInstanceInfo).await?.state == "Running";
         let set = |state| PatchVmState(VmStateBody { state });
@@ -317,10 +321,7 @@ impl SmartVm {
         resume: bool,
     ) -> Result<Vec<Arc<MicroVm>>> {
         let snapshot = Snapshot::load(dir)?;
-        let mut config = *snapshot
-            .vm_config
-            .clone()
-            .ok_or_else(|| SmartVmError::Snapshot(format!("{} records no VM configuration", dir.display())))?;
+        let mut config = *snapshot.vm_config.clone().ok_or_else(|| SnapshotError::NoConfig(dir.to_path_buf()))?;
         config.id = id;
         if count <= 1 {
             return Ok(vec![self.restore_vm(&config, &snapshot, resume).await?]);
@@ -342,20 +343,23 @@ impl SmartVm {
             (0..count).map(|i| VmConfig { id: Some(format!("{base}-{i}")), ..config.clone() }).collect();
         let results =
             futures_util::future::join_all(configs.iter().map(|c| self.restore_vm(c, snapshot, resume))).await;
-        if results.iter().any(|r| r.is_err()) {
-            let mut first = None;
-            for r in results {
-                match r {
-                    Ok(vm) => {
-                        let _ = self.remove_vm(vm.id()).await;
-                    }
-                    Err(e) if first.is_none() => first = Some(e),
-                    Err(_) => {}
+        let (mut vms, mut failed) = (Vec::new(), None);
+        for r in results {
+            match r {
+                Ok(vm) => vms.push(vm),
+                Err(e) => {
+                    failed.get_or_insert(e);
                 }
             }
-            return Err(first.unwrap_or(SmartVmError::Snapshot("clone failed".into())));
         }
-        results.into_iter().collect()
+        if let Some(e) = failed {
+            // All or none: the clones that started go again.
+            for vm in &vms {
+                let _ = self.remove_vm(vm.id()).await;
+            }
+            return Err(e);
+        }
+        Ok(vms)
     }
 
     /// Adopts every detached VM in the runtime dir whose process still runs and that is not

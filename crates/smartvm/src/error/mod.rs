@@ -13,6 +13,7 @@ mod image;
 #[cfg(feature = "network")]
 mod network;
 mod process;
+mod snapshot;
 
 use std::path::PathBuf;
 
@@ -23,6 +24,7 @@ pub use image::ImageError;
 #[cfg(feature = "network")]
 pub use network::NetworkError;
 pub use process::ProcessError;
+pub use snapshot::SnapshotError;
 
 /// The boxed cause a layer error keeps.
 #[cfg(any(feature = "images", feature = "network"))]
@@ -146,8 +148,8 @@ pub enum SmartVmError {
     #[cfg(feature = "network")]
     Network(#[from] NetworkError),
     /// `SNAPSHOT_FAILED`: a snapshot could not be created, merged or restored.
-    #[error("snapshot operation failed: {0}")]
-    Snapshot(String),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
     /// `UNTRUSTED_PATH`: a binary to execute or a directory to keep state in could have been
     /// written by another user (see [`trust`](crate::trust)); nothing was executed or created.
     #[error(transparent)]

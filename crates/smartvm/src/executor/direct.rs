@@ -3,13 +3,13 @@
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use super::Executor;
+use super::{vsock_resources, CheckScope, Executor, Layout};
 use crate::config::{LogLevel, VmConfig};
 use crate::error::{Result, SmartVmError};
-use crate::host::ledger::Ledger;
+use crate::host::ledger::Resource;
 use crate::host::ProcessRecord;
-use crate::host::ResolvedResources;
 use crate::process::{instance_id, BindMount, FirecrackerCommand};
+use crate::snapshot::SnapshotOutput;
 
 /// The config file of a config-file boot, in the VM's dir.
 const CONFIG_FILE: &str = "vm-config.json";
@@ -40,34 +40,40 @@ pub(super) fn check_binary(binary: &Path) -> Result<()> {
     })
 }
 
+impl Direct {
+    fn socket(&self) -> PathBuf {
+        self.vm_dir.join("firecracker.sock")
+    }
+}
+
 impl Executor for Direct {
     fn kind(&self) -> &'static str {
         "direct"
     }
 
-    fn socket_path(&self) -> PathBuf {
-        self.vm_dir.join("firecracker.sock")
+    fn layout(&self) -> Layout {
+        let config_file = self.vm_dir.join(CONFIG_FILE);
+        Layout {
+            socket: self.socket(),
+            config_file: (config_file.clone(), config_file),
+            drives_dir: self.vm_dir.join("drives"),
+            stages_every_drive: false,
+            fixed_drive_paths: false,
+            logs_to_stderr: true,
+            snapshot_output: SnapshotOutput::Direct,
+            jail_base: None,
+        }
     }
 
-    fn drives_dir(&self) -> PathBuf {
-        self.vm_dir.join("drives")
-    }
-
-    fn config_file(&self) -> (PathBuf, PathBuf) {
-        let path = self.vm_dir.join(CONFIG_FILE);
-        (path.clone(), path)
-    }
-
-    fn check(&self, _config: &VmConfig, _restoring: bool) -> Result<()> {
-        check_binary(&self.binary)
-    }
-
-    fn prepare(&self, _config: &VmConfig, _ledger: &mut Ledger, _resolved: &mut ResolvedResources) -> Result<()> {
-        Ok(())
+    fn check(&self, _config: &VmConfig, scope: CheckScope) -> Result<()> {
+        match scope {
+            CheckScope::Config => Ok(()),
+            CheckScope::Host => check_binary(&self.binary),
+        }
     }
 
     fn command(&self, mut base: FirecrackerCommand, own_log: Option<LogLevel>) -> FirecrackerCommand {
-        base.api_socket = Some(self.socket_path());
+        base.api_socket = Some(self.socket());
         // Sockets, snapshots and memory files Firecracker creates: owner only.
         base.umask = Some(0o177);
         if let Some(level) = own_log {
@@ -78,8 +84,9 @@ impl Executor for Direct {
         base
     }
 
-    fn process_record(&self) -> ProcessRecord {
-        ProcessRecord::new(vec![self.binary.clone()], vec![self.socket_path().display().to_string(), self.id.clone()])
+    fn spawn_resources(&self, config: &VmConfig) -> (ProcessRecord, Vec<Resource>) {
+        let markers = vec![self.socket().display().to_string(), self.id.clone()];
+        (ProcessRecord::new(vec![self.binary.clone()], markers), vsock_resources(config))
     }
 }
 
@@ -105,20 +112,8 @@ impl Executor for DriveNamespace {
         "drive-namespace"
     }
 
-    fn socket_path(&self) -> PathBuf {
-        self.direct.socket_path()
-    }
-
-    fn drives_dir(&self) -> PathBuf {
-        self.direct.drives_dir()
-    }
-
-    fn config_file(&self) -> (PathBuf, PathBuf) {
-        self.direct.config_file()
-    }
-
-    fn fixed_drive_paths(&self) -> bool {
-        true
+    fn layout(&self) -> Layout {
+        Layout { fixed_drive_paths: true, ..self.direct.layout() }
     }
 
     fn path_seen(&self, staged: &Path) -> PathBuf {
@@ -128,16 +123,15 @@ impl Executor for DriveNamespace {
         }
     }
 
-    fn check(&self, config: &VmConfig, restoring: bool) -> Result<()> {
-        self.direct.check(config, restoring)
-    }
-
-    fn prepare(&self, _config: &VmConfig, _ledger: &mut Ledger, _resolved: &mut ResolvedResources) -> Result<()> {
-        Ok(())
+    fn check(&self, config: &VmConfig, scope: CheckScope) -> Result<()> {
+        self.direct.check(config, scope)
     }
 
     /// Staged drives exist: the shared mountpoint they will appear at must too.
-    fn hand_over(&self, _paths: &[PathBuf]) -> Result<()> {
+    fn hand_over(&self, paths: &[PathBuf]) -> Result<()> {
+        if !paths.iter().any(|p| p.starts_with(self.direct.vm_dir.join("drives"))) {
+            return Ok(());
+        }
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -148,13 +142,14 @@ impl Executor for DriveNamespace {
     fn command(&self, base: FirecrackerCommand, own_log: Option<LogLevel>) -> FirecrackerCommand {
         let mut c = self.direct.command(base, own_log);
         // A VM without staged drives needs no namespace (and spawns faster without one).
-        if self.drives_dir().is_dir() {
-            c.bind_mount = Some(BindMount { source: self.drives_dir(), target: self.mountpoint.clone() });
+        let drives_dir = self.direct.vm_dir.join("drives");
+        if drives_dir.is_dir() {
+            c.bind_mount = Some(BindMount { source: drives_dir, target: self.mountpoint.clone() });
         }
         c
     }
 
-    fn process_record(&self) -> ProcessRecord {
-        self.direct.process_record()
+    fn spawn_resources(&self, config: &VmConfig) -> (ProcessRecord, Vec<Resource>) {
+        self.direct.spawn_resources(config)
     }
 }

@@ -7,13 +7,12 @@
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::Executor;
+use super::{CheckScope, Executor, Layout, Prepared};
 use crate::config::{ConfigErrors, LogLevel, SnapshotLoadParams, VmConfig};
-use crate::error::{Result, SmartVmError};
+use crate::error::{Result, SmartVmError, SnapshotError};
 use crate::host::export::{self, Existing};
-use crate::host::ledger::{Ledger, Resource};
-use crate::host::ResolvedResources;
-use crate::host::{JailedImage, ProcessRecord};
+use crate::host::ledger::Resource;
+use crate::host::{JailedImage, ProcessRecord, ResolvedResources};
 use crate::process::{instance_id, FirecrackerCommand, JailerConfig};
 use crate::snapshot::SnapshotOutput;
 
@@ -87,45 +86,88 @@ fn check_jailable(c: &VmConfig) -> Result<()> {
     Ok(())
 }
 
+/// One of the config's output files (logger, metrics) or sockets (vsock) shown at its
+/// configured path as a link to a file in the jail.
+struct Export<'a> {
+    field: &'static str,
+    link: &'a Path,
+    name: &'static str,
+    file: bool,
+    /// Where the path Firecracker sees for it goes.
+    seen: fn(&mut ResolvedResources) -> &mut Option<PathBuf>,
+}
+
 impl Jailed {
-    /// Journals, creates (for files) and links the in-jail `name` for the configured `link`;
-    /// returns the path Firecracker sees.
-    fn export(&self, ledger: &mut Ledger, field: &str, link: &Path, name: &str, file: bool) -> Result<PathBuf> {
-        let target = self.root().join(name);
-        let existing = export::existing(link, &target).map_err(io(format!("cannot inspect {}", link.display())))?;
-        let refuse = |msg: &str| Err(ConfigErrors::single(field, msg).into());
+    /// The config's logger, metrics and vsock paths, as exports into the jail.
+    fn exports(c: &VmConfig) -> Vec<Export<'_>> {
+        let logger = c.logger.iter().map(|l| Export {
+            field: "logger.logPath",
+            link: &l.log_path,
+            name: EXPORTED_LOGGER,
+            file: true,
+            seen: |r| &mut r.logger_path,
+        });
+        let metrics = c.metrics.iter().map(|m| Export {
+            field: "metrics.metricsPath",
+            link: &m.metrics_path,
+            name: EXPORTED_METRICS,
+            file: true,
+            seen: |r| &mut r.metrics_path,
+        });
+        let vsock = c.vsock.iter().map(|v| Export {
+            field: "vsock.udsPath",
+            link: &v.uds_path,
+            name: EXPORTED_VSOCK,
+            file: false,
+            seen: |r| &mut r.vsock_path,
+        });
+        logger.chain(metrics).chain(vsock).collect()
+    }
+
+    /// Refuses an export whose configured path holds something it must not replace; else the
+    /// resource it will be.
+    fn plan_export(&self, e: &Export<'_>) -> Result<Resource> {
+        let target = self.root().join(e.name);
+        let existing = export::existing(e.link, &target).map_err(io(format!("cannot inspect {}", e.link.display())))?;
+        let refuse = |msg: &str| Err(ConfigErrors::single(e.field, msg).into());
         match existing {
             Existing::Other => return refuse("must be a regular file or absent when the VM is jailed"),
-            Existing::File if !file => return refuse("already exists"),
+            Existing::File if !e.file => return refuse("already exists"),
             _ => {}
         }
-        ledger
-            .record(Resource::Exported { link: link.to_path_buf(), target: target.clone(), keep: file })
-            .map_err(|e| SmartVmError::io("cannot write the VM journal", e))?;
-        if file {
+        Ok(Resource::Exported { link: e.link.to_path_buf(), target, keep: e.file })
+    }
+
+    /// Creates (for files) the in-jail file and links the configured path to it.
+    fn export(&self, e: &Export<'_>) -> Result<()> {
+        let target = self.root().join(e.name);
+        if e.file {
             // A regular file at the configured path is replaced, as Firecracker itself writes
             // its log and metrics from the start of the file.
             let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&target);
             created.map_err(io(format!("cannot create {}", target.display())))?;
             self.own(&target)?;
         }
-        export::make_link(link, &target).map_err(io(format!("cannot link {}", link.display())))?;
-        Ok(Path::new("/").join(name))
+        export::make_link(e.link, &target).map_err(io(format!("cannot link {}", e.link.display())))
     }
 
-    /// The config's logger, metrics and vsock files, in the jail and linked.
-    fn export_outputs(&self, c: &VmConfig, ledger: &mut Ledger, resolved: &mut ResolvedResources) -> Result<()> {
-        if let Some(l) = &c.logger {
-            resolved.logger_path = Some(self.export(ledger, "logger.logPath", &l.log_path, EXPORTED_LOGGER, true)?);
+    /// Creates the jail: its dir and chroot, the kernel and initrd copied in, Firecracker's
+    /// log file.
+    fn make_jail(&self, config: &VmConfig) -> Result<()> {
+        let dir = self.jail_dir();
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io(format!("cannot create jail {} (is a VM with this id jailed?)", dir.display())))?;
+        let root = self.root();
+        std::fs::create_dir(&root).map_err(io(format!("cannot create {}", root.display())))?;
+        self.copy_in(&config.boot_source.kernel_image_path, "kernel")?;
+        if let Some(initrd) = &config.boot_source.initrd_path {
+            self.copy_in(initrd, "initrd")?;
         }
-        if let Some(m) = &c.metrics {
-            let seen = self.export(ledger, "metrics.metricsPath", &m.metrics_path, EXPORTED_METRICS, true)?;
-            resolved.metrics_path = Some(seen);
-        }
-        if let Some(v) = &c.vsock {
-            resolved.vsock_path = Some(self.export(ledger, "vsock.udsPath", &v.uds_path, EXPORTED_VSOCK, false)?);
-        }
-        Ok(())
+        let log = root.join(JAILED_LOG);
+        std::fs::File::create(&log).map_err(io(format!("cannot create {}", log.display())))?;
+        self.own(&log)
     }
 }
 
@@ -134,35 +176,18 @@ impl Executor for Jailed {
         "jailed"
     }
 
-    fn socket_path(&self) -> PathBuf {
-        self.root().join(JAILED_SOCKET)
-    }
-
-    fn drives_dir(&self) -> PathBuf {
-        self.root().join("drives")
-    }
-
-    fn config_file(&self) -> (PathBuf, PathBuf) {
-        (self.root().join(JAILED_CONFIG), Path::new("/").join(JAILED_CONFIG))
-    }
-
-    fn stages_every_drive(&self) -> bool {
-        true
-    }
-
-    fn fixed_drive_paths(&self) -> bool {
-        true // the chroot gives every VM the same `/drives/…` paths
-    }
-
-    fn snapshot_output(&self) -> SnapshotOutput {
-        SnapshotOutput::Jail { root: self.root(), uid: self.jailer.uid, gid: self.jailer.gid }
-    }
-
-    fn place_snapshot(&self, load: &mut SnapshotLoadParams) -> Result<()> {
-        let placed = self.snapshot_output().place(&load.snapshot_path, &load.mem_file_path);
-        let fail = |e: std::io::Error| SmartVmError::Snapshot(format!("cannot copy the snapshot into the jail: {e}"));
-        (load.snapshot_path, load.mem_file_path) = placed.map_err(fail)?;
-        Ok(())
+    fn layout(&self) -> Layout {
+        let root = self.root();
+        Layout {
+            socket: root.join(JAILED_SOCKET),
+            config_file: (root.join(JAILED_CONFIG), Path::new("/").join(JAILED_CONFIG)),
+            drives_dir: root.join("drives"),
+            stages_every_drive: true,
+            fixed_drive_paths: true, // the chroot gives every VM the same `/drives/…` paths
+            logs_to_stderr: false,   // the chroot has no /dev/stderr: the log is a file in the jail
+            snapshot_output: SnapshotOutput::Jail { root, uid: self.jailer.uid, gid: self.jailer.gid },
+            jail_base: Some(self.jailer.chroot_base_dir.clone()),
+        }
     }
 
     fn vsock_socket(&self, config: &VmConfig) -> Option<PathBuf> {
@@ -173,61 +198,49 @@ impl Executor for Jailed {
         staged.strip_prefix(self.root()).map_or_else(|_| staged.to_path_buf(), |rel| Path::new("/").join(rel))
     }
 
-    fn check_config(&self, config: &VmConfig) -> Result<()> {
-        check_jailable(config)
-    }
-
-    fn check(&self, config: &VmConfig, _restoring: bool) -> Result<()> {
+    fn check(&self, config: &VmConfig, scope: CheckScope) -> Result<()> {
         check_jailable(config)?;
-        super::direct::check_binary(&self.firecracker)?;
-        crate::trust::check(&self.jailer.binary, crate::trust::Expect::Executable)?;
-        crate::trust::ensure_private_dir(&self.jailer.chroot_base_dir)?;
+        if scope == CheckScope::Host {
+            super::direct::check_binary(&self.firecracker)?;
+            crate::trust::check(&self.jailer.binary, crate::trust::Expect::Executable)?;
+            crate::trust::ensure_private_dir(&self.jailer.chroot_base_dir)?;
+        }
         Ok(())
     }
 
-    fn prepare(&self, config: &VmConfig, ledger: &mut Ledger, resolved: &mut ResolvedResources) -> Result<()> {
-        let dir = self.jail_dir();
-        if let Some(parent) = dir.parent() {
+    fn plan(&self, config: &VmConfig) -> Result<Prepared> {
+        let mut plan = Prepared::default();
+        plan.resources.push(Resource::JailDir { path: self.jail_dir() });
+        let in_jail = |name: &str| Some(Path::new("/").join(name));
+        plan.seen.kernel_path = in_jail("kernel");
+        plan.seen.initrd_path = config.boot_source.initrd_path.as_ref().and(in_jail("initrd"));
+        for e in Self::exports(config) {
+            plan.resources.push(self.plan_export(&e)?);
+            *(e.seen)(&mut plan.seen) = in_jail(e.name);
+        }
+        Ok(plan)
+    }
+
+    fn prepare(&self, config: &VmConfig, _plan: &Prepared, load: Option<&mut SnapshotLoadParams>) -> Result<()> {
+        if let Some(parent) = self.jail_dir().parent() {
+            // The shared base (not the VM's): never journaled, never removed.
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(parent)
                 .map_err(io(format!("cannot create {}", parent.display())))?;
         }
-        ledger
-            .record(Resource::JailDir { path: dir.clone() })
-            .map_err(|e| SmartVmError::io("cannot write the VM journal", e))?;
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io(format!("cannot create jail {} (is a VM with this id jailed?)", dir.display())))?;
-        let root = self.root();
-        std::fs::create_dir(&root).map_err(io(format!("cannot create {}", root.display())))?;
-        resolved.kernel_path = Some(self.copy_in(&config.boot_source.kernel_image_path, "kernel")?);
-        if let Some(initrd) = &config.boot_source.initrd_path {
-            resolved.initrd_path = Some(self.copy_in(initrd, "initrd")?);
+        self.make_jail(config)?;
+        Self::exports(config).iter().try_for_each(|e| self.export(e))?;
+        if let Some(load) = load {
+            let placed = self.layout().snapshot_output.place(&load.snapshot_path, &load.mem_file_path);
+            (load.snapshot_path, load.mem_file_path) = placed.map_err(SnapshotError::Jail)?;
         }
-        let log = root.join(JAILED_LOG);
-        std::fs::File::create(&log).map_err(io(format!("cannot create {}", log.display())))?;
-        self.own(&log)?;
-        self.export_outputs(config, ledger, resolved)
-    }
-
-    fn give(&self, file: &Path) -> Result<()> {
-        self.own(file)
+        Ok(())
     }
 
     fn hand_over(&self, paths: &[PathBuf]) -> Result<()> {
         paths.iter().try_for_each(|p| self.own(p))
-    }
-
-    fn spawn_resources(&self, _config: &VmConfig) -> Vec<Resource> {
-        let dirs = self.jailer.cgroup_dirs(&self.firecracker, &self.id);
-        dirs.into_iter().map(|path| Resource::Cgroup { path }).collect()
-    }
-
-    fn logs_to_stderr(&self) -> bool {
-        false // the chroot has no /dev/stderr: the log is a file in the jail
     }
 
     fn command(&self, mut base: FirecrackerCommand, own_log: Option<LogLevel>) -> FirecrackerCommand {
@@ -242,15 +255,15 @@ impl Executor for Jailed {
         self.jailer.wrap(&self.id, &base)
     }
 
-    fn process_record(&self) -> ProcessRecord {
+    fn spawn_resources(&self, _config: &VmConfig) -> (ProcessRecord, Vec<Resource>) {
         let exe = vec![self.firecracker.clone(), self.jailer.binary.clone()];
         let markers = vec![Path::new("/").join(JAILED_SOCKET).display().to_string(), self.id.clone()];
         let name = self.firecracker.file_name().map_or_else(|| "firecracker".into(), PathBuf::from);
         let jail = JailedImage::new(&self.root(), Path::new("/").join(name)).ok();
-        ProcessRecord { jail, ..ProcessRecord::new(exe, markers) }
-    }
-
-    fn jail_base(&self) -> Option<PathBuf> {
-        Some(self.jailer.chroot_base_dir.clone())
+        let cgroups = self.jailer.cgroup_dirs(&self.firecracker, &self.id);
+        (
+            ProcessRecord { jail, ..ProcessRecord::new(exe, markers) },
+            cgroups.into_iter().map(|path| Resource::Cgroup { path }).collect(),
+        )
     }
 }

@@ -19,48 +19,58 @@ use std::path::{Path, PathBuf};
 pub use direct::{Direct, DriveNamespace};
 pub use jailed::Jailed;
 
-use crate::config::{LogLevel, VmConfig};
+use crate::config::{LogLevel, SnapshotLoadParams, VmConfig};
 use crate::error::Result;
-use crate::host::ledger::{Ledger, Resource};
-use crate::host::ProcessRecord;
-use crate::host::ResolvedResources;
+use crate::host::ledger::Resource;
+use crate::host::{ProcessRecord, ResolvedResources};
 use crate::process::FirecrackerCommand;
+use crate::snapshot::SnapshotOutput;
+
+/// Where one VM's files are for its executor: fixed for the VM's life, so computed once.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The API socket (host path).
+    pub socket: PathBuf,
+    /// The `--config-file` of a config-file boot: where it is written and the path Firecracker
+    /// reads it from.
+    pub config_file: (PathBuf, PathBuf),
+    /// Where staged drive copies go (host path).
+    pub drives_dir: PathBuf,
+    /// Every drive must be a private copy (the VMM's user must own what it opens).
+    pub stages_every_drive: bool,
+    /// The paths Firecracker sees for staged drives are the same for every VM, so a snapshot
+    /// with ephemeral drives restores into another VM.
+    pub fixed_drive_paths: bool,
+    /// Firecracker's own log reaches its stderr, where smartvm reads it (so the outcome of a
+    /// config-file boot can be seen).
+    pub logs_to_stderr: bool,
+    /// Where Firecracker writes a snapshot's files before they go into the bundle.
+    pub snapshot_output: SnapshotOutput,
+    /// The base under which this executor's files may be removed (a jail base).
+    pub jail_base: Option<PathBuf>,
+}
+
+/// What [`Executor::prepare`] will create, planned before anything exists: the VM journals
+/// `resources` first, so a crash halfway leaves nothing the reclaim does not know about.
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    /// Everything `prepare` creates that belongs to the VM.
+    pub resources: Vec<Resource>,
+    /// Kernel, initrd, logger, metrics and vsock paths as Firecracker will see them.
+    pub seen: ResolvedResources,
+}
 
 /// How Firecracker runs for one VM.
 pub trait Executor: std::fmt::Debug + Send + Sync {
     /// A short name for logs (`direct`, `drive-namespace`, `jailed`).
     fn kind(&self) -> &'static str;
 
-    /// The API socket, as a host path.
-    fn socket_path(&self) -> PathBuf;
+    /// Where the VM's files are (see [`Layout`]).
+    fn layout(&self) -> Layout;
 
-    /// Where the `--config-file` of a config-file boot is written (host path) and the path
-    /// Firecracker reads it from.
-    fn config_file(&self) -> (PathBuf, PathBuf);
-
-    /// Where staged drive copies are placed (host path).
-    fn drives_dir(&self) -> PathBuf;
-
-    /// True when every drive must be a private copy (the VMM's user must own what it opens).
-    fn stages_every_drive(&self) -> bool {
-        false
-    }
-
-    /// True when the paths Firecracker sees for staged drives are the same for every VM, so a
-    /// snapshot with ephemeral drives can be restored into another VM.
-    fn fixed_drive_paths(&self) -> bool {
-        false
-    }
-
-    /// Where Firecracker writes a snapshot's files before they go into the bundle.
-    fn snapshot_output(&self) -> crate::snapshot::SnapshotOutput {
-        crate::snapshot::SnapshotOutput::Direct
-    }
-
-    /// Restore: makes the snapshot's state and memory files readable by the VMM and rewrites
-    /// `load` to the paths it sees (copies inside a jail; nothing for a direct run).
-    fn place_snapshot(&self, _load: &mut crate::config::SnapshotLoadParams) -> Result<()> {
-        Ok(())
+    /// The path Firecracker opens for the host path `host` (inside a jail: relative to it).
+    fn path_seen(&self, host: &Path) -> PathBuf {
+        host.to_path_buf()
     }
 
     /// The host path of the VM's vsock socket (inside the chroot when jailed): guest-initiated
@@ -69,38 +79,26 @@ pub trait Executor: std::fmt::Debug + Send + Sync {
         config.vsock.as_ref().map(|v| v.uds_path.clone())
     }
 
-    /// The path Firecracker opens for the staged copy at host path `staged`.
-    fn path_seen(&self, staged: &Path) -> PathBuf {
-        staged.to_path_buf()
+    /// Refuses configs this executor cannot run ([`CheckScope::Config`]: pure, at
+    /// `create_vm`); at start also its binaries and dirs ([`CheckScope::Host`]), creating
+    /// nothing but smartvm's own private dirs.
+    fn check(&self, config: &VmConfig, scope: CheckScope) -> Result<()>;
+
+    /// What [`prepare`](Self::prepare) will create and the paths Firecracker will see.
+    fn plan(&self, _config: &VmConfig) -> Result<Prepared> {
+        Ok(Prepared::default())
     }
 
-    /// Refuses configs this executor cannot run (pure: at `create_vm`, before anything exists).
-    fn check_config(&self, _config: &VmConfig) -> Result<()> {
+    /// Creates what `plan` listed (after the VM journaled it), and for a restore makes the
+    /// snapshot's files readable by the VMM, rewriting `load` to the paths it sees.
+    fn prepare(&self, _config: &VmConfig, _plan: &Prepared, _load: Option<&mut SnapshotLoadParams>) -> Result<()> {
         Ok(())
     }
 
-    /// At start: [`check_config`](Self::check_config) for this start or restore, then its own
-    /// binaries and dirs; nothing is created but smartvm's own private dirs.
-    fn check(&self, config: &VmConfig, restoring: bool) -> Result<()>;
-
-    /// Creates what must exist before spawn (journaled in `ledger` first) and records the
-    /// kernel/initrd paths Firecracker sees in `resolved`.
-    fn prepare(&self, config: &VmConfig, ledger: &mut Ledger, resolved: &mut ResolvedResources) -> Result<()>;
-
-    /// Makes one file smartvm wrote for the VMM readable by it (ownership inside a jail).
-    fn give(&self, _file: &Path) -> Result<()> {
-        Ok(())
-    }
-
-    /// Makes staged drives usable by the VMM (ownership inside a jail, a mountpoint).
+    /// Makes files smartvm made for the VMM (staged drives, the config file) usable by it:
+    /// ownership inside a jail, a mountpoint for a drive namespace.
     fn hand_over(&self, _paths: &[PathBuf]) -> Result<()> {
         Ok(())
-    }
-
-    /// Resources the VMM creates as it starts, journaled right before spawn (its vsock socket;
-    /// cgroups for a jail).
-    fn spawn_resources(&self, config: &VmConfig) -> Vec<Resource> {
-        config.vsock.iter().map(|v| Resource::Socket { path: v.uds_path.clone() }).collect()
     }
 
     /// The command to spawn from `base` (binary, id, seccomp, logging flags), with the socket
@@ -108,19 +106,23 @@ pub trait Executor: std::fmt::Debug + Send + Sync {
     /// level to go to stderr (or a file the executor chooses) because the config has no logger.
     fn command(&self, base: FirecrackerCommand, own_log: Option<LogLevel>) -> FirecrackerCommand;
 
-    /// True when Firecracker's own log reaches its stderr, where smartvm reads it (so the
-    /// outcome of a config-file boot can be seen).
-    fn logs_to_stderr(&self) -> bool {
-        true
-    }
+    /// What the spawn will acquire, journaled right before it: the process's identity and what
+    /// the VMM creates as it starts (its vsock socket; cgroups for a jail).
+    fn spawn_resources(&self, config: &VmConfig) -> (ProcessRecord, Vec<Resource>);
+}
 
-    /// The identity of the process about to be spawned (journaled before spawn).
-    fn process_record(&self) -> ProcessRecord;
+/// What [`Executor::check`] looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckScope {
+    /// The config alone (nothing on the host is read).
+    Config,
+    /// The config, then the executor's binaries and dirs on the host.
+    Host,
+}
 
-    /// The base under which this executor's files may be removed (a jail base).
-    fn jail_base(&self) -> Option<PathBuf> {
-        None
-    }
+/// The vsock socket a directly run Firecracker creates.
+fn vsock_resources(config: &VmConfig) -> Vec<Resource> {
+    config.vsock.iter().map(|v| Resource::Socket { path: v.uds_path.clone() }).collect()
 }
 
 /// How a VM's Firecracker is run: under `jailer` when given, else directly, in a private

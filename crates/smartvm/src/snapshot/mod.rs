@@ -12,7 +12,7 @@ mod output;
 pub use output::SnapshotOutput;
 
 use crate::config::SnapshotType;
-use crate::error::{Result, SmartVmError};
+use crate::error::{Result, SmartVmError, SnapshotError};
 use crate::staging;
 
 /// The on-disk form of a bundle's `snapshot.json`: paths relative to the bundle.
@@ -142,10 +142,10 @@ impl Snapshot {
 
     fn load_depth(dir: &Path, depth: usize) -> Result<Self> {
         if depth > 64 {
-            return Err(SmartVmError::Snapshot("Diff chain deeper than 64 bundles".into()));
+            return Err(SnapshotError::ChainTooDeep(64).into());
         }
         let path = dir.join(SNAPSHOT_FILE);
-        let fail = |m: String| SmartVmError::Snapshot(format!("{}: {m}", path.display()));
+        let fail = |what: String| SnapshotError::BadBundle { path: path.clone(), what };
         let bytes = read_capped(&path).map_err(|e| fail(format!("cannot read: {e}")))?;
         let file: BundleFile = serde_json::from_slice(&bytes).map_err(|e| fail(format!("not a snapshot: {e}")))?;
         let real_dir = std::fs::canonicalize(dir).map_err(|e| fail(format!("cannot resolve the bundle dir: {e}")))?;
@@ -159,7 +159,7 @@ impl Snapshot {
         }
         let base = match (&file.kind, &file.base_bundle) {
             (SnapshotType::Diff, Some(b)) => Some(Box::new(Self::load_depth(&dir.join(b), depth + 1)?)),
-            (SnapshotType::Diff, None) => return Err(fail("a Diff bundle must name its baseBundle".into())),
+            (SnapshotType::Diff, None) => return Err(fail("a Diff bundle must name its baseBundle".into()).into()),
             (SnapshotType::Full, _) => None,
         };
         Ok(Self {
@@ -177,21 +177,25 @@ impl Snapshot {
     pub fn save(&self, dir: &Path) -> Result<()> {
         let path = dir.join(SNAPSHOT_FILE);
         let rel = |field: &str, p: &Path| {
-            p.strip_prefix(dir).map(Path::to_path_buf).map_err(|_| {
-                SmartVmError::Snapshot(format!("{field} {} is not inside the bundle {}", p.display(), dir.display()))
+            p.strip_prefix(dir).map(Path::to_path_buf).map_err(|_| SnapshotError::OutsideBundle {
+                field: field.into(),
+                path: p.to_path_buf(),
+                bundle: dir.to_path_buf(),
             })
         };
         let mut drives = Vec::new();
         for d in &self.drives {
             drives.push(SnapshotDrive { path: rel("drive", &d.path)?, ..d.clone() });
         }
-        let base_bundle =
-            match &self.base {
-                Some(b) => Some(b.state_path.parent().map(Path::to_path_buf).ok_or_else(|| {
-                    SmartVmError::Snapshot(format!("base {} has no bundle dir", b.state_path.display()))
-                })?),
-                None => None,
-            };
+        let base_bundle = match &self.base {
+            Some(b) => Some(
+                b.state_path
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .ok_or_else(|| SnapshotError::BaseWithoutBundle(b.state_path.clone()))?,
+            ),
+            None => None,
+        };
         let file = BundleFile {
             state_path: rel("statePath", &self.state_path)?,
             mem_path: rel("memPath", &self.mem_path)?,
@@ -200,16 +204,16 @@ impl Snapshot {
             drives,
             vm_config: self.vm_config.clone(),
         };
-        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| SmartVmError::Snapshot(e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(&file).map_err(SnapshotError::Encode)?;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| SmartVmError::Snapshot(format!("cannot write {}: {e}", path.display())))?;
+            .map_err(|source| SnapshotError::File { action: "write", path: path.clone(), source })?;
         std::io::Write::write_all(&mut f, &bytes)
-            .map_err(|e| SmartVmError::Snapshot(format!("cannot write {}: {e}", path.display())))
+            .map_err(|source| SnapshotError::File { action: "write", path: path.clone(), source }.into())
     }
 
     /// Parameters that make [`MicroVm::create_snapshot`](crate::MicroVm::create_snapshot) write
@@ -227,9 +231,7 @@ impl Snapshot {
         let mut chain = vec![self.mem_path.as_path()];
         let mut cur = self;
         while cur.kind == SnapshotType::Diff {
-            let base = cur.base.as_deref().ok_or_else(|| {
-                SmartVmError::Snapshot(format!("Diff snapshot {} has no base", cur.state_path.display()))
-            })?;
+            let base = cur.base.as_deref().ok_or_else(|| SnapshotError::DiffWithoutBase(cur.state_path.clone()))?;
             chain.push(base.mem_path.as_path());
             cur = base;
         }
@@ -241,14 +243,17 @@ impl Snapshot {
     /// reflink/sparse copy of the Full base with every Diff's dirty ranges laid on top in order.
     pub fn materialize_memory(&self, dest: &Path) -> Result<()> {
         let chain = self.memory_chain()?;
-        let fail =
-            |what: &str, p: &Path, e: std::io::Error| SmartVmError::Snapshot(format!("{what} {}: {e}", p.display()));
-        staging::stage_file(chain[0], dest).map_err(|e| fail("cannot copy", chain[0], e))?;
-        let out = std::fs::OpenOptions::new().write(true).open(dest).map_err(|e| fail("cannot open", dest, e))?;
+        let fail = |action: &'static str, p: &Path, source: std::io::Error| SnapshotError::File {
+            action,
+            path: p.to_path_buf(),
+            source,
+        };
+        staging::stage_file(chain[0], dest).map_err(|e| fail("copy", chain[0], e))?;
+        let out = std::fs::OpenOptions::new().write(true).open(dest).map_err(|e| fail("open", dest, e))?;
         for diff in &chain[1..] {
-            let src = File::open(diff).map_err(|e| fail("cannot open", diff, e))?;
-            let len = src.metadata().map_err(|e| fail("cannot stat", diff, e))?.len();
-            staging::copy_data_ranges(&src, &out, len).map_err(|e| fail("cannot merge", diff, e))?;
+            let src = File::open(diff).map_err(|e| fail("open", diff, e))?;
+            let len = src.metadata().map_err(|e| fail("stat", diff, e))?.len();
+            staging::copy_data_ranges(&src, &out, len).map_err(|e| fail("merge", diff, e))?;
         }
         Ok(())
     }
@@ -280,7 +285,7 @@ pub async fn write_bundle(
     };
     snapshot.vm_config = config.map(|c| Box::new(c.clone()));
     let result = async {
-        let fail = |e: std::io::Error| SmartVmError::Snapshot(format!("cannot write the snapshot files: {e}"));
+        let fail = |source: std::io::Error| SnapshotError::File { action: "write", path: dir.to_path_buf(), source };
         let paths = output.prepare(&state, &mem).map_err(fail)?;
         let mut params = snapshot.create_params();
         (params.snapshot_path, params.mem_file_path) = paths.seen.clone();
@@ -299,8 +304,8 @@ pub async fn write_bundle(
             let (from, to) = (s.staged.clone(), copy.clone());
             tokio::task::spawn_blocking(move || staging::stage_file(&from, &to))
                 .await
-                .map_err(|e| SmartVmError::Snapshot(format!("drive copy task failed: {e}")))?
-                .map_err(|e| SmartVmError::Snapshot(format!("cannot copy drive {}: {e}", s.drive_id)))?;
+                .map_err(|e| SnapshotError::Task("drive copy", e))?
+                .map_err(|source| SnapshotError::CopyDrive { drive_id: s.drive_id.clone(), source })?;
             snapshot.drives.push(SnapshotDrive { drive_id: s.drive_id.clone(), file_name, path: copy });
         }
         snapshot.save(dir)

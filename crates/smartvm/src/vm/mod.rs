@@ -1,13 +1,16 @@
 //! [`MicroVm`]: one Firecracker instance and its lifecycle.
 //!
 //! Where things live:
-//! - [`steps`]: `start()` and `restore()` as named step lists ([`start_steps`],
+//! - `steps`: `start()` and `restore()` as named step lists ([`start_steps`],
 //!   [`restore_steps`]);
-//! - [`ledger`]: every host resource a VM acquires, journaled before it is acquired, and the
-//!   one reverse [`unwind`](ledger::unwind) that serves failure, `cleanup()`, `Drop` and
+//! - `ledger` (in [`crate::host`]): every host resource a VM acquires, journaled before it is
+//!   acquired, and the one reverse unwind that serves failure, `cleanup()`, `Drop` and
 //!   [`SmartVm::reclaim`](crate::SmartVm::reclaim);
-//! - [`plan`]: the pre-boot requests, planned as data; [`boot_file`]: the same plan as one
-//!   `--config-file` (the default [`BootPath`] when the Firecracker version is known);
+//! - `plan`: the pre-boot configuration, planned as data, which is both the requests and the
+//!   [`boot_file`] (the default [`BootPath`] when the Firecracker version is known);
+//!
+//! `steps`, `plan` and `ledger` are machinery, not API: public only for the integration tests,
+//! hidden from the docs, and free to change.
 //! - `state`: which operation each [`VmState`] allows;
 //! - `hot_api`: what a running VM's API offers (instance info, MMDS, hot updates, metrics).
 //!
@@ -18,27 +21,32 @@ pub mod boot_file;
 mod events;
 mod fetch;
 mod hot_api;
+#[doc(hidden)]
 pub mod plan;
 pub mod reclaim;
 mod runtime_options;
+mod snapshots;
 mod state;
+#[doc(hidden)]
 pub mod steps;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use crate::api::{ApiClient, PatchVmState, PutSnapshotCreate, VmStateBody, VmStateRequest};
-use crate::config::{ConfigErrors, SnapshotCreateParams, SnapshotLoadParams, VmConfig};
+use crate::api::{ApiClient, PatchVmState, VmStateBody, VmStateRequest};
+use crate::config::{ConfigErrors, VmConfig};
 use crate::error::{Result, SmartVmError};
 use crate::process::{Console, ExitInfo, FirecrackerProcess, StopOutcome};
 use crate::version::FirecrackerVersion;
 
+#[doc(hidden)]
 pub use crate::host::ledger;
 pub use crate::host::{process_start_time, JailedImage, ProcessRecord, Resource, UnwindScope, VmJournal};
 pub use boot_file::BootPath;
 pub use events::{VmEvent, EVENT_BUFFER};
 pub use fetch::{FetchBinary, FetchFuture};
+#[doc(hidden)]
 pub use plan::{boot_plan, check_for_version, BootPlan, ResolvedResources};
 pub use runtime_options::VmRuntimeOptions;
 pub use state::{Operation, Transition, VmState};
@@ -86,6 +94,8 @@ pub struct MicroVm {
     options: VmRuntimeOptions,
     vm_dir: PathBuf,
     executor: Box<dyn crate::executor::Executor>,
+    /// Where the executor puts this VM's files.
+    layout: crate::executor::Layout,
     state: StdMutex<VmState>,
     events: Arc<events::Events>,
     console: Console,
@@ -120,7 +130,7 @@ impl MicroVm {
             let why = "a detached VM is taken over again through its API: it cannot be off";
             return Err(ConfigErrors::single("api", why).into());
         }
-        self.executor.check_config(&self.config)
+        self.executor.check(&self.config, crate::executor::CheckScope::Config)
     }
 
     /// For callers that validated `config` already.
@@ -135,6 +145,7 @@ impl MicroVm {
             runtime_dir: &options.runtime_dir,
         };
         let executor = crate::executor::for_vm(placement, &id, &vm_dir);
+        let layout = executor.layout();
         let lines = options.console_lines;
         Self {
             id,
@@ -142,6 +153,7 @@ impl MicroVm {
             options,
             vm_dir,
             executor,
+            layout,
             state: StdMutex::new(VmState::Created),
             events: Arc::new(events::Events::new()),
             console: Console::new(lines),
@@ -170,7 +182,7 @@ impl MicroVm {
         use crate::config::LogLevel;
         let quiet =
             matches!(self.options.firecracker_log_level, Some(LogLevel::Error | LogLevel::Warning | LogLevel::Off));
-        let log_readable = self.config.logger.is_none() && self.executor.logs_to_stderr() && !quiet;
+        let log_readable = self.config.logger.is_none() && self.layout.logs_to_stderr && !quiet;
         let o = &self.options;
         boot_file::boot_path(o.firecracker_version.is_some(), log_readable, o.boot_via_api, o.api)
     }
@@ -184,7 +196,7 @@ impl MicroVm {
 
     /// The API socket path (inside the chroot when jailed).
     pub fn socket_path(&self) -> PathBuf {
-        self.executor.socket_path()
+        self.layout.socket.clone()
     }
     /// TAP devices this VM created (removed at cleanup).
     #[cfg(feature = "network")]
@@ -289,26 +301,6 @@ impl MicroVm {
         self.launch(None).await
     }
 
-    /// Restores the VM from a snapshot instead of booting: spawns Firecracker, loads the
-    /// snapshot (the config's logger/metrics are applied first; other resources come from the
-    /// snapshot) and ends `Paused`, or `Running` with `params.resume_vm`.
-    pub async fn restore(&self, params: &SnapshotLoadParams) -> Result<()> {
-        self.launch(Some(steps::RestoreSource::Params(params.clone()))).await
-    }
-
-    /// Restores from a [`Snapshot`](crate::snapshot::Snapshot): a Diff chain is first merged
-    /// onto its Full base into this VM's runtime dir (removed at cleanup); a Full snapshot's
-    /// memory file is used in place (Firecracker maps it privately, so clones can share it).
-    pub async fn restore_snapshot(
-        &self,
-        snapshot: &crate::snapshot::Snapshot,
-        resume: bool,
-        track_dirty_pages: bool,
-    ) -> Result<()> {
-        let source = steps::RestoreSource::Snapshot { snapshot: snapshot.clone(), resume, track_dirty_pages };
-        self.launch(Some(source)).await
-    }
-
     /// Start or restore: on any failure tear down what was created and end in `Error`.
     async fn launch(&self, source: Option<steps::RestoreSource>) -> Result<()> {
         if source.is_some() && !self.options.api {
@@ -356,11 +348,6 @@ impl MicroVm {
     /// operations change the state.
     fn finish<T>(&self, t: state::Transition, result: &Result<T>) {
         self.set_state(if result.is_ok() { t.on_success } else { t.on_failure });
-    }
-
-    /// Alias of [`restore`](Self::restore), under the seed's name.
-    pub async fn load_snapshot(&self, params: &SnapshotLoadParams) -> Result<()> {
-        self.restore(params).await
     }
 
     /// Pauses the vCPUs.
@@ -419,32 +406,6 @@ impl MicroVm {
         self.finish(t, &Ok(()));
         Ok(())
     }
-
-    /// Takes a self-contained snapshot of a paused VM into `dir` (created; must not exist):
-    /// `vm.state`, `vm.mem`, copies of the VM's ephemeral drives (reflink or sparse) and
-    /// `snapshot.json`. Full without `base`, else a Diff on top of `base` (the VM must track
-    /// dirty pages). Restore it with [`restore_snapshot`](Self::restore_snapshot) or
-    /// [`SmartVm::clone_vms`](crate::SmartVm::clone_vms); each restored VM gets its own drive copies.
-    pub async fn snapshot(
-        &self,
-        dir: &Path,
-        base: Option<&crate::snapshot::Snapshot>,
-    ) -> Result<crate::snapshot::Snapshot> {
-        let inner = self.inner.lock().await;
-        self.begin(Operation::Snapshot)?;
-        let api = client(&inner)?;
-        let staged = inner.ledger.as_ref().map(|l| l.journal().staged()).unwrap_or_default();
-        let output = self.executor.snapshot_output();
-        crate::snapshot::write_bundle(&api, &output, dir, base, &staged, Some(&self.config)).await
-    }
-
-    /// `PUT /snapshot/create` of a paused VM.
-    pub async fn create_snapshot(&self, params: &SnapshotCreateParams) -> Result<()> {
-        let inner = self.inner.lock().await;
-        self.begin(Operation::Snapshot)?;
-        let api = client(&inner)?;
-        api.send(&PutSnapshotCreate(params.clone())).await
-    }
 }
 
 impl MicroVm {
@@ -452,7 +413,7 @@ impl MicroVm {
     fn unwind_scope(&self) -> UnwindScope {
         UnwindScope {
             runtime_dir: self.options.runtime_dir.clone(),
-            jail_base: self.executor.jail_base().unwrap_or_else(|| crate::process::DEFAULT_JAIL_BASE.into()),
+            jail_base: self.layout.jail_base.clone().unwrap_or_else(|| crate::process::DEFAULT_JAIL_BASE.into()),
             owner: true,
         }
     }

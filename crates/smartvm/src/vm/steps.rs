@@ -13,7 +13,7 @@ use super::plan::{boot_plan, ResolvedResources};
 use super::{MicroVm, VmResources};
 use crate::api::{ActionType, ApiClient, GetVersion, PutAction, PutResource, PutSnapshotLoad};
 use crate::config::{LogLevel, SnapshotLoadParams};
-use crate::error::{Result, SmartVmError};
+use crate::error::{Result, SmartVmError, SnapshotError};
 pub use crate::lifecycle::Step;
 use crate::process::{instance_id, FirecrackerCommand, FirecrackerProcess, OutputOptions};
 use crate::snapshot::{Snapshot, SnapshotDrive};
@@ -114,10 +114,6 @@ impl StartContext {
         Self { restore, ..Self::default() }
     }
 
-    pub(super) fn restoring(&self) -> bool {
-        self.restore.is_some()
-    }
-
     fn api(&self) -> Result<Arc<ApiClient>> {
         self.api.clone().ok_or(SmartVmError::NoClient)
     }
@@ -159,17 +155,10 @@ impl MicroVm {
 
     async fn run_step(&self, step: Step, inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
         match step {
-            Step::CheckHost => self.check_host(cx.restoring()).await,
+            Step::CheckHost => self.check_host().await,
             Step::CreateRuntimeDir => self.create_runtime_dir(inner),
             Step::MaterializeMemory => self.materialize_memory(cx).await,
-            Step::Prepare => {
-                let ledger = ledger(inner)?;
-                self.executor.prepare(&self.config, ledger, &mut cx.resolved)?;
-                match cx.load.as_mut() {
-                    Some(load) => self.executor.place_snapshot(load),
-                    None => Ok(()),
-                }
-            }
+            Step::Prepare => self.prepare(inner, cx),
             Step::StageDrives => self.stage_drives(inner, cx).await,
             Step::CreateTaps => self.create_taps(inner, &mut cx.resolved).await,
             Step::Spawn => self.spawn(inner, cx.config_file.clone()).await,
@@ -184,13 +173,30 @@ impl MicroVm {
         }
     }
 
-    async fn check_host(&self, restoring: bool) -> Result<()> {
+    /// What the executor creates before spawn: journaled first, then made.
+    fn prepare(&self, inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
+        let plan = self.executor.plan(&self.config)?;
+        let journal = ledger(inner)?;
+        for r in &plan.resources {
+            journal.record(r.clone()).map_err(journal_err)?;
+        }
+        self.executor.prepare(&self.config, &plan, cx.load.as_mut())?;
+        let (seen, resolved) = (plan.seen, &mut cx.resolved);
+        resolved.kernel_path = seen.kernel_path.or(resolved.kernel_path.take());
+        resolved.initrd_path = seen.initrd_path.or(resolved.initrd_path.take());
+        resolved.logger_path = seen.logger_path.or(resolved.logger_path.take());
+        resolved.metrics_path = seen.metrics_path.or(resolved.metrics_path.take());
+        resolved.vsock_path = seen.vsock_path.or(resolved.vsock_path.take());
+        Ok(())
+    }
+
+    async fn check_host(&self) -> Result<()> {
         if let Some(fetch) = &self.options.fetch_binary {
             if std::fs::symlink_metadata(&self.options.firecracker_binary).is_err() {
                 fetch.fetch().await?;
             }
         }
-        self.executor.check(&self.config, restoring)?;
+        self.executor.check(&self.config, crate::executor::CheckScope::Host)?;
         crate::trust::ensure_private_dir(&self.options.runtime_dir)?;
         Ok(())
     }
@@ -223,7 +229,7 @@ impl MicroVm {
                     let (snap, dest) = (snapshot.clone(), merged.clone());
                     tokio::task::spawn_blocking(move || snap.materialize_memory(&dest))
                         .await
-                        .map_err(|e| SmartVmError::Snapshot(format!("merge task failed: {e}")))??;
+                        .map_err(|e| SnapshotError::Task("memory merge", e))??;
                     merged
                 } else {
                     snapshot.mem_path.clone()
@@ -233,7 +239,7 @@ impl MicroVm {
                 params.track_dirty_pages = *track_dirty_pages;
                 params
             }
-            None => return Err(SmartVmError::Snapshot("nothing to restore from".into())),
+            None => return Err(SnapshotError::NothingToRestore.into()),
         };
         cx.load = Some(params);
         Ok(())
@@ -244,15 +250,13 @@ impl MicroVm {
     /// on restore; each copy is journaled before it is made.
     async fn stage_drives(&self, inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
         let saved = cx.saved_drives();
-        let drives_dir = self.executor.drives_dir();
+        let drives_dir = self.layout.drives_dir.clone();
         let plan = self.staging_plan(saved.as_deref(), &drives_dir);
         if plan.is_empty() {
             return Ok(());
         }
-        if saved.is_some() && !self.executor.fixed_drive_paths() {
-            return Err(SmartVmError::Snapshot(
-                "restoring a snapshot with ephemeral drives needs the drive namespace (root)".into(),
-            ));
+        if saved.is_some() && !self.layout.fixed_drive_paths {
+            return Err(SnapshotError::NeedsDriveNamespace.into());
         }
         std::fs::DirBuilder::new()
             .mode(0o700)
@@ -274,7 +278,7 @@ impl MicroVm {
 
     fn staging_plan(&self, saved: Option<&[SnapshotDrive]>, drives_dir: &Path) -> Vec<StagedDrive> {
         match saved {
-            None if self.executor.stages_every_drive() => {
+            None if self.layout.stages_every_drive => {
                 let all: Vec<_> = self
                     .config
                     .drives
@@ -353,10 +357,11 @@ impl MicroVm {
         let opts = &self.options;
         let began = std::time::Instant::now();
         let journal = ledger(inner)?;
-        for r in self.executor.spawn_resources(&self.config) {
+        let (process, acquired) = self.executor.spawn_resources(&self.config);
+        for r in acquired {
             journal.record(r).map_err(journal_err)?;
         }
-        journal.record(Resource::Process(self.executor.process_record())).map_err(journal_err)?;
+        journal.record(Resource::Process(process)).map_err(journal_err)?;
         let journaled = began.elapsed();
         let output = OutputOptions {
             buffer_lines: Some(opts.console_lines),
@@ -463,13 +468,13 @@ impl MicroVm {
         inner.version = Some(version);
         cx.version = Some(version);
         let bytes = boot_plan(&self.config, &cx.resolved, version)?.config_file()?;
-        let (host, seen) = self.executor.config_file();
+        let (host, seen) = self.layout.config_file.clone();
         let write = || {
             let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&host)?;
             std::io::Write::write_all(&mut f, &bytes)
         };
         write().map_err(|e| SmartVmError::io(format!("cannot write {}", host.display()), e))?;
-        self.executor.give(&host)?;
+        self.executor.hand_over(std::slice::from_ref(&host))?;
         cx.config_file = Some(seen);
         Ok(())
     }
@@ -545,7 +550,7 @@ impl MicroVm {
         if let Some(metrics) = cx.resolved.metrics(&self.config) {
             api.send(&PutResource::of(&metrics).map_err(encode)?).await?;
         }
-        let mut params = cx.load.clone().ok_or_else(|| SmartVmError::Snapshot("nothing to restore from".into()))?;
+        let mut params = cx.load.clone().ok_or(SnapshotError::NothingToRestore)?;
         // Interfaces whose TAP smartvm created for this VM get it through network_overrides.
         for (iface_id, tap) in &cx.resolved.tap_names {
             if !params.network_overrides.iter().any(|o| &o.iface_id == iface_id) {
