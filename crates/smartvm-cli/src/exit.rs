@@ -89,7 +89,9 @@ pub fn exit_for(code: ErrorCode) -> Exit {
         | ProcessFailed
         | StagingFailed
         | IoError
-        | SnapshotFailed => Exit::Failure,
+        | SnapshotFailed
+        | Busy
+        | NoSuchRoute => Exit::Failure,
     }
 }
 

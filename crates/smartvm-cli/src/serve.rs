@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use smartvm::agent::server::{bind, AdoptReport, AgentServer};
+use smartvm::agent::server::{bind, AdoptReport, AgentPolicy, AgentServer};
 use smartvm::agent::AgentClient;
 use smartvm::{SmartVmError, SmartVmOptions};
 
@@ -21,6 +21,19 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, stop and clean up every VM (default: leave them running).
     #[arg(long)]
     stop_vms_on_exit: bool,
+    /// A directory under which members of the `smartvm` group may name host paths (kernels,
+    /// drives, logs); repeatable. Without it they may name none (base images only).
+    #[arg(long = "allow-path", value_name = "DIR")]
+    allow_paths: Vec<PathBuf>,
+    /// Most VMs the agent holds; starts past it are refused with BUSY.
+    #[arg(long, default_value_t = AgentPolicy::default().max_vms)]
+    max_vms: usize,
+    /// Starts (creates, restores) that run at once; more wait, up to --max-queued-starts.
+    #[arg(long, default_value_t = AgentPolicy::default().max_starts)]
+    max_starts: usize,
+    /// Starts that may wait; past them a request is refused with BUSY (HTTP 429).
+    #[arg(long, default_value_t = AgentPolicy::default().max_queued_starts)]
+    max_queued_starts: usize,
 }
 
 pub async fn serve(args: ServeArgs) -> Result<Exit, CliError> {
@@ -28,7 +41,14 @@ pub async fn serve(args: ServeArgs) -> Result<Exit, CliError> {
     let socket = args.socket.clone().unwrap_or_else(|| AgentClient::default_socket(&options));
     smartvm::trust::ensure_private_dir(&options.runtime_dir).map_err(SmartVmError::from)?;
     let listener = bind(&socket).await?;
-    let server = AgentServer::new(options);
+    let policy = AgentPolicy {
+        allowed_paths: args.allow_paths.clone(),
+        max_vms: args.max_vms,
+        max_starts: args.max_starts,
+        max_queued_starts: args.max_queued_starts,
+        ..AgentPolicy::default()
+    };
+    let server = AgentServer::with_policy(options, policy);
     report(&server.adopt().await?);
     eprintln!("smartvm agent listening on {}", socket.display());
     // Under systemd `Type=notify`: ready once the socket answers (a no-op elsewhere).

@@ -28,8 +28,9 @@ pub struct SmartVmOptions {
     pub data_dir: PathBuf,
     /// Per-VM runtime dirs (default: see the module docs).
     pub runtime_dir: PathBuf,
-    /// Stage writable drives (default true).
-    pub ephemeral_writable_drives: bool,
+    /// How every VM it creates behaves: staging, API socket timeout, boot path, detachment
+    /// (the host agent sets `detached`).
+    pub vm_policy: crate::vm::VmPolicy,
     /// Firecracker version to look for under `<data_dir>/bin/` (default v1.12.1).
     pub firecracker_version: Option<FirecrackerVersion>,
     /// Host architecture name (`x86_64`, `aarch64`).
@@ -48,8 +49,6 @@ pub struct SmartVmOptions {
     pub base_image_manifest_url: Option<String>,
     /// Hosted base-image manifest path.
     pub base_image_manifest_path: Option<PathBuf>,
-    /// How long to wait for a VM's API socket.
-    pub socket_timeout: Duration,
     /// How long `stop()` waits after Ctrl-Alt-Del before SIGTERM.
     pub stop_grace: Duration,
     /// When no Firecracker binary is found, [`create_vm`](crate::SmartVm::create_vm) still
@@ -70,14 +69,6 @@ pub struct SmartVmOptions {
     /// the Firecracker binary, uid/gid 65534 (`nobody`), chroot base `/srv/jailer`
     /// (`SMARTVM_JAILED=1`; see the README for the cost and when to use it).
     pub jailed_by_default: bool,
-    /// Configure VMs with API requests before `InstanceStart` instead of one `--config-file`
-    /// read as Firecracker starts (slower: for comparisons and debugging;
-    /// `SMARTVM_BOOT_VIA_API=1`).
-    pub boot_via_api: bool,
-    /// Start VMs that outlive this program (see
-    /// [`VmRuntimeOptions::detached`](crate::vm::VmRuntimeOptions::detached)); the host agent
-    /// sets this.
-    pub detached_vms: bool,
 }
 
 pub use crate::process::DEFAULT_JAIL_BASE;
@@ -112,7 +103,7 @@ impl Default for SmartVmOptions {
         Self {
             data_dir,
             runtime_dir,
-            ephemeral_writable_drives: true,
+            vm_policy: crate::vm::VmPolicy::default(),
             firecracker_version: None,
             arch: std::env::consts::ARCH.to_string(),
             firecracker_binary_path: None,
@@ -122,7 +113,6 @@ impl Default for SmartVmOptions {
             max_stored_base_images: 2,
             base_image_manifest_url: None,
             base_image_manifest_path: None,
-            socket_timeout: Duration::from_secs(5),
             stop_grace: Duration::from_secs(2),
             #[cfg(feature = "images")]
             auto_download_binary: true,
@@ -130,8 +120,6 @@ impl Default for SmartVmOptions {
             mirrors: Mirrors::default(),
             jailer: None,
             jailed_by_default: false,
-            boot_via_api: false,
-            detached_vms: false,
         }
     }
 }
@@ -173,8 +161,10 @@ impl SmartVmOptions {
             #[cfg(feature = "images")]
             mirrors: Mirrors::from_lookup(&lookup),
             jailed_by_default: get("SMARTVM_JAILED").is_some_and(|v| v == "1"),
-            boot_via_api: get("SMARTVM_BOOT_VIA_API").is_some_and(|v| v == "1"),
-            detached_vms: false,
+            vm_policy: crate::vm::VmPolicy {
+                boot_via_api: get("SMARTVM_BOOT_VIA_API").is_some_and(|v| v == "1"),
+                ..d.vm_policy.clone()
+            },
             ..d
         }
     }

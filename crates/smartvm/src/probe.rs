@@ -49,9 +49,9 @@ pub fn probe_kernel_path(dir: &Path) -> PathBuf {
 
 /// Writes the probe kernel into `dir` (content-addressed name; kept if already there) and
 /// returns its path.
-pub fn install_probe_kernel(dir: &Path) -> crate::Result<PathBuf> {
+pub fn install_probe_kernel(dir: &Path) -> crate::error::Result<PathBuf> {
     install(dir)
-        .map_err(|e| crate::SmartVmError::io(format!("cannot install the probe kernel in {}", dir.display()), e))
+        .map_err(|e| crate::error::SmartVmError::io(format!("cannot install the probe kernel in {}", dir.display()), e))
 }
 
 fn install(dir: &Path) -> std::io::Result<PathBuf> {

@@ -197,12 +197,9 @@ impl SmartVm {
     pub fn runtime_options(&self, binary: PathBuf) -> VmRuntimeOptions {
         let mut o = VmRuntimeOptions::new(binary, &self.options.runtime_dir);
         o.firecracker_version = self.binary_version(&o.firecracker_binary);
-        o.ephemeral_writable_drives = self.options.ephemeral_writable_drives;
-        o.socket_timeout = self.options.socket_timeout;
+        o.policy = self.options.vm_policy.clone();
         o.stop_plan = StopPlan::with_grace(self.options.stop_grace);
         o.jailer = self.options.effective_jailer(&o.firecracker_binary);
-        o.boot_via_api = self.options.boot_via_api;
-        o.detached = self.options.detached_vms;
         o
     }
 
@@ -272,7 +269,7 @@ impl SmartVm {
     /// unless `keep_paused`.
     pub async fn snapshot_vm(&self, id: &str, dir: &Path, keep_paused: bool) -> Result<Snapshot> {
         if let Some(vm) = self.vm(id) {
-            let was_running = vm.state() == crate::VmState::Running;
+            let was_running = vm.state() == crate::lifecycle::VmState::Running;
             if was_running {
                 vm.pause().await?;
             }
@@ -447,7 +444,7 @@ impl SmartVm {
     pub async fn stop_all(&self) -> Result<()> {
         let vms: Vec<Arc<MicroVm>> = self.registry().values().cloned().collect();
         let results = futures_util::future::join_all(vms.iter().map(|vm| async move {
-            if matches!(vm.state(), crate::VmState::Running | crate::VmState::Paused) {
+            if matches!(vm.state(), crate::lifecycle::VmState::Running | crate::lifecycle::VmState::Paused) {
                 vm.stop().await.map(|_| ())
             } else {
                 Ok(())

@@ -119,7 +119,7 @@ impl Fake {
         }
         std::env::set_var(LOG, &log);
         let mut opts = VmRuntimeOptions::new(&self.script, self.runtime());
-        opts.socket_timeout = Duration::from_secs(10);
+        opts.policy.socket_timeout = Duration::from_secs(10);
         let vm = MicroVm::new(&self.config(id), opts).unwrap();
         let result = vm.start().await;
         for (k, _) in env {

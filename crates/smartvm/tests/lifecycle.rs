@@ -221,7 +221,7 @@ async fn a_cancelled_start_unwinds_everything() {
     let Some(env) = env() else { return };
     let fake = hanging_firecracker(env.dir.path());
     let mut opts = smartvm::vm::VmRuntimeOptions::new(&fake, env.smartvm.runtime_dir());
-    opts.socket_timeout = Duration::from_secs(60);
+    opts.policy.socket_timeout = Duration::from_secs(60);
     let disk = env.disk("cancel.img", 8, "x");
     let cfg = env.probe_config("cancelled", "").with_drive(smartvm::config::DriveConfig::new("rw", &disk));
     let vm = smartvm::MicroVm::new(&cfg, opts).unwrap();
@@ -261,7 +261,7 @@ async fn cancelling_start_at_any_moment_leaves_nothing() {
     let disk = env.disk("cancel-any.img", 8, "x");
     for (i, micros) in [0u64, 50, 200, 500, 1000, 2000, 5000, 10000, 20000].into_iter().enumerate() {
         let mut opts = smartvm::vm::VmRuntimeOptions::new(&fake, env.smartvm.runtime_dir());
-        opts.socket_timeout = Duration::from_secs(60);
+        opts.policy.socket_timeout = Duration::from_secs(60);
         let id = format!("cancel-{i}");
         let cfg = env.probe_config(&id, "").with_drive(smartvm::config::DriveConfig::new("rw", &disk));
         let vm = smartvm::MicroVm::new(&cfg, opts).unwrap();

@@ -290,3 +290,53 @@ fn networked_cycles_reuse_guest_addresses() {
     assert!(cycles <= 125 || seen.len() <= 125, "{} addresses for {cycles} cycles", seen.len());
     assert_eq!(ns.link_names(), ["lo", "uplink0", "uplink0p"], "nothing left");
 }
+
+/// Marks the journaled creator of `bridge` as gone (as after a SIGKILL).
+fn owner_gone(dir: &std::path::Path, bridge: &str) {
+    use smartvm::network::journal::NetworkJournal;
+    let path = NetworkJournal::path(dir, bridge);
+    let j = NetworkJournal { owner_pid: None, owner_start_time: None, ..NetworkJournal::read(&path).unwrap() };
+    j.write(dir).unwrap();
+}
+
+#[test]
+fn a_bridge_smartvm_created_stays_smartvms_whoever_uses_it_next() {
+    if !require_root_tools() {
+        return;
+    }
+    let ns = Netns::create("net7");
+    ns.add_uplink();
+    let state = tempfile::tempdir().unwrap();
+    let with_state = || {
+        Arc::new(
+            NetworkManager::new(NetworkOptions {
+                bridge_name: "svtbr7".into(),
+                subnet: "10.207.0.0/24".into(),
+                state_dir: Some(state.path().to_path_buf()),
+                ..NetworkOptions::default()
+            })
+            .unwrap(),
+        )
+    };
+    let journal = || smartvm::network::journal::NetworkJournal::read(&state.path().join("svtbr7.json")).unwrap();
+    // The first program creates the bridge, then dies without cleaning up.
+    let first = with_state();
+    ns.run(move || async move { first.ensure_bridge().await.unwrap() });
+    assert!(journal().bridge_created);
+    owner_gone(state.path(), "svtbr7");
+    // The next one finds the bridge there: it is still smartvm's in the journal.
+    let second = with_state();
+    let s = second.clone();
+    ns.run(move || async move { s.ensure_bridge().await.unwrap() });
+    let j = journal();
+    assert!(j.bridge_created, "the next user keeps the flag: {j:?}");
+    assert_eq!(j.owner_pid, Some(std::process::id() as i32));
+    // It dies too: the reclaim removes the bridge and its NAT table.
+    drop(second);
+    owner_gone(state.path(), "svtbr7");
+    let dir = state.path().to_path_buf();
+    let (removed, failures) = ns.run(move || async move { smartvm::network::reclaim_journaled(&dir, false).await });
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(removed.iter().any(|r| r == "bridge svtbr7"), "{removed:?}");
+    assert!(ns.link("svtbr7").is_none() && !ns.nft_ruleset().contains("smartvm_svtbr7"));
+}

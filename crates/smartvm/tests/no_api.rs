@@ -87,12 +87,20 @@ async fn what_firecracker_refuses_is_named_as_with_the_api() {
 async fn the_api_off_is_refused_where_it_cannot_work_before_anything_exists() {
     let Some(env) = env() else { return };
     // Through the API path, the API cannot be off.
-    let options = VmRuntimeOptions { boot_via_api: true, ..api_off(&env) };
+    let options = {
+        let mut o = api_off(&env);
+        o.policy.boot_via_api = true;
+        o
+    };
     let err = env.smartvm.create_vm_with(&env.probe_config("noapi-via-api", ""), options).unwrap_err();
     let smartvm::SmartVmError::InvalidConfig(problems) = &err else { panic!("{err}") };
     assert!(problems.has_field("api"), "{err}");
     // A detached VM is taken over again (by a restarted agent) through its API.
-    let options = VmRuntimeOptions { detached: true, ..api_off(&env) };
+    let options = {
+        let mut o = api_off(&env);
+        o.policy.detached = true;
+        o
+    };
     let err = env.smartvm.create_vm_with(&env.probe_config("noapi-detached", ""), options).unwrap_err();
     assert_eq!(err.code(), "INVALID_CONFIG", "{err}");
     assert_eq!(env.smartvm.vm_count(), 0);

@@ -135,3 +135,45 @@ async fn snapshots_carry_ephemeral_drives_and_each_clone_gets_its_own_copy() {
     );
     env.smartvm.cleanup().await.unwrap();
 }
+
+/// StrictModes for bundles: a dir or file others could have written, a link, a FIFO as memory
+/// or a relative dir is refused before anything reads the files.
+#[test]
+fn untrusted_or_odd_bundles_are_refused() {
+    use smartvm::snapshot::Snapshot;
+    use std::os::unix::fs::PermissionsExt;
+    let base = tempfile::tempdir().unwrap();
+    let make = |name: &str| {
+        let dir = base.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("vm.state"), b"state").unwrap();
+        std::fs::write(dir.join("vm.mem"), b"mem").unwrap();
+        Snapshot::full(dir.join("vm.state"), dir.join("vm.mem")).save(&dir).unwrap();
+        dir
+    };
+    let good = make("good");
+    Snapshot::load(&good).unwrap();
+
+    let open = make("open");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert_eq!(Snapshot::load(&open).unwrap_err().code(), "UNTRUSTED_PATH");
+
+    let writable = make("writable");
+    std::fs::set_permissions(writable.join("vm.mem"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert_eq!(Snapshot::load(&writable).unwrap_err().code(), "UNTRUSTED_PATH");
+
+    let linked = make("linked");
+    std::fs::rename(linked.join("snapshot.json"), base.path().join("elsewhere.json")).unwrap();
+    std::os::unix::fs::symlink(base.path().join("elsewhere.json"), linked.join("snapshot.json")).unwrap();
+    let err = Snapshot::load(&linked).unwrap_err();
+    assert!(err.code() == "SNAPSHOT_FAILED" && err.to_string().contains("regular file"), "{err}");
+
+    let fifo = make("fifo");
+    std::fs::remove_file(fifo.join("vm.mem")).unwrap();
+    nix::unistd::mkfifo(&fifo.join("vm.mem"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let err = Snapshot::load(&fifo).unwrap_err();
+    assert!(err.code() == "SNAPSHOT_FAILED" && err.to_string().contains("memPath"), "{err}");
+
+    let relative = std::path::Path::new("relative/bundle");
+    assert_eq!(Snapshot::load(relative).unwrap_err().code(), "SNAPSHOT_FAILED");
+}

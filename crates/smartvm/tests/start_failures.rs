@@ -97,7 +97,7 @@ async fn socket_that_never_appears_times_out_and_kills_the_process() {
     let hang = script(env.dir.path(), "hang-fc", &format!("echo $$ > {}; exec sleep 600", pidfile.display()));
     let mut opts = env.runtime_options();
     opts.firecracker_binary = hang;
-    opts.socket_timeout = Duration::from_millis(300);
+    opts.policy.socket_timeout = Duration::from_millis(300);
     let vm = MicroVm::new(&env.probe_config("hang", ""), opts).unwrap();
     let err = vm.start().await.unwrap_err();
     assert_eq!(err.code(), "SOCKET_TIMEOUT", "{err:?}");
@@ -122,8 +122,8 @@ async fn api_that_never_answers_is_an_api_timeout() {
     for (id, via_api, step) in [("mute-file", false, Step::ConfirmBoot), ("mute-api", true, Step::WaitForApi)] {
         let mut opts = env.runtime_options();
         opts.firecracker_binary = mute.clone();
-        opts.socket_timeout = Duration::from_millis(500);
-        opts.boot_via_api = via_api;
+        opts.policy.socket_timeout = Duration::from_millis(500);
+        opts.policy.boot_via_api = via_api;
         let vm = MicroVm::new(&env.probe_config(id, ""), opts).unwrap();
         let err = vm.start().await.unwrap_err();
         assert_eq!(err.code(), "API_TIMEOUT", "{id}: {err:?}");

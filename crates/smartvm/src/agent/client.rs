@@ -11,8 +11,10 @@ use serde::de::DeserializeOwned;
 use super::route::Route;
 use super::wire::{AgentInfo, ErrorBody, RestoreRequest, SnapshotRequest, SnapshotSummary, StopSummary, VmSummary};
 use crate::api::{ApiClient, ApiError};
+use crate::config::VmConfig;
 use crate::error::Result;
-use crate::{SmartVmError, SmartVmOptions, VmConfig};
+use crate::error::SmartVmError;
+use crate::options::SmartVmOptions;
 
 /// Talks to a host agent (`smartvm serve`) over its Unix socket.
 #[derive(Debug)]

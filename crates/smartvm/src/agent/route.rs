@@ -127,7 +127,7 @@ mod tests {
         fn wire<T: serde::Serialize>(value: &T) -> serde_json::Value {
             serde_json::to_value(value).unwrap()
         }
-        let states: Vec<_> = crate::VmState::ALL.iter().map(wire).collect();
+        let states: Vec<_> = crate::lifecycle::VmState::ALL.iter().map(wire).collect();
         assert_eq!(documented("VmSummary", "state"), names(states.clone()));
         let mut events = states;
         events.push(wire(&EventState::Removed));

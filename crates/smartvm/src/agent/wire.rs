@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigProblem;
 use crate::error::ErrorCode;
+use crate::error::SmartVmError;
 use crate::lifecycle::{ExitInfo, Step, VmState};
 use crate::process::StopStep;
-use crate::SmartVmError;
 
 /// The agent's OpenAPI 3 document (served at `GET /openapi.json`).
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -43,7 +43,7 @@ pub struct VmSummary {
     pub console_file: Option<PathBuf>,
     /// The configuration it was created from (camelCase, as it is accepted).
     #[serde(serialize_with = "crate::config::serialize_camel_case")]
-    pub config: crate::VmConfig,
+    pub config: crate::config::VmConfig,
 }
 
 /// How a stop went.
@@ -209,10 +209,16 @@ impl ErrorBody {
     pub fn of(e: &SmartVmError) -> (u16, Self) {
         let (root, code) = (e.root(), e.code());
         let status = match code {
-            ErrorCode::VmNotFound => 404,
+            ErrorCode::VmNotFound | ErrorCode::NoSuchRoute => 404,
             ErrorCode::PermissionDenied => 403,
             ErrorCode::InvalidState => 409,
             ErrorCode::InvalidConfig => 422,
+            ErrorCode::Busy => 429,
+            // A path the caller named that another user could have written.
+            ErrorCode::UntrustedPath => 403,
+            ErrorCode::SnapshotFailed if matches!(root, SmartVmError::Snapshot(s) if s.is_bad_request()) => 422,
+            // Firecracker refused the config the request carried: the request's fault.
+            ErrorCode::ApiError if e.status().is_some_and(|s| (400..500).contains(&s)) => 422,
             _ => 500,
         };
         let problems = match root {
@@ -221,6 +227,9 @@ impl ErrorBody {
                 .iter()
                 .map(|p| ProblemBody { field: p.field.clone(), message: p.message.clone() })
                 .collect(),
+            SmartVmError::PermissionDenied { field, reason } => {
+                vec![ProblemBody { field: field.clone(), message: reason.clone() }]
+            }
             _ => Vec::new(),
         };
         let mut message = e.to_string();
@@ -262,7 +271,7 @@ mod tests {
         let (status, body) = ErrorBody::of(&SmartVmError::VmNotFound { id: "x".into() });
         assert_eq!((status, body.code), (404, ErrorCode::VmNotFound));
         assert_eq!(body.into_error(404).code(), ErrorCode::VmNotFound);
-        let state = SmartVmError::InvalidState { operation: "pause", state: crate::VmState::Stopped };
+        let state = SmartVmError::InvalidState { operation: "pause", state: crate::lifecycle::VmState::Stopped };
         assert_eq!(ErrorBody::of(&state).0, 409);
     }
 }

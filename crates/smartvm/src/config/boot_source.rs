@@ -45,9 +45,13 @@ impl FirecrackerResource for BootSourceConfig {
 
 impl Validate for BootSourceConfig {
     fn validate(&self, at: &str, p: &mut Problems) {
-        p.check_path(&format!("{at}.kernelImagePath"), &self.kernel_image_path, true);
+        let kernel = format!("{at}.kernelImagePath");
+        p.check_path(&kernel, &self.kernel_image_path, true);
+        p.check_regular_file(&kernel, &self.kernel_image_path);
         if let Some(initrd) = &self.initrd_path {
-            p.check_path(&format!("{at}.initrdPath"), initrd, true);
+            let field = format!("{at}.initrdPath");
+            p.check_path(&field, initrd, true);
+            p.check_regular_file(&field, initrd);
         }
         if let Some(args) = &self.boot_args {
             if args.len() >= MAX_BOOT_ARGS {

@@ -130,6 +130,32 @@ resource::resource_table! {
     mmds_config ("mmdsConfig"): MmdsConfig,
 }
 
+/// A host path a config names ([`VmConfig::host_paths`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPath<'a> {
+    /// The field, in the camelCase input form.
+    pub field: String,
+    /// The path.
+    pub path: &'a Path,
+    /// What is done with it.
+    pub used: HostPathUse,
+}
+
+impl<'a> HostPath<'a> {
+    fn new(field: impl Into<String>, path: &'a Path, used: HostPathUse) -> Self {
+        Self { field: field.into(), path, used }
+    }
+}
+
+/// What is done with a [`HostPath`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostPathUse {
+    /// Read (kernel, initrd, drives; a drive's vhost-user socket is connected to).
+    Reads,
+    /// Created or written (logger, metrics, the vsock socket).
+    Creates,
+}
+
 /// `#[serde(serialize_with = "…")]` for a [`VmConfig`] shown in camelCase
 /// ([`VmConfig::to_camel_case`]).
 pub fn serialize_camel_case<S: serde::Serializer>(config: &VmConfig, serializer: S) -> Result<S::Ok, S::Error> {
@@ -243,14 +269,33 @@ impl VmConfig {
         rekey(serde_json::to_value(self).unwrap_or_default())
     }
 
+    /// Every host path the config names, with its field (`drives[0].pathOnHost`) and whether
+    /// Firecracker (or smartvm, staging a copy) reads it or creates it.
+    pub fn host_paths(&self) -> Vec<HostPath<'_>> {
+        use HostPathUse::{Creates, Reads};
+        let mut out = vec![HostPath::new("bootSource.kernelImagePath", &self.boot_source.kernel_image_path, Reads)];
+        out.extend(self.boot_source.initrd_path.iter().map(|p| HostPath::new("bootSource.initrdPath", p, Reads)));
+        for (i, d) in self.drives.iter().enumerate() {
+            match &d.socket {
+                Some(socket) => out.push(HostPath::new(format!("drives[{i}].socket"), socket, Reads)),
+                None => out.push(HostPath::new(format!("drives[{i}].pathOnHost"), &d.path_on_host, Reads)),
+            }
+        }
+        out.extend(self.logger.iter().map(|l| HostPath::new("logger.logPath", &l.log_path, Creates)));
+        out.extend(self.metrics.iter().map(|m| HostPath::new("metrics.metricsPath", &m.metrics_path, Creates)));
+        out.extend(self.vsock.iter().map(|v| HostPath::new("vsock.udsPath", &v.uds_path, Creates)));
+        out
+    }
+
     /// Checks the whole config and returns every problem found.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         let mut p = Problems::default();
         if let Some(id) = &self.id {
             if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
                 p.push("id", format!("{id:?} must be 1-64 characters of [A-Za-z0-9._-]"));
-            } else if id == "." || id == ".." {
-                p.push("id", "must not be . or ..");
+            } else if !id.starts_with(|c: char| c.is_ascii_alphanumeric()) || id.ends_with(".sock") {
+                // The runtime dir also holds `.drives`, `.network` and the agent's socket.
+                p.push("id", format!("{id:?} must start with a letter or digit and not end in .sock"));
             }
         }
         self.validate_each(&mut p);
@@ -263,6 +308,7 @@ impl VmConfig {
         }
         self.validate_drives_together(&mut p);
         self.validate_interfaces_together(&mut p);
+        self.validate_kernel_fits(&mut p);
         if let Some(b) = &self.balloon {
             let mem = self.machine_config.mem_size_mib;
             if b.amount_mib > mem {
@@ -277,6 +323,20 @@ impl VmConfig {
             }
         }
         p.into_result()
+    }
+
+    /// Guest memory holds the kernel where Firecracker loads it (x86_64: at 1 MiB; aarch64: at
+    /// 2 MiB); a smaller machine makes Firecracker fail as it starts instead of a clear refusal.
+    fn validate_kernel_fits(&self, p: &mut Problems) {
+        const LOAD_OFFSET_MIB: u64 = if cfg!(target_arch = "aarch64") { 2 } else { 1 };
+        let Ok(meta) = std::fs::metadata(&self.boot_source.kernel_image_path) else { return };
+        let needed = LOAD_OFFSET_MIB + meta.len().div_ceil(1 << 20);
+        let mem = self.machine_config.mem_size_mib;
+        if meta.is_file() && mem > 0 && mem < needed {
+            let why =
+                format!("{mem} MiB cannot hold the kernel ({} KiB loaded at {LOAD_OFFSET_MIB} MiB)", meta.len() >> 10);
+            p.push("machineConfig.memSizeMib", why);
+        }
     }
 
     /// Drive ids are unique and at most one drive is the root device.

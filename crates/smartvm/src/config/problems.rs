@@ -65,7 +65,11 @@ impl Problems {
 
     /// Paths Firecracker opens itself: absolute, and existing when `must_exist`.
     pub(crate) fn check_path(&mut self, field: &str, path: &Path, must_exist: bool) {
-        if path.as_os_str().is_empty() {
+        use std::os::unix::ffi::OsStrExt;
+        if path.as_os_str().as_bytes().contains(&0) {
+            // No OS call takes it; Firecracker would fail on it instead of refusing it.
+            self.push(field, "contains a NUL byte");
+        } else if path.as_os_str().is_empty() {
             self.push(field, "is required");
         } else if !path.is_absolute() {
             self.push(
@@ -75,6 +79,26 @@ impl Problems {
         } else if must_exist && !path.exists() {
             self.push(field, format!("{} does not exist", path.display()));
         }
+    }
+
+    /// An existing `path` Firecracker reads whole (kernel, initrd) is a regular file: a FIFO
+    /// would block the start, a device or `/proc` file is no image.
+    pub(crate) fn check_regular_file(&mut self, field: &str, path: &Path) {
+        use std::os::unix::fs::FileTypeExt;
+        let Ok(meta) = std::fs::metadata(path) else { return };
+        let t = meta.file_type();
+        let kind = if t.is_dir() {
+            "a directory"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else if std::fs::canonicalize(path).is_ok_and(|real| real.starts_with("/proc") || real.starts_with("/sys")) {
+            "a kernel interface file"
+        } else {
+            return;
+        };
+        self.push(field, format!("{} is {kind}: it must be a regular file", path.display()));
     }
 
     pub(crate) fn into_result(self) -> Result<(), ConfigErrors> {

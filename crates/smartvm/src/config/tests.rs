@@ -188,3 +188,25 @@ fn serialised_it_is_firecrackers_file_form_and_reads_back_the_same() {
     let bare = VmConfig::from_json(r#"{"boot-source": {"kernel_image_path": "/k"}}"#).unwrap();
     assert!(bare.drives.is_empty());
 }
+
+#[test]
+fn nul_bytes_and_odd_kernels_are_refused_by_field() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = existing_file(dir.path(), "k");
+    let nul = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b"/tmp/a\0b"));
+    let err = VmConfig::new(&kernel).with_drive(DriveConfig::new("d", nul)).validate().unwrap_err();
+    assert!(err.problems.iter().any(|p| p.field == "drives[0].pathOnHost" && p.message.contains("NUL")), "{err}");
+    for odd in ["/dev/zero", "/", "/proc/self/mem"] {
+        let err = VmConfig::new(odd).validate().unwrap_err();
+        assert!(err.has_field("bootSource.kernelImagePath"), "{odd}: {err}");
+    }
+    for id in ["smartvm.sock", ".network", "-x"] {
+        assert!(VmConfig::new(&kernel).with_id(id).validate().unwrap_err().has_field("id"), "{id}");
+    }
+    let big = existing_file(dir.path(), "big");
+    std::fs::write(&big, vec![0u8; 3 << 20]).unwrap();
+    let err = VmConfig::new(&big).with_machine(1, 3).validate().unwrap_err();
+    assert!(err.has_field("machineConfig.memSizeMib"), "a 3 MiB kernel does not fit 3 MiB: {err}");
+    VmConfig::new(&big).with_machine(1, 5).validate().unwrap();
+}

@@ -68,11 +68,15 @@ pub enum ErrorCode {
     AgentUnavailable,
     /// `PERMISSION_DENIED`: the host agent refuses this caller (or this use of a path).
     PermissionDenied,
+    /// `BUSY`: the host agent is at a limit (starts in flight, VMs held); retry later.
+    Busy,
+    /// `NO_SUCH_ROUTE`: the host agent serves no such path or method.
+    NoSuchRoute,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 31] = [
+    pub const ALL: [ErrorCode; 33] = [
         ErrorCode::InvalidState,
         ErrorCode::InvalidConfig,
         ErrorCode::SocketTimeout,
@@ -104,6 +108,8 @@ impl ErrorCode {
         ErrorCode::VmNotFound,
         ErrorCode::AgentUnavailable,
         ErrorCode::PermissionDenied,
+        ErrorCode::Busy,
+        ErrorCode::NoSuchRoute,
     ];
 
     /// The code as written in docs, logs and JSON (`SCREAMING_SNAKE_CASE`).
@@ -140,6 +146,8 @@ impl ErrorCode {
             ErrorCode::VmNotFound => "VM_NOT_FOUND",
             ErrorCode::AgentUnavailable => "AGENT_UNAVAILABLE",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::Busy => "BUSY",
+            ErrorCode::NoSuchRoute => "NO_SUCH_ROUTE",
         }
     }
 

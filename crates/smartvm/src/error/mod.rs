@@ -169,6 +169,21 @@ pub enum SmartVmError {
         #[source]
         source: std::io::Error,
     },
+    /// `PERMISSION_DENIED`: this caller may not do this (the host agent's caller classes: only
+    /// root and the agent's own user may name host paths).
+    #[error("{field}: {reason}")]
+    PermissionDenied {
+        /// What was refused (a config field such as `drives[0].pathOnHost`, or a route).
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// `BUSY`: a limit of the host agent is reached (starts in flight, VMs held); retry later.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// `NO_SUCH_ROUTE`: the host agent serves no such path (or not with that method).
+    #[error("{0}")]
+    NoSuchRoute(String),
     /// An error the host agent reported, with its code.
     #[error("{message}")]
     Agent {
@@ -206,6 +221,9 @@ impl SmartVmError {
             SmartVmError::Untrusted(_) => ErrorCode::UntrustedPath,
             SmartVmError::VmNotFound { .. } => ErrorCode::VmNotFound,
             SmartVmError::AgentUnavailable { .. } => ErrorCode::AgentUnavailable,
+            SmartVmError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+            SmartVmError::Busy(_) => ErrorCode::Busy,
+            SmartVmError::NoSuchRoute(_) => ErrorCode::NoSuchRoute,
             SmartVmError::Agent { code, .. } => *code,
             #[cfg(feature = "images")]
             SmartVmError::Image(e) => e.code(),

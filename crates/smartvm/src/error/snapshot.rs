@@ -86,3 +86,20 @@ pub enum SnapshotError {
     #[error("the {0} task failed")]
     Task(&'static str, #[source] tokio::task::JoinError),
 }
+
+impl SnapshotError {
+    /// True when what the caller named is at fault (a bundle that is no snapshot, points
+    /// outside itself, or carries no config; a VM that does not run), not the host.
+    pub fn is_bad_request(&self) -> bool {
+        matches!(
+            self,
+            SnapshotError::ChainTooDeep(_)
+                | SnapshotError::BadBundle { .. }
+                | SnapshotError::OutsideBundle { .. }
+                | SnapshotError::DiffWithoutBase(_)
+                | SnapshotError::NoSuchVm { .. }
+                | SnapshotError::NotRunning(_)
+                | SnapshotError::NoConfig(_)
+        )
+    }
+}

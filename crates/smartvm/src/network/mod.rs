@@ -210,18 +210,25 @@ impl NetworkManager {
         }
     }
 
-    /// Journals what this manager is about to create (no-op without a state dir).
-    fn journal(&self, bridge_created: bool, nat_table: Option<String>) -> Result<(), NetworkError> {
-        let Some(dir) = &self.options.state_dir else { return Ok(()) };
+    /// Journals what this manager is about to create (no-op without a state dir). A bridge an
+    /// earlier smartvm created stays smartvm's, whoever uses it next: its journal keeps saying
+    /// so until a reclaim (or this manager's cleanup) removes it. Returns whether the bridge is
+    /// smartvm's.
+    fn journal(&self, bridge_created: bool, nat_table: Option<String>) -> Result<bool, NetworkError> {
+        let Some(dir) = &self.options.state_dir else { return Ok(bridge_created) };
         let pid = std::process::id() as i32;
+        let bridge = &self.options.bridge_name;
+        let earlier = journal::NetworkJournal::read(&journal::NetworkJournal::path(dir, bridge));
+        let bridge_created = bridge_created || earlier.is_ok_and(|j| j.bridge_created && &j.bridge == bridge);
         let j = journal::NetworkJournal {
-            bridge: self.options.bridge_name.clone(),
+            bridge: bridge.clone(),
             bridge_created,
             nat_table,
             owner_pid: Some(pid),
             owner_start_time: crate::host::identity::this_process_start_time(),
         };
-        j.write(dir).map_err(|e| NetworkError::bridge("cannot journal the bridge", e))
+        j.write(dir).map_err(|e| NetworkError::bridge("cannot journal the bridge", e))?;
+        Ok(bridge_created)
     }
 
     fn forget_journal(&self) {
@@ -266,7 +273,7 @@ impl NetworkManager {
                     source: None,
                 })?;
             let table = nat::table_name(name);
-            self.journal(*created || st.bridge_created, Some(table.clone()))?;
+            st.bridge_created |= self.journal(*created || st.bridge_created, Some(table.clone()))?;
             nat::apply(&nat::masquerade_ruleset(&table, &self.plan, &out_if))
                 .map_err(|e| NetworkError::bridge(format!("cannot install nftables table {table}"), e))?;
             st.nat_table = Some(table);

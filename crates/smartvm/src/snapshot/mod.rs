@@ -42,6 +42,19 @@ fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// A file of a bundle: a regular file (not a link, FIFO or device: a FIFO as memory would hang
+/// the restore), trusted-owned and not writable by others.
+fn bundle_file(path: &Path, field: &str) -> Result<()> {
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| SnapshotError::BadBundle { path: path.to_path_buf(), what: format!("{field}: {e}") })?;
+    if !meta.file_type().is_file() {
+        let what = format!("{field} must be a regular file (not a link, FIFO or device)");
+        return Err(SnapshotError::BadBundle { path: path.to_path_buf(), what }.into());
+    }
+    crate::trust::check(path, crate::trust::Expect::File)?;
+    Ok(())
+}
+
 /// `p` (relative to `real_dir`, or an absolute path of an older bundle) resolved, symlinks
 /// included, and required to lie inside `real_dir`.
 fn confined(real_dir: &Path, p: &Path) -> std::io::Result<PathBuf> {
@@ -146,10 +159,21 @@ impl Snapshot {
         }
         let path = dir.join(SNAPSHOT_FILE);
         let fail = |what: String| SnapshotError::BadBundle { path: path.clone(), what };
+        if !dir.is_absolute() {
+            return Err(fail("the bundle dir must be an absolute path".into()).into());
+        }
+        // StrictModes for bundles: the dir and every file in it trusted-owned and not writable
+        // by others, the files regular (no link, FIFO or device).
+        crate::trust::check(dir, crate::trust::Expect::Directory)?;
+        bundle_file(&path, SNAPSHOT_FILE)?;
         let bytes = read_capped(&path).map_err(|e| fail(format!("cannot read: {e}")))?;
         let file: BundleFile = serde_json::from_slice(&bytes).map_err(|e| fail(format!("not a snapshot: {e}")))?;
         let real_dir = std::fs::canonicalize(dir).map_err(|e| fail(format!("cannot resolve the bundle dir: {e}")))?;
-        let inside = |field: &str, p: &Path| confined(&real_dir, p).map_err(|m| fail(format!("{field}: {m}")));
+        let inside = |field: &str, p: &Path| {
+            let real = confined(&real_dir, p).map_err(|m| fail(format!("{field}: {m}")))?;
+            bundle_file(&real_dir.join(p), field)?;
+            Ok::<_, SmartVmError>(real)
+        };
         let mut drives = Vec::new();
         for (i, d) in file.drives.iter().enumerate() {
             crate::trust::confine::check_file_name(&d.file_name)

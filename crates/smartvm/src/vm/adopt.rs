@@ -18,7 +18,7 @@ fn refuse(vm_dir: &Path, why: &str) -> SmartVmError {
 
 impl MicroVm {
     /// Adopts the detached VM whose runtime dir is `vm_dir` (see
-    /// [`VmRuntimeOptions::detached`]): its journal must be trusted, name a detached VM with a
+    /// [`VmPolicy::detached`](super::VmPolicy::detached)): its journal must be trusted, name a detached VM with a
     /// config, and its process must still run (same pid, start time, executable and command
     /// line). The VM comes back `Running` or `Paused`, as Firecracker reports it; its console
     /// is followed from the start of its file, so nothing is missed or repeated.
@@ -33,7 +33,10 @@ impl MicroVm {
         let config = journal.config.clone().ok_or_else(|| refuse(vm_dir, "its journal has no config"))?;
         let pid =
             journal.pid().filter(|_| journal.process_alive()).ok_or_else(|| refuse(vm_dir, "its process is gone"))?;
-        let vm = MicroVm::from_validated(&config, VmRuntimeOptions { detached: true, ..options });
+        let vm = MicroVm::from_validated(
+            &config,
+            VmRuntimeOptions { policy: super::VmPolicy { detached: true, ..options.policy.clone() }, ..options },
+        );
         if vm.vm_dir != vm_dir {
             return Err(refuse(vm_dir, "its journal names another VM"));
         }

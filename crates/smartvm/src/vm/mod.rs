@@ -48,7 +48,7 @@ pub use events::{VmEvent, EVENT_BUFFER};
 pub use fetch::{FetchBinary, FetchFuture};
 #[doc(hidden)]
 pub use plan::{boot_plan, check_for_version, BootPlan, ResolvedResources};
-pub use runtime_options::VmRuntimeOptions;
+pub use runtime_options::{VmPolicy, VmRuntimeOptions};
 pub use state::{Operation, Transition, VmState};
 pub use steps::{restore_steps, start_steps, Step};
 
@@ -126,7 +126,7 @@ impl MicroVm {
                        its log read by smartvm: no logger in the config, not jailed, not boot_via_api)";
             return Err(ConfigErrors::single("api", why).into());
         }
-        if !self.options.api && self.options.detached {
+        if !self.options.api && self.options.policy.detached {
             let why = "a detached VM is taken over again through its API: it cannot be off";
             return Err(ConfigErrors::single("api", why).into());
         }
@@ -184,7 +184,7 @@ impl MicroVm {
             matches!(self.options.firecracker_log_level, Some(LogLevel::Error | LogLevel::Warning | LogLevel::Off));
         let log_readable = self.config.logger.is_none() && self.layout.logs_to_stderr && !quiet;
         let o = &self.options;
-        boot_file::boot_path(o.firecracker_version.is_some(), log_readable, o.boot_via_api, o.api)
+        boot_file::boot_path(o.firecracker_version.is_some(), log_readable, o.policy.boot_via_api, o.api)
     }
 
     /// The host path of the vsock socket, when the config has a vsock device (inside the
@@ -485,7 +485,7 @@ impl Drop for MicroVm {
         let scope = self.unwind_scope();
         let inner = self.inner.get_mut();
         let running = inner.process.as_ref().is_some_and(|p| p.exit_info().is_none());
-        if self.options.detached && running {
+        if self.options.policy.detached && running {
             return; // it outlives this program; its journal names everything for whoever adopts it
         }
         drop(inner.process.take());

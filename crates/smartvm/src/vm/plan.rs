@@ -60,6 +60,14 @@ pub fn boot_plan(
             None => extra.clone(),
         });
     }
+    if let Some(args) = boot_source.boot_args.as_ref().filter(|a| a.len() >= crate::config::MAX_BOOT_ARGS) {
+        let why = format!(
+            "is {} bytes with smartvm's ip= argument; the limit is {}",
+            args.len(),
+            crate::config::MAX_BOOT_ARGS
+        );
+        return Err(ConfigErrors::single("bootSource.bootArgs", why));
+    }
     boot_source.kernel_image_path = resolved.kernel_path.clone().unwrap_or(boot_source.kernel_image_path);
     boot_source.initrd_path = resolved.initrd_path.clone().or(boot_source.initrd_path);
     let drives = config

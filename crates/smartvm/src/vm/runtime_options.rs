@@ -8,6 +8,38 @@ use super::FetchBinary;
 use crate::process::{Seccomp, StopPlan};
 use crate::version::FirecrackerVersion;
 
+/// How VMs behave wherever that is chosen the same way for one VM ([`VmRuntimeOptions`]) and
+/// for every VM an orchestrator creates ([`SmartVmOptions::vm_policy`](crate::SmartVmOptions)):
+/// one struct, handed down as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmPolicy {
+    /// Stage writable drives (default true).
+    pub ephemeral_writable_drives: bool,
+    /// How long to wait for the API socket (default 5 s).
+    pub socket_timeout: Duration,
+    /// Configure the VM with API requests before `InstanceStart` even when the version is
+    /// known (by default such VMs boot from one `--config-file`: see [`BootPath`](super::BootPath);
+    /// slower: for comparisons and debugging, `SMARTVM_BOOT_VIA_API=1`).
+    pub boot_via_api: bool,
+    /// The VM outlives this program (a host agent's VMs): Firecracker gets no parent-death
+    /// signal and a session of its own, its console and log go to `console.log` and
+    /// `firecracker.log` in the VM's runtime dir (the [`Console`](crate::process::Console)
+    /// follows them), dropping the `MicroVm` leaves a running VM alone, and `smartvm gc` spares
+    /// it while its process runs.
+    pub detached: bool,
+}
+
+impl Default for VmPolicy {
+    fn default() -> Self {
+        Self {
+            ephemeral_writable_drives: true,
+            socket_timeout: Duration::from_secs(5),
+            boot_via_api: false,
+            detached: false,
+        }
+    }
+}
+
 /// How a VM runs on this host (set by [`SmartVm`](crate::SmartVm), or directly).
 #[derive(Debug, Clone)]
 pub struct VmRuntimeOptions {
@@ -15,10 +47,8 @@ pub struct VmRuntimeOptions {
     pub firecracker_binary: PathBuf,
     /// Parent of the per-VM runtime dirs (the VM's is `<runtime_dir>/<sanitized id>/`).
     pub runtime_dir: PathBuf,
-    /// Stage writable drives (default true).
-    pub ephemeral_writable_drives: bool,
-    /// How long to wait for the API socket.
-    pub socket_timeout: Duration,
+    /// Staging, timeouts, boot path, detachment (see [`VmPolicy`]).
+    pub policy: VmPolicy,
     /// Per-request API timeout.
     pub request_timeout: Duration,
     /// How `stop()` ends the process.
@@ -44,18 +74,10 @@ pub struct VmRuntimeOptions {
     /// The binary's version when already known (saves a `GET /version` per VM); payloads are
     /// generated for it.
     pub firecracker_version: Option<FirecrackerVersion>,
-    /// Configure the VM with API requests before `InstanceStart` even when the version is
-    /// known (by default such VMs boot from one `--config-file`: see [`BootPath`](super::BootPath)).
-    pub boot_via_api: bool,
     /// The level of Firecracker's own log (on its stderr, [`MicroVm::stderr`](super::MicroVm::stderr)) when the config
     /// has no logger (default: Warning, Info for a config-file boot, which reports its outcome
     /// there; a level quieter than Info selects the API boot path).
     pub firecracker_log_level: Option<crate::config::LogLevel>,
-    /// The VM outlives this program (a host agent's VMs): Firecracker gets no parent-death
-    /// signal and a session of its own, its console and log go to `console.log` and
-    /// `firecracker.log` in the VM's runtime dir (the [`Console`](crate::process::Console) follows them), dropping the
-    /// `MicroVm` leaves a running VM alone, and `smartvm gc` spares it while its process runs.
-    pub detached: bool,
     /// Firecracker serves its API on a socket after boot (the default). Off, it runs with
     /// `--no-api`, for VMs that only run to completion: Firecracker starts no API thread and has
     /// none to stop at exit (what that is worth: BENCHMARKS.md), and everything that needs
@@ -76,17 +98,14 @@ impl VmRuntimeOptions {
         Self {
             firecracker_binary: binary.into(),
             runtime_dir: runtime_dir.into(),
-            ephemeral_writable_drives: true,
-            socket_timeout: Duration::from_secs(5),
+            policy: VmPolicy::default(),
             request_timeout: crate::api::DEFAULT_REQUEST_TIMEOUT,
             stop_plan: StopPlan::default(),
             seccomp: Seccomp::Default,
             console_file: None,
             console_lines: crate::process::DEFAULT_CONSOLE_LINES,
             firecracker_version: None,
-            boot_via_api: false,
             firecracker_log_level: None,
-            detached: false,
             api: true,
             fetch_binary: None,
             #[cfg(feature = "network")]

@@ -144,7 +144,11 @@ impl MicroVm {
         cx: &mut StartContext,
     ) -> Result<(), (Step, SmartVmError)> {
         for (index, &step) in steps.iter().enumerate() {
-            self.events.publish(super::VmEvent { state: crate::VmState::Configuring, step: Some(step), exit: None });
+            self.events.publish(super::VmEvent {
+                state: crate::lifecycle::VmState::Configuring,
+                step: Some(step),
+                exit: None,
+            });
             let started = std::time::Instant::now();
             self.run_step(step, inner, cx).await.map_err(|e| (step, e))?;
             tracing::debug!(vm = %self.id, ?step, micros = started.elapsed().as_micros() as u64, "step done");
@@ -206,7 +210,7 @@ impl MicroVm {
             vm_id: self.id.clone(),
             socket: self.socket_path(),
             config: Some(self.config.clone()),
-            detached: self.options.detached,
+            detached: self.options.policy.detached,
             ..VmJournal::default()
         }
         .owned_by_this_process();
@@ -287,7 +291,7 @@ impl MicroVm {
                     .collect();
                 staging::plan(&all, true, drives_dir)
             }
-            None => staging::plan(&self.config.drives, self.options.ephemeral_writable_drives, drives_dir),
+            None => staging::plan(&self.config.drives, self.options.policy.ephemeral_writable_drives, drives_dir),
             Some(saved) => saved
                 .iter()
                 .map(|d| StagedDrive {
@@ -366,7 +370,7 @@ impl MicroVm {
         let output = OutputOptions {
             buffer_lines: Some(opts.console_lines),
             console_file: opts.console_file.clone(),
-            detached: opts.detached.then(|| self.vm_dir.clone()),
+            detached: opts.policy.detached.then(|| self.vm_dir.clone()),
             consoles: Some((self.console.clone(), self.stderr.clone())),
         };
         let process = FirecrackerProcess::spawn(&self.command(config_file), &output).await?;
@@ -408,7 +412,7 @@ impl MicroVm {
             cx.api = Some(api);
             return Ok(());
         }
-        let timeout = opts.socket_timeout;
+        let timeout = opts.policy.socket_timeout;
         match process.wait_for_path(&socket, timeout).await {
             Ok(true) => {}
             Ok(false) => return Err(crate::api::not_ready(&socket, timeout)),
@@ -451,7 +455,7 @@ impl MicroVm {
             let stderr = process.stderr();
             let outcome = |l: &str| super::boot_file::is_booted_line(l) || l.starts_with("Error: ");
             // The process has ended: its stderr closes once drained (bounded for a stray holder of the pipe).
-            let last = stderr.wait_for_line(self.options.socket_timeout, outcome).await;
+            let last = stderr.wait_for_line(self.options.policy.socket_timeout, outcome).await;
             if last.is_some_and(|l| super::boot_file::is_booted_line(&l)) {
                 return Ok(());
             }
@@ -484,7 +488,7 @@ impl MicroVm {
     /// when it fails with a request pending.)
     async fn confirm_boot(&self, inner: &mut VmResources, cx: &mut StartContext) -> Result<()> {
         let process = inner.process.as_ref().ok_or(SmartVmError::NoClient)?;
-        let timeout = self.options.socket_timeout;
+        let timeout = self.options.policy.socket_timeout;
         let started = process.stderr().wait_for_marker(timeout, super::boot_file::is_booted_line).await;
         if started.is_ok() {
             cx.booted = true;

@@ -21,6 +21,7 @@
 
 mod answer;
 mod peer;
+mod policy;
 mod snapshots;
 mod store;
 mod streams;
@@ -35,15 +36,20 @@ use axum::Router;
 use tokio::net::UnixListener;
 
 pub use peer::{Peer, AGENT_GROUP};
+pub use policy::{AgentPolicy, Caller};
 
 use super::route::Route;
 use crate::agent::wire::VmSummary;
 use crate::error::{Result, SmartVmError};
-use crate::{SmartVm, SmartVmOptions};
+use crate::options::SmartVmOptions;
+use crate::smartvm::SmartVm;
 
-/// What the server shares with its handlers: the store of VMs, and whether it is closing.
+/// What the server shares with its handlers: the store of VMs, the policy and the gate for
+/// starts, and whether it is closing.
 struct Agent {
     store: store::VmStore,
+    policy: AgentPolicy,
+    starts: policy::StartGate,
     closing: tokio::sync::watch::Sender<bool>,
 }
 
@@ -55,6 +61,19 @@ impl std::ops::Deref for Agent {
 }
 
 impl Agent {
+    /// A turn to start `vms` VMs: `BUSY` when the agent holds its most VMs already, or when
+    /// too many starts wait.
+    async fn start_turn(&self, vms: usize) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        let held = self.smartvm().vm_count();
+        if held + vms > self.policy.max_vms {
+            return Err(SmartVmError::Busy(format!(
+                "the agent holds {held} VMs; its limit is {}",
+                self.policy.max_vms
+            )));
+        }
+        self.starts.enter(vms).await
+    }
+
     /// Resolves when the server shuts down: every open stream ends with it.
     fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut closing = self.closing.subscribe();
@@ -85,10 +104,22 @@ pub struct AdoptReport {
 }
 
 impl AgentServer {
-    /// A server over a new [`SmartVm`] with `options`, its VMs detached.
+    /// A server over a new [`SmartVm`] with `options`, its VMs detached, with the default
+    /// [`AgentPolicy`].
     pub fn new(options: SmartVmOptions) -> Self {
-        let smartvm = SmartVm::new(SmartVmOptions { detached_vms: true, ..options });
-        let agent = Agent { store: store::VmStore::new(smartvm), closing: tokio::sync::watch::channel(false).0 };
+        Self::with_policy(options, AgentPolicy::default())
+    }
+
+    /// A server over a new [`SmartVm`] with `options`, its VMs detached, under `policy`.
+    pub fn with_policy(options: SmartVmOptions, policy: AgentPolicy) -> Self {
+        let vm_policy = crate::vm::VmPolicy { detached: true, ..options.vm_policy.clone() };
+        let smartvm = SmartVm::new(SmartVmOptions { vm_policy, ..options });
+        let agent = Agent {
+            store: store::VmStore::new(smartvm),
+            starts: policy::StartGate::new(&policy),
+            policy,
+            closing: tokio::sync::watch::channel(false).0,
+        };
         Self { agent: Arc::new(agent) }
     }
 
@@ -122,8 +153,13 @@ impl AgentServer {
                 None => paths.push((route.template(), handler(route))),
             }
         }
-        let routes = paths.into_iter().fold(Router::new(), |router, (path, methods)| router.route(path, methods));
-        routes.layer(axum::middleware::from_fn(peer::check_peer)).with_state(self.agent.clone())
+        let routes = paths
+            .into_iter()
+            .fold(Router::new(), |router, (path, methods)| router.route(path, methods.fallback(answer::no_route)));
+        routes
+            .fallback(answer::no_route)
+            .layer(axum::middleware::from_fn_with_state(self.agent.clone(), peer::check_peer))
+            .with_state(self.agent.clone())
     }
 
     /// Serves on `listener` until `shutdown` resolves; open streams (events, followed logs)
@@ -172,6 +208,11 @@ async fn openapi() -> impl axum::response::IntoResponse {
 /// Binds the agent socket at `socket`: `0600`, or `0660` for the [`AGENT_GROUP`] when that
 /// group exists; a stale socket no agent answers on is replaced, a live one is refused.
 pub async fn bind(socket: &Path) -> Result<UnixListener> {
+    bind_for(socket, AGENT_GROUP).await
+}
+
+/// [`bind`] for the members of `group` (an [`AgentPolicy::group`] of its own).
+pub async fn bind_for(socket: &Path, group: &str) -> Result<UnixListener> {
     let failed = |e: std::io::Error| SmartVmError::io(format!("cannot bind {}", socket.display()), e);
     if socket.exists() {
         if super::AgentClient::new(socket).info().await.is_ok() {
@@ -180,7 +221,7 @@ pub async fn bind(socket: &Path) -> Result<UnixListener> {
         let _ = std::fs::remove_file(socket);
     }
     let listener = UnixListener::bind(socket).map_err(failed)?;
-    let group = nix::unistd::Group::from_name(AGENT_GROUP).ok().flatten();
+    let group = nix::unistd::Group::from_name(group).ok().flatten();
     if let Some(g) = &group {
         nix::unistd::chown(socket, None, Some(g.gid)).map_err(|e| failed(e.into()))?;
     }

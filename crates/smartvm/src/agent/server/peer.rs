@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tokio::net::UnixListener;
 
-use super::answer::Failure;
+use super::policy::Caller;
 use crate::agent::wire::ErrorBody;
 use crate::error::ErrorCode;
 
@@ -26,12 +26,12 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Unix
 /// The group whose members may use the agent (besides root and its own user).
 pub const AGENT_GROUP: &str = "smartvm";
 
-/// Root, the agent's own user, or a member of the [`AGENT_GROUP`].
-fn permitted(peer: &tokio::net::unix::UCred) -> bool {
+/// Root, the agent's own user, or a member of `group`.
+fn permitted(peer: &tokio::net::unix::UCred, group: &str) -> bool {
     if same_user(peer) {
         return true;
     }
-    let Ok(Some(group)) = nix::unistd::Group::from_name(AGENT_GROUP) else { return false };
+    let Ok(Some(group)) = nix::unistd::Group::from_name(group) else { return false };
     let gid = group.gid.as_raw();
     if peer.gid() == gid {
         return true;
@@ -51,12 +51,13 @@ fn same_user(peer: &tokio::net::unix::UCred) -> bool {
 
 /// Middleware: refuses (403 `PERMISSION_DENIED`) peers that may not use the agent at all.
 pub(super) async fn check_peer(
+    axum::extract::State(agent): axum::extract::State<super::Shared>,
     ConnectInfo(peer): ConnectInfo<Peer>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     match &peer.0 {
-        Some(cred) if permitted(cred) => next.run(request).await,
+        Some(cred) if permitted(cred, &agent.policy.group) => next.run(request).await,
         _ => (
             StatusCode::FORBIDDEN,
             Json(ErrorBody {
@@ -69,10 +70,12 @@ pub(super) async fn check_peer(
     }
 }
 
-/// Refuses peers without the agent's own privileges (routes that name host paths).
-pub(super) fn same_privileges(peer: &Peer) -> Result<(), Failure> {
-    match &peer.0 {
-        Some(cred) if same_user(cred) => Ok(()),
-        _ => Err(Failure::Forbidden("snapshots name host paths: root or the agent's own user only")),
+impl Peer {
+    /// The caller's class in the agent's policy.
+    pub fn caller(&self) -> Caller {
+        match &self.0 {
+            Some(cred) if same_user(cred) => Caller::Owner,
+            _ => Caller::Member,
+        }
     }
 }

@@ -10,7 +10,8 @@ use tokio::sync::{broadcast, oneshot};
 use crate::agent::wire::{EventState, VmEvent, VmSummary};
 use crate::error::{Result, SmartVmError};
 use crate::lifecycle::VmState;
-use crate::{MicroVm, SmartVm};
+use crate::smartvm::SmartVm;
+use crate::vm::MicroVm;
 
 /// Agent events a slow `/v1/events` client may fall behind by before it misses some.
 const AGENT_EVENT_BUFFER: usize = 1024;

@@ -1,18 +1,17 @@
 //! The streaming routes: `/v1/events` and `logs?follow`, which end when the agent shuts down,
 //! and console input.
 
-use std::os::unix::fs::OpenOptionsExt;
-
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
-use super::answer::Answer;
+use super::answer::{Answer, Failure, QueryOf, RawBody, VmId};
 use super::Shared;
 use crate::agent::wire::VmEvent;
-use crate::{SmartVmError, VmState};
+use crate::error::SmartVmError;
+use crate::lifecycle::VmState;
 
 fn ndjson_line(event: &VmEvent) -> Result<String, std::convert::Infallible> {
     Ok(serde_json::to_string(event).unwrap_or_default() + "\n")
@@ -47,8 +46,8 @@ pub(super) struct LogsQuery {
 /// The console lines kept so far, then (with `follow`) each new one until the console ends.
 pub(super) async fn logs(
     State(agent): State<Shared>,
-    Path(id): Path<String>,
-    Query(q): Query<LogsQuery>,
+    VmId(id): VmId,
+    QueryOf(q): QueryOf<LogsQuery>,
 ) -> Answer<Response> {
     let vm = agent.live(&id)?;
     let history = q.history.unwrap_or(true);
@@ -61,26 +60,37 @@ pub(super) async fn logs(
     Ok(Body::from_stream(lines.take_until(agent.closed())).into_response())
 }
 
-/// Writes the body into the VM's console input (the guest's serial receiver).
+/// Most bytes one console request may carry (a pipe's buffer; more is 413).
+const MAX_CONSOLE_INPUT: usize = 64 << 10;
+/// How long the guest may take to read what one request typed (then 429 `BUSY`).
+const CONSOLE_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Writes the body into the VM's console input (the guest's serial receiver), all of it: the
+/// write waits while the pipe is full, up to [`CONSOLE_WRITE_TIMEOUT`].
 pub(super) async fn console_input(
     State(agent): State<Shared>,
-    Path(id): Path<String>,
-    body: Bytes,
+    VmId(id): VmId,
+    RawBody(body): RawBody,
 ) -> Answer<StatusCode> {
+    use tokio::io::AsyncWriteExt;
     let vm = agent.live(&id)?;
     let state = vm.state();
     if !matches!(state, VmState::Running | VmState::Paused) {
         return Err(SmartVmError::InvalidState { operation: "type into", state }.into());
     }
+    if body.len() > MAX_CONSOLE_INPUT {
+        let e = SmartVmError::from(crate::config::ConfigErrors::single(
+            "<body>",
+            format!("{} bytes; at most {MAX_CONSOLE_INPUT} per request", body.len()),
+        ));
+        return Err(Failure::Status(StatusCode::PAYLOAD_TOO_LARGE, e));
+    }
     let fifo = crate::process::console_input(vm.runtime_dir());
-    let write = move || -> std::io::Result<()> {
-        use std::io::Write;
-        // O_NONBLOCK: a console nobody reads must not hang the agent.
-        let flags = nix::fcntl::OFlag::O_NONBLOCK.bits();
-        let mut f = std::fs::OpenOptions::new().write(true).custom_flags(flags).open(&fifo)?;
-        f.write_all(&body)
-    };
     let failed = |e: std::io::Error| SmartVmError::io(format!("cannot write to the console of {id}"), e);
-    tokio::task::spawn_blocking(write).await.map_err(|e| failed(std::io::Error::other(e)))?.map_err(failed)?;
+    let mut pipe = tokio::net::unix::pipe::OpenOptions::new().open_sender(&fifo).map_err(failed)?;
+    match tokio::time::timeout(CONSOLE_WRITE_TIMEOUT, pipe.write_all(&body)).await {
+        Ok(written) => written.map_err(failed)?,
+        Err(_) => return Err(SmartVmError::Busy(format!("the console of {id} does not take input")).into()),
+    }
     Ok(StatusCode::NO_CONTENT)
 }

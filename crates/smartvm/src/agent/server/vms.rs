@@ -3,18 +3,20 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 
-use super::answer::Answer;
+use super::answer::{require_json, Answer, QueryOf, RawBody, VmId};
+use super::peer::Peer;
 use super::store::summary;
 use super::Shared;
 use crate::agent::wire::{AgentInfo, ImageVmRequest, StopSummary, VmSummary};
 use crate::config::ConfigErrors;
+use crate::config::VmConfig;
+use crate::error::SmartVmError;
 use crate::process::StopPlan;
-use crate::{SmartVm, SmartVmError, VmConfig};
+use crate::smartvm::SmartVm;
 
 pub(super) async fn info(State(agent): State<Shared>) -> Json<AgentInfo> {
     Json(AgentInfo {
@@ -28,15 +30,27 @@ pub(super) async fn list(State(agent): State<Shared>) -> Json<Vec<VmSummary>> {
     Json(agent.list().await)
 }
 
-/// Creates and starts a VM; on any failure nothing stays registered or on the host.
-pub(super) async fn create(State(agent): State<Shared>, body: Bytes) -> Answer<(StatusCode, Json<VmSummary>)> {
+/// Creates and starts a VM; on any failure nothing stays registered or on the host. A caller
+/// that is not the agent's owner may name only the paths the policy allows.
+pub(super) async fn create(
+    State(agent): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Answer<(StatusCode, Json<VmSummary>)> {
+    require_json(&headers)?;
     let text =
         std::str::from_utf8(&body).map_err(|_| SmartVmError::from(ConfigErrors::single("<body>", "is not UTF-8")))?;
     let is_image = serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v.get("image").is_some());
     let config = match is_image {
         true => image_config(agent.smartvm(), text).await?,
-        false => VmConfig::from_json(text).map_err(SmartVmError::from)?,
+        false => {
+            let config = VmConfig::from_json(text).map_err(SmartVmError::from)?;
+            agent.policy.check_config(peer.caller(), &config)?;
+            config
+        }
     };
+    let _turn = agent.start_turn(1).await?;
     let vm = agent.smartvm().create_vm(&config)?;
     agent.watch(&vm);
     if let Err(e) = vm.start().await {
@@ -73,17 +87,17 @@ async fn image_config(smartvm: &SmartVm, text: &str) -> Result<VmConfig, SmartVm
     Ok(config)
 }
 
-pub(super) async fn inspect(State(agent): State<Shared>, Path(id): Path<String>) -> Answer<Json<VmSummary>> {
+pub(super) async fn inspect(State(agent): State<Shared>, VmId(id): VmId) -> Answer<Json<VmSummary>> {
     Ok(Json(agent.get(&id).await?))
 }
 
-pub(super) async fn pause(State(agent): State<Shared>, Path(id): Path<String>) -> Answer<Json<VmSummary>> {
+pub(super) async fn pause(State(agent): State<Shared>, VmId(id): VmId) -> Answer<Json<VmSummary>> {
     let vm = agent.live(&id)?;
     vm.pause().await?;
     Ok(Json(summary(&vm).await))
 }
 
-pub(super) async fn resume(State(agent): State<Shared>, Path(id): Path<String>) -> Answer<Json<VmSummary>> {
+pub(super) async fn resume(State(agent): State<Shared>, VmId(id): VmId) -> Answer<Json<VmSummary>> {
     let vm = agent.live(&id)?;
     vm.resume().await?;
     Ok(Json(summary(&vm).await))
@@ -96,8 +110,8 @@ pub(super) struct StopQuery {
 
 pub(super) async fn stop(
     State(agent): State<Shared>,
-    Path(id): Path<String>,
-    Query(q): Query<StopQuery>,
+    VmId(id): VmId,
+    QueryOf(q): QueryOf<StopQuery>,
 ) -> Answer<Json<StopSummary>> {
     let vm = agent.live(&id)?;
     let outcome = match q.timeout_ms {
@@ -115,8 +129,8 @@ pub(super) struct RemoveQuery {
 
 pub(super) async fn remove(
     State(agent): State<Shared>,
-    Path(id): Path<String>,
-    Query(q): Query<RemoveQuery>,
+    VmId(id): VmId,
+    QueryOf(q): QueryOf<RemoveQuery>,
 ) -> Answer<StatusCode> {
     agent.remove(&id, q.force).await?;
     Ok(StatusCode::NO_CONTENT)

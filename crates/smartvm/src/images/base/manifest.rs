@@ -129,7 +129,7 @@ impl HostedManifest {
         if self.arch != host_arch {
             return Err(ImageError::manifest("arch", format!("bundle is for {}, this host is {host_arch}", self.arch)));
         }
-        if self.firecracker_version.parse::<crate::FirecrackerVersion>().is_err() {
+        if self.firecracker_version.parse::<crate::version::FirecrackerVersion>().is_err() {
             return Err(ImageError::manifest(
                 "firecrackerVersion",
                 format!("{:?} is not a version", self.firecracker_version),

@@ -67,10 +67,10 @@ pub struct BaseImageBundle {
 impl BaseImageBundle {
     /// A VM booting this bundle: its kernel and boot arguments, its rootfs as the root drive
     /// (read-only when the bundle says so), 1 vCPU and 128 MiB.
-    pub fn vm_config(&self) -> crate::VmConfig {
+    pub fn vm_config(&self) -> crate::config::VmConfig {
         let mut root = crate::config::DriveConfig::new("rootfs", &self.rootfs_path).root();
         root.is_read_only = self.rootfs_is_read_only;
-        crate::VmConfig::new(&self.kernel_image_path)
+        crate::config::VmConfig::new(&self.kernel_image_path)
             .with_boot_args(self.boot_args.clone())
             .with_machine(1, 128)
             .with_drive(root)

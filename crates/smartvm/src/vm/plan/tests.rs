@@ -117,3 +117,12 @@ fn version_gates_name_the_field() {
     let err = check_for_version(&hinting, FirecrackerVersion::new(1, 12, 1)).unwrap_err();
     assert!(err.has_field("balloon.freePageHinting"), "{err}");
 }
+
+#[test]
+fn boot_args_stay_within_the_limit_with_smartvms_own() {
+    let long = "x".repeat(crate::config::MAX_BOOT_ARGS - 10);
+    let cfg = VmConfig::new("/k").with_boot_args(long);
+    boot_plan(&cfg, &ResolvedResources::default(), FirecrackerVersion::DEFAULT).unwrap();
+    let err = boot_plan(&cfg, &resolved(), FirecrackerVersion::DEFAULT).unwrap_err();
+    assert!(err.has_field("bootSource.bootArgs"), "{err}");
+}
