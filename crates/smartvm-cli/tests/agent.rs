@@ -451,6 +451,7 @@ fn events_stream_state_changes_and_sigterm_leaves_vms_running() {
     detach(&env, "ev0", "console=ttyS0 probe.count=50");
     use smartvm::agent::wire::{EventState, VmEvent};
     use smartvm::lifecycle::Step;
+    use smartvm::VmState;
     let (tx, events) = std::sync::mpsc::channel::<VmEvent>();
     let socket = agent.socket.clone();
     std::thread::spawn(move || {
@@ -459,13 +460,13 @@ fn events_stream_state_changes_and_sigterm_leaves_vms_running() {
     });
     let next = |what: &str| events.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("event: {what}"));
     let first = next("ev0's current state");
-    assert_eq!((first.id.as_str(), first.state), ("ev0", EventState::Running));
+    assert_eq!((first.id.as_str(), first.state), ("ev0", EventState::Vm(VmState::Running)));
     // A guest that ends by itself, as the VM published it: created, each start step while
     // configuring, running, then stopped with its exit code.
     let (code, _, err) = run(&env, &["run", "-d", "--id", "ev1"]);
     assert_eq!(code, Some(0), "{err}");
     let mut ev1: Vec<VmEvent> = Vec::new();
-    while ev1.last().is_none_or(|e| e.state != EventState::Stopped) {
+    while ev1.last().is_none_or(|e| e.state != EventState::Vm(VmState::Stopped)) {
         let e = next("ev1");
         if e.id == "ev1" {
             ev1.push(e);
@@ -473,7 +474,15 @@ fn events_stream_state_changes_and_sigterm_leaves_vms_running() {
     }
     let mut states: Vec<EventState> = ev1.iter().map(|e| e.state).collect();
     states.dedup();
-    assert_eq!(states, [EventState::Created, EventState::Configuring, EventState::Running, EventState::Stopped]);
+    assert_eq!(
+        states,
+        [
+            EventState::Vm(VmState::Created),
+            EventState::Vm(VmState::Configuring),
+            EventState::Vm(VmState::Running),
+            EventState::Vm(VmState::Stopped)
+        ]
+    );
     let steps: Vec<Step> = ev1.iter().filter_map(|e| e.step).collect();
     assert_eq!(steps.first(), Some(&Step::CheckHost), "{steps:?}");
     assert!(steps.contains(&Step::Spawn), "{steps:?}");
@@ -483,8 +492,12 @@ fn events_stream_state_changes_and_sigterm_leaves_vms_running() {
     run(&env, &["resume", "ev0"]);
     run(&env, &["rm", "ev1"]);
     let seen: Vec<(String, EventState)> = (0..3).map(|_| next("pause, resume, rm")).map(|e| (e.id, e.state)).collect();
-    let expected = [("ev0", EventState::Paused), ("ev0", EventState::Running), ("ev1", EventState::Removed)]
-        .map(|(a, b)| (a.to_string(), b));
+    let expected = [
+        ("ev0", EventState::Vm(VmState::Paused)),
+        ("ev0", EventState::Vm(VmState::Running)),
+        ("ev1", EventState::Removed),
+    ]
+    .map(|(a, b)| (a.to_string(), b));
     assert_eq!(seen, expected);
 
     // SIGTERM: open streams end, the agent exits, the VM keeps running for the next agent.

@@ -59,7 +59,7 @@ pub use crate::config::VmConfig;
 pub use crate::error::{Result, SmartVmError};
 pub use crate::options::{binary_candidates, default_dirs, default_runtime_dir, SmartVmOptions};
 pub use crate::process::FirecrackerProcess;
-pub use crate::smartvm::SmartVm;
+pub use crate::smartvm::{AdoptOutcome, SmartVm};
 pub use crate::version::FirecrackerVersion;
 pub use crate::vm::{MicroVm, VmState};
 

@@ -23,6 +23,20 @@ use crate::vm::{MicroVm, UnwindScope, VmJournal, VmRuntimeOptions};
 #[cfg(feature = "network")]
 const NETWORK_STATE_DIR: &str = ".network";
 
+/// How long [`SmartVm::adopt_detached`] waits before its second try at a VM.
+const ADOPT_RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// What [`SmartVm::adopt_detached`] did.
+#[derive(Debug, Default)]
+pub struct AdoptOutcome {
+    /// VMs taken over.
+    pub adopted: Vec<String>,
+    /// Runtime dirs whose live VM could not be taken over, and why (it was then reclaimed).
+    pub failed: Vec<(PathBuf, SmartVmError)>,
+    /// VMs that could not be taken over and were killed and unwound.
+    pub reclaimed: Vec<String>,
+}
+
 /// How long `firecracker --version` may take.
 const VERSION_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -360,11 +374,12 @@ impl SmartVm {
     }
 
     /// Adopts every detached VM in the runtime dir whose process still runs and that is not
-    /// registered yet (a host agent restarting after a crash); returns their ids, and the dirs
-    /// that could not be adopted with why (dead ones are left to [`reclaim`](Self::reclaim)).
-    pub async fn adopt_detached(&self) -> Result<(Vec<String>, Vec<(PathBuf, SmartVmError)>)> {
-        let (mut adopted, mut failed) = (Vec::new(), Vec::new());
-        let Ok(entries) = std::fs::read_dir(&self.options.runtime_dir) else { return Ok((adopted, failed)) };
+    /// registered yet (a host agent restarting after a crash). One that cannot be taken over
+    /// (after a second try: its API may be slow under load) is killed and unwound, so that no VM
+    /// runs that nothing answers for; dead ones are left to [`reclaim`](Self::reclaim).
+    pub async fn adopt_detached(&self) -> Result<AdoptOutcome> {
+        let mut outcome = AdoptOutcome::default();
+        let Ok(entries) = std::fs::read_dir(&self.options.runtime_dir) else { return Ok(outcome) };
         let mut binary = None;
         for dir in entries.flatten().map(|e| e.path()) {
             let hidden = dir.file_name().is_none_or(|n| n.to_string_lossy().starts_with('.'));
@@ -377,15 +392,25 @@ impl SmartVm {
                 None => binary.insert(self.find_binary()?),
             };
             let options = self.runtime_options(binary.clone());
-            match MicroVm::adopt(&dir, options).await {
+            let mut adopted = MicroVm::adopt(&dir, options.clone()).await;
+            if adopted.is_err() {
+                tokio::time::sleep(ADOPT_RETRY_AFTER).await;
+                adopted = MicroVm::adopt(&dir, options).await;
+            }
+            match adopted {
                 Ok(vm) => {
-                    adopted.push(journal.vm_id);
+                    outcome.adopted.push(journal.vm_id);
                     self.registry().insert(vm.id().to_string(), Arc::new(vm));
                 }
-                Err(e) => failed.push((dir, e)),
+                Err(e) => {
+                    let scope = self.reclaim_scope();
+                    let report = crate::vm::reclaim::reclaim_one(&scope, &dir, crate::vm::reclaim::Spare::Nothing);
+                    outcome.reclaimed.extend(report.reclaimed);
+                    outcome.failed.push((dir, e));
+                }
             }
         }
-        Ok((adopted, failed))
+        Ok(outcome)
     }
 
     /// The detached VMs in the runtime dir whose process is gone (a host agent reports them
@@ -472,11 +497,7 @@ impl SmartVm {
     /// cannot be trusted, and entries that are not VM dirs, are reported and left alone.
     pub async fn reclaim(&self) -> Result<ReclaimReport> {
         let owned: Vec<PathBuf> = self.registry().values().map(|v| v.runtime_dir().to_path_buf()).collect();
-        let scope = UnwindScope {
-            runtime_dir: self.options.runtime_dir.clone(),
-            jail_base: self.options.jail_base(),
-            owner: false,
-        };
+        let scope = self.reclaim_scope();
         #[cfg(feature = "images")]
         let partial_downloads = self.base_image_manager().map(|m| m.remove_partial_downloads()).unwrap_or_default();
         #[cfg(not(feature = "images"))]
@@ -503,6 +524,11 @@ impl SmartVm {
         }
         report.partial_downloads = partial_downloads;
         Ok(report)
+    }
+
+    /// Where a reclaim may act: the runtime dir and jail base, not as the VMs' owner.
+    fn reclaim_scope(&self) -> UnwindScope {
+        UnwindScope { runtime_dir: self.options.runtime_dir.clone(), jail_base: self.options.jail_base(), owner: false }
     }
 
     /// Opt-in: on SIGINT/SIGTERM, clean up every VM and exit (130/143). The library installs no

@@ -98,13 +98,14 @@ async fn the_event_stream_carries_what_the_vms_publish() {
             states.push(event.state);
         }
     }
-    use EventState::*;
+    use smartvm::VmState::*;
+    let vm = EventState::Vm;
     // The stream opens with each VM's current state: depending on when it connected, the VM's
     // first changes are that head (the same state twice at the seam at most).
     if states.len() > 1 && states[0] == states[1] {
         states.remove(0);
     }
-    let all = [Created, Configuring, Running, Paused, Running, Stopped, Removed];
+    let all = [vm(Created), vm(Configuring), vm(Running), vm(Paused), vm(Running), vm(Stopped), EventState::Removed];
     assert!(states.len() >= 5 && all.ends_with(&states), "each change once, in order: {states:?}");
     served.shut_down().await;
     assert!(env.smartvm.vm_ids().is_empty());

@@ -131,6 +131,11 @@ mod tests {
         assert_eq!(documented("VmSummary", "state"), names(states.clone()));
         let mut events = states;
         events.push(wire(&EventState::Removed));
+        for state in crate::lifecycle::VmState::ALL {
+            let round: EventState = serde_json::from_value(wire(&EventState::Vm(state))).unwrap();
+            assert_eq!(round, EventState::Vm(state));
+        }
+        assert_eq!(serde_json::from_value::<EventState>(wire(&EventState::Removed)).unwrap(), EventState::Removed);
         assert_eq!(documented("VmEvent", "state"), names(events));
         let steps = crate::lifecycle::Step::ALL.iter().map(wire).collect();
         assert_eq!(documented("VmEvent", "step"), names(steps));

@@ -123,31 +123,41 @@ pub struct RestoreRequest {
     pub resume: Option<bool>,
 }
 
-/// What a VM became, as `GET /v1/events` reports it: one of its states, or removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[allow(missing_docs)]
+/// What a VM became, as `GET /v1/events` reports it: one of its states (written as the state
+/// is), or `removed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventState {
-    Created,
-    Configuring,
-    Running,
-    Paused,
-    Stopped,
-    Error,
+    /// It entered this state.
+    Vm(VmState),
     /// Removed from the agent (nothing of it is left on the host).
     Removed,
 }
 
+const REMOVED: &str = "removed";
+
 impl From<VmState> for EventState {
     fn from(state: VmState) -> Self {
-        match state {
-            VmState::Created => EventState::Created,
-            VmState::Configuring => EventState::Configuring,
-            VmState::Running => EventState::Running,
-            VmState::Paused => EventState::Paused,
-            VmState::Stopped => EventState::Stopped,
-            VmState::Error => EventState::Error,
+        EventState::Vm(state)
+    }
+}
+
+impl Serialize for EventState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            EventState::Vm(state) => state.serialize(s),
+            EventState::Removed => s.serialize_str(REMOVED),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for EventState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::IntoDeserializer;
+        let text = String::deserialize(d)?;
+        if text == REMOVED {
+            return Ok(EventState::Removed);
+        }
+        VmState::deserialize(text.into_deserializer()).map(EventState::Vm)
     }
 }
 

@@ -88,58 +88,64 @@ fn check_jailable(c: &VmConfig) -> Result<()> {
 
 /// One of the config's output files (logger, metrics) or sockets (vsock) shown at its
 /// configured path as a link to a file in the jail.
-struct Export<'a> {
+struct Export {
     field: &'static str,
-    link: &'a Path,
+    /// The file in the jail.
     name: &'static str,
+    /// A file smartvm creates (else a socket Firecracker creates).
     file: bool,
+    /// The configured path, when the config has this output.
+    link: fn(&VmConfig) -> Option<&Path>,
     /// Where the path Firecracker sees for it goes.
     seen: fn(&mut ResolvedResources) -> &mut Option<PathBuf>,
 }
 
+const EXPORTS: [Export; 3] = [
+    Export {
+        field: "logger.logPath",
+        name: EXPORTED_LOGGER,
+        file: true,
+        link: |c| c.logger.as_ref().map(|l| l.log_path.as_path()),
+        seen: |r| &mut r.logger_path,
+    },
+    Export {
+        field: "metrics.metricsPath",
+        name: EXPORTED_METRICS,
+        file: true,
+        link: |c| c.metrics.as_ref().map(|m| m.metrics_path.as_path()),
+        seen: |r| &mut r.metrics_path,
+    },
+    Export {
+        field: "vsock.udsPath",
+        name: EXPORTED_VSOCK,
+        file: false,
+        link: |c| c.vsock.as_ref().map(|v| v.uds_path.as_path()),
+        seen: |r| &mut r.vsock_path,
+    },
+];
+
 impl Jailed {
-    /// The config's logger, metrics and vsock paths, as exports into the jail.
-    fn exports(c: &VmConfig) -> Vec<Export<'_>> {
-        let logger = c.logger.iter().map(|l| Export {
-            field: "logger.logPath",
-            link: &l.log_path,
-            name: EXPORTED_LOGGER,
-            file: true,
-            seen: |r| &mut r.logger_path,
-        });
-        let metrics = c.metrics.iter().map(|m| Export {
-            field: "metrics.metricsPath",
-            link: &m.metrics_path,
-            name: EXPORTED_METRICS,
-            file: true,
-            seen: |r| &mut r.metrics_path,
-        });
-        let vsock = c.vsock.iter().map(|v| Export {
-            field: "vsock.udsPath",
-            link: &v.uds_path,
-            name: EXPORTED_VSOCK,
-            file: false,
-            seen: |r| &mut r.vsock_path,
-        });
-        logger.chain(metrics).chain(vsock).collect()
+    /// The config's outputs, each with its configured path.
+    fn exports(c: &VmConfig) -> impl Iterator<Item = (&'static Export, &Path)> {
+        EXPORTS.iter().filter_map(move |e| (e.link)(c).map(|link| (e, link)))
     }
 
     /// Refuses an export whose configured path holds something it must not replace; else the
     /// resource it will be.
-    fn plan_export(&self, e: &Export<'_>) -> Result<Resource> {
+    fn plan_export(&self, e: &Export, link: &Path) -> Result<Resource> {
         let target = self.root().join(e.name);
-        let existing = export::existing(e.link, &target).map_err(io(format!("cannot inspect {}", e.link.display())))?;
+        let existing = export::existing(link, &target).map_err(io(format!("cannot inspect {}", link.display())))?;
         let refuse = |msg: &str| Err(ConfigErrors::single(e.field, msg).into());
         match existing {
             Existing::Other => return refuse("must be a regular file or absent when the VM is jailed"),
             Existing::File if !e.file => return refuse("already exists"),
             _ => {}
         }
-        Ok(Resource::Exported { link: e.link.to_path_buf(), target, keep: e.file })
+        Ok(Resource::Exported { link: link.to_path_buf(), target, keep: e.file })
     }
 
     /// Creates (for files) the in-jail file and links the configured path to it.
-    fn export(&self, e: &Export<'_>) -> Result<()> {
+    fn export(&self, e: &Export, link: &Path) -> Result<()> {
         let target = self.root().join(e.name);
         if e.file {
             // A regular file at the configured path is replaced, as Firecracker itself writes
@@ -148,7 +154,7 @@ impl Jailed {
             created.map_err(io(format!("cannot create {}", target.display())))?;
             self.own(&target)?;
         }
-        export::make_link(e.link, &target).map_err(io(format!("cannot link {}", e.link.display())))
+        export::make_link(link, &target).map_err(io(format!("cannot link {}", link.display())))
     }
 
     /// Creates the jail: its dir and chroot, the kernel and initrd copied in, Firecracker's
@@ -214,8 +220,8 @@ impl Executor for Jailed {
         let in_jail = |name: &str| Some(Path::new("/").join(name));
         plan.seen.kernel_path = in_jail("kernel");
         plan.seen.initrd_path = config.boot_source.initrd_path.as_ref().and(in_jail("initrd"));
-        for e in Self::exports(config) {
-            plan.resources.push(self.plan_export(&e)?);
+        for (e, link) in Self::exports(config) {
+            plan.resources.push(self.plan_export(e, link)?);
             *(e.seen)(&mut plan.seen) = in_jail(e.name);
         }
         Ok(plan)
@@ -231,7 +237,7 @@ impl Executor for Jailed {
                 .map_err(io(format!("cannot create {}", parent.display())))?;
         }
         self.make_jail(config)?;
-        Self::exports(config).iter().try_for_each(|e| self.export(e))?;
+        Self::exports(config).try_for_each(|(e, link)| self.export(e, link))?;
         if let Some(load) = load {
             let placed = self.layout().snapshot_output.place(&load.snapshot_path, &load.mem_file_path);
             (load.snapshot_path, load.mem_file_path) = placed.map_err(SnapshotError::Jail)?;

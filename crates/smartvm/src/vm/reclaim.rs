@@ -107,9 +107,26 @@ pub fn reclaim_runtime_dir(scope: &UnwindScope, owned: &[PathBuf]) -> std::io::R
             reclaim_new_dir(scope, &dir, &mut report);
             continue;
         }
-        reclaim_vm_dir(scope, &dir, &mut report);
+        reclaim_vm_dir(scope, &dir, Spare::LiveDetached, &mut report);
     }
     Ok(report)
+}
+
+/// Whether a reclaim leaves a detached VM whose process runs alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spare {
+    /// Yes: it lives on without its owner (a host agent's VM between two agents).
+    LiveDetached,
+    /// No: it is killed and unwound (an agent that cannot take it over, so that no VM runs
+    /// that nothing answers for).
+    Nothing,
+}
+
+/// Reclaims one VM dir of `scope.runtime_dir` (see [`Spare`]).
+pub fn reclaim_one(scope: &UnwindScope, dir: &Path, spare: Spare) -> ReclaimReport {
+    let mut report = ReclaimReport::default();
+    reclaim_vm_dir(scope, dir, spare, &mut report);
+    report
 }
 
 /// A VM dir being prepared (see [`Ledger::create`](super::ledger::Ledger)): nothing but the dir
@@ -129,7 +146,7 @@ fn reclaim_new_dir(scope: &UnwindScope, dir: &Path, report: &mut ReclaimReport) 
     }
 }
 
-fn reclaim_vm_dir(scope: &UnwindScope, dir: &Path, report: &mut ReclaimReport) {
+fn reclaim_vm_dir(scope: &UnwindScope, dir: &Path, spare: Spare, report: &mut ReclaimReport) {
     let mut journal = match VmJournal::read(dir) {
         Ok(j) => j,
         Err(e) => {
@@ -148,11 +165,13 @@ fn reclaim_vm_dir(scope: &UnwindScope, dir: &Path, report: &mut ReclaimReport) {
     }
     // A VM whose owner runs is spared while its process runs or is still being spawned (no
     // pid journaled yet); an orphan (owner gone) is killed and unwound.
-    if journal.owner_alive() && (journal.pid().is_none() || journal.process_alive()) {
+    // (With nothing spared, only another program's ownership counts: this one gave the VM up.)
+    let owner_elsewhere = spare == Spare::LiveDetached || journal.owner_pid != Some(std::process::id() as i32);
+    if owner_elsewhere && journal.owner_alive() && (journal.pid().is_none() || journal.process_alive()) {
         return;
     }
     // A detached VM (a host agent's) lives on without its owner while its process runs.
-    if journal.detached && journal.process_alive() {
+    if spare == Spare::LiveDetached && journal.detached && journal.process_alive() {
         return;
     }
     let failures = unwind(&journal.resources, scope);

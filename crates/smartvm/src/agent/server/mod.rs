@@ -95,7 +95,7 @@ pub struct AgentServer {
 pub struct AdoptReport {
     /// Live VMs taken over.
     pub adopted: Vec<String>,
-    /// Runtime dirs whose VM could not be taken over, and why.
+    /// Runtime dirs whose live VM could not be taken over, and why (it was killed and unwound).
     pub failed: Vec<(PathBuf, SmartVmError)>,
     /// VMs that ended while no agent ran (reported `error` until removed).
     pub ended: Vec<VmSummary>,
@@ -132,14 +132,15 @@ impl AgentServer {
     /// then reclaims what dead ones left.
     pub async fn adopt(&self) -> Result<AdoptReport> {
         let smartvm = self.agent.smartvm();
-        let (adopted, failed) = smartvm.adopt_detached().await?;
-        for vm in adopted.iter().filter_map(|id| smartvm.vm(id)) {
+        let outcome = smartvm.adopt_detached().await?;
+        for vm in outcome.adopted.iter().filter_map(|id| smartvm.vm(id)) {
             self.agent.watch(&vm);
         }
         let ended: Vec<VmSummary> = smartvm.ended_detached().into_iter().filter_map(store::ended_summary).collect();
         self.agent.add_ended(ended.clone());
-        let reclaimed = smartvm.reclaim().await?.reclaimed;
-        Ok(AdoptReport { adopted, failed, ended, reclaimed })
+        let mut reclaimed = outcome.reclaimed;
+        reclaimed.extend(smartvm.reclaim().await?.reclaimed);
+        Ok(AdoptReport { adopted: outcome.adopted, failed: outcome.failed, ended, reclaimed })
     }
 
     /// The routes, each behind the peer check (answers need the peer's credentials: serve the

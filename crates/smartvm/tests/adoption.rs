@@ -1,0 +1,56 @@
+//! Taking over detached VMs after their program died: a VM that can be taken over is, and one
+//! that cannot is killed and unwound, so that no VM runs that nothing answers for.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use smartvm::vm::VmPolicy;
+use smartvm::{SmartVm, SmartVmOptions};
+
+fn detached(env: &common::TestEnv) -> SmartVmOptions {
+    let options = env.smartvm.options().clone();
+    SmartVmOptions { vm_policy: VmPolicy { detached: true, ..options.vm_policy.clone() }, ..options }
+}
+
+fn wait_gone(pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::pid_alive(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+    true
+}
+
+#[tokio::test]
+async fn a_vm_that_cannot_be_taken_over_is_reclaimed_not_left_invisible() {
+    let Some(env) = common::env() else { return };
+    let first = SmartVm::new(detached(&env));
+    let kept = first.create_vm(&env.probe_config("kept", "probe.count=100000")).unwrap();
+    let lost = first.create_vm(&env.probe_config("lost", "probe.count=100000")).unwrap();
+    kept.start().await.unwrap();
+    lost.start().await.unwrap();
+    let (kept_pid, lost_pid) = (kept.pid().await.unwrap(), lost.pid().await.unwrap());
+    let lost_dir = lost.runtime_dir().to_path_buf();
+    // The program "dies": it lets go of its VMs (detached: they keep running).
+    drop((kept, lost));
+    first.forget_vm("kept");
+    first.forget_vm("lost");
+    drop(first);
+    assert!(common::pid_alive(kept_pid) && common::pid_alive(lost_pid));
+    // One of them can no longer be reached through its API.
+    std::fs::remove_file(lost_dir.join("firecracker.sock")).unwrap();
+
+    let next = SmartVm::new(detached(&env));
+    let outcome = next.adopt_detached().await.unwrap();
+    assert_eq!(outcome.adopted, ["kept"]);
+    assert_eq!(outcome.failed.len(), 1, "{:?}", outcome.failed);
+    assert_eq!(outcome.reclaimed, ["lost"]);
+    assert!(wait_gone(lost_pid), "the VM nothing answers for is killed");
+    assert!(!lost_dir.exists(), "and unwound");
+    assert!(common::pid_alive(kept_pid));
+    next.cleanup().await.unwrap();
+    assert!(wait_gone(kept_pid));
+}
