@@ -224,6 +224,12 @@ impl ErrorBody {
             ErrorCode::InvalidState => 409,
             ErrorCode::InvalidConfig => 422,
             ErrorCode::Busy => 429,
+            // An upstream (release or image server) failed, not the agent.
+            ErrorCode::DownloadFailed
+            | ErrorCode::VersionFetchFailed
+            | ErrorCode::BaseImageResolveFailed
+            | ErrorCode::BaseImageManifestFailed
+            | ErrorCode::BaseImagePrepareFailed => 502,
             // A path the caller named that another user could have written.
             ErrorCode::UntrustedPath => 403,
             ErrorCode::SnapshotFailed if matches!(root, SmartVmError::Snapshot(s) if s.is_bad_request()) => 422,
