@@ -620,3 +620,86 @@ fn stop_vms_on_exit_stops_and_cleans_up_with_the_agent() {
     assert!(common::wait_for_exit(pid, 5_000), "its VM was stopped with it");
     assert!(env.runtime_is_empty(), "and cleaned up");
 }
+
+/// Firecracker processes started for `env`'s runtime dir.
+fn firecrackers(env: &Env) -> Vec<i32> {
+    let runtime = env.runtime().display().to_string();
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmd = String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).into_owned();
+        if cmd.contains(&runtime) && cmd.contains("firecracker") && smartvm::vm::process_start_time(pid).is_some() {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Waits (bounded) until `done` holds.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::yield_now();
+    }
+}
+
+/// SIGKILL the agent at twenty moments of a burst of starts (before any VM dir exists, as the
+/// n-th appears, as the n-th runs): the next agent accounts for every Firecracker left — each one
+/// running is listed (adopted), the rest were reclaimed — and `rm` + `gc` leave nothing.
+#[test]
+fn an_agent_killed_at_any_moment_of_a_burst_loses_no_vm() {
+    let Some(mut env) = env() else { return };
+    let client_runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for moment in 0..20usize {
+        let mut agent = Agent::start(&mut env);
+        let burst: Vec<Running> = (0..4)
+            .map(|k| {
+                let id = format!("b{moment}-{k}");
+                let args = ["run", "-d", "--id", &id, "--boot-args", "console=ttyS0 probe.count=100000"];
+                Running(env.cmd(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+            })
+            .collect();
+        let n = moment / 4;
+        let dirs = || {
+            std::fs::read_dir(env.runtime())
+                .map_or(0, |d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with('b')).count())
+        };
+        match moment % 2 {
+            0 => wait_until("VM dirs appear", || dirs() >= n),
+            _ => wait_until("VMs run", || {
+                let list = client_runtime.block_on(AgentClient::new(&agent.socket).list()).unwrap_or_default();
+                list.iter().filter(|v| v.state == smartvm::VmState::Running).count() >= n
+            }),
+        }
+        let pid = agent.process.id() as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+        assert!(common::wait_for_exit(pid, 10_000));
+        let _ = agent.process.wait();
+        for mut client in burst {
+            let _ = client.wait();
+        }
+        env.extra_env.retain(|(k, _)| k != "SMARTVM_AGENT_SOCKET");
+        std::fs::remove_dir_all(env.dir.path().join("agent")).unwrap();
+        std::mem::forget(agent); // its Drop would kill the VMs the next agent must find
+
+        let next = Agent::start(&mut env);
+        let listed = client_runtime.block_on(AgentClient::new(&next.socket).list()).unwrap();
+        let listed_pids: Vec<i32> = listed.iter().filter_map(|v| v.pid).collect();
+        for pid in firecrackers(&env) {
+            assert!(listed_pids.contains(&pid), "moment {moment}: Firecracker {pid} runs unlisted; listed {listed:?}");
+        }
+        remove_all(&env, listed.iter().map(|v| v.id.clone()));
+        let (code, _, err) = run(&env, &["gc"]);
+        assert_eq!(code, Some(0), "{err}");
+        wait_until("no Firecracker is left", || firecrackers(&env).is_empty());
+        assert!(
+            env.runtime_is_empty(),
+            "moment {moment}: {:?}",
+            std::fs::read_dir(env.runtime()).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+        );
+        drop(next);
+        env.extra_env.retain(|(k, _)| k != "SMARTVM_AGENT_SOCKET");
+        std::fs::remove_dir_all(env.dir.path().join("agent")).unwrap();
+    }
+}
