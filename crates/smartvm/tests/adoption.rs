@@ -13,6 +13,17 @@ fn detached(env: &common::TestEnv) -> SmartVmOptions {
     SmartVmOptions { vm_policy: VmPolicy { detached: true, ..options.vm_policy.clone() }, ..options }
 }
 
+/// Kills the detached VMs when the test ends, passed or failed (they outlive their program).
+struct KillOnDrop(Vec<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
 fn wait_gone(pid: i32) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     while common::pid_alive(pid) {
@@ -33,6 +44,7 @@ async fn a_vm_that_cannot_be_taken_over_is_reclaimed_not_left_invisible() {
     kept.start().await.unwrap();
     lost.start().await.unwrap();
     let (kept_pid, lost_pid) = (kept.pid().await.unwrap(), lost.pid().await.unwrap());
+    let _guard = KillOnDrop(vec![kept_pid, lost_pid]);
     let lost_dir = lost.runtime_dir().to_path_buf();
     // The program "dies": it lets go of its VMs (detached: they keep running).
     drop((kept, lost));
