@@ -644,26 +644,47 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// SIGKILL the agent at twenty moments of a burst of starts (before any VM dir exists, as the
-/// n-th appears, as the n-th runs): the next agent accounts for every Firecracker left — each one
+/// SIGKILL the agent at twenty moments of a mixed burst (creates, a restore of clones, a
+/// snapshot): before any VM dir exists, as the n-th appears, as the n-th runs: the next agent accounts for every Firecracker left — each one
 /// running is listed (adopted), the rest were reclaimed — and `rm` + `gc` leave nothing.
 #[test]
 fn an_agent_killed_at_any_moment_of_a_burst_loses_no_vm() {
     let Some(mut env) = env() else { return };
     let client_runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // A bundle to restore from in every burst.
+    let bundle = env.dir.path().join("burst-bundle");
+    {
+        let _agent = Agent::start(&mut env);
+        detach(&env, "src", "console=ttyS0 probe.count=100000");
+        let (code, _, err) = run(&env, &["snapshot", "take", "src", "--out", bundle.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{err}");
+        remove_all(&env, ["src"]);
+    }
+    env.extra_env.retain(|(k, _)| k != "SMARTVM_AGENT_SOCKET");
+    std::fs::remove_dir_all(env.dir.path().join("agent")).unwrap();
+    let quiet =
+        |env: &Env, args: &[&str]| Running(env.cmd(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
     for moment in 0..20usize {
         let mut agent = Agent::start(&mut env);
-        let burst: Vec<Running> = (0..4)
+        // A mixed burst: three creates, a restore of two clones, and a snapshot of the first
+        // create (which may not exist yet: then that request fails, as it would for anyone).
+        let mut burst: Vec<Running> = (0..3)
             .map(|k| {
                 let id = format!("b{moment}-{k}");
-                let args = ["run", "-d", "--id", &id, "--boot-args", "console=ttyS0 probe.count=100000"];
-                Running(env.cmd(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+                quiet(&env, &["run", "-d", "--id", &id, "--boot-args", "console=ttyS0 probe.count=100000"])
             })
             .collect();
+        let clones = format!("r{moment}");
+        burst.push(quiet(
+            &env,
+            &["snapshot", "restore", bundle.to_str().unwrap(), "-d", "--id", &clones, "--count", "2"],
+        ));
+        let taken = env.dir.path().join(format!("taken-{moment}"));
+        burst.push(quiet(&env, &["snapshot", "take", &format!("b{moment}-0"), "--out", taken.to_str().unwrap()]));
         let n = moment / 4;
         let dirs = || {
             std::fs::read_dir(env.runtime())
-                .map_or(0, |d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with('b')).count())
+                .map_or(0, |d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(['b', 'r'])).count())
         };
         match moment % 2 {
             0 => wait_until("VM dirs appear", || dirs() >= n),
