@@ -134,3 +134,39 @@ async fn api_that_never_answers_is_an_api_timeout() {
         assert_eq!(vm.state(), VmState::Error);
     }
 }
+
+/// What a VM reports (its pid, its TAPs) is read without waiting for the start that holds it:
+/// a host agent lists its VMs while others start.
+#[tokio::test]
+async fn what_a_vm_reports_never_waits_for_its_start() {
+    use futures_util::FutureExt;
+    let Some(env) = env() else { return };
+    let bind = "import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); time.sleep(600)";
+    let body = format!(
+        "while [ $# -gt 0 ]; do [ \"$1\" = --api-sock ] && sock=$2; shift; done\nexec python3 -c '{bind}' \"$sock\""
+    );
+    let mute = script(env.dir.path(), "slow-fc", &body);
+    let mut opts = env.runtime_options();
+    opts.firecracker_binary = mute;
+    opts.policy.socket_timeout = Duration::from_secs(3);
+    opts.policy.boot_via_api = true;
+    let vm = std::sync::Arc::new(MicroVm::new(&env.probe_config("slow", ""), opts).unwrap());
+    let mut events = vm.events();
+    let starting = tokio::spawn({
+        let vm = vm.clone();
+        async move { vm.start().await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv()).await.unwrap().unwrap();
+        if event.step == Some(Step::WaitForApi) {
+            break;
+        }
+    }
+    let pid = vm.pid().now_or_never().expect("pid() answers while the start waits for the API");
+    assert!(pid.is_some_and(pid_alive), "{pid:?}");
+    #[cfg(feature = "network")]
+    assert!(vm.tap_devices().now_or_never().is_some());
+    assert_eq!(starting.await.unwrap().unwrap_err().code(), "API_TIMEOUT");
+    assert_eq!(vm.pid().now_or_never(), Some(None), "no pid once the start failed");
+}

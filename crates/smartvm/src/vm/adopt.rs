@@ -49,6 +49,7 @@ impl MicroVm {
         {
             let mut inner = vm.inner.lock().await;
             *vm.exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(process.exit_watch());
+            vm.facts().pid = Some(process.pid());
             inner.process = Some(process);
             inner.api = Some(api);
             inner.version = vm.options.firecracker_version;

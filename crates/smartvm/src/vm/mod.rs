@@ -63,6 +63,15 @@ struct VmResources {
     ledger: Option<ledger::Ledger>,
 }
 
+/// What others may read of a VM without waiting for an operation in progress (a start holds the
+/// VM for its whole step list): its process id and TAPs, updated as they change.
+#[derive(Debug, Default)]
+struct Facts {
+    pid: Option<i32>,
+    #[cfg(feature = "network")]
+    taps: Vec<crate::network::TapDevice>,
+}
+
 /// One microVM. Methods take `&self`; operations on one VM are serialized internally.
 ///
 /// # Examples
@@ -104,6 +113,7 @@ pub struct MicroVm {
     exit: StdMutex<Option<tokio::sync::watch::Receiver<Option<ExitInfo>>>>,
     /// When the guest first ran (for an adopted VM: when its process started).
     running_since: StdMutex<Option<std::time::SystemTime>>,
+    facts: StdMutex<Facts>,
 }
 
 impl MicroVm {
@@ -161,6 +171,7 @@ impl MicroVm {
             inner: tokio::sync::Mutex::new(VmResources::default()),
             exit: StdMutex::new(None),
             running_since: StdMutex::new(None),
+            facts: StdMutex::new(Facts::default()),
         }
     }
 
@@ -201,7 +212,11 @@ impl MicroVm {
     /// TAP devices this VM created (removed at cleanup).
     #[cfg(feature = "network")]
     pub async fn tap_devices(&self) -> Vec<crate::network::TapDevice> {
-        self.inner.lock().await.taps.clone()
+        self.facts().taps.clone()
+    }
+
+    fn facts(&self) -> std::sync::MutexGuard<'_, Facts> {
+        self.facts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The current state. A VM whose process ended by itself reads as `Stopped` (exit code 0,
@@ -280,8 +295,9 @@ impl MicroVm {
         self.stderr.clone()
     }
     /// The Firecracker process id, while it exists.
+    /// Firecracker's pid while it is this VM's (never waits for an operation in progress).
     pub async fn pid(&self) -> Option<i32> {
-        self.inner.lock().await.process.as_ref().map(FirecrackerProcess::pid)
+        self.facts().pid
     }
     /// The running Firecracker's version (learned at start).
     pub async fn firecracker_version(&self) -> Option<FirecrackerVersion> {
@@ -437,6 +453,7 @@ impl MicroVm {
                 tracing::warn!(vm = %self.id, error = %f, "could not release a resource");
             }
         }
+        *self.facts() = Facts::default();
         #[cfg(feature = "network")]
         for tap in std::mem::take(&mut inner.taps) {
             if let Some(net) = &self.options.network {
@@ -474,6 +491,7 @@ impl Drop for StartGuard<'_> {
         }
         #[cfg(feature = "network")]
         self.inner.taps.clear();
+        *self.vm.facts() = Facts::default();
         self.vm.set_state(failed);
     }
 }

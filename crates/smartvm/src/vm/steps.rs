@@ -338,7 +338,8 @@ impl MicroVm {
             if self.options.append_network_boot_args && resolved.extra_boot_args.is_none() {
                 resolved.extra_boot_args = Some(tap.guest_boot_args());
             }
-            inner.taps.push(tap);
+            inner.taps.push(tap.clone());
+            self.facts().taps.push(tap);
         }
         Ok(())
     }
@@ -395,6 +396,7 @@ impl MicroVm {
         });
         let (pid, start_time) = (process.pid(), process.start_time());
         inner.process = Some(process);
+        self.facts().pid = Some(pid);
         ledger(inner)?.process_spawned(pid, start_time).map_err(journal_err)?;
         let micros = |d: std::time::Duration| d.as_micros() as u64;
         tracing::debug!(vm = %self.id, pid, journal_us = micros(journaled), spawn_us = micros(forked), "spawned");
