@@ -124,19 +124,14 @@ impl Console {
 
     /// Follows the file at `path` (which a process appends to, e.g. a detached Firecracker's
     /// stdout) from its start into the buffer (waking followers): read to its end, then wait
-    /// for inotify to report more, until `ended` says the writer is gone (then read what is
+    /// for inotify (one instance for the whole process) to report more, until `ended` says the
+    /// writer is gone (then read what is
     /// left and end the stream). A last line without a newline is kept until it is complete.
     pub(crate) fn spawn_file_follower(&self, path: std::path::PathBuf, mut ended: tokio::sync::watch::Receiver<bool>) {
         let console = self.clone();
         tokio::spawn(async move {
             let Ok(file) = tokio::fs::File::open(&path).await else { return console.close() };
-            let mut events = match inotify::Inotify::init().and_then(|i| {
-                i.watches().add(&path, inotify::WatchMask::MODIFY)?;
-                i.into_event_stream([0u8; 1024])
-            }) {
-                Ok(events) => events,
-                Err(_) => return console.close(),
-            };
+            let Ok(watch) = super::file_watch::Watch::new(&path) else { return console.close() };
             let mut reader = BufReader::new(file);
             let mut partial = Vec::new();
             loop {
@@ -146,7 +141,7 @@ impl Console {
                     break;
                 }
                 tokio::select! {
-                    _ = futures_util::StreamExt::next(&mut events) => {}
+                    _ = watch.changed() => {}
                     _ = ended.changed() => {}
                 }
             }

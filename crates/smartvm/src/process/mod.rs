@@ -6,6 +6,7 @@
 
 mod command;
 mod console;
+mod file_watch;
 mod jailer;
 mod pidfd;
 pub(crate) mod spawner;
