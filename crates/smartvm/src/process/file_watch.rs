@@ -21,27 +21,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn shared() -> std::io::Result<&'static FileWatch> {
-    static SHARED: OnceLock<Result<FileWatch, String>> = OnceLock::new();
+    static SHARED: OnceLock<Result<FileWatch, Arc<std::io::Error>>> = OnceLock::new();
     let made = SHARED.get_or_init(|| {
-        let mut inotify = Inotify::init().map_err(|e| e.to_string())?;
+        let mut inotify = Inotify::init()?;
         let followers: Arc<Mutex<HashMap<WatchDescriptor, Vec<Arc<Notify>>>>> = Arc::default();
         let watches = inotify.watches();
         let wake = followers.clone();
-        std::thread::Builder::new()
-            .name("smartvm-file-watch".into())
-            .spawn(move || {
-                let mut buffer = [0u8; 4096];
-                while let Ok(events) = inotify.read_events_blocking(&mut buffer) {
-                    let followers = lock(&wake);
-                    for event in events {
-                        // A stored permit if the follower is not waiting yet: no wakeup is lost.
-                        followers.get(&event.wd).into_iter().flatten().for_each(|n| n.notify_one());
-                    }
+        std::thread::Builder::new().name("smartvm-file-watch".into()).spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(events) = inotify.read_events_blocking(&mut buffer) {
+                let followers = lock(&wake);
+                for event in events {
+                    // A stored permit if the follower is not waiting yet: no wakeup is lost.
+                    followers.get(&event.wd).into_iter().flatten().for_each(|n| n.notify_one());
                 }
-            })
-            .map_err(|e| e.to_string())?;
+            }
+        })?;
         Ok(FileWatch { watches: Mutex::new(watches), followers })
     });
+    // Made once: a failure to make it is every caller's, with its cause.
     made.as_ref().map_err(|e| std::io::Error::other(e.clone()))
 }
 
