@@ -29,7 +29,10 @@ async fn serve(env: &common::TestEnv) -> Served {
 }
 
 async fn serve_with(env: &common::TestEnv, policy: AgentPolicy, socket: std::path::PathBuf) -> Served {
-    let options = env.smartvm.options().clone();
+    serve_options(env.smartvm.options().clone(), policy, socket).await
+}
+
+async fn serve_options(options: smartvm::SmartVmOptions, policy: AgentPolicy, socket: std::path::PathBuf) -> Served {
     let listener = bind_for(&socket, &policy.group).await.unwrap();
     let server = AgentServer::with_policy(options, policy);
     let report = server.adopt().await.unwrap();
@@ -385,7 +388,14 @@ fn mutate(seed: &str, rng: &mut Rng) -> Vec<u8> {
 #[tokio::test]
 async fn mutated_bodies_get_coded_answers_and_the_agent_stays_up() {
     let Some(env) = common::env() else { return };
-    let served = serve(&env).await;
+    // Base-image requests (a mutation may name any preset) go to a port nothing listens on:
+    // refused at once, never the network.
+    let closed = "http://127.0.0.1:9".to_string();
+    let mut options = env.smartvm.options().clone();
+    options.mirrors =
+        smartvm::images::Mirrors { github_api: closed.clone(), github: closed.clone(), ci_artifacts: closed };
+    let socket = env.dir.path().join("mutations.sock");
+    let served = serve_options(options, AgentPolicy::default(), socket).await;
     let client = AgentClient::new(&served.socket);
     let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/agent");
     let mut seeds: Vec<(String, String)> = std::fs::read_dir(&corpus)
