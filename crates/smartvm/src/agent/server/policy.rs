@@ -5,10 +5,10 @@
 //! anyone else the socket admits (members of the `smartvm` group: [`Caller::Member`]) may name
 //! none — no kernel, initrd, drive, log, metrics or vsock path, no snapshot dir — except under
 //! a directory the operator allows ([`AgentPolicy::allowed_paths`], `serve --allow-path`),
-//! checked after resolving symlinks. Base images the agent fetches and caches are always
-//! allowed. A refusal is 403 `PERMISSION_DENIED` naming the field; nothing is created.
-//! (An allowed directory must be writable only by trusted users: a member who can write in it
-//! could swap a checked file for a link between the check and the open.)
+//! checked after resolving symlinks, and only where every directory on the way is writable by
+//! root or the agent's user alone (StrictModes): so no member can swap a checked file for a link
+//! between the check and Firecracker's open. Base images the agent fetches and caches are
+//! always allowed. A refusal is 403 `PERMISSION_DENIED` naming the field; nothing is created.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -86,6 +86,20 @@ impl AgentPolicy {
         for hp in config.host_paths() {
             let real = resolved(hp.path);
             let inside = hp.path.is_absolute() && allowed.iter().any(|dir| real.starts_with(dir) && real != *dir);
+            // Every directory on the way is the owner's alone: nobody else can swap a checked
+            // file for a link between this check and Firecracker's open.
+            if let Some(parent) = real.parent().filter(|_| inside) {
+                if let Err(e) = crate::trust::check(parent, crate::trust::Expect::Directory) {
+                    let reason = format!("{} is in a directory others may write: {e}", hp.path.display());
+                    return Err(SmartVmError::PermissionDenied { field: hp.field, reason });
+                }
+            }
+            if inside && hp.used == HostPathUse::Creates && std::fs::symlink_metadata(hp.path).is_ok() {
+                // A member's output never lands on a file that is there already (an image of
+                // the operator's, say).
+                let reason = format!("{} exists: a member's output must be a new file", hp.path.display());
+                return Err(SmartVmError::PermissionDenied { field: hp.field, reason });
+            }
             if !inside {
                 let what = match hp.used {
                     HostPathUse::Reads => "read",
@@ -193,6 +207,16 @@ mod tests {
         assert!(policy.check_config(Caller::Member, &logged).is_err());
         logged.logger = Some(crate::config::LoggerConfig::new(allowed.join("fc.log"), crate::config::LogLevel::Info));
         policy.check_config(Caller::Member, &logged).unwrap();
+        logged.logger = Some(crate::config::LoggerConfig::new(allowed.join("vmlinux"), crate::config::LogLevel::Info));
+        let err = policy.check_config(Caller::Member, &logged).unwrap_err();
+        assert!(err.to_string().contains("must be a new file"), "an existing file is not overwritten: {err}");
+        // A directory others may write, inside the allowed one, is refused.
+        let open = allowed.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        std::fs::write(open.join("vmlinux"), b"k").unwrap();
+        let err = policy.check_config(Caller::Member, &VmConfig::new(open.join("vmlinux"))).unwrap_err();
+        assert!(err.to_string().contains("others may write"), "{err}");
         let nothing_allowed = AgentPolicy::default();
         assert!(nothing_allowed.check_config(Caller::Member, &ok).is_err());
     }
