@@ -55,9 +55,12 @@ async fn a_vm_that_cannot_be_taken_over_is_reclaimed_not_left_invisible() {
     // One of them can no longer be reached through its API.
     std::fs::remove_file(lost_dir.join("firecracker.sock")).unwrap();
 
+    let before_adoption = std::time::SystemTime::now();
     let next = SmartVm::new(detached(&env));
     let outcome = next.adopt_detached().await.unwrap();
     assert_eq!(outcome.adopted, ["kept"]);
+    let since = next.vm("kept").unwrap().running_since().unwrap();
+    assert!(since <= before_adoption, "its uptime counts from its process's start, not from the adoption");
     assert_eq!(outcome.failed.len(), 1, "{:?}", outcome.failed);
     assert_eq!(outcome.reclaimed, ["lost"]);
     assert!(wait_gone(lost_pid), "the VM nothing answers for is killed");
