@@ -139,6 +139,25 @@ async fn send(
 
 const JSON: Option<&str> = Some("application/json");
 
+/// Writes `bytes` as they are on a new connection and returns the first answer (head and body).
+async fn raw_exchange(socket: &std::path::Path, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut answer = Vec::new();
+    // Until the body is in (it ends in `}`) or the server closes.
+    while !answer.ends_with(b"}") {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await.unwrap().unwrap();
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// A request (method, path, content type, body) and the answer expected (status, code).
 type Case = (&'static str, &'static str, Option<&'static str>, Vec<u8>, (u16, &'static str));
 
@@ -208,6 +227,10 @@ async fn hostile_requests_get_coded_4xx_and_create_nothing() {
         let (status, code) = send(&socket, method, path, content_type, &body).await;
         assert_eq!((status, code.as_str()), expected, "{method} {path} {}", String::from_utf8_lossy(&body));
     }
+    // Bad framing: a chunked body that is no chunk.
+    let garbage = b"POST /v1/vms HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\nZZZ\r\nnot-a-chunk\r\n\r\n";
+    let answer = raw_exchange(&socket, garbage).await;
+    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("\"code\":\"INVALID_CONFIG\""), "{answer}");
     let client = AgentClient::new(&socket);
     assert!(client.list().await.unwrap().is_empty(), "nothing was created");
     // Console input: all of it is written, or 413 past a pipe's worth.
