@@ -76,6 +76,31 @@ fn resolved(path: &Path) -> PathBuf {
     path.to_path_buf()
 }
 
+/// Why a member may not use `hp`, given the resolved `allowed` dirs (`None`: it may).
+fn member_refusal(hp: &crate::config::HostPath<'_>, allowed: &[PathBuf]) -> Option<String> {
+    let real = resolved(hp.path);
+    if !hp.path.is_absolute() || !allowed.iter().any(|dir| real.starts_with(dir) && real != *dir) {
+        let what = match hp.used {
+            HostPathUse::Reads => "read",
+            HostPathUse::Creates => "create",
+        };
+        let path = hp.path.display();
+        return Some(format!(
+            "{path} is not under a directory this agent lets its group {what} files in (serve --allow-path)"
+        ));
+    }
+    // Every directory on the way is the owner's alone: nobody else can swap a checked file for
+    // a link between this check and Firecracker's open.
+    if let Some(Err(e)) = real.parent().map(|p| crate::trust::check(p, crate::trust::Expect::Directory)) {
+        return Some(format!("{} is in a directory others may write: {e}", hp.path.display()));
+    }
+    // A member's output never lands on a file that is there already (an operator's image, say).
+    if hp.used == HostPathUse::Creates && std::fs::symlink_metadata(hp.path).is_ok() {
+        return Some(format!("{} exists: a member's output must be a new file", hp.path.display()));
+    }
+    None
+}
+
 impl AgentPolicy {
     /// Refuses a config that names a host path `caller` may not use.
     pub fn check_config(&self, caller: Caller, config: &VmConfig) -> Result<()> {
@@ -84,31 +109,7 @@ impl AgentPolicy {
         }
         let allowed: Vec<PathBuf> = self.allowed_paths.iter().filter_map(|d| std::fs::canonicalize(d).ok()).collect();
         for hp in config.host_paths() {
-            let real = resolved(hp.path);
-            let inside = hp.path.is_absolute() && allowed.iter().any(|dir| real.starts_with(dir) && real != *dir);
-            // Every directory on the way is the owner's alone: nobody else can swap a checked
-            // file for a link between this check and Firecracker's open.
-            if let Some(parent) = real.parent().filter(|_| inside) {
-                if let Err(e) = crate::trust::check(parent, crate::trust::Expect::Directory) {
-                    let reason = format!("{} is in a directory others may write: {e}", hp.path.display());
-                    return Err(SmartVmError::PermissionDenied { field: hp.field, reason });
-                }
-            }
-            if inside && hp.used == HostPathUse::Creates && std::fs::symlink_metadata(hp.path).is_ok() {
-                // A member's output never lands on a file that is there already (an image of
-                // the operator's, say).
-                let reason = format!("{} exists: a member's output must be a new file", hp.path.display());
-                return Err(SmartVmError::PermissionDenied { field: hp.field, reason });
-            }
-            if !inside {
-                let what = match hp.used {
-                    HostPathUse::Reads => "read",
-                    HostPathUse::Creates => "create",
-                };
-                let reason = format!(
-                    "{} is not under a directory this agent lets its group {what} files in (serve --allow-path)",
-                    hp.path.display()
-                );
+            if let Some(reason) = member_refusal(&hp, &allowed) {
                 return Err(SmartVmError::PermissionDenied { field: hp.field, reason });
             }
         }
