@@ -91,7 +91,11 @@ pub fn exit_for(code: ErrorCode) -> Exit {
         | IoError
         | SnapshotFailed
         | Busy
-        | NoSuchRoute => Exit::Failure,
+        | NoSuchRoute
+        | GuestUnavailable
+        | GuestProtocol
+        | GuestRefused => Exit::Failure,
+        ExecFailed => Exit::GuestFailed,
     }
 }
 

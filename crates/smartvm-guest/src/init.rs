@@ -41,8 +41,10 @@ pub fn mount_api_filesystems() {
 /// What PID 1 does once the runtime runs: Ctrl-Alt-Del becomes SIGINT, `lo` comes up, and the
 /// guest gets a hostname if the kernel gave none.
 pub fn prepare() {
-    if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
-        eprintln!("smartvm-guest: cannot take over Ctrl-Alt-Del: {e}");
+    match nix::sys::reboot::set_cad_enabled(false) {
+        // EINVAL: PID 1 of a container's pid namespace, where Ctrl-Alt-Del is not ours anyway.
+        Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+        Err(e) => eprintln!("smartvm-guest: cannot take over Ctrl-Alt-Del: {e}"),
     }
     if let Err(e) = loopback_up() {
         eprintln!("smartvm-guest: cannot bring up lo: {e}");

@@ -38,6 +38,7 @@ mod backoff;
 pub mod config;
 pub mod error;
 pub mod executor;
+pub mod guest;
 pub mod host;
 #[cfg(feature = "images")]
 pub mod images;

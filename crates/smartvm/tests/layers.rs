@@ -12,7 +12,7 @@ const FLOORS: &[&[&str]] = &[
     &["config"],
     &["staging"],
     &["error"],
-    &["api", "probe"],
+    &["api", "probe", "guest"],
     &["process"],
     &["host"],
     &["network", "snapshot"],

@@ -229,7 +229,11 @@ impl ErrorBody {
             | ErrorCode::VersionFetchFailed
             | ErrorCode::BaseImageResolveFailed
             | ErrorCode::BaseImageManifestFailed
-            | ErrorCode::BaseImagePrepareFailed => 502,
+            | ErrorCode::BaseImagePrepareFailed
+            // So did the guest agent.
+            | ErrorCode::GuestProtocol => 502,
+            ErrorCode::GuestUnavailable => 503,
+            ErrorCode::GuestRefused | ErrorCode::ExecFailed => 422,
             // A path the caller named that another user could have written.
             ErrorCode::UntrustedPath => 403,
             ErrorCode::SnapshotFailed if matches!(root, SmartVmError::Snapshot(s) if s.is_bad_request()) => 422,

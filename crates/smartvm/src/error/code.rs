@@ -72,11 +72,22 @@ pub enum ErrorCode {
     Busy,
     /// `NO_SUCH_ROUTE`: the host agent serves no such path or method.
     NoSuchRoute,
+    /// `GUEST_UNAVAILABLE`: no guest agent answers (no vsock device, nothing listening on the
+    /// port, no answer in time).
+    GuestUnavailable,
+    /// `GUEST_PROTOCOL`: the guest answered with bytes or messages outside the protocol.
+    GuestProtocol,
+    /// `GUEST_REFUSED`: the guest agent refused or failed the request (its own code inside: an
+    /// unsupported capability, a missing path, a port that refused).
+    GuestRefused,
+    /// `EXEC_FAILED`: a command in the guest could not start, or ended unsuccessfully where
+    /// success was required.
+    ExecFailed,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 33] = [
+    pub const ALL: [ErrorCode; 37] = [
         ErrorCode::InvalidState,
         ErrorCode::InvalidConfig,
         ErrorCode::SocketTimeout,
@@ -110,6 +121,10 @@ impl ErrorCode {
         ErrorCode::PermissionDenied,
         ErrorCode::Busy,
         ErrorCode::NoSuchRoute,
+        ErrorCode::GuestUnavailable,
+        ErrorCode::GuestProtocol,
+        ErrorCode::GuestRefused,
+        ErrorCode::ExecFailed,
     ];
 
     /// The code as written in docs, logs and JSON (`SCREAMING_SNAKE_CASE`).
@@ -148,6 +163,10 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
             ErrorCode::Busy => "BUSY",
             ErrorCode::NoSuchRoute => "NO_SUCH_ROUTE",
+            ErrorCode::GuestUnavailable => "GUEST_UNAVAILABLE",
+            ErrorCode::GuestProtocol => "GUEST_PROTOCOL",
+            ErrorCode::GuestRefused => "GUEST_REFUSED",
+            ErrorCode::ExecFailed => "EXEC_FAILED",
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod api;
 mod code;
+mod guest;
 #[cfg(feature = "images")]
 mod image;
 #[cfg(feature = "network")]
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 
 pub use api::ApiError;
 pub use code::ErrorCode;
+pub use guest::GuestError;
 #[cfg(feature = "images")]
 pub use image::ImageError;
 #[cfg(feature = "network")]
@@ -184,6 +186,10 @@ pub enum SmartVmError {
     /// `NO_SUCH_ROUTE`: the host agent serves no such path (or not with that method).
     #[error("{0}")]
     NoSuchRoute(String),
+    /// `GUEST_UNAVAILABLE`, `GUEST_PROTOCOL`, `GUEST_REFUSED`, `EXEC_FAILED` or `IO_ERROR`: talking
+    /// to the agent inside a guest failed (see [`GuestError::code`]).
+    #[error(transparent)]
+    Guest(#[from] GuestError),
     /// An error the host agent reported, with its code.
     #[error("{message}")]
     Agent {
@@ -225,6 +231,7 @@ impl SmartVmError {
             SmartVmError::Busy(_) => ErrorCode::Busy,
             SmartVmError::NoSuchRoute(_) => ErrorCode::NoSuchRoute,
             SmartVmError::Agent { code, .. } => *code,
+            SmartVmError::Guest(e) => e.code(),
             #[cfg(feature = "images")]
             SmartVmError::Image(e) => e.code(),
             #[cfg(feature = "network")]

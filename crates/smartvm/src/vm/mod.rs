@@ -205,6 +205,22 @@ impl MicroVm {
         self.executor.vsock_socket(&self.config)
     }
 
+    /// A client of the guest agent behind this VM's vsock device, on `smartvm-guest`'s port
+    /// ([`DEFAULT_VSOCK_PORT`](crate::guest::protocol::DEFAULT_VSOCK_PORT)). A VM without a
+    /// vsock device fails at once with `GUEST_UNAVAILABLE`.
+    pub fn guest(&self) -> Result<crate::guest::GuestClient> {
+        self.guest_on(crate::guest::protocol::DEFAULT_VSOCK_PORT)
+    }
+
+    /// As [`guest`](Self::guest), for an agent listening on another vsock `port`.
+    pub fn guest_on(&self, port: u32) -> Result<crate::guest::GuestClient> {
+        let socket = self.vsock_socket().ok_or_else(|| crate::error::GuestError::Unavailable {
+            address: format!("VM {}", self.id),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "the VM has no vsock device"),
+        })?;
+        Ok(crate::guest::GuestClient::new(crate::guest::GuestAddress::Vsock { socket, port }))
+    }
+
     /// The API socket path (inside the chroot when jailed).
     pub fn socket_path(&self) -> PathBuf {
         self.layout.socket.clone()

@@ -1,0 +1,89 @@
+//! The agent as PID 1 of a pid + mount + network + UTS namespace the test creates (never the
+//! host's), and as a service with a workload: mounts, loopback, orphan reaping, the workload's
+//! exit status, SIGTERM forwarding, shutdown.
+
+mod common;
+
+use std::io::Read;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Agent, AGENT};
+
+fn namespaced() -> Command {
+    let mut command = Command::new("unshare");
+    command.args(["--pid", "--fork", "--mount", "--net", "--uts", "--kill-child", AGENT]);
+    command
+}
+
+async fn shell(agent: &Agent, script: &str) -> (String, bool) {
+    let out = agent.client().output(&["sh", "-c", script]).await.unwrap();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), out.status.success())
+}
+
+/// Waits for the process to end and returns what it printed.
+fn ended(agent: &mut Agent, limit: Duration) -> (String, std::process::ExitStatus) {
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = agent.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the agent did not end within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut out = String::new();
+    agent.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    (out, status)
+}
+
+#[tokio::test]
+async fn as_pid_1_it_mounts_brings_up_lo_reaps_orphans_and_powers_off() {
+    let mut agent = Agent::start_with(namespaced(), &[]).await;
+    let health = agent.client().health().await.unwrap();
+    assert!(health.init, "the agent knows it is PID 1");
+    let (mounts, _) = shell(&agent, "cat /proc/mounts").await;
+    for expected in ["devpts /dev/pts", "tmpfs /run", "tmpfs /tmp", "sysfs /sys"] {
+        assert!(mounts.contains(expected), "{expected} missing from {mounts}");
+    }
+    let (flags, _) = shell(&agent, "cat /sys/class/net/lo/flags").await;
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "lo is up in the namespace");
+
+    // The shell exits at once; its background child is re-parented to PID 1, the agent.
+    let (orphan, _) = shell(&agent, "sleep 0.3 >/dev/null 2>&1 & echo $!").await;
+    let orphan = orphan.trim().to_owned();
+    let (stat, _) = shell(&agent, &format!("cat /proc/{orphan}/stat")).await;
+    assert_eq!(stat.split_whitespace().nth(3), Some("1"), "the orphan's parent is PID 1: {stat}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, present) = shell(&agent, &format!("test -e /proc/{orphan}")).await;
+        if !present {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the orphan {orphan} was never reaped (a zombie stays)");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    agent.client().shutdown().await.unwrap();
+    let (out, _) = ended(&mut agent, Duration::from_secs(20));
+    assert!(out.contains("smartvm-guest exit=0"), "the exit report comes before power-off: {out:?}");
+}
+
+#[tokio::test]
+async fn as_pid_1_the_workload_s_exit_status_is_reported() {
+    let workload = ["--", "sh", "-c", "while [ ! -e /run/go ]; do sleep 0.02; done; exit 3"];
+    let mut agent = Agent::start_with(namespaced(), &workload).await;
+    let (_, touched) = shell(&agent, "touch /run/go").await;
+    assert!(touched);
+    let (out, _) = ended(&mut agent, Duration::from_secs(20));
+    assert!(out.contains("smartvm-guest exit=3"), "{out:?}");
+}
+
+#[tokio::test]
+async fn as_a_service_it_exits_with_the_workload_and_forwards_sigterm() {
+    let mut agent = Agent::start(&["--", "sh", "-c", "trap 'exit 9' TERM; while :; do sleep 0.02; done"]).await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    let (_, status) = ended(&mut agent, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(9), "the workload's status is the agent's");
+}
