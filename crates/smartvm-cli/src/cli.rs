@@ -58,6 +58,14 @@ enum Command {
     /// Connect to a VM's serial console: its output to stdout, stdin to the guest; Ctrl-] or
     /// the end of stdin detaches and leaves it running.
     Attach(crate::vms::IdArg),
+    /// Run a command in a VM's guest agent (`smartvm-guest`); its exit status is smartvm's.
+    Exec(crate::guest::ExecArgs),
+    /// A shell on a terminal in a VM's guest (Ctrl-] ends it).
+    Shell(crate::guest::ShellArgs),
+    /// Copy files or directories into or out of a guest: `cp SRC ID:/path`, `cp ID:/path DST`.
+    Cp(crate::guest::CpArgs),
+    /// Forward host TCP ports to ports in a guest until Ctrl-C.
+    PortForward(crate::guest::PortForwardArgs),
     /// Pause a VM held by the agent.
     Pause(crate::vms::IdArg),
     /// Resume a paused VM held by the agent.
@@ -128,6 +136,10 @@ pub fn main() -> ExitCode {
             Command::Rm(args) => interruptible(crate::vms::rm(args)).await,
             Command::Inspect(args) => interruptible(crate::vms::inspect(args)).await,
             Command::Attach(args) => interruptible(crate::vms::attach(args)).await,
+            Command::Exec(args) => interruptible(crate::guest::exec(args)).await,
+            Command::Shell(args) => interruptible(crate::guest::shell(args)).await,
+            Command::Cp(args) => interruptible(crate::guest::cp(args)).await,
+            Command::PortForward(args) => interruptible(crate::guest::port_forward(args)).await,
             Command::Pause(args) => interruptible(crate::vms::pause(args)).await,
             Command::Resume(args) => interruptible(crate::vms::resume(args)).await,
             Command::Gc { json } => interruptible(crate::maintenance::gc(json)).await,

@@ -7,7 +7,8 @@
 //! | 2 | bad command-line usage |
 //! | 3 | invalid input (`INVALID_CONFIG`, `INVALID_BASE_IMAGE_MANIFEST`, `INVALID_SUBNET`, …) |
 //! | 4 | this host cannot run VMs (no /dev/kvm, no Firecracker binary, an untrusted binary or dir, `doctor` found a blocker), or its agent refuses this user (`PERMISSION_DENIED`) |
-//! | 5 | the guest or Firecracker exited with an error |
+//! | 5 | the guest or Firecracker exited with an error; a guest command could not be started (`EXEC_FAILED`) |
+//! | N | `exec`, `shell`: the command's own exit status (128 + the signal when a signal ended it) |
 //! | 124 | `run --timeout` expired; the VM was stopped and cleaned up |
 //! | 130 | interrupted (Ctrl-C / SIGTERM); the VM was stopped and cleaned up |
 //! | 141 | `run`'s stdout was closed (e.g. `| head`); the VM was stopped and cleaned up |
@@ -21,20 +22,40 @@ use smartvm::SmartVmError;
 /// The documented exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
-    Success = 0,
-    Failure = 1,
-    Usage = 2,
-    InvalidConfig = 3,
-    HostUnfit = 4,
-    GuestFailed = 5,
-    TimedOut = 124,
-    Interrupted = 130,
-    BrokenPipe = 141,
+    Success,
+    Failure,
+    Usage,
+    InvalidConfig,
+    HostUnfit,
+    GuestFailed,
+    TimedOut,
+    Interrupted,
+    BrokenPipe,
+    /// `exec`/`shell`: the guest command's status, passed on as it is.
+    Command(u8),
+}
+
+impl Exit {
+    /// The process exit status.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Failure => 1,
+            Exit::Usage => 2,
+            Exit::InvalidConfig => 3,
+            Exit::HostUnfit => 4,
+            Exit::GuestFailed => 5,
+            Exit::TimedOut => 124,
+            Exit::Interrupted => 130,
+            Exit::BrokenPipe => 141,
+            Exit::Command(code) => code,
+        }
+    }
 }
 
 impl From<Exit> for ExitCode {
     fn from(e: Exit) -> Self {
-        ExitCode::from(e as u8)
+        ExitCode::from(e.code())
     }
 }
 

@@ -4,6 +4,7 @@ mod bench;
 mod cli;
 mod doctor;
 mod exit;
+mod guest;
 mod images;
 mod maintenance;
 mod progress;

@@ -3,7 +3,9 @@
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-use crate::frame::{check_kind, check_len, data_frame, message_frame, stream_of, FrameError, FrameKind, OwnedFrame, Stream};
+use crate::frame::{
+    check_kind, check_len, data_frame, message_frame, stream_of, FrameError, FrameKind, OwnedFrame, Stream,
+};
 
 /// Why no frame could be read.
 #[derive(Debug, thiserror::Error)]

@@ -75,7 +75,9 @@ fn joined<T>(result: Result<Result<T, ArchiveError>, tokio::task::JoinError>) ->
     match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(ArchiveError::Io { path, source })) => Err(OpError::io(source, path.display())),
-        Ok(Err(escape @ ArchiveError::Escapes(_))) => Err(OpError::new(GuestErrorCode::PermissionDenied, escape.to_string())),
+        Ok(Err(escape @ ArchiveError::Escapes(_))) => {
+            Err(OpError::new(GuestErrorCode::PermissionDenied, escape.to_string()))
+        }
         Err(e) => Err(OpError::new(GuestErrorCode::Io, format!("the archive task failed: {e}"))),
     }
 }

@@ -116,10 +116,9 @@ fn start(agent: &Agent, request: &ExecRequest) -> Result<Running, OpError> {
         command.env("PATH", DEFAULT_PATH);
     }
     for pair in &request.env {
-        let (name, value) = pair
-            .split_once('=')
-            .filter(|(name, _)| !name.is_empty())
-            .ok_or_else(|| OpError::new(GuestErrorCode::InvalidArgument, format!("env entry {pair:?} is not NAME=value")))?;
+        let (name, value) = pair.split_once('=').filter(|(name, _)| !name.is_empty()).ok_or_else(|| {
+            OpError::new(GuestErrorCode::InvalidArgument, format!("env entry {pair:?} is not NAME=value"))
+        })?;
         command.env(name, value);
     }
     if let Some(uid) = request.uid {
@@ -129,7 +128,11 @@ fn start(agent: &Agent, request: &ExecRequest) -> Result<Running, OpError> {
         command.gid(gid);
     }
     let spawn_error = |e: std::io::Error| {
-        let code = if e.kind() == std::io::ErrorKind::NotFound { GuestErrorCode::NotFound } else { GuestErrorCode::SpawnFailed };
+        let code = if e.kind() == std::io::ErrorKind::NotFound {
+            GuestErrorCode::NotFound
+        } else {
+            GuestErrorCode::SpawnFailed
+        };
         OpError::new(code, format!("cannot run {program:?}: {e}"))
     };
     match request.tty {
@@ -271,7 +274,10 @@ async fn read_input(
                 }
                 received += bytes.len() as u64;
                 if received > granted.load(Ordering::SeqCst) {
-                    break Incoming::Broken(OpError::new(GuestErrorCode::WindowExceeded, "stdin beyond the granted window"));
+                    break Incoming::Broken(OpError::new(
+                        GuestErrorCode::WindowExceeded,
+                        "stdin beyond the granted window",
+                    ));
                 }
                 if let Some(tx) = &stdin {
                     let _ = tx.send(bytes);
@@ -286,7 +292,10 @@ async fn read_input(
                 Err(e) => break Incoming::Broken(OpError::frame(&e)),
             },
             Ok(Some(OwnedFrame::Data { stream, .. })) => {
-                break Incoming::Broken(OpError::new(GuestErrorCode::BadFrame, format!("{stream:?} data from the client")))
+                break Incoming::Broken(OpError::new(
+                    GuestErrorCode::BadFrame,
+                    format!("{stream:?} data from the client"),
+                ))
             }
             Ok(None) => break Incoming::Gone,
             Err(e) => break Incoming::Broken(OpError::read(&e)),

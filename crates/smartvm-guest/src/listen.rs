@@ -29,7 +29,9 @@ impl Listener {
     /// Binds `address`. A stale Unix socket at the path is replaced; any other file is not.
     pub fn bind(address: &ListenAddress) -> io::Result<Listener> {
         match address {
-            ListenAddress::Vsock(port) => Ok(Listener::Vsock(VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, *port))?)),
+            ListenAddress::Vsock(port) => {
+                Ok(Listener::Vsock(VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, *port))?))
+            }
             ListenAddress::Unix(path) => bind_unix(path),
         }
     }
@@ -47,7 +49,10 @@ fn bind_unix(path: &PathBuf) -> io::Result<Listener> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
         Ok(_) => {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists and is no socket", path.display())))
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is no socket", path.display()),
+            ))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),

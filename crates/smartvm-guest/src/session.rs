@@ -177,7 +177,9 @@ async fn handle(agent: Arc<Agent>, connection: BoxedConnection) {
 async fn read_request(reader: &mut Reader) -> Result<Option<Request>, OpError> {
     match reader.read_frame().await {
         Ok(Some(OwnedFrame::Message(body))) => parse_message(&body).map(Some).map_err(|e| OpError::frame(&e)),
-        Ok(Some(OwnedFrame::Data { .. })) => Err(OpError::new(GuestErrorCode::BadFrame, "a data frame before the request")),
+        Ok(Some(OwnedFrame::Data { .. })) => {
+            Err(OpError::new(GuestErrorCode::BadFrame, "a data frame before the request"))
+        }
         Ok(None) => Ok(None),
         Err(e) => Err(OpError::read(&e)),
     }

@@ -18,5 +18,12 @@ pub fn stat(path: &str) -> Result<StatReply, OpError> {
     } else {
         FileKind::Other
     };
-    Ok(StatReply { kind, size: meta.size(), mode: meta.mode() & 0o7777, uid: meta.uid(), gid: meta.gid(), mtime: meta.mtime() })
+    Ok(StatReply {
+        kind,
+        size: meta.size(),
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mtime: meta.mtime(),
+    })
 }

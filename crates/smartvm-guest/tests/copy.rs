@@ -93,7 +93,8 @@ async fn copies_fail_clearly_and_write_nothing_outside_their_directory() {
     std::fs::write(work.path().join("f"), "x").unwrap();
     let missing_dir = client.copy_in(&work.path().join("f"), "/no/such/dir", None).await.unwrap_err();
     assert_eq!(missing_dir.code(), ErrorCode::GuestRefused);
-    let not_a_dir = client.copy_in(&work.path().join("f"), work.path().join("f").to_str().unwrap(), None).await.unwrap_err();
+    let not_a_dir =
+        client.copy_in(&work.path().join("f"), work.path().join("f").to_str().unwrap(), None).await.unwrap_err();
     assert_eq!(not_a_dir.code(), ErrorCode::GuestRefused);
     let relative = client.copy_out("relative/path", work.path(), None).await.unwrap_err();
     assert_eq!(relative.code(), ErrorCode::GuestRefused);

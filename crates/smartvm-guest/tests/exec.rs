@@ -59,7 +59,9 @@ async fn bad_commands_are_refused_with_their_reason() {
     assert_eq!(missing.code(), ErrorCode::GuestRefused);
     assert!(missing.to_string().contains("/no/such/program"), "{missing}");
     let empty = client.output(&[]).await.unwrap_err();
-    assert!(matches!(empty, smartvm::SmartVmError::Guest(ref g) if g.guest_code() == Some(GuestErrorCode::InvalidArgument)));
+    assert!(
+        matches!(empty, smartvm::SmartVmError::Guest(ref g) if g.guest_code() == Some(GuestErrorCode::InvalidArgument))
+    );
     let mut relative = argv(&["true"]);
     relative.cwd = Some("relative".into());
     assert!(client.exec(relative).await.is_err());
@@ -185,7 +187,10 @@ async fn sessions_beyond_the_limit_are_told_busy() {
     let first = client.exec(argv(&["sleep", "1000"])).await.unwrap();
     let second = client.exec(argv(&["sleep", "1000"])).await.unwrap();
     let busy = client.hello().await.unwrap_err();
-    assert!(matches!(busy, smartvm::SmartVmError::Guest(ref g) if g.guest_code() == Some(GuestErrorCode::Busy)), "{busy}");
+    assert!(
+        matches!(busy, smartvm::SmartVmError::Guest(ref g) if g.guest_code() == Some(GuestErrorCode::Busy)),
+        "{busy}"
+    );
     drop((first, second));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while client.hello().await.is_err() {

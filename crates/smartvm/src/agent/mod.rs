@@ -22,6 +22,7 @@
 //! ```
 
 mod client;
+mod guest;
 mod route;
 #[cfg(feature = "agent")]
 pub mod server;

@@ -35,11 +35,14 @@ pub enum Route {
     SnapshotVm,
     /// `POST /v1/snapshots/restore`.
     RestoreSnapshot,
+    /// `GET /v1/vms/{id}/guest` with `Upgrade: smartvm-guest`: a raw connection to the VM's
+    /// guest agent.
+    GuestConnect,
 }
 
 impl Route {
     /// Every route.
-    pub const ALL: [Route; 14] = [
+    pub const ALL: [Route; 15] = [
         Route::OpenApi,
         Route::Info,
         Route::Events,
@@ -54,12 +57,19 @@ impl Route {
         Route::VmConsole,
         Route::SnapshotVm,
         Route::RestoreSnapshot,
+        Route::GuestConnect,
     ];
 
     /// Its HTTP method.
     pub fn method(self) -> Method {
         match self {
-            Route::OpenApi | Route::Info | Route::Events | Route::ListVms | Route::GetVm | Route::VmLogs => Method::GET,
+            Route::OpenApi
+            | Route::Info
+            | Route::Events
+            | Route::ListVms
+            | Route::GetVm
+            | Route::VmLogs
+            | Route::GuestConnect => Method::GET,
             Route::RemoveVm => Method::DELETE,
             Route::CreateVm
             | Route::PauseVm
@@ -86,6 +96,7 @@ impl Route {
             Route::VmConsole => "/v1/vms/{id}/console",
             Route::SnapshotVm => "/v1/vms/{id}/snapshot",
             Route::RestoreSnapshot => "/v1/snapshots/restore",
+            Route::GuestConnect => "/v1/vms/{id}/guest",
         }
     }
 

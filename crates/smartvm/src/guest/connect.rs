@@ -1,14 +1,47 @@
 //! Reaching a guest agent: a Unix socket, or Firecracker's vsock device (its host socket, then
 //! `CONNECT <port>\n` answered by `OK <host port>\n`).
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use crate::error::GuestError;
+use crate::error::{GuestError, Result};
+
+/// A byte stream to a guest agent.
+pub trait GuestIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> GuestIo for T {}
+
+/// One connection to a guest agent, over any transport.
+pub type GuestConnection = Box<dyn GuestIo>;
+
+/// The future a [`GuestConnector`] returns.
+pub type Connecting<'a> = Pin<Box<dyn Future<Output = Result<GuestConnection>> + Send + 'a>>;
+
+/// How a [`GuestClient`](super::GuestClient) reaches its agent: each call opens one new
+/// connection, ready for the request frame. [`GuestAddress`] is one (a Unix socket, a
+/// Firecracker vsock device); the host agent's client is another (an HTTP upgrade through
+/// `smartvm serve`, see `AgentClient::guest`).
+pub trait GuestConnector: Send + Sync + std::fmt::Debug {
+    /// Opens a connection.
+    fn connect(&self) -> Connecting<'_>;
+    /// Where it leads, for messages.
+    fn describe(&self) -> String;
+}
+
+impl GuestConnector for GuestAddress {
+    fn connect(&self) -> Connecting<'_> {
+        Box::pin(async move { Ok(Box::new(open(self).await?) as GuestConnection) })
+    }
+
+    fn describe(&self) -> String {
+        self.to_string()
+    }
+}
 
 /// Where a guest agent listens, as seen from the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,11 +92,11 @@ impl FromStr for GuestAddress {
 /// The longest `OK <port>\n` line a vsock device sends.
 const MAX_HANDSHAKE_LINE: usize = 32;
 
-/// Opens a connection to the agent at `address` within `timeout`.
-pub(crate) async fn connect(address: &GuestAddress, timeout: Duration) -> Result<UnixStream, GuestError> {
-    match tokio::time::timeout(timeout, open(address)).await {
+/// Opens a connection through `connector` within `timeout`.
+pub(crate) async fn connect(connector: &dyn GuestConnector, timeout: Duration) -> Result<GuestConnection> {
+    match tokio::time::timeout(timeout, connector.connect()).await {
         Ok(result) => result,
-        Err(_) => Err(GuestError::Timeout { operation: "connect", after: timeout }),
+        Err(_) => Err(GuestError::Timeout { operation: "connect", after: timeout }.into()),
     }
 }
 

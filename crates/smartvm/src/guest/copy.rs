@@ -38,7 +38,11 @@ impl GuestClient {
             if session.writer.data(Stream::Archive, &chunk).await.is_err() {
                 // The agent stopped reading: its error reply says why.
                 drop(rx);
-                return Err(session.reply().await.err().unwrap_or_else(|| protocol("copy_in", "the agent stopped reading".into())));
+                return Err(session
+                    .reply()
+                    .await
+                    .err()
+                    .unwrap_or_else(|| protocol("copy_in", "the agent stopped reading".into())));
             }
         }
         joined(packing.await, "copy_in")?;
@@ -69,7 +73,9 @@ impl GuestClient {
                     }
                 }
                 Ok(Some(OwnedFrame::Message(body))) => return Err(unexpected_or_refused(&body)),
-                Ok(Some(OwnedFrame::Data { stream, .. })) => return Err(protocol("copy_out", format!("{stream:?} data"))),
+                Ok(Some(OwnedFrame::Data { stream, .. })) => {
+                    return Err(protocol("copy_out", format!("{stream:?} data")))
+                }
                 Ok(None) => return Err(protocol("copy_out", "the archive ended without its end frame".into())),
                 Err(e) => return Err(protocol("copy_out", e.to_string())),
             }
@@ -105,7 +111,10 @@ fn local(context: String) -> impl FnOnce(std::io::Error) -> crate::SmartVmError 
     move |source| GuestError::Local { context, source }.into()
 }
 
-fn joined(result: std::result::Result<std::result::Result<Copied, ArchiveError>, tokio::task::JoinError>, operation: &str) -> Result<Copied> {
+fn joined(
+    result: std::result::Result<std::result::Result<Copied, ArchiveError>, tokio::task::JoinError>,
+    operation: &str,
+) -> Result<Copied> {
     match result {
         Ok(Ok(copied)) => Ok(copied),
         Ok(Err(e)) => Err(local(format!("{operation}: {e}"))(std::io::Error::other(e))),

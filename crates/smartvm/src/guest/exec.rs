@@ -5,11 +5,11 @@ use std::sync::Arc;
 use smartvm_guest_protocol::{
     ExecControl, ExecRequest, ExitStatus, FrameReader, FrameWriter, OwnedFrame, Reply, Stream, WindowSize, DATA_CHUNK,
 };
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::{protocol, reply_of, unexpected, GuestClient, Session};
+use super::{protocol, reply_of, unexpected, GuestClient, GuestConnection, Session};
 use crate::error::{GuestError, Result};
 
 /// Output events buffered before the reader stops reading (and the guest's command blocks).
@@ -179,7 +179,10 @@ impl Drop for ExecStdin {
     }
 }
 
-async fn write_outbound(mut writer: FrameWriter<OwnedWriteHalf>, mut outbound: mpsc::UnboundedReceiver<Outbound>) {
+async fn write_outbound(
+    mut writer: FrameWriter<WriteHalf<GuestConnection>>,
+    mut outbound: mpsc::UnboundedReceiver<Outbound>,
+) {
     while let Some(message) = outbound.recv().await {
         let written = match message {
             Outbound::Stdin(bytes) => writer.data(Stream::Stdin, &bytes).await,
@@ -193,7 +196,7 @@ async fn write_outbound(mut writer: FrameWriter<OwnedWriteHalf>, mut outbound: m
 }
 
 async fn read_events(
-    mut reader: FrameReader<OwnedReadHalf>,
+    mut reader: FrameReader<ReadHalf<GuestConnection>>,
     events: mpsc::Sender<Result<ExecEvent>>,
     credit: Arc<Semaphore>,
 ) {

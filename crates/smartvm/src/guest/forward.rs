@@ -7,11 +7,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use super::{unexpected, GuestClient, Session};
+use super::{unexpected, GuestClient, GuestConnection, Session};
 use crate::error::{GuestError, Result};
 
 /// A running forward; dropping it (or [`stop`](PortForward::stop)) stops accepting. Connections
@@ -89,11 +89,16 @@ async fn pass(from: &mut (impl AsyncRead + Unpin), to: &mut (impl AsyncWrite + U
 }
 
 /// A raw byte stream to a guest port (from [`GuestClient::connect_port`]).
-#[derive(Debug)]
 pub struct GuestStream {
     // Bytes the frame reader read ahead of `ready` are the port's first bytes: keep its buffer.
-    read: BufReader<OwnedReadHalf>,
-    write: OwnedWriteHalf,
+    read: BufReader<ReadHalf<GuestConnection>>,
+    write: WriteHalf<GuestConnection>,
+}
+
+impl std::fmt::Debug for GuestStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestStream").finish_non_exhaustive()
+    }
 }
 
 impl AsyncRead for GuestStream {

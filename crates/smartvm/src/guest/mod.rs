@@ -11,14 +11,15 @@ mod copy;
 mod exec;
 mod forward;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use smartvm_guest_protocol::{
     parse_message, Capability, FrameReader, FrameWriter, OwnedFrame, Reply, Request, StatReply, PROTOCOL_VERSION,
 };
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 
-pub use connect::{BadGuestAddress, GuestAddress};
+pub use connect::{BadGuestAddress, Connecting, GuestAddress, GuestConnection, GuestConnector, GuestIo};
 pub use copy::CopyReport;
 pub use exec::{ExecEvent, ExecStdin, Execution, Output};
 pub use forward::{GuestStream, PortForward};
@@ -33,7 +34,7 @@ pub const DEFAULT_GUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// A client of one guest agent. Cheap to clone; holds no connection.
 #[derive(Debug, Clone)]
 pub struct GuestClient {
-    address: GuestAddress,
+    connector: Arc<dyn GuestConnector>,
     timeout: Duration,
 }
 
@@ -71,7 +72,12 @@ pub struct Health {
 impl GuestClient {
     /// A client of the agent at `address`.
     pub fn new(address: GuestAddress) -> GuestClient {
-        GuestClient { address, timeout: DEFAULT_GUEST_TIMEOUT }
+        GuestClient::with_connector(Arc::new(address))
+    }
+
+    /// A client that opens its connections through `connector`.
+    pub fn with_connector(connector: Arc<dyn GuestConnector>) -> GuestClient {
+        GuestClient { connector, timeout: DEFAULT_GUEST_TIMEOUT }
     }
 
     /// Sets how long connecting and each reply may take (not a command's run time).
@@ -80,16 +86,19 @@ impl GuestClient {
         self
     }
 
-    /// The agent's address.
-    pub fn address(&self) -> &GuestAddress {
-        &self.address
+    /// Where the agent is, for messages.
+    pub fn describe(&self) -> String {
+        self.connector.describe()
     }
 
     /// Who is there and what it can do.
     pub async fn hello(&self) -> Result<Welcome> {
-        let request = Request::Hello { client: format!("smartvm {}", env!("CARGO_PKG_VERSION")), protocol: PROTOCOL_VERSION };
+        let request =
+            Request::Hello { client: format!("smartvm {}", env!("CARGO_PKG_VERSION")), protocol: PROTOCOL_VERSION };
         match self.ask(request, "hello").await? {
-            Reply::Welcome { name, version, protocol, capabilities } => Ok(Welcome { name, version, protocol, capabilities }),
+            Reply::Welcome { name, version, protocol, capabilities } => {
+                Ok(Welcome { name, version, protocol, capabilities })
+            }
             other => Err(unexpected("hello", &other)),
         }
     }
@@ -128,6 +137,11 @@ impl GuestClient {
         }
     }
 
+    /// A raw connection to the agent (for relays such as the host agent's): nothing sent yet.
+    pub async fn open(&self) -> Result<GuestConnection> {
+        connect::connect(self.connector.as_ref(), self.timeout).await
+    }
+
     async fn ask(&self, request: Request, operation: &'static str) -> Result<Reply> {
         let mut session = Session::open(self, &request, operation).await?;
         session.reply().await
@@ -136,20 +150,24 @@ impl GuestClient {
 
 /// One connection carrying one request.
 pub(crate) struct Session {
-    reader: FrameReader<OwnedReadHalf>,
-    writer: FrameWriter<OwnedWriteHalf>,
+    reader: FrameReader<ReadHalf<GuestConnection>>,
+    writer: FrameWriter<WriteHalf<GuestConnection>>,
     operation: &'static str,
     timeout: Duration,
 }
 
 impl Session {
     async fn open(client: &GuestClient, request: &Request, operation: &'static str) -> Result<Session> {
-        let stream = connect::connect(&client.address, client.timeout).await?;
-        let (read, write) = stream.into_split();
-        let mut session =
-            Session { reader: FrameReader::new(read), writer: FrameWriter::new(write), operation, timeout: client.timeout };
+        let stream = connect::connect(client.connector.as_ref(), client.timeout).await?;
+        let (read, write) = tokio::io::split(stream);
+        let mut session = Session {
+            reader: FrameReader::new(read),
+            writer: FrameWriter::new(write),
+            operation,
+            timeout: client.timeout,
+        };
         let sent = session.writer.message(request).await;
-        sent.map_err(|e| GuestError::Unavailable { address: client.address.to_string(), source: e })?;
+        sent.map_err(|e| GuestError::Unavailable { address: client.describe(), source: e })?;
         Ok(session)
     }
 
@@ -165,7 +183,9 @@ impl Session {
     async fn next_reply(&mut self) -> Result<Reply> {
         match self.reader.read_frame().await {
             Ok(Some(OwnedFrame::Message(body))) => reply_of(self.operation, &body),
-            Ok(Some(OwnedFrame::Data { stream, .. })) => Err(protocol(self.operation, format!("{stream:?} data, not a reply"))),
+            Ok(Some(OwnedFrame::Data { stream, .. })) => {
+                Err(protocol(self.operation, format!("{stream:?} data, not a reply")))
+            }
             Ok(None) => Err(protocol(self.operation, "the connection closed without a reply".into())),
             Err(e) => Err(protocol(self.operation, e.to_string())),
         }

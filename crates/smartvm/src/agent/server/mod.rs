@@ -20,6 +20,7 @@
 //! ```
 
 mod answer;
+mod guest;
 mod peer;
 mod policy;
 mod snapshots;
@@ -199,6 +200,7 @@ fn handler(route: Route) -> MethodRouter<Shared> {
         Route::VmConsole => post(streams::console_input),
         Route::SnapshotVm => post(snapshots::snapshot),
         Route::RestoreSnapshot => post(snapshots::restore),
+        Route::GuestConnect => get(guest::connect),
     }
 }
 
