@@ -9,7 +9,7 @@ fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let probe = manifest.join("probe");
-    for file in ["main.rs", "boot.rs", "console.rs", "virtio.rs", "probe.ld"] {
+    for file in ["main.rs", "boot.rs", "console.rs", "virtio.rs", "vsock.rs", "probe.ld"] {
         println!("cargo:rerun-if-changed=probe/{file}");
     }
     let image = out.join("smartvm-probe.elf");
@@ -33,6 +33,7 @@ fn main() {
         .arg(&image)
         .arg(probe.join("main.rs"))
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env("PROBE_VERSION", env::var("CARGO_PKG_VERSION").unwrap_or_default())
         .status()
         .expect("run rustc for the probe guest");
     assert!(status.success(), "building the probe guest failed");

@@ -66,6 +66,8 @@ enum Command {
     Cp(crate::guest::CpArgs),
     /// Forward host TCP ports to ports in a guest until Ctrl-C.
     PortForward(crate::guest::PortForwardArgs),
+    /// Who answers inside a guest (agent name, version, capabilities) and one round trip's time.
+    Ping(crate::guest::PingArgs),
     /// Pause a VM held by the agent.
     Pause(crate::vms::IdArg),
     /// Resume a paused VM held by the agent.
@@ -140,6 +142,7 @@ pub fn main() -> ExitCode {
             Command::Shell(args) => interruptible(crate::guest::shell(args)).await,
             Command::Cp(args) => interruptible(crate::guest::cp(args)).await,
             Command::PortForward(args) => interruptible(crate::guest::port_forward(args)).await,
+            Command::Ping(args) => interruptible(crate::guest::ping(args)).await,
             Command::Pause(args) => interruptible(crate::vms::pause(args)).await,
             Command::Resume(args) => interruptible(crate::vms::resume(args)).await,
             Command::Gc { json } => interruptible(crate::maintenance::gc(json)).await,

@@ -6,79 +6,12 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::agent::{detach, remove_all, run, wait_until_answers, Agent};
 use common::{env, Env, Running};
 use smartvm::agent::AgentClient;
-
-/// An agent on a socket in the test's dir, and the environment its clients need. Its VMs are
-/// detached (they outlive it): when the test ends, however it ends, they are killed too.
-struct Agent {
-    process: Running,
-    socket: PathBuf,
-    runtime: PathBuf,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let runtime = self.runtime.display().to_string();
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let cmd =
-                String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).into_owned();
-            let pid = e.file_name().to_string_lossy().parse::<i32>();
-            if let (true, Ok(pid)) = (cmd.contains(&runtime) && cmd.contains("firecracker"), pid) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            }
-        }
-    }
-}
-
-impl Agent {
-    fn start(env: &mut Env) -> Agent {
-        let dir = env.dir.path().join("agent");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let socket = dir.join("smartvm.sock");
-        env.extra_env.push(("SMARTVM_AGENT_SOCKET".into(), socket.display().to_string()));
-        let process = Running(env.cmd(&["serve"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
-        wait_until_answers(&socket);
-        Agent { process, socket, runtime: env.runtime() }
-    }
-}
-
-fn run(env: &Env, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = env.cmd(args).output().unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
-}
-
-/// `run -d --id <id> --boot-args <args>`, which must succeed.
-fn detach(env: &Env, id: &str, boot_args: &str) {
-    let (code, _, err) = run(env, &["run", "-d", "--id", id, "--boot-args", boot_args]);
-    assert_eq!(code, Some(0), "{err}");
-}
-
-/// `rm -f` of each of `ids`, which must succeed.
-fn remove_all<S: AsRef<str>>(env: &Env, ids: impl IntoIterator<Item = S>) {
-    for id in ids {
-        let (code, _, err) = run(env, &["rm", "-f", id.as_ref()]);
-        assert_eq!(code, Some(0), "{}: {err}", id.as_ref());
-    }
-}
-
-/// Waits (at most 10 s) until an agent answers at `socket`.
-fn wait_until_answers(socket: &std::path::Path) {
-    let client = AgentClient::new(socket);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while runtime.block_on(client.info()).is_err() {
-        assert!(Instant::now() < deadline, "the agent answers within 10 s");
-        std::thread::yield_now();
-    }
-}
 
 #[test]
 fn detach_ps_logs_follow_stop_rm_leaves_nothing() {

@@ -11,6 +11,7 @@ mod boot;
 #[macro_use]
 mod console;
 mod virtio;
+mod vsock;
 
 use console::Value;
 use virtio::{block_io, Mmio};
@@ -57,6 +58,8 @@ extern "C" fn probe_main(boot_params: u64) -> ! {
             watch_forever(devices, arg);
         } else if let Some(arg) = token.strip_prefix(b"probe.count=") {
             count_forever(parse_u64(arg).unwrap_or(100));
+        } else if let Some(arg) = token.strip_prefix(b"probe.vsock=") {
+            vsock_action(devices, arg);
         } else if token == b"probe.echo" {
             echo_forever();
         } else if token == b"probe.halt" {
@@ -204,6 +207,19 @@ fn block_action(devices: &[Device], arg: &[u8], write: bool) {
     }
 }
 
+/// `probe.vsock=PORT`: serves the guest protocol's hello/echo/health on PORT of the first vsock
+/// device, forever. Without a device (or a port) it reports why and goes on.
+fn vsock_action(devices: &[Device], arg: &[u8]) {
+    let Some(port) = parse_u64(arg).filter(|&p| p <= u32::MAX as u64) else {
+        report!("vsock arg={} status=bad-argument", Value(arg));
+        return;
+    };
+    match devices.iter().find(|d| d.id == 19) {
+        Some(dev) => vsock::serve(dev.mmio, port as u32),
+        None => report!("vsock port={} status=no-device", port),
+    }
+}
+
 /// `<drive>:<sector>:<ms>`: re-reads the sector every `ms` and reports a `read` line whenever
 /// its content changes (hot-swapped backing files are seen from inside the guest).
 fn watch_forever(devices: &[Device], arg: &[u8]) -> ! {
@@ -255,19 +271,25 @@ fn wait_ticks(ticks: u64, ms_ticks: u64) {
             return;
         }
         if elapsed >= next_check {
-            if inb(0x64) & 1 != 0 {
-                for _ in 0..16 {
-                    if inb(0x64) & 1 == 0 {
-                        break;
-                    }
-                    inb(0x60);
-                }
-                report!("ctrl-alt-del");
-                reset();
-            }
+            check_ctrl_alt_del();
             next_check = elapsed + ms_ticks;
         }
         core::hint::spin_loop();
+    }
+}
+
+/// Resets (printing `ctrl-alt-del`) if the keyboard controller holds key codes: Firecracker's
+/// `SendCtrlAltDel` queues them there.
+fn check_ctrl_alt_del() {
+    if inb(0x64) & 1 != 0 {
+        for _ in 0..16 {
+            if inb(0x64) & 1 == 0 {
+                break;
+            }
+            inb(0x60);
+        }
+        report!("ctrl-alt-del");
+        reset();
     }
 }
 

@@ -1,4 +1,4 @@
-//! Minimal virtio-mmio (version 2) discovery and a polled virtio-blk driver.
+//! Minimal virtio-mmio (version 2): discovery, split virtqueues, and a polled virtio-blk driver.
 
 use core::ptr::{addr_of_mut, read_volatile, write_volatile};
 use core::sync::atomic::{fence, Ordering};
@@ -79,35 +79,41 @@ impl Mmio {
     }
 }
 
-const QSIZE: usize = 8;
+/// Entries per virtqueue.
+pub const QSIZE: usize = 8;
 
+/// One descriptor.
 #[repr(C, align(16))]
 #[derive(Clone, Copy)]
-struct Desc {
-    addr: u64,
-    len: u32,
-    flags: u16,
-    next: u16,
+pub struct Desc {
+    pub addr: u64,
+    pub len: u32,
+    pub flags: u16,
+    pub next: u16,
 }
 
+/// Descriptor flag: the chain continues at `next`.
+pub const DESC_NEXT: u16 = 1;
+/// Descriptor flag: the device writes this buffer.
+pub const DESC_WRITE: u16 = 2;
+
+/// One split virtqueue: descriptors, the driver's (avail) ring, the device's (used) ring.
 #[repr(C, align(4096))]
-struct Queue {
-    desc: [Desc; QSIZE],
-    avail_flags: u16,
-    avail_idx: u16,
-    avail_ring: [u16; QSIZE],
+pub struct Virtq {
+    pub desc: [Desc; QSIZE],
+    pub avail_flags: u16,
+    pub avail_idx: u16,
+    pub avail_ring: [u16; QSIZE],
     _pad: [u8; 1024],
-    used_flags: u16,
-    used_idx: u16,
-    used_ring: [[u32; 2]; QSIZE],
-    header: [u64; 2],
-    data: [u8; 512],
-    status: u8,
+    pub used_flags: u16,
+    pub used_idx: u16,
+    pub used_ring: [[u32; 2]; QSIZE],
 }
 
-const MAX_BLOCK: usize = 8;
 const EMPTY_DESC: Desc = Desc { addr: 0, len: 0, flags: 0, next: 0 };
-const EMPTY_QUEUE: Queue = Queue {
+
+/// A virtqueue before setup.
+pub const EMPTY_VIRTQ: Virtq = Virtq {
     desc: [EMPTY_DESC; QSIZE],
     avail_flags: 0,
     avail_idx: 0,
@@ -116,12 +122,96 @@ const EMPTY_QUEUE: Queue = Queue {
     used_flags: 0,
     used_idx: 0,
     used_ring: [[0; 2]; QSIZE],
-    header: [0; 2],
-    data: [0; 512],
-    status: 0,
 };
 
-static mut QUEUES: [Queue; MAX_BLOCK] = [EMPTY_QUEUE; MAX_BLOCK];
+impl Virtq {
+    /// Offers descriptor `head` to the device (the caller notifies).
+    pub fn offer(&mut self, head: u16) {
+        let idx = self.avail_idx;
+        self.avail_ring[idx as usize % QSIZE] = head;
+        fence(Ordering::SeqCst);
+        // SAFETY: the device reads the avail index; publish it volatile after the ring entry.
+        unsafe { write_volatile(addr_of_mut!(self.avail_idx), idx.wrapping_add(1)) };
+        fence(Ordering::SeqCst);
+    }
+
+    /// The device's used index, read volatile.
+    pub fn used(&mut self) -> u16 {
+        // SAFETY: written by the device; a volatile read of an aligned u16 of ours.
+        unsafe { read_volatile(addr_of_mut!(self.used_idx)) }
+    }
+
+    /// Used element `at` (modulo the ring): (descriptor head, bytes written).
+    pub fn used_elem(&mut self, at: u16) -> (u32, u32) {
+        fence(Ordering::SeqCst);
+        let slot = addr_of_mut!(self.used_ring[at as usize % QSIZE]);
+        // SAFETY: as for `used`.
+        let elem = unsafe { read_volatile(slot) };
+        (elem[0], elem[1])
+    }
+}
+
+/// Resets the device and negotiates VIRTIO_F_VERSION_1 plus the low feature bits in `keep_lo`
+/// the device offers; returns the status to build on, or `None` if the device refuses.
+pub fn negotiate(dev: Mmio, keep_lo: u32) -> Option<u32> {
+    dev.w32(STATUS, 0);
+    dev.w32(STATUS, STATUS_ACK);
+    dev.w32(STATUS, STATUS_ACK | STATUS_DRIVER);
+    let lo = dev.features_lo();
+    dev.w32(DEVICE_FEATURES_SEL, 1);
+    if dev.r32(DEVICE_FEATURES) & 1 == 0 {
+        return None;
+    }
+    dev.w32(DRIVER_FEATURES_SEL, 0);
+    dev.w32(DRIVER_FEATURES, lo & keep_lo);
+    dev.w32(DRIVER_FEATURES_SEL, 1);
+    dev.w32(DRIVER_FEATURES, 1);
+    let status = STATUS_ACK | STATUS_DRIVER | STATUS_FEATURES_OK;
+    dev.w32(STATUS, status);
+    (dev.r32(STATUS) & STATUS_FEATURES_OK != 0).then_some(status)
+}
+
+/// Hands queue `index` to the device.
+pub fn add_queue(dev: Mmio, index: u32, q: &mut Virtq) -> bool {
+    dev.w32(QUEUE_SEL, index);
+    if (dev.r32(QUEUE_NUM_MAX) as usize) < QSIZE {
+        return false;
+    }
+    dev.w32(QUEUE_NUM, QSIZE as u32);
+    let desc = q.desc.as_ptr() as u64;
+    let avail = addr_of_mut!(q.avail_flags) as u64;
+    let used = addr_of_mut!(q.used_flags) as u64;
+    for (off, addr) in [(QUEUE_DESC, desc), (QUEUE_DRIVER, avail), (QUEUE_DEVICE, used)] {
+        dev.w32(off, addr as u32);
+        dev.w32(off + 4, (addr >> 32) as u32);
+    }
+    dev.w32(QUEUE_READY, 1);
+    true
+}
+
+/// Tells the device the driver is ready.
+pub fn driver_ok(dev: Mmio, status: u32) {
+    dev.w32(STATUS, status | STATUS_DRIVER_OK);
+}
+
+/// Tells the device that queue `index` has new buffers.
+pub fn notify(dev: Mmio, index: u32) {
+    dev.w32(QUEUE_NOTIFY, index);
+}
+
+/// A block device's queue and its one request's buffers.
+#[repr(C, align(4096))]
+struct BlockSlot {
+    q: Virtq,
+    header: [u64; 2],
+    data: [u8; 512],
+    status: u8,
+}
+
+const MAX_BLOCK: usize = 8;
+const EMPTY_SLOT: BlockSlot = BlockSlot { q: EMPTY_VIRTQ, header: [0; 2], data: [0; 512], status: 0 };
+
+static mut SLOTS: [BlockSlot; MAX_BLOCK] = [EMPTY_SLOT; MAX_BLOCK];
 static mut READY: [bool; MAX_BLOCK] = [false; MAX_BLOCK];
 
 /// Outcome of one block request.
@@ -151,40 +241,13 @@ fn init_block(dev: Mmio, slot: usize) -> bool {
     if ready[slot] {
         return true;
     }
-    dev.w32(STATUS, 0);
-    dev.w32(STATUS, STATUS_ACK);
-    dev.w32(STATUS, STATUS_ACK | STATUS_DRIVER);
-    let lo = dev.features_lo();
-    dev.w32(DEVICE_FEATURES_SEL, 1);
-    let hi = dev.r32(DEVICE_FEATURES);
-    if hi & 1 == 0 {
-        return false;
-    }
-    dev.w32(DRIVER_FEATURES_SEL, 0);
-    dev.w32(DRIVER_FEATURES, lo & F_BIT5);
-    dev.w32(DRIVER_FEATURES_SEL, 1);
-    dev.w32(DRIVER_FEATURES, 1);
-    let status = STATUS_ACK | STATUS_DRIVER | STATUS_FEATURES_OK;
-    dev.w32(STATUS, status);
-    if dev.r32(STATUS) & STATUS_FEATURES_OK == 0 {
-        return false;
-    }
-    dev.w32(QUEUE_SEL, 0);
-    if (dev.r32(QUEUE_NUM_MAX) as usize) < QSIZE {
-        return false;
-    }
-    dev.w32(QUEUE_NUM, QSIZE as u32);
+    let Some(status) = negotiate(dev, F_BIT5) else { return false };
     // SAFETY: see above.
-    let q = unsafe { &mut (*addr_of_mut!(QUEUES))[slot] };
-    let desc = q.desc.as_ptr() as u64;
-    let avail = addr_of_mut!(q.avail_flags) as u64;
-    let used = addr_of_mut!(q.used_flags) as u64;
-    for (off, addr) in [(QUEUE_DESC, desc), (QUEUE_DRIVER, avail), (QUEUE_DEVICE, used)] {
-        dev.w32(off, addr as u32);
-        dev.w32(off + 4, (addr >> 32) as u32);
+    let q = unsafe { &mut (*addr_of_mut!(SLOTS))[slot].q };
+    if !add_queue(dev, 0, q) {
+        return false;
     }
-    dev.w32(QUEUE_READY, 1);
-    dev.w32(STATUS, status | STATUS_DRIVER_OK);
+    driver_ok(dev, status);
     ready[slot] = true;
     true
 }
@@ -195,29 +258,21 @@ pub fn block_io(dev: Mmio, slot: usize, sector: u64, write: bool, buf: &mut [u8;
         return BlockResult::DeviceFailed;
     }
     // SAFETY: see init_block.
-    let q = unsafe { &mut (*addr_of_mut!(QUEUES))[slot] };
-    q.header = [if write { 1 } else { 0 }, sector];
+    let s = unsafe { &mut (*addr_of_mut!(SLOTS))[slot] };
+    s.header = [if write { 1 } else { 0 }, sector];
     if write {
-        q.data = *buf;
+        s.data = *buf;
     }
-    q.status = 0xff;
-    let next = 1u16;
-    q.desc[0] = Desc { addr: q.header.as_ptr() as u64, len: 16, flags: next, next: 1 };
-    let data_flags = if write { next } else { next | 2 };
-    q.desc[1] = Desc { addr: q.data.as_ptr() as u64, len: 512, flags: data_flags, next: 2 };
-    q.desc[2] = Desc { addr: addr_of_mut!(q.status) as u64, len: 1, flags: 2, next: 0 };
-    // SAFETY: the used index is written by the device; read it volatile.
-    let used_before = unsafe { read_volatile(addr_of_mut!(q.used_idx)) };
-    let idx = q.avail_idx;
-    q.avail_ring[idx as usize % QSIZE] = 0;
-    fence(Ordering::SeqCst);
-    // SAFETY: the device reads the avail index; publish it volatile after the ring entry.
-    unsafe { write_volatile(addr_of_mut!(q.avail_idx), idx.wrapping_add(1)) };
-    fence(Ordering::SeqCst);
-    dev.w32(QUEUE_NOTIFY, 0);
+    s.status = 0xff;
+    s.q.desc[0] = Desc { addr: s.header.as_ptr() as u64, len: 16, flags: DESC_NEXT, next: 1 };
+    let data_flags = if write { DESC_NEXT } else { DESC_NEXT | DESC_WRITE };
+    s.q.desc[1] = Desc { addr: s.data.as_ptr() as u64, len: 512, flags: data_flags, next: 2 };
+    s.q.desc[2] = Desc { addr: addr_of_mut!(s.status) as u64, len: 1, flags: DESC_WRITE, next: 0 };
+    let used_before = s.q.used();
+    s.q.offer(0);
+    notify(dev, 0);
     let mut spins: u64 = 0;
-    // SAFETY: as above.
-    while unsafe { read_volatile(addr_of_mut!(q.used_idx)) } == used_before {
+    while s.q.used() == used_before {
         spins += 1;
         if spins > 2_000_000_000 {
             return BlockResult::Timeout;
@@ -226,10 +281,10 @@ pub fn block_io(dev: Mmio, slot: usize, sector: u64, write: bool, buf: &mut [u8;
     }
     fence(Ordering::SeqCst);
     // SAFETY: written by the device before it advanced the used index.
-    match unsafe { read_volatile(addr_of_mut!(q.status)) } {
+    match unsafe { read_volatile(addr_of_mut!(s.status)) } {
         0 => {
             if !write {
-                *buf = q.data;
+                *buf = s.data;
             }
             BlockResult::Ok
         }

@@ -102,6 +102,14 @@ impl ProbeArgs {
         self
     }
 
+    /// Serve the guest protocol's `hello`, `echo` and `health` on vsock `port` of the first vsock
+    /// device, forever (after `vsock port=… cid=… status=listening`); any other request is
+    /// answered `unsupported`. See [`GuestClient`](crate::guest::GuestClient).
+    pub fn vsock(mut self, port: u32) -> Self {
+        self.actions.push(format!("probe.vsock={port}"));
+        self
+    }
+
     /// Print `count n=…` every `ms` milliseconds forever.
     pub fn count(mut self, ms: u64) -> Self {
         self.actions.push(format!("probe.count={ms}"));

@@ -1,15 +1,17 @@
-//! The verbs that work inside a guest: `exec`, `shell`, `cp`, `port-forward`. Each names a VM
+//! The verbs that work inside a guest: `exec`, `shell`, `cp`, `port-forward`, `ping`. Each names a VM
 //! held by the host agent (reached through its `/v1/vms/{id}/guest` upgrade), or with
 //! `--guest-socket unix:PATH` a `smartvm-guest` listening on a Unix socket (no VM, no agent).
 
 mod copy;
 mod exec;
 mod forward;
+mod ping;
 mod terminal;
 
 pub use copy::{cp, CpArgs};
 pub use exec::{exec, shell, ExecArgs, ShellArgs};
 pub use forward::{port_forward, PortForwardArgs};
+pub use ping::{ping, PingArgs};
 
 use smartvm::guest::{GuestAddress, GuestClient};
 

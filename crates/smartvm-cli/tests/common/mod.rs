@@ -1,6 +1,7 @@
 //! Shared helpers of the CLI tests: a private runtime/data dir per test, the built binary.
 #![allow(dead_code)]
 
+pub mod agent;
 #[path = "../../../smartvm/tests/common/skip.rs"]
 mod skip;
 
