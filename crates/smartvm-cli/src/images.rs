@@ -34,6 +34,19 @@ pub enum ImageCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Install the guest agent (`smartvm-guest`, static) at /sbin/smartvm-guest in an ext4
+    /// rootfs image, without mounting it (debugfs); boot it with `init=/sbin/smartvm-guest`.
+    InjectAgent {
+        /// The ext4 image (not in use while this runs).
+        rootfs: PathBuf,
+        /// The agent binary (default: `smartvm-guest` beside this program; build it static
+        /// with scripts/build-guest.sh).
+        #[arg(long)]
+        agent: Option<PathBuf>,
+        /// `{"rootfs", "path", "size"}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Evict least recently used bundles beyond N (default: the configured limit).
     Prune {
         /// Bundles to keep (at least 1).
@@ -141,6 +154,7 @@ pub async fn image(cmd: ImageCommand) -> Result<Exit, CliError> {
                 }
             }
         }
+        ImageCommand::InjectAgent { rootfs, agent, json: as_json } => inject_agent(&rootfs, agent, as_json)?,
         ImageCommand::Prune { keep, json: as_json } => {
             let manager = smartvm.base_image_manager()?;
             let evicted = match keep {
@@ -160,4 +174,23 @@ pub async fn image(cmd: ImageCommand) -> Result<Exit, CliError> {
         }
     }
     Ok(Exit::Success)
+}
+
+/// `image inject-agent`: the agent must be a file only root (or this user) could have written.
+fn inject_agent(rootfs: &std::path::Path, agent: Option<PathBuf>, as_json: bool) -> Result<(), CliError> {
+    let agent = match agent {
+        Some(agent) => agent,
+        None => std::env::current_exe()
+            .map(|exe| exe.with_file_name("smartvm-guest"))
+            .map_err(|e| CliError::new(Exit::Failure, e))?,
+    };
+    smartvm::trust::check(&agent, smartvm::trust::Expect::Executable).map_err(smartvm::SmartVmError::from)?;
+    let report = smartvm::images::inject_guest_agent(rootfs, &agent).map_err(smartvm::SmartVmError::from)?;
+    if as_json {
+        let value = serde_json::json!({ "rootfs": report.rootfs, "path": report.path, "size": report.size });
+        println!("{}", json(&value)?);
+    } else {
+        println!("{}:{} ({} bytes)", report.rootfs.display(), report.path, report.size);
+    }
+    Ok(())
 }

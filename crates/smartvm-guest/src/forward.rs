@@ -12,7 +12,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connects to `127.0.0.1:port` and relays until both directions have ended.
 pub async fn forward(port: u16, reader: Reader, writer: &mut Writer) -> Result<(), OpError> {
-    let connect = TcpStream::connect(("127.0.0.1", port));
+    // An address, not a name: no resolver (a static guest binary has no NSS).
+    let connect = TcpStream::connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     let target = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err(OpError::new(GuestErrorCode::ConnectFailed, format!("127.0.0.1:{port}: {e}"))),

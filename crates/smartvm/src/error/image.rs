@@ -86,6 +86,17 @@ pub enum ImageError {
         #[source]
         source: Option<Cause>,
     },
+    /// `ROOTFS_CREATE_FAILED`: the guest agent could not be installed into a rootfs image.
+    #[error("cannot install the guest agent into {}: {message}", rootfs.display())]
+    InjectAgent {
+        /// The rootfs image.
+        rootfs: PathBuf,
+        /// Why.
+        message: String,
+        /// Underlying error.
+        #[source]
+        source: Option<Cause>,
+    },
     /// `ROOTFS_CLONE_FAILED`: a rootfs could not be copied.
     #[error("cannot clone rootfs {} to {}", source_path.display(), target.display())]
     RootfsClone {
@@ -112,7 +123,7 @@ impl ImageError {
             ImageError::InvalidCacheLimit(_) => ErrorCode::InvalidBaseImageCacheLimit,
             ImageError::PresetConflict { .. } => ErrorCode::InvalidConfig,
             ImageError::Prepare { .. } => ErrorCode::BaseImagePrepareFailed,
-            ImageError::RootfsCreate { .. } => ErrorCode::RootfsCreateFailed,
+            ImageError::RootfsCreate { .. } | ImageError::InjectAgent { .. } => ErrorCode::RootfsCreateFailed,
             ImageError::RootfsClone { .. } => ErrorCode::RootfsCloneFailed,
         }
     }

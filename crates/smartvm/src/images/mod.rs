@@ -8,6 +8,7 @@
 mod base;
 mod ci_artifacts;
 mod download;
+mod inject;
 mod mirrors;
 mod release;
 mod release_fetch;
@@ -26,6 +27,9 @@ pub use ci_artifacts::{
     parse_list, select as select_train_artifacts, train_of, train_prefix, ListPage, ListingError, TrainArtifacts,
 };
 pub use download::{hash_file, Downloaded, Downloader, Expect, NoProgress, Progress, TracingProgress};
+pub use inject::{
+    elf_interpreter, inject_guest_agent, inject_plan, parse_stat, InjectReport, StatFields, Tolerate, GUEST_AGENT_PATH,
+};
 pub use mirrors::Mirrors;
 pub use release::{
     checksum_for, is_sha256_hex, normalize_version, parse_checksum_lines, parse_latest_tag, ReleaseJsonError,

@@ -1,5 +1,5 @@
-//! Blank and cloned root filesystems. `mkfs.ext4` is the one host tool smartvm runs: no crate
-//! writes ext4, so it is wrapped in one small typed command.
+//! Blank and cloned root filesystems. `mkfs.ext4` and `debugfs` (e2fsprogs) are the host tools
+//! smartvm runs here: no crate writes ext4, so each is one small typed command.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,6 +13,16 @@ pub enum HostTool {
     MkfsExt4 {
         /// The image file.
         path: PathBuf,
+    },
+    /// `debugfs [-w] -R <request> <image>`: one request against an unmounted ext4 image, no
+    /// loop mount (how the guest agent is installed into a rootfs).
+    Debugfs {
+        /// The image file.
+        image: PathBuf,
+        /// The request (`write SRC DST`, `sif PATH mode 0100755`, `stat PATH`, …).
+        request: String,
+        /// Open the image for writing.
+        write: bool,
     },
 }
 
@@ -58,19 +68,32 @@ impl HostTool {
                 c.args(["-F", "-q"]).arg(path);
                 c
             }
+            HostTool::Debugfs { image, request, write } => {
+                let mut c = Command::new("debugfs");
+                if *write {
+                    c.arg("-w");
+                }
+                c.arg("-R").arg(request).arg(image);
+                c
+            }
         }
     }
 
     /// Runs it (bounded by [`HOST_TOOL_TIMEOUT`]); a non-zero exit becomes an error carrying stderr.
     pub fn run(&self) -> Result<(), HostToolError> {
+        self.output().map(drop)
+    }
+
+    /// Runs it and returns what it printed (stdout, stderr); a non-zero exit is an error.
+    pub fn output(&self) -> Result<(String, String), HostToolError> {
         let program = self.command().get_program().to_string_lossy().into_owned();
         let out = crate::process::output_within(&mut self.command(), HOST_TOOL_TIMEOUT)
             .map_err(|source| HostToolError::Spawn { program: program.clone(), source })?
             .ok_or_else(|| HostToolError::TimedOut { program: program.clone() })?;
-        if out.status.success() {
-            return Ok(());
-        }
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if out.status.success() {
+            return Ok((String::from_utf8_lossy(&out.stdout).into_owned(), stderr));
+        }
         Err(HostToolError::Failed { program, status: out.status, stderr })
     }
 }
