@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 pub use crate::error::ImageError;
 pub use base::{
     eviction_plan, ArtifactLocation, BaseImageBundle, BaseImageManager, BaseImageOptions, BundleSource, CachedBundle,
-    CachedFile, HostedArtifact, HostedManifest, Preset, ResolvedArtifact,
+    CachedFile, GuestAgent, HostedArtifact, HostedManifest, Preset, ResolvedArtifact,
 };
 pub use ci_artifacts::{
     parse_list, select as select_train_artifacts, train_of, train_prefix, ListPage, ListingError, TrainArtifacts,

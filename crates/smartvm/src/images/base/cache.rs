@@ -75,6 +75,9 @@ pub struct CachedBundle {
     pub rootfs: CachedFile,
     /// Origin.
     pub source: BundleSource,
+    /// The guest agent the rootfs carries (hosted manifests may declare one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_agent: Option<super::GuestAgent>,
     /// Creation time (ms since the epoch).
     pub created_at_ms: u64,
     /// Last use (ms since the epoch): the LRU key.

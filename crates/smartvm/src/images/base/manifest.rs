@@ -52,6 +52,49 @@ pub struct HostedManifest {
     pub kernel: HostedArtifact,
     /// The root filesystem.
     pub rootfs: HostedArtifact,
+    /// The rootfs carries smartvm's guest agent (see `smartvm image inject-agent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_agent: Option<GuestAgent>,
+}
+
+/// A guest agent a bundle's rootfs carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GuestAgent {
+    /// Its absolute path in the rootfs.
+    #[serde(default = "GuestAgent::default_path")]
+    pub path: String,
+    /// The vsock port it listens on.
+    #[serde(default = "GuestAgent::default_port")]
+    pub vsock_port: u32,
+    /// Whether it is the image's init (`boot_args` then carry `init=<path>`).
+    #[serde(default)]
+    pub init: bool,
+}
+
+impl GuestAgent {
+    fn default_path() -> String {
+        "/sbin/smartvm-guest".into()
+    }
+
+    fn default_port() -> u32 {
+        smartvm_guest_protocol::DEFAULT_VSOCK_PORT
+    }
+
+    /// Checks the declaration (pure).
+    pub fn validate(&self, boot_args: &str) -> Result<(), ImageError> {
+        if !self.path.starts_with('/') || self.path.contains(char::is_whitespace) {
+            return Err(ImageError::manifest("guestAgent.path", format!("{:?} must be an absolute path", self.path)));
+        }
+        if self.vsock_port == 0 || self.vsock_port == u32::MAX {
+            return Err(ImageError::manifest("guestAgent.vsockPort", "must be a port number (1 to 2^32-2)"));
+        }
+        let init = format!("init={}", self.path);
+        if self.init && !boot_args.split_whitespace().any(|arg| arg == init) {
+            return Err(ImageError::manifest("guestAgent.init", format!("bootArgs must contain {init}")));
+        }
+        Ok(())
+    }
 }
 
 /// Where a validated artifact comes from.
@@ -146,6 +189,9 @@ impl HostedManifest {
         if self.boot_args.trim().is_empty() {
             return Err(ImageError::manifest("bootArgs", "must not be empty"));
         }
+        if let Some(agent) = &self.guest_agent {
+            agent.validate(&self.boot_args)?;
+        }
         let kernel = Self::artifact("kernel", &self.kernel, base_dir)?;
         let rootfs = Self::artifact("rootfs", &self.rootfs, base_dir)?;
         if kernel.file_name == rootfs.file_name {
@@ -238,6 +284,19 @@ mod tests {
     }
 
     #[test]
+    fn a_declared_guest_agent_has_defaults_and_may_be_init() {
+        let mut v = base();
+        v["guestAgent"] = json!({});
+        let agent = HostedManifest::parse(&v.to_string()).unwrap().guest_agent.unwrap();
+        assert_eq!((agent.path.as_str(), agent.vsock_port, agent.init), ("/sbin/smartvm-guest", 10700, false));
+        check(|v| {
+            v["guestAgent"] = json!({"init": true});
+            v["bootArgs"] = json!("console=ttyS0 ro init=/sbin/smartvm-guest");
+        })
+        .unwrap();
+    }
+
+    #[test]
     fn remote_manifests_may_not_name_local_paths() {
         let v = base();
         let err = HostedManifest::parse(&v.to_string()).unwrap().validate("x86_64", None).unwrap_err();
@@ -266,6 +325,9 @@ mod tests {
             ("rootfsType", |v| v["rootfsType"] = json!("btrfs")),
             ("rootfsIsReadOnly", |v| v["rootfsIsReadOnly"] = json!(false)),
             ("bootArgs", |v| v["bootArgs"] = json!(" ")),
+            ("guestAgent.path", |v| v["guestAgent"] = json!({"path": "sbin/agent"})),
+            ("guestAgent.vsockPort", |v| v["guestAgent"] = json!({"vsockPort": 0})),
+            ("guestAgent.init", |v| v["guestAgent"] = json!({"init": true})),
             ("kernel", |v| v["kernel"]["path"] = json!("/k")),
             ("rootfs", |v| v["rootfs"] = json!({"fileName": "x"})),
             ("kernel.url", |v| v["kernel"]["url"] = json!("ftp://h/k")),

@@ -8,7 +8,7 @@ mod options;
 use std::path::{Path, PathBuf};
 
 pub use cache::{eviction_plan, BundleSource, CachedBundle, CachedFile};
-pub use manifest::{ArtifactLocation, HostedArtifact, HostedManifest, ResolvedArtifact};
+pub use manifest::{ArtifactLocation, GuestAgent, HostedArtifact, HostedManifest, ResolvedArtifact};
 pub use options::{BaseImageOptions, Preset};
 
 use super::ci_artifacts::{parse_list, select, train_of, train_prefix};
@@ -62,6 +62,9 @@ pub struct BaseImageBundle {
     pub source: BundleSource,
     /// Last use (ms since the epoch).
     pub last_accessed_at_ms: u64,
+    /// The guest agent its rootfs carries, if its manifest declares one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_agent: Option<GuestAgent>,
 }
 
 impl BaseImageBundle {
@@ -92,6 +95,7 @@ impl BaseImageBundle {
             rootfs_size_bytes: c.rootfs.size_bytes,
             source: c.source.clone(),
             last_accessed_at_ms: c.last_accessed_at_ms,
+            guest_agent: c.guest_agent.clone(),
         }
     }
 }
@@ -108,6 +112,7 @@ struct Resolved {
     kernel: ResolvedArtifact,
     rootfs: ResolvedArtifact,
     source: BundleSource,
+    guest_agent: Option<GuestAgent>,
 }
 
 const CI_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1 pci=off";
@@ -281,6 +286,7 @@ impl BaseImageManager {
             kernel,
             rootfs,
             source: r.source.clone(),
+            guest_agent: r.guest_agent.clone(),
             created_at_ms: now,
             last_accessed_at_ms: now,
         };
@@ -378,6 +384,8 @@ impl BaseImageManager {
                 CI_BOOT_ARGS.to_string()
             },
             kernel: artifact(&kernel_url, kernel_name),
+            // Firecracker's CI images carry no smartvm agent.
+            guest_agent: None,
             rootfs: artifact(&rootfs_url, rootfs_name),
             source: BundleSource::FirecrackerCi { train: train.to_string(), kernel_url, rootfs_url },
         })
@@ -463,6 +471,7 @@ impl BaseImageManager {
             source: BundleSource::Hosted { manifest: location, kernel: describe(&kernel), rootfs: describe(&rootfs) },
             kernel,
             rootfs,
+            guest_agent: manifest.guest_agent.clone(),
         })
     }
 
