@@ -21,3 +21,9 @@ cargo test --workspace
 # The lean library: without the images and network layers it builds and its tests pass.
 cargo clippy -p smartvm --no-default-features --all-targets -q -- -D warnings
 cargo test -p smartvm --no-default-features -q
+# The guest agent as shipped: one static executable (no ELF interpreter), and its frame decoder
+# fuzzed for a bounded time.
+guest="$(scripts/build-guest.sh)"
+if readelf -l "$guest" | grep -q INTERP; then echo "$guest is not static"; exit 1; fi
+echo "smartvm-guest (static): $(stat -c %s "$guest") bytes"
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}" scripts/fuzz.sh

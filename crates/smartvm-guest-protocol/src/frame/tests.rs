@@ -81,3 +81,37 @@ fn replies_have_a_stable_json_shape() {
     assert_eq!(capabilities, [crate::Capability::Hello, crate::Capability::Echo, crate::Capability::Unknown]);
     assert_eq!(ExitStatus::Signal(9).shell_code(), 137);
 }
+
+/// A cheap stand-in for the fuzzer (scripts/fuzz.sh) that runs on stable in every test run:
+/// random byte strings with plausible headers never panic the decoder, and what decodes
+/// re-encodes to the same bytes.
+#[test]
+fn random_bytes_never_break_the_decoder() {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..20_000 {
+        let len = (next() % 48) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if len >= 5 && next() % 2 == 0 {
+            let claimed = (next() % (len as u64)) as u32;
+            bytes[..4].copy_from_slice(&claimed.to_be_bytes());
+            bytes[4] = 1 + (next() % 2) as u8;
+        }
+        let mut rest = &bytes[..];
+        while let Ok(Some((frame, used))) = decode(rest) {
+            assert!(used > 4 && used <= rest.len());
+            if let Frame::Data { stream, bytes } = frame {
+                assert_eq!(data_frame(stream, bytes).unwrap(), rest[..used]);
+            } else if let Frame::Message(body) = frame {
+                let _ = parse_message::<Request>(body);
+                let _ = parse_message::<Reply>(body);
+            }
+            rest = &rest[used..];
+        }
+    }
+}
