@@ -69,6 +69,31 @@ fn bench_reports_every_scenario_as_json_and_refuses_zero_runs() {
     assert!(env.runtime_is_empty());
 }
 
+#[test]
+fn bench_guest_measures_the_agent_beside_raw_socket_round_trips() {
+    let Some(env) = env() else { return };
+    let agent = std::path::Path::new(common::BIN).with_file_name("smartvm-guest");
+    if !agent.exists() {
+        assert!(std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "smartvm-guest"])
+            .status()
+            .unwrap()
+            .success());
+    }
+    let out = env.cmd(&["bench", "--guest", "--runs", "3", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let scenarios = doc["scenarios"].as_array().unwrap();
+    let find = |name: &str| scenarios.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("{name}: {doc}"));
+    for name in ["guest.unix.hello", "guest.unix.exec-true", "guest.vsock.hello", "guest.vsock.echo"] {
+        assert!(find(name)["ratioToRaw"]["median"].as_f64().unwrap() > 0.0, "{name} is compared with its raw floor");
+        assert_eq!(find(name)["n"], 3);
+    }
+    assert!(find("guest.unix.copy-in-64mib")["median"].as_f64().unwrap() > 0.0);
+    assert!(find("guest.vsock.handshake")["ratioToRaw"].is_null());
+    assert!(env.runtime_is_empty());
+}
+
 /// The bench work dir named on the command line of a Firecracker child of `parent`, once one runs.
 fn bench_work_dir(parent: u32, deadline: std::time::Instant) -> Option<String> {
     while std::time::Instant::now() < deadline {

@@ -43,8 +43,6 @@ async fn a_probe_vm_answers_hello_echo_and_health_over_vsock() {
     assert_eq!(exec.code(), ErrorCode::GuestRefused);
     assert!(matches!(&exec, smartvm::SmartVmError::Guest(g) if g.guest_code() == Some(GuestErrorCode::Unsupported)));
     assert!(exec.to_string().contains("not supported by this guest"), "{exec}");
-    let console = vm.console().lines().join("\n");
-    assert!(console.contains("vsock request=hello") && console.contains("vsock request=echo"), "{console}");
     vm.stop().await.unwrap();
     vm.cleanup().await.unwrap();
 }

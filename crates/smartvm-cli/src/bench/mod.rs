@@ -8,7 +8,10 @@
 //! - one restore: raw spawn + `PUT /snapshot/load` vs `restore_vm`, to the first count line;
 //! - clones of one snapshot at once (`--clones 50`) vs as many raw loads at once, until every
 //!   load returned (the guests keep running until all are measured, on both sides).
+//!
+//! `--guest` measures the guest agent instead (see [`guest`]).
 
+mod guest;
 mod raw;
 mod report;
 mod stats;
@@ -62,6 +65,14 @@ pub struct BenchArgs {
     /// Print one JSON document (schema in the README) instead of a table.
     #[arg(long)]
     json: bool,
+    /// Measure the guest agent instead of boots: `hello`, `exec true` and 64 MiB copies over a
+    /// Unix socket to `smartvm-guest`, `hello`/`echo` over Firecracker's vsock to the probe,
+    /// each beside its raw socket round trip.
+    #[arg(long)]
+    guest: bool,
+    /// The `smartvm-guest` binary for `--guest` (default: the one beside this program).
+    #[arg(long, value_name = "PATH")]
+    guest_agent: Option<PathBuf>,
 }
 
 /// A random number below `n` (from the standard library's randomly keyed hasher).
@@ -454,6 +465,9 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
     let kernel = probe::install_probe_kernel(&work.path().join("kernels"))?;
     let raw_config = write_raw_config(work.path(), &kernel)?;
     let jailed = args.jailed.then(|| SmartVm::new(SmartVmOptions { jailed_by_default: true, ..options.clone() }));
+    if args.guest {
+        return bench_guest(&args, &smartvm, &kernel, work.path(), version).await;
+    }
     let rss_start = resident_kib();
     let optional = [(args.api_floor, Side::RawApi), (args.no_api, Side::SmartvmNoApi)];
     let sides = [Side::Raw, Side::Smartvm].into_iter().chain(optional.iter().filter(|o| o.0).map(|o| o.1)).collect();
@@ -483,6 +497,23 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
     if let Some(j) = &rig.jailed {
         j.cleanup().await?;
     }
+    Ok(Exit::Success)
+}
+
+/// `--guest`: the guest agent's scenarios only.
+async fn bench_guest(
+    args: &BenchArgs,
+    smartvm: &SmartVm,
+    kernel: &Path,
+    work: &Path,
+    version: FirecrackerVersion,
+) -> Result<Exit, CliError> {
+    let agent = guest::agent_binary(args.guest_agent.clone())?;
+    let mut scenarios = guest::unix(work, &agent, args.runs).await?;
+    scenarios.extend(guest::vsock(smartvm, kernel, work, args.runs).await?);
+    let report = Report::new(version.to_string(), "guest".into(), args.runs, 1, scenarios);
+    println!("{}", if args.json { report.json() } else { report.table() });
+    smartvm.cleanup().await?;
     Ok(Exit::Success)
 }
 
