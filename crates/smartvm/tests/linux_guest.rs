@@ -93,3 +93,82 @@ async fn linux_guest_boots_and_shuts_down_on_ctrl_alt_del() {
     let after = std::fs::metadata(&rootfs).unwrap().modified().unwrap();
     assert_eq!(after, modified, "the guest wrote to its staged copy, not the source image");
 }
+
+/// The static guest agent: `SMARTVM_GUEST_AGENT`, else built by scripts/build-guest.sh.
+#[cfg(feature = "images")]
+fn static_agent() -> PathBuf {
+    if let Some(path) = std::env::var_os("SMARTVM_GUEST_AGENT") {
+        return path.into();
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-guest.sh");
+    let out = std::process::Command::new(script).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let path = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+}
+
+/// `smartvm-guest` as the init of a real Linux guest: exec, cp in and out, a forwarded port,
+/// and a clean power-off that reports the workload's exit status.
+#[cfg(feature = "images")]
+#[tokio::test]
+async fn linux_guest_with_the_agent_as_init_runs_commands_copies_forwards_and_reports_its_exit() {
+    use smartvm::config::VsockConfig;
+    let Some((kernel, rootfs)) = linux_images().await else { return };
+    if rootfs.extension().is_some_and(|e| e == "squashfs") {
+        common::skipped("the agent is injected into ext4 rootfs images only; this one is squashfs");
+        return;
+    }
+    let Some(env) = common::env() else { return };
+    let image = env.dir.path().join("agent-rootfs.ext4");
+    std::fs::copy(&rootfs, &image).unwrap();
+    smartvm::images::inject_guest_agent(&image, &static_agent()).unwrap();
+    let workload = r#"/bin/sh -c "while [ ! -e /run/stop ]; do sleep 0.1; done; exit 3""#;
+    let args = format!("console=ttyS0 reboot=k panic=1 pci=off init=/sbin/smartvm-guest -- {workload}");
+    let cfg = VmConfig::new(kernel)
+        .with_id("agent-init")
+        .with_machine(1, 256)
+        .with_boot_args(args)
+        .with_drive(DriveConfig::new("rootfs", &image).root())
+        .with_vsock(VsockConfig::new(3, env.dir.path().join("agent.vsock")));
+    let vm = env.smartvm.create_vm(&cfg).unwrap();
+    vm.start().await.unwrap();
+    let guest = vm.guest().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while guest.hello().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "no agent:\n{}", vm.console().tail(40));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let uname = guest.output(&["uname", "-a"]).await.unwrap().checked("uname").unwrap();
+    assert!(String::from_utf8_lossy(&uname.stdout).contains("Linux"));
+
+    let local = env.dir.path().join("note.txt");
+    std::fs::write(&local, "from the host").unwrap();
+    guest.copy_in(&local, "/tmp", None).await.unwrap();
+    let back = env.dir.path().join("back");
+    std::fs::create_dir(&back).unwrap();
+    guest.copy_out("/tmp/note.txt", &back, None).await.unwrap();
+    assert_eq!(std::fs::read_to_string(back.join("note.txt")).unwrap(), "from the host");
+
+    let server = "exec python3 -m http.server 8080 --bind 127.0.0.1 --directory /tmp";
+    let _server = guest
+        .exec(smartvm::guest::protocol::ExecRequest { argv: vec!["sh".into(), "-c".into(), server.into()], ..Default::default() })
+        .await
+        .unwrap();
+    let mut page = String::new();
+    for _ in 0..100 {
+        if let Ok(mut stream) = guest.connect_port(8080).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            stream.write_all(b"GET /note.txt HTTP/1.0\r\n\r\n").await.unwrap();
+            stream.read_to_string(&mut page).await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(page.contains("from the host"), "through the forward: {page:?}");
+
+    guest.output(&["touch", "/run/stop"]).await.unwrap();
+    let exit = vm.console().wait_for_line(Duration::from_secs(30), |l| l.contains("smartvm-guest exit=")).await;
+    assert_eq!(exit.as_deref().map(str::trim), Some("smartvm-guest exit=3"));
+    assert!(vm.wait_for_exit(Duration::from_secs(30)).await.is_some(), "the guest powered off");
+    env.smartvm.cleanup().await.unwrap();
+}
