@@ -38,40 +38,38 @@ pub fn mount_api_filesystems() {
     }
 }
 
-/// What PID 1 does once the runtime runs: Ctrl-Alt-Del becomes SIGINT, `lo` comes up, and the
-/// guest gets a hostname if the kernel gave none.
-pub fn prepare() {
+/// What PID 1 does once the runtime runs: Ctrl-Alt-Del becomes SIGINT, `lo` comes up, the
+/// `ip=` network is configured if the kernel did not, the hostname `ip=` names is set (else
+/// `localhost` when the kernel gave none). `ip` overrides the kernel's `ip=`.
+pub fn prepare(ip: Option<&str>) {
     match nix::sys::reboot::set_cad_enabled(false) {
         // EINVAL: PID 1 of a container's pid namespace, where Ctrl-Alt-Del is not ours anyway.
         Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
         Err(e) => eprintln!("smartvm-guest: cannot take over Ctrl-Alt-Del: {e}"),
     }
-    if let Err(e) = loopback_up() {
+    if let Err(e) = crate::net::loopback_up() {
         eprintln!("smartvm-guest: cannot bring up lo: {e}");
     }
-    if nix::unistd::gethostname().is_ok_and(|name| name.is_empty() || name == "(none)") {
-        let _ = nix::unistd::sethostname("localhost");
-    }
-}
-
-fn loopback_up() -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
-    // SAFETY: `ifreq` is plain data; both ioctls read and write only it.
-    unsafe {
-        let mut request: libc::ifreq = std::mem::zeroed();
-        for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
-            *slot = *byte as libc::c_char;
-        }
-        if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        if libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) != 0 {
-            return Err(std::io::Error::last_os_error());
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let config = match ip {
+        Some(spec) => crate::net::parse(spec),
+        None => crate::net::from_cmdline(&cmdline),
+    };
+    if let Some(config) = &config {
+        if let Err(e) = crate::net::apply(config) {
+            eprintln!("smartvm-guest: cannot configure {}: {e}", config.device);
         }
     }
-    Ok(())
+    let unnamed = nix::unistd::gethostname().is_ok_and(|name| name.is_empty() || name == "(none)");
+    match config.and_then(|c| c.hostname) {
+        Some(name) => {
+            let _ = nix::unistd::sethostname(name);
+        }
+        None if unnamed => {
+            let _ = nix::unistd::sethostname("localhost");
+        }
+        None => {}
+    }
 }
 
 /// Waits for the end: the workload's exit, a `shutdown` request, or SIGTERM/SIGINT (which the

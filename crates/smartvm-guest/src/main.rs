@@ -9,6 +9,7 @@ mod exec;
 mod forward;
 mod init;
 mod listen;
+mod net;
 mod options;
 mod pty;
 mod reaper;

@@ -15,6 +15,11 @@ pub struct Options {
     #[arg(long = "listen", value_name = "ADDRESS")]
     pub listen: Vec<ListenAddress>,
 
+    /// As PID 1: configure the network from this `ip=` value instead of the kernel command
+    /// line's (`<address>::<gateway>:<netmask>:<hostname>:<device>:off`).
+    #[arg(long, value_name = "SPEC")]
+    pub ip: Option<String>,
+
     /// Connections served at once; more are answered `busy`.
     #[arg(long, default_value_t = 256)]
     pub max_sessions: u32,

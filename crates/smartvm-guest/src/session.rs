@@ -112,7 +112,7 @@ pub async fn serve(options: Options, pid1: bool) -> i32 {
         }
     };
     if pid1 {
-        crate::init::prepare();
+        crate::init::prepare(options.ip.as_deref());
     }
     for address in options.addresses() {
         match Listener::bind(&address) {

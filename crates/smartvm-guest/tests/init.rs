@@ -69,6 +69,47 @@ async fn as_pid_1_it_mounts_brings_up_lo_reaps_orphans_and_powers_off() {
     assert!(out.contains("smartvm-guest exit=0"), "the exit report comes before power-off: {out:?}");
 }
 
+/// A network namespace of the test's own with one end of a veth pair in it (removed on drop).
+struct TestNetns(String);
+
+impl TestNetns {
+    fn create() -> TestNetns {
+        let name = format!("svg-{}", std::process::id());
+        let ip = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success(), "ip {args:?}");
+        ip(&["netns", "add", &name]);
+        let ns = TestNetns(name);
+        ip(&["-n", &ns.0, "link", "add", "guest0", "type", "veth", "peer", "name", "host0"]);
+        ns
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[tokio::test]
+async fn as_pid_1_it_configures_the_ip_argument_s_interface_and_hostname() {
+    let ns = TestNetns::create();
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", &ns.0, "unshare", "--pid", "--fork", "--mount", "--uts", "--kill-child", AGENT]);
+    let spec = "10.77.0.2::10.77.0.1:255.255.255.0:guest-one:guest0:off";
+    let mut agent = Agent::start_with(command, &["--ip", spec]).await;
+    let (hostname, _) = shell(&agent, "cat /proc/sys/kernel/hostname").await;
+    assert_eq!(hostname.trim(), "guest-one");
+    let (route, _) = shell(&agent, "cat /proc/net/route").await;
+    // The default route (destination 0) through 10.77.0.1 (little-endian hex 01004D0A) on guest0.
+    assert!(route.lines().any(|l| l.starts_with("guest0\t00000000\t01004D0A")), "{route}");
+    let (flags, _) = shell(&agent, "cat /sys/class/net/guest0/flags").await;
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "guest0 is up");
+    let (addrs, _) = shell(&agent, "cat /proc/net/fib_trie").await;
+    assert!(addrs.contains("10.77.0.2"), "{addrs}");
+    agent.client().shutdown().await.unwrap();
+    ended(&mut agent, Duration::from_secs(20));
+}
+
 #[tokio::test]
 async fn as_pid_1_the_workload_s_exit_status_is_reported() {
     let workload = ["--", "sh", "-c", "while [ ! -e /run/go ]; do sleep 0.02; done; exit 3"];

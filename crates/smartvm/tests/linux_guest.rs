@@ -151,7 +151,10 @@ async fn linux_guest_with_the_agent_as_init_runs_commands_copies_forwards_and_re
 
     let server = "exec python3 -m http.server 8080 --bind 127.0.0.1 --directory /tmp";
     let _server = guest
-        .exec(smartvm::guest::protocol::ExecRequest { argv: vec!["sh".into(), "-c".into(), server.into()], ..Default::default() })
+        .exec(smartvm::guest::protocol::ExecRequest {
+            argv: vec!["sh".into(), "-c".into(), server.into()],
+            ..Default::default()
+        })
         .await
         .unwrap();
     let mut page = String::new();
