@@ -17,7 +17,7 @@ trap report_skipped EXIT
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 # The lean library: without the images and network layers it builds and its tests pass.
 cargo clippy -p smartvm --no-default-features --all-targets -q -- -D warnings
 cargo test -p smartvm --no-default-features -q

@@ -168,3 +168,34 @@ fn port_forward_relays_until_interrupted() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(forward.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     assert_eq!(forward.wait().unwrap().code(), Some(130));
 }
+
+/// `smartvm shell` on a real terminal: `script` gives it one, and types into it.
+#[test]
+fn shell_runs_on_a_terminal_exits_with_the_shell_s_status_and_ctrl_bracket_ends_it() {
+    if Command::new("script").arg("--version").output().is_err() {
+        assert!(std::env::var("SMARTVM_REQUIRE_KVM").is_err(), "script (util-linux) missing in CI");
+        common::skipped("script (util-linux) is not installed");
+        return;
+    }
+    let guest = Guest::start();
+    let shell = format!("{BIN} shell --guest-socket {}", guest.target());
+    let run = |input: &[u8]| {
+        let mut child = Command::new("script")
+            .args(["-qec", &shell, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(b"test -t 0 && echo on-a-tty-$((40+2))\nexit 5\n");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("on-a-tty-42"), "{text}");
+    assert_eq!(out.status.code(), Some(5), "the shell's status: {text}");
+    let detached = run(b"\x1d");
+    let text = String::from_utf8_lossy(&detached.stdout);
+    assert!(text.contains("session ended"), "{text}");
+    assert_eq!(detached.status.code(), Some(0));
+}

@@ -52,6 +52,18 @@ async fn stdout_stderr_and_exit_codes_come_back_separately() {
 }
 
 #[tokio::test]
+async fn a_command_runs_as_the_user_and_group_asked_for() {
+    let agent = Agent::start(&[]).await;
+    let mut request = argv(&["sh", "-c", "id -u; id -g; id -G"]);
+    request.uid = Some(65534);
+    request.gid = Some(65533);
+    let out = agent.client().exec(request).await.unwrap().wait_with_output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines, ["65534", "65533", "65533"], "uid, gid, and no supplementary groups of the agent's");
+}
+
+#[tokio::test]
 async fn bad_commands_are_refused_with_their_reason() {
     let agent = Agent::start(&[]).await;
     let client = agent.client();

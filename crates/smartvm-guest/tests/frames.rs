@@ -71,7 +71,10 @@ async fn stdin_beyond_the_window_is_refused() {
         bytes.extend(&chunk);
     }
     let mut conn = UnixStream::connect(&agent.socket).await.unwrap();
-    conn.write_all(&bytes).await.unwrap();
+    // The agent may close before all of it is written: its answer is what counts.
+    if let Err(e) = conn.write_all(&bytes).await {
+        assert!(matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset), "{e}");
+    }
     let mut back = Vec::new();
     // The agent closes with our surplus unread, so the end may come as a reset after its frames.
     if let Err(e) = conn.read_to_end(&mut back).await {

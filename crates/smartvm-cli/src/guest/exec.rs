@@ -104,6 +104,7 @@ async fn session(client: &GuestClient, request: ExecRequest, detachable: bool) -
     let mut detached = tokio::spawn(pass_stdin(run.take_stdin(), detachable));
     let mut resized = signal(SignalKind::window_change()).map_err(|e| CliError::new(Exit::Failure, e))?;
     let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
+    let mut input_open = true;
     let status = loop {
         tokio::select! {
             event = run.next() => match event {
@@ -116,7 +117,8 @@ async fn session(client: &GuestClient, request: ExecRequest, detachable: bool) -
             _ = resized.recv(), if on_terminal => {
                 let _ = run.resize(terminal::size());
             }
-            ended = &mut detached, if !detached.is_finished() => {
+            ended = &mut detached, if input_open => {
+                input_open = false;
                 if ended.unwrap_or(false) {
                     return Ok(end_detached(run));
                 }
