@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
@@ -183,31 +183,9 @@ impl AgentClient {
     /// GETs `path` and hands each chunk of the streamed answer to `sink`, until the stream ends
     /// or `done` says so.
     async fn stream(&self, path: &str, mut sink: impl FnMut(&[u8]), done: impl Fn() -> bool) -> Result<()> {
-        let path = path.to_string();
-        let wire =
-            |source: ApiError| SmartVmError::SocketRequestFailed { method: "GET".into(), path: path.clone(), source };
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| SmartVmError::AgentUnavailable { socket: self.socket.clone(), source })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| wire(ApiError::Http(e)))?;
-        tokio::spawn(conn);
-        let request = hyper::Request::get(&path)
-            .header(hyper::header::HOST, "localhost")
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| wire(ApiError::Request(e)))?;
-        let mut response = sender.send_request(request).await.map_err(|e| wire(ApiError::Http(e)))?;
-        let status = response.status().as_u16();
-        if !response.status().is_success() {
-            let body = response.into_body().collect().await.map_err(|e| wire(ApiError::Http(e)))?.to_bytes();
-            let text = String::from_utf8_lossy(&body).into_owned();
-            return Err(match serde_json::from_str::<ErrorBody>(&text) {
-                Ok(b) => b.into_error(status),
-                Err(_) => SmartVmError::Api { method: "GET".into(), path, status, fault_message: Some(text) },
-            });
-        }
+        let mut response = get(&self.socket, path, None).await?;
         while let Some(frame) = response.body_mut().frame().await {
-            let frame = frame.map_err(|e| wire(ApiError::Http(e)))?;
+            let frame = frame.map_err(|e| wire_error(path, ApiError::Http(e)))?;
             if let Some(data) = frame.data_ref() {
                 sink(data);
             }
@@ -217,4 +195,45 @@ impl AgentClient {
         }
         Ok(())
     }
+}
+
+fn wire_error(path: &str, source: ApiError) -> SmartVmError {
+    SmartVmError::SocketRequestFailed { method: "GET".into(), path: path.into(), source }
+}
+
+/// GETs `path` from the agent at `socket`, asking to switch to the `upgrade` protocol when given.
+/// An answer other than 2xx or 101 becomes the error its body describes.
+pub(super) async fn get(
+    socket: &Path,
+    path: &str,
+    upgrade: Option<&str>,
+) -> Result<hyper::Response<hyper::body::Incoming>> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|source| SmartVmError::AgentUnavailable { socket: socket.to_path_buf(), source })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| wire_error(path, ApiError::Http(e)))?;
+    tokio::spawn(conn.with_upgrades());
+    let mut request = hyper::Request::get(path).header(hyper::header::HOST, "localhost");
+    if let Some(protocol) = upgrade {
+        request = request.header(hyper::header::CONNECTION, "upgrade").header(hyper::header::UPGRADE, protocol);
+    }
+    let request = request.body(Empty::<Bytes>::new()).map_err(|e| wire_error(path, ApiError::Request(e)))?;
+    let response = sender.send_request(request).await.map_err(|e| wire_error(path, ApiError::Http(e)))?;
+    let status = response.status();
+    if status.is_success() || status == hyper::StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(response);
+    }
+    let body = response.into_body().collect().await.map_err(|e| wire_error(path, ApiError::Http(e)))?.to_bytes();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    Err(match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(b) => b.into_error(status.as_u16()),
+        Err(_) => SmartVmError::Api {
+            method: "GET".into(),
+            path: path.into(),
+            status: status.as_u16(),
+            fault_message: Some(text),
+        },
+    })
 }

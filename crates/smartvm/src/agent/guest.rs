@@ -6,12 +6,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
 use super::route::Route;
-use super::wire::ErrorBody;
 use super::AgentClient;
 use crate::api::ApiError;
 use crate::error::{Result, SmartVmError};
@@ -53,31 +50,12 @@ impl ThroughAgent {
         if let Some(port) = self.port {
             path.push_str(&format!("?port={port}"));
         }
-        let wire =
-            |source: ApiError| SmartVmError::SocketRequestFailed { method: "GET".into(), path: path.clone(), source };
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| SmartVmError::AgentUnavailable { socket: self.socket.clone(), source })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| wire(ApiError::Http(e)))?;
-        tokio::spawn(conn.with_upgrades());
-        let request = hyper::Request::get(&path)
-            .header(hyper::header::HOST, "localhost")
-            .header(hyper::header::CONNECTION, "upgrade")
-            .header(hyper::header::UPGRADE, GUEST_UPGRADE)
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| wire(ApiError::Request(e)))?;
-        let response = sender.send_request(request).await.map_err(|e| wire(ApiError::Http(e)))?;
-        let status = response.status().as_u16();
-        if status != 101 {
-            let body = response.into_body().collect().await.map_err(|e| wire(ApiError::Http(e)))?.to_bytes();
-            let text = String::from_utf8_lossy(&body).into_owned();
-            return Err(match serde_json::from_str::<ErrorBody>(&text) {
-                Ok(body) => body.into_error(status),
-                Err(_) => SmartVmError::Api { method: "GET".into(), path, status, fault_message: Some(text) },
-            });
-        }
-        let upgraded = hyper::upgrade::on(response).await.map_err(|e| wire(ApiError::Http(e)))?;
+        let response = super::client::get(&self.socket, &path, Some(GUEST_UPGRADE)).await?;
+        let upgraded = hyper::upgrade::on(response).await.map_err(|e| SmartVmError::SocketRequestFailed {
+            method: "GET".into(),
+            path: path.clone(),
+            source: ApiError::Http(e),
+        })?;
         Ok(Box::new(TokioIo::new(upgraded)))
     }
 }

@@ -96,7 +96,7 @@ pub fn inject_guest_agent(rootfs: &Path, agent: &Path) -> Result<InjectReport, I
             return Err(fail(complaint, None));
         }
     }
-    verify(rootfs, bytes.len() as u64).map_err(|message| fail(message, None))?;
+    verify(rootfs, bytes.len() as u64)?;
     Ok(InjectReport { rootfs: rootfs.to_path_buf(), path: GUEST_AGENT_PATH.into(), size: bytes.len() as u64 })
 }
 
@@ -108,14 +108,19 @@ fn complaint(stderr: &str) -> Option<String> {
 }
 
 /// Reads the installed file's inode back: a regular file, mode 0755, root's, of `size` bytes.
-fn verify(rootfs: &Path, size: u64) -> Result<(), String> {
+fn verify(rootfs: &Path, size: u64) -> Result<(), ImageError> {
+    let fail = |message: String, source: Option<super::HostToolError>| ImageError::InjectAgent {
+        rootfs: rootfs.to_path_buf(),
+        message,
+        source: source.map(|e| Box::new(e) as _),
+    };
     let stat =
         HostTool::Debugfs { image: rootfs.to_path_buf(), request: format!("stat {GUEST_AGENT_PATH}"), write: false };
-    let (stdout, stderr) = stat.output().map_err(|e| e.to_string())?;
-    let inode = parse_stat(&stdout).ok_or_else(|| format!("the agent is not in the image: {stderr}"))?;
+    let (stdout, stderr) = stat.output().map_err(|e| fail("cannot read the agent's inode back".into(), Some(e)))?;
+    let inode = parse_stat(&stdout).ok_or_else(|| fail(format!("the agent is not in the image: {stderr}"), None))?;
     let expected = StatFields { regular: true, mode: 0o755, uid: 0, gid: 0, size };
     if inode != expected {
-        return Err(format!("the installed agent is {inode:?}, expected {expected:?}"));
+        return Err(fail(format!("the installed agent is {inode:?}, expected {expected:?}"), None));
     }
     Ok(())
 }
