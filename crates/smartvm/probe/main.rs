@@ -60,6 +60,15 @@ extern "C" fn probe_main(boot_params: u64) -> ! {
             count_forever(parse_u64(arg).unwrap_or(100));
         } else if let Some(arg) = token.strip_prefix(b"probe.vsock=") {
             vsock_action(devices, arg);
+        } else if let Some(arg) = token.strip_prefix(b"probe.lines=") {
+            for n in 0..parse_u64(arg).unwrap_or(0) {
+                report!("line n={}", n);
+            }
+        } else if let Some(arg) = token.strip_prefix(b"probe.exit=") {
+            // A workload's end, for runtimes that report one (the containerd shim): the code
+            // goes to the console, then the VM ends as a reset does.
+            report!("exit code={}", parse_u64(arg).unwrap_or(0) & 0xff);
+            reset();
         } else if token == b"probe.echo" {
             echo_forever();
         } else if token == b"probe.halt" {

@@ -110,6 +110,18 @@ impl ProbeArgs {
         self
     }
 
+    /// Print `line n=0` … `line n=<count - 1>` at once.
+    pub fn lines(mut self, count: u64) -> Self {
+        self.actions.push(format!("probe.lines={count}"));
+        self
+    }
+
+    /// Print `exit code=<code>` (0-255) and end the VM: a workload's exit status.
+    pub fn exit(mut self, code: u8) -> Self {
+        self.actions.push(format!("probe.exit={code}"));
+        self
+    }
+
     /// Print `count n=…` every `ms` milliseconds forever.
     pub fn count(mut self, ms: u64) -> Self {
         self.actions.push(format!("probe.count={ms}"));
@@ -244,6 +256,10 @@ pub struct ProbeReport {
     pub panicked: bool,
     /// The guest saw Ctrl-Alt-Del and reset.
     pub ctrl_alt_del: bool,
+    /// `line n=` values seen (`probe.lines=`).
+    pub lines: Vec<u64>,
+    /// The exit code the guest reported (`probe.exit=`).
+    pub exit_code: Option<u8>,
 }
 
 impl ProbeReport {
@@ -277,6 +293,8 @@ impl ProbeReport {
                     }
                 }
                 "count" => r.counts.extend(num("n")),
+                "line" => r.lines.extend(num("n")),
+                "exit" => r.exit_code = num("code").and_then(|c| u8::try_from(c).ok()),
                 "done" => r.done = true,
                 "panic" => r.panicked = true,
                 "ctrl-alt-del" => r.ctrl_alt_del = true,

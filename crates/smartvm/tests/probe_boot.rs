@@ -145,3 +145,17 @@ async fn drives_on_another_filesystem_are_staged_too() {
     assert!(std::fs::read(&img).unwrap()[512..1024].iter().all(|&b| b == 0));
     env.smartvm.cleanup().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_probe_prints_lines_and_reports_an_exit_code_before_it_ends() {
+    let Some(env) = common::env() else { return };
+    let args = ProbeArgs::new().lines(3).exit(7).to_boot_args();
+    let vm = env.smartvm.create_vm(&env.probe_config("exit7", &args)).unwrap();
+    vm.start().await.unwrap();
+    assert!(vm.wait_for_exit(Duration::from_secs(10)).await.is_some(), "the probe ends the VM after its exit line");
+    let report = smartvm::probe::ProbeReport::parse(vm.console().lines().iter().map(String::as_str));
+    assert_eq!(report.lines, [0, 1, 2]);
+    assert_eq!(report.exit_code, Some(7));
+    assert!(!report.done, "nothing runs after probe.exit");
+    vm.cleanup().await.unwrap();
+}
