@@ -11,6 +11,9 @@ command -v nft >/dev/null || need+=(nftables)
 command -v curl >/dev/null || need+=(curl)
 command -v python3 >/dev/null || need+=(python3 python3-pip)
 command -v cc >/dev/null || need+=(gcc)
+# The containerd shim tests start their own containerd (never a system one).
+command -v containerd >/dev/null || need+=(containerd)
+command -v script >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -1,0 +1,240 @@
+//! From an OCI bundle's `config.json` to what the VM needs (pure): the guest, its command line,
+//! vCPUs and memory. The mapping, documented in the README:
+//! - `annotations["io.smartvm.guest"] = "probe"`: the built-in probe guest (a test stand-in: the
+//!   process args are appended to its command line, its console is the task's stdout, its
+//!   `probe.exit=N` is the task's exit status);
+//! - `io.smartvm.kernel`, `io.smartvm.boot_args`: a Linux kernel and its command line;
+//! - vCPUs: `io.smartvm.vcpus`, else `linux.resources.cpu.quota / period` rounded up, else 1;
+//! - memory: `io.smartvm.mem_mib`, else `linux.resources.memory.limit` in MiB, else 128.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Annotation prefix of smartvm's own keys.
+pub const PREFIX: &str = "io.smartvm.";
+/// The most vCPUs and MiB a task may ask for (Firecracker's own limits: 32 vCPUs).
+const MAX_VCPUS: u64 = 32;
+const MAX_MEM_MIB: u64 = 256 * 1024;
+
+/// What runs in the VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guest {
+    /// The built-in probe guest (the test stand-in).
+    Probe,
+    /// A Linux kernel.
+    Kernel(PathBuf),
+}
+
+/// The VM a task becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskPlan {
+    /// The guest.
+    pub guest: Guest,
+    /// The kernel command line (for the probe: the process args appended).
+    pub boot_args: String,
+    /// vCPUs.
+    pub vcpus: u8,
+    /// Guest memory.
+    pub mem_mib: u32,
+}
+
+/// A bundle that cannot become a VM.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    /// `config.json` is not an OCI runtime spec.
+    #[error("config.json: {0}")]
+    Parse(String),
+    /// An `io.smartvm.*` annotation smartvm does not know.
+    #[error("unknown annotation {0:?} (known: io.smartvm.guest, .kernel, .boot_args, .vcpus, .mem_mib)")]
+    UnknownAnnotation(String),
+    /// An annotation or resource with a value that cannot work.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// Which.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// Neither the probe nor a kernel.
+    #[error("no guest: set io.smartvm.guest=probe or io.smartvm.kernel=/path/to/vmlinux")]
+    NoGuest,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Spec {
+    #[serde(default)]
+    process: Option<Process>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    linux: Option<Linux>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Process {
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Linux {
+    #[serde(default)]
+    resources: Option<Resources>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Resources {
+    #[serde(default)]
+    memory: Option<Memory>,
+    #[serde(default)]
+    cpu: Option<Cpu>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Memory {
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Cpu {
+    quota: Option<i64>,
+    period: Option<u64>,
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> SpecError {
+    SpecError::Invalid { field: field.into(), reason: reason.into() }
+}
+
+fn number(annotations: &BTreeMap<String, String>, key: &str, max: u64) -> Result<Option<u64>, SpecError> {
+    let Some(text) = annotations.get(key) else { return Ok(None) };
+    match text.parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(Some(n)),
+        _ => Err(invalid(key, format!("{text:?} is not a number from 1 to {max}"))),
+    }
+}
+
+/// Plans the VM for `config.json`'s text.
+pub fn plan(config_json: &str) -> Result<TaskPlan, SpecError> {
+    let spec: Spec = serde_json::from_str(config_json).map_err(|e| SpecError::Parse(e.to_string()))?;
+    let known = ["guest", "kernel", "boot_args", "vcpus", "mem_mib"];
+    if let Some(unknown) =
+        spec.annotations.keys().find(|k| k.strip_prefix(PREFIX).is_some_and(|rest| !known.contains(&rest)))
+    {
+        return Err(SpecError::UnknownAnnotation(unknown.clone()));
+    }
+    let a = &spec.annotations;
+    let guest = match (a.get("io.smartvm.guest").map(String::as_str), a.get("io.smartvm.kernel")) {
+        (Some("probe"), None) => Guest::Probe,
+        (Some("probe"), Some(_)) => return Err(invalid("io.smartvm.kernel", "the probe guest takes no kernel")),
+        (Some(other), _) => return Err(invalid("io.smartvm.guest", format!("{other:?}: the one guest kind is probe"))),
+        (None, Some(kernel)) if kernel.starts_with('/') => Guest::Kernel(PathBuf::from(kernel)),
+        (None, Some(kernel)) => {
+            return Err(invalid("io.smartvm.kernel", format!("{kernel:?} is not an absolute path")))
+        }
+        (None, None) => return Err(SpecError::NoGuest),
+    };
+    let resources = spec.linux.and_then(|l| l.resources).unwrap_or_default();
+    let vcpus = match number(a, "io.smartvm.vcpus", MAX_VCPUS)? {
+        Some(n) => n,
+        None => vcpus_of(resources.cpu.as_ref())?,
+    };
+    let mem_mib = match number(a, "io.smartvm.mem_mib", MAX_MEM_MIB)? {
+        Some(n) => n,
+        None => mem_of(resources.memory.as_ref())?,
+    };
+    let args = spec.process.map(|p| p.args).unwrap_or_default();
+    let boot_args = match &guest {
+        Guest::Probe => {
+            let base = a.get("io.smartvm.boot_args").cloned().unwrap_or_else(|| "console=ttyS0".into());
+            [base].into_iter().chain(args).collect::<Vec<_>>().join(" ")
+        }
+        Guest::Kernel(_) => {
+            a.get("io.smartvm.boot_args").cloned().unwrap_or_else(|| "console=ttyS0 reboot=k panic=1 pci=off".into())
+        }
+    };
+    Ok(TaskPlan { guest, boot_args, vcpus: vcpus as u8, mem_mib: mem_mib as u32 })
+}
+
+fn vcpus_of(cpu: Option<&Cpu>) -> Result<u64, SpecError> {
+    match cpu.map(|c| (c.quota, c.period)) {
+        Some((Some(quota), Some(period))) if quota > 0 && period > 0 => {
+            let vcpus = (quota as u64).div_ceil(period);
+            if vcpus > MAX_VCPUS {
+                return Err(invalid("linux.resources.cpu", format!("{vcpus} CPUs; at most {MAX_VCPUS}")));
+            }
+            Ok(vcpus.max(1))
+        }
+        _ => Ok(1),
+    }
+}
+
+fn mem_of(memory: Option<&Memory>) -> Result<u64, SpecError> {
+    match memory.and_then(|m| m.limit) {
+        Some(limit) if limit > 0 => {
+            let mib = (limit as u64).div_ceil(1 << 20);
+            if mib > MAX_MEM_MIB {
+                return Err(invalid("linux.resources.memory.limit", format!("{mib} MiB; at most {MAX_MEM_MIB}")));
+            }
+            Ok(mib.max(16))
+        }
+        _ => Ok(128),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(annotations: serde_json::Value, resources: serde_json::Value) -> String {
+        json!({"ociVersion": "1.0.2", "process": {"args": ["probe.lines=3", "probe.exit=3"]},
+               "annotations": annotations, "linux": {"resources": resources}})
+        .to_string()
+    }
+
+    #[test]
+    fn the_probe_stand_in_takes_the_process_args_and_resources_map_to_the_machine() {
+        let p = plan(&spec(json!({"io.smartvm.guest": "probe"}), json!({}))).unwrap();
+        assert_eq!(p.guest, Guest::Probe);
+        assert_eq!(p.boot_args, "console=ttyS0 probe.lines=3 probe.exit=3");
+        assert_eq!((p.vcpus, p.mem_mib), (1, 128));
+        let sized = spec(
+            json!({"io.smartvm.guest": "probe"}),
+            json!({"cpu": {"quota": 150000, "period": 100000}, "memory": {"limit": 268435456}}),
+        );
+        let p = plan(&sized).unwrap();
+        assert_eq!((p.vcpus, p.mem_mib), (2, 256), "1.5 CPUs round up; 256 MiB");
+        let annotated = spec(
+            json!({"io.smartvm.guest": "probe", "io.smartvm.vcpus": "4", "io.smartvm.mem_mib": "64"}),
+            json!({"cpu": {"quota": 100000, "period": 100000}}),
+        );
+        assert_eq!((plan(&annotated).unwrap().vcpus, plan(&annotated).unwrap().mem_mib), (4, 64));
+    }
+
+    #[test]
+    fn bad_bundles_are_refused_with_their_field() {
+        let err = |a, r| plan(&spec(a, r)).unwrap_err();
+        assert_eq!(err(json!({}), json!({})), SpecError::NoGuest);
+        assert!(
+            matches!(err(json!({"io.smartvm.guest": "probe", "io.smartvm.color": "red"}), json!({})), SpecError::UnknownAnnotation(k) if k == "io.smartvm.color")
+        );
+        assert!(
+            matches!(err(json!({"io.smartvm.guest": "probe", "io.smartvm.vcpus": "999"}), json!({})), SpecError::Invalid { field, .. } if field == "io.smartvm.vcpus")
+        );
+        assert!(
+            matches!(err(json!({"io.smartvm.guest": "probe"}), json!({"memory": {"limit": 1i64 << 62}})), SpecError::Invalid { field, .. } if field == "linux.resources.memory.limit")
+        );
+        assert!(
+            matches!(err(json!({"io.smartvm.kernel": "vmlinux"}), json!({})), SpecError::Invalid { field, .. } if field == "io.smartvm.kernel")
+        );
+        assert!(matches!(plan("{not json"), Err(SpecError::Parse(_))));
+        // Other runtimes' annotations are not smartvm's business.
+        assert!(plan(&spec(
+            json!({"io.smartvm.guest": "probe", "io.kubernetes.cri.container-type": "container"}),
+            json!({})
+        ))
+        .is_ok());
+    }
+}

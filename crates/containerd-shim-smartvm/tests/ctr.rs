@@ -1,0 +1,121 @@
+//! `ctr` against a private containerd 1.6 with runtime `io.containerd.smartvm.v2`: the probe
+//! stand-in's lines on stdout and its exit status as ctr's; the detached lifecycle leaves
+//! nothing; bad bundles fail with the reason.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{usable, Containerd, IMAGE};
+
+const RUNTIME: &str = "io.containerd.smartvm.v2";
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn ctr_run_streams_the_probe_and_exits_with_its_status() {
+    if !usable() {
+        return;
+    }
+    let containerd = Containerd::start();
+    containerd.import_image();
+    let out = containerd.ctr(&[
+        "run",
+        "--snapshotter",
+        "native",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        "io.smartvm.guest=probe",
+        IMAGE,
+        "t1",
+        "probe.lines=3",
+        "probe.exit=3",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("smartvm-probe line n=2"),
+        "stdout: {stdout}\nstderr: {}\n{}",
+        text(&out.stderr),
+        containerd.log()
+    );
+    assert!(stdout.contains("smartvm-probe exit code=3"), "{stdout}");
+    assert_eq!(out.status.code(), Some(3), "ctr exits with the task's status: {}", text(&out.stderr));
+    assert!(containerd.ctr(&["container", "rm", "t1"]).status.success());
+    let left: Vec<_> = std::fs::read_dir(containerd.runtime_dir())
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.iter().all(|n| n.to_string_lossy().starts_with('.')), "VM dirs left: {left:?}");
+}
+
+#[test]
+fn a_detached_task_runs_pauses_resumes_and_is_removed_without_a_trace() {
+    if !usable() {
+        return;
+    }
+    let containerd = Containerd::start();
+    containerd.import_image();
+    let run = containerd.ctr(&[
+        "run",
+        "-d",
+        "--snapshotter",
+        "native",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        "io.smartvm.guest=probe",
+        IMAGE,
+        "d1",
+        "probe.count=50",
+    ]);
+    assert!(run.status.success(), "{}\n{}", text(&run.stderr), containerd.log());
+    let ls = text(&containerd.ctr(&["task", "ls"]).stdout);
+    assert!(ls.lines().any(|l| l.starts_with("d1") && l.contains("RUNNING")), "{ls}");
+    assert!(containerd.ctr(&["task", "pause", "d1"]).status.success());
+    assert!(text(&containerd.ctr(&["task", "ls"]).stdout).contains("PAUSED"));
+    assert!(containerd.ctr(&["task", "resume", "d1"]).status.success());
+    let pids = text(&containerd.ctr(&["task", "ps", "d1"]).stdout);
+    assert!(pids.lines().count() >= 2, "the Firecracker process is the task's: {pids}");
+    assert!(containerd.ctr(&["task", "kill", "-s", "SIGKILL", "d1"]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !text(&containerd.ctr(&["task", "ls"]).stdout).contains("STOPPED") {
+        assert!(Instant::now() < deadline, "the task never stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(containerd.ctr(&["task", "delete", "d1"]).status.success());
+    assert!(containerd.ctr(&["container", "rm", "d1"]).status.success());
+    let left: Vec<_> = std::fs::read_dir(containerd.runtime_dir())
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.iter().all(|n| n.to_string_lossy().starts_with('.')), "VM dirs left: {left:?}");
+}
+
+#[test]
+fn bad_bundles_fail_in_ctr_with_the_reason_and_create_nothing() {
+    if !usable() {
+        return;
+    }
+    let containerd = Containerd::start();
+    containerd.import_image();
+    let cases: [(&[&str], &str); 3] = [
+        (&["--annotation", "io.smartvm.color=red"], "unknown annotation"),
+        (&["--annotation", "io.smartvm.guest=probe", "--annotation", "io.smartvm.vcpus=1000"], "io.smartvm.vcpus"),
+        (&["--annotation", "io.smartvm.kernel=/etc/hostname"], "outside the allowed dirs"),
+    ];
+    for (i, (flags, reason)) in cases.iter().enumerate() {
+        let id = format!("bad{i}");
+        let mut args = vec!["run", "--snapshotter", "native", "--runtime", RUNTIME];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[IMAGE, &id]);
+        let out = containerd.ctr(&args);
+        assert!(!out.status.success());
+        assert!(text(&out.stderr).contains(reason), "{reason}: {}", text(&out.stderr));
+        let _ = containerd.ctr(&["container", "rm", &id]);
+    }
+    let left: Vec<_> = std::fs::read_dir(containerd.runtime_dir())
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.iter().all(|n| n.to_string_lossy().starts_with('.')), "nothing created: {left:?}");
+}
