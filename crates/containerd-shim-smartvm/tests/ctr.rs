@@ -119,3 +119,96 @@ fn bad_bundles_fail_in_ctr_with_the_reason_and_create_nothing() {
         .unwrap_or_default();
     assert!(left.iter().all(|n| n.to_string_lossy().starts_with('.')), "nothing created: {left:?}");
 }
+
+#[test]
+fn twenty_tasks_at_once_each_exit_with_their_own_status() {
+    if !usable() {
+        return;
+    }
+    let containerd = Containerd::start();
+    containerd.import_image();
+    let runs: Vec<_> = (0..20)
+        .map(|i| {
+            let (id, exit) = (format!("many{i}"), format!("probe.exit={}", i + 1));
+            containerd
+                .ctr_command(&[
+                    "run",
+                    "--snapshotter",
+                    "native",
+                    "--runtime",
+                    RUNTIME,
+                    "--annotation",
+                    "io.smartvm.guest=probe",
+                    IMAGE,
+                    &id,
+                    "probe.lines=2",
+                    &exit,
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, run) in runs.into_iter().enumerate() {
+        let out = run.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(i as i32 + 1), "many{i}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("line n=1"), "many{i}: {}", text(&out.stdout));
+        assert!(containerd.ctr(&["container", "rm", &format!("many{i}")]).status.success());
+    }
+    assert!(runtime_dir_is_empty(&containerd));
+}
+
+#[test]
+fn a_shim_killed_mid_task_is_reported_exited_and_gc_leaves_nothing() {
+    if !usable() {
+        return;
+    }
+    let containerd = Containerd::start();
+    containerd.import_image();
+    let run = containerd.ctr(&[
+        "run",
+        "-d",
+        "--snapshotter",
+        "native",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        "io.smartvm.guest=probe",
+        IMAGE,
+        "k1",
+        "probe.count=50",
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let shim = containerd.shim_pids();
+    assert_eq!(shim.len(), 1, "one shim for one task: {shim:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ls = text(&containerd.ctr(&["task", "ls"]).stdout);
+        if !ls.lines().any(|l| l.starts_with("k1") && l.contains("RUNNING")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "containerd never saw the task end: {ls}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = containerd.ctr(&["task", "delete", "k1"]);
+    assert!(containerd.ctr(&["container", "rm", "k1"]).status.success());
+    let options = smartvm::SmartVmOptions {
+        runtime_dir: containerd.runtime_dir(),
+        data_dir: containerd.dir.path().join("data"),
+        ..smartvm::SmartVmOptions::default()
+    };
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+        smartvm::SmartVm::new(options).reclaim().await.unwrap();
+    });
+    assert!(runtime_dir_is_empty(&containerd), "gc leaves nothing");
+    assert!(containerd.firecracker_pids().is_empty(), "no Firecracker of the task is left");
+}
+
+fn runtime_dir_is_empty(containerd: &Containerd) -> bool {
+    let left: Vec<_> = std::fs::read_dir(containerd.runtime_dir())
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    left.iter().all(|n| n.to_string_lossy().starts_with('.'))
+}

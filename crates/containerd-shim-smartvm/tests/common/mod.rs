@@ -117,17 +117,43 @@ impl Containerd {
     }
 }
 
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        // Shims are daemons of their own: end any this containerd started, then containerd.
+impl Containerd {
+    /// Processes this containerd started (they carry its dir in their environment), with their
+    /// command lines.
+    fn children(&self) -> Vec<(i32, String)> {
         let marker = self.dir.path().display().to_string();
+        let mut found = Vec::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
             let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-            let is_ours = String::from_utf8_lossy(&environ).contains(&marker);
-            if is_ours && pid != self.child.id() as i32 {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            if pid != self.child.id() as i32 && String::from_utf8_lossy(&environ).contains(&marker) {
+                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
             }
+        }
+        found
+    }
+
+    /// The running shims.
+    pub fn shim_pids(&self) -> Vec<i32> {
+        self.children()
+            .into_iter()
+            .filter(|(_, cmd)| cmd.contains("containerd-shim-smartvm-v2"))
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    /// The running Firecracker processes.
+    pub fn firecracker_pids(&self) -> Vec<i32> {
+        self.children().into_iter().filter(|(_, cmd)| cmd.contains("firecracker")).map(|(p, _)| p).collect()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // Shims are daemons of their own: end any this containerd started, then containerd.
+        for (pid, _) in self.children() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
