@@ -27,7 +27,10 @@ impl Shim for SmartvmShim {
 
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
         let grouping = opts.id.clone();
-        spawn(opts, &grouping, Vec::new()).await
+        let address = spawn(opts, &grouping, Vec::new()).await?;
+        // The bundle's `address` file is how a restarted containerd finds this shim again.
+        containerd_shim::asynchronous::util::write_str_to_file("address", &address).await?;
+        Ok(address)
     }
 
     /// After the shim died: containerd asks the binary to clean up what the task left.

@@ -212,3 +212,44 @@ fn runtime_dir_is_empty(containerd: &Containerd) -> bool {
         .unwrap_or_default();
     left.iter().all(|n| n.to_string_lossy().starts_with('.'))
 }
+
+#[test]
+fn a_restarted_containerd_reconnects_to_its_running_tasks() {
+    if !usable() {
+        return;
+    }
+    let mut containerd = Containerd::start();
+    containerd.import_image();
+    let run = containerd.ctr(&[
+        "run",
+        "-d",
+        "--snapshotter",
+        "native",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        "io.smartvm.guest=probe",
+        IMAGE,
+        "r1",
+        "probe.count=50",
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let before = containerd.firecracker_pids();
+    containerd.restart();
+    let ls = text(&containerd.ctr(&["task", "ls"]).stdout);
+    assert!(
+        ls.lines().any(|l| l.starts_with("r1") && l.contains("RUNNING")),
+        "after the restart: {ls}\n{}",
+        containerd.log()
+    );
+    assert_eq!(containerd.firecracker_pids(), before, "the same VM kept running");
+    assert!(containerd.ctr(&["task", "kill", "-s", "SIGKILL", "r1"]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !text(&containerd.ctr(&["task", "ls"]).stdout).contains("STOPPED") {
+        assert!(Instant::now() < deadline, "the task never stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(containerd.ctr(&["task", "delete", "r1"]).status.success());
+    assert!(containerd.ctr(&["container", "rm", "r1"]).status.success());
+    assert!(runtime_dir_is_empty(&containerd));
+}

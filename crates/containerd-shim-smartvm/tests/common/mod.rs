@@ -63,27 +63,28 @@ impl Containerd {
             debug = d.join("debug.sock").display(),
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
-        let shim_dir = Path::new(SHIM).parent().unwrap();
-        let path = format!("{}:{}", shim_dir.display(), std::env::var("PATH").unwrap_or_default());
-        let log = std::fs::File::create(d.join("containerd.log")).unwrap();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(d.join("config.toml"))
-            .env("PATH", path)
-            .env("SMARTVM_RUNTIME_DIR", d.join("run"))
-            .env("SMARTVM_DATA_DIR", d.join("data"))
-            .env("SMARTVM_FIRECRACKER_BIN", firecracker().unwrap())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = spawn(d);
         let containerd = Containerd { dir, child };
+        containerd.wait_ready();
+        containerd
+    }
+
+    /// Stops containerd (SIGTERM: its shims and tasks stay) and starts it again on the same
+    /// root, state and socket.
+    pub fn restart(&mut self) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .unwrap();
+        self.child.wait().unwrap();
+        self.child = spawn(self.dir.path());
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !containerd.ctr(&["version"]).status.success() {
-            assert!(Instant::now() < deadline, "containerd did not answer:\n{}", containerd.log());
+        while !self.ctr(&["version"]).status.success() {
+            assert!(Instant::now() < deadline, "containerd did not answer:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
-        containerd
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -158,6 +159,24 @@ impl Drop for Containerd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// containerd on the config in `dir`, with the shim on its PATH and smartvm's dirs in `dir`.
+fn spawn(d: &Path) -> Child {
+    let shim_dir = Path::new(SHIM).parent().unwrap();
+    let path = format!("{}:{}", shim_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(d.join("containerd.log")).unwrap();
+    Command::new("containerd")
+        .arg("--config")
+        .arg(d.join("config.toml"))
+        .env("PATH", path)
+        .env("SMARTVM_RUNTIME_DIR", d.join("run"))
+        .env("SMARTVM_DATA_DIR", d.join("data"))
+        .env("SMARTVM_FIRECRACKER_BIN", firecracker().unwrap())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
 }
 
 fn digest(bytes: &[u8]) -> String {
