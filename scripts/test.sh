@@ -26,4 +26,4 @@ cargo test -p smartvm --no-default-features -q
 guest="$(scripts/build-guest.sh)"
 if readelf -l "$guest" | grep -q INTERP; then echo "$guest is not static"; exit 1; fi
 echo "smartvm-guest (static): $(stat -c %s "$guest") bytes"
-FUZZ_SECONDS="${FUZZ_SECONDS:-30}" scripts/fuzz.sh
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}" scripts/fuzz.sh

@@ -132,9 +132,10 @@ impl TaskService {
         tokio::spawn(async move {
             relay_console(&task).await;
             let exited = task.vm.exited().await;
-            let report = smartvm::probe::ProbeReport::parse(task.vm.console().lines().iter().map(String::as_str));
+            let lines = task.vm.console().lines();
+            let reported = smartvm::guest::protocol::reported_exit(lines.iter().map(String::as_str));
             let signal = task.killed_by.load(Ordering::SeqCst);
-            let status = match (report.exit_code, exited) {
+            let status = match (reported, exited) {
                 (Some(code), _) => u32::from(code),
                 _ if signal > 0 => 128 + signal as u32,
                 (None, Some(info)) => info.code.map_or(128 + info.signal.unwrap_or(9) as u32, |c| c as u32),

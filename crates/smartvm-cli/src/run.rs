@@ -302,7 +302,12 @@ async fn conclude(
     if let End::Exited(info) = end {
         let _ = printer.await;
         crate::exit::notice(format_args!("smartvm: VM {} exited ({}) {timing}", vm.id(), describe(info)));
-        return if info.success() {
+        let lines = vm.console().lines();
+        let reported = smartvm::guest::protocol::reported_exit(lines.iter().map(String::as_str));
+        return if let (true, Some(status)) = (info.success(), reported) {
+            // The guest reported its workload's status (smartvm-guest as PID 1, probe.exit).
+            Ok(if status == 0 { Exit::Success } else { Exit::Command(status) })
+        } else if info.success() {
             Ok(Exit::Success)
         } else {
             let ended = SmartVmError::from(smartvm::process::ProcessError::Ended { exit: info });
@@ -321,6 +326,14 @@ async fn conclude(
     }
     printer.abort();
     crate::exit::notice(format_args!("smartvm: VM {} {how}{stopped} {timing}", vm.id()));
+    // A guest that ended its workload on the stop (smartvm-guest forwards it SIGTERM) reported
+    // the workload's status: that is the run's, as a supervisor forwarding SIGTERM expects.
+    let lines = vm.console().lines();
+    if let (End::Interrupted, Some(status)) =
+        (&end, smartvm::guest::protocol::reported_exit(lines.iter().map(String::as_str)))
+    {
+        return Ok(if status == 0 { Exit::Success } else { Exit::Command(status) });
+    }
     Ok(match end {
         End::TimedOut => Exit::TimedOut,
         End::StdoutClosed => Exit::BrokenPipe,

@@ -75,5 +75,24 @@ pub const STDIN_WINDOW: u32 = 256 * 1024;
 /// The name the agent reports in `welcome`.
 pub const AGENT_NAME: &str = "smartvm-guest";
 
+/// The console line `smartvm-guest` prints as PID 1 before it powers off: this prefix, then the
+/// workload's exit status (`smartvm-guest exit=3`).
+pub const EXIT_REPORT: &str = "smartvm-guest exit=";
+
+/// The probe guest's equivalent (`probe.exit=N`): `smartvm-probe exit code=3`.
+pub const PROBE_EXIT_REPORT: &str = "smartvm-probe exit code=";
+
+/// The exit status a guest reported on its console (the last report wins), if it reported one.
+pub fn reported_exit<'a>(console: impl IntoIterator<Item = &'a str>) -> Option<u8> {
+    console
+        .into_iter()
+        .filter_map(|line| {
+            let line = line.trim_end();
+            let value = line.strip_prefix(EXIT_REPORT).or_else(|| line.strip_prefix(PROBE_EXIT_REPORT))?;
+            value.parse::<u8>().ok()
+        })
+        .last()
+}
+
 /// The name the probe guest reports in `welcome`.
 pub const PROBE_NAME: &str = "smartvm-probe";

@@ -7,16 +7,13 @@ use std::time::Duration;
 use nix::mount::{mount, MsFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use smartvm_guest_protocol::ExitStatus;
+use smartvm_guest_protocol::{ExitStatus, EXIT_REPORT};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::session::Agent;
 
 /// How long the workload has to end after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
-
-/// The line the host reads off the console before the guest powers off.
-const EXIT_REPORT: &str = "smartvm-guest exit=";
 
 /// Mounts /proc, /sys, /dev, /dev/pts, /run and /tmp; what is mounted already stays.
 pub fn mount_api_filesystems() {

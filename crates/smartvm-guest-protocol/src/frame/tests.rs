@@ -115,3 +115,12 @@ fn random_bytes_never_break_the_decoder() {
         }
     }
 }
+
+#[test]
+fn a_workload_s_exit_report_is_read_off_the_console() {
+    let console = ["boot", "smartvm-guest exit=3", "reboot: Power down"];
+    assert_eq!(crate::reported_exit(console), Some(3));
+    assert_eq!(crate::reported_exit(["smartvm-probe line n=0", "smartvm-probe exit code=7"]), Some(7));
+    assert_eq!(crate::reported_exit(["smartvm-guest exit=999", "nothing"]), None);
+    assert_eq!(crate::reported_exit(Vec::<&str>::new()), None);
+}
