@@ -2,6 +2,7 @@
 //! each task of runtime `io.containerd.smartvm.v2`; the task becomes one microVM, run through the
 //! smartvm library in this process and journaled like every smartvm VM (`smartvm ps`, `gc`).
 
+mod rootfs;
 mod shim;
 mod spec;
 mod task;

@@ -39,6 +39,8 @@ struct TaskVm {
     id: String,
     bundle: String,
     stdout: String,
+    /// The snapshot's mounts, whose image is dropped with the task.
+    rootfs: Vec<api::Mount>,
     vm: Arc<MicroVm>,
     pid: AtomicU32,
     /// The signal a `Kill` sent (0: none), for the exit status of a stopped task.
@@ -62,6 +64,17 @@ fn status(code: Code, message: impl ToString) -> ttrpc::Error {
 
 fn internal(e: impl std::fmt::Display) -> ttrpc::Error {
     status(Code::INTERNAL, format!("smartvm: {e}"))
+}
+
+/// An error with its causes, for containerd's (and ctr's) output.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 fn timestamp(at: SystemTime) -> Timestamp {
@@ -96,6 +109,11 @@ impl TaskService {
             smartvm: Arc::new(SmartVm::new(SmartVmOptions::from_env())),
             tasks: Arc::default(),
         }
+    }
+
+    /// Where root filesystem images are kept.
+    fn rootfs_cache(&self) -> PathBuf {
+        self.smartvm.options().data_dir.join("shim-rootfs")
     }
 
     fn task(&self, id: &str) -> TtrpcResult<Arc<TaskVm>> {
@@ -193,12 +211,20 @@ async fn relay_console(task: &TaskVm) {
 #[async_trait]
 impl Task for TaskService {
     async fn create(&self, _ctx: &TtrpcContext, req: api::CreateTaskRequest) -> TtrpcResult<api::CreateTaskResponse> {
-        let cfg = self.vm_config(&req.id, Path::new(&req.bundle))?;
+        let mut cfg = self.vm_config(&req.id, Path::new(&req.bundle))?;
+        let cache = self.rootfs_cache();
+        let image = crate::rootfs::ensure(&req.rootfs, Path::new(&req.bundle), &cache)
+            .await
+            .map_err(|e| internal(chain(&e)))?;
+        if let Some(image) = image {
+            cfg = cfg.with_drive(smartvm::config::DriveConfig::new("rootfs", image).root());
+        }
         let vm = self.smartvm.create_vm(&cfg).map_err(|e| status(Code::INVALID_ARGUMENT, format!("smartvm: {e}")))?;
         let task = Arc::new(TaskVm {
             id: req.id.clone(),
             bundle: req.bundle.clone(),
             stdout: req.stdout.clone(),
+            rootfs: req.rootfs.clone(),
             vm,
             pid: AtomicU32::new(0),
             killed_by: AtomicI32::new(0),
@@ -276,6 +302,7 @@ impl Task for TaskService {
         let task = self.task(&req.id)?;
         self.smartvm.remove_vm(task.vm.id()).await.map_err(internal)?;
         self.tasks.lock().unwrap_or_else(PoisonError::into_inner).remove(&req.id);
+        crate::rootfs::forget(&task.rootfs, &self.rootfs_cache());
         let ended = task.ended.borrow().unwrap_or(Ended { status: 137, at: SystemTime::now() });
         let pid = task.pid.load(Ordering::SeqCst);
         let event = TaskDelete {

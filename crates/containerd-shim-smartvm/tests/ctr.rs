@@ -253,3 +253,71 @@ fn a_restarted_containerd_reconnects_to_its_running_tasks() {
     assert!(containerd.ctr(&["container", "rm", "r1"]).status.success());
     assert!(runtime_dir_is_empty(&containerd));
 }
+
+#[test]
+fn the_image_s_rootfs_becomes_the_vm_s_ext4_root_drive_and_goes_with_the_task() {
+    if !usable() {
+        return;
+    }
+    let containerd = Containerd::start();
+    containerd.import_image();
+    let run = containerd.ctr(&[
+        "run",
+        "-d",
+        "--snapshotter",
+        "native",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        "io.smartvm.guest=probe",
+        IMAGE,
+        "fs1",
+        "probe.count=50",
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let cache = containerd.dir.path().join("data/shim-rootfs");
+    let images: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(images.len(), 1, "{images:?}");
+    let cat = std::process::Command::new("debugfs").args(["-R", "cat /hello.txt"]).arg(&images[0]).output().unwrap();
+    assert_eq!(text(&cat.stdout), "hello\n", "the layer's file is in the image");
+    let vm_dir = std::fs::read_dir(containerd.runtime_dir())
+        .unwrap()
+        .flatten()
+        .find(|e| !e.file_name().to_string_lossy().starts_with('.'));
+    let console = std::fs::read_dir(vm_dir.unwrap().path()).unwrap().flatten().count();
+    assert!(console > 0);
+    assert!(containerd.ctr(&["task", "kill", "-s", "SIGKILL", "fs1"]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !text(&containerd.ctr(&["task", "ls"]).stdout).contains("STOPPED") {
+        assert!(Instant::now() < deadline, "the task never stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(containerd.ctr(&["task", "delete", "fs1"]).status.success());
+    assert!(containerd.ctr(&["container", "rm", "fs1"]).status.success());
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0, "the task's image goes with it");
+}
+
+#[test]
+fn the_probe_sees_the_root_drive() {
+    if !usable() {
+        return;
+    }
+    let containerd = Containerd::start();
+    containerd.import_image();
+    let out = containerd.ctr(&[
+        "run",
+        "--snapshotter",
+        "native",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        "io.smartvm.guest=probe",
+        IMAGE,
+        "fs2",
+        "probe.exit=0",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.lines().any(|l| l.contains("type=block") && l.contains("ro=0")), "{stdout}");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(containerd.ctr(&["container", "rm", "fs2"]).status.success());
+}

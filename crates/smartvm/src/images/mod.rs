@@ -35,7 +35,7 @@ pub use release::{
     checksum_for, is_sha256_hex, normalize_version, parse_checksum_lines, parse_latest_tag, ReleaseJsonError,
 };
 pub use release_fetch::ReleaseFetch;
-pub use rootfs::{HostTool, HostToolError, HOST_TOOL_TIMEOUT};
+pub use rootfs::{create_from_dir, create_from_dir_with, HostTool, HostToolError, HOST_TOOL_TIMEOUT};
 
 pub(crate) use crate::trust::confine::check_file_name;
 

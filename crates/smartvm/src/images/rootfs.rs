@@ -14,6 +14,13 @@ pub enum HostTool {
         /// The image file.
         path: PathBuf,
     },
+    /// `mkfs.ext4 -F -q -d <dir> <path>`: format a file as ext4 holding a copy of `dir`.
+    MkfsExt4FromDir {
+        /// The image file.
+        path: PathBuf,
+        /// The tree to copy in.
+        dir: PathBuf,
+    },
     /// `debugfs [-w] -R <request> <image>`: one request against an unmounted ext4 image, no
     /// loop mount (how the guest agent is installed into a rootfs).
     Debugfs {
@@ -68,6 +75,11 @@ impl HostTool {
                 c.args(["-F", "-q"]).arg(path);
                 c
             }
+            HostTool::MkfsExt4FromDir { path, dir } => {
+                let mut c = Command::new("mkfs.ext4");
+                c.args(["-F", "-q", "-d"]).arg(dir).arg(path);
+                c
+            }
             HostTool::Debugfs { image, request, write } => {
                 let mut c = Command::new("debugfs");
                 if *write {
@@ -100,6 +112,56 @@ impl HostTool {
 
 /// Creates `path` as a sparse `size_mib` MiB ext4 image. Nothing remains on failure.
 pub fn create_blank(path: &Path, size_mib: u64) -> Result<(), ImageError> {
+    create(path, size_mib, HostTool::MkfsExt4 { path: path.to_path_buf() }, HostTool::run)
+}
+
+/// Creates `path` as a sparse ext4 image holding a copy of the tree `dir`, with `spare_mib` MiB
+/// free beyond what the tree takes. Nothing remains on failure.
+pub fn create_from_dir(path: &Path, dir: &Path, spare_mib: u64) -> Result<(), ImageError> {
+    create_from_dir_with(path, dir, spare_mib, HostTool::run)
+}
+
+/// [`create_from_dir`], running `mkfs.ext4` through `run`: for a process whose children another
+/// part reaps (a containerd shim reaps every child itself, so `waitpid` on one of ours may find
+/// it gone).
+pub fn create_from_dir_with(
+    path: &Path,
+    dir: &Path,
+    spare_mib: u64,
+    run: impl FnOnce(&HostTool) -> Result<(), HostToolError>,
+) -> Result<(), ImageError> {
+    let bytes = tree_bytes(dir).map_err(|e| ImageError::RootfsCreate {
+        path: path.to_path_buf(),
+        message: format!("cannot read {}", dir.display()),
+        source: Some(Box::new(e)),
+    })?;
+    // ext4's own metadata takes some of the image: a fifth on top of the tree, rounded up.
+    let size_mib = (bytes + bytes / 5).div_ceil(1 << 20) + spare_mib.max(8);
+    create(path, size_mib, HostTool::MkfsExt4FromDir { path: path.to_path_buf(), dir: dir.to_path_buf() }, run)
+}
+
+/// The bytes a tree's files take, counted in 4 KiB blocks (links and directories one each).
+fn tree_bytes(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        total += meta.len().div_ceil(4096).max(1) * 4096;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    Ok(total)
+}
+
+fn create(
+    path: &Path,
+    size_mib: u64,
+    tool: HostTool,
+    run: impl FnOnce(&HostTool) -> Result<(), HostToolError>,
+) -> Result<(), ImageError> {
     let fail = |message: String, source: Option<std::io::Error>| ImageError::RootfsCreate {
         path: path.to_path_buf(),
         message,
@@ -115,7 +177,7 @@ pub fn create_blank(path: &Path, size_mib: u64) -> Result<(), ImageError> {
         .map_err(|e| fail("cannot create the file".into(), Some(e)))?;
     let result =
         file.set_len(size_mib << 20).map_err(|e| fail("cannot size the file".into(), Some(e))).and_then(|_| {
-            HostTool::MkfsExt4 { path: path.to_path_buf() }.run().map_err(|e| ImageError::RootfsCreate {
+            run(&tool).map_err(|e| ImageError::RootfsCreate {
                 path: path.to_path_buf(),
                 message: e.to_string(),
                 source: Some(Box::new(e)),
@@ -160,6 +222,16 @@ mod tests {
         create_blank(&img, 64).unwrap();
         let meta = std::fs::metadata(&img).unwrap();
         assert_eq!(meta.len(), 64 << 20);
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("etc")).unwrap();
+        std::fs::write(tree.join("etc/hostname"), "from-a-dir\n").unwrap();
+        let filled = dir.path().join("filled.ext4");
+        create_from_dir(&filled, &tree, 8).unwrap();
+        let cat =
+            std::process::Command::new("debugfs").args(["-R", "cat /etc/hostname"]).arg(&filled).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&cat.stdout), "from-a-dir\n");
+        assert!(create_from_dir(&dir.path().join("x.ext4"), &dir.path().join("absent"), 8).is_err());
+        assert!(!dir.path().join("x.ext4").exists());
         assert!(meta.blocks() * 512 < 16 << 20, "sparse: {} bytes allocated", meta.blocks() * 512);
         let bytes = std::fs::read(&img).unwrap();
         assert_eq!(&bytes[1024 + 56..1024 + 58], &[0x53, 0xef], "ext4 superblock magic");
