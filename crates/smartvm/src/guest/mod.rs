@@ -166,8 +166,14 @@ impl Session {
             operation,
             timeout: client.timeout,
         };
-        let sent = session.writer.message(request).await;
-        sent.map_err(|e| GuestError::Unavailable { address: client.describe(), source: e })?;
+        if let Err(e) = session.writer.message(request).await {
+            // An agent at its limit answers `busy` and closes without reading: its answer may
+            // be waiting even though the request could not be written.
+            if let Ok(Some(OwnedFrame::Message(body))) = session.reader.read_frame().await {
+                reply_of(operation, &body)?;
+            }
+            return Err(GuestError::Unavailable { address: client.describe(), source: e }.into());
+        }
         Ok(session)
     }
 
