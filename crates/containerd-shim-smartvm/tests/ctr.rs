@@ -21,19 +21,7 @@ fn ctr_run_streams_the_probe_and_exits_with_its_status() {
     }
     let containerd = Containerd::start();
     containerd.import_image();
-    let out = containerd.ctr(&[
-        "run",
-        "--snapshotter",
-        "native",
-        "--runtime",
-        RUNTIME,
-        "--annotation",
-        "io.smartvm.guest=probe",
-        IMAGE,
-        "t1",
-        "probe.lines=3",
-        "probe.exit=3",
-    ]);
+    let out = run_probe(&containerd, &[], "t1", &["probe.lines=3", "probe.exit=3"]);
     let stdout = text(&out.stdout);
     assert!(
         stdout.contains("smartvm-probe line n=2"),
@@ -44,10 +32,7 @@ fn ctr_run_streams_the_probe_and_exits_with_its_status() {
     assert!(stdout.contains("smartvm-probe exit code=3"), "{stdout}");
     assert_eq!(out.status.code(), Some(3), "ctr exits with the task's status: {}", text(&out.stderr));
     assert!(containerd.ctr(&["container", "rm", "t1"]).status.success());
-    let left: Vec<_> = std::fs::read_dir(containerd.runtime_dir())
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.iter().all(|n| n.to_string_lossy().starts_with('.')), "VM dirs left: {left:?}");
+    assert!(runtime_dir_is_empty(&containerd), "VM dirs left: {:?}", vm_dirs(&containerd));
 }
 
 #[test]
@@ -57,19 +42,7 @@ fn a_detached_task_runs_pauses_resumes_and_is_removed_without_a_trace() {
     }
     let containerd = Containerd::start();
     containerd.import_image();
-    let run = containerd.ctr(&[
-        "run",
-        "-d",
-        "--snapshotter",
-        "native",
-        "--runtime",
-        RUNTIME,
-        "--annotation",
-        "io.smartvm.guest=probe",
-        IMAGE,
-        "d1",
-        "probe.count=50",
-    ]);
+    let run = run_probe(&containerd, &["-d"], "d1", &["probe.count=50"]);
     assert!(run.status.success(), "{}\n{}", text(&run.stderr), containerd.log());
     let ls = text(&containerd.ctr(&["task", "ls"]).stdout);
     assert!(ls.lines().any(|l| l.starts_with("d1") && l.contains("RUNNING")), "{ls}");
@@ -78,18 +51,8 @@ fn a_detached_task_runs_pauses_resumes_and_is_removed_without_a_trace() {
     assert!(containerd.ctr(&["task", "resume", "d1"]).status.success());
     let pids = text(&containerd.ctr(&["task", "ps", "d1"]).stdout);
     assert!(pids.lines().count() >= 2, "the Firecracker process is the task's: {pids}");
-    assert!(containerd.ctr(&["task", "kill", "-s", "SIGKILL", "d1"]).status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !text(&containerd.ctr(&["task", "ls"]).stdout).contains("STOPPED") {
-        assert!(Instant::now() < deadline, "the task never stopped");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(containerd.ctr(&["task", "delete", "d1"]).status.success());
-    assert!(containerd.ctr(&["container", "rm", "d1"]).status.success());
-    let left: Vec<_> = std::fs::read_dir(containerd.runtime_dir())
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.iter().all(|n| n.to_string_lossy().starts_with('.')), "VM dirs left: {left:?}");
+    kill_and_remove(&containerd, "d1");
+    assert!(runtime_dir_is_empty(&containerd), "VM dirs left: {:?}", vm_dirs(&containerd));
 }
 
 #[test]
@@ -114,10 +77,7 @@ fn bad_bundles_fail_in_ctr_with_the_reason_and_create_nothing() {
         assert!(text(&out.stderr).contains(reason), "{reason}: {}", text(&out.stderr));
         let _ = containerd.ctr(&["container", "rm", &id]);
     }
-    let left: Vec<_> = std::fs::read_dir(containerd.runtime_dir())
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.iter().all(|n| n.to_string_lossy().starts_with('.')), "nothing created: {left:?}");
+    assert!(runtime_dir_is_empty(&containerd), "nothing created: {:?}", vm_dirs(&containerd));
 }
 
 #[test]
@@ -131,19 +91,7 @@ fn twenty_tasks_at_once_each_exit_with_their_own_status() {
         .map(|i| {
             let (id, exit) = (format!("many{i}"), format!("probe.exit={}", i + 1));
             containerd
-                .ctr_command(&[
-                    "run",
-                    "--snapshotter",
-                    "native",
-                    "--runtime",
-                    RUNTIME,
-                    "--annotation",
-                    "io.smartvm.guest=probe",
-                    IMAGE,
-                    &id,
-                    "probe.lines=2",
-                    &exit,
-                ])
+                .ctr_command(&probe_args(&[], &id, &["probe.lines=2", &exit]))
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -166,19 +114,7 @@ fn a_shim_killed_mid_task_is_reported_exited_and_gc_leaves_nothing() {
     }
     let containerd = Containerd::start();
     containerd.import_image();
-    let run = containerd.ctr(&[
-        "run",
-        "-d",
-        "--snapshotter",
-        "native",
-        "--runtime",
-        RUNTIME,
-        "--annotation",
-        "io.smartvm.guest=probe",
-        IMAGE,
-        "k1",
-        "probe.count=50",
-    ]);
+    let run = run_probe(&containerd, &["-d"], "k1", &["probe.count=50"]);
     assert!(run.status.success(), "{}", text(&run.stderr));
     let shim = containerd.shim_pids();
     assert_eq!(shim.len(), 1, "one shim for one task: {shim:?}");
@@ -206,11 +142,42 @@ fn a_shim_killed_mid_task_is_reported_exited_and_gc_leaves_nothing() {
     assert!(containerd.firecracker_pids().is_empty(), "no Firecracker of the task is left");
 }
 
+/// The VM dirs in smartvm's runtime dir (infrastructure such as `.drives` is not a VM's).
+fn vm_dirs(containerd: &Containerd) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(containerd.runtime_dir())
+        .map(|d| d.flatten().map(|e| e.file_name()).filter(|n| !n.to_string_lossy().starts_with('.')).collect())
+        .unwrap_or_default()
+}
+
 fn runtime_dir_is_empty(containerd: &Containerd) -> bool {
-    let left: Vec<_> = std::fs::read_dir(containerd.runtime_dir())
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    left.iter().all(|n| n.to_string_lossy().starts_with('.'))
+    vm_dirs(containerd).is_empty()
+}
+
+/// The arguments of `ctr run [flags] --runtime smartvm` of the probe stand-in as task `id`.
+fn probe_args<'a>(flags: &[&'a str], id: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["run"];
+    all.extend_from_slice(flags);
+    all.extend_from_slice(&["--snapshotter", "native", "--runtime", RUNTIME]);
+    all.extend_from_slice(&["--annotation", "io.smartvm.guest=probe", IMAGE, id]);
+    all.extend_from_slice(args);
+    all
+}
+
+/// Runs [`probe_args`] to its end.
+fn run_probe(containerd: &Containerd, flags: &[&str], id: &str, args: &[&str]) -> std::process::Output {
+    containerd.ctr(&probe_args(flags, id, args))
+}
+
+/// SIGKILL, wait until containerd sees the task stopped, delete the task and the container.
+fn kill_and_remove(containerd: &Containerd, id: &str) {
+    assert!(containerd.ctr(&["task", "kill", "-s", "SIGKILL", id]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !text(&containerd.ctr(&["task", "ls"]).stdout).contains("STOPPED") {
+        assert!(Instant::now() < deadline, "the task never stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(containerd.ctr(&["task", "delete", id]).status.success());
+    assert!(containerd.ctr(&["container", "rm", id]).status.success());
 }
 
 #[test]
@@ -220,19 +187,7 @@ fn a_restarted_containerd_reconnects_to_its_running_tasks() {
     }
     let mut containerd = Containerd::start();
     containerd.import_image();
-    let run = containerd.ctr(&[
-        "run",
-        "-d",
-        "--snapshotter",
-        "native",
-        "--runtime",
-        RUNTIME,
-        "--annotation",
-        "io.smartvm.guest=probe",
-        IMAGE,
-        "r1",
-        "probe.count=50",
-    ]);
+    let run = run_probe(&containerd, &["-d"], "r1", &["probe.count=50"]);
     assert!(run.status.success(), "{}", text(&run.stderr));
     let before = containerd.firecracker_pids();
     containerd.restart();
@@ -243,14 +198,7 @@ fn a_restarted_containerd_reconnects_to_its_running_tasks() {
         containerd.log()
     );
     assert_eq!(containerd.firecracker_pids(), before, "the same VM kept running");
-    assert!(containerd.ctr(&["task", "kill", "-s", "SIGKILL", "r1"]).status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !text(&containerd.ctr(&["task", "ls"]).stdout).contains("STOPPED") {
-        assert!(Instant::now() < deadline, "the task never stopped");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(containerd.ctr(&["task", "delete", "r1"]).status.success());
-    assert!(containerd.ctr(&["container", "rm", "r1"]).status.success());
+    kill_and_remove(&containerd, "r1");
     assert!(runtime_dir_is_empty(&containerd));
 }
 
@@ -261,19 +209,7 @@ fn the_image_s_rootfs_becomes_the_vm_s_ext4_root_drive_and_goes_with_the_task() 
     }
     let containerd = Containerd::start();
     containerd.import_image();
-    let run = containerd.ctr(&[
-        "run",
-        "-d",
-        "--snapshotter",
-        "native",
-        "--runtime",
-        RUNTIME,
-        "--annotation",
-        "io.smartvm.guest=probe",
-        IMAGE,
-        "fs1",
-        "probe.count=50",
-    ]);
+    let run = run_probe(&containerd, &["-d"], "fs1", &["probe.count=50"]);
     assert!(run.status.success(), "{}", text(&run.stderr));
     let cache = containerd.dir.path().join("data/shim-rootfs");
     let images: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().map(|e| e.path()).collect();
@@ -286,14 +222,7 @@ fn the_image_s_rootfs_becomes_the_vm_s_ext4_root_drive_and_goes_with_the_task() 
         .find(|e| !e.file_name().to_string_lossy().starts_with('.'));
     let console = std::fs::read_dir(vm_dir.unwrap().path()).unwrap().flatten().count();
     assert!(console > 0);
-    assert!(containerd.ctr(&["task", "kill", "-s", "SIGKILL", "fs1"]).status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !text(&containerd.ctr(&["task", "ls"]).stdout).contains("STOPPED") {
-        assert!(Instant::now() < deadline, "the task never stopped");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(containerd.ctr(&["task", "delete", "fs1"]).status.success());
-    assert!(containerd.ctr(&["container", "rm", "fs1"]).status.success());
+    kill_and_remove(&containerd, "fs1");
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0, "the task's image goes with it");
 }
 
@@ -304,18 +233,7 @@ fn the_probe_sees_the_root_drive() {
     }
     let containerd = Containerd::start();
     containerd.import_image();
-    let out = containerd.ctr(&[
-        "run",
-        "--snapshotter",
-        "native",
-        "--runtime",
-        RUNTIME,
-        "--annotation",
-        "io.smartvm.guest=probe",
-        IMAGE,
-        "fs2",
-        "probe.exit=0",
-    ]);
+    let out = run_probe(&containerd, &[], "fs2", &["probe.exit=0"]);
     let stdout = text(&out.stdout);
     assert!(stdout.lines().any(|l| l.contains("type=block") && l.contains("ro=0")), "{stdout}");
     assert_eq!(out.status.code(), Some(0));
