@@ -13,6 +13,8 @@ command -v python3 >/dev/null || need+=(python3 python3-pip)
 command -v cc >/dev/null || need+=(gcc)
 # The containerd shim tests start their own containerd (never a system one).
 command -v containerd >/dev/null || need+=(containerd)
+# The CRI client of the shim tests (k8s-cri) compiles its protos with protoc.
+command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v script >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2

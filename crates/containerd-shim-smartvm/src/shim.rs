@@ -26,7 +26,10 @@ impl Shim for SmartvmShim {
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
-        let grouping = opts.id.clone();
+        // One shim per CRI pod (its sandbox id from the bundle, the cwd containerd gives), else
+        // per task; a second start of a group finds the first shim's socket and answers it.
+        let config = std::fs::read_to_string("config.json").unwrap_or_default();
+        let grouping = crate::spec::grouping(&config, &opts.id);
         let address = spawn(opts, &grouping, Vec::new()).await?;
         // The bundle's `address` file is how a restarted containerd finds this shim again.
         containerd_shim::asynchronous::util::write_str_to_file("address", &address).await?;

@@ -115,15 +115,48 @@ fn number(annotations: &BTreeMap<String, String>, key: &str, max: u64) -> Result
     }
 }
 
-/// Plans the VM for `config.json`'s text.
-pub fn plan(config_json: &str) -> Result<TaskPlan, SpecError> {
+/// CRI's annotation naming a container's role (`sandbox` for the pod's pause container).
+const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+/// CRI's annotation naming the pod sandbox a container belongs to.
+const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// What a bundle asks of the shim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskKind {
+    /// A CRI pod sandbox (the pause container): held by the shim itself, no VM — a pause
+    /// process only keeps Linux namespaces alive, which microVMs do not share.
+    Sandbox,
+    /// A workload: one VM.
+    Vm(TaskPlan),
+}
+
+/// The shim process a task belongs to: its pod's sandbox id under CRI (one shim per pod, as
+/// runc's shim groups), else the task's own id.
+pub fn grouping(config_json: &str, id: &str) -> String {
+    let spec: Spec = serde_json::from_str(config_json).unwrap_or_default();
+    let sandbox = spec.annotations.get(CRI_SANDBOX_ID).filter(|s| !s.is_empty() && s.len() <= 128);
+    sandbox.filter(|s| s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))).cloned().unwrap_or(id.into())
+}
+
+/// What `config.json`'s text asks for: a pod sandbox, or the VM it plans.
+pub fn task_kind(config_json: &str) -> Result<TaskKind, SpecError> {
     let spec: Spec = serde_json::from_str(config_json).map_err(|e| SpecError::Parse(e.to_string()))?;
-    let known = ["guest", "kernel", "boot_args", "vcpus", "mem_mib"];
-    if let Some(unknown) =
-        spec.annotations.keys().find(|k| k.strip_prefix(PREFIX).is_some_and(|rest| !known.contains(&rest)))
-    {
-        return Err(SpecError::UnknownAnnotation(unknown.clone()));
+    check_annotations(&spec)?;
+    match spec.annotations.get(CRI_CONTAINER_TYPE).map(String::as_str) {
+        Some("sandbox") => Ok(TaskKind::Sandbox),
+        _ => plan_vm(spec).map(TaskKind::Vm),
     }
+}
+
+fn check_annotations(spec: &Spec) -> Result<(), SpecError> {
+    let known = ["guest", "kernel", "boot_args", "vcpus", "mem_mib"];
+    match spec.annotations.keys().find(|k| k.strip_prefix(PREFIX).is_some_and(|rest| !known.contains(&rest))) {
+        Some(unknown) => Err(SpecError::UnknownAnnotation(unknown.clone())),
+        None => Ok(()),
+    }
+}
+
+fn plan_vm(spec: Spec) -> Result<TaskPlan, SpecError> {
     let a = &spec.annotations;
     let guest = match (a.get("io.smartvm.guest").map(String::as_str), a.get("io.smartvm.kernel")) {
         (Some("probe"), None) => Guest::Probe,
@@ -188,6 +221,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn plan(config_json: &str) -> Result<TaskPlan, SpecError> {
+        match task_kind(config_json)? {
+            TaskKind::Vm(plan) => Ok(plan),
+            TaskKind::Sandbox => panic!("not a sandbox"),
+        }
+    }
+
     fn spec(annotations: serde_json::Value, resources: serde_json::Value) -> String {
         json!({"ociVersion": "1.0.2", "process": {"args": ["probe.lines=3", "probe.exit=3"]},
                "annotations": annotations, "linux": {"resources": resources}})
@@ -236,5 +276,23 @@ mod tests {
             json!({})
         ))
         .is_ok());
+    }
+
+    #[test]
+    fn a_cri_pod_sandbox_needs_no_guest_and_groups_its_containers() {
+        let sandbox = spec(json!({"io.kubernetes.cri.container-type": "sandbox"}), json!({}));
+        assert_eq!(task_kind(&sandbox).unwrap(), TaskKind::Sandbox);
+        let bad = spec(json!({"io.kubernetes.cri.container-type": "sandbox", "io.smartvm.x": "1"}), json!({}));
+        assert!(matches!(task_kind(&bad), Err(SpecError::UnknownAnnotation(_))));
+        let container = spec(
+            json!({"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": "abc123",
+                   "io.smartvm.guest": "probe"}),
+            json!({}),
+        );
+        assert!(matches!(task_kind(&container), Ok(TaskKind::Vm(_))));
+        assert_eq!(grouping(&container, "c1"), "abc123");
+        assert_eq!(grouping(&spec(json!({}), json!({})), "c1"), "c1", "ctr's tasks: one shim each");
+        let hostile = spec(json!({"io.kubernetes.cri.sandbox-id": "../../x"}), json!({}));
+        assert_eq!(grouping(&hostile, "c1"), "c1", "a grouping id names a socket: no paths");
     }
 }

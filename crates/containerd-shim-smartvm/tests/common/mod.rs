@@ -11,6 +11,8 @@ use sha2::{Digest, Sha256};
 
 pub const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-smartvm-v2");
 pub const IMAGE: &str = "docker.io/smartvm/probe:latest";
+/// The pod sandbox image under CRI (never run: the shim holds sandboxes without a VM).
+pub const PAUSE_IMAGE: &str = "docker.io/smartvm/pause:test";
 
 /// Firecracker, as the other test suites find it.
 fn firecracker() -> Option<PathBuf> {
@@ -51,16 +53,39 @@ pub struct Containerd {
 }
 
 impl Containerd {
+    /// containerd without its CRI plugin (what `ctr` needs).
     pub fn start() -> Containerd {
+        Containerd::start_with("disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n", "")
+    }
+
+    /// containerd with its CRI plugin: runtime handler `smartvm` passes `io.smartvm.*` pod and
+    /// container annotations, the sandbox image is [`PAUSE_IMAGE`], no CNI (host-network pods).
+    pub fn start_cri() -> Containerd {
+        let cri = format!(
+            "[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"{PAUSE_IMAGE}\"\n  \
+             stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n  \
+             [plugins.\"io.containerd.grpc.v1.cri\".cni]\n    bin_dir = \"{{dir}}/cni/bin\"\n    conf_dir = \"{{dir}}/cni/conf\"\n  \
+             [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n    snapshotter = \"native\"\n    \
+             [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n      \
+             runtime_type = \"io.containerd.runc.v2\"\n    \
+             [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.smartvm]\n      \
+             runtime_type = \"io.containerd.smartvm.v2\"\n      pod_annotations = [\"io.smartvm.*\"]\n      \
+             container_annotations = [\"io.smartvm.*\"]\n"
+        );
+        Containerd::start_with("", &cri)
+    }
+
+    fn start_with(head: &str, plugins: &str) -> Containerd {
         let dir = tempfile::Builder::new().prefix("svctd").tempdir_in("/dev/shm").unwrap();
         let d = dir.path();
         let config = format!(
-            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n[debug]\n  address = \"{debug}\"\n",
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n{head}\
+             [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n[debug]\n  address = \"{debug}\"\n{plugins}",
             root = d.join("root").display(),
             state = d.join("state").display(),
             sock = d.join("containerd.sock").display(),
             debug = d.join("debug.sock").display(),
+            plugins = plugins.replace("{dir}", &d.display().to_string()),
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
         let child = spawn(d);
@@ -111,9 +136,16 @@ impl Containerd {
 
     /// Builds the one-layer image and imports it as [`IMAGE`].
     pub fn import_image(&self) {
-        let archive = self.dir.path().join("image.tar");
-        write_image(&archive);
-        let out = self.ctr(&["image", "import", "--snapshotter", "native", archive.to_str().unwrap()]);
+        self.import_image_as("default", IMAGE, "native");
+    }
+
+    /// Builds the one-layer image and imports it as `name` into `namespace`, unpacked for
+    /// `snapshotter`.
+    pub fn import_image_as(&self, namespace: &str, name: &str, snapshotter: &str) {
+        let archive = self.dir.path().join(format!("image-{}.tar", name.replace(['/', ':'], "_")));
+        write_image(&archive, name);
+        let path = archive.to_str().unwrap();
+        let out = self.ctr(&["-n", namespace, "image", "import", "--snapshotter", snapshotter, path]);
         assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
@@ -184,7 +216,7 @@ fn digest(bytes: &[u8]) -> String {
 }
 
 /// An OCI image layout archive: one gzipped layer holding `hello.txt`.
-fn write_image(path: &Path) {
+fn write_image(path: &Path, name: &str) {
     let mut layer_tar = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
     header.set_size(6);
@@ -213,7 +245,7 @@ fn write_image(path: &Path) {
     let index = serde_json::json!({
         "schemaVersion": 2,
         "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(&manifest),
-            "size": manifest.len(), "annotations": {"io.containerd.image.name": IMAGE}}]
+            "size": manifest.len(), "annotations": {"io.containerd.image.name": name}}]
     })
     .to_string()
     .into_bytes();
