@@ -46,6 +46,15 @@ fn a_detached_task_runs_pauses_resumes_and_is_removed_without_a_trace() {
     assert!(run.status.success(), "{}\n{}", text(&run.stderr), containerd.log());
     let ls = text(&containerd.ctr(&["task", "ls"]).stdout);
     assert!(ls.lines().any(|l| l.starts_with("d1") && l.contains("RUNNING")), "{ls}");
+    // Journaled like every smartvm VM: what `smartvm ps` lists beside the agent's.
+    let listed = smartvm::vm::journaled_vms(&containerd.runtime_dir());
+    let shim = containerd.shim_pids();
+    assert!(
+        listed.iter().any(|vm| vm.journal.vm_id == "ctr-default-d1"
+            && vm.running
+            && vm.owner.as_ref().is_some_and(|(pid, name)| shim.contains(pid) && name.starts_with("containerd-shim"))),
+        "{listed:?}"
+    );
     assert!(containerd.ctr(&["task", "pause", "d1"]).status.success());
     assert!(text(&containerd.ctr(&["task", "ls"]).stdout).contains("PAUSED"));
     assert!(containerd.ctr(&["task", "resume", "d1"]).status.success());

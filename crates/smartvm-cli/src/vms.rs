@@ -78,17 +78,43 @@ fn running(vm: &VmSummary) -> bool {
     matches!(vm.state, smartvm::VmState::Running | smartvm::VmState::Paused)
 }
 
+/// The agent's VMs and, from their journals, those other programs own (a containerd shim's);
+/// without an agent, only the others — or the agent's error when there are none.
 pub async fn ps(args: PsArgs) -> Result<Exit, CliError> {
-    let vms: Vec<VmSummary> = client().list().await?.into_iter().filter(|vm| args.all || running(vm)).collect();
+    let agent = client().list().await;
+    let known: Vec<String> = agent.as_ref().map(|vms| vms.iter().map(|v| v.id.clone()).collect()).unwrap_or_default();
+    let others: Vec<VmSummary> = smartvm::vm::journaled_vms(&SmartVmOptions::from_env().runtime_dir)
+        .iter()
+        .filter(|vm| vm.owner.is_some() && !known.contains(&vm.journal.vm_id))
+        .filter_map(VmSummary::from_journal)
+        .collect();
+    let mut vms = match agent {
+        Ok(vms) => vms,
+        Err(e) if others.is_empty() => return Err(e.into()),
+        Err(e) => {
+            eprintln!("note: {e}; listing the VMs other programs own");
+            Vec::new()
+        }
+    };
+    vms.extend(others);
+    vms.retain(|vm| args.all || running(vm));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&vms).map_err(|e| CliError::new(Exit::Failure, e))?);
         return Ok(Exit::Success);
     }
-    println!("{:<24} {:<9} {:>8} {:>5} {:>7} {:<15} {:>8}", "ID", "STATE", "PID", "VCPUS", "MEM", "GUEST IP", "UPTIME");
-    for vm in &vms {
+    print_table(&vms);
+    Ok(Exit::Success)
+}
+
+fn print_table(vms: &[VmSummary]) {
+    println!(
+        "{:<24} {:<9} {:>8} {:>5} {:>7} {:<15} {:>8}  {}",
+        "ID", "STATE", "PID", "VCPUS", "MEM", "GUEST IP", "UPTIME", "OWNER"
+    );
+    for vm in vms {
         let dash = || "-".to_string();
         println!(
-            "{:<24} {:<9} {:>8} {:>5} {:>6}M {:<15} {:>8}",
+            "{:<24} {:<9} {:>8} {:>5} {:>6}M {:<15} {:>8}  {}",
             vm.id,
             vm.state,
             vm.pid.map_or_else(dash, |p| p.to_string()),
@@ -96,9 +122,9 @@ pub async fn ps(args: PsArgs) -> Result<Exit, CliError> {
             vm.mem_mib,
             vm.guest_ip.clone().unwrap_or_else(dash),
             vm.uptime_s.map_or_else(dash, |s| format!("{s}s")),
+            vm.owner.as_deref().unwrap_or("agent"),
         );
     }
-    Ok(Exit::Success)
 }
 
 pub async fn logs(args: LogsArgs) -> Result<Exit, CliError> {

@@ -44,6 +44,37 @@ pub struct VmSummary {
     /// The configuration it was created from (camelCase, as it is accepted).
     #[serde(serialize_with = "crate::config::serialize_camel_case")]
     pub config: crate::config::VmConfig,
+    /// The program that owns it when that is not the agent, as `name[pid]` (e.g. a containerd
+    /// shim's VM, listed from its journal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl VmSummary {
+    /// How a VM another program owns is listed from its journal (`None` without a config).
+    pub fn from_journal(vm: &crate::vm::JournaledVm) -> Option<VmSummary> {
+        let journal = &vm.journal;
+        let config = journal.config.clone()?;
+        let state = if vm.running { VmState::Running } else { VmState::Stopped };
+        Some(VmSummary {
+            id: journal.vm_id.clone(),
+            state,
+            pid: journal.pid().filter(|_| vm.running),
+            socket: journal.socket.clone(),
+            vcpus: config.machine_config.vcpu_count,
+            mem_mib: config.machine_config.mem_size_mib,
+            taps: journal.taps().iter().map(|t| t.to_string()).collect(),
+            guest_ip: None,
+            uptime_s: None,
+            exit: None,
+            console_file: None,
+            config,
+            owner: Some(match &vm.owner {
+                Some((pid, name)) => format!("{name}[{pid}]"),
+                None => "gone".into(),
+            }),
+        })
+    }
 }
 
 /// How a stop went.

@@ -21,6 +21,7 @@ pub mod boot_file;
 mod events;
 mod fetch;
 mod hot_api;
+mod listing;
 #[doc(hidden)]
 pub mod plan;
 pub mod reclaim;
@@ -46,6 +47,7 @@ pub use crate::host::{process_start_time, JailedImage, ProcessRecord, Resource, 
 pub use boot_file::BootPath;
 pub use events::{VmEvent, EVENT_BUFFER};
 pub use fetch::{FetchBinary, FetchFuture};
+pub use listing::{journaled_vms, JournaledVm};
 #[doc(hidden)]
 pub use plan::{boot_plan, check_for_version, BootPlan, ResolvedResources};
 pub use runtime_options::{VmPolicy, VmRuntimeOptions};

@@ -173,6 +173,7 @@ pub(super) async fn summary(vm: &MicroVm) -> VmSummary {
         exit: vm.exit_info(),
         console_file: Some(crate::process::detached_files(vm.runtime_dir()).0).filter(|f| f.exists()),
         config: cfg.clone(),
+        owner: None,
     }
 }
 
@@ -192,5 +193,6 @@ pub(super) fn ended_summary((journal, code): (crate::vm::VmJournal, Option<i32>)
         exit: Some(crate::lifecycle::ExitInfo { code, signal: None }),
         console_file: None,
         config,
+        owner: None,
     })
 }
