@@ -108,8 +108,8 @@ pub async fn ps(args: PsArgs) -> Result<Exit, CliError> {
 
 fn print_table(vms: &[VmSummary]) {
     println!(
-        "{:<24} {:<9} {:>8} {:>5} {:>7} {:<15} {:>8}  {}",
-        "ID", "STATE", "PID", "VCPUS", "MEM", "GUEST IP", "UPTIME", "OWNER"
+        "{:<24} {:<9} {:>8} {:>5} {:>7} {:<15} {:>8}  OWNER",
+        "ID", "STATE", "PID", "VCPUS", "MEM", "GUEST IP", "UPTIME"
     );
     for vm in vms {
         let dash = || "-".to_string();
