@@ -1,7 +1,12 @@
 //! The task's root filesystem (containerd's snapshot, given as mounts) as an ext4 image the VM
-//! boots from: `mkfs.ext4 -d` of the mounted tree, kept under smartvm's data dir by the mounts'
-//! identity, so a task created again on the same snapshot reuses it. The VM writes to its own
-//! staged copy (smartvm's ephemeral drives), never to the cached image.
+//! boots from: `mkfs.ext4 -d` of the tree, kept under smartvm's data dir. The VM writes to its
+//! own staged copy (smartvm's ephemeral drives), never to the kept image, so one image serves
+//! many tasks:
+//! - a fresh container on the overlay snapshotter (its upper dir still empty) is its image's
+//!   read-only layers alone: one image per set of layers, shared by every container of that
+//!   image, kept until containerd removes the layers (swept at the next create);
+//! - anything else (the native snapshotter's private copy, an upper dir with changes) is the
+//!   task's own, keyed by the mounts' identity and removed with the task.
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +33,9 @@ pub enum RootfsError {
     /// Making the image failed.
     #[error("cannot make the rootfs image")]
     Image(#[source] smartvm::images::ImageError),
+    /// The thread making it ended without an answer.
+    #[error("the image maker's thread failed")]
+    Worker(#[source] tokio::task::JoinError),
     /// Keeping it failed.
     #[error("cannot keep the rootfs image in {}", dir.display())]
     Cache {
@@ -37,6 +45,57 @@ pub enum RootfsError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Where a task's image comes from (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// An image's read-only layers, topmost first (overlay's `lowerdir` order).
+    Layers(Vec<PathBuf>),
+    /// The task's own snapshot.
+    Own,
+}
+
+impl Source {
+    /// The file name stem of its image in the cache.
+    pub fn key(&self, mounts: &[Mount]) -> String {
+        match self {
+            Source::Layers(lowers) => {
+                let mut hash = Sha256::new();
+                for lower in lowers {
+                    hash.update(lower.as_os_str().as_encoded_bytes());
+                    hash.update([0]);
+                }
+                format!("layers-{}", hex::encode(&hash.finalize()[..16]))
+            }
+            Source::Own => cache_key(mounts),
+        }
+    }
+}
+
+/// Plans where the image comes from (pure but for `is_empty_dir`, which looks at the upper dir).
+pub fn plan(mounts: &[Mount], is_empty_dir: impl Fn(&Path) -> bool) -> Source {
+    let [m] = mounts else { return Source::Own };
+    if m.type_ != "overlay" {
+        return Source::Own;
+    }
+    let option = |name: &str| m.options.iter().find_map(|o| o.strip_prefix(name).and_then(|v| v.strip_prefix('=')));
+    match (option("lowerdir"), option("upperdir")) {
+        (Some(lowers), Some(upper)) if is_empty_dir(Path::new(upper)) => {
+            Source::Layers(lowers.split(':').filter(|l| !l.is_empty()).map(PathBuf::from).collect())
+        }
+        (Some(lowers), None) => Source::Layers(lowers.split(':').map(PathBuf::from).collect()),
+        _ => Source::Own,
+    }
+}
+
+/// Shared images whose layers are gone (pure): `(image, its layers)` pairs in, images out.
+pub fn stale(shared: &[(PathBuf, Vec<PathBuf>)], exists: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
+    shared
+        .iter()
+        .filter(|(_, lowers)| lowers.is_empty() || !lowers.iter().all(|l| exists(l)))
+        .map(|(i, _)| i.clone())
+        .collect()
 }
 
 /// The identity of a snapshot's mounts (pure): equal mounts, equal image.
@@ -57,37 +116,81 @@ pub async fn ensure(mounts: &[Mount], bundle: &Path, cache: &Path) -> Result<Opt
     if mounts.is_empty() {
         return Ok(None);
     }
-    let image = cache.join(format!("{}.ext4", cache_key(mounts)));
+    let source = plan(mounts, |dir| std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none()));
+    let key = source.key(mounts);
+    let image = cache.join(format!("{key}.ext4"));
     if image.exists() {
         return Ok(Some(image));
     }
     let cache_error = |source| RootfsError::Cache { dir: cache.to_path_buf(), source };
     std::fs::create_dir_all(cache).map_err(cache_error)?;
-    // A single bind mount (the native snapshotter) is its source tree; anything else (overlay)
-    // is mounted at the bundle's rootfs for the copy, then unmounted.
-    let (tree, mounted) = match mounts {
-        [m] if m.type_ == "bind" => (PathBuf::from(&m.source), false),
-        _ => (mount_all(mounts, &bundle.join("rootfs")).await?, true),
+    sweep(cache);
+    // One tree as it is (a bind mount, a single layer); anything else is mounted at the
+    // bundle's rootfs for the copy, then unmounted.
+    let (tree, mounted) = match (&source, mounts) {
+        (Source::Layers(lowers), _) if lowers.len() == 1 => (lowers[0].clone(), false),
+        (Source::Layers(lowers), _) => (mount_all(&[read_only_layers(lowers)], &bundle.join("rootfs")).await?, true),
+        (Source::Own, [m]) if m.type_ == "bind" => (PathBuf::from(&m.source), false),
+        (Source::Own, _) => (mount_all(mounts, &bundle.join("rootfs")).await?, true),
     };
-    let partial = cache.join(format!(".{}.{}.tmp", cache_key(mounts), std::process::id()));
-    let made = {
-        let (partial, tree) = (partial.clone(), tree.clone());
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            smartvm::images::create_from_dir_with(&partial, &tree, 64, |tool| runtime.block_on(run_reaped(tool)))
-        })
-        .await
-    };
+    let partial = cache.join(format!(".{key}.{}.tmp", std::process::id()));
+    let made = make_image(&partial, &tree).await;
     if mounted {
         let _ = nix::mount::umount2(&tree, nix::mount::MntFlags::MNT_DETACH);
     }
-    match made {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(RootfsError::Image(e)),
-        Err(e) => return Err(cache_error(std::io::Error::other(e))),
+    if let Err(e) = made {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    if let Source::Layers(lowers) = &source {
+        let listed: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
+        std::fs::write(cache.join(format!("{key}.layers")), listed.join("\n")).map_err(cache_error)?;
     }
     std::fs::rename(&partial, &image).map_err(cache_error)?;
     Ok(Some(image))
+}
+
+/// `mkfs.ext4 -d tree` into `partial`, off the async threads.
+async fn make_image(partial: &Path, tree: &Path) -> Result<(), RootfsError> {
+    let (partial, tree) = (partial.to_path_buf(), tree.to_path_buf());
+    let runtime = tokio::runtime::Handle::current();
+    let made = tokio::task::spawn_blocking(move || {
+        smartvm::images::create_from_dir_with(&partial, &tree, 64, |tool| runtime.block_on(run_reaped(tool)))
+    })
+    .await;
+    match made {
+        Ok(result) => result.map_err(RootfsError::Image),
+        Err(e) => Err(RootfsError::Worker(e)),
+    }
+}
+
+/// A read-only overlay of several layers.
+fn read_only_layers(lowers: &[PathBuf]) -> Mount {
+    let joined: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
+    Mount {
+        type_: "overlay".into(),
+        source: "overlay".into(),
+        options: vec![format!("lowerdir={}", joined.join(":")), "ro".into()],
+        ..Default::default()
+    }
+}
+
+/// Removes shared images whose layers containerd has removed.
+fn sweep(cache: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache) else { return };
+    let shared: Vec<(PathBuf, Vec<PathBuf>)> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "layers"))
+        .map(|p| {
+            let lowers = std::fs::read_to_string(&p).unwrap_or_default().lines().map(PathBuf::from).collect();
+            (p.with_extension("ext4"), lowers)
+        })
+        .collect();
+    for image in stale(&shared, Path::exists) {
+        let _ = std::fs::remove_file(&image);
+        let _ = std::fs::remove_file(image.with_extension("layers"));
+    }
 }
 
 /// Runs a host tool and learns its exit from the shim's reaper (which collects every child of
@@ -139,9 +242,12 @@ async fn mount_all(mounts: &[Mount], target: &Path) -> Result<PathBuf, RootfsErr
     Ok(target.to_path_buf())
 }
 
-/// Removes the image of `mounts` (a task's own snapshot is not reused after its delete).
+/// Removes the image of a task's own snapshot (not reused after its delete); shared images stay
+/// for the image's next container.
 pub fn forget(mounts: &[Mount], cache: &Path) {
-    let _ = std::fs::remove_file(cache.join(format!("{}.ext4", cache_key(mounts))));
+    if plan(mounts, |_| false) == Source::Own {
+        let _ = std::fs::remove_file(cache.join(format!("{}.ext4", cache_key(mounts))));
+    }
 }
 
 #[cfg(test)]
@@ -155,6 +261,45 @@ mod tests {
             options: vec!["rbind".into(), "rw".into()],
             ..Default::default()
         }
+    }
+
+    fn overlay(options: &[&str]) -> Mount {
+        Mount {
+            type_: "overlay".into(),
+            source: "overlay".into(),
+            options: options.iter().map(|o| o.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_fresh_overlay_container_is_its_layers_and_shares_their_image() {
+        let fresh = |upper: &str| {
+            overlay(&["index=off", "workdir=/s/9/work", &format!("upperdir={upper}"), "lowerdir=/s/2/fs:/s/1/fs"])
+        };
+        let empty = |p: &Path| p.starts_with("/s/9");
+        let a = plan(&[fresh("/s/9/fs")], empty);
+        assert_eq!(a, Source::Layers(vec!["/s/2/fs".into(), "/s/1/fs".into()]));
+        let other_container = fresh("/s/9/fs2");
+        assert_eq!(a.key(&[fresh("/s/9/fs")]), plan(&[other_container.clone()], |_| true).key(&[other_container]));
+        assert!(a.key(&[]).starts_with("layers-"));
+        // An upper dir with changes, the native snapshotter, no mounts: the task's own.
+        assert_eq!(plan(&[fresh("/s/8/fs")], empty), Source::Own);
+        assert_eq!(plan(&[mount("/s/1/fs")], |_| true), Source::Own);
+        assert_eq!(plan(&[], |_| true), Source::Own);
+        // A view (no upper dir): the layers.
+        assert_eq!(plan(&[overlay(&["lowerdir=/s/1/fs"])], |_| false), Source::Layers(vec!["/s/1/fs".into()]));
+    }
+
+    #[test]
+    fn shared_images_go_when_any_of_their_layers_is_gone() {
+        let shared = vec![
+            (PathBuf::from("/c/a.ext4"), vec![PathBuf::from("/s/1/fs")]),
+            (PathBuf::from("/c/b.ext4"), vec![PathBuf::from("/s/2/fs"), PathBuf::from("/s/1/fs")]),
+            (PathBuf::from("/c/c.ext4"), vec![]),
+        ];
+        let stale = stale(&shared, |p| p == Path::new("/s/1/fs"));
+        assert_eq!(stale, vec![PathBuf::from("/c/b.ext4"), PathBuf::from("/c/c.ext4")]);
     }
 
     #[test]

@@ -248,3 +248,34 @@ fn the_probe_sees_the_root_drive() {
     assert_eq!(out.status.code(), Some(0));
     assert!(containerd.ctr(&["container", "rm", "fs2"]).status.success());
 }
+
+#[test]
+fn containers_of_one_image_share_its_layers_drive_on_overlayfs() {
+    if !usable() {
+        return;
+    }
+    let containerd = Containerd::start();
+    containerd.import_image_as("default", IMAGE, "overlayfs");
+    for id in ["ov1", "ov2"] {
+        let mut args = vec!["run", "-d", "--snapshotter", "overlayfs", "--runtime", RUNTIME];
+        args.extend_from_slice(&["--annotation", "io.smartvm.guest=probe", IMAGE, id, "probe.count=50"]);
+        let out = containerd.ctr(&args);
+        assert!(out.status.success(), "{id}: {}\n{}", text(&out.stderr), containerd.log());
+    }
+    let cache = containerd.dir.path().join("data/shim-rootfs");
+    let images: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ext4"))
+        .collect();
+    assert_eq!(images.len(), 1, "one image for both containers: {images:?}");
+    assert!(images[0].file_name().unwrap().to_string_lossy().starts_with("layers-"));
+    let cat = std::process::Command::new("debugfs").args(["-R", "cat /hello.txt"]).arg(&images[0]).output().unwrap();
+    assert_eq!(text(&cat.stdout), "hello\n", "the layer's file is in the shared image");
+    assert_eq!(vm_dirs(&containerd).len(), 2, "each container is its own VM");
+    kill_and_remove(&containerd, "ov1");
+    assert!(images[0].exists(), "the image stays while another container (and the layers) may use it");
+    kill_and_remove(&containerd, "ov2");
+    assert!(runtime_dir_is_empty(&containerd));
+}
