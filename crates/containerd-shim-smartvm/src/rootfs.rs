@@ -281,7 +281,10 @@ mod tests {
         let a = plan(&[fresh("/s/9/fs")], empty);
         assert_eq!(a, Source::Layers(vec!["/s/2/fs".into(), "/s/1/fs".into()]));
         let other_container = fresh("/s/9/fs2");
-        assert_eq!(a.key(&[fresh("/s/9/fs")]), plan(&[other_container.clone()], |_| true).key(&[other_container]));
+        assert_eq!(
+            a.key(&[fresh("/s/9/fs")]),
+            plan(std::slice::from_ref(&other_container), |_| true).key(&[other_container])
+        );
         assert!(a.key(&[]).starts_with("layers-"));
         // An upper dir with changes, the native snapshotter, no mounts: the task's own.
         assert_eq!(plan(&[fresh("/s/8/fs")], empty), Source::Own);
