@@ -65,6 +65,29 @@ pub struct Execution {
     reader: JoinHandle<()>,
 }
 
+/// Resizes and signals a running command from anywhere: a clone of the [`Execution`]'s
+/// control line, for when the execution itself is busy relaying output.
+#[derive(Debug, Clone)]
+pub struct ExecHandle {
+    outbound: mpsc::UnboundedSender<Outbound>,
+}
+
+impl ExecHandle {
+    /// Sets the terminal's size (commands started with a terminal).
+    pub fn resize(&self, size: WindowSize) -> Result<()> {
+        self.send(Outbound::Control(ExecControl::Resize(size)))
+    }
+
+    /// Sends a signal (a Linux signal number) to the command's process group.
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        self.send(Outbound::Control(ExecControl::Signal { signal }))
+    }
+
+    fn send(&self, message: Outbound) -> Result<()> {
+        self.outbound.send(message).map_err(|_| protocol("exec", "the command's connection is closed".into()))
+    }
+}
+
 /// The command's stdin. Writes wait while the agent has not yet passed on earlier bytes (its
 /// window), so memory stays bounded on both sides however fast the writer is.
 #[derive(Debug)]
@@ -117,12 +140,17 @@ impl Execution {
 
     /// Sets the terminal's size (commands started with a terminal).
     pub fn resize(&self, size: WindowSize) -> Result<()> {
-        self.send(Outbound::Control(ExecControl::Resize(size)))
+        self.handle().resize(size)
     }
 
     /// Sends a signal (a Linux signal number) to the command's process group.
     pub fn signal(&self, signal: i32) -> Result<()> {
-        self.send(Outbound::Control(ExecControl::Signal { signal }))
+        self.handle().signal(signal)
+    }
+
+    /// A handle that resizes and signals the command while this execution relays its output.
+    pub fn handle(&self) -> ExecHandle {
+        ExecHandle { outbound: self.outbound.clone() }
     }
 
     /// Waits for the end, collecting all output. Ends stdin first if it was never taken.
@@ -137,10 +165,6 @@ impl Execution {
             }
         }
         Err(protocol("exec", "the connection ended without an exit status".into()))
-    }
-
-    fn send(&self, message: Outbound) -> Result<()> {
-        self.outbound.send(message).map_err(|_| protocol("exec", "the command's connection is closed".into()))
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::io::{ReadHalf, WriteHalf};
 
 pub use connect::{BadGuestAddress, Connecting, GuestAddress, GuestConnection, GuestConnector, GuestIo};
 pub use copy::CopyReport;
-pub use exec::{ExecEvent, ExecStdin, Execution, Output};
+pub use exec::{ExecEvent, ExecHandle, ExecStdin, Execution, Output};
 pub use forward::{GuestStream, PortForward};
 /// The wire protocol: frames, messages, limits.
 pub use smartvm_guest_protocol as protocol;
