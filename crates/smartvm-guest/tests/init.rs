@@ -122,7 +122,12 @@ async fn as_pid_1_the_workload_s_exit_status_is_reported() {
 
 #[tokio::test]
 async fn as_a_service_it_exits_with_the_workload_and_forwards_sigterm() {
-    let mut agent = Agent::start(&["--", "sh", "-c", "trap 'exit 9' TERM; while :; do sleep 0.02; done"]).await;
+    // The workload says when its trap is set: a SIGTERM before that would end `sh` with 143.
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("trapped");
+    let script = format!("trap 'exit 9' TERM; touch {}; while :; do sleep 0.02; done", ready.display());
+    let mut agent = Agent::start(&["--", "sh", "-c", &script]).await;
+    common::wait_until(Duration::from_secs(10), "the workload set its trap", || ready.exists()).await;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
         .unwrap();
     let (_, status) = ended(&mut agent, Duration::from_secs(20));

@@ -63,6 +63,16 @@ pub enum Tolerate {
 
 /// Installs `agent` (a static executable) at [`GUEST_AGENT_PATH`] in the ext4 image `rootfs`.
 pub fn inject_guest_agent(rootfs: &Path, agent: &Path) -> Result<InjectReport, ImageError> {
+    inject_guest_agent_with(rootfs, agent, HostTool::output)
+}
+
+/// As [`inject_guest_agent`], with `run` running each `debugfs` request and returning its
+/// (stdout, stderr): for a process that reaps its children itself (a containerd shim).
+pub fn inject_guest_agent_with(
+    rootfs: &Path,
+    agent: &Path,
+    mut run: impl FnMut(&HostTool) -> Result<(String, String), super::HostToolError>,
+) -> Result<InjectReport, ImageError> {
     let fail = |message: String, source: Option<Box<dyn std::error::Error + Send + Sync>>| ImageError::InjectAgent {
         rootfs: rootfs.to_path_buf(),
         message,
@@ -91,12 +101,12 @@ pub fn inject_guest_agent(rootfs: &Path, agent: &Path) -> Result<InjectReport, I
         Err(e) => return Err(fail(format!("{} is no 64-bit ELF executable", agent.display()), Some(Box::new(e)))),
     }
     for (tool, tolerate) in inject_plan(rootfs, agent) {
-        let (_, stderr) = tool.output().map_err(|e| fail(e.to_string(), Some(Box::new(e))))?;
+        let (_, stderr) = run(&tool).map_err(|e| fail(e.to_string(), Some(Box::new(e))))?;
         if let Some(complaint) = complaint(&stderr).filter(|_| tolerate == Tolerate::Nothing) {
             return Err(fail(complaint, None));
         }
     }
-    verify(rootfs, bytes.len() as u64)?;
+    verify(rootfs, bytes.len() as u64, &mut run)?;
     Ok(InjectReport { rootfs: rootfs.to_path_buf(), path: GUEST_AGENT_PATH.into(), size: bytes.len() as u64 })
 }
 
@@ -108,7 +118,11 @@ fn complaint(stderr: &str) -> Option<String> {
 }
 
 /// Reads the installed file's inode back: a regular file, mode 0755, root's, of `size` bytes.
-fn verify(rootfs: &Path, size: u64) -> Result<(), ImageError> {
+fn verify(
+    rootfs: &Path,
+    size: u64,
+    run: &mut impl FnMut(&HostTool) -> Result<(String, String), super::HostToolError>,
+) -> Result<(), ImageError> {
     let fail = |message: String, source: Option<super::HostToolError>| ImageError::InjectAgent {
         rootfs: rootfs.to_path_buf(),
         message,
@@ -116,7 +130,7 @@ fn verify(rootfs: &Path, size: u64) -> Result<(), ImageError> {
     };
     let stat =
         HostTool::Debugfs { image: rootfs.to_path_buf(), request: format!("stat {GUEST_AGENT_PATH}"), write: false };
-    let (stdout, stderr) = stat.output().map_err(|e| fail("cannot read the agent's inode back".into(), Some(e)))?;
+    let (stdout, stderr) = run(&stat).map_err(|e| fail("cannot read the agent's inode back".into(), Some(e)))?;
     let inode = parse_stat(&stdout).ok_or_else(|| fail(format!("the agent is not in the image: {stderr}"), None))?;
     let expected = StatFields { regular: true, mode: 0o755, uid: 0, gid: 0, size };
     if inode != expected {

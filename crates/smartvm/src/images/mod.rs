@@ -28,7 +28,8 @@ pub use ci_artifacts::{
 };
 pub use download::{hash_file, Downloaded, Downloader, Expect, NoProgress, Progress, TracingProgress};
 pub use inject::{
-    elf_interpreter, inject_guest_agent, inject_plan, parse_stat, InjectReport, StatFields, Tolerate, GUEST_AGENT_PATH,
+    elf_interpreter, inject_guest_agent, inject_guest_agent_with, inject_plan, parse_stat, InjectReport, StatFields,
+    Tolerate, GUEST_AGENT_PATH,
 };
 pub use mirrors::Mirrors;
 pub use release::{
