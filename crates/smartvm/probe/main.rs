@@ -216,7 +216,7 @@ fn block_action(devices: &[Device], arg: &[u8], write: bool) {
     }
 }
 
-/// `probe.vsock=PORT`: serves the guest protocol's hello/echo/health on PORT of the first vsock
+/// `probe.vsock=PORT`: serves the guest protocol's hello/echo/health/exec on PORT of the first vsock
 /// device, forever. Without a device (or a port) it reports why and goes on.
 fn vsock_action(devices: &[Device], arg: &[u8]) {
     let Some(port) = parse_u64(arg).filter(|&p| p <= u32::MAX as u64) else {

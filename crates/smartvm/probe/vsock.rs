@@ -1,7 +1,9 @@
 //! A polled virtio-vsock driver (stream sockets, the listening side) and, on top of it, the
-//! probe's minimal guest agent: it answers `hello`, `echo` and `health` of smartvm's guest
-//! protocol (one request per connection, frames as in the `smartvm-guest-protocol` crate) and
-//! any other request with the error code `unsupported`.
+//! probe's minimal guest agent: it answers `hello`, `echo`, `health` and `exec` of smartvm's
+//! guest protocol (one request per connection, frames as in the `smartvm-guest-protocol` crate)
+//! and any other request with the error code `unsupported`. The probe has no processes: `exec`
+//! runs one of a few built-in programs (see [`exec`]), so that a host's exec path (the
+//! containerd shim's) is testable where Linux cannot boot.
 
 use core::fmt::Write;
 use core::ptr::addr_of_mut;
@@ -24,6 +26,9 @@ const BUF_ALLOC: u32 = 64 * 1024;
 const MAX_CONNS: usize = 4;
 /// The largest request frame the probe takes (hello, echo, health are small).
 const MAX_REQUEST: usize = 2048;
+/// The guest protocol's stream ids.
+const STDOUT: u8 = 1;
+const STDERR: u8 = 2;
 
 static mut RXQ: Virtq = EMPTY_VIRTQ;
 static mut TXQ: Virtq = EMPTY_VIRTQ;
@@ -32,6 +37,8 @@ static mut RX_BUFS: [[u8; BUF]; QSIZE] = [[0; BUF]; QSIZE];
 static mut TX_BUF: [u8; BUF] = [0; BUF];
 static mut EV_BUF: [u8; 8] = [0; 8];
 static mut CONNS: [Conn; MAX_CONNS] = [Conn::CLOSED; MAX_CONNS];
+/// The pid the next `exec` reports (1 is the probe itself).
+static mut NEXT_PID: u32 = 2;
 
 /// One connection from the host.
 #[derive(Clone, Copy)]
@@ -197,29 +204,34 @@ fn receive(me: Endpoint, conn: &mut Conn, bytes: &[u8]) {
         return;
     }
     let frame_len = u32::from_be_bytes([conn.input[0], conn.input[1], conn.input[2], conn.input[3]]) as usize;
-    let mut out = Out::new();
+    let mut frames = Frames::new();
+    let mut out = Out::message();
     if frame_len == 0 || frame_len > MAX_REQUEST - 4 {
         out.error("frame_too_large", "the probe takes requests of at most 2044 bytes");
+        frames.push(out.frame());
     } else if conn.len < 4 + frame_len {
         return;
     } else if conn.input[4] != 1 {
         out.error("bad_frame", "the request is not a message frame");
+        frames.push(out.frame());
     } else {
-        answer(&conn.input[5..4 + frame_len], &mut out);
+        answer(&conn.input[5..4 + frame_len], &mut frames);
     }
     conn.answered = true;
-    send(me, conn.peer_port, OP_RW, conn.fwd_cnt, out.frame());
+    send(me, conn.peer_port, OP_RW, conn.fwd_cnt, frames.bytes());
 }
 
 /// The reply to one request body. Nothing is printed per request: each console byte is a VM
 /// exit, and a line would cost more than the answer.
-fn answer(body: &[u8], out: &mut Out) {
+fn answer(body: &[u8], frames: &mut Frames) {
     let op = string_field(body, b"op").unwrap_or(b"");
+    let mut out = Out::message();
     match op {
+        b"exec" => return exec(body, frames),
         b"hello" => {
             let _ = write!(
                 out,
-                r#"{{"reply":"welcome","name":"smartvm-probe","version":"{}","protocol":1,"capabilities":["hello","echo","health"]}}"#,
+                r#"{{"reply":"welcome","name":"smartvm-probe","version":"{}","protocol":1,"capabilities":["hello","echo","health","exec"]}}"#,
                 env!("PROBE_VERSION")
             );
         }
@@ -233,10 +245,117 @@ fn answer(body: &[u8], out: &mut Out) {
             out.push(br#""}"#);
         }
         _ => {
-            out.push(br#"{"reply":"error","code":"unsupported","message":"capability not supported by this guest (smartvm-probe answers hello, echo and health): "#);
+            out.push(br#"{"reply":"error","code":"unsupported","message":"capability not supported by this guest (smartvm-probe answers hello, echo, health and exec): "#);
             out.push(op);
             out.push(br#""}"#);
         }
+    }
+    frames.push(out.frame());
+}
+
+/// `exec` of a built-in program, answered at once (`started`, its output, `exited`):
+/// `echo ARGS...` prints its arguments (as the request spelled them); `exit N` ends with N;
+/// anything else prints why on stderr and ends with 127. Stdin is not read.
+fn exec(body: &[u8], frames: &mut Frames) {
+    let mut argv = Strings::of(array_field(body, b"argv").unwrap_or(b""));
+    let program = argv.next().unwrap_or(b"");
+    // SAFETY: see `serve`.
+    let pid = unsafe {
+        let pid = NEXT_PID;
+        NEXT_PID = pid.wrapping_add(1).max(2);
+        pid
+    };
+    let mut started = Out::message();
+    let _ = write!(started, r#"{{"reply":"started","pid":{pid},"stdin_window":0}}"#);
+    frames.push(started.frame());
+    let code = match program {
+        b"echo" => {
+            let mut out = Out::data(STDOUT);
+            for (i, arg) in argv.enumerate() {
+                out.push(if i == 0 { b"" } else { b" " });
+                out.push(arg);
+            }
+            out.push(b"\n");
+            frames.push(out.frame());
+            0
+        }
+        b"exit" => argv.next().and_then(crate::parse_u64).map_or(2, |n| (n & 0xff) as u32),
+        _ => {
+            let mut out = Out::data(STDERR);
+            out.push(b"smartvm-probe: ");
+            out.push(program);
+            out.push(b": not a probe program (echo, exit)\n");
+            frames.push(out.frame());
+            127
+        }
+    };
+    let mut exited = Out::message();
+    let _ = write!(exited, r#"{{"reply":"exited","status":{{"code":{code}}}}}"#);
+    frames.push(exited.frame());
+}
+
+/// The raw bytes between the brackets of the array field `key` of a flat JSON object.
+fn array_field<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let mut at = 0;
+    while at + key.len() + 2 <= body.len() {
+        if body[at] == b'"' && body[at + 1..].starts_with(key) && body.get(at + 1 + key.len()) == Some(&b'"') {
+            let mut i = at + key.len() + 2;
+            while matches!(body.get(i), Some(b' ' | b'\t' | b'\n' | b'\r' | b':')) {
+                i += 1;
+            }
+            if body.get(i) != Some(&b'[') {
+                return None;
+            }
+            let rest = &body[i + 1..];
+            let mut in_string = false;
+            let mut escaped = false;
+            for (j, &b) in rest.iter().enumerate() {
+                match (in_string, escaped, b) {
+                    (true, false, b'\\') => escaped = true,
+                    (true, false, b'"') => in_string = false,
+                    (true, _, _) => escaped = false,
+                    (false, _, b'"') => in_string = true,
+                    (false, _, b']') => return Some(&rest[..j]),
+                    _ => {}
+                }
+            }
+            return None;
+        }
+        at += 1;
+    }
+    None
+}
+
+/// The string items (still escaped) of a JSON array's inside.
+struct Strings<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Strings<'a> {
+    fn of(inside: &'a [u8]) -> Strings<'a> {
+        Strings { rest: inside }
+    }
+}
+
+impl<'a> Iterator for Strings<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let start = self.rest.iter().position(|&b| b == b'"')? + 1;
+        let mut escaped = false;
+        for (j, &b) in self.rest[start..].iter().enumerate() {
+            match (escaped, b) {
+                (false, b'\\') => escaped = true,
+                (false, b'"') => {
+                    let item = &self.rest[start..start + j];
+                    self.rest = &self.rest[start + j + 1..];
+                    return Some(item);
+                }
+                _ => escaped = false,
+            }
+        }
+        self.rest = &[];
+        None
     }
 }
 
@@ -268,15 +387,46 @@ fn string_field<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     None
 }
 
-/// One reply frame being built: `[length BE][0x01][JSON]`.
-struct Out {
-    buf: [u8; 2 * MAX_REQUEST + 512],
+/// The frames answering one request, back to back: one packet to the host.
+struct Frames {
+    buf: [u8; BUF - HDR],
     len: usize,
 }
 
+impl Frames {
+    fn new() -> Frames {
+        Frames { buf: [0; BUF - HDR], len: 0 }
+    }
+
+    /// Appends a whole frame (one that does not fit is left out whole, never cut).
+    fn push(&mut self, frame: &[u8]) {
+        if frame.len() <= self.buf.len() - self.len {
+            self.buf[self.len..self.len + frame.len()].copy_from_slice(frame);
+            self.len += frame.len();
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// One frame being built: `[length BE][0x01][JSON]` or `[length BE][0x02][stream][bytes]`.
+struct Out {
+    buf: [u8; 2 * MAX_REQUEST + 512],
+    len: usize,
+    kind: u8,
+}
+
 impl Out {
-    fn new() -> Out {
-        Out { buf: [0; 2 * MAX_REQUEST + 512], len: 5 }
+    fn message() -> Out {
+        Out { buf: [0; 2 * MAX_REQUEST + 512], len: 5, kind: 1 }
+    }
+
+    fn data(stream: u8) -> Out {
+        let mut out = Out { buf: [0; 2 * MAX_REQUEST + 512], len: 6, kind: 2 };
+        out.buf[5] = stream;
+        out
     }
 
     fn push(&mut self, bytes: &[u8]) {
@@ -292,7 +442,7 @@ impl Out {
     fn frame(&mut self) -> &[u8] {
         let body = (self.len - 4) as u32;
         self.buf[..4].copy_from_slice(&body.to_be_bytes());
-        self.buf[4] = 1;
+        self.buf[4] = self.kind;
         &self.buf[..self.len]
     }
 }

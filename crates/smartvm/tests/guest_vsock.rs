@@ -1,5 +1,5 @@
 //! The guest protocol through Firecracker's real vsock device: probe VMs serving `hello`,
-//! `echo` and `health` with `probe.vsock=PORT`, one VM and twenty at once, and the clear
+//! `echo`, `health` and `exec` (of its built-in programs) with `probe.vsock=PORT`, one VM and twenty at once, and the clear
 //! failures (no vsock device, nothing listening, a capability the probe lacks).
 
 mod common;
@@ -36,13 +36,25 @@ async fn a_probe_vm_answers_hello_echo_and_health_over_vsock() {
     };
     assert_eq!(welcome.name, PROBE_NAME);
     assert_eq!(welcome.version, env!("CARGO_PKG_VERSION"));
-    assert!(welcome.supports(Capability::Echo) && !welcome.supports(Capability::Exec));
+    assert!(welcome.supports(Capability::Echo) && welcome.supports(Capability::Exec));
+    assert!(!welcome.supports(Capability::Stat));
     assert_eq!(guest.echo("through \"vsock\" ü").await.unwrap(), "through \"vsock\" ü");
     assert!(guest.health().await.unwrap().init);
-    let exec = guest.output(&["uname", "-a"]).await.unwrap_err();
-    assert_eq!(exec.code(), ErrorCode::GuestRefused);
-    assert!(matches!(&exec, smartvm::SmartVmError::Guest(g) if g.guest_code() == Some(GuestErrorCode::Unsupported)));
-    assert!(exec.to_string().contains("not supported by this guest"), "{exec}");
+    // The probe's built-in programs stand in for processes: output, exit codes, an unknown one.
+    let echoed = guest.output(&["echo", "hello", "from", "exec"]).await.unwrap();
+    assert_eq!((echoed.status.shell_code(), echoed.stdout.as_slice()), (0, &b"hello from exec\n"[..]));
+    let exited = guest.output(&["exit", "5"]).await.unwrap();
+    assert_eq!(exited.status.shell_code(), 5);
+    let (a, b) = (guest.output(&["exit", "0"]).await.unwrap(), guest.exec(Default::default()).await.unwrap());
+    assert_ne!(b.pid(), 0, "every exec gets its own pid");
+    drop((a, b));
+    let unknown = guest.output(&["uname", "-a"]).await.unwrap();
+    assert_eq!(unknown.status.shell_code(), 127);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("uname: not a probe program"), "{unknown:?}");
+    let stat = guest.stat("/").await.unwrap_err();
+    assert_eq!(stat.code(), ErrorCode::GuestRefused);
+    assert!(matches!(&stat, smartvm::SmartVmError::Guest(g) if g.guest_code() == Some(GuestErrorCode::Unsupported)));
+    assert!(stat.to_string().contains("not supported by this guest"), "{stat}");
     vm.stop().await.unwrap();
     vm.cleanup().await.unwrap();
 }
