@@ -111,18 +111,27 @@ pub fn cache_key(mounts: &[Mount]) -> String {
     hex::encode(&hash.finalize()[..16])
 }
 
-/// The image for `mounts` in `cache` (made now if it is not there yet); `None` without mounts.
-pub async fn ensure(mounts: &[Mount], bundle: &Path, cache: &Path) -> Result<Option<PathBuf>, RootfsError> {
+/// The image for `mounts` in `cache` (made now if it is not there yet), with `agent` installed
+/// as `/sbin/smartvm-guest` when given; `None` without mounts.
+pub async fn ensure(
+    mounts: &[Mount],
+    bundle: &Path,
+    cache: &Path,
+    agent: Option<&Path>,
+) -> Result<Option<PathBuf>, RootfsError> {
     if mounts.is_empty() {
         return Ok(None);
     }
     let source = plan(mounts, |dir| std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none()));
-    let key = source.key(mounts);
+    let key = match agent {
+        Some(agent) => format!("{}-agent-{}", source.key(mounts), agent_key(agent).map_err(cache_error(cache))?),
+        None => source.key(mounts),
+    };
     let image = cache.join(format!("{key}.ext4"));
     if image.exists() {
         return Ok(Some(image));
     }
-    let cache_error = |source| RootfsError::Cache { dir: cache.to_path_buf(), source };
+    let cache_error = &cache_error(cache);
     std::fs::create_dir_all(cache).map_err(cache_error)?;
     sweep(cache);
     // One tree as it is (a bind mount, a single layer); anything else is mounted at the
@@ -134,9 +143,12 @@ pub async fn ensure(mounts: &[Mount], bundle: &Path, cache: &Path) -> Result<Opt
         (Source::Own, _) => (mount_all(mounts, &bundle.join("rootfs")).await?, true),
     };
     let partial = cache.join(format!(".{key}.{}.tmp", std::process::id()));
-    let made = make_image(&partial, &tree).await;
+    let mut made = make_image(&partial, &tree).await;
     if mounted {
         let _ = nix::mount::umount2(&tree, nix::mount::MntFlags::MNT_DETACH);
+    }
+    if let (Ok(()), Some(agent)) = (&made, agent) {
+        made = install_agent(&partial, agent).await;
     }
     if let Err(e) = made {
         let _ = std::fs::remove_file(&partial);
@@ -150,12 +162,37 @@ pub async fn ensure(mounts: &[Mount], bundle: &Path, cache: &Path) -> Result<Opt
     Ok(Some(image))
 }
 
+fn cache_error(cache: &Path) -> impl Fn(std::io::Error) -> RootfsError + '_ {
+    move |source| RootfsError::Cache { dir: cache.to_path_buf(), source }
+}
+
+/// The identity of an agent binary (its content's hash): a new agent, new images.
+fn agent_key(agent: &Path) -> std::io::Result<String> {
+    let mut hash = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(agent)?, &mut hash)?;
+    Ok(hex::encode(&hash.finalize()[..8]))
+}
+
+/// Installs the guest agent in the image being made, off the async threads.
+async fn install_agent(partial: &Path, agent: &Path) -> Result<(), RootfsError> {
+    let (partial, agent) = (partial.to_path_buf(), agent.to_path_buf());
+    let runtime = tokio::runtime::Handle::current();
+    let installed = tokio::task::spawn_blocking(move || {
+        smartvm::images::inject_guest_agent_with(&partial, &agent, |tool| runtime.block_on(run_reaped(tool)))
+    })
+    .await;
+    match installed {
+        Ok(result) => result.map(drop).map_err(RootfsError::Image),
+        Err(e) => Err(RootfsError::Worker(e)),
+    }
+}
+
 /// `mkfs.ext4 -d tree` into `partial`, off the async threads.
 async fn make_image(partial: &Path, tree: &Path) -> Result<(), RootfsError> {
     let (partial, tree) = (partial.to_path_buf(), tree.to_path_buf());
     let runtime = tokio::runtime::Handle::current();
     let made = tokio::task::spawn_blocking(move || {
-        smartvm::images::create_from_dir_with(&partial, &tree, 64, |tool| runtime.block_on(run_reaped(tool)))
+        smartvm::images::create_from_dir_with(&partial, &tree, 64, |tool| runtime.block_on(run_reaped(tool)).map(drop))
     })
     .await;
     match made {
@@ -194,17 +231,18 @@ fn sweep(cache: &Path) {
 }
 
 /// Runs a host tool and learns its exit from the shim's reaper (which collects every child of
-/// this process), subscribing before the spawn so the exit cannot be missed.
-async fn run_reaped(tool: &HostTool) -> Result<(), HostToolError> {
+/// this process), subscribing before the spawn so the exit cannot be missed; returns its
+/// (stdout, stderr), read on threads of their own so a full pipe never stalls it.
+async fn run_reaped(tool: &HostTool) -> Result<(String, String), HostToolError> {
     use containerd_shim::asynchronous::monitor::{monitor_subscribe, monitor_unsubscribe};
-    use containerd_shim::monitor::{Subject, Topic};
     let program = tool.command().get_program().to_string_lossy().into_owned();
     let spawn_error = |source| HostToolError::Spawn { program: program.clone(), source };
     let mut exits =
         monitor_subscribe(Topic::Pid).await.map_err(|e| spawn_error(std::io::Error::other(e.to_string())))?;
-    let spawned = tool.command().stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    let spawned = tool.command().stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
     let outcome = match spawned {
-        Ok(child) => {
+        Ok(mut child) => {
+            let (stdout, stderr) = (read_all(child.stdout.take()), read_all(child.stderr.take()));
             let pid = child.id() as i32;
             let waited = tokio::time::timeout(HOST_TOOL_TIMEOUT, async {
                 while let Some(exit) = exits.rx.recv().await {
@@ -214,12 +252,14 @@ async fn run_reaped(tool: &HostTool) -> Result<(), HostToolError> {
                 }
                 None
             });
-            match waited.await {
-                Ok(Some(0)) => Ok(()),
+            let code = waited.await;
+            let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
+            match code {
+                Ok(Some(0)) => Ok((stdout, stderr)),
                 Ok(Some(code)) => Err(HostToolError::Failed {
                     program: program.clone(),
                     status: std::os::unix::process::ExitStatusExt::from_raw(code << 8),
-                    stderr: String::new(),
+                    stderr,
                 }),
                 Ok(None) | Err(_) => Err(HostToolError::TimedOut { program: program.clone() }),
             }
@@ -228,6 +268,21 @@ async fn run_reaped(tool: &HostTool) -> Result<(), HostToolError> {
     };
     let _ = monitor_unsubscribe(exits.id).await;
     outcome
+}
+
+use containerd_shim::monitor::{Subject, Topic};
+
+/// Reads a child's pipe to its end on a thread of its own.
+fn read_all(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = pipe {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        text
+    })
 }
 
 async fn mount_all(mounts: &[Mount], target: &Path) -> Result<PathBuf, RootfsError> {

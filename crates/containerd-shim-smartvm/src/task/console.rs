@@ -10,7 +10,7 @@ use super::entry::TaskEntry;
 pub async fn relay(task: &TaskEntry) {
     let Some(vm) = task.vm() else { return };
     let mut lines = Box::pin(vm.console().stream(true));
-    let mut stdout = match task.stdout.as_str() {
+    let mut stdout = match task.io.stdout.as_str() {
         "" => None,
         path => tokio::net::unix::pipe::OpenOptions::new().open_sender(path).ok(),
     };

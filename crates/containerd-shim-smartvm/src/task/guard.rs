@@ -1,4 +1,4 @@
-//! What a task may name on the host: its VM id and its kernel.
+//! What a task may name on the host: its VM id, its kernel, and the guest agent it gets.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +34,28 @@ pub fn allowed_kernel(path: &Path, data_dir: &Path) -> TtrpcResult<PathBuf> {
     ))
 }
 
+/// The guest agent installed as a kernel task's init: `SMARTVM_SHIM_GUEST_AGENT`, else
+/// `<data_dir>/bin/smartvm-guest`. It goes into every such guest as PID 1, so it must be a
+/// file no other user could have written (smartvm's trust check, as for Firecracker itself).
+pub fn guest_agent(data_dir: &Path) -> TtrpcResult<PathBuf> {
+    let path = std::env::var_os("SMARTVM_SHIM_GUEST_AGENT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data_dir.join("bin").join("smartvm-guest"));
+    if !path.exists() {
+        return Err(status(
+            Code::FAILED_PRECONDITION,
+            format!(
+                "the guest agent {} is missing: install smartvm-guest there (or set SMARTVM_SHIM_GUEST_AGENT), \
+                 or boot the image's own init with io.smartvm.init=console",
+                path.display()
+            ),
+        ));
+    }
+    smartvm::trust::check(&path, smartvm::trust::Expect::Executable)
+        .map_err(|e| status(Code::PERMISSION_DENIED, format!("the guest agent {}: {e}", path.display())))?;
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +76,15 @@ mod tests {
         let outside = allowed_kernel(Path::new("/etc/hostname"), data.path()).unwrap_err();
         assert!(outside.to_string().contains("outside the allowed dirs"), "{outside}");
         assert!(allowed_kernel(Path::new("/no/such/kernel"), data.path()).is_err());
+    }
+
+    #[test]
+    fn a_missing_guest_agent_says_where_it_was_looked_for() {
+        let data = tempfile::tempdir().unwrap();
+        if std::env::var_os("SMARTVM_SHIM_GUEST_AGENT").is_some() {
+            return;
+        }
+        let missing = guest_agent(data.path()).unwrap_err().to_string();
+        assert!(missing.contains("bin/smartvm-guest is missing"), "{missing}");
     }
 }

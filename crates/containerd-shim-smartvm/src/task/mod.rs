@@ -2,9 +2,12 @@
 //! `Start`, its console relayed to the task's stdout, its end reported as the task's exit. A CRI
 //! pod sandbox is held by the shim without a VM; its containers share the pod's shim process.
 
+mod agent;
 mod console;
 mod entry;
+mod exec;
 mod guard;
+mod start;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,16 +20,16 @@ use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::TtrpcResult;
 use containerd_shim_protos::api;
-use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskPaused, TaskResumed, TaskStart};
+use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskPaused, TaskResumed, TaskStart};
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::MessageDyn;
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::topics;
 use containerd_shim_protos::ttrpc::r#async::TtrpcContext;
 use containerd_shim_protos::ttrpc::{self, Code};
-use smartvm::{SmartVm, SmartVmOptions, VmConfig, VmState};
+use smartvm::{SmartVm, SmartVmOptions, VmState};
 
-use crate::spec::{self, Guest, TaskKind, TaskPlan};
+use crate::spec::{self, Init, TaskKind};
 use entry::{TaskEntry, Workload};
 pub use guard::vm_id;
 
@@ -94,6 +97,16 @@ impl TaskService {
         tasks.get(id).cloned().ok_or_else(|| status(Code::NOT_FOUND, format!("no task {id}")))
     }
 
+    /// The running process of a task (its own, in agent mode) or of one of its execs.
+    fn process_of(&self, id: &str, exec_id: &str) -> TtrpcResult<Arc<crate::process::GuestProcess>> {
+        let process = if exec_id.is_empty() {
+            self.task(id)?.init_process.get().cloned()
+        } else {
+            self.exec_of(id, exec_id)?.1.process.get().cloned()
+        };
+        process.ok_or_else(|| status(Code::FAILED_PRECONDITION, "no process of the guest agent runs there"))
+    }
+
     async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
         let ctx = ttrpc::context::Context::default();
         if let Err(e) = self.publisher.publish(ctx, topic, &self.namespace, event).await {
@@ -107,68 +120,16 @@ impl TaskService {
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("{}/config.json: {e}", bundle.display())))?;
         spec::task_kind(&config).map_err(|e| status(Code::INVALID_ARGUMENT, format!("smartvm: {e}")))
     }
-
-    /// The VM config of a plan.
-    fn vm_config(&self, id: &str, plan: TaskPlan) -> TtrpcResult<VmConfig> {
-        let kernel = match plan.guest {
-            Guest::Probe => smartvm::probe::install_probe_kernel(&self.smartvm.options().data_dir.join("kernels"))
-                .map_err(internal)?,
-            Guest::Kernel(path) => guard::allowed_kernel(&path, &self.smartvm.options().data_dir)?,
-        };
-        Ok(VmConfig::new(kernel)
-            .with_id(vm_id(&self.namespace, id))
-            .with_machine(u32::from(plan.vcpus), u64::from(plan.mem_mib))
-            .with_boot_args(plan.boot_args))
-    }
-
-    /// The VM of a workload task, its root drive made from the snapshot's mounts.
-    async fn create_vm(&self, req: &api::CreateTaskRequest, plan: TaskPlan) -> TtrpcResult<Workload> {
-        let mut cfg = self.vm_config(&req.id, plan)?;
-        let image = crate::rootfs::ensure(&req.rootfs, Path::new(&req.bundle), &self.rootfs_cache())
-            .await
-            .map_err(|e| internal(chain(&e)))?;
-        if let Some(image) = image {
-            cfg = cfg.with_drive(smartvm::config::DriveConfig::new("rootfs", image).root());
-        }
-        let vm = self.smartvm.create_vm(&cfg).map_err(|e| status(Code::INVALID_ARGUMENT, format!("smartvm: {e}")))?;
-        Ok(Workload::Vm(vm))
-    }
-
-    /// Relays a VM's console to stdout, then records and publishes the end.
-    fn watch_end(&self, task: Arc<TaskEntry>) {
-        let service = self.clone();
-        tokio::spawn(async move {
-            let Some(vm) = task.vm().cloned() else { return };
-            console::relay(&task).await;
-            let exited = vm.exited().await;
-            let lines = vm.console().lines();
-            let reported = smartvm::guest::protocol::reported_exit(lines.iter().map(String::as_str));
-            let ended = task.end(entry::exit_status(reported, task.killed_by.load(Ordering::SeqCst), exited));
-            service.publish_exit(&task, ended).await;
-        });
-    }
-
-    async fn publish_exit(&self, task: &TaskEntry, ended: entry::Ended) {
-        let event = TaskExit {
-            container_id: task.id.clone(),
-            id: task.id.clone(),
-            pid: task.pid.load(Ordering::SeqCst),
-            exit_status: ended.status,
-            exited_at: Some(timestamp(ended.at)).into(),
-            ..Default::default()
-        };
-        self.publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event)).await;
-    }
 }
 
 #[async_trait]
 impl Task for TaskService {
     async fn create(&self, _ctx: &TtrpcContext, req: api::CreateTaskRequest) -> TtrpcResult<api::CreateTaskResponse> {
-        let workload = match Self::task_kind(Path::new(&req.bundle))? {
-            TaskKind::Sandbox => Workload::Sandbox,
-            TaskKind::Vm(plan) => self.create_vm(&req, plan).await?,
+        let (workload, init) = match Self::task_kind(Path::new(&req.bundle))? {
+            TaskKind::Sandbox => (Workload::Sandbox, Init::Console),
+            TaskKind::Vm(plan) => (self.create_vm(&req, &plan).await?, plan.init),
         };
-        let task = Arc::new(TaskEntry::new(&req, workload));
+        let task = Arc::new(TaskEntry::new(&req, workload, init));
         self.tasks.lock().unwrap_or_else(PoisonError::into_inner).insert(req.id.clone(), task);
         let event = TaskCreate { container_id: req.id, bundle: req.bundle, ..Default::default() };
         self.publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event)).await;
@@ -176,23 +137,50 @@ impl Task for TaskService {
     }
 
     async fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> TtrpcResult<api::StartResponse> {
+        if !req.exec_id.is_empty() {
+            let (task, exec) = self.exec_of(&req.id, &req.exec_id)?;
+            let pid = self.start_exec(&task, exec).await?;
+            return Ok(api::StartResponse { pid, ..Default::default() });
+        }
         let task = self.task(&req.id)?;
+        if task.started.swap(true, Ordering::SeqCst) {
+            return Err(status(Code::FAILED_PRECONDITION, format!("task {} was started", req.id)));
+        }
         let pid = match task.vm() {
-            Some(vm) => {
-                vm.start().await.map_err(internal)?;
-                vm.pid().await.unwrap_or(0) as u32
-            }
+            Some(vm) => match self.start_vm(&task, vm).await {
+                Ok(pid) => pid,
+                Err(e) => {
+                    task.started.store(false, Ordering::SeqCst);
+                    return Err(e);
+                }
+            },
             None => std::process::id(),
         };
         task.pid.store(pid, Ordering::SeqCst);
-        task.started.store(true, Ordering::SeqCst);
-        self.watch_end(task.clone());
         let event = TaskStart { container_id: req.id, pid, ..Default::default() };
         self.publish(topics::TASK_START_EVENT_TOPIC, Box::new(event)).await;
         Ok(api::StartResponse { pid, ..Default::default() })
     }
 
     async fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> TtrpcResult<api::StateResponse> {
+        if !req.exec_id.is_empty() {
+            let (task, exec) = self.exec_of(&req.id, &req.exec_id)?;
+            let ended = exec.ended.get();
+            return Ok(api::StateResponse {
+                id: task.id.clone(),
+                exec_id: exec.id.clone(),
+                bundle: task.bundle.clone(),
+                pid: exec.pid(),
+                status: exec.status().into(),
+                stdin: exec.io.stdin.clone(),
+                stdout: exec.io.stdout.clone(),
+                stderr: exec.io.stderr.clone(),
+                terminal: exec.request.tty.is_some(),
+                exit_status: ended.map_or(0, |e| e.status),
+                exited_at: ended.map(|e| timestamp(e.at)).into(),
+                ..Default::default()
+            });
+        }
         let task = self.task(&req.id)?;
         let ended = task.ended();
         Ok(api::StateResponse {
@@ -200,7 +188,10 @@ impl Task for TaskService {
             bundle: task.bundle.clone(),
             pid: task.pid.load(Ordering::SeqCst),
             status: task.status().into(),
-            stdout: task.stdout.clone(),
+            stdin: task.io.stdin.clone(),
+            stdout: task.io.stdout.clone(),
+            stderr: task.io.stderr.clone(),
+            terminal: matches!(&task.init, Init::Agent(r) if r.tty.is_some()),
             exit_status: ended.map_or(0, |e| e.status),
             exited_at: ended.map(|e| timestamp(e.at)).into(),
             ..Default::default()
@@ -208,10 +199,11 @@ impl Task for TaskService {
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
-        let task = self.task(&req.id)?;
-        let mut ended = task.ended.subscribe();
-        let end = *ended.wait_for(Option::is_some).await.map_err(internal)?;
-        let end = end.ok_or_else(|| internal("the task's end was not recorded"))?;
+        let end = if req.exec_id.is_empty() {
+            self.task(&req.id)?.ended.wait().await
+        } else {
+            self.exec_of(&req.id, &req.exec_id)?.1.ended.wait().await
+        };
         Ok(api::WaitResponse {
             exit_status: end.status,
             exited_at: Some(timestamp(end.at)).into(),
@@ -220,17 +212,20 @@ impl Task for TaskService {
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
+        if !req.exec_id.is_empty() {
+            let (_, exec) = self.exec_of(&req.id, &req.exec_id)?;
+            self.kill_exec(&exec, req.signal)?;
+            return Ok(api::Empty::default());
+        }
         let task = self.task(&req.id)?;
         if req.signal == 0 || task.ended().is_some() {
             return Ok(api::Empty::default());
         }
-        task.killed_by.store(req.signal as i32, Ordering::SeqCst);
         match task.vm() {
-            Some(vm) if vm.state() != VmState::Created => {
-                vm.stop().await.map_err(internal)?;
-            }
+            Some(vm) if vm.state() != VmState::Created => self.kill_vm(&task, vm, req.signal).await?,
             // A sandbox, or a VM never started: nothing runs, so it ends here.
             _ => {
+                task.killed_by.store(req.signal as i32, Ordering::SeqCst);
                 let ended = task.end(128 + req.signal);
                 if task.started.load(Ordering::SeqCst) {
                     self.publish_exit(&task, ended).await;
@@ -242,7 +237,8 @@ impl Task for TaskService {
 
     async fn delete(&self, _ctx: &TtrpcContext, req: api::DeleteRequest) -> TtrpcResult<api::DeleteResponse> {
         if !req.exec_id.is_empty() {
-            return Err(status(Code::UNIMPLEMENTED, "exec processes are not supported yet"));
+            let (task, exec) = self.exec_of(&req.id, &req.exec_id)?;
+            return self.delete_exec(&task, &exec);
         }
         let task = self.task(&req.id)?;
         if let Some(vm) = task.vm() {
@@ -310,15 +306,23 @@ impl Task for TaskService {
         Ok(api::Empty::default())
     }
 
-    async fn exec(&self, _ctx: &TtrpcContext, _req: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
-        Err(status(Code::UNIMPLEMENTED, "exec in a smartvm task needs the guest agent (not yet wired)"))
+    async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
+        self.add_exec(req).await?;
+        Ok(api::Empty::default())
     }
 
-    async fn resize_pty(&self, _ctx: &TtrpcContext, _req: api::ResizePtyRequest) -> TtrpcResult<api::Empty> {
-        Err(status(Code::UNIMPLEMENTED, "terminals in a smartvm task need the guest agent (not yet wired)"))
+    async fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> TtrpcResult<api::Empty> {
+        let process = self.process_of(&req.id, &req.exec_id)?;
+        let size = |n: u32| u16::try_from(n).unwrap_or(u16::MAX);
+        process.resize(size(req.height), size(req.width)).map_err(|e| internal(chain(&e)))?;
+        Ok(api::Empty::default())
     }
 
-    async fn close_io(&self, _ctx: &TtrpcContext, _req: api::CloseIORequest) -> TtrpcResult<api::Empty> {
+    async fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<api::Empty> {
+        // A console-mode task reads no stdin: nothing to close.
+        if let Ok(process) = self.process_of(&req.id, &req.exec_id) {
+            process.close_stdin();
+        }
         Ok(api::Empty::default())
     }
 

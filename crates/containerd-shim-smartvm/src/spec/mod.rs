@@ -4,13 +4,24 @@
 //!   process args are appended to its command line, its console is the task's stdout, its
 //!   `probe.exit=N` is the task's exit status);
 //! - `io.smartvm.kernel`, `io.smartvm.boot_args`: a Linux kernel and its command line;
+//! - `io.smartvm.init`: `agent` (the default for a kernel) boots the guest agent as init and runs
+//!   the OCI process through it (its streams are the task's, its exit the task's); `console`
+//!   (the probe's default) boots the guest as it is, its console the task's stdout. The probe
+//!   with `agent` serves its built-in programs as the process (see `probe/vsock.rs`);
 //! - vCPUs: `io.smartvm.vcpus`, else `linux.resources.cpu.quota / period` rounded up, else 1;
 //! - memory: `io.smartvm.mem_mib`, else `linux.resources.memory.limit` in MiB, else 128.
+
+mod process;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use smartvm::guest::protocol::{ExecRequest, DEFAULT_VSOCK_PORT};
+use smartvm::images::GUEST_AGENT_PATH;
+
+pub use process::exec_request;
+use process::Process;
 
 /// Annotation prefix of smartvm's own keys.
 pub const PREFIX: &str = "io.smartvm.";
@@ -27,11 +38,22 @@ pub enum Guest {
     Kernel(PathBuf),
 }
 
+/// What the guest runs first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Init {
+    /// The guest as it boots; its console is the task's stdout.
+    Console,
+    /// The guest agent as init, running this process (the task's own).
+    Agent(ExecRequest),
+}
+
 /// The VM a task becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskPlan {
     /// The guest.
     pub guest: Guest,
+    /// What it runs first.
+    pub init: Init,
     /// The kernel command line (for the probe: the process args appended).
     pub boot_args: String,
     /// vCPUs.
@@ -47,7 +69,7 @@ pub enum SpecError {
     #[error("config.json: {0}")]
     Parse(String),
     /// An `io.smartvm.*` annotation smartvm does not know.
-    #[error("unknown annotation {0:?} (known: io.smartvm.guest, .kernel, .boot_args, .vcpus, .mem_mib)")]
+    #[error("unknown annotation {0:?} (known: io.smartvm.guest, .kernel, .boot_args, .init, .vcpus, .mem_mib)")]
     UnknownAnnotation(String),
     /// An annotation or resource with a value that cannot work.
     #[error("{field}: {reason}")]
@@ -70,12 +92,6 @@ struct Spec {
     annotations: BTreeMap<String, String>,
     #[serde(default)]
     linux: Option<Linux>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Process {
-    #[serde(default)]
-    args: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,7 +119,7 @@ struct Cpu {
     period: Option<u64>,
 }
 
-fn invalid(field: &str, reason: impl Into<String>) -> SpecError {
+pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> SpecError {
     SpecError::Invalid { field: field.into(), reason: reason.into() }
 }
 
@@ -149,7 +165,7 @@ pub fn task_kind(config_json: &str) -> Result<TaskKind, SpecError> {
 }
 
 fn check_annotations(spec: &Spec) -> Result<(), SpecError> {
-    let known = ["guest", "kernel", "boot_args", "vcpus", "mem_mib"];
+    let known = ["guest", "kernel", "boot_args", "init", "vcpus", "mem_mib"];
     match spec.annotations.keys().find(|k| k.strip_prefix(PREFIX).is_some_and(|rest| !known.contains(&rest))) {
         Some(unknown) => Err(SpecError::UnknownAnnotation(unknown.clone())),
         None => Ok(()),
@@ -177,17 +193,38 @@ fn plan_vm(spec: Spec) -> Result<TaskPlan, SpecError> {
         Some(n) => n,
         None => mem_of(resources.memory.as_ref())?,
     };
-    let args = spec.process.map(|p| p.args).unwrap_or_default();
-    let boot_args = match &guest {
-        Guest::Probe => {
-            let base = a.get("io.smartvm.boot_args").cloned().unwrap_or_else(|| "console=ttyS0".into());
-            [base].into_iter().chain(args).collect::<Vec<_>>().join(" ")
-        }
-        Guest::Kernel(_) => {
-            a.get("io.smartvm.boot_args").cloned().unwrap_or_else(|| "console=ttyS0 reboot=k panic=1 pci=off".into())
-        }
+    let process = spec.process.unwrap_or_default();
+    let init = match (a.get("io.smartvm.init").map(String::as_str), &guest) {
+        (Some("console"), _) | (None, Guest::Probe) => Init::Console,
+        (Some("agent"), _) | (None, Guest::Kernel(_)) => Init::Agent(process.exec_request("process")?),
+        (Some(other), _) => return Err(invalid("io.smartvm.init", format!("{other:?}: agent or console"))),
     };
-    Ok(TaskPlan { guest, boot_args, vcpus: vcpus as u8, mem_mib: mem_mib as u32 })
+    let boot_args = boot_args(&guest, &init, a.get("io.smartvm.boot_args").cloned(), process.args);
+    Ok(TaskPlan { guest, init, boot_args, vcpus: vcpus as u8, mem_mib: mem_mib as u32 })
+}
+
+/// The kernel command line: the given one or the guest's default, then what the init needs —
+/// the probe's console mode takes the process args, its agent mode serves the guest protocol,
+/// a kernel with the agent boots it as init.
+fn boot_args(guest: &Guest, init: &Init, given: Option<String>, args: Vec<String>) -> String {
+    let base = given.unwrap_or_else(|| match guest {
+        Guest::Probe => "console=ttyS0".into(),
+        Guest::Kernel(_) => "console=ttyS0 reboot=k panic=1 pci=off".into(),
+    });
+    let extra = match (guest, init) {
+        (Guest::Probe, Init::Console) => args,
+        (Guest::Probe, Init::Agent(_)) => vec![format!("probe.vsock={DEFAULT_VSOCK_PORT}")],
+        (Guest::Kernel(_), Init::Agent(_)) => {
+            let init = format!("init={GUEST_AGENT_PATH}");
+            if base.split_whitespace().any(|a| a == init) {
+                vec![]
+            } else {
+                vec![init]
+            }
+        }
+        (Guest::Kernel(_), Init::Console) => vec![],
+    };
+    [base].into_iter().chain(extra).collect::<Vec<_>>().join(" ")
 }
 
 fn vcpus_of(cpu: Option<&Cpu>) -> Result<u64, SpecError> {
@@ -251,6 +288,26 @@ mod tests {
             json!({"cpu": {"quota": 100000, "period": 100000}}),
         );
         assert_eq!((plan(&annotated).unwrap().vcpus, plan(&annotated).unwrap().mem_mib), (4, 64));
+    }
+
+    #[test]
+    fn the_init_mode_decides_the_command_line_and_who_runs_the_process() {
+        let probe_agent = plan(&spec(json!({"io.smartvm.guest": "probe", "io.smartvm.init": "agent"}), json!({})));
+        let probe_agent = probe_agent.unwrap();
+        assert_eq!(probe_agent.boot_args, format!("console=ttyS0 probe.vsock={DEFAULT_VSOCK_PORT}"));
+        assert!(matches!(&probe_agent.init, Init::Agent(r) if r.argv == ["probe.lines=3", "probe.exit=3"]));
+        let kernel = plan(&spec(json!({"io.smartvm.kernel": "/k/vmlinux"}), json!({}))).unwrap();
+        assert_eq!(kernel.boot_args, "console=ttyS0 reboot=k panic=1 pci=off init=/sbin/smartvm-guest");
+        assert!(matches!(kernel.init, Init::Agent(_)), "a kernel's default is the agent");
+        let given = json!({"io.smartvm.kernel": "/k/vmlinux", "io.smartvm.boot_args": "console=ttyS0 init=/sbin/smartvm-guest"});
+        assert_eq!(plan(&spec(given, json!({}))).unwrap().boot_args, "console=ttyS0 init=/sbin/smartvm-guest");
+        let own = plan(&spec(json!({"io.smartvm.kernel": "/k/vmlinux", "io.smartvm.init": "console"}), json!({})));
+        assert_eq!(own.unwrap().init, Init::Console, "the image's own init, the process not run");
+        let bad = plan(&spec(json!({"io.smartvm.guest": "probe", "io.smartvm.init": "systemd"}), json!({})));
+        assert!(matches!(bad, Err(SpecError::Invalid { field, .. }) if field == "io.smartvm.init"));
+        let nothing = json!({"ociVersion": "1.0.2", "process": {"args": []},
+                             "annotations": {"io.smartvm.kernel": "/k/vmlinux"}});
+        assert!(matches!(plan(&nothing.to_string()), Err(SpecError::Invalid { field, .. }) if field == "process.args"));
     }
 
     #[test]
