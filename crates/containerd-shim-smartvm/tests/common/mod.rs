@@ -35,16 +35,21 @@ pub fn usable() -> bool {
     };
     if let Some(why) = missing {
         assert!(!required, "SMARTVM_REQUIRE_KVM=1 but {why}");
-        eprintln!("SKIPPED: {why}");
-        if let Some(log) = std::env::var_os("SMARTVM_SKIP_LOG") {
-            use std::io::Write;
-            let name = std::thread::current().name().unwrap_or("?").to_owned();
-            if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(log) {
-                let _ = writeln!(f, "{name}: {why}");
-            }
-        }
+        skipped(why);
     }
     missing.is_none()
+}
+
+/// Says why a test did not run, on stderr and in the summary `SMARTVM_SKIP_LOG` names.
+pub fn skipped(why: &str) {
+    eprintln!("SKIPPED: {why}");
+    if let Some(log) = std::env::var_os("SMARTVM_SKIP_LOG") {
+        use std::io::Write;
+        let name = std::thread::current().name().unwrap_or("?").to_owned();
+        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(log) {
+            let _ = writeln!(f, "{name}: {why}");
+        }
+    }
 }
 
 pub struct Containerd {
