@@ -6,6 +6,7 @@
 //! The library half exists for the binary and its tests: [`process`] (a process the guest agent
 //! runs for a task, relayed to containerd's FIFOs) is tested against a real agent on its own.
 
+pub mod options;
 pub mod process;
 mod rootfs;
 mod shim;

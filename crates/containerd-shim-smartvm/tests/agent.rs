@@ -196,3 +196,28 @@ fn a_kernel_task_s_root_drive_carries_the_guest_agent_as_init() {
     assert!(containerd.ctr(&["container", "rm", "k1"]).status.success());
     assert!(leftovers(&containerd).is_empty(), "left: {:?}", leftovers(&containerd));
 }
+
+#[test]
+fn runtime_options_from_containerd_set_every_task_s_defaults() {
+    if !usable() {
+        return;
+    }
+    let containerd = Containerd::start();
+    containerd.import_image();
+    let config = containerd.dir.path().join("smartvm-shim.toml");
+    std::fs::write(&config, "guest = \"probe\"\ninit = \"agent\"\nmem_mib = 64\n").unwrap();
+    let path = config.to_str().unwrap();
+    let flags = ["--runtime-config-path", path];
+    let out = run(&containerd, &flags, &[], "o1", &["echo", "configured", "by", "options"]);
+    assert_eq!(text(&out.stdout), "configured by options\n", "{}\n{}", text(&out.stderr), containerd.log());
+    // A file another user could have written is not trusted: the task is refused, nothing made.
+    std::fs::write(&config, "guest = \"probe\"\n").unwrap();
+    std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let out = run(&containerd, &flags, &[], "o2", &["echo", "no"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("runtime config"), "{}", text(&out.stderr));
+    for id in ["o1", "o2"] {
+        let _ = containerd.ctr(&["container", "rm", id]);
+    }
+    assert!(leftovers(&containerd).is_empty(), "left: {:?}", leftovers(&containerd));
+}

@@ -156,8 +156,22 @@ pub fn grouping(config_json: &str, id: &str) -> String {
 
 /// What `config.json`'s text asks for: a pod sandbox, or the VM it plans.
 pub fn task_kind(config_json: &str) -> Result<TaskKind, SpecError> {
-    let spec: Spec = serde_json::from_str(config_json).map_err(|e| SpecError::Parse(e.to_string()))?;
+    task_kind_with(config_json, &BTreeMap::new())
+}
+
+/// As [`task_kind`], with the runtime's defaults (`io.smartvm.*` → value, see `options`) for
+/// what the task does not annotate; a task naming its guest (probe or kernel) takes neither
+/// default guest.
+pub fn task_kind_with(config_json: &str, defaults: &BTreeMap<String, String>) -> Result<TaskKind, SpecError> {
+    let mut spec: Spec = serde_json::from_str(config_json).map_err(|e| SpecError::Parse(e.to_string()))?;
     check_annotations(&spec)?;
+    let guest_keys = ["io.smartvm.guest", "io.smartvm.kernel"];
+    let own_guest = guest_keys.iter().any(|k| spec.annotations.contains_key(*k));
+    for (key, value) in defaults {
+        if !(own_guest && guest_keys.contains(&key.as_str())) {
+            spec.annotations.entry(key.clone()).or_insert_with(|| value.clone());
+        }
+    }
     match spec.annotations.get(CRI_CONTAINER_TYPE).map(String::as_str) {
         Some("sandbox") => Ok(TaskKind::Sandbox),
         _ => plan_vm(spec).map(TaskKind::Vm),
@@ -308,6 +322,21 @@ mod tests {
         let nothing = json!({"ociVersion": "1.0.2", "process": {"args": []},
                              "annotations": {"io.smartvm.kernel": "/k/vmlinux"}});
         assert!(matches!(plan(&nothing.to_string()), Err(SpecError::Invalid { field, .. }) if field == "process.args"));
+    }
+
+    #[test]
+    fn runtime_defaults_fill_in_what_the_task_does_not_say() {
+        let defaults: BTreeMap<String, String> =
+            [("io.smartvm.kernel", "/k/vmlinux"), ("io.smartvm.vcpus", "2"), ("io.smartvm.mem_mib", "512")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+        let plain = json!({"process": {"args": ["/app"]}}).to_string();
+        let TaskKind::Vm(p) = task_kind_with(&plain, &defaults).unwrap() else { panic!("a VM") };
+        assert_eq!((p.guest, p.vcpus, p.mem_mib), (Guest::Kernel("/k/vmlinux".into()), 2, 512));
+        let own = spec(json!({"io.smartvm.guest": "probe", "io.smartvm.mem_mib": "64"}), json!({}));
+        let TaskKind::Vm(p) = task_kind_with(&own, &defaults).unwrap() else { panic!("a VM") };
+        assert_eq!((p.guest, p.vcpus, p.mem_mib), (Guest::Probe, 2, 64), "the task's own guest and memory win");
     }
 
     #[test]

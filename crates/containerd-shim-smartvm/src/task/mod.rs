@@ -114,18 +114,25 @@ impl TaskService {
         }
     }
 
-    /// What a bundle asks for; an unusable bundle is `INVALID_ARGUMENT` with the reason.
-    fn task_kind(bundle: &Path) -> TtrpcResult<TaskKind> {
+    /// What a bundle asks for, with the runtime's defaults from containerd's runtime options;
+    /// an unusable bundle or options file is `INVALID_ARGUMENT` with the reason.
+    fn task_kind(req: &api::CreateTaskRequest) -> TtrpcResult<TaskKind> {
+        let bundle = Path::new(&req.bundle);
+        let invalid = |e: &dyn std::error::Error| status(Code::INVALID_ARGUMENT, format!("smartvm: {}", chain(e)));
+        let defaults = match crate::options::config_path(req.options.as_ref()).map_err(|e| invalid(&e))? {
+            Some(path) => crate::options::load(&path).map_err(|e| invalid(&e))?.annotations(),
+            None => Default::default(),
+        };
         let config = std::fs::read_to_string(bundle.join("config.json"))
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("{}/config.json: {e}", bundle.display())))?;
-        spec::task_kind(&config).map_err(|e| status(Code::INVALID_ARGUMENT, format!("smartvm: {e}")))
+        spec::task_kind_with(&config, &defaults).map_err(|e| invalid(&e))
     }
 }
 
 #[async_trait]
 impl Task for TaskService {
     async fn create(&self, _ctx: &TtrpcContext, req: api::CreateTaskRequest) -> TtrpcResult<api::CreateTaskResponse> {
-        let (workload, init) = match Self::task_kind(Path::new(&req.bundle))? {
+        let (workload, init) = match Self::task_kind(&req)? {
             TaskKind::Sandbox => (Workload::Sandbox, Init::Console),
             TaskKind::Vm(plan) => (self.create_vm(&req, &plan).await?, plan.init),
         };
