@@ -155,6 +155,7 @@ pub fn grouping(config_json: &str, id: &str) -> String {
 }
 
 /// What `config.json`'s text asks for: a pod sandbox, or the VM it plans.
+#[cfg(test)]
 pub fn task_kind(config_json: &str) -> Result<TaskKind, SpecError> {
     task_kind_with(config_json, &BTreeMap::new())
 }
