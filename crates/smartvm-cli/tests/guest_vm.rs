@@ -39,9 +39,17 @@ fn ping_exec_and_the_api_reach_a_probe_guest_over_vsock() {
     assert_eq!(code, Some(0), "{err}");
     let hello: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(hello["name"], "smartvm-probe");
-    assert_eq!(hello["capabilities"], serde_json::json!(["hello", "echo", "health"]));
+    assert_eq!(hello["capabilities"], serde_json::json!(["hello", "echo", "health", "exec"]));
 
-    let (code, _, err) = run(&env, &["exec", "g1", "--", "uname", "-a"]);
+    // The probe's exec runs its built-in programs; the status is smartvm's exit code.
+    let (code, out, err) = run(&env, &["exec", "g1", "--", "echo", "from", "the", "probe"]);
+    assert_eq!((code, out.as_str()), (Some(0), "from the probe\n"), "{err}");
+    let (code, _, err) = run(&env, &["exec", "g1", "--", "exit", "4"]);
+    assert_eq!(code, Some(4), "{err}");
+    // What the probe cannot do is refused with the guest's reason.
+    let local = env.dir.path().join("copied");
+    std::fs::create_dir_all(&local).unwrap();
+    let (code, _, err) = run(&env, &["cp", "g1:/etc/hostname", local.to_str().unwrap()]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("GUEST_REFUSED") && err.contains("not supported by this guest"), "{err}");
 
