@@ -60,6 +60,15 @@ fn a_detached_task_runs_pauses_resumes_and_is_removed_without_a_trace() {
     assert!(containerd.ctr(&["task", "resume", "d1"]).status.success());
     let pids = text(&containerd.ctr(&["task", "ps", "d1"]).stdout);
     assert!(pids.lines().count() >= 2, "the Firecracker process is the task's: {pids}");
+    // Stats: the VM's Firecracker process as cgroup v1 metrics, the guest memory as the limit.
+    let metrics = text(&containerd.ctr(&["task", "metrics", "d1"]).stdout);
+    let value = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name}: {metrics}"));
+        line.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    assert!(value("memory.usage_in_bytes") > 1 << 20, "{metrics}");
+    assert_eq!(value("memory.limit_in_bytes"), 128 << 20, "{metrics}");
+    assert!(value("pids.current") >= 1, "{metrics}");
     kill_and_remove(&containerd, "d1");
     assert!(runtime_dir_is_empty(&containerd), "VM dirs left: {:?}", vm_dirs(&containerd));
 }

@@ -8,6 +8,7 @@ mod entry;
 mod exec;
 mod guard;
 mod start;
+mod stats;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -333,7 +334,16 @@ impl Task for TaskService {
         Ok(api::Empty::default())
     }
 
-    async fn stats(&self, _ctx: &TtrpcContext, _req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
-        Err(status(Code::UNIMPLEMENTED, "stats of a smartvm task are not reported yet"))
+    async fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
+        let task = self.task(&req.id)?;
+        let Some(vm) = task.vm() else {
+            return Err(status(Code::FAILED_PRECONDITION, "a pod sandbox has no VM to measure"));
+        };
+        let pid = task.pid.load(Ordering::SeqCst);
+        let usage = (pid != 0).then(|| stats::read(pid)).flatten();
+        let usage =
+            usage.ok_or_else(|| status(Code::FAILED_PRECONDITION, format!("task {} is not running", req.id)))?;
+        let limit = vm.config().machine_config.mem_size_mib << 20;
+        Ok(api::StatsResponse { stats: Some(stats::metrics(usage, limit)).into(), ..Default::default() })
     }
 }
