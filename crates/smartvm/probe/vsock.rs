@@ -296,6 +296,28 @@ fn exec(body: &[u8], frames: &mut Frames) {
 
 /// The raw bytes between the brackets of the array field `key` of a flat JSON object.
 fn array_field<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let i = value_at(body, key)?;
+    if body.get(i) != Some(&b'[') {
+        return None;
+    }
+    let rest = &body[i + 1..];
+    let mut in_string = false;
+    let mut escaped = false;
+    for (j, &b) in rest.iter().enumerate() {
+        match (in_string, escaped, b) {
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, _, _) => escaped = false,
+            (false, _, b'"') => in_string = true,
+            (false, _, b']') => return Some(&rest[..j]),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Where the value of field `key` of a flat JSON object starts (after its colon).
+fn value_at(body: &[u8], key: &[u8]) -> Option<usize> {
     let mut at = 0;
     while at + key.len() + 2 <= body.len() {
         if body[at] == b'"' && body[at + 1..].starts_with(key) && body.get(at + 1 + key.len()) == Some(&b'"') {
@@ -303,23 +325,7 @@ fn array_field<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
             while matches!(body.get(i), Some(b' ' | b'\t' | b'\n' | b'\r' | b':')) {
                 i += 1;
             }
-            if body.get(i) != Some(&b'[') {
-                return None;
-            }
-            let rest = &body[i + 1..];
-            let mut in_string = false;
-            let mut escaped = false;
-            for (j, &b) in rest.iter().enumerate() {
-                match (in_string, escaped, b) {
-                    (true, false, b'\\') => escaped = true,
-                    (true, false, b'"') => in_string = false,
-                    (true, _, _) => escaped = false,
-                    (false, _, b'"') => in_string = true,
-                    (false, _, b']') => return Some(&rest[..j]),
-                    _ => {}
-                }
-            }
-            return None;
+            return Some(i);
         }
         at += 1;
     }
@@ -361,28 +367,18 @@ impl<'a> Iterator for Strings<'a> {
 
 /// The raw (still escaped) value of the string field `key` of a flat JSON object.
 fn string_field<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
-    let mut at = 0;
-    while at + key.len() + 2 <= body.len() {
-        if body[at] == b'"' && body[at + 1..].starts_with(key) && body.get(at + 1 + key.len()) == Some(&b'"') {
-            let mut i = at + key.len() + 2;
-            while matches!(body.get(i), Some(b' ' | b'\t' | b'\n' | b'\r' | b':')) {
-                i += 1;
-            }
-            if body.get(i) != Some(&b'"') {
-                return None;
-            }
-            let start = i + 1;
-            let mut escaped = false;
-            for (j, &b) in body[start..].iter().enumerate() {
-                match (escaped, b) {
-                    (false, b'\\') => escaped = true,
-                    (false, b'"') => return Some(&body[start..start + j]),
-                    _ => escaped = false,
-                }
-            }
-            return None;
+    let i = value_at(body, key)?;
+    if body.get(i) != Some(&b'"') {
+        return None;
+    }
+    let start = i + 1;
+    let mut escaped = false;
+    for (j, &b) in body[start..].iter().enumerate() {
+        match (escaped, b) {
+            (false, b'\\') => escaped = true,
+            (false, b'"') => return Some(&body[start..start + j]),
+            _ => escaped = false,
         }
-        at += 1;
     }
     None
 }
