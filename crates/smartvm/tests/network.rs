@@ -249,6 +249,11 @@ fn dropping_a_networked_vm_removes_its_tap() {
     let vm = smartvm::MicroVm::new(&cfg, opts).unwrap();
     let tap = ns.run(move || async move {
         vm.start().await.unwrap();
+        // Firecracker runs in the namespace of the thread that started it, whichever thread
+        // of this program cloned it (spawner threads may have started in another test's).
+        let pid = vm.pid().await.unwrap();
+        let netns = |path: String| std::fs::read_link(path).unwrap();
+        assert_eq!(netns(format!("/proc/{pid}/ns/net")), netns("/proc/thread-self/ns/net".into()));
         let tap = vm.tap_devices().await[0].name.clone();
         drop(vm);
         tap

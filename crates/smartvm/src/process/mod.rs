@@ -202,6 +202,7 @@ fn prepare(command: &FirecrackerCommand, output: &OutputOptions) -> std::io::Res
         new_session: detached,
         umask: command.umask.map(|m| m as libc::mode_t),
         bind_mount: command.bind_mount.as_ref().map(bind_mount_paths).transpose()?,
+        network_namespace: None,
     };
     Ok((vfork::Prepared::new(&command.binary, &command.args(), stdio, setup)?, pipes))
 }

@@ -7,6 +7,10 @@
 //! right where it is asked for. Many starts at once still go to the spawner threads: they
 //! clone in parallel while the caller drives the other starts.
 //!
+//! A spawner thread lives in the network namespace of the thread that started the spawners;
+//! a child cloned there for a caller in another namespace joins the caller's first, so a VM
+//! always lands where the thread that started it is (as `ip netns exec` users expect).
+//!
 //! Why not always the spawner: the hop wakes another thread, and the new Firecracker starts on
 //! that thread's CPU rather than the caller's. Measured on this project's 2-vCPU host (1,200
 //! boots in random order, raw Firecracker interleaved, 3 runs): boots cloned on the calling
@@ -38,6 +42,8 @@ fn spawners() -> std::io::Result<Vec<mpsc::Sender<Request>>> {
     let slot = SPAWNERS.get_or_init(|| Mutex::new(Vec::new()));
     let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
     if guard.is_empty() {
+        // The threads inherit this thread's namespaces.
+        let _ = SPAWNER_NETNS.set(network_namespace());
         let n = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
         for i in 0..n {
             guard.push(start_spawner(i)?);
@@ -77,6 +83,30 @@ fn clone_with(slot: &mut Option<ChildStack>, prepared: Prepared) -> std::io::Res
         None => slot.insert(ChildStack::new()?),
     };
     super::vfork::spawn(&prepared, stack)
+}
+
+/// The network namespace of the spawner threads, once they exist.
+static SPAWNER_NETNS: OnceLock<Option<NamespaceId>> = OnceLock::new();
+
+/// A namespace's identity: device and inode of its `/proc/.../ns/*` file.
+type NamespaceId = (u64, u64);
+
+/// The calling thread's network namespace; `None` where `/proc` does not show it.
+fn network_namespace() -> Option<NamespaceId> {
+    let meta = std::fs::metadata("/proc/thread-self/ns/net").ok()?;
+    Some((std::os::unix::fs::MetadataExt::dev(&meta), std::os::unix::fs::MetadataExt::ino(&meta)))
+}
+
+/// Makes `prepared` join the caller's network namespace when a spawner thread (in another
+/// one) clones it. (Joining costs a `setns` in the child; checking costs one `stat`.)
+fn follow_callers_namespace(prepared: &mut Prepared) -> std::io::Result<()> {
+    let here = network_namespace();
+    if here.is_none() || SPAWNER_NETNS.get().copied().flatten() == here {
+        return Ok(());
+    }
+    let fd = std::fs::File::open("/proc/thread-self/ns/net")?;
+    prepared.join_network_namespace(fd.into());
+    Ok(())
 }
 
 /// The next spawner, round robin.
@@ -141,15 +171,15 @@ fn spawn_here(prepared: Prepared) -> std::io::Result<Spawned> {
 
 /// Spawns `prepared`: on this thread when that is safe (see the module docs), else on a
 /// spawner thread.
-pub(crate) async fn spawn(prepared: Prepared) -> std::io::Result<Spawned> {
+pub(crate) async fn spawn(mut prepared: Prepared) -> std::io::Result<Spawned> {
     let others_starting = STARTING.load(Ordering::Relaxed) > 1;
     if clone_on(prepared.dies_with_thread(), on_main_thread(), others_starting) == CloneOn::Caller {
         return spawn_here(prepared);
     }
     let (reply, answer) = oneshot::channel();
-    spawner()?
-        .send(Request::Spawn(prepared, reply))
-        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    let spawner = spawner()?;
+    follow_callers_namespace(&mut prepared)?;
+    spawner.send(Request::Spawn(prepared, reply)).map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
     answer.await.map_err(|_| std::io::Error::other("the spawner thread is gone"))?
 }
 
@@ -209,5 +239,47 @@ mod tests {
         for (dies, main) in [(true, true), (false, false), (true, false)] {
             assert_eq!(clone_on(dies, main, true), CloneOn::Spawner);
         }
+    }
+
+    /// Runs `readlink /proc/self/ns/net` through [`spawn`] from a thread that moved into a new
+    /// network namespace after the spawner threads started; returns (the child's namespace,
+    /// the thread's), or `None` when this process may not create namespaces.
+    fn namespace_of_a_child_spawned_from_a_new_namespace() -> Option<(String, String)> {
+        spawners().unwrap();
+        std::thread::spawn(|| {
+            if nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).is_err() {
+                return None;
+            }
+            let here = std::fs::read_link("/proc/thread-self/ns/net").unwrap().display().to_string();
+            let (out, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+            let null = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+            let setup = super::super::vfork::ChildSetup {
+                death_signal: Some(std::process::id() as libc::pid_t),
+                ..Default::default()
+            };
+            let args = ["/proc/self/ns/net".into()];
+            let prepared = Prepared::new("/bin/readlink".as_ref(), &args, [null(), w, null()], setup).unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let child = runtime.block_on(spawn(prepared)).unwrap();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::fs::File::from(out), &mut text).unwrap();
+            reap(child.pid);
+            Some((text.trim().to_string(), here))
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_child_cloned_on_a_spawner_thread_lands_in_the_callers_network_namespace() {
+        let Some((child, caller)) = namespace_of_a_child_spawned_from_a_new_namespace() else {
+            eprintln!("skipped: this process may not create a network namespace");
+            return;
+        };
+        assert_eq!(child, caller, "the child joined the caller's namespace");
+        let spawners = SPAWNER_NETNS.get().copied().flatten().unwrap();
+        let here = network_namespace().unwrap();
+        assert_eq!(spawners, here, "the spawners run where the harness thread started them");
+        assert_ne!(child, std::fs::read_link("/proc/thread-self/ns/net").unwrap().display().to_string());
     }
 }

@@ -34,6 +34,9 @@ pub(crate) struct ChildSetup {
     pub umask: Option<libc::mode_t>,
     /// A private mount namespace with `.0` bind-mounted on `.1`.
     pub bind_mount: Option<(CString, CString)>,
+    /// The network namespace to join (`setns`) first: the caller's, when a thread in another
+    /// namespace clones the child on its behalf.
+    pub network_namespace: Option<OwnedFd>,
 }
 
 /// A program with its arguments, environment, stdio and setup, laid out so that the child
@@ -85,6 +88,11 @@ impl Prepared {
     pub(crate) fn dies_with_thread(&self) -> bool {
         self.setup.death_signal.is_some()
     }
+
+    /// Makes the child join the network namespace `fd` refers to before anything else.
+    pub(crate) fn join_network_namespace(&mut self, fd: OwnedFd) {
+        self.setup.network_namespace = Some(fd);
+    }
 }
 
 fn c_string(s: &OsStr) -> std::io::Result<CString> {
@@ -111,6 +119,7 @@ fn above_stdio(fd: OwnedFd) -> std::io::Result<OwnedFd> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
     DeathSignal = 1,
+    Namespace,
     Session,
     Mount,
     Stdio,
@@ -121,9 +130,10 @@ impl Step {
     fn from_code(code: i32) -> Self {
         match code {
             1 => Step::DeathSignal,
-            2 => Step::Session,
-            3 => Step::Mount,
-            4 => Step::Stdio,
+            2 => Step::Namespace,
+            3 => Step::Session,
+            4 => Step::Mount,
+            5 => Step::Stdio,
             _ => Step::Exec,
         }
     }
@@ -131,6 +141,7 @@ impl Step {
     fn describe(self) -> &'static str {
         match self {
             Step::DeathSignal => "set the parent-death signal",
+            Step::Namespace => "join the caller's network namespace",
             Step::Session => "start a session",
             Step::Mount => "bind-mount in a private mount namespace",
             Step::Stdio => "set up stdin, stdout and stderr",
@@ -289,6 +300,11 @@ unsafe fn setup_and_exec(p: &Prepared) -> (Step, i32) {
         // The parent may have died before the signal was armed.
         if libc::getppid() != parent {
             libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+    if let Some(fd) = &p.setup.network_namespace {
+        if libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+            return (Step::Namespace, errno());
         }
     }
     if p.setup.new_session && libc::setsid() < 0 {
