@@ -46,6 +46,7 @@ pub mod lifecycle;
 #[cfg(feature = "network")]
 pub mod network;
 mod options;
+pub mod pool;
 pub mod probe;
 pub mod process;
 mod smartvm;

@@ -64,6 +64,7 @@ const VERSION_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct SmartVm {
     options: SmartVmOptions,
     vms: Mutex<HashMap<String, Arc<MicroVm>>>,
+    pools: Mutex<HashMap<String, Arc<crate::pool::VmPool>>>,
     versions: Mutex<HashMap<PathBuf, FirecrackerVersion>>,
     #[cfg(feature = "network")]
     network: std::sync::OnceLock<Arc<NetworkManager>>,
@@ -84,6 +85,7 @@ impl SmartVm {
         Self {
             options,
             vms: Mutex::new(HashMap::new()),
+            pools: Mutex::new(HashMap::new()),
             versions: Mutex::new(HashMap::new()),
             #[cfg(feature = "network")]
             network: std::sync::OnceLock::new(),
@@ -183,7 +185,11 @@ impl SmartVm {
 
     /// Runtime options for a new VM: with the binary found, or, where auto-download applies,
     /// with the path the pinned release will be installed at and the fetcher that installs it.
-    fn runtime_options_for_new_vm(&self) -> Result<VmRuntimeOptions> {
+    pub(crate) fn pool_registry(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<crate::pool::VmPool>>> {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn runtime_options_for_new_vm(&self) -> Result<VmRuntimeOptions> {
         match self.find_binary() {
             Ok(binary) => Ok(self.runtime_options(binary)),
             #[cfg(feature = "images")]
@@ -258,12 +264,17 @@ impl SmartVm {
 
     fn register(&self, vm: MicroVm) -> Result<Arc<MicroVm>> {
         let vm = Arc::new(vm);
+        self.register_arc(vm.clone())?;
+        Ok(vm)
+    }
+
+    pub(crate) fn register_arc(&self, vm: Arc<MicroVm>) -> Result<()> {
         let mut reg = self.registry();
         if reg.contains_key(vm.id()) {
             return Err(ConfigErrors::single("id", format!("a VM with id {:?} already exists", vm.id())).into());
         }
         reg.insert(vm.id().to_string(), vm.clone());
-        Ok(vm)
+        Ok(())
     }
 
     /// Registers a VM for `config` (its id names the new VM) and restores it from `snapshot`.
@@ -482,6 +493,8 @@ impl SmartVm {
     /// Cleans up and unregisters every VM, then removes the bridge and NAT table this
     /// orchestrator created.
     pub async fn cleanup(&self) -> Result<()> {
+        let pools: Vec<_> = self.pool_registry().drain().map(|(_, p)| p).collect();
+        futures_util::future::join_all(pools.iter().map(|p| p.close())).await;
         let vms: Vec<Arc<MicroVm>> = self.registry().drain().map(|(_, v)| v).collect();
         let results = futures_util::future::join_all(vms.iter().map(|vm| vm.cleanup())).await;
         let vms_cleaned: Result<()> = results.into_iter().collect();

@@ -156,6 +156,16 @@ impl ProcessRecord {
         same_start && (self.looks_like(pid) || cmdline_of(pid).is_empty())
     }
 
+    /// Stricter than [`is_running`](Self::is_running): the recorded process runs, is not
+    /// exiting or a zombie, and is the one recorded (pid, start time, executable, markers) —
+    /// what a pool may hand out.
+    pub fn is_live(&self) -> bool {
+        let Some(pid) = self.pid else { return false };
+        let Some((state, flags, start)) = stat_fields(pid) else { return false };
+        let ending = matches!(state, b'Z' | b'X' | b'x') || flags & PF_EXITING != 0;
+        self.start_time == Some(start) && !ending && self.looks_like(pid)
+    }
+
     /// Kills the process and waits for it. The owner (which spawned it) checks pid and start
     /// time; anyone else also checks executable and command line, and acts on nothing else.
     /// A record without pid (a crash right around spawn) is matched by executable and markers.

@@ -48,6 +48,9 @@ pub struct VmJournal {
     /// The VM outlives its owner (a host agent's): spared by reclaim while its process runs.
     #[serde(default)]
     pub detached: bool,
+    /// The pool that holds this VM warm, until it is handed out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     /// What the VM acquired, in order.
     #[serde(default)]
     pub resources: Vec<Resource>,
@@ -290,6 +293,16 @@ impl Ledger {
             }
         }
         self.save()
+    }
+
+    /// A pooled VM is handed out with `config`: journaled as that config's VM, no longer the
+    /// pool's.
+    pub(crate) fn checked_out(&mut self, config: crate::config::VmConfig) -> std::io::Result<()> {
+        self.journal.config = Some(config);
+        self.journal.pool = None;
+        self.journal.write(&self.dir)?;
+        self.appended = 0;
+        Ok(())
     }
 
     /// The journal as written.

@@ -30,6 +30,7 @@ mod snapshots;
 mod state;
 #[doc(hidden)]
 pub mod steps;
+mod warm;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
@@ -53,6 +54,7 @@ pub use plan::{boot_plan, check_for_version, BootPlan, ResolvedResources};
 pub use runtime_options::{VmPolicy, VmRuntimeOptions};
 pub use state::{Operation, Transition, VmState};
 pub use steps::{restore_steps, start_steps, Step};
+pub use warm::{checkout_steps, warm_steps};
 
 #[derive(Debug, Default)]
 struct VmResources {
@@ -116,6 +118,8 @@ pub struct MicroVm {
     /// When the guest first ran (for an adopted VM: when its process started).
     running_since: StdMutex<Option<std::time::SystemTime>>,
     facts: StdMutex<Facts>,
+    /// The pool this VM is made for (journaled while it waits there).
+    pool: Option<String>,
 }
 
 impl MicroVm {
@@ -174,6 +178,7 @@ impl MicroVm {
             exit: StdMutex::new(None),
             running_since: StdMutex::new(None),
             facts: StdMutex::new(Facts::default()),
+            pool: None,
         }
     }
 
@@ -346,16 +351,19 @@ impl MicroVm {
             None => Operation::Start,
             Some(s) => Operation::Restore { resume: s.resumes() },
         };
+        let warm = source.is_none() && inner.process.is_some();
         let transition = self.begin(op)?;
         let _starting = crate::process::spawner::StartInProgress::begin();
-        // A restore always loads its snapshot through the API.
-        let path = if source.is_some() { BootPath::Api } else { self.boot_path() };
-        let steps = match source {
-            Some(_) => restore_steps(),
-            None => start_steps(path),
+        // A restore always loads its snapshot through the API, and a warm VM is configured
+        // through it.
+        let path = if source.is_some() || warm { BootPath::Api } else { self.boot_path() };
+        let (steps, mut cx) = match source {
+            Some(_) => (restore_steps(), steps::StartContext::new(source)),
+            None if warm => (checkout_steps(), steps::StartContext::warmed(&inner)),
+            None => (start_steps(path), steps::StartContext::new(None)),
         };
-        tracing::debug!(vm = %self.id, ?path, restore = source.is_some(), executor = self.executor.kind(), "starting");
-        let mut cx = steps::StartContext::new(source);
+        let restore = steps.contains(&Step::LoadSnapshot);
+        tracing::debug!(vm = %self.id, ?path, warm, restore, executor = self.executor.kind(), "starting");
         // Cancel-safe: if this future is dropped mid-start, the guard unwinds what was acquired.
         let mut guard = StartGuard { vm: self, inner, failed: Some(transition.on_failure) };
         let result = self.run_steps(&steps, &mut guard.inner, &mut cx).await;

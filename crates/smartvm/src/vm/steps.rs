@@ -114,6 +114,11 @@ impl StartContext {
         Self { restore, ..Self::default() }
     }
 
+    /// The context of a checkout: what the warm steps learned (the API, the version).
+    pub(super) fn warmed(inner: &VmResources) -> Self {
+        Self { api: inner.api.clone(), version: inner.version, ..Self::default() }
+    }
+
     fn api(&self) -> Result<Arc<ApiClient>> {
         self.api.clone().ok_or(SmartVmError::NoClient)
     }
@@ -211,6 +216,7 @@ impl MicroVm {
             socket: self.socket_path(),
             config: Some(self.config.clone()),
             detached: self.options.policy.detached,
+            pool: self.pool.clone(),
             ..VmJournal::default()
         }
         .owned_by_this_process();
