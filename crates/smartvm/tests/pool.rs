@@ -174,12 +174,8 @@ async fn a_template_pool_hands_out_paused_restores_that_resume_counting() {
     let at_snapshot = common::last_count(&origin).await.unwrap();
     env.smartvm.remove_vm("origin").await.unwrap();
 
-    let mut config = PoolKind::template(&bundle).unwrap().config().clone();
-    config.id = None;
-    let kind = match PoolKind::template(&bundle).unwrap() {
-        PoolKind::Template { snapshot, .. } => PoolKind::Template { snapshot, config },
-        other => other,
-    };
+    let kind = PoolKind::template(&bundle).unwrap();
+    assert_eq!(kind.config().id, None, "the pool gives ids");
     let pool = env.smartvm.create_pool(PoolSpec::new("tmpl", 2, kind)).await.unwrap();
     assert!(pool.ready(READY).await, "{:?}", pool.stats());
     let vm = env.smartvm.checkout(&pool, None).await.unwrap();

@@ -12,6 +12,7 @@
 //! `--guest` measures the guest agent instead (see [`guest`]).
 
 mod guest;
+mod pool;
 mod raw;
 mod report;
 mod stats;
@@ -62,6 +63,13 @@ pub struct BenchArgs {
     /// `VmRuntimeOptions::api`), for the one-VM and at-once scenarios.
     #[arg(long)]
     no_api: bool,
+    /// Also measure warm pools: a cold pool's checkout → first probe line and a template pool's
+    /// checkout (resume) → first count line, each interleaved with its cold raw floor.
+    #[arg(long)]
+    pools: bool,
+    /// Only the pool scenarios (implies `--pools`).
+    #[arg(long)]
+    pools_only: bool,
     /// Print one JSON document (schema in the README) instead of a table.
     #[arg(long)]
     json: bool,
@@ -481,14 +489,22 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
     rig.smartvm.remove_vm("warmup").await?;
     smartvm_boot(&rig.smartvm, &rig.cfg("warmup".into(), ""), true).await?;
 
-    let mut scenarios = rig.single(args.runs, args.shuffle).await?;
-    for &n in &args.concurrency {
-        scenarios.extend(rig.at_once(n, args.rounds, args.shuffle).await?);
+    let mut scenarios = Vec::new();
+    if !args.pools_only {
+        scenarios.extend(rig.single(args.runs, args.shuffle).await?);
+        for &n in &args.concurrency {
+            scenarios.extend(rig.at_once(n, args.rounds, args.shuffle).await?);
+        }
     }
     let (cfg, snap) = rig.snapshot().await?;
-    scenarios.extend(rig.restore(args.runs, &cfg, &snap).await?);
-    if args.clones > 0 {
-        scenarios.extend(rig.clones(args.clones, args.rounds, &cfg, &snap).await?);
+    if !args.pools_only {
+        scenarios.extend(rig.restore(args.runs, &cfg, &snap).await?);
+        if args.clones > 0 {
+            scenarios.extend(rig.clones(args.clones, args.rounds, &cfg, &snap).await?);
+        }
+    }
+    if args.pools || args.pools_only {
+        scenarios.extend(rig.pools(args.runs, &cfg, &snap).await?);
     }
     let mut report = Report::new(version.to_string(), boot_path, args.runs, args.rounds, scenarios);
     report.order = if args.shuffle { "shuffled" } else { "alternating" };

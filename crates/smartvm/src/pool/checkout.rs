@@ -81,6 +81,7 @@ impl SmartVm {
             return Err(ConfigErrors::single("pool", format!("{} is closed", pool.name())).into());
         }
         let config = self.checkout_config(pool, config)?;
+        let _booting = pool.booting();
         let taken = match pool.take() {
             Some(mut vm) => match self.hand_out(&mut vm, pool, config.as_ref()) {
                 Ok(()) => Some(vm),

@@ -48,6 +48,8 @@ struct Shared {
     options: VmRuntimeOptions,
     ready: Mutex<VecDeque<MicroVm>>,
     warming: AtomicUsize,
+    /// Checkouts booting their VM (see [`refill::plan`]).
+    booting: AtomicUsize,
     closed: AtomicBool,
     /// Wakes the refiller: a VM was taken, made, or its process ended.
     wake: tokio::sync::Notify,
@@ -69,6 +71,7 @@ impl VmPool {
             options,
             ready: Mutex::new(VecDeque::new()),
             warming: AtomicUsize::new(0),
+            booting: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
             stats: tokio::sync::watch::channel(stats).0,
@@ -162,6 +165,12 @@ impl VmPool {
         self.shared.publish();
     }
 
+    /// Counts a checkout's boot until the guard drops (then the refiller may go on).
+    fn booting(&self) -> Booting<'_> {
+        self.shared.booting.fetch_add(1, Ordering::SeqCst);
+        Booting(&self.shared)
+    }
+
     /// A checkout found none ready.
     fn missed(&self) {
         self.shared.misses.fetch_add(1, Ordering::Relaxed);
@@ -176,6 +185,16 @@ impl VmPool {
     /// The runtime options its VMs run with.
     fn options(&self) -> &VmRuntimeOptions {
         &self.shared.options
+    }
+}
+
+/// One checkout booting its VM.
+struct Booting<'a>(&'a Shared);
+
+impl Drop for Booting<'_> {
+    fn drop(&mut self) {
+        self.0.booting.fetch_sub(1, Ordering::SeqCst);
+        self.0.wake.notify_one();
     }
 }
 

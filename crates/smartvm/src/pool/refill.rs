@@ -18,11 +18,17 @@ pub struct Counts {
     pub warming: usize,
     /// At most this many made at once.
     pub concurrency: usize,
+    /// Checkouts booting their VM now.
+    pub booting: usize,
 }
 
 /// How many VMs to start making: up to the size, counting those being made, within the
-/// concurrency budget.
+/// concurrency budget; none while checkouts boot and some VMs are still ready (a refill would
+/// take CPU from the boots that callers wait for; measured with `smartvm bench --pools`).
 pub fn plan(c: Counts) -> usize {
+    if c.booting > 0 && c.ready > 0 {
+        return 0;
+    }
     let missing = c.size.saturating_sub(c.ready + c.warming);
     missing.min(c.concurrency.saturating_sub(c.warming))
 }
@@ -50,6 +56,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
             ready: shared.lock_ready().len(),
             warming: shared.warming.load(Ordering::SeqCst),
             concurrency: shared.spec.refill_concurrency,
+            booting: shared.booting.load(Ordering::SeqCst),
         };
         for _ in 0..plan(counts) {
             shared.warming.fetch_add(1, Ordering::SeqCst);
@@ -107,7 +114,7 @@ mod tests {
     use super::*;
 
     fn counts(size: usize, ready: usize, warming: usize, concurrency: usize) -> Counts {
-        Counts { size, ready, warming, concurrency }
+        Counts { size, ready, warming, concurrency, booting: 0 }
     }
 
     #[test]
@@ -118,6 +125,14 @@ mod tests {
         assert_eq!(plan(counts(10, 9, 0, 4)), 1, "only what is missing");
         assert_eq!(plan(counts(10, 9, 1, 4)), 0, "the one being made fills it");
         assert_eq!(plan(counts(3, 5, 0, 1)), 0, "never more than the size");
+    }
+
+    #[test]
+    fn refills_wait_for_booting_checkouts_while_some_vms_are_ready() {
+        let booting = |ready, booting| Counts { booting, ..counts(10, ready, 0, 2) };
+        assert_eq!(plan(booting(5, 1)), 0, "the boot a caller waits for goes first");
+        assert_eq!(plan(booting(0, 3)), 2, "an empty pool refills even during a rush");
+        assert_eq!(plan(booting(5, 0)), 2);
     }
 
     #[test]

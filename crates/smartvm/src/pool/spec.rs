@@ -31,10 +31,11 @@ pub enum PoolKind {
 
 impl PoolKind {
     /// A template pool of the snapshot bundle in `dir` (see [`Snapshot::load`]), with the
-    /// config the bundle carries.
+    /// config the bundle carries (without its id: the pool gives ids).
     pub fn template(dir: &Path) -> Result<Self> {
         let snapshot = Snapshot::load(dir)?;
-        let config = *snapshot.vm_config.clone().ok_or_else(|| SnapshotError::NoConfig(dir.to_path_buf()))?;
+        let mut config = *snapshot.vm_config.clone().ok_or_else(|| SnapshotError::NoConfig(dir.to_path_buf()))?;
+        config.id = None;
         Ok(PoolKind::Template { snapshot, config })
     }
 
