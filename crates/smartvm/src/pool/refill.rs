@@ -1,5 +1,5 @@
 //! Refilling a pool: how many VMs to start making now ([`plan`], a plain function) and the
-//! background task that does it ([`run`]).
+//! background task that does it.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
