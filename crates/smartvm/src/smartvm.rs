@@ -1,5 +1,7 @@
 //! [`SmartVm`]: options, the Firecracker binary, the VM registry and global cleanup.
 
+mod pools;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

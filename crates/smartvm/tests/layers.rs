@@ -18,7 +18,7 @@ const FLOORS: &[&[&str]] = &[
     &["network", "snapshot"],
     &["executor"],
     &["vm"],
-    &["images"],
+    &["images", "pool"],
     &["options"],
     &["smartvm"],
     &["agent"],
@@ -49,10 +49,12 @@ fn root_names() -> BTreeMap<String, String> {
 /// Every `.rs` file of `module` (a file or a folder), test files left out.
 fn files_of(module: &str) -> Vec<PathBuf> {
     let dir = src().join(module);
+    let file = src().join(format!("{module}.rs"));
     if !dir.is_dir() {
-        return vec![src().join(format!("{module}.rs"))];
+        return vec![file];
     }
-    let mut out = Vec::new();
+    // `module.rs` with its submodules in `module/`, or `module/mod.rs`.
+    let mut out: Vec<PathBuf> = file.exists().then_some(file).into_iter().collect();
     let mut todo = vec![dir];
     while let Some(d) = todo.pop() {
         for e in std::fs::read_dir(d).unwrap().flatten() {

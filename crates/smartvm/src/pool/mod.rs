@@ -18,7 +18,6 @@
 //!
 //! The refill planning ([`refill::plan`]) is a plain function; [`VmPool`] performs it.
 
-mod checkout;
 pub mod refill;
 mod spec;
 
@@ -136,7 +135,7 @@ impl VmPool {
 
     /// A ready VM that passes its identity check, if any; broken ones found on the way are
     /// destroyed.
-    fn take(&self) -> Option<MicroVm> {
+    pub(crate) fn take(&self) -> Option<MicroVm> {
         loop {
             let mut vm = self.shared.lock_ready().pop_front()?;
             if vm.is_warm_and_intact() {
@@ -152,44 +151,44 @@ impl VmPool {
     }
 
     /// Puts back a VM that was taken but not handed out (its checkout was refused).
-    fn give_back(&self, vm: MicroVm) {
+    pub(crate) fn give_back(&self, vm: MicroVm) {
         self.shared.handed_out.fetch_sub(1, Ordering::Relaxed);
         self.shared.lock_ready().push_front(vm);
         self.shared.changed();
     }
 
     /// A VM handed out turned out broken after all (its process ended during the checkout).
-    fn discard_handed_out(&self) {
+    pub(crate) fn discard_handed_out(&self) {
         self.shared.handed_out.fetch_sub(1, Ordering::Relaxed);
         self.shared.discarded.fetch_add(1, Ordering::Relaxed);
         self.shared.publish();
     }
 
     /// Counts a checkout's boot until the guard drops (then the refiller may go on).
-    fn booting(&self) -> Booting<'_> {
+    pub(crate) fn booting(&self) -> Booting<'_> {
         self.shared.booting.fetch_add(1, Ordering::SeqCst);
         Booting(&self.shared)
     }
 
     /// A checkout found none ready.
-    fn missed(&self) {
+    pub(crate) fn missed(&self) {
         self.shared.misses.fetch_add(1, Ordering::Relaxed);
         self.shared.publish();
     }
 
     /// A new VM id of this pool.
-    fn new_id(&self) -> String {
+    pub(crate) fn new_id(&self) -> String {
         self.shared.new_id()
     }
 
     /// The runtime options its VMs run with.
-    fn options(&self) -> &VmRuntimeOptions {
+    pub(crate) fn options(&self) -> &VmRuntimeOptions {
         &self.shared.options
     }
 }
 
 /// One checkout booting its VM.
-struct Booting<'a>(&'a Shared);
+pub(crate) struct Booting<'a>(&'a Shared);
 
 impl Drop for Booting<'_> {
     fn drop(&mut self) {

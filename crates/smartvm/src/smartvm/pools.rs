@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use super::{PoolKind, PoolSpec, VmPool};
+use super::SmartVm;
 use crate::config::{ConfigErrors, VmConfig};
 use crate::error::Result;
+use crate::pool::{PoolKind, PoolSpec, VmPool};
 use crate::vm::MicroVm;
-use crate::SmartVm;
 
 impl SmartVm {
     /// Creates pool `spec` and starts filling it in the background (see [`crate::pool`]).
