@@ -349,6 +349,21 @@ impl Rig {
         load
     }
 
+    /// One raw spawn + load (resume) on socket `<name>.sock`: ms to the first count line; the
+    /// process is killed afterwards.
+    async fn raw_restore_once(
+        &self,
+        name: &str,
+        params: &SnapshotLoadParams,
+        cpu: &mut CpuMeter,
+    ) -> Result<f64, CliError> {
+        let socket = self.work.join(format!("{name}.sock"));
+        let start = Instant::now();
+        let (seen, mut vm) = cpu.measure(1, raw::restore(&self.binary, &socket, params, self.version, true)).await?;
+        let _ = vm.kill().await;
+        Ok(ms(seen - start))
+    }
+
     /// One restore at a time: raw spawn + load vs `restore_vm`, to the first count line.
     async fn restore(&self, runs: u32, cfg: &VmConfig, snap: &Snapshot) -> Result<Vec<Scenario>, CliError> {
         let load = load_average();
@@ -356,12 +371,7 @@ impl Rig {
         let (mut raw_cpu, mut sv_cpu) = (CpuMeter::default(), CpuMeter::default());
         let params = self.raw_load(snap);
         for i in 0..runs {
-            let socket = self.work.join(format!("raw-restore-{i}.sock"));
-            let start = Instant::now();
-            let (seen, mut vm) =
-                raw_cpu.measure(1, raw::restore(&self.binary, &socket, &params, self.version, true)).await?;
-            raw_all.push(ms(seen - start));
-            let _ = vm.kill().await;
+            raw_all.push(self.raw_restore_once(&format!("raw-restore-{i}"), &params, &mut raw_cpu).await?);
             let start = Instant::now();
             let cfg = VmConfig { id: Some(format!("snap-{i}")), ..cfg.clone() };
             let restored = sv_cpu.measure(1, self.restore_one(&cfg, snap)).await?;

@@ -70,12 +70,7 @@ impl Rig {
         let (mut raw_cpu, mut sv_cpu) = (CpuMeter::default(), CpuMeter::default());
         let params = self.raw_load(snap);
         for i in 0..runs {
-            let socket = self.work.join(format!("raw-pool-restore-{i}.sock"));
-            let start = Instant::now();
-            let (seen, mut vm) =
-                raw_cpu.measure(1, raw::restore(&self.binary, &socket, &params, self.version, true)).await?;
-            raw_all.push(ms(seen - start));
-            let _ = vm.kill().await;
+            raw_all.push(self.raw_restore_once(&format!("raw-pool-restore-{i}"), &params, &mut raw_cpu).await?);
             sv_all.push(self.checkout(&pool, &mut sv_cpu, "smartvm-probe count n=").await?);
         }
         self.smartvm.remove_pool(pool.name()).await;
