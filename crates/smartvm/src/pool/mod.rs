@@ -113,7 +113,7 @@ impl VmPool {
     /// The ids and Firecracker pids of the VMs ready now, oldest first.
     pub fn ready_vms(&self) -> Vec<(String, Option<i32>)> {
         let ready = self.shared.lock_ready();
-        ready.iter().map(|vm| (vm.id().to_string(), vm.journaled_pid())).collect()
+        ready.iter().map(|vm| (vm.id().to_string(), vm.current_pid())).collect()
     }
 
     /// Stops refilling and destroys the VMs that wait (their processes, dirs and journals).

@@ -68,8 +68,8 @@ impl MicroVm {
         inner.process.is_some() && journaled.is_some_and(|p| p.is_live())
     }
 
-    /// The pid its journal names, without waiting for an operation.
-    pub(crate) fn journaled_pid(&self) -> Option<i32> {
+    /// Firecracker's pid now, without waiting for an operation in progress.
+    pub(crate) fn current_pid(&self) -> Option<i32> {
         self.facts().pid
     }
 
