@@ -91,6 +91,7 @@ pub fn exit_for(code: ErrorCode) -> Exit {
         BinaryNotFound | UntrustedPath | AgentUnavailable | PermissionDenied => Exit::HostUnfit,
         InvalidState
         | VmNotFound
+        | PoolNotFound
         | SocketTimeout
         | ApiTimeout
         | SocketRequestFailed
@@ -175,6 +176,7 @@ fn help_for(code: ErrorCode) -> Option<&'static str> {
         BinaryNotFound => "run `smartvm binary ensure` to download the pinned release, or set SMARTVM_FIRECRACKER_BIN",
         AgentUnavailable => "start the agent with `smartvm serve` (or `systemctl start smartvm`)",
         VmNotFound => "`smartvm ps -a` lists the agent's VMs",
+        PoolNotFound => "`smartvm pool ls` lists the agent's pools",
         InvalidState => "`smartvm inspect ID` shows the VM's state",
         UntrustedPath => "see \"Safe on a shared host\" in the README",
         SocketTimeout => "`smartvm doctor` checks this host; SMARTVM_LOG=debug shows each start step",

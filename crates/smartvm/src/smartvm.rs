@@ -1,6 +1,9 @@
 //! [`SmartVm`]: options, the Firecracker binary, the VM registry and global cleanup.
 
+mod adoption;
 mod pools;
+
+pub use adoption::AdoptOutcome;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,20 +27,6 @@ use crate::vm::{MicroVm, UnwindScope, VmJournal, VmRuntimeOptions};
 /// Where orchestrators journal their bridge and NAT table, inside the runtime dir.
 #[cfg(feature = "network")]
 const NETWORK_STATE_DIR: &str = ".network";
-
-/// How long [`SmartVm::adopt_detached`] waits before its second try at a VM.
-const ADOPT_RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// What [`SmartVm::adopt_detached`] did.
-#[derive(Debug, Default)]
-pub struct AdoptOutcome {
-    /// VMs taken over.
-    pub adopted: Vec<String>,
-    /// Runtime dirs whose live VM could not be taken over, and why (it was then reclaimed).
-    pub failed: Vec<(PathBuf, SmartVmError)>,
-    /// VMs that could not be taken over and were killed and unwound.
-    pub reclaimed: Vec<String>,
-}
 
 /// How long `firecracker --version` may take.
 const VERSION_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -384,64 +373,6 @@ impl SmartVm {
             return Err(e);
         }
         Ok(vms)
-    }
-
-    /// Adopts every detached VM in the runtime dir whose process still runs and that is not
-    /// registered yet (a host agent restarting after a crash). One that cannot be taken over
-    /// (after a second try: its API may be slow under load) is killed and unwound, so that no VM
-    /// runs that nothing answers for; dead ones are left to [`reclaim`](Self::reclaim).
-    pub async fn adopt_detached(&self) -> Result<AdoptOutcome> {
-        let mut outcome = AdoptOutcome::default();
-        let Ok(entries) = std::fs::read_dir(&self.options.runtime_dir) else { return Ok(outcome) };
-        let mut binary = None;
-        for dir in entries.flatten().map(|e| e.path()) {
-            let hidden = dir.file_name().is_none_or(|n| n.to_string_lossy().starts_with('.'));
-            let journal = match VmJournal::read(&dir) {
-                Ok(j) if !hidden && j.detached && j.process_alive() && self.vm(&j.vm_id).is_none() => j,
-                _ => continue,
-            };
-            let binary = match &binary {
-                Some(b) => b,
-                None => binary.insert(self.find_binary()?),
-            };
-            let options = self.runtime_options(binary.clone());
-            let mut adopted = MicroVm::adopt(&dir, options.clone()).await;
-            if adopted.is_err() {
-                tokio::time::sleep(ADOPT_RETRY_AFTER).await;
-                adopted = MicroVm::adopt(&dir, options).await;
-            }
-            match adopted {
-                Ok(vm) => {
-                    outcome.adopted.push(journal.vm_id);
-                    self.registry().insert(vm.id().to_string(), Arc::new(vm));
-                }
-                Err(e) => {
-                    let scope = self.reclaim_scope();
-                    let report = crate::vm::reclaim::reclaim_one(&scope, &dir, crate::vm::reclaim::Spare::Nothing);
-                    outcome.reclaimed.extend(report.reclaimed);
-                    outcome.failed.push((dir, e));
-                }
-            }
-        }
-        Ok(outcome)
-    }
-
-    /// The detached VMs in the runtime dir whose process is gone (a host agent reports them
-    /// before [`reclaim`](Self::reclaim) removes what they left): their journals, with the exit
-    /// code Firecracker logged, if any.
-    pub fn ended_detached(&self) -> Vec<(VmJournal, Option<i32>)> {
-        let Ok(entries) = std::fs::read_dir(&self.options.runtime_dir) else { return Vec::new() };
-        entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|dir| dir.file_name().is_some_and(|n| !n.to_string_lossy().starts_with('.')))
-            .filter_map(|dir| {
-                let journal =
-                    VmJournal::read(&dir).ok().filter(|j| j.detached && j.pid().is_some() && !j.process_alive())?;
-                let code = crate::process::logged_exit_code(&crate::process::detached_files(&dir).1);
-                Some((journal, code))
-            })
-            .collect()
     }
 
     /// A registered VM.

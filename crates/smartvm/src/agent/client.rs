@@ -9,12 +9,16 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
 use super::route::Route;
-use super::wire::{AgentInfo, ErrorBody, RestoreRequest, SnapshotRequest, SnapshotSummary, StopSummary, VmSummary};
+use super::wire::{
+    AgentInfo, CheckoutRequest, ErrorBody, PoolRequest, RestoreRequest, SnapshotRequest, SnapshotSummary, StopSummary,
+    VmSummary,
+};
 use crate::api::{ApiClient, ApiError};
 use crate::config::VmConfig;
 use crate::error::Result;
 use crate::error::SmartVmError;
 use crate::options::SmartVmOptions;
+use crate::pool::PoolStats;
 
 /// Talks to a host agent (`smartvm serve`) over its Unix socket.
 #[derive(Debug)]
@@ -150,6 +154,35 @@ impl AgentClient {
     pub async fn restore(&self, request: &RestoreRequest) -> Result<Vec<VmSummary>> {
         let body = serde_json::to_vec(request).map_err(|e| SmartVmError::io("cannot encode the request", e.into()))?;
         self.call(Route::RestoreSnapshot, "", "", Some(body)).await
+    }
+
+    /// Creates a warm pool (see [`PoolRequest`]).
+    pub async fn create_pool(&self, request: &PoolRequest) -> Result<PoolStats> {
+        let body = serde_json::to_vec(request).map_err(|e| SmartVmError::io("cannot encode the request", e.into()))?;
+        self.call(Route::CreatePool, "", "", Some(body)).await
+    }
+
+    /// Every pool's stats, by name.
+    pub async fn pools(&self) -> Result<Vec<PoolStats>> {
+        self.call(Route::ListPools, "", "", None).await
+    }
+
+    /// Pool `name`'s stats (`POOL_NOT_FOUND` for none).
+    pub async fn pool(&self, name: &str) -> Result<PoolStats> {
+        self.call(Route::GetPool, name, "", None).await
+    }
+
+    /// Removes pool `name`: its waiting VMs are destroyed, those checked out stay.
+    pub async fn remove_pool(&self, name: &str) -> Result<()> {
+        self.call::<Option<()>>(Route::RemovePool, name, "", None).await.map(drop)
+    }
+
+    /// A VM of pool `name`, running (a cold pool's configured with `config`, default the
+    /// pool's); the agent holds it like one it created.
+    pub async fn checkout(&self, name: &str, config: Option<&VmConfig>) -> Result<VmSummary> {
+        let request = CheckoutRequest { config: config.cloned() };
+        let body = serde_json::to_vec(&request).map_err(|e| SmartVmError::io("cannot encode the request", e.into()))?;
+        self.call(Route::CheckoutPool, name, "", Some(body)).await
     }
 
     /// Streams the agent's VM events from now on into `sink` until the agent closes the stream

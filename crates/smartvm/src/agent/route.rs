@@ -38,11 +38,21 @@ pub enum Route {
     /// `GET /v1/vms/{id}/guest` with `Upgrade: smartvm-guest`: a raw connection to the VM's
     /// guest agent.
     GuestConnect,
+    /// `GET /v1/pools`: every warm pool's stats.
+    ListPools,
+    /// `POST /v1/pools`: create a warm pool.
+    CreatePool,
+    /// `GET /v1/pools/{name}`.
+    GetPool,
+    /// `DELETE /v1/pools/{name}`: its waiting VMs are destroyed (those checked out stay).
+    RemovePool,
+    /// `POST /v1/pools/{name}/checkout`: a VM of the pool, running.
+    CheckoutPool,
 }
 
 impl Route {
     /// Every route.
-    pub const ALL: [Route; 15] = [
+    pub const ALL: [Route; 20] = [
         Route::OpenApi,
         Route::Info,
         Route::Events,
@@ -58,6 +68,11 @@ impl Route {
         Route::SnapshotVm,
         Route::RestoreSnapshot,
         Route::GuestConnect,
+        Route::ListPools,
+        Route::CreatePool,
+        Route::GetPool,
+        Route::RemovePool,
+        Route::CheckoutPool,
     ];
 
     /// Its HTTP method.
@@ -69,19 +84,23 @@ impl Route {
             | Route::ListVms
             | Route::GetVm
             | Route::VmLogs
-            | Route::GuestConnect => Method::GET,
-            Route::RemoveVm => Method::DELETE,
+            | Route::GuestConnect
+            | Route::ListPools
+            | Route::GetPool => Method::GET,
+            Route::RemoveVm | Route::RemovePool => Method::DELETE,
             Route::CreateVm
             | Route::PauseVm
             | Route::ResumeVm
             | Route::StopVm
             | Route::VmConsole
             | Route::SnapshotVm
-            | Route::RestoreSnapshot => Method::POST,
+            | Route::RestoreSnapshot
+            | Route::CreatePool
+            | Route::CheckoutPool => Method::POST,
         }
     }
 
-    /// Its path template (`{id}` for a VM id).
+    /// Its path template (`{id}` for a VM id, `{name}` for a pool's).
     pub fn template(self) -> &'static str {
         match self {
             Route::OpenApi => "/openapi.json",
@@ -97,13 +116,18 @@ impl Route {
             Route::SnapshotVm => "/v1/vms/{id}/snapshot",
             Route::RestoreSnapshot => "/v1/snapshots/restore",
             Route::GuestConnect => "/v1/vms/{id}/guest",
+            Route::ListPools | Route::CreatePool => "/v1/pools",
+            Route::GetPool | Route::RemovePool => "/v1/pools/{name}",
+            Route::CheckoutPool => "/v1/pools/{name}/checkout",
         }
     }
 
-    /// The path for VM `id` (percent-encoded as one segment; ignored by routes without one).
+    /// The path for VM (or pool) `id`, percent-encoded as one segment in place of the
+    /// template's parameter; ignored by routes without one.
     pub fn path(self, id: &str) -> String {
         let segment = percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string();
-        self.template().replace("{id}", &segment)
+        let parts = self.template().split('/').map(|part| if part.starts_with('{') { segment.as_str() } else { part });
+        parts.collect::<Vec<_>>().join("/")
     }
 }
 
@@ -160,5 +184,6 @@ mod tests {
     fn ids_are_one_segment() {
         assert_eq!(Route::PauseVm.path("a/b c"), "/v1/vms/a%2Fb%20c/pause");
         assert_eq!(Route::ListVms.path("ignored"), "/v1/vms");
+        assert_eq!(Route::CheckoutPool.path("p 1"), "/v1/pools/p%201/checkout");
     }
 }

@@ -154,6 +154,60 @@ pub struct RestoreRequest {
     pub resume: Option<bool>,
 }
 
+/// `POST /v1/pools`: a warm pool (see [`crate::pool`]) of `size` VMs, cold (`config`: spawned
+/// with their API up, configured and booted at checkout) or template (`template`: restored
+/// paused from that snapshot bundle, resumed at checkout). Exactly one of the two. The agent
+/// keeps it across restarts, and the VMs waiting in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PoolRequest {
+    /// Its name (letters, digits, `-`, `_`; at most 32); its VMs are `<name>-<12 hex digits>`.
+    pub name: String,
+    /// How many VMs wait ready.
+    pub size: usize,
+    /// How many VMs it makes at once while refilling (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refill_concurrency: Option<usize>,
+    /// A cold pool's config (without an id: the pool gives ids).
+    #[serde(default, serialize_with = "crate::config::serialize_camel_case_option")]
+    pub config: Option<crate::config::VmConfig>,
+    /// A template pool's snapshot bundle dir (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<PathBuf>,
+}
+
+impl PoolRequest {
+    /// The pool it describes (`INVALID_CONFIG` naming the field: neither or both kinds, a
+    /// relative or unreadable bundle, an invalid spec).
+    pub fn to_spec(&self) -> Result<crate::pool::PoolSpec, SmartVmError> {
+        use crate::config::ConfigErrors;
+        use crate::pool::{PoolKind, PoolSpec};
+        let kind = match (&self.config, &self.template) {
+            (Some(config), None) => PoolKind::Cold(config.clone()),
+            (None, Some(dir)) if !dir.is_absolute() => {
+                let why = format!("{} must be an absolute path", dir.display());
+                return Err(ConfigErrors::single("template", why).into());
+            }
+            (None, Some(dir)) => PoolKind::template(dir)?,
+            _ => return Err(ConfigErrors::single("config", "give a config (cold pool) or a template, not both").into()),
+        };
+        let spec =
+            PoolSpec::new(&self.name, self.size, kind).with_refill_concurrency(self.refill_concurrency.unwrap_or(1));
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+/// `POST /v1/pools/{name}/checkout`: a VM of the pool, running. A cold pool's is configured
+/// with `config` (default: the pool's; no id), a template pool's has its snapshot's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CheckoutRequest {
+    /// The config a cold pool's VM boots with.
+    #[serde(default, serialize_with = "crate::config::serialize_camel_case_option")]
+    pub config: Option<crate::config::VmConfig>,
+}
+
 /// What a VM became, as `GET /v1/events` reports it: one of its states (written as the state
 /// is), or `removed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,7 +304,7 @@ impl ErrorBody {
     pub fn of(e: &SmartVmError) -> (u16, Self) {
         let (root, code) = (e.root(), e.code());
         let status = match code {
-            ErrorCode::VmNotFound | ErrorCode::NoSuchRoute => 404,
+            ErrorCode::VmNotFound | ErrorCode::PoolNotFound | ErrorCode::NoSuchRoute => 404,
             ErrorCode::PermissionDenied => 403,
             ErrorCode::InvalidState => 409,
             ErrorCode::InvalidConfig => 422,

@@ -162,6 +162,14 @@ pub fn serialize_camel_case<S: serde::Serializer>(config: &VmConfig, serializer:
     config.to_camel_case().serialize(serializer)
 }
 
+/// [`serialize_camel_case`] for an optional config.
+pub fn serialize_camel_case_option<S: serde::Serializer>(
+    config: &Option<VmConfig>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    config.as_ref().map(VmConfig::to_camel_case).serialize(serializer)
+}
+
 /// Largest config file [`VmConfig::from_file`] reads.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Most drives one VM may have (each costs Firecracker a file and an MMIO slot).

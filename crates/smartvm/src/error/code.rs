@@ -64,6 +64,8 @@ pub enum ErrorCode {
     UntrustedPath,
     /// `VM_NOT_FOUND`: no VM with that id (the host agent).
     VmNotFound,
+    /// `POOL_NOT_FOUND`: no warm pool with that name (the host agent).
+    PoolNotFound,
     /// `AGENT_UNAVAILABLE`: no host agent answers on its socket.
     AgentUnavailable,
     /// `PERMISSION_DENIED`: the host agent refuses this caller (or this use of a path).
@@ -87,7 +89,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 37] = [
+    pub const ALL: [ErrorCode; 38] = [
         ErrorCode::InvalidState,
         ErrorCode::InvalidConfig,
         ErrorCode::SocketTimeout,
@@ -117,6 +119,7 @@ impl ErrorCode {
         ErrorCode::SnapshotFailed,
         ErrorCode::UntrustedPath,
         ErrorCode::VmNotFound,
+        ErrorCode::PoolNotFound,
         ErrorCode::AgentUnavailable,
         ErrorCode::PermissionDenied,
         ErrorCode::Busy,
@@ -159,6 +162,7 @@ impl ErrorCode {
             ErrorCode::SnapshotFailed => "SNAPSHOT_FAILED",
             ErrorCode::UntrustedPath => "UNTRUSTED_PATH",
             ErrorCode::VmNotFound => "VM_NOT_FOUND",
+            ErrorCode::PoolNotFound => "POOL_NOT_FOUND",
             ErrorCode::AgentUnavailable => "AGENT_UNAVAILABLE",
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
             ErrorCode::Busy => "BUSY",

@@ -162,6 +162,12 @@ pub enum SmartVmError {
         /// The id asked for.
         id: String,
     },
+    /// `POOL_NOT_FOUND`: no warm pool with this name.
+    #[error("no pool {name:?}")]
+    PoolNotFound {
+        /// The name asked for.
+        name: String,
+    },
     /// `AGENT_UNAVAILABLE`: no host agent answers at `socket`.
     #[error("no smartvm agent answers at {} (start one with `smartvm serve`)", socket.display())]
     AgentUnavailable {
@@ -226,6 +232,7 @@ impl SmartVmError {
             SmartVmError::Snapshot(_) => ErrorCode::SnapshotFailed,
             SmartVmError::Untrusted(_) => ErrorCode::UntrustedPath,
             SmartVmError::VmNotFound { .. } => ErrorCode::VmNotFound,
+            SmartVmError::PoolNotFound { .. } => ErrorCode::PoolNotFound,
             SmartVmError::AgentUnavailable { .. } => ErrorCode::AgentUnavailable,
             SmartVmError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
             SmartVmError::Busy(_) => ErrorCode::Busy,

@@ -60,9 +60,9 @@ struct Shared {
 }
 
 impl VmPool {
-    /// A pool of `spec` whose VMs run with `options`; starts refilling at once (on the current
-    /// tokio runtime).
-    pub(crate) fn start(spec: PoolSpec, options: VmRuntimeOptions) -> Arc<Self> {
+    /// A pool of `spec` whose VMs run with `options`, holding `ready` (VMs adopted from a
+    /// previous owner) to begin with; starts refilling at once (on the current tokio runtime).
+    pub(crate) fn start(spec: PoolSpec, options: VmRuntimeOptions, ready: Vec<MicroVm>) -> Arc<Self> {
         let stats =
             PoolStats { name: spec.name.clone(), kind: spec.kind.name().into(), size: spec.size, ..Default::default() };
         let shared = Arc::new(Shared {
@@ -79,6 +79,11 @@ impl VmPool {
             discarded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         });
+        for vm in &ready {
+            watch_exit(vm, Arc::downgrade(&shared));
+        }
+        shared.lock_ready().extend(ready);
+        shared.publish();
         let refiller = tokio::spawn(refill::run(shared.clone()));
         Arc::new(Self { shared, refiller: Mutex::new(Some(refiller)) })
     }
@@ -146,7 +151,7 @@ impl VmPool {
             tracing::warn!(pool = %self.name(), vm = %vm.id(), "a ready VM failed its check; destroyed");
             self.shared.discarded.fetch_add(1, Ordering::Relaxed);
             self.shared.changed();
-            drop(vm); // unwinds synchronously
+            vm.destroy_now();
         }
     }
 

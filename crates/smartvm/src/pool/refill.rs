@@ -80,7 +80,7 @@ async fn make_one(shared: Arc<Shared>, pool: Weak<Shared>) {
         Ok(vm) => {
             watch_exit(&vm, pool);
             if shared.closed.load(Ordering::SeqCst) {
-                drop(vm);
+                vm.destroy_now();
             } else {
                 shared.lock_ready().push_back(vm);
             }
@@ -105,7 +105,7 @@ fn discard_ended(shared: &Shared) {
     for vm in ended {
         tracing::warn!(pool = %shared.spec.name, vm = %vm.id(), "a ready VM's process ended; destroyed");
         shared.discarded.fetch_add(1, Ordering::SeqCst);
-        drop(vm);
+        vm.destroy_now();
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigErrors, ConfigProblem, VmConfig};
 use crate::error::{Result, SnapshotError};
@@ -114,7 +114,7 @@ impl PoolSpec {
 }
 
 /// What a pool holds and has done, as of one moment.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolStats {
     /// The pool's name.

@@ -6,7 +6,7 @@ use super::SmartVm;
 use crate::config::{ConfigErrors, VmConfig};
 use crate::error::Result;
 use crate::pool::{PoolKind, PoolSpec, VmPool};
-use crate::vm::MicroVm;
+use crate::vm::{MicroVm, VmRuntimeOptions};
 
 impl SmartVm {
     /// Creates pool `spec` and starts filling it in the background (see [`crate::pool`]).
@@ -23,7 +23,15 @@ impl SmartVm {
     /// # Ok(()) }
     /// ```
     pub async fn create_pool(&self, spec: PoolSpec) -> Result<Arc<VmPool>> {
+        let options = self.pool_options(&spec)?;
+        self.register_pool(spec, options, Vec::new())
+    }
+
+    /// The runtime options of `spec`'s VMs, once the spec and everything a VM of the pool is
+    /// checked for at creation are checked.
+    pub(super) fn pool_options(&self, spec: &PoolSpec) -> Result<VmRuntimeOptions> {
         spec.validate()?;
+        #[cfg_attr(not(feature = "network"), allow(unused_mut))]
         let mut options = self.runtime_options_for_new_vm()?;
         if matches!(spec.kind, PoolKind::Cold(_)) && options.jailer.is_some() {
             let why = "a cold pool runs Firecracker directly; under the jailer use a template pool";
@@ -35,17 +43,27 @@ impl SmartVm {
         }
         // A template pool's VMs restore their drives through the drive namespace.
         options.drive_namespace = options.drive_namespace && matches!(spec.kind, PoolKind::Template { .. });
-        // Everything a VM of the pool is checked for at creation, checked once now.
         let sample = VmConfig { id: Some(format!("{}-check", spec.name)), ..spec.kind.config().clone() };
         let sample = MicroVm::new(&sample, options.clone())?;
         if matches!(spec.kind, PoolKind::Cold(_)) {
             sample.can_warm_up()?;
         }
+        Ok(options)
+    }
+
+    /// Starts pool `spec` holding `ready` and registers it; `INVALID_CONFIG` for a name in use
+    /// (then `ready` is unwound as it drops).
+    pub(super) fn register_pool(
+        &self,
+        spec: PoolSpec,
+        options: VmRuntimeOptions,
+        ready: Vec<MicroVm>,
+    ) -> Result<Arc<VmPool>> {
         let mut pools = self.pool_registry();
         if pools.contains_key(&spec.name) {
             return Err(ConfigErrors::single("name", format!("a pool named {:?} exists", spec.name)).into());
         }
-        let pool = VmPool::start(spec, options);
+        let pool = VmPool::start(spec, options, ready);
         pools.insert(pool.name().to_string(), pool.clone());
         Ok(pool)
     }

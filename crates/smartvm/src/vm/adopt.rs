@@ -23,6 +23,18 @@ impl MicroVm {
     /// line). The VM comes back `Running` or `Paused`, as Firecracker reports it; its console
     /// is followed from the start of its file, so nothing is missed or repeated.
     pub async fn adopt(vm_dir: &Path, options: VmRuntimeOptions) -> Result<MicroVm> {
+        Self::adopt_journaled(vm_dir, options, None).await
+    }
+
+    /// Adopts a detached VM that waits in pool `pool` (journaled so): a cold pool's comes back
+    /// warm (`Created`, its process up, nothing configured), a template pool's `Paused`.
+    /// Anything else Firecracker reports (a guest that runs) is refused: a pool hands out only
+    /// VMs nobody used.
+    pub(crate) async fn adopt_pooled(vm_dir: &Path, options: VmRuntimeOptions, pool: &str) -> Result<MicroVm> {
+        Self::adopt_journaled(vm_dir, options, Some(pool)).await
+    }
+
+    async fn adopt_journaled(vm_dir: &Path, options: VmRuntimeOptions, pool: Option<&str>) -> Result<MicroVm> {
         let journal = VmJournal::read(vm_dir).map_err(|e| match e {
             super::ledger::JournalError::Untrusted { source, .. } => SmartVmError::Untrusted(source),
             other => refuse(vm_dir, &other.to_string()),
@@ -30,21 +42,27 @@ impl MicroVm {
         if !journal.detached {
             return Err(refuse(vm_dir, "not a detached VM"));
         }
+        if journal.pool.as_deref() != pool {
+            return Err(refuse(vm_dir, "its journal names another pool (or none)"));
+        }
         let config = journal.config.clone().ok_or_else(|| refuse(vm_dir, "its journal has no config"))?;
         let pid =
             journal.pid().filter(|_| journal.process_alive()).ok_or_else(|| refuse(vm_dir, "its process is gone"))?;
-        let vm = MicroVm::from_validated(
+        let mut vm = MicroVm::from_validated(
             &config,
             VmRuntimeOptions { policy: super::VmPolicy { detached: true, ..options.policy.clone() }, ..options },
         );
+        vm.pool = pool.map(str::to_string);
         if vm.vm_dir != vm_dir {
             return Err(refuse(vm_dir, "its journal names another VM"));
         }
         let process = FirecrackerProcess::adopt(pid, vm_dir, (vm.console.clone(), vm.stderr.clone()))?;
         let api = Arc::new(ApiClient::new(&journal.socket).with_timeout(vm.options.request_timeout));
-        let state = match api.send(&GetInstanceInfo).await?.state.as_str() {
-            "Paused" => VmState::Paused,
-            _ => VmState::Running,
+        let state = match (api.send(&GetInstanceInfo).await?.state.as_str(), pool) {
+            ("Paused", _) => VmState::Paused,
+            ("Not started", Some(_)) => VmState::Created,
+            (_, Some(_)) => return Err(refuse(vm_dir, "a pooled VM that is neither warm nor paused")),
+            (_, None) => VmState::Running,
         };
         {
             let mut inner = vm.inner.lock().await;
@@ -57,7 +75,9 @@ impl MicroVm {
                 Ledger::adopt(vm_dir, journal).map_err(|e| SmartVmError::io("cannot write the VM journal", e))?;
             inner.ledger = Some(ledger);
         }
-        *vm.running_since.lock().unwrap_or_else(|p| p.into_inner()) = crate::host::process_started_at(pid);
+        if state != VmState::Created {
+            *vm.running_since.lock().unwrap_or_else(|p| p.into_inner()) = crate::host::process_started_at(pid);
+        }
         vm.set_state(state);
         tracing::debug!(vm = %vm.id, pid, ?state, "adopted");
         Ok(vm)

@@ -116,6 +116,13 @@ impl MicroVm {
         self
     }
 
+    /// Destroys a VM a pool discards, synchronously: its process (even a detached one's: no
+    /// one is to adopt it), then everything its ledger holds.
+    pub(crate) fn destroy_now(mut self) {
+        self.options.policy.detached = false;
+        drop(self);
+    }
+
     /// The pool this VM waits in, if it does.
     pub fn pool(&self) -> Option<&str> {
         self.pool.as_deref()

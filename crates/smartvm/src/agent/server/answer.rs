@@ -64,6 +64,20 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for VmId {
     }
 }
 
+/// A pool name from the path; one that is not text is no pool's (404).
+pub(super) struct PoolName(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PoolName {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Failure> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(name)| PoolName(name))
+            .map_err(|_| Failure::Error(SmartVmError::PoolNotFound { name: "(not text)".into() }))
+    }
+}
+
 /// Query parameters; unreadable ones are 422 naming the query.
 pub(super) struct QueryOf<T>(pub T);
 

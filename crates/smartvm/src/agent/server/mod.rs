@@ -23,6 +23,8 @@ mod answer;
 mod guest;
 mod peer;
 mod policy;
+mod pool_book;
+mod pools;
 mod snapshots;
 mod store;
 mod streams;
@@ -45,10 +47,11 @@ use crate::error::{Result, SmartVmError};
 use crate::options::SmartVmOptions;
 use crate::smartvm::SmartVm;
 
-/// What the server shares with its handlers: the store of VMs, the policy and the gate for
-/// starts, and whether it is closing.
+/// What the server shares with its handlers: the store of VMs, the record of its pools, the
+/// policy and the gate for starts, and whether it is closing.
 struct Agent {
     store: store::VmStore,
+    pool_book: pool_book::PoolBook,
     policy: AgentPolicy,
     starts: policy::StartGate,
     closing: tokio::sync::watch::Sender<bool>,
@@ -65,14 +68,22 @@ impl Agent {
     /// A turn to start `vms` VMs: `BUSY` when the agent holds its most VMs already, or when
     /// too many starts wait.
     async fn start_turn(&self, vms: usize) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        self.room_for(vms)?;
+        self.starts.enter(vms).await
+    }
+
+    /// `BUSY` unless `vms` more VMs fit under the limit, counting the VMs held and those
+    /// pools keep ready.
+    fn room_for(&self, vms: usize) -> Result<()> {
         let held = self.smartvm().vm_count();
-        if held + vms > self.policy.max_vms {
+        let pooled: usize = self.smartvm().pools().iter().map(|p| p.spec().size).sum();
+        if held + pooled + vms > self.policy.max_vms {
+            let limit = self.policy.max_vms;
             return Err(SmartVmError::Busy(format!(
-                "the agent holds {held} VMs; its limit is {}",
-                self.policy.max_vms
+                "the agent holds {held} VMs and its pools keep {pooled} ready; its limit is {limit}"
             )));
         }
-        self.starts.enter(vms).await
+        Ok(())
     }
 
     /// Resolves when the server shuts down: every open stream ends with it.
@@ -102,6 +113,11 @@ pub struct AdoptReport {
     pub ended: Vec<VmSummary>,
     /// VMs whose leftovers were reclaimed.
     pub reclaimed: Vec<String>,
+    /// Pools made again from the agent's record, each with the waiting VMs taken over.
+    pub pools: Vec<(String, Vec<String>)>,
+    /// Recorded pools that could not be made again (a bundle gone, an untrusted record), and
+    /// why; their waiting VMs were reclaimed.
+    pub pools_failed: Vec<(PathBuf, SmartVmError)>,
 }
 
 impl AgentServer {
@@ -116,6 +132,7 @@ impl AgentServer {
         let vm_policy = crate::vm::VmPolicy { detached: true, ..options.vm_policy.clone() };
         let smartvm = SmartVm::new(SmartVmOptions { vm_policy, ..options });
         let agent = Agent {
+            pool_book: pool_book::PoolBook::new(&smartvm.options().runtime_dir),
             store: store::VmStore::new(smartvm),
             starts: policy::StartGate::new(&policy),
             policy,
@@ -129,10 +146,12 @@ impl AgentServer {
         self.agent.smartvm()
     }
 
-    /// Takes over the VMs a previous agent left running, records those that died meanwhile,
-    /// then reclaims what dead ones left.
+    /// Makes the recorded pools again (with the VMs waiting in them), takes over the VMs a
+    /// previous agent left running, records those that died meanwhile, then reclaims what dead
+    /// ones left.
     pub async fn adopt(&self) -> Result<AdoptReport> {
         let smartvm = self.agent.smartvm();
+        let (pools, pools_failed) = self.adopt_pools().await;
         let outcome = smartvm.adopt_detached().await?;
         for vm in outcome.adopted.iter().filter_map(|id| smartvm.vm(id)) {
             self.agent.watch(&vm);
@@ -141,7 +160,28 @@ impl AgentServer {
         self.agent.add_ended(ended.clone());
         let mut reclaimed = outcome.reclaimed;
         reclaimed.extend(smartvm.reclaim().await?.reclaimed);
-        Ok(AdoptReport { adopted: outcome.adopted, failed: outcome.failed, ended, reclaimed })
+        Ok(AdoptReport { adopted: outcome.adopted, failed: outcome.failed, ended, reclaimed, pools, pools_failed })
+    }
+
+    /// The recorded pools, made again; what could not be is reported (its record stays).
+    async fn adopt_pools(&self) -> (Vec<(String, Vec<String>)>, Vec<(PathBuf, SmartVmError)>) {
+        let (requests, mut failed) = self.agent.pool_book.load();
+        let mut pools = Vec::new();
+        for request in requests {
+            let record = self.agent.pool_book.file(&request.name);
+            let adopted = match request.to_spec() {
+                Ok(spec) => self.agent.smartvm().adopt_pool(spec).await,
+                Err(e) => Err(e),
+            };
+            match adopted {
+                Ok((pool, outcome)) => {
+                    failed.extend(outcome.failed);
+                    pools.push((pool.name().to_string(), outcome.adopted));
+                }
+                Err(e) => failed.push((record, e)),
+            }
+        }
+        (pools, failed)
     }
 
     /// The routes, each behind the peer check (answers need the peer's credentials: serve the
@@ -201,6 +241,11 @@ fn handler(route: Route) -> MethodRouter<Shared> {
         Route::SnapshotVm => post(snapshots::snapshot),
         Route::RestoreSnapshot => post(snapshots::restore),
         Route::GuestConnect => get(guest::connect),
+        Route::ListPools => get(pools::list),
+        Route::CreatePool => post(pools::create),
+        Route::GetPool => get(pools::inspect),
+        Route::RemovePool => delete(pools::remove),
+        Route::CheckoutPool => post(pools::checkout),
     }
 }
 
