@@ -43,6 +43,9 @@ enum Command {
     /// Snapshot bundles: take one of a running VM, or restore one.
     #[command(subcommand)]
     Snapshot(crate::snapshot::SnapshotCommand),
+    /// Warm pools in the host agent: VMs kept ready for `run --pool` (create, ls, rm).
+    #[command(subcommand)]
+    Pool(crate::pools::PoolCommand),
     /// Run the host agent: it owns VMs started with `run -d` until they are removed.
     Serve(crate::serve::ServeArgs),
     /// List the agent's VMs.
@@ -132,6 +135,7 @@ pub fn main() -> ExitCode {
             Command::Image(cmd) => interruptible(crate::images::image(cmd)).await,
             Command::Snapshot(cmd) => interruptible(crate::snapshot::snapshot(cmd)).await,
             Command::Serve(args) => crate::serve::serve(args).await,
+            Command::Pool(cmd) => interruptible(crate::pools::pool(cmd)).await,
             Command::Ps(args) => interruptible(crate::vms::ps(args)).await,
             Command::Logs(args) => interruptible(crate::vms::logs(args)).await,
             Command::Stop(args) => interruptible(crate::vms::stop(args)).await,

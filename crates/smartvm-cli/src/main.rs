@@ -7,6 +7,7 @@ mod exit;
 mod guest;
 mod images;
 mod maintenance;
+mod pools;
 mod progress;
 mod run;
 mod run_flags;

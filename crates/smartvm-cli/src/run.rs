@@ -59,6 +59,13 @@ pub struct RunArgs {
     /// and Ctrl-C or --timeout stop the VM with SIGTERM.
     #[arg(long, conflicts_with_all = ["detach", "metadata", "socket_path"])]
     no_api: bool,
+    /// Take the VM from the agent's warm pool NAME (see `smartvm pool`): no cold start. A cold
+    /// pool's VM boots the --config given, else the pool's; nothing else shapes it. Without -d
+    /// its console streams here until it ends, then it is removed.
+    #[arg(long, value_name = "NAME", conflicts_with_all = [
+        "kernel", "rootfs", "boot_args", "vcpus", "mem", "id", "console_file", "timeout", "net", "jailed", "no_api",
+    ])]
+    pool: Option<String>,
     /// Boot a base-image bundle (see `smartvm image pull`).
     #[command(flatten)]
     image: crate::images::SourceArgs,
@@ -68,7 +75,7 @@ pub struct RunArgs {
 
 /// Writes the probe kernel when the config boots it, but only after every other field has
 /// been validated: bad input never leaves files behind.
-fn install_probe_if_used(cfg: &VmConfig, options: &SmartVmOptions) -> Result<(), CliError> {
+pub(crate) fn install_probe_if_used(cfg: &VmConfig, options: &SmartVmOptions) -> Result<(), CliError> {
     let dir = options.data_dir.join("kernels");
     if cfg.boot_source.kernel_image_path != probe::probe_kernel_path(&dir) {
         return Ok(());
@@ -90,15 +97,7 @@ fn build_config(
     bundle: Option<&BaseImageBundle>,
 ) -> Result<VmConfig, CliError> {
     let mut cfg = match (&args.config, bundle) {
-        (Some(path), _) => {
-            let mut cfg = VmConfig::from_file(path).map_err(SmartVmError::from)?;
-            // Paths in a config file are relative to the file, as in compose files.
-            let base = std::path::absolute(path).ok().and_then(|p| p.parent().map(std::path::Path::to_path_buf));
-            if let Some(base) = base {
-                resolve_relative(&mut cfg, &base);
-            }
-            cfg
-        }
+        (Some(path), _) => config_from_file(path)?,
         (None, Some(b)) => b.vm_config(),
         (None, None) => {
             let kernel = match &args.kernel {
@@ -147,6 +146,16 @@ fn build_config(
     Ok(cfg)
 }
 
+/// The config in the file at `path`; paths in it are relative to the file, as in compose files.
+pub(crate) fn config_from_file(path: &std::path::Path) -> Result<VmConfig, CliError> {
+    let mut cfg = VmConfig::from_file(path).map_err(SmartVmError::from)?;
+    let base = std::path::absolute(path).ok().and_then(|p| p.parent().map(std::path::Path::to_path_buf));
+    if let Some(base) = base {
+        resolve_relative(&mut cfg, &base);
+    }
+    Ok(cfg)
+}
+
 /// Makes every relative host path in `cfg` relative to `base`.
 fn resolve_relative(cfg: &mut VmConfig, base: &std::path::Path) {
     let fix = |p: &mut PathBuf| {
@@ -173,6 +182,16 @@ fn resolve_relative(cfg: &mut VmConfig, base: &std::path::Path) {
 }
 
 pub async fn run(args: RunArgs) -> Result<Exit, CliError> {
+    if let Some(pool) = &args.pool {
+        if args.image.is_set() || args.firectl.is_set() {
+            return Err(CliError::new(
+                Exit::Usage,
+                "--pool takes the pool's VM: only --config, -d and --json go with it",
+            ));
+        }
+        let config = args.config.as_deref().map(config_from_file).transpose()?;
+        return crate::pools::run(pool, config.as_ref(), args.detach, args.json).await;
+    }
     let mut options = SmartVmOptions::from_env();
     options.jailed_by_default |= args.jailed;
     if let Some(binary) = std::env::current_dir().ok().and_then(|cwd| args.firectl.binary(&cwd)) {
@@ -372,7 +391,7 @@ async fn print_console(
 }
 
 /// `code N` or `signal N`.
-fn describe(info: smartvm::process::ExitInfo) -> String {
+pub(crate) fn describe(info: smartvm::process::ExitInfo) -> String {
     match (info.code, info.signal) {
         (Some(c), _) => format!("code {c}"),
         (None, Some(s)) => format!("signal {s}"),

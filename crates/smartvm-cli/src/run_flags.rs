@@ -115,6 +115,30 @@ impl FirectlArgs {
             .map_err(|e| CliError::new(Exit::InvalidConfig, format!("--metadata {}: not JSON: {e}", path.display())))
     }
 
+    /// True when any of these flags is given.
+    pub fn is_set(&self) -> bool {
+        let Self {
+            add_drive,
+            root_ro,
+            tap_device,
+            vsock_device,
+            metadata,
+            initrd,
+            firecracker_binary,
+            log_level,
+            socket_path,
+        } = self;
+        !add_drive.is_empty()
+            || *root_ro
+            || !tap_device.is_empty()
+            || vsock_device.is_some()
+            || metadata.is_some()
+            || initrd.is_some()
+            || firecracker_binary.is_some()
+            || log_level.is_some()
+            || socket_path.is_some()
+    }
+
     /// `--firecracker-binary`, absolute.
     pub fn binary(&self, cwd: &Path) -> Option<PathBuf> {
         self.firecracker_binary.as_ref().map(|b| cwd.join(b))
