@@ -123,7 +123,7 @@ async fn an_agent_restart_makes_its_pools_again_with_the_vms_that_waited() {
     // A checkout is a VM of the agent's, running on the warm Firecracker that waited longest.
     let used = first.client.checkout("warm", None).await.unwrap();
     assert_eq!((used.state, used.pid), (VmState::Running, Some(warm[0].1)));
-    assert_eq!(first.client.list().await.unwrap().iter().map(|v| v.id.clone()).collect::<Vec<_>>(), [used.id.clone()]);
+    assert_eq!(first.client.list().await.unwrap().iter().map(|v| v.id.clone()).collect::<Vec<_>>(), [used.id.as_str()]);
     let warm = first.filled("warm").await; // refilled
     let tmpl = first.filled("tmpl").await;
     guard.0.extend(pids(&warm).iter().chain(&pids(&tmpl)));
@@ -141,7 +141,7 @@ async fn an_agent_restart_makes_its_pools_again_with_the_vms_that_waited() {
     let adopted: Vec<(String, BTreeSet<String>)> =
         report.pools.iter().map(|(name, vms)| (name.clone(), vms.iter().cloned().collect())).collect();
     assert_eq!(adopted, [("tmpl".to_string(), ids(&tmpl)), ("warm".to_string(), ids(&warm))]);
-    assert_eq!(report.adopted, [used.id.clone()], "the checked-out VM is an ordinary VM");
+    assert_eq!(report.adopted, [used.id.as_str()], "the checked-out VM is an ordinary VM");
     let readopted = second.server.smartvm().pool("warm").unwrap().ready_vms();
     assert_eq!(readopted.iter().map(|(_, p)| p.unwrap()).collect::<BTreeSet<_>>(), pids(&warm));
 
