@@ -354,8 +354,9 @@ impl SmartVm {
         let base = config.id.clone().unwrap_or_else(|| "clone".into());
         let configs: Vec<VmConfig> =
             (0..count).map(|i| VmConfig { id: Some(format!("{base}-{i}")), ..config.clone() }).collect();
-        let results =
-            futures_util::future::join_all(configs.iter().map(|c| self.restore_vm(c, snapshot, resume))).await;
+        // Loaded paused, then resumed together: guests resumed early would take the CPU from
+        // the loads still running (measured with `smartvm bench --clones`).
+        let results = futures_util::future::join_all(configs.iter().map(|c| self.restore_vm(c, snapshot, false))).await;
         let (mut vms, mut failed) = (Vec::new(), None);
         for r in results {
             match r {
@@ -364,6 +365,10 @@ impl SmartVm {
                     failed.get_or_insert(e);
                 }
             }
+        }
+        if resume && failed.is_none() {
+            let resumed = futures_util::future::join_all(vms.iter().map(|vm| vm.resume())).await;
+            failed = resumed.into_iter().find_map(Result::err);
         }
         if let Some(e) = failed {
             // All or none: the clones that started go again.
