@@ -56,6 +56,8 @@ extern "C" fn probe_main(boot_params: u64) -> ! {
             block_action(devices, arg, true);
         } else if let Some(arg) = token.strip_prefix(b"probe.watch=") {
             watch_forever(devices, arg);
+        } else if let Some(arg) = token.strip_prefix(b"probe.touch=") {
+            touch_memory(parse_u64(arg).unwrap_or(0));
         } else if let Some(arg) = token.strip_prefix(b"probe.count=") {
             count_forever(parse_u64(arg).unwrap_or(100));
         } else if let Some(arg) = token.strip_prefix(b"probe.vsock=") {
@@ -339,6 +341,26 @@ fn echo_forever() -> ! {
 }
 
 /// Prints `count n=<n>` every `ms` milliseconds forever (pause/snapshot tests watch it).
+/// Writes every 4 KiB page of guest memory above the probe's own image, up to `mib` MiB (the
+/// VM's memory size: above it nothing is mapped), so that each page holds data of its own (a
+/// snapshot then has the whole memory to save, and clones the whole memory to share).
+fn touch_memory(mib: u64) {
+    extern "C" {
+        static __probe_end: u8;
+    }
+    // SAFETY: only the symbol's address is taken; the linker script defines it.
+    let image_end = unsafe { core::ptr::addr_of!(__probe_end) } as u64;
+    let mut page = (image_end + 4095) & !4095;
+    let mut pages = 0u64;
+    while page < mib << 20 {
+        // SAFETY: identity-mapped guest RAM above the image, used by nothing else.
+        unsafe { core::ptr::write_volatile(page as *mut u64, 0xa5a5_0000_0000_0000 | page) };
+        page += 4096;
+        pages += 1;
+    }
+    report!("touch pages={}", pages);
+}
+
 fn count_forever(ms: u64) -> ! {
     let khz = tsc_khz();
     report!("clock tsc_khz={}", khz);

@@ -24,7 +24,8 @@
 //!
 //! Actions (kernel command line): `probe.read=<drive>:<sector>`,
 //! `probe.write=<drive>:<sector>:<text>` (`<drive>` = index among block devices, which is the
-//! config's drive order), `probe.count=<ms>`, `probe.watch=<drive>:<sector>:<ms>` (re-read
+//! config's drive order), `probe.touch=<MiB>` (write every page of memory above the probe up
+//! to that size, then `touch pages=<n>`), `probe.count=<ms>`, `probe.watch=<drive>:<sector>:<ms>` (re-read
 //! forever, one `read` line per change), `probe.echo` (echo serial input lines), `probe.halt` (park in a spin loop: hypervisors such as
 //! `kvm_pvm` deliver no trap from guest ring 3 back to ring 0, so the probe cannot `hlt`).
 
@@ -119,6 +120,13 @@ impl ProbeArgs {
     /// Print `exit code=<code>` (0-255) and end the VM: a workload's exit status.
     pub fn exit(mut self, code: u8) -> Self {
         self.actions.push(format!("probe.exit={code}"));
+        self
+    }
+
+    /// Write every page of guest memory above the probe's image up to `mib` MiB (the VM's
+    /// memory size), then report `touch pages=<n>`.
+    pub fn touch(mut self, mib: u64) -> Self {
+        self.actions.push(format!("probe.touch={mib}"));
         self
     }
 
@@ -260,6 +268,8 @@ pub struct ProbeReport {
     pub lines: Vec<u64>,
     /// The exit code the guest reported (`probe.exit=`).
     pub exit_code: Option<u8>,
+    /// Pages the guest wrote (`probe.touch=`).
+    pub touched_pages: Option<u64>,
 }
 
 impl ProbeReport {
@@ -295,6 +305,7 @@ impl ProbeReport {
                 "count" => r.counts.extend(num("n")),
                 "line" => r.lines.extend(num("n")),
                 "exit" => r.exit_code = num("code").and_then(|c| u8::try_from(c).ok()),
+                "touch" => r.touched_pages = num("pages"),
                 "done" => r.done = true,
                 "panic" => r.panicked = true,
                 "ctrl-alt-del" => r.ctrl_alt_del = true,

@@ -34,6 +34,7 @@ fn scenario(name: &str, title: &str, raw: Option<&str>) -> Scenario {
         cpu_ms_per_vm: None,
         vmm_cpu_ms_per_vm: None,
         rss_kib_per_vm: None,
+        pss_kib_per_vm: None,
         floor: None,
     }
 }

@@ -11,6 +11,7 @@
 //!
 //! `--guest` measures the guest agent instead (see [`guest`]).
 
+mod clones;
 mod guest;
 mod pool;
 mod raw;
@@ -42,7 +43,8 @@ pub struct BenchArgs {
     /// Rounds of each at-once scenario (and of the clones).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
-    /// Clones started at once from one snapshot (0 leaves the scenario out).
+    /// Clones started at once from one snapshot (0 leaves the scenario out); also from a 128 MiB
+    /// guest that wrote all of its memory, with each Firecracker's PSS right after.
     #[arg(long, default_value_t = 50)]
     clones: u32,
     /// Also measure VMs under the jailer (chroot, uid/gid drop, jail base `/srv/jailer`),
@@ -156,6 +158,7 @@ fn scenario(
         cpu_ms_per_vm: cpu.per_vm_ms(),
         vmm_cpu_ms_per_vm: cpu.vmm_per_vm_ms(),
         rss_kib_per_vm: None,
+        pss_kib_per_vm: None,
         floor: None,
     }
 }
@@ -407,66 +410,6 @@ impl Rig {
         seen.ok_or_else(|| bench_error("snapshot restore", "restored guest printed nothing"))?;
         Ok(restored)
     }
-
-    /// `n` clones of one snapshot at once per round, raw loads then `clone_vms`.
-    async fn clones(&self, n: u32, rounds: u32, cfg: &VmConfig, snap: &Snapshot) -> Result<Vec<Scenario>, CliError> {
-        let load = load_average();
-        let (mut raw_all, mut sv_all) = (Vec::new(), Vec::new());
-        let (mut raw_cpu, mut sv_cpu, mut rss_per_vm) = (CpuMeter::default(), CpuMeter::default(), None::<f64>);
-        let params = self.raw_load(snap);
-        for round in 0..rounds {
-            let t0 = Instant::now();
-            let loads = raw_cpu.measure(
-                n,
-                join_all((0..n).map(|i| {
-                    let socket = self.work.join(format!("raw-clone-{round}-{i}.sock"));
-                    let params = &params;
-                    async move { raw::restore(&self.binary, &socket, params, self.version, false).await }
-                })),
-            );
-            let loads = loads.await;
-            let mut vms = loads.into_iter().collect::<Result<Vec<_>, _>>()?;
-            raw_all.push(ms(vms.iter().map(|(seen, _)| *seen).max().unwrap_or(t0) - t0));
-            for (_, vm) in &mut vms {
-                let _ = vm.kill().await;
-            }
-            let t0 = Instant::now();
-            let base = VmConfig { id: Some(format!("clone{round}")), ..cfg.clone() };
-            let clones = sv_cpu.measure(n, self.smartvm.clone_vms(&base, snap, n as usize, true)).await?;
-            sv_all.push(ms(t0.elapsed()));
-            // An upper bound: everything the program holds above its start, over the live clones.
-            let grown = resident_kib().zip(self.rss_start).map(|(now, start)| now.saturating_sub(start) as f64);
-            if let Some(g) = grown {
-                rss_per_vm = Some(rss_per_vm.unwrap_or(0.0).max(g / f64::from(n)));
-            }
-            for c in &clones {
-                self.smartvm.remove_vm(c.id()).await?;
-            }
-        }
-        let load = (load, load_average());
-        let raw_name = format!("clones.{n}.raw");
-        Ok(vec![
-            scenario(
-                &raw_name,
-                format!("{n} raw spawns + snapshot loads (resume) at once → all loaded"),
-                None,
-                raw_all,
-                load,
-                &raw_cpu,
-            ),
-            Scenario {
-                rss_kib_per_vm: rss_per_vm,
-                ..scenario(
-                    &format!("clones.{n}.smartvm"),
-                    format!("smartvm clone_vms({n}) (resume) → all restored"),
-                    Some(&raw_name),
-                    sv_all,
-                    load,
-                    &sv_cpu,
-                )
-            },
-        ])
-    }
 }
 
 pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
@@ -511,6 +454,7 @@ pub async fn bench(args: BenchArgs) -> Result<Exit, CliError> {
         scenarios.extend(rig.restore(args.runs, &cfg, &snap).await?);
         if args.clones > 0 {
             scenarios.extend(rig.clones(args.clones, args.rounds, &cfg, &snap).await?);
+            scenarios.extend(rig.clones_pss(args.clones, args.rounds).await?);
         }
     }
     if args.pools || args.pools_only {

@@ -30,6 +30,9 @@ pub struct Scenario {
     pub vmm_cpu_ms_per_vm: Option<f64>,
     /// This program's resident KiB (above its start) per VM alive at once.
     pub rss_kib_per_vm: Option<f64>,
+    /// Each Firecracker's proportional set size (`/proc/PID/smaps_rollup`), KiB, averaged over
+    /// the VMs right after they started.
+    pub pss_kib_per_vm: Option<f64>,
     /// The key of the scenario with raw Firecracker run with its API up (`--api-floor`).
     pub floor: Option<String>,
 }
@@ -62,6 +65,7 @@ struct ScenarioOut {
     own_cpu_ms_per_vm: Option<f64>,
     vmm_cpu_ms_per_vm: Option<f64>,
     rss_kib_per_live_vm: Option<f64>,
+    pss_kib_per_vm: Option<f64>,
     /// Every sample in the order taken, for analyses of one's own.
     samples: Vec<f64>,
 }
@@ -110,6 +114,7 @@ impl Report {
                     own_cpu_ms_per_vm: s.cpu_ms_per_vm,
                     vmm_cpu_ms_per_vm: s.vmm_cpu_ms_per_vm,
                     rss_kib_per_live_vm: s.rss_kib_per_vm,
+                    pss_kib_per_vm: s.pss_kib_per_vm,
                     samples: s.samples.clone(),
                 })
             })
@@ -137,9 +142,9 @@ impl Report {
             String::new(),
             format!(
                 "| scenario | n | mean ms | median ms | p95 ms | min ms | max ms | /raw mean | /raw median |{floor_head} \
-                 load start→end | own CPU ms/VM | VMM CPU ms/VM | RSS KiB/live VM |"
+                 load start→end | own CPU ms/VM | VMM CPU ms/VM | RSS KiB/live VM | VMM PSS KiB/VM |"
             ),
-            format!("|---|---|---|---|---|---|---|---|---|{floor_rule}---|---|---|---|"),
+            format!("|---|---|---|---|---|---|---|---|---|{floor_rule}---|---|---|---|---|"),
         ];
         for s in &self.out {
             let m = &s.summary;
@@ -147,8 +152,9 @@ impl Report {
             let cpu = s.own_cpu_ms_per_vm.map_or("".into(), |c| format!("{c:.3}"));
             let vmm = s.vmm_cpu_ms_per_vm.map_or("".into(), |c| format!("{c:.3}"));
             let rss = s.rss_kib_per_live_vm.map_or("".into(), |r| format!("{r:.0}"));
+            let pss = s.pss_kib_per_vm.map_or("".into(), |r| format!("{r:.0}"));
             out.push(format!(
-                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |{to_floor} {}→{} | {cpu} | {vmm} | {rss} |",
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |{to_floor} {}→{} | {cpu} | {vmm} | {rss} | {pss} |",
                 s.title,
                 m.n,
                 m.mean,
@@ -180,6 +186,7 @@ mod tests {
             cpu_ms_per_vm: raw.map(|_| 0.25),
             vmm_cpu_ms_per_vm: raw.map(|_| 4.5),
             rss_kib_per_vm: None,
+            pss_kib_per_vm: None,
             floor: None,
         };
         let r = Report::new(
@@ -220,6 +227,7 @@ mod tests {
             cpu_ms_per_vm: None,
             vmm_cpu_ms_per_vm: None,
             rss_kib_per_vm: None,
+            pss_kib_per_vm: None,
             floor: floor.map(Into::into),
         };
         let scenarios = vec![

@@ -85,9 +85,29 @@ pub fn resident_kib() -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
 }
 
+/// Process `pid`'s proportional set size in KiB (`Pss` of `/proc/<pid>/smaps_rollup`): its
+/// private pages plus its share of the pages it maps together with other processes.
+pub fn pss_kib(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup.lines().find_map(|l| l.strip_prefix("Pss:"))?.split_whitespace().next()?.parse().ok()
+}
+
+/// The mean of `values`, if there are any.
+pub fn mean(values: &[u64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<u64>() as f64 / values.len() as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_process_has_a_pss() {
+        let pss = pss_kib(std::process::id()).expect("smaps_rollup is readable");
+        assert!(pss > 0 && pss <= resident_kib().unwrap() + 64, "{pss}");
+        assert_eq!(mean(&[1, 2, 6]), Some(3.0));
+        assert_eq!(mean(&[]), None);
+    }
 
     #[test]
     fn summary_percentiles() {
