@@ -166,7 +166,7 @@ async fn an_agent_restart_makes_its_pools_again_with_the_vms_that_waited() {
     assert_eq!(gone.code(), "POOL_NOT_FOUND", "{gone}");
     assert_eq!(second.client.remove_pool("warm").await.unwrap_err().code(), "POOL_NOT_FOUND");
     assert!(!env.smartvm.runtime_dir().join(".pools/warm.json").exists());
-    assert!(common::pid_alive(booted.pid.unwrap()));
+    assert!(common::pid_alive(used.pid.unwrap()), "a VM checked out of it keeps running");
     for id in [&used.id, &booted.id, &resumed.id] {
         second.client.remove(id, true).await.unwrap();
     }
