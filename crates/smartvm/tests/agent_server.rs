@@ -319,9 +319,19 @@ async fn a_group_member_names_no_host_path_outside_the_allowed_dirs() {
         send_as_nobody(&socket, "POST", "/v1/snapshots/restore", restore).await,
         (403, "PERMISSION_DENIED".into())
     );
+    // Pools hold VMs for as long as they exist: only the owner makes or removes them.
+    let pool = format!(
+        r#"{{"name": "members", "size": 1, "config": {}}}"#,
+        String::from_utf8_lossy(&with(serde_json::json!({})))
+    );
+    assert_eq!(
+        send_as_nobody(&socket, "POST", "/v1/pools", pool.into_bytes()).await,
+        (403, "PERMISSION_DENIED".into())
+    );
     assert!(!pwned.exists() && !std::path::Path::new("/etc/smartvm-pwned").exists(), "nothing was written");
     let client = AgentClient::new(&socket);
     assert!(client.list().await.unwrap().is_empty(), "nothing was created");
+    assert!(client.pools().await.unwrap().is_empty(), "no pool was created");
     // Under the allowed directory a member boots a VM.
     let (status, _) = send_as_nobody(&socket, "POST", "/v1/vms", with(serde_json::json!({"id": "members"}))).await;
     assert_eq!(status, 201);
