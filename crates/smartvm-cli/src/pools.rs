@@ -41,6 +41,10 @@ pub struct CreateArgs {
     /// A template pool of this snapshot bundle: VMs restored paused, resumed at checkout.
     #[arg(long, conflicts_with_all = ["config", "kernel", "boot_args", "vcpus", "mem"])]
     template: Option<PathBuf>,
+    /// Send the config to each waiting Firecracker ahead (drives staged, TAPs made): a checkout
+    /// only starts the instance, and `run --pool` takes the pool's config and no other.
+    #[arg(long, conflicts_with = "template")]
+    preconfigured: bool,
     /// A cold pool's VM config (camelCase JSON, without an id); default: the probe guest.
     #[arg(long, short)]
     config: Option<PathBuf>,
@@ -110,6 +114,7 @@ async fn create(args: CreateArgs) -> Result<Exit, CliError> {
         refill_concurrency: args.refill_concurrency,
         config: None,
         template: None,
+        preconfigured: args.preconfigured,
     };
     match &args.template {
         Some(dir) => request.template = Some(absolute(dir)?),

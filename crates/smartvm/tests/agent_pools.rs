@@ -88,7 +88,7 @@ fn probe(env: &common::TestEnv, args: &str) -> VmConfig {
 
 fn cold(env: &common::TestEnv, name: &str, size: usize) -> PoolRequest {
     let config = Some(probe(env, "probe.count=50"));
-    PoolRequest { name: name.into(), size, refill_concurrency: None, config, template: None }
+    PoolRequest { name: name.into(), size, refill_concurrency: None, config, template: None, preconfigured: false }
 }
 
 /// A snapshot bundle of a counting probe, in `env`'s dir.

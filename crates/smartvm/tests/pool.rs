@@ -91,6 +91,38 @@ async fn a_cold_pool_hands_out_warm_vms_that_boot_with_the_checkout_config_and_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_pool_sends_its_config_ahead_and_takes_no_other() {
+    let Some(env) = env() else { return };
+    let config = probe(&env, &ProbeArgs::new().lines(3).to_boot_args());
+    let pool = env.smartvm.create_pool(PoolSpec::new("conf", 2, PoolKind::Configured(config.clone()))).await.unwrap();
+    assert!(pool.ready(READY).await, "filled: {:?}", pool.stats());
+    assert_eq!(pool.stats().kind, "configured");
+    // A waiting Firecracker already holds the pool's config (and has not started).
+    let (first, _) = pool.ready_vms()[0].clone();
+    let api = smartvm::api::ApiClient::new(env.smartvm.runtime_dir().join(&first).join("firecracker.sock"));
+    let sent = api.get("/vm/config").await.unwrap();
+    assert!(sent.ok && sent.body.contains("probe.lines=3"), "{}", sent.body);
+    let info = api.get("/").await.unwrap();
+    assert!(info.body.contains("Not started"), "{}", info.body);
+
+    // Another config is refused and the VM stays ready; none, or the same, boots it.
+    let other = probe(&env, &ProbeArgs::new().lines(1).to_boot_args());
+    let refused = env.smartvm.checkout(&pool, Some(&other)).await.unwrap_err();
+    assert_eq!(refused.code(), "INVALID_CONFIG", "{refused}");
+    assert_eq!(pool.ready_vms()[0].0, first, "the ready VM is untouched");
+    let vm = env.smartvm.checkout(&pool, None).await.unwrap();
+    assert_eq!(vm.id(), first);
+    assert_eq!(common::report(&vm).await.lines, [0, 1, 2]);
+    let again = env.smartvm.checkout(&pool, Some(&config)).await.unwrap();
+    assert_eq!(common::report(&again).await.lines, [0, 1, 2]);
+    assert_eq!(VmJournal::read(again.runtime_dir()).unwrap().pool, None);
+    let stats = wait_stats(&pool, "refilled", |s| s.ready == 2).await;
+    assert_eq!((stats.handed_out, stats.misses), (2, 0));
+    env.smartvm.cleanup().await.unwrap();
+    assert_eq!(runtime_entries(env.smartvm.runtime_dir()), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_checkouts_from_a_pool_of_ten_while_it_refills() {
     let Some(env) = env() else { return };
     // The probe reports and ends: a hundred guests spinning would starve two cores.

@@ -22,14 +22,20 @@ const REFILL: Duration = Duration::from_secs(30);
 impl Rig {
     /// The pool scenarios, `runs` of each side.
     pub(super) async fn pools(&self, runs: u32, cfg: &VmConfig, snap: &Snapshot) -> Result<Vec<Scenario>, CliError> {
-        let mut scenarios = self.cold_pool(runs).await?;
+        let mut scenarios = self.cold_pool(runs, false).await?;
+        scenarios.extend(self.cold_pool(runs, true).await?);
         scenarios.extend(self.template_pool(runs, cfg, snap).await?);
         Ok(scenarios)
     }
 
-    async fn cold_pool(&self, runs: u32) -> Result<Vec<Scenario>, CliError> {
+    /// A cold pool's checkouts (with `configured`, a configured pool's) against raw boots.
+    async fn cold_pool(&self, runs: u32, configured: bool) -> Result<Vec<Scenario>, CliError> {
         let config = VmConfig { id: None, ..self.cfg("pooled".into(), "") };
-        let pool = self.smartvm.create_pool(PoolSpec::new("bench-cold", 2, PoolKind::Cold(config))).await?;
+        let (kind, name, what) = match configured {
+            false => (PoolKind::Cold(config), "cold", "configure + boot a waiting Firecracker"),
+            true => (PoolKind::Configured(config), "configured", "start a waiting, configured Firecracker"),
+        };
+        let pool = self.smartvm.create_pool(PoolSpec::new(format!("bench-{name}"), 2, kind)).await?;
         let load = load_average();
         let (mut raw_all, mut sv_all) = (Vec::new(), Vec::new());
         let (mut raw_cpu, mut sv_cpu) = (CpuMeter::reaping(), CpuMeter::default());
@@ -41,10 +47,10 @@ impl Rig {
         }
         self.smartvm.remove_pool(pool.name()).await;
         let load = (load, load_average());
-        let raw_name = "pool.cold.raw";
+        let raw_name = format!("pool.{name}.raw");
         Ok(vec![
             scenario(
-                raw_name,
+                &raw_name,
                 "raw firecracker --no-api --config-file: spawn → first probe line".into(),
                 None,
                 raw_all,
@@ -52,9 +58,9 @@ impl Rig {
                 &raw_cpu,
             ),
             scenario(
-                "pool.cold.smartvm",
-                "cold pool: checkout (configure + boot a waiting Firecracker) → first probe line".into(),
-                Some(raw_name),
+                &format!("pool.{name}.smartvm"),
+                format!("{name} pool: checkout ({what}) → first probe line"),
+                Some(&raw_name),
                 sv_all,
                 load,
                 &sv_cpu,

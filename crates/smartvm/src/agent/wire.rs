@@ -155,8 +155,9 @@ pub struct RestoreRequest {
 }
 
 /// `POST /v1/pools`: a warm pool (see [`crate::pool`]) of `size` VMs, cold (`config`: spawned
-/// with their API up, configured and booted at checkout) or template (`template`: restored
-/// paused from that snapshot bundle, resumed at checkout). Exactly one of the two. The agent
+/// with their API up, configured and booted at checkout; with `preconfigured`, configured ahead
+/// and only started at checkout) or template (`template`: restored paused from that snapshot
+/// bundle, resumed at checkout). Exactly one of `config` and `template`. The agent
 /// keeps it across restarts, and the VMs waiting in it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -174,6 +175,10 @@ pub struct PoolRequest {
     /// A template pool's snapshot bundle dir (absolute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<PathBuf>,
+    /// With `config`: send it to each waiting Firecracker ahead (a configured pool: checkouts
+    /// only start the instance, and take the pool's config and no other).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preconfigured: bool,
 }
 
 impl PoolRequest {
@@ -183,7 +188,11 @@ impl PoolRequest {
         use crate::config::ConfigErrors;
         use crate::pool::{PoolKind, PoolSpec};
         let kind = match (&self.config, &self.template) {
+            (Some(config), None) if self.preconfigured => PoolKind::Configured(config.clone()),
             (Some(config), None) => PoolKind::Cold(config.clone()),
+            (None, Some(_)) if self.preconfigured => {
+                return Err(ConfigErrors::single("preconfigured", "goes with a config, not a template").into());
+            }
             (None, Some(dir)) if !dir.is_absolute() => {
                 let why = format!("{} must be an absolute path", dir.display());
                 return Err(ConfigErrors::single("template", why).into());

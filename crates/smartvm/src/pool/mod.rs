@@ -248,7 +248,8 @@ impl Shared {
         let config = VmConfig { id: Some(self.new_id()), ..self.spec.kind.config().clone() };
         let vm = MicroVm::new(&config, self.options.clone())?.for_pool(&self.spec.name);
         match &self.spec.kind {
-            PoolKind::Cold(_) => vm.warm_up().await?,
+            PoolKind::Cold(_) => vm.warm_up(false).await?,
+            PoolKind::Configured(_) => vm.warm_up(true).await?,
             PoolKind::Template { snapshot, .. } => vm.restore_snapshot(snapshot, false, false).await?,
         }
         Ok(vm)

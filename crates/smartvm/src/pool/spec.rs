@@ -19,6 +19,10 @@ pub enum PoolKind {
     /// Firecracker spawned with its API up and nothing configured; a checkout configures it
     /// (with this config, or the one it is given) and boots it.
     Cold(VmConfig),
+    /// Like [`Cold`](Self::Cold), with this config already sent to Firecracker (and its
+    /// drives staged, its TAPs made): a checkout only starts the instance. Checkouts take the
+    /// pool's config and no other.
+    Configured(VmConfig),
     /// Restored from this snapshot and paused; a checkout resumes it. The VMs have the config
     /// the snapshot carries (or `config`, which must describe the same machine).
     Template {
@@ -43,6 +47,7 @@ impl PoolKind {
     pub fn name(&self) -> &'static str {
         match self {
             PoolKind::Cold(_) => "cold",
+            PoolKind::Configured(_) => "configured",
             PoolKind::Template { .. } => "template",
         }
     }
@@ -50,7 +55,7 @@ impl PoolKind {
     /// The config its VMs are made with (and a cold pool's checkouts default to).
     pub fn config(&self) -> &VmConfig {
         match self {
-            PoolKind::Cold(config) | PoolKind::Template { config, .. } => config,
+            PoolKind::Cold(config) | PoolKind::Configured(config) | PoolKind::Template { config, .. } => config,
         }
     }
 }

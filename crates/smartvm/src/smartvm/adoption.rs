@@ -91,6 +91,11 @@ impl SmartVm {
             if !ours || !journal.detached || !journal.process_alive() {
                 continue;
             }
+            if matches!(spec.kind, crate::pool::PoolKind::Configured(_)) {
+                // What a configured pool's VM was sent cannot be read back and checked: replaced.
+                outcome.reclaimed.extend(reclaim_one(&self.reclaim_scope(), &dir, Spare::Nothing).reclaimed);
+                continue;
+            }
             match adopt_twice(&dir, &options, Some(&spec.name)).await {
                 Ok(vm) if ready.len() < spec.size => {
                     outcome.adopted.push(journal.vm_id);

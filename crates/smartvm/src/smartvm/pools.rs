@@ -33,8 +33,9 @@ impl SmartVm {
         spec.validate()?;
         #[cfg_attr(not(feature = "network"), allow(unused_mut))]
         let mut options = self.runtime_options_for_new_vm()?;
-        if matches!(spec.kind, PoolKind::Cold(_)) && options.jailer.is_some() {
-            let why = "a cold pool runs Firecracker directly; under the jailer use a template pool";
+        let warm = matches!(spec.kind, PoolKind::Cold(_) | PoolKind::Configured(_));
+        if warm && options.jailer.is_some() {
+            let why = "a cold or configured pool runs Firecracker directly; under the jailer use a template pool";
             return Err(ConfigErrors::single("kind", why).into());
         }
         #[cfg(feature = "network")]
@@ -45,7 +46,7 @@ impl SmartVm {
         options.drive_namespace = options.drive_namespace && matches!(spec.kind, PoolKind::Template { .. });
         let sample = VmConfig { id: Some(format!("{}-check", spec.name)), ..spec.kind.config().clone() };
         let sample = MicroVm::new(&sample, options.clone())?;
-        if matches!(spec.kind, PoolKind::Cold(_)) {
+        if warm {
             sample.can_warm_up()?;
         }
         Ok(options)
@@ -146,7 +147,7 @@ impl SmartVm {
     /// (restores it first when made on the spot).
     async fn boot(pool: &VmPool, vm: &MicroVm) -> Result<()> {
         match &pool.spec().kind {
-            PoolKind::Cold(_) => vm.start().await,
+            PoolKind::Cold(_) | PoolKind::Configured(_) => vm.start().await,
             PoolKind::Template { .. } if vm.state() == crate::VmState::Paused => vm.resume().await,
             PoolKind::Template { snapshot, .. } => vm.restore_snapshot(snapshot, true, false).await,
         }
@@ -155,9 +156,17 @@ impl SmartVm {
     /// The config a checkout of `pool` boots with: checked before any VM is taken.
     fn checkout_config(&self, pool: &VmPool, config: Option<&VmConfig>) -> Result<Option<VmConfig>> {
         let Some(config) = config else { return Ok(None) };
-        if let PoolKind::Template { .. } = pool.spec().kind {
-            let why = "a template pool's VMs have their snapshot's config";
-            return Err(ConfigErrors::single("config", why).into());
+        match &pool.spec().kind {
+            PoolKind::Template { .. } => {
+                let why = "a template pool's VMs have their snapshot's config";
+                return Err(ConfigErrors::single("config", why).into());
+            }
+            PoolKind::Configured(own) if own != config => {
+                let why = "a configured pool's VMs have the pool's config (give none, or the same)";
+                return Err(ConfigErrors::single("config", why).into());
+            }
+            PoolKind::Configured(_) => return Ok(None),
+            PoolKind::Cold(_) => {}
         }
         if config.id.is_some() {
             let why = "a VM from a pool gets its id from the pool (`<pool>-<hex>`)";
@@ -171,7 +180,7 @@ impl SmartVm {
     /// pool as it is.
     fn hand_out(&self, vm: &mut MicroVm, pool: &VmPool, config: Option<&VmConfig>) -> Result<()> {
         match &pool.spec().kind {
-            PoolKind::Template { .. } => vm.leave_pool(),
+            PoolKind::Template { .. } | PoolKind::Configured(_) => vm.leave_pool(),
             PoolKind::Cold(default) => {
                 let config = config.unwrap_or(default);
                 #[cfg(feature = "network")]

@@ -54,7 +54,7 @@ pub use plan::{boot_plan, check_for_version, BootPlan, ResolvedResources};
 pub use runtime_options::{VmPolicy, VmRuntimeOptions};
 pub use state::{Operation, Transition, VmState};
 pub use steps::{restore_steps, start_steps, Step};
-pub use warm::{checkout_steps, warm_steps};
+pub use warm::{checkout_steps, configured_warm_steps, warm_steps};
 
 #[derive(Debug, Default)]
 struct VmResources {
@@ -65,6 +65,9 @@ struct VmResources {
     #[cfg(feature = "network")]
     taps: Vec<crate::network::TapDevice>,
     ledger: Option<ledger::Ledger>,
+    /// A warm VM whose config Firecracker has already been sent (a configured pool's): its
+    /// start is only `InstanceStart`.
+    configured_ahead: bool,
 }
 
 /// What others may read of a VM without waiting for an operation in progress (a start holds the
@@ -359,6 +362,7 @@ impl MicroVm {
         let path = if source.is_some() || warm { BootPath::Api } else { self.boot_path() };
         let (steps, mut cx) = match source {
             Some(_) => (restore_steps(), steps::StartContext::new(source)),
+            None if warm && inner.configured_ahead => (vec![Step::InstanceStart], steps::StartContext::warmed(&inner)),
             None if warm => (checkout_steps(), steps::StartContext::warmed(&inner)),
             None => (start_steps(path), steps::StartContext::new(None)),
         };

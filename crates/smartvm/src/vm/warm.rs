@@ -16,6 +16,12 @@ pub fn warm_steps() -> Vec<Step> {
     vec![Step::CheckHost, Step::CreateRuntimeDir, Step::Spawn, Step::WaitForApi, Step::LearnVersion]
 }
 
+/// The steps that run ahead of a checkout from a configured pool: the whole API boot but its
+/// `InstanceStart` (the config is the pool's, known ahead).
+pub fn configured_warm_steps() -> Vec<Step> {
+    start_steps(BootPath::Api).into_iter().filter(|s| *s != Step::InstanceStart).collect()
+}
+
 /// The steps of an API boot that [`warm_steps`] did not run, in their order.
 pub fn checkout_steps() -> Vec<Step> {
     let warm = warm_steps();
@@ -23,11 +29,12 @@ pub fn checkout_steps() -> Vec<Step> {
 }
 
 impl MicroVm {
-    /// Runs [`warm_steps`]: afterwards Firecracker runs with its API up and nothing configured,
-    /// and the VM is still `Created`. Only for Firecracker run directly (a jail or a drive
-    /// namespace is shaped by the config, which a warm VM does not have yet) with its API on.
-    /// On failure nothing is left and the VM is in `Error`.
-    pub(crate) async fn warm_up(&self) -> Result<()> {
+    /// Runs [`warm_steps`] (or with `configured`, [`configured_warm_steps`]): afterwards
+    /// Firecracker runs with its API up and nothing (or its whole config) sent, and the VM is
+    /// still `Created`. Only for Firecracker run directly (a jail or a drive namespace is shaped
+    /// by the config, which a cold pool's VM does not have yet) with its API on. On failure
+    /// nothing is left and the VM is in `Error`.
+    pub(crate) async fn warm_up(&self, configured: bool) -> Result<()> {
         self.can_warm_up()?;
         let inner = self.inner.lock().await;
         let state = self.state();
@@ -37,8 +44,10 @@ impl MicroVm {
         let _starting = crate::process::spawner::StartInProgress::begin();
         let mut cx = StartContext::new(None);
         let mut guard = StartGuard { vm: self, inner, failed: Some(VmState::Error) };
-        let result = self.run_steps(&warm_steps(), &mut guard.inner, &mut cx).await;
+        let steps = if configured { configured_warm_steps() } else { warm_steps() };
+        let result = self.run_steps(&steps, &mut guard.inner, &mut cx).await;
         guard.failed = None;
+        guard.inner.configured_ahead = configured && result.is_ok();
         if let Err((step, e)) = result {
             self.teardown(&mut guard.inner).await;
             self.set_state(VmState::Error);
@@ -165,5 +174,8 @@ mod tests {
         all.sort_by_key(|s| api.iter().position(|a| a == s));
         assert_eq!(all, api);
         assert!(!warm.contains(&Step::Prepare), "nothing that depends on the config runs ahead");
+        let mut configured = configured_warm_steps();
+        configured.push(Step::InstanceStart);
+        assert_eq!(configured, api, "a configured pool runs all but InstanceStart ahead");
     }
 }

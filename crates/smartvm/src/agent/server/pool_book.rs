@@ -104,7 +104,14 @@ mod tests {
 
     fn request(name: &str) -> PoolRequest {
         let config = crate::VmConfig::new("/vmlinux");
-        PoolRequest { name: name.into(), size: 2, refill_concurrency: None, config: Some(config), template: None }
+        PoolRequest {
+            name: name.into(),
+            size: 2,
+            refill_concurrency: None,
+            config: Some(config),
+            template: None,
+            preconfigured: false,
+        }
     }
 
     #[test]
