@@ -85,7 +85,8 @@ pub async fn ps(args: PsArgs) -> Result<Exit, CliError> {
     let known: Vec<String> = agent.as_ref().map(|vms| vms.iter().map(|v| v.id.clone()).collect()).unwrap_or_default();
     let others: Vec<VmSummary> = smartvm::vm::journaled_vms(&SmartVmOptions::from_env().runtime_dir)
         .iter()
-        .filter(|vm| vm.owner.is_some() && !known.contains(&vm.journal.vm_id))
+        // VMs waiting in a pool are the pool's (`smartvm pool ls`), not anybody's VMs yet.
+        .filter(|vm| vm.owner.is_some() && vm.journal.pool.is_none() && !known.contains(&vm.journal.vm_id))
         .filter_map(VmSummary::from_journal)
         .collect();
     let mut vms = match agent {

@@ -25,6 +25,7 @@ fn bench_reports_every_scenario_as_json_and_refuses_zero_runs() {
         "--shuffle",
         "--api-floor",
         "--no-api",
+        "--pools",
     ];
     let args = [&args[..], &["--json"]].concat();
     let out = env.cmd(&args).output().unwrap();
@@ -46,6 +47,11 @@ fn bench_reports_every_scenario_as_json_and_refuses_zero_runs() {
         "at-once.2.smartvm-no-api",
         "restore.smartvm",
         "clones.2.smartvm",
+        "clones.pss.2.raw",
+        "clones.pss.2.smartvm",
+        "pool.cold.smartvm",
+        "pool.configured.smartvm",
+        "pool.template.smartvm",
     ] {
         assert!(names.contains(&name), "{name} in {names:?}");
     }
@@ -66,6 +72,11 @@ fn bench_reports_every_scenario_as_json_and_refuses_zero_runs() {
     let vmm = |name: &str| scenarios.iter().find(|s| s["name"] == name).unwrap()["vmmCpuMsPerVm"].as_f64();
     assert!(vmm("boot.exit.smartvm").unwrap() > 0.0 && vmm("at-once.3.raw").unwrap() > 0.0);
     assert_eq!(vmm("restore.smartvm"), None);
+    // Each clone of the guest that wrote all 128 MiB shares it: a fraction of it is its own.
+    let pss = |name: &str| scenarios.iter().find(|s| s["name"] == name).unwrap()["pssKibPerVm"].as_f64();
+    let shared = pss("clones.pss.2.smartvm").expect("PSS measured");
+    assert!(shared > 0.0 && shared < 8.0 * 1024.0, "{shared} KiB");
+    assert!(pss("clones.pss.2.raw").is_some() && pss("clones.2.smartvm").is_none());
     assert!(env.runtime_is_empty());
 }
 

@@ -34,6 +34,7 @@ fn pool_create_run_from_it_and_remove() {
     wait_ready(&agent, "warm", 2);
     let (_, ls, _) = run(&env, &["pool", "ls"]);
     assert!(ls.lines().any(|l| l.starts_with("warm") && l.contains("cold")), "{ls}");
+    assert_eq!(run(&env, &["ps", "-a", "--json"]).1.trim(), "[]", "waiting VMs are the pool's, not listed");
 
     // The pool's config (the probe, which ends at once) streams to its end; the VM is removed.
     let (code, out, err) = run(&env, &["run", "--pool", "warm"]);
