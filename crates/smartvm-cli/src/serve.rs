@@ -78,6 +78,12 @@ fn report(found: &AdoptReport) {
     for id in &found.reclaimed {
         eprintln!("reclaimed {id}");
     }
+    for (name, waiting) in &found.pools {
+        eprintln!("pool {name} made again with {} waiting VMs taken over", waiting.len());
+    }
+    for (record, e) in &found.pools_failed {
+        eprintln!("warning: cannot make the pool of {} again: {e}", record.display());
+    }
 }
 
 async fn shutdown_signal() {

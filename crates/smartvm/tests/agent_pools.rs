@@ -205,3 +205,33 @@ async fn a_recorded_pool_that_cannot_be_made_again_leaves_no_vm_running() {
     assert!(second.client.pools().await.unwrap().is_empty());
     second.shut_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_vm_not_in_the_state_its_pool_leaves_it_in_is_replaced() {
+    let Some(env) = common::env() else { return };
+    let bundle = template_bundle(&env).await;
+    let (first, _) = start_agent(&env).await;
+    first.client.create_pool(&cold(&env, "swap", 1)).await.unwrap();
+    let waiting = first.filled("swap").await;
+    let _guard = KillOnDrop(pids(&waiting).into_iter().collect());
+    first.shut_down().await;
+    // The record now says "template": its waiting VM (warm, never restored) is not what such a
+    // pool holds, as a restore cut short by a crash would not be.
+    let record = env.smartvm.runtime_dir().join(".pools/swap.json");
+    let template = PoolRequest { template: Some(bundle), config: None, ..cold(&env, "swap", 1) };
+    std::fs::write(&record, serde_json::to_vec(&template).unwrap()).unwrap();
+
+    let (second, report) = start_agent(&env).await;
+    assert_eq!(report.pools, [("swap".to_string(), Vec::<String>::new())], "{report:?}");
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(report.reclaimed, [waiting[0].0.as_str()]);
+    assert!(wait_gone(waiting[0].1), "the VM that did not fit is killed");
+    let refilled = second.filled("swap").await;
+    let vm = second.client.checkout("swap", None).await.unwrap();
+    assert_eq!(vm.pid, Some(refilled[0].1));
+    let vm = second.server.smartvm().vm(&vm.id).unwrap();
+    common::next_count(&vm, None, READY).await.expect("a restored guest that counts on");
+    second.client.remove(vm.id(), true).await.unwrap();
+    second.client.remove_pool("swap").await.unwrap();
+    second.shut_down().await;
+}

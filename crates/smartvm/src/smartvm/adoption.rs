@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use super::SmartVm;
 use crate::error::{Result, SmartVmError};
-use crate::pool::{PoolSpec, VmPool};
+use crate::lifecycle::VmState;
+use crate::pool::{PoolKind, PoolSpec, VmPool};
 use crate::vm::reclaim::{reclaim_one, Spare};
 use crate::vm::{MicroVm, VmJournal, VmRuntimeOptions};
 
@@ -91,12 +92,16 @@ impl SmartVm {
             if !ours || !journal.detached || !journal.process_alive() {
                 continue;
             }
-            if matches!(spec.kind, crate::pool::PoolKind::Configured(_)) {
+            let waiting = match spec.kind {
+                PoolKind::Cold(_) => VmState::Created,
+                PoolKind::Template { .. } => VmState::Paused,
                 // What a configured pool's VM was sent cannot be read back and checked: replaced.
-                outcome.reclaimed.extend(reclaim_one(&self.reclaim_scope(), &dir, Spare::Nothing).reclaimed);
-                continue;
-            }
-            match adopt_twice(&dir, &options, Some(&spec.name)).await {
+                PoolKind::Configured(_) => {
+                    outcome.reclaimed.extend(reclaim_one(&self.reclaim_scope(), &dir, Spare::Nothing).reclaimed);
+                    continue;
+                }
+            };
+            match adopt_twice(&dir, &options, Some((&spec.name, waiting))).await {
                 Ok(vm) if ready.len() < spec.size => {
                     outcome.adopted.push(journal.vm_id);
                     ready.push(vm);
@@ -135,10 +140,10 @@ impl SmartVm {
 
 /// Adopts the VM of `dir` (waiting in `pool`, if named), trying again once: its API may be
 /// slow under load.
-async fn adopt_twice(dir: &Path, options: &VmRuntimeOptions, pool: Option<&str>) -> Result<MicroVm> {
+async fn adopt_twice(dir: &Path, options: &VmRuntimeOptions, pool: Option<(&str, VmState)>) -> Result<MicroVm> {
     let adopt = || async {
         match pool {
-            Some(pool) => MicroVm::adopt_pooled(dir, options.clone(), pool).await,
+            Some((pool, waiting)) => MicroVm::adopt_pooled(dir, options.clone(), pool, waiting).await,
             None => MicroVm::adopt(dir, options.clone()).await,
         }
     };

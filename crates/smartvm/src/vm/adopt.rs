@@ -26,15 +26,25 @@ impl MicroVm {
         Self::adopt_journaled(vm_dir, options, None).await
     }
 
-    /// Adopts a detached VM that waits in pool `pool` (journaled so): a cold pool's comes back
-    /// warm (`Created`, its process up, nothing configured), a template pool's `Paused`.
-    /// Anything else Firecracker reports (a guest that runs) is refused: a pool hands out only
-    /// VMs nobody used.
-    pub(crate) async fn adopt_pooled(vm_dir: &Path, options: VmRuntimeOptions, pool: &str) -> Result<MicroVm> {
-        Self::adopt_journaled(vm_dir, options, Some(pool)).await
+    /// Adopts a detached VM that waits in pool `pool` (journaled so) and must be in `waiting`:
+    /// a cold pool's `Created` (warm: its process up, nothing configured), a template pool's
+    /// `Paused` (restored). Anything else Firecracker reports (a guest that runs, a restore
+    /// that never loaded) is refused: a pool hands out only VMs made as it makes them.
+    pub(crate) async fn adopt_pooled(
+        vm_dir: &Path,
+        options: VmRuntimeOptions,
+        pool: &str,
+        waiting: VmState,
+    ) -> Result<MicroVm> {
+        Self::adopt_journaled(vm_dir, options, Some((pool, waiting))).await
     }
 
-    async fn adopt_journaled(vm_dir: &Path, options: VmRuntimeOptions, pool: Option<&str>) -> Result<MicroVm> {
+    async fn adopt_journaled(
+        vm_dir: &Path,
+        options: VmRuntimeOptions,
+        pooled: Option<(&str, VmState)>,
+    ) -> Result<MicroVm> {
+        let pool = pooled.map(|(name, _)| name);
         let journal = VmJournal::read(vm_dir).map_err(|e| match e {
             super::ledger::JournalError::Untrusted { source, .. } => SmartVmError::Untrusted(source),
             other => refuse(vm_dir, &other.to_string()),
@@ -58,10 +68,11 @@ impl MicroVm {
         }
         let process = FirecrackerProcess::adopt(pid, vm_dir, (vm.console.clone(), vm.stderr.clone()))?;
         let api = Arc::new(ApiClient::new(&journal.socket).with_timeout(vm.options.request_timeout));
-        let state = match (api.send(&GetInstanceInfo).await?.state.as_str(), pool) {
-            ("Paused", _) => VmState::Paused,
-            ("Not started", Some(_)) => VmState::Created,
-            (_, Some(_)) => return Err(refuse(vm_dir, "a pooled VM that is neither warm nor paused")),
+        let state = match (api.send(&GetInstanceInfo).await?.state.as_str(), pooled) {
+            ("Paused", Some((_, VmState::Paused))) => VmState::Paused,
+            ("Not started", Some((_, VmState::Created))) => VmState::Created,
+            (_, Some(_)) => return Err(refuse(vm_dir, "a pooled VM not in the state its pool leaves it in")),
+            ("Paused", None) => VmState::Paused,
             (_, None) => VmState::Running,
         };
         {

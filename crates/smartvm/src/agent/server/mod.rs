@@ -151,22 +151,27 @@ impl AgentServer {
     /// ones left.
     pub async fn adopt(&self) -> Result<AdoptReport> {
         let smartvm = self.agent.smartvm();
-        let (pools, pools_failed) = self.adopt_pools().await;
+        let mut report = AdoptReport::default();
+        self.adopt_pools(&mut report).await;
         let outcome = smartvm.adopt_detached().await?;
         for vm in outcome.adopted.iter().filter_map(|id| smartvm.vm(id)) {
             self.agent.watch(&vm);
         }
-        let ended: Vec<VmSummary> = smartvm.ended_detached().into_iter().filter_map(store::ended_summary).collect();
-        self.agent.add_ended(ended.clone());
-        let mut reclaimed = outcome.reclaimed;
-        reclaimed.extend(smartvm.reclaim().await?.reclaimed);
-        Ok(AdoptReport { adopted: outcome.adopted, failed: outcome.failed, ended, reclaimed, pools, pools_failed })
+        report.ended = smartvm.ended_detached().into_iter().filter_map(store::ended_summary).collect();
+        self.agent.add_ended(report.ended.clone());
+        report.adopted = outcome.adopted;
+        report.failed.extend(outcome.failed);
+        report.reclaimed.extend(outcome.reclaimed);
+        report.reclaimed.extend(smartvm.reclaim().await?.reclaimed);
+        Ok(report)
     }
 
-    /// The recorded pools, made again; what could not be is reported (its record stays).
-    async fn adopt_pools(&self) -> (Vec<(String, Vec<String>)>, Vec<(PathBuf, SmartVmError)>) {
-        let (requests, mut failed) = self.agent.pool_book.load();
-        let mut pools = Vec::new();
+    /// The recorded pools, made again with the VMs that waited in them; a record that cannot
+    /// be made again is reported (it stays), a waiting VM that cannot be taken over is killed
+    /// and unwound.
+    async fn adopt_pools(&self, report: &mut AdoptReport) {
+        let (requests, failed) = self.agent.pool_book.load();
+        report.pools_failed = failed;
         for request in requests {
             let record = self.agent.pool_book.file(&request.name);
             let adopted = match request.to_spec() {
@@ -175,13 +180,13 @@ impl AgentServer {
             };
             match adopted {
                 Ok((pool, outcome)) => {
-                    failed.extend(outcome.failed);
-                    pools.push((pool.name().to_string(), outcome.adopted));
+                    report.failed.extend(outcome.failed);
+                    report.reclaimed.extend(outcome.reclaimed);
+                    report.pools.push((pool.name().to_string(), outcome.adopted));
                 }
-                Err(e) => failed.push((record, e)),
+                Err(e) => report.pools_failed.push((record, e)),
             }
         }
-        (pools, failed)
     }
 
     /// The routes, each behind the peer check (answers need the peer's credentials: serve the
