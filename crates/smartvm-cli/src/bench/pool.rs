@@ -19,21 +19,48 @@ use crate::exit::CliError;
 /// How long a pool may take to refill between timed checkouts.
 const REFILL: Duration = Duration::from_secs(30);
 
+/// The writable data drive of the `*-drive` pool scenarios: what staging copies per VM.
+const DRIVE_MIB: usize = 32;
+
+/// A cold or configured pool's VMs, with or without a data drive.
+#[derive(Clone, Copy)]
+struct Warm {
+    configured: bool,
+    drive: bool,
+}
+
 impl Rig {
     /// The pool scenarios, `runs` of each side.
     pub(super) async fn pools(&self, runs: u32, cfg: &VmConfig, snap: &Snapshot) -> Result<Vec<Scenario>, CliError> {
-        let mut scenarios = self.cold_pool(runs, false).await?;
-        scenarios.extend(self.cold_pool(runs, true).await?);
+        let mut scenarios = Vec::new();
+        for drive in [false, true] {
+            for configured in [false, true] {
+                scenarios.extend(self.cold_pool(runs, Warm { configured, drive }).await?);
+            }
+        }
         scenarios.extend(self.template_pool(runs, cfg, snap).await?);
         Ok(scenarios)
     }
 
-    /// A cold pool's checkouts (with `configured`, a configured pool's) against raw boots.
-    async fn cold_pool(&self, runs: u32, configured: bool) -> Result<Vec<Scenario>, CliError> {
-        let config = VmConfig { id: None, ..self.cfg("pooled".into(), "") };
-        let (kind, name, what) = match configured {
+    /// A cold pool's checkouts (a configured pool's; with a data drive, which smartvm stages
+    /// per VM and raw Firecracker is given as it is) against raw boots.
+    async fn cold_pool(&self, runs: u32, warm: Warm) -> Result<Vec<Scenario>, CliError> {
+        let mut config = VmConfig { id: None, ..self.cfg("pooled".into(), "") };
+        let raw_config = match warm.drive {
+            true => {
+                let drive = self.data_drive()?;
+                config.drives.push(smartvm::config::DriveConfig::new("data", &drive));
+                self.raw_config_with_drive(&drive)?
+            }
+            false => self.raw_config.clone(),
+        };
+        let (kind, name, what) = match warm.configured {
             false => (PoolKind::Cold(config), "cold", "configure + boot a waiting Firecracker"),
             true => (PoolKind::Configured(config), "configured", "start a waiting, configured Firecracker"),
+        };
+        let (name, what) = match warm.drive {
+            true => (format!("{name}-drive"), format!("{what}, {DRIVE_MIB} MiB data drive staged")),
+            false => (name.to_string(), what.to_string()),
         };
         let pool = self.smartvm.create_pool(PoolSpec::new(format!("bench-{name}"), 2, kind)).await?;
         let load = load_average();
@@ -41,17 +68,19 @@ impl Rig {
         let (mut raw_cpu, mut sv_cpu) = (CpuMeter::reaping(), CpuMeter::default());
         for _ in 0..runs {
             let start = Instant::now();
-            let (first, _) = raw_cpu.measure(1, raw::boot(&self.binary, &self.raw_config, Flavor::NoApi)).await?;
+            let (first, _) = raw_cpu.measure(1, raw::boot(&self.binary, &raw_config, Flavor::NoApi)).await?;
             raw_all.push(ms(first - start));
             sv_all.push(self.checkout(&pool, &mut sv_cpu, probe::LINE_PREFIX).await?);
         }
         self.smartvm.remove_pool(pool.name()).await;
         let load = (load, load_average());
         let raw_name = format!("pool.{name}.raw");
+        let with_drive =
+            if warm.drive { format!(" ({DRIVE_MIB} MiB data drive, used in place)") } else { String::new() };
         Ok(vec![
             scenario(
                 &raw_name,
-                "raw firecracker --no-api --config-file: spawn → first probe line".into(),
+                format!("raw firecracker --no-api --config-file{with_drive}: spawn → first probe line"),
                 None,
                 raw_all,
                 load,
@@ -100,6 +129,26 @@ impl Rig {
                 &sv_cpu,
             ),
         ])
+    }
+
+    /// A data drive of `DRIVE_MIB` MiB, every byte written (made once).
+    fn data_drive(&self) -> Result<std::path::PathBuf, CliError> {
+        let path = self.work.join("data.img");
+        if !path.exists() {
+            let data: Vec<u8> = (0..DRIVE_MIB << 20).map(|i| (i % 251) as u8 | 1).collect();
+            std::fs::write(&path, data).map_err(|e| bench_error("write the data drive", e))?;
+        }
+        Ok(path)
+    }
+
+    /// The raw config with `drive` attached (writable: raw Firecracker writes the file itself).
+    fn raw_config_with_drive(&self, drive: &std::path::Path) -> Result<std::path::PathBuf, CliError> {
+        let text = std::fs::read_to_string(&self.raw_config).map_err(|e| bench_error("read the raw config", e))?;
+        let mut doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| bench_error("raw config", e))?;
+        doc["drives"] = serde_json::json!([{"drive_id": "data", "path_on_host": drive, "is_root_device": false, "is_read_only": false}]);
+        let path = self.work.join("raw-config-drive.json");
+        std::fs::write(&path, doc.to_string()).map_err(|e| bench_error("write the raw config", e))?;
+        Ok(path)
     }
 
     /// Waits until `pool` is full, then times one checkout until a console line with `prefix`;
