@@ -51,6 +51,8 @@ fn bench_reports_every_scenario_as_json_and_refuses_zero_runs() {
         "clones.pss.2.smartvm",
         "pool.cold.smartvm",
         "pool.configured.smartvm",
+        "pool.cold-drive.smartvm",
+        "pool.configured-drive.raw",
         "pool.template.smartvm",
     ] {
         assert!(names.contains(&name), "{name} in {names:?}");
