@@ -1,5 +1,6 @@
 //! Drives a running host agent (`smartvm serve`) through the typed client: start a probe VM
-//! that outlives this program, watch its console, list, stop and remove it.
+//! that outlives this program, watch its console, list, stop and remove it; then keep a warm
+//! pool in the agent and take a VM from it.
 //!
 //! ```text
 //! smartvm serve &                       # as root
@@ -8,6 +9,7 @@
 
 use std::time::Duration;
 
+use smartvm::agent::wire::PoolRequest;
 use smartvm::agent::AgentClient;
 use smartvm::probe::{install_probe_kernel, ProbeArgs};
 use smartvm::{SmartVmError, SmartVmOptions, VmConfig};
@@ -35,5 +37,23 @@ async fn main() -> Result<(), SmartVmError> {
     }
     let stopped = agent.stop(&vm.id, Some(Duration::from_secs(2))).await?;
     println!("stopped by {}", stopped.step);
-    agent.remove(&vm.id, false).await
+    agent.remove(&vm.id, false).await?;
+
+    // A pool of two warm Firecrackers the agent keeps (across its restarts, too); a checkout
+    // boots one with the pool's config (a probe that reports and ends).
+    let pooled = VmConfig { id: None, ..config.clone().with_boot_args("console=ttyS0") };
+    let request = PoolRequest {
+        name: "example".into(),
+        size: 2,
+        refill_concurrency: None,
+        config: Some(pooled),
+        template: None,
+        preconfigured: false,
+    };
+    let pool = agent.create_pool(&request).await?;
+    println!("pool {} ({}): {} ready", pool.name, pool.kind, pool.ready);
+    let vm = agent.checkout("example", None).await?;
+    println!("{} from the pool is {}", vm.id, vm.state);
+    agent.remove(&vm.id, true).await?;
+    agent.remove_pool("example").await
 }
