@@ -183,3 +183,12 @@ fn help_for(code: ErrorCode) -> Option<&'static str> {
         _ => return None,
     })
 }
+
+/// `code N` or `signal N`.
+pub fn describe(info: smartvm::process::ExitInfo) -> String {
+    match (info.code, info.signal) {
+        (Some(c), _) => format!("code {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => "unknown status".into(),
+    }
+}

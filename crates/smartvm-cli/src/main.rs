@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod config_file;
 mod doctor;
 mod exit;
 mod guest;

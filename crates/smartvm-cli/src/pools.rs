@@ -85,7 +85,7 @@ fn absolute(path: &std::path::Path) -> Result<PathBuf, CliError> {
 /// once the rest is known valid), with the flags over it.
 fn cold_config(args: &CreateArgs, options: &SmartVmOptions) -> Result<VmConfig, CliError> {
     let mut config = match &args.config {
-        Some(path) => crate::run::config_from_file(path)?,
+        Some(path) => crate::config_file::config_from_file(path)?,
         None => VmConfig::new(probe::probe_kernel_path(&options.data_dir.join("kernels")))
             .with_boot_args("console=ttyS0")
             .with_machine(1, 16),
@@ -121,7 +121,7 @@ async fn create(args: CreateArgs) -> Result<Exit, CliError> {
         None => {
             let options = SmartVmOptions::from_env();
             let config = cold_config(&args, &options)?;
-            crate::run::install_probe_if_used(&config, &options)?;
+            crate::config_file::install_probe_if_used(&config, &options)?;
             request.config = Some(config);
         }
     }
@@ -191,7 +191,7 @@ pub async fn run(name: &str, config: Option<&VmConfig>, detach: bool, json: bool
         crate::exit::notice(format_args!("smartvm: VM {} interrupted; removed", vm.id));
         return Ok(Exit::Interrupted);
     }
-    let how = ended.exit.map_or_else(|| "its console ended".into(), crate::run::describe);
+    let how = ended.exit.map_or_else(|| "its console ended".into(), crate::exit::describe);
     crate::exit::notice(format_args!("smartvm: VM {} exited ({how}); removed", vm.id));
     match ended.exit {
         Some(exit) if !exit.success() => {

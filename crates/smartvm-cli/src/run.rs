@@ -73,22 +73,6 @@ pub struct RunArgs {
     firectl: crate::run_flags::FirectlArgs,
 }
 
-/// Writes the probe kernel when the config boots it, but only after every other field has
-/// been validated: bad input never leaves files behind.
-pub(crate) fn install_probe_if_used(cfg: &VmConfig, options: &SmartVmOptions) -> Result<(), CliError> {
-    let dir = options.data_dir.join("kernels");
-    if cfg.boot_source.kernel_image_path != probe::probe_kernel_path(&dir) {
-        return Ok(());
-    }
-    if let Err(mut errors) = cfg.validate() {
-        errors.problems.retain(|p| p.field != "bootSource.kernelImagePath");
-        if !errors.problems.is_empty() {
-            return Err(SmartVmError::from(errors).into());
-        }
-    }
-    probe::install_probe_kernel(&dir).map(drop).map_err(|e| CliError::new(Exit::HostUnfit, e))
-}
-
 const LINUX_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1 pci=off";
 
 fn build_config(
@@ -97,7 +81,7 @@ fn build_config(
     bundle: Option<&BaseImageBundle>,
 ) -> Result<VmConfig, CliError> {
     let mut cfg = match (&args.config, bundle) {
-        (Some(path), _) => config_from_file(path)?,
+        (Some(path), _) => crate::config_file::config_from_file(path)?,
         (None, Some(b)) => b.vm_config(),
         (None, None) => {
             let kernel = match &args.kernel {
@@ -146,41 +130,6 @@ fn build_config(
     Ok(cfg)
 }
 
-/// The config in the file at `path`; paths in it are relative to the file, as in compose files.
-pub(crate) fn config_from_file(path: &std::path::Path) -> Result<VmConfig, CliError> {
-    let mut cfg = VmConfig::from_file(path).map_err(SmartVmError::from)?;
-    let base = std::path::absolute(path).ok().and_then(|p| p.parent().map(std::path::Path::to_path_buf));
-    if let Some(base) = base {
-        resolve_relative(&mut cfg, &base);
-    }
-    Ok(cfg)
-}
-
-/// Makes every relative host path in `cfg` relative to `base`.
-fn resolve_relative(cfg: &mut VmConfig, base: &std::path::Path) {
-    let fix = |p: &mut PathBuf| {
-        if p.is_relative() {
-            *p = base.join(&*p);
-        }
-    };
-    fix(&mut cfg.boot_source.kernel_image_path);
-    if let Some(initrd) = cfg.boot_source.initrd_path.as_mut() {
-        fix(initrd);
-    }
-    for d in &mut cfg.drives {
-        fix(&mut d.path_on_host);
-    }
-    if let Some(l) = cfg.logger.as_mut() {
-        fix(&mut l.log_path);
-    }
-    if let Some(m) = cfg.metrics.as_mut() {
-        fix(&mut m.metrics_path);
-    }
-    if let Some(v) = cfg.vsock.as_mut() {
-        fix(&mut v.uds_path);
-    }
-}
-
 pub async fn run(args: RunArgs) -> Result<Exit, CliError> {
     if let Some(pool) = &args.pool {
         if args.image.is_set() || args.firectl.is_set() {
@@ -189,7 +138,7 @@ pub async fn run(args: RunArgs) -> Result<Exit, CliError> {
                 "--pool takes the pool's VM: only --config, -d and --json go with it",
             ));
         }
-        let config = args.config.as_deref().map(config_from_file).transpose()?;
+        let config = args.config.as_deref().map(crate::config_file::config_from_file).transpose()?;
         return crate::pools::run(pool, config.as_ref(), args.detach, args.json).await;
     }
     let mut options = SmartVmOptions::from_env();
@@ -207,10 +156,10 @@ pub async fn run(args: RunArgs) -> Result<Exit, CliError> {
     if args.detach {
         // Nothing is written or started when no agent answers.
         crate::vms::client().info().await?;
-        install_probe_if_used(&cfg, &options)?;
+        crate::config_file::install_probe_if_used(&cfg, &options)?;
         return crate::vms::detach(&cfg, args.json).await;
     }
-    install_probe_if_used(&cfg, &options)?;
+    crate::config_file::install_probe_if_used(&cfg, &options)?;
     // No silent download: a missing binary says where it looked and how to get one.
     let binary = smartvm.find_binary()?;
     let mut runtime = smartvm.runtime_options(binary);
@@ -320,7 +269,7 @@ async fn conclude(
 ) -> Result<Exit, CliError> {
     if let End::Exited(info) = end {
         let _ = printer.await;
-        crate::exit::notice(format_args!("smartvm: VM {} exited ({}) {timing}", vm.id(), describe(info)));
+        crate::exit::notice(format_args!("smartvm: VM {} exited ({}) {timing}", vm.id(), crate::exit::describe(info)));
         let lines = vm.console().lines();
         let reported = smartvm::guest::protocol::reported_exit(lines.iter().map(String::as_str));
         return if let (true, Some(status)) = (info.success(), reported) {
@@ -387,15 +336,6 @@ async fn print_console(
             let _ = closed.send(());
             return;
         }
-    }
-}
-
-/// `code N` or `signal N`.
-pub(crate) fn describe(info: smartvm::process::ExitInfo) -> String {
-    match (info.code, info.signal) {
-        (Some(c), _) => format!("code {c}"),
-        (None, Some(s)) => format!("signal {s}"),
-        _ => "unknown status".into(),
     }
 }
 

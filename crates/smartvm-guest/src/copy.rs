@@ -6,7 +6,7 @@ use smartvm_guest_protocol::archive::{pack, unpack, ArchiveError, ChannelReader,
 use smartvm_guest_protocol::{GuestErrorCode, OwnedFrame, Reply, Stream};
 use tokio::sync::mpsc;
 
-use crate::session::{absolute, send, OpError, Reader, Writer};
+use crate::op::{absolute, send, OpError, Reader, Writer};
 
 /// Chunks in flight between the connection and the archive.
 const IN_FLIGHT: usize = 4;

@@ -17,7 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::session::{send, Agent, OpError, Reader, Writer};
+use crate::agent::Agent;
+use crate::op::{send, OpError, Reader, Writer};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -111,7 +112,7 @@ pub async fn run(agent: &Agent, request: ExecRequest, reader: Reader, writer: &m
 fn start(agent: &Agent, request: &ExecRequest) -> Result<Running, OpError> {
     let program = request.argv.first().ok_or_else(|| OpError::new(GuestErrorCode::InvalidArgument, "empty argv"))?;
     let mut command = Command::new(program);
-    command.args(&request.argv[1..]).current_dir(crate::session::absolute(request.cwd.as_deref().unwrap_or("/"))?);
+    command.args(&request.argv[1..]).current_dir(crate::op::absolute(request.cwd.as_deref().unwrap_or("/"))?);
     if std::env::var_os("PATH").is_none() {
         command.env("PATH", DEFAULT_PATH);
     }

@@ -6,7 +6,7 @@ use smartvm_guest_protocol::{GuestErrorCode, Reply};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::session::{send, OpError, Reader, Writer};
+use crate::op::{send, OpError, Reader, Writer};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 use smartvm_guest_protocol::{ExitStatus, EXIT_REPORT};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::session::Agent;
+use crate::agent::Agent;
 
 /// How long the workload has to end after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);

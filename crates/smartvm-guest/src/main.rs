@@ -4,12 +4,14 @@
 //! API filesystems, reaps orphans, runs the workload given after `--`, and powers the guest off
 //! when that ends.
 
+mod agent;
 mod copy;
 mod exec;
 mod forward;
 mod init;
 mod listen;
 mod net;
+mod op;
 mod options;
 mod pty;
 mod reaper;

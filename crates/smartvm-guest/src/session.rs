@@ -1,92 +1,20 @@
 //! One connection, one request: read it, check it, dispatch it, answer failures as error frames.
 
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use smartvm_guest_protocol::{
-    parse_message, Capability, ErrorReply, FrameError, FrameReader, FrameWriter, GuestErrorCode, OwnedFrame, ReadError,
-    Reply, Request, AGENT_NAME, PROTOCOL_VERSION,
+    parse_message, Capability, ErrorReply, FrameReader, FrameWriter, GuestErrorCode, OwnedFrame, Reply, Request,
+    AGENT_NAME, PROTOCOL_VERSION,
 };
-use tokio::io::{ReadHalf, WriteHalf};
-use tokio::sync::{Notify, Semaphore};
 
+use crate::agent::Agent;
 use crate::listen::{BoxedConnection, Listener};
+use crate::op::{send, OpError, Reader, Writer};
 use crate::options::Options;
-use crate::reaper::Reaper;
-
-/// Frames from the client.
-pub type Reader = FrameReader<ReadHalf<BoxedConnection>>;
-/// Frames to the client.
-pub type Writer = FrameWriter<WriteHalf<BoxedConnection>>;
 
 /// How long a new connection may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What all sessions share.
-pub struct Agent {
-    started: Instant,
-    sessions: Arc<Semaphore>,
-    max_sessions: u32,
-    pid1: bool,
-    /// Spawns and reaps every process.
-    pub reaper: Reaper,
-    /// Signalled by a `shutdown` request.
-    pub shutdown: Notify,
-}
-
-/// A failed operation, sent to the client as [`Reply::Error`].
-#[derive(Debug)]
-pub struct OpError {
-    /// The code.
-    pub code: GuestErrorCode,
-    /// For people.
-    pub message: String,
-}
-
-impl OpError {
-    /// A failure with this code.
-    pub fn new(code: GuestErrorCode, message: impl Into<String>) -> OpError {
-        OpError { code, message: message.into() }
-    }
-
-    /// An I/O failure about `what`, coded by its kind.
-    pub fn io(error: std::io::Error, what: impl std::fmt::Display) -> OpError {
-        let code = match error.kind() {
-            std::io::ErrorKind::NotFound => GuestErrorCode::NotFound,
-            std::io::ErrorKind::PermissionDenied => GuestErrorCode::PermissionDenied,
-            _ => GuestErrorCode::Io,
-        };
-        OpError::new(code, format!("{what}: {error}"))
-    }
-
-    /// A frame that broke the protocol.
-    pub fn frame(error: &FrameError) -> OpError {
-        let code = match error {
-            FrameError::TooLarge { .. } => GuestErrorCode::FrameTooLarge,
-            _ => GuestErrorCode::BadFrame,
-        };
-        OpError::new(code, error.to_string())
-    }
-
-    /// A frame that could not be read.
-    pub fn read(error: &ReadError) -> OpError {
-        match error {
-            ReadError::Frame(frame) => OpError::frame(frame),
-            other => OpError::new(GuestErrorCode::BadFrame, other.to_string()),
-        }
-    }
-}
-
-/// `path` if it is absolute.
-pub fn absolute(path: &str) -> Result<&Path, OpError> {
-    let path = Path::new(path);
-    if path.is_absolute() {
-        Ok(path)
-    } else {
-        Err(OpError::new(GuestErrorCode::InvalidArgument, format!("{} is not an absolute path", path.display())))
-    }
-}
 
 /// What this agent can do.
 pub const CAPABILITIES: [Capability; 10] = [
@@ -126,20 +54,6 @@ pub async fn serve(options: Options, pid1: bool) -> i32 {
         }
     }
     crate::init::run_until_end(&agent, &options.workload).await
-}
-
-impl Agent {
-    fn new(options: &Options, pid1: bool) -> std::io::Result<Agent> {
-        let max_sessions = options.max_sessions.max(1);
-        Ok(Agent {
-            started: Instant::now(),
-            sessions: Arc::new(Semaphore::new(max_sessions as usize)),
-            max_sessions,
-            pid1,
-            reaper: Reaper::start()?,
-            shutdown: Notify::new(),
-        })
-    }
 }
 
 async fn accept_loop(agent: Arc<Agent>, listener: Listener) {
@@ -211,11 +125,6 @@ async fn dispatch(agent: &Agent, request: Request, reader: Reader, writer: &mut 
         }
     };
     send(writer, &reply).await
-}
-
-/// Sends one reply; a failure means the client is gone.
-pub async fn send(writer: &mut Writer, reply: &Reply) -> Result<(), OpError> {
-    writer.message(reply).await.map_err(|e| OpError::new(GuestErrorCode::Io, format!("the client is gone: {e}")))
 }
 
 async fn send_error(writer: &mut Writer, error: OpError) {

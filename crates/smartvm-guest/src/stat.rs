@@ -4,7 +4,7 @@ use std::os::unix::fs::MetadataExt;
 
 use smartvm_guest_protocol::{FileKind, StatReply};
 
-use crate::session::{absolute, OpError};
+use crate::op::{absolute, OpError};
 
 /// Metadata of `path`, not following a final symlink.
 pub fn stat(path: &str) -> Result<StatReply, OpError> {
