@@ -33,8 +33,11 @@ fn runtime_entries(dir: &Path) -> Vec<String> {
 
 async fn wait_stats(pool: &VmPool, what: &str, ok: impl Fn(&PoolStats) -> bool) -> PoolStats {
     let mut rx = pool.subscribe();
-    let seen = tokio::time::timeout(READY, rx.wait_for(|s| ok(s))).await;
-    assert!(seen.is_ok(), "{what}: stats stayed {:?}", pool.stats());
+    // The guard `wait_for` returns holds the stats' read lock: it is dropped at once, before the
+    // stats are read again (a refill publishing meanwhile would wait for it, and then so would
+    // that second read: a deadlock).
+    let seen = tokio::time::timeout(READY, rx.wait_for(|s| ok(s))).await.is_ok_and(|r| r.is_ok());
+    assert!(seen, "{what}: stats stayed {:?}", pool.stats());
     pool.stats()
 }
 
