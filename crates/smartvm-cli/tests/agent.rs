@@ -622,10 +622,20 @@ fn an_agent_killed_at_any_moment_of_a_burst_loses_no_vm() {
         };
         match moment % 2 {
             0 => wait_until("VM dirs appear", || dirs() >= n),
-            _ => wait_until("VMs run", || {
-                let list = client_runtime.block_on(AgentClient::new(&agent.socket).list()).unwrap_or_default();
-                list.iter().filter(|v| v.state == smartvm::VmState::Running).count() >= n
-            }),
+            _ => {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    let list = client_runtime.block_on(AgentClient::new(&agent.socket).list());
+                    let states: Vec<(String, smartvm::VmState)> =
+                        list.iter().flatten().map(|v| (v.id.clone(), v.state)).collect();
+                    if states.iter().filter(|(_, s)| *s == smartvm::VmState::Running).count() >= n {
+                        break;
+                    }
+                    let seen = list.map(|_| states);
+                    assert!(Instant::now() < deadline, "moment {moment}: {n} VMs do not run; the agent lists {seen:?}");
+                    std::thread::yield_now();
+                }
+            }
         }
         let pid = agent.process.id() as i32;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
