@@ -48,18 +48,8 @@ pub struct CreateArgs {
     /// A cold pool's VM config (camelCase JSON, without an id); default: the probe guest.
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Kernel image of a cold pool's VMs.
-    #[arg(long)]
-    kernel: Option<PathBuf>,
-    /// Kernel command line.
-    #[arg(long)]
-    boot_args: Option<String>,
-    /// vCPUs.
-    #[arg(long)]
-    vcpus: Option<u32>,
-    /// Memory in MiB.
-    #[arg(long)]
-    mem: Option<u64>,
+    #[command(flatten)]
+    machine: crate::run_flags::MachineArgs,
     /// Print the pool's stats as JSON instead of its name.
     #[arg(long)]
     json: bool,
@@ -90,18 +80,10 @@ fn cold_config(args: &CreateArgs, options: &SmartVmOptions) -> Result<VmConfig, 
             .with_boot_args("console=ttyS0")
             .with_machine(1, 16),
     };
-    if let Some(kernel) = &args.kernel {
+    if let Some(kernel) = &args.machine.kernel {
         config.boot_source.kernel_image_path = absolute(kernel)?;
     }
-    if let Some(b) = &args.boot_args {
-        config.boot_source.boot_args = Some(b.clone());
-    }
-    if let Some(v) = args.vcpus {
-        config.machine_config.vcpu_count = v;
-    }
-    if let Some(m) = args.mem {
-        config.machine_config.mem_size_mib = m;
-    }
+    args.machine.apply(&mut config);
     Ok(config)
 }
 

@@ -15,21 +15,11 @@ pub struct RunArgs {
     /// VM config: smartvm camelCase JSON or Firecracker's --config-file JSON.
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Kernel image (default: the built-in probe guest).
-    #[arg(long)]
-    kernel: Option<PathBuf>,
+    #[command(flatten)]
+    machine: crate::run_flags::MachineArgs,
     /// Root filesystem image (attached as writable root drive `rootfs`, staged ephemerally).
     #[arg(long)]
     rootfs: Option<PathBuf>,
-    /// Kernel command line.
-    #[arg(long)]
-    boot_args: Option<String>,
-    /// vCPUs.
-    #[arg(long)]
-    vcpus: Option<u32>,
-    /// Memory in MiB.
-    #[arg(long)]
-    mem: Option<u64>,
     /// VM id.
     #[arg(long)]
     id: Option<String>,
@@ -84,29 +74,21 @@ fn build_config(
         (Some(path), _) => crate::config_file::config_from_file(path)?,
         (None, Some(b)) => b.vm_config(),
         (None, None) => {
-            let kernel = match &args.kernel {
+            let kernel = match &args.machine.kernel {
                 Some(k) => k.clone(),
                 // Installed only once the rest of the config is known to be valid (see `run`).
                 None => probe::probe_kernel_path(&options.data_dir.join("kernels")),
             };
-            let default_args = if args.kernel.is_some() { LINUX_BOOT_ARGS } else { "console=ttyS0" };
+            let default_args = if args.machine.kernel.is_some() { LINUX_BOOT_ARGS } else { "console=ttyS0" };
             VmConfig::new(kernel)
                 .with_boot_args(default_args)
-                .with_machine(1, if args.kernel.is_some() { 128 } else { 16 })
+                .with_machine(1, if args.machine.kernel.is_some() { 128 } else { 16 })
         }
     };
-    if let Some(k) = &args.kernel {
+    if let Some(k) = &args.machine.kernel {
         cfg.boot_source.kernel_image_path = k.clone();
     }
-    if let Some(b) = &args.boot_args {
-        cfg.boot_source.boot_args = Some(b.clone());
-    }
-    if let Some(v) = args.vcpus {
-        cfg.machine_config.vcpu_count = v;
-    }
-    if let Some(m) = args.mem {
-        cfg.machine_config.mem_size_mib = m;
-    }
+    args.machine.apply(&mut cfg);
     if let Some(id) = &args.id {
         cfg.id = Some(id.clone());
     }
@@ -120,7 +102,7 @@ fn build_config(
     // Paths given as flags are relative to the current directory.
     if let Ok(cwd) = std::env::current_dir() {
         args.firectl.apply(&mut cfg, &cwd)?;
-        if let Some(k) = &args.kernel {
+        if let Some(k) = &args.machine.kernel {
             cfg.boot_source.kernel_image_path = cwd.join(k);
         }
         if let Some(root) = cfg.drives.iter_mut().find(|d| args.rootfs.is_some() && d.drive_id == "rootfs") {

@@ -41,6 +41,40 @@ pub struct FirectlArgs {
     pub socket_path: Option<PathBuf>,
 }
 
+/// The machine a VM is given by flags (`run`, `pool create`): kernel, command line, vCPUs,
+/// memory.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MachineArgs {
+    /// Kernel image (default: the built-in probe guest).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long)]
+    pub boot_args: Option<String>,
+    /// vCPUs.
+    #[arg(long)]
+    pub vcpus: Option<u32>,
+    /// Memory in MiB.
+    #[arg(long)]
+    pub mem: Option<u64>,
+}
+
+impl MachineArgs {
+    /// Puts the command line, vCPUs and memory given over `cfg`'s (the kernel is the
+    /// caller's: where its path is relative to differs).
+    pub fn apply(&self, cfg: &mut VmConfig) {
+        if let Some(b) = &self.boot_args {
+            cfg.boot_source.boot_args = Some(b.clone());
+        }
+        if let Some(v) = self.vcpus {
+            cfg.machine_config.vcpu_count = v;
+        }
+        if let Some(m) = self.mem {
+            cfg.machine_config.mem_size_mib = m;
+        }
+    }
+}
+
 /// Firecracker's log levels, by name.
 fn level_parser() -> impl clap::builder::TypedValueParser<Value = LogLevel> {
     use clap::builder::TypedValueParser;

@@ -3,36 +3,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use smartvm::vm::VmPolicy;
 use smartvm::{SmartVm, SmartVmOptions};
 
 fn detached(env: &common::TestEnv) -> SmartVmOptions {
     let options = env.smartvm.options().clone();
     SmartVmOptions { vm_policy: VmPolicy { detached: true, ..options.vm_policy.clone() }, ..options }
-}
-
-/// Kills the detached VMs when the test ends, passed or failed (they outlive their program).
-struct KillOnDrop(Vec<i32>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for pid in &self.0 {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-}
-
-fn wait_gone(pid: i32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while common::pid_alive(pid) {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::yield_now();
-    }
-    true
 }
 
 #[tokio::test]
@@ -44,7 +20,7 @@ async fn a_vm_that_cannot_be_taken_over_is_reclaimed_not_left_invisible() {
     kept.start().await.unwrap();
     lost.start().await.unwrap();
     let (kept_pid, lost_pid) = (kept.pid().await.unwrap(), lost.pid().await.unwrap());
-    let _guard = KillOnDrop(vec![kept_pid, lost_pid]);
+    let _guard = common::KillOnDrop(vec![kept_pid, lost_pid]);
     let lost_dir = lost.runtime_dir().to_path_buf();
     // The program "dies": it lets go of its VMs (detached: they keep running).
     drop((kept, lost));
@@ -63,9 +39,9 @@ async fn a_vm_that_cannot_be_taken_over_is_reclaimed_not_left_invisible() {
     assert!(since <= before_adoption, "its uptime counts from its process's start, not from the adoption");
     assert_eq!(outcome.failed.len(), 1, "{:?}", outcome.failed);
     assert_eq!(outcome.reclaimed, ["lost"]);
-    assert!(wait_gone(lost_pid), "the VM nothing answers for is killed");
+    assert!(common::wait_gone(lost_pid), "the VM nothing answers for is killed");
     assert!(!lost_dir.exists(), "and unwound");
     assert!(common::pid_alive(kept_pid));
     next.cleanup().await.unwrap();
-    assert!(wait_gone(kept_pid));
+    assert!(common::wait_gone(kept_pid));
 }

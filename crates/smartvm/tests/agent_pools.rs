@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use smartvm::agent::server::{bind, AdoptReport, AgentServer};
 use smartvm::agent::wire::PoolRequest;
@@ -17,28 +17,6 @@ use smartvm::vm::VmPolicy;
 use smartvm::{SmartVmOptions, VmConfig, VmState};
 
 const READY: Duration = Duration::from_secs(20);
-
-/// Kills what the test started when it ends, passed or failed (detached VMs outlive agents).
-struct KillOnDrop(Vec<i32>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for pid in &self.0 {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-}
-
-fn wait_gone(pid: i32) -> bool {
-    let deadline = Instant::now() + READY;
-    while common::pid_alive(pid) {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::yield_now();
-    }
-    true
-}
 
 struct Agent {
     server: Arc<AgentServer>,
@@ -118,7 +96,7 @@ async fn an_agent_restart_makes_its_pools_again_with_the_vms_that_waited() {
     let template = PoolRequest { template: Some(bundle), config: None, ..cold(&env, "tmpl", 1) };
     assert_eq!(first.client.create_pool(&template).await.unwrap().kind, "template");
     let warm = first.filled("warm").await;
-    let mut guard = KillOnDrop(pids(&warm).into_iter().collect());
+    let mut guard = common::KillOnDrop(pids(&warm).into_iter().collect());
 
     // A checkout is a VM of the agent's, running on the warm Firecracker that waited longest.
     let used = first.client.checkout("warm", None).await.unwrap();
@@ -160,7 +138,7 @@ async fn an_agent_restart_makes_its_pools_again_with_the_vms_that_waited() {
     let waiting = second.server.smartvm().pool("warm").unwrap().ready_vms();
     second.client.remove_pool("warm").await.unwrap();
     for (_, pid) in &waiting {
-        assert!(wait_gone(pid.unwrap()), "a waiting VM of a removed pool is destroyed");
+        assert!(common::wait_gone(pid.unwrap()), "a waiting VM of a removed pool is destroyed");
     }
     let gone = second.client.pool("warm").await.unwrap_err();
     assert_eq!(gone.code(), "POOL_NOT_FOUND", "{gone}");
@@ -183,7 +161,7 @@ async fn a_recorded_pool_that_cannot_be_made_again_leaves_no_vm_running() {
     let (first, _) = start_agent(&env).await;
     first.client.create_pool(&cold(&env, "doomed", 2)).await.unwrap();
     let waiting = first.filled("doomed").await;
-    let _guard = KillOnDrop(pids(&waiting).into_iter().collect());
+    let _guard = common::KillOnDrop(pids(&waiting).into_iter().collect());
     first.shut_down().await;
     // Its record can no longer be trusted (others may write it): the next agent does not act on it.
     let record = env.smartvm.runtime_dir().join(".pools/doomed.json");
@@ -199,7 +177,7 @@ async fn a_recorded_pool_that_cannot_be_made_again_leaves_no_vm_running() {
     let reclaimed: BTreeSet<String> = report.reclaimed.iter().cloned().collect();
     assert_eq!(reclaimed, waiting.iter().map(|(id, _)| id.clone()).collect(), "nothing answers for them");
     for (id, pid) in &waiting {
-        assert!(wait_gone(*pid), "{id} is killed");
+        assert!(common::wait_gone(*pid), "{id} is killed");
         assert!(!env.smartvm.runtime_dir().join(id).exists(), "{id} is unwound");
     }
     assert!(second.client.pools().await.unwrap().is_empty());
@@ -213,7 +191,7 @@ async fn a_waiting_vm_not_in_the_state_its_pool_leaves_it_in_is_replaced() {
     let (first, _) = start_agent(&env).await;
     first.client.create_pool(&cold(&env, "swap", 1)).await.unwrap();
     let waiting = first.filled("swap").await;
-    let _guard = KillOnDrop(pids(&waiting).into_iter().collect());
+    let _guard = common::KillOnDrop(pids(&waiting).into_iter().collect());
     first.shut_down().await;
     // The record now says "template": its waiting VM (warm, never restored) is not what such a
     // pool holds, as a restore cut short by a crash would not be.
@@ -225,7 +203,7 @@ async fn a_waiting_vm_not_in_the_state_its_pool_leaves_it_in_is_replaced() {
     assert_eq!(report.pools, [("swap".to_string(), Vec::<String>::new())], "{report:?}");
     assert_eq!(report.failed.len(), 1, "{report:?}");
     assert_eq!(report.reclaimed, [waiting[0].0.as_str()]);
-    assert!(wait_gone(waiting[0].1), "the VM that did not fit is killed");
+    assert!(common::wait_gone(waiting[0].1), "the VM that did not fit is killed");
     let refilled = second.filled("swap").await;
     let vm = second.client.checkout("swap", None).await.unwrap();
     assert_eq!(vm.pid, Some(refilled[0].1));

@@ -116,6 +116,30 @@ pub fn pid_alive(pid: i32) -> bool {
     smartvm::vm::process_start_time(pid).is_some()
 }
 
+/// Kills the processes (detached VMs, which outlive their program) when a test ends, passed or
+/// failed.
+pub struct KillOnDrop(pub Vec<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Waits (at most 20 s) until `pid` is gone; true when it is.
+pub fn wait_gone(pid: i32) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pid_alive(pid) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+    true
+}
+
 /// Writes `text` at the start of 512-byte sector `sector` of the file at `path` (the rest of the
 /// sector zeroed), synced.
 pub fn write_sector(path: &Path, sector: u64, text: &str) {
