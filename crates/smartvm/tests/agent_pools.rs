@@ -122,6 +122,11 @@ async fn an_agent_restart_makes_its_pools_again_with_the_vms_that_waited() {
     assert_eq!(report.adopted, [used.id.as_str()], "the checked-out VM is an ordinary VM");
     let readopted = second.server.smartvm().pool("warm").unwrap().ready_vms();
     assert_eq!(readopted.iter().map(|(_, p)| p.unwrap()).collect::<BTreeSet<_>>(), pids(&warm));
+    // Taking the pool over twice is refused before anything is touched.
+    let twice = second.server.smartvm().adopt_pool(cold(&env, "warm", 2).to_spec().unwrap()).await.unwrap_err();
+    assert_eq!(twice.code(), "INVALID_CONFIG", "{twice}");
+    assert_eq!(second.server.smartvm().pool("warm").unwrap().ready_vms(), readopted);
+    assert!(pids(&warm).iter().all(|p| common::pid_alive(*p)));
 
     // They are handed out as before: a warm one boots the checkout's config, a paused one resumes.
     let config = probe(&env, &ProbeArgs::new().lines(2).to_boot_args());

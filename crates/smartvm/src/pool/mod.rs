@@ -47,6 +47,8 @@ struct Shared {
     options: VmRuntimeOptions,
     ready: Mutex<VecDeque<MicroVm>>,
     warming: AtomicUsize,
+    /// The tasks making VMs now: a close cancels them (their start unwinds) and waits for them.
+    makers: Mutex<tokio::task::JoinSet<()>>,
     /// Checkouts booting their VM (see [`refill::plan`]).
     booting: AtomicUsize,
     closed: AtomicBool,
@@ -70,6 +72,7 @@ impl VmPool {
             options,
             ready: Mutex::new(VecDeque::new()),
             warming: AtomicUsize::new(0),
+            makers: Mutex::new(tokio::task::JoinSet::new()),
             booting: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
@@ -121,13 +124,18 @@ impl VmPool {
         ready.iter().map(|vm| (vm.id().to_string(), vm.current_pid())).collect()
     }
 
-    /// Stops refilling and destroys the VMs that wait (their processes, dirs and journals).
-    /// VMs handed out are not the pool's and stay. Idempotent.
+    /// Stops refilling and destroys the VMs that wait (their processes, dirs and journals) and
+    /// those being made (their start is cancelled and unwinds). VMs handed out are not the
+    /// pool's and stay. Idempotent.
     pub async fn close(&self) {
         self.shared.closed.store(true, Ordering::SeqCst);
         if let Some(refiller) = self.refiller.lock().unwrap_or_else(|p| p.into_inner()).take() {
             refiller.abort();
         }
+        let mut makers = std::mem::take(&mut *self.shared.lock_makers());
+        makers.abort_all();
+        while makers.join_next().await.is_some() {}
+        self.shared.warming.store(0, Ordering::SeqCst);
         let waiting: Vec<MicroVm> = self.shared.lock_ready().drain(..).collect();
         self.shared.publish();
         futures_util::future::join_all(waiting.iter().map(|vm| vm.cleanup())).await;
@@ -208,7 +216,9 @@ impl Drop for VmPool {
         if let Some(refiller) = self.refiller.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
             refiller.abort();
         }
-        // The waiting VMs unwind synchronously as they drop.
+        self.shared.lock_makers().abort_all();
+        // The waiting VMs unwind synchronously as they drop (a detached one, a host agent's,
+        // lives on for the next agent to take over).
         self.shared.lock_ready().clear();
     }
 }
@@ -216,6 +226,10 @@ impl Drop for VmPool {
 impl Shared {
     fn lock_ready(&self) -> std::sync::MutexGuard<'_, VecDeque<MicroVm>> {
         self.ready.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_makers(&self) -> std::sync::MutexGuard<'_, tokio::task::JoinSet<()>> {
+        self.makers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn new_id(&self) -> String {

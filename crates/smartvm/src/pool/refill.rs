@@ -51,6 +51,8 @@ pub(super) async fn run(shared: Arc<Shared>) {
             return;
         }
         discard_ended(&shared);
+        // Forget the makers that finished.
+        while shared.lock_makers().try_join_next().is_some() {}
         let counts = Counts {
             size: shared.spec.size,
             ready: shared.lock_ready().len(),
@@ -60,7 +62,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
         };
         for _ in 0..plan(counts) {
             shared.warming.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(make_one(shared.clone(), Arc::downgrade(&shared)));
+            shared.lock_makers().spawn(make_one(shared.clone(), Arc::downgrade(&shared)));
         }
         shared.publish();
         let failed_before = shared.failed.load(Ordering::SeqCst);

@@ -85,6 +85,10 @@ impl SmartVm {
     /// cannot be taken over is killed and unwound. The pool refills the rest.
     pub async fn adopt_pool(&self, spec: PoolSpec) -> Result<(Arc<VmPool>, AdoptOutcome)> {
         let options = self.pool_options(&spec)?;
+        if self.pool(&spec.name).is_some() {
+            // Checked before anything is taken over (and again, atomically, on registering).
+            return Err(super::pools::name_in_use(&spec.name));
+        }
         let mut outcome = AdoptOutcome::default();
         let mut ready = Vec::new();
         for (dir, journal) in journaled_vm_dirs(&self.options.runtime_dir) {

@@ -8,6 +8,11 @@ use crate::error::Result;
 use crate::pool::{PoolKind, PoolSpec, VmPool};
 use crate::vm::{MicroVm, VmRuntimeOptions};
 
+/// `INVALID_CONFIG` on `name`: a pool of that name exists.
+pub(super) fn name_in_use(name: &str) -> crate::error::SmartVmError {
+    ConfigErrors::single("name", format!("a pool named {name:?} exists")).into()
+}
+
 impl SmartVm {
     /// Creates pool `spec` and starts filling it in the background (see [`crate::pool`]).
     /// Refused with `INVALID_CONFIG`, nothing made: an invalid spec or config, a name in use,
@@ -53,7 +58,7 @@ impl SmartVm {
     }
 
     /// Starts pool `spec` holding `ready` and registers it; `INVALID_CONFIG` for a name in use
-    /// (then `ready` is unwound as it drops).
+    /// (then `ready` is destroyed: detached VMs would outlive a drop).
     pub(super) fn register_pool(
         &self,
         spec: PoolSpec,
@@ -62,7 +67,8 @@ impl SmartVm {
     ) -> Result<Arc<VmPool>> {
         let mut pools = self.pool_registry();
         if pools.contains_key(&spec.name) {
-            return Err(ConfigErrors::single("name", format!("a pool named {:?} exists", spec.name)).into());
+            ready.into_iter().for_each(MicroVm::destroy_now);
+            return Err(name_in_use(&spec.name));
         }
         let pool = VmPool::start(spec, options, ready);
         pools.insert(pool.name().to_string(), pool.clone());
