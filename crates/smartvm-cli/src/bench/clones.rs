@@ -13,7 +13,7 @@ use smartvm::VmConfig;
 
 use super::report::Scenario;
 use super::stats::{load_average, mean, pss_kib, resident_kib, CpuMeter};
-use super::{bench_error, ms, raw, scenario, Rig};
+use super::{bench_error, compared, ms, raw, Measured, Rig};
 use crate::exit::CliError;
 
 /// Memory of the guest whose clones' PSS is measured, all of it written before the snapshot.
@@ -150,25 +150,19 @@ fn pair(
     load: (Option<f64>, Option<f64>),
     meters: &Meters,
 ) -> [Scenario; 2] {
-    let raw_name = format!("clones{kind}.{n}.raw");
     let what =
         if kind.is_empty() { String::new() } else { format!(" of a {TOUCHED_MIB} MiB guest that wrote all of it") };
-    [
-        scenario(
-            &raw_name,
-            format!("{n} raw spawns + snapshot loads{what} (resume) at once → all loaded"),
-            None,
-            raw_all,
-            load,
-            &meters.raw,
-        ),
-        scenario(
-            &format!("clones{kind}.{n}.smartvm"),
-            format!("smartvm clone_vms({n}){what} (resume) → all restored"),
-            Some(&raw_name),
-            sv_all,
-            load,
-            &meters.smartvm,
-        ),
-    ]
+    let raw = Measured {
+        name: format!("clones{kind}.{n}.raw"),
+        title: format!("{n} raw spawns + snapshot loads{what} (resume) at once → all loaded"),
+        samples: raw_all,
+        cpu: &meters.raw,
+    };
+    let smartvm = Measured {
+        name: format!("clones{kind}.{n}.smartvm"),
+        title: format!("smartvm clone_vms({n}){what} (resume) → all restored"),
+        samples: sv_all,
+        cpu: &meters.smartvm,
+    };
+    compared(raw, smartvm, load)
 }

@@ -140,6 +140,20 @@ pub(crate) fn bench_error(what: &str, e: impl std::fmt::Display) -> CliError {
     CliError::new(Exit::Failure, format!("{what}: {e}"))
 }
 
+/// One side of a raw-vs-smartvm comparison: its key, title, samples and CPU.
+struct Measured<'a> {
+    name: String,
+    title: String,
+    samples: Vec<f64>,
+    cpu: &'a CpuMeter,
+}
+
+/// A raw scenario and the smartvm one compared with it, both measured between `load`.
+fn compared(raw: Measured<'_>, smartvm: Measured<'_>, load: (Option<f64>, Option<f64>)) -> [Scenario; 2] {
+    let smartvm = scenario(&smartvm.name, smartvm.title, Some(&raw.name), smartvm.samples, load, smartvm.cpu);
+    [scenario(&raw.name, raw.title, None, raw.samples, load, raw.cpu), smartvm]
+}
+
 /// `samples` as a scenario measured between the load averages `load`, costing `cpu`.
 fn scenario(
     name: &str,
@@ -381,25 +395,19 @@ impl Rig {
             sv_all.push(ms(start.elapsed()));
             self.smartvm.remove_vm(restored.id()).await?;
         }
-        let load = (load, load_average());
-        Ok(vec![
-            scenario(
-                "restore.raw",
-                "raw spawn + PUT /snapshot/load (resume) → first count line".into(),
-                None,
-                raw_all,
-                load,
-                &raw_cpu,
-            ),
-            scenario(
-                "restore.smartvm",
-                "smartvm restore_vm (resume) → first count line".into(),
-                Some("restore.raw"),
-                sv_all,
-                load,
-                &sv_cpu,
-            ),
-        ])
+        let raw = Measured {
+            name: "restore.raw".into(),
+            title: "raw spawn + PUT /snapshot/load (resume) → first count line".into(),
+            samples: raw_all,
+            cpu: &raw_cpu,
+        };
+        let smartvm = Measured {
+            name: "restore.smartvm".into(),
+            title: "smartvm restore_vm (resume) → first count line".into(),
+            samples: sv_all,
+            cpu: &sv_cpu,
+        };
+        Ok(compared(raw, smartvm, (load, load_average())).into())
     }
 
     /// One `restore_vm` until the restored guest's first count line.

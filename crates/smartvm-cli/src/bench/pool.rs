@@ -13,7 +13,7 @@ use smartvm::{probe, VmConfig};
 use super::raw::{self, Flavor};
 use super::report::Scenario;
 use super::stats::{load_average, CpuMeter};
-use super::{bench_error, ms, scenario, Rig};
+use super::{bench_error, compared, ms, Measured, Rig};
 use crate::exit::CliError;
 
 /// How long a pool may take to refill between timed checkouts.
@@ -73,28 +73,21 @@ impl Rig {
             sv_all.push(self.checkout(&pool, &mut sv_cpu, probe::LINE_PREFIX).await?);
         }
         self.smartvm.remove_pool(pool.name()).await;
-        let load = (load, load_average());
-        let raw_name = format!("pool.{name}.raw");
         let with_drive =
             if warm.drive { format!(" ({DRIVE_MIB} MiB data drive, used in place)") } else { String::new() };
-        Ok(vec![
-            scenario(
-                &raw_name,
-                format!("raw firecracker --no-api --config-file{with_drive}: spawn → first probe line"),
-                None,
-                raw_all,
-                load,
-                &raw_cpu,
-            ),
-            scenario(
-                &format!("pool.{name}.smartvm"),
-                format!("{name} pool: checkout ({what}) → first probe line"),
-                Some(&raw_name),
-                sv_all,
-                load,
-                &sv_cpu,
-            ),
-        ])
+        let raw = Measured {
+            name: format!("pool.{name}.raw"),
+            title: format!("raw firecracker --no-api --config-file{with_drive}: spawn → first probe line"),
+            samples: raw_all,
+            cpu: &raw_cpu,
+        };
+        let smartvm = Measured {
+            name: format!("pool.{name}.smartvm"),
+            title: format!("{name} pool: checkout ({what}) → first probe line"),
+            samples: sv_all,
+            cpu: &sv_cpu,
+        };
+        Ok(compared(raw, smartvm, (load, load_average())).into())
     }
 
     async fn template_pool(&self, runs: u32, cfg: &VmConfig, snap: &Snapshot) -> Result<Vec<Scenario>, CliError> {
@@ -109,26 +102,19 @@ impl Rig {
             sv_all.push(self.checkout(&pool, &mut sv_cpu, "smartvm-probe count n=").await?);
         }
         self.smartvm.remove_pool(pool.name()).await;
-        let load = (load, load_average());
-        let raw_name = "pool.template.raw";
-        Ok(vec![
-            scenario(
-                raw_name,
-                "raw spawn + PUT /snapshot/load (resume) → first count line".into(),
-                None,
-                raw_all,
-                load,
-                &raw_cpu,
-            ),
-            scenario(
-                "pool.template.smartvm",
-                "template pool: checkout (resume a restored, paused VM) → first count line".into(),
-                Some(raw_name),
-                sv_all,
-                load,
-                &sv_cpu,
-            ),
-        ])
+        let raw = Measured {
+            name: "pool.template.raw".into(),
+            title: "raw spawn + PUT /snapshot/load (resume) → first count line".into(),
+            samples: raw_all,
+            cpu: &raw_cpu,
+        };
+        let smartvm = Measured {
+            name: "pool.template.smartvm".into(),
+            title: "template pool: checkout (resume a restored, paused VM) → first count line".into(),
+            samples: sv_all,
+            cpu: &sv_cpu,
+        };
+        Ok(compared(raw, smartvm, (load, load_average())).into())
     }
 
     /// A data drive of `DRIVE_MIB` MiB, every byte written (made once).
